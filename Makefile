@@ -1,0 +1,54 @@
+# netcourse: two commands.  `make lab` opens the course, `make test` checks it.
+# Both create .venv on first use (and again whenever pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.netcourse-installed
+SANITIZE := tests/nbval-sanitize.cfg
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: lab test unit nbval bench doctor record execute clean setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || \
+	  { echo "netcourse needs Python 3.10 or newer; '$(PYTHON)' is $$($(PYTHON) -V 2>&1). Run: make PYTHON=python3.12 ..."; exit 1; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) || \
+	  { echo "Could not create a virtual environment. On Debian/Ubuntu: sudo apt-get install python3-venv"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) notebooks/00_start_here.ipynb
+
+# Unit tests and nbval over every notebook, in one pytest run.
+test: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests notebooks \
+	  --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests
+
+nbval: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider notebooks \
+	  --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE)
+
+bench: $(STAMP)
+	$(BIN)/python -m netcourse bench
+
+doctor: $(STAMP)
+	$(BIN)/python -m netcourse doctor
+
+# Re-record the shipped captures (needs root or CAP_NET_RAW), then re-execute the notebooks.
+record: $(STAMP)
+	$(BIN)/python -m netcourse record
+
+# Re-execute every notebook in place and store its outputs.
+execute: $(STAMP)
+	for nb in notebooks/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

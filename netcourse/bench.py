@@ -1,0 +1,97 @@
+"""``make bench``: measure the runtime's speed and completeness, and print a table.
+
+Figures are measured, never asserted: the tests check behaviour, this prints numbers.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from .capture import capture, capture_permitted
+from .server import serve
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _tiny_app() -> web.Application:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    return app
+
+
+def server_start_stop_ms(runs: int = 50) -> float:
+    """Median milliseconds for serve() + stop() of a tiny app."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        srv = serve(_tiny_app())
+        srv.stop()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def capture_ready_ms(runs: int = 20) -> float:
+    """Median milliseconds from capture() entry until its sniffer is listening."""
+    times = []
+    for _ in range(runs):
+        with capture(9, mode="live") as cap:
+            pass
+        times.append(cap.ready_s * 1000)
+    return statistics.median(times)
+
+
+def capture_completeness(datagrams: int = 10_000) -> tuple[int, int, float]:
+    """Send a burst of small UDP datagrams on loopback; return (sent, captured once, seconds)."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        port = rx.getsockname()[1]
+        t = time.perf_counter()
+        with capture(port, mode="live") as cap:
+            for i in range(datagrams):
+                tx.sendto(b"%08d" % i, ("127.0.0.1", port))
+        elapsed = time.perf_counter() - t
+    finally:
+        rx.close()
+        tx.close()
+    seen = {bytes(p["UDP"].payload) for p in cap.packets}
+    return datagrams, min(len(seen), len(cap.packets)), elapsed
+
+
+def notebook_seconds(name: str = "00_start_here.ipynb") -> float:
+    """Wall seconds to execute a notebook headless (nbclient, fresh kernel)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    t = time.perf_counter()
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    rows = [("server start+stop, median", f"{server_start_stop_ms():.1f} ms", "≤ 20 ms")]
+    if capture_permitted():
+        rows.append(("capture ready, median", f"{capture_ready_ms():.1f} ms", "≤ 50 ms"))
+        sent, got, secs = capture_completeness()
+        rows.append(
+            (f"capture completeness at {sent:,} datagrams", f"{got / sent:.2%} ({got:,}; {secs:.2f} s)", "100%")
+        )
+    else:
+        rows.append(("capture ready / completeness", "skipped: no capture rights", "—"))
+    rows.append(("wall time to execute 00_start_here headless", f"{notebook_seconds():.1f} s", "≤ 10 s"))
+    width = [max(len(r[i]) for r in rows + [("figure", "measured", "target")]) for i in range(3)]
+    print(f"{'figure'.ljust(width[0])}  {'measured'.ljust(width[1])}  target")
+    print(f"{'-' * width[0]}  {'-' * width[1]}  {'-' * width[2]}")
+    for a, b, c in rows:
+        print(f"{a.ljust(width[0])}  {b.ljust(width[1])}  {c}")
+    return 0

@@ -1,0 +1,450 @@
+"""Capture the loopback traffic of an experiment, live with scapy, or replayed from a recording.
+
+    with serve(app) as srv, capture(srv.port, scenario="first_request") as cap:
+        ...  # talk to the server
+    cap.table()    # one row per packet
+
+What it takes care of (each was measured on Linux with scapy 2.8):
+
+- Ready before the block runs: the packet socket is bound before the block starts, and the sniffer's
+  thread has reported that it is listening (bounded wait), so the first SYN is never lost.
+- Each packet once: on ``lo`` the kernel delivers every packet twice, the outgoing copy and the
+  incoming one. The socket below drops the PACKET_OUTGOING copy.
+- Only the experiment: Jupyter's own loopback traffic is filtered out by port, in the kernel with a
+  BPF program when libpcap is installed, and in Python (on the raw bytes, before dissection) always.
+- The tail: on exit it waits (bounded) for connections on the ports to finish their handshake or
+  teardown, then sends a sentinel datagram to a port of its own and stops when the sentinel arrives.
+  Packets on one interface reach the packet socket in order, so everything before it was seen.
+- Bursts: a 4 MiB socket receive buffer, and dissection after the capture, not during it.
+
+Without capture rights (most learners: Binder, JupyterHub, a laptop without sudo) a capture that names a
+scenario replays the course's recording of it, and says so in the cell. The block still runs live.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import platform
+import secrets
+import socket
+import struct
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .display import announce
+from .errors import CaptureError, CaptureNotPermitted, CaptureStartTimeout
+from .kernel import connections_settling
+from .packets import PacketTable, packet_rows
+from .scenarios import check_name, load_meta, recording_paths, recording_target
+
+__all__ = ["Capture", "capture", "capture_permitted", "libpcap_available", "HOW_TO_ENABLE"]
+
+HOW_TO_ENABLE = (
+    "To capture live, run Jupyter as root, or give the venv's Python the capability once: "
+    "sudo setcap cap_net_raw+ep \"$(readlink -f .venv/bin/python)\" (README: Capture rights)."
+)
+
+RCVBUF_BYTES = 1 << 22  # 4 MiB: holds a 10,000-datagram burst on loopback
+_FRAME_MAX = 1 << 17  # lo's MTU is 65,536: frames up to 65,550 bytes
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+MODE_ENV = "NETCOURSE_CAPTURE"  # "auto" (default), "live" or "replay"
+
+
+def _frame_ports(frame: bytes) -> tuple[int, int, int] | None:
+    """(ip proto, source port, dest port) of an Ethernet frame, read straight from its bytes.
+
+    For an ICMP error, the ports are those of the datagram it quotes, so the error is kept with the
+    experiment whose datagram caused it. None for anything that is not IP with ports.
+    """
+    if len(frame) < 14:
+        return None
+    ethertype = frame[12:14]
+    if ethertype == b"\x08\x00":  # IPv4
+        if len(frame) < 34:
+            return None
+        ihl = (frame[14] & 0x0F) * 4
+        proto = frame[23]
+        l4 = 14 + ihl
+        if proto == 1 and len(frame) >= l4 + 8 + 20 + 4:  # ICMP: quoted IP header + 8 bytes
+            inner = l4 + 8
+            inner_l4 = inner + (frame[inner] & 0x0F) * 4
+            if len(frame) < inner_l4 + 4:
+                return None
+            sport, dport = struct.unpack_from("!HH", frame, inner_l4)
+            return proto, sport, dport
+    elif ethertype == b"\x86\xdd":  # IPv6 (no extension headers on loopback experiments)
+        proto = frame[20]
+        l4 = 54
+        if proto == 58 and len(frame) >= l4 + 8 + 40 + 4:
+            sport, dport = struct.unpack_from("!HH", frame, l4 + 8 + 40)
+            return proto, sport, dport
+    else:
+        return None
+    if proto not in (6, 17) or len(frame) < l4 + 4:
+        return None
+    sport, dport = struct.unpack_from("!HH", frame, l4)
+    return proto, sport, dport
+
+
+def _listen_socket_class() -> type:
+    """Build the scapy socket class lazily (importing scapy's Linux arch is Linux-only)."""
+    from scapy.arch.linux import L2ListenSocket
+    from scapy.config import conf
+
+    class LoopbackListenSocket(L2ListenSocket):
+        """A scapy listen socket that skips outgoing copies, keeps only given ports, and returns
+        undissected frames (dissection happens after the capture, off the hot path)."""
+
+        desc = "loopback listen socket: incoming copies only, filtered by port"
+
+        def __init__(self, iface: str, ports: set[int], bpf: str | None) -> None:
+            self._ports = ports
+            super().__init__(iface=iface, filter=bpf)
+            for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):  # FORCE passes rmem_max (needs root)
+                try:
+                    self.ins.setsockopt(socket.SOL_SOCKET, opt, RCVBUF_BYTES)
+                    break
+                except OSError:
+                    continue
+
+        def recv_raw(self, x: int = _FRAME_MAX):  # type: ignore[override]
+            frame, sa_ll, ts = self._recv_raw(self.ins, _FRAME_MAX)
+            if not frame or sa_ll[2] == PACKET_OUTGOING:
+                return None, None, None
+            ports = _frame_ports(frame)
+            if ports is None or (ports[1] not in self._ports and ports[2] not in self._ports):
+                return None, None, None
+            return conf.raw_layer, frame, ts if ts is not None else time.time()
+
+    return LoopbackListenSocket
+
+
+def libpcap_available() -> bool:
+    """True if scapy can compile BPF filters with libpcap (Debian package libpcap0.8)."""
+    try:
+        from scapy.arch.common import compile_filter
+
+        compile_filter("udp port 9", iface="lo")
+        return True
+    except Exception:
+        return False
+
+
+def capture_permitted(iface: str = "lo") -> bool:
+    """True if this process may open a packet socket (root or CAP_NET_RAW) on Linux."""
+    if not hasattr(socket, "AF_PACKET"):
+        return False
+    try:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    except OSError:
+        return False
+    s.close()
+    return True
+
+
+def _bpf_for(ports: set[int]) -> str:
+    port_expr = " or ".join(f"port {p}" for p in sorted(ports))
+    return f"((tcp or udp) and ({port_expr})) or icmp or icmp6"
+
+
+class Capture:
+    """The packets of one experiment. Create it with ``capture(...)`` and use it as a context manager.
+
+    Attributes:
+        server_ports: the ports servers listen on (in replay: those of the recording).
+        scenario: the scenario name, or None.
+        live: True when packets were captured live, False when replayed from a recording.
+        complete: True when the end-of-capture sentinel arrived (nothing lost at the tail).
+        packets: the captured packets, a scapy ``PacketList`` (filled when the block ends).
+        notice: one line saying where the packets came from.
+        recorded_at: for a replay, when the recording was made (ISO 8601, UTC).
+        ready_s: seconds it took the live sniffer to be ready.
+    """
+
+    def __init__(
+        self,
+        ports: tuple[int, ...],
+        *,
+        scenario: str | None = None,
+        iface: str = "lo",
+        mode: str | None = None,
+        bpf: bool | None = None,
+        ready_timeout: float = 2.0,
+        settle_timeout: float = 0.5,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        if not ports:
+            raise CaptureError("capture() needs at least one port: the server's (e.g. srv.port).")
+        for p in ports:
+            if not isinstance(p, int) or not 0 < p < 65536:
+                raise CaptureError(f"capture(): {p!r} is not a port number (1-65535).")
+        mode = (mode or os.environ.get(MODE_ENV) or "auto").lower()
+        if mode not in ("auto", "live", "replay"):
+            raise CaptureError(f"capture mode must be 'auto', 'live' or 'replay', not {mode!r}.")
+        if scenario is not None:
+            check_name(scenario)
+        if mode == "replay" and scenario is None:
+            raise CaptureError("Replay needs a scenario name: capture(port, scenario='...').")
+        self.server_ports = tuple(ports)
+        self.scenario = scenario
+        self.iface = iface
+        self.mode = mode
+        self.bpf = bpf
+        self.ready_timeout = ready_timeout
+        self.settle_timeout = settle_timeout
+        self.stop_timeout = stop_timeout
+        self.live = False
+        self.complete = False
+        self.packets: Any = None
+        self.notice = ""
+        self.recorded_at: str | None = None
+        self.ready_s: float | None = None
+        self.t0 = 0.0
+        self._sniffer: Any = None
+        self._sock: Any = None
+        self._marker: socket.socket | None = None
+        self._token = b""
+        self._table: PacketTable | None = None
+        self._state = "new"
+
+    # -- context manager ---------------------------------------------------------------------------
+
+    def __enter__(self) -> "Capture":
+        if self._state != "new":
+            raise CaptureError("A Capture can be used once; call capture(...) again for a new one.")
+        self._state = "running"
+        if self.mode == "replay" or recording_target() is None and self.mode == "auto" and not capture_permitted(self.iface):
+            if self.scenario is None:
+                raise CaptureNotPermitted(
+                    "Live capture is not permitted for this user, and this capture names no scenario "
+                    f"to replay. {HOW_TO_ENABLE}"
+                )
+            self._meta = load_meta(self.scenario)  # fails early if the recording is missing
+            self.live = False
+            self.t0 = time.time()
+            return self
+        self._start_live()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._state != "running":
+            return
+        self._state = "done"
+        if self.live:
+            self._stop_live(drain=exc_type is None)
+            if recording_target() is not None and self.scenario and exc_type is None:
+                self._save(recording_target())
+            announce(self.notice, kind="live")
+        else:
+            self._load_replay()
+            announce(self.notice, kind="replay")
+
+    # -- live --------------------------------------------------------------------------------------
+
+    def _start_live(self) -> None:
+        from scapy.sendrecv import AsyncSniffer
+
+        self._marker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._marker.bind(("127.0.0.1", 0))
+        marker_port = self._marker.getsockname()[1]
+        self._token = b"netcourse-capture-end-" + secrets.token_hex(8).encode()
+        ports = set(self.server_ports) | {marker_port}
+        use_bpf = self.bpf if self.bpf is not None else libpcap_available()
+        self.bpf = use_bpf
+        started = time.perf_counter()
+        try:
+            self._sock = _listen_socket_class()(self.iface, ports, _bpf_for(ports) if use_bpf else None)
+        except PermissionError as exc:
+            self._close_marker()
+            raise CaptureNotPermitted(
+                f"Live capture is not permitted for this user ({exc.strerror}). {HOW_TO_ENABLE}"
+            ) from exc
+        except OSError as exc:
+            self._close_marker()
+            if exc.errno == errno.ENODEV:
+                raise CaptureError(f"There is no network interface named {self.iface!r}.") from exc
+            raise CaptureError(f"Could not open a capture socket on {self.iface!r}: {exc}") from exc
+        except Exception as exc:  # e.g. scapy could not compile or attach the filter
+            self._close_marker()
+            raise CaptureError(f"Could not start the capture: {exc}") from exc
+        ready = threading.Event()
+        token = self._token
+        self._sniffer = AsyncSniffer(
+            opened_socket=self._sock,
+            store=True,
+            started_callback=ready.set,
+            stop_filter=lambda p: bytes(p).endswith(token),
+        )
+        self._sniffer.start()
+        if not ready.wait(self.ready_timeout):
+            failure = self._sniffer.exception
+            self._abort_live()
+            if failure is not None:
+                raise CaptureError(f"The sniffer failed to start: {failure}") from failure
+            raise CaptureStartTimeout(
+                f"The sniffer was not listening after {self.ready_timeout} s; nothing was captured."
+            )
+        self.ready_s = time.perf_counter() - started
+        self.live = True
+        self.t0 = time.time()
+
+    def _stop_live(self, drain: bool) -> None:
+        from scapy.layers.l2 import Ether
+        from scapy.plist import PacketList
+        from .server import wait_until
+
+        if drain:
+            wait_until(lambda: not connections_settling(set(self.server_ports)), self.settle_timeout)
+        assert self._marker is not None
+        self._marker.sendto(self._token, self._marker.getsockname())
+        self._sniffer.join(self.stop_timeout)
+        if self._sniffer.running:
+            self._sniffer.stop(join=True)
+            self.complete = False
+        else:
+            self.complete = True
+        raw = self._sniffer.results or []
+        self._close_socket()
+        self._close_marker()
+        frames = []
+        for p in raw:
+            data = bytes(p)
+            if data.endswith(self._token):
+                continue
+            frame = Ether(data)
+            frame.time = p.time
+            frames.append(frame)
+        self.packets = PacketList(frames, name=f"capture {self.scenario or ''}".strip())
+        self.notice = (
+            f"Live capture on {self.iface}: {len(frames)} packets"
+            + (f" (scenario {self.scenario!r})" if self.scenario else "")
+            + ("." if self.complete else "; the end marker never arrived, the tail may be missing.")
+        )
+
+    def _abort_live(self) -> None:
+        try:
+            if self._sniffer is not None and self._sniffer.running:
+                self._sniffer.stop(join=True)
+        except Exception:
+            pass
+        self._close_socket()
+        self._close_marker()
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+    def _close_marker(self) -> None:
+        if self._marker is not None:
+            self._marker.close()
+            self._marker = None
+
+    # -- recordings --------------------------------------------------------------------------------
+
+    def _save(self, directory: Path) -> None:
+        from scapy.utils import PcapWriter
+        from . import __version__
+
+        assert self.scenario is not None
+        pcap, meta = recording_paths(self.scenario, directory)
+        with PcapWriter(str(pcap), linktype=1, nano=True, sync=True) as writer:
+            for p in self.packets:
+                writer.write(p)
+        meta.write_text(
+            json.dumps(
+                {
+                    "scenario": self.scenario,
+                    "recorded_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "t0": self.t0,
+                    "server_ports": list(self.server_ports),
+                    "packets": len(self.packets),
+                    "complete": self.complete,
+                    "kernel": f"{platform.system()} {platform.release()}",
+                    "netcourse": __version__,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+    def _load_replay(self) -> None:
+        from scapy.utils import rdpcap
+
+        assert self.scenario is not None
+        pcap, _ = recording_paths(self.scenario)
+        meta = self._meta
+        self.packets = rdpcap(str(pcap))
+        self.server_ports = tuple(meta["server_ports"])
+        self.t0 = float(meta["t0"])
+        self.complete = bool(meta.get("complete", True))
+        self.recorded_at = meta["recorded_at"]
+        when = self.recorded_at.replace("T", " ").replace("Z", " UTC")
+        self.notice = (
+            f"Replayed recording of scenario {self.scenario!r} ({len(self.packets)} packets, "
+            f"recorded {when} on {meta.get('kernel', 'Linux')}). Your server and client ran live; "
+            f"only the packets are from the recording. {HOW_TO_ENABLE}"
+        )
+
+    # -- results -----------------------------------------------------------------------------------
+
+    def table(self) -> PacketTable:
+        """One row per packet: time, direction, flags, relative seq/ack, bytes per layer."""
+        if self.packets is None:
+            raise CaptureError("The capture has not finished yet: use the table after the with-block.")
+        if self._table is None:
+            self._table = packet_rows(self.packets, self.server_ports, self.t0)
+        return self._table
+
+    def __len__(self) -> int:
+        return 0 if self.packets is None else len(self.packets)
+
+    def __repr__(self) -> str:
+        source = "live" if self.live else ("replayed" if self._state == "done" else self._state)
+        return f"<Capture {source} {len(self)} packets, server ports {list(self.server_ports)}>"
+
+
+def capture(
+    *ports: int,
+    scenario: str | None = None,
+    iface: str = "lo",
+    mode: str | None = None,
+    bpf: bool | None = None,
+    ready_timeout: float = 2.0,
+    settle_timeout: float = 0.5,
+) -> Capture:
+    """Capture the packets to and from ``ports`` while a ``with`` block runs.
+
+    Args:
+        *ports: the server ports of the experiment (a packet to one goes client→server).
+        scenario: a registered scenario name. Without capture rights, its recording is replayed.
+        iface: the interface; loopback is "lo" on Linux.
+        mode: "auto" (default: live if permitted, else replay), "live", or "replay". The environment
+            variable NETCOURSE_CAPTURE sets the default.
+        bpf: filter in the kernel with a BPF program (needs libpcap). None: when libpcap is present.
+        ready_timeout: seconds to wait for the sniffer to listen.
+        settle_timeout: seconds to wait at the end for handshakes and teardowns on the ports to finish.
+
+    Returns:
+        A ``Capture``; after the block, ``.packets``, ``.live`` and ``.table()`` hold the result.
+    """
+    return Capture(
+        tuple(ports),
+        scenario=scenario,
+        iface=iface,
+        mode=mode,
+        bpf=bpf,
+        ready_timeout=ready_timeout,
+        settle_timeout=settle_timeout,
+    )

@@ -1,0 +1,126 @@
+"""``python -m netcourse doctor``: can this machine run the course? A preflight for classrooms.
+
+Each check gives OK, WARN (the course runs, with a limitation) or FAIL (the course cannot run).
+The command exits 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["Check", "Report", "run_checks"]
+
+REQUIRED = ["jupyterlab", "ipywidgets", "matplotlib", "scapy", "aiohttp", "nbval"]
+MIN_PYTHON = (3, 10)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: a name, a status ("OK", "WARN" or "FAIL") and what was found."""
+
+    name: str
+    status: str
+    detail: str
+
+
+class Report:
+    """All checks; ``ok`` is False when any failed. Shows as a table."""
+
+    def __init__(self, checks: list[Check]) -> None:
+        self.checks = checks
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed (warnings allowed)."""
+        return all(c.status != "FAIL" for c in self.checks)
+
+    def __repr__(self) -> str:
+        width = max(len(c.name) for c in self.checks)
+        lines = [f"{'check'.ljust(width)}  status  detail", f"{'-' * width}  ------  ------"]
+        lines += [f"{c.name.ljust(width)}  {c.status.ljust(6)}  {c.detail}" for c in self.checks]
+        verdict = "The course can run here." if self.ok else "The course cannot run here: fix the FAIL lines."
+        return "\n".join(lines + ["", verdict])
+
+
+def _python() -> Check:
+    v = sys.version_info
+    status = "OK" if v >= MIN_PYTHON else "FAIL"
+    return Check("python", status, f"{v.major}.{v.minor}.{v.micro} (needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+)")
+
+
+def _package(name: str) -> Check:
+    try:
+        return Check(name, "OK", metadata.version(name))
+    except metadata.PackageNotFoundError:
+        return Check(name, "FAIL", "not installed: run `make lab` or `pip install -e .`")
+
+
+def _loopback() -> Check:
+    from aiohttp import web
+
+    from .server import serve
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    try:
+        with serve(app, name="doctor") as srv:
+            with urllib.request.urlopen(srv.url + "/", timeout=5) as resp:
+                body = resp.read()
+        if body != b"ok":
+            return Check("loopback server", "FAIL", f"unexpected answer {body!r}")
+        return Check("loopback server", "OK", "served and fetched a page on 127.0.0.1")
+    except Exception as exc:
+        return Check("loopback server", "FAIL", f"{type(exc).__name__}: {exc}")
+
+
+def _capture() -> Check:
+    from .capture import HOW_TO_ENABLE, capture_permitted
+    from .scenarios import known_scenarios, recording_paths
+
+    if capture_permitted():
+        return Check("packet capture", "OK", "live capture permitted")
+    names = list(known_scenarios())
+    missing = [n for n in names if not all(p.exists() for p in recording_paths(n))]
+    if missing:
+        return Check("packet capture", "FAIL", f"not permitted, and recordings missing for {missing}")
+    return Check("packet capture", "WARN", f"replay ({len(names)} recordings shipped). {HOW_TO_ENABLE}")
+
+
+def _libpcap() -> Check:
+    from .capture import libpcap_available
+
+    if libpcap_available():
+        return Check("libpcap", "OK", "BPF filters compiled in the kernel")
+    return Check("libpcap", "WARN", "absent: packets are filtered in Python (apt-get install libpcap0.8)")
+
+
+def _lab_widgets() -> Check:
+    try:
+        import jupyterlab_widgets  # noqa: F401
+    except ImportError:
+        return Check("lab widgets extension", "FAIL", "jupyterlab_widgets not installed: sliders won't show")
+    share = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter-widgets" / "jupyterlab-manager"
+    if not share.exists():
+        return Check("lab widgets extension", "WARN", f"package present but extension not found in {share.parent}")
+    return Check("lab widgets extension", "OK", f"jupyterlab_widgets {metadata.version('jupyterlab_widgets')}")
+
+
+def run_checks() -> Report:
+    """Run every check and return the report."""
+    checks = [_python()] + [_package(n) for n in REQUIRED]
+    checks += [_loopback(), _capture(), _libpcap(), _lab_widgets()]
+    return Report(checks)
+
+
+def main() -> int:
+    """Print the report; 0 if the course can run, 1 otherwise."""
+    report = run_checks()
+    print(report)
+    return 0 if report.ok else 1

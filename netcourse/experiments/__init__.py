@@ -1,0 +1,1 @@
+"""One module per notebook: the live scenarios that notebook runs, each returning a plain result."""

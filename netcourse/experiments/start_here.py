@@ -1,0 +1,169 @@
+"""Notebook 00: one HTTP request, captured — what it takes to deliver 13 bytes.
+
+The server is a real aiohttp app. The client is a plain socket that writes an HTTP/1.1 request by
+hand, so the learner sees every byte it sends. It asks the server to close the connection after the
+response (``Connection: close``), so one capture holds a connection's whole life: handshake, request,
+response and teardown.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..capture import Capture, capture, capture_permitted
+from ..errors import NetcourseError, NetcourseTimeout
+from ..kernel import TcpInfo, tcp_info
+from ..scenarios import scenario
+from ..server import Server, serve, wait_until
+from ..wire import WireBytes, from_capture, from_tcp_info
+
+__all__ = [
+    "HELLO_BODY",
+    "make_hello_app",
+    "build_request",
+    "Exchange",
+    "http_exchange",
+    "first_request",
+    "exchange_bytes",
+]
+
+HELLO_BODY = b"Hello, world!"  # 13 bytes
+BODY_KEY = web.AppKey("body", bytes)
+
+
+async def _hello(request: web.Request) -> web.Response:
+    size = request.query.get("size")
+    body = request.app[BODY_KEY] if size is None else b"x" * min(int(size), 10_000_000)
+    # A fixed Server header keeps the response the same size on every Python and aiohttp version.
+    return web.Response(body=body, content_type="text/plain", headers={"Server": "netcourse"})
+
+
+def make_hello_app(body: bytes = HELLO_BODY) -> web.Application:
+    """An app whose ``GET /hello`` answers ``body``; ``GET /hello?size=N`` answers N bytes of "x"."""
+    app = web.Application()
+    app[BODY_KEY] = body
+    app.router.add_get("/hello", _hello)
+    return app
+
+
+def build_request(host: str, port: int, path: str = "/hello") -> bytes:
+    """The exact HTTP/1.1 request the course's client sends (RFC 9112 §3)."""
+    return (
+        f"GET {path} HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\n"  # RFC 9112 §3.2: mandatory in HTTP/1.1
+        "User-Agent: netcourse\r\n"
+        "Accept: */*\r\n"
+        "Connection: close\r\n"  # RFC 9112 §9.6: close after this response
+        "\r\n"
+    ).encode("ascii")
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One HTTP request and response over a fresh TCP connection.
+
+    Attributes:
+        request: every byte the client sent.
+        response: every byte the client received.
+        latency_s: seconds from connect() to the last byte of the response.
+        tcp: the client socket's TCP_INFO after the connection closed (None off Linux).
+        capture: the packets, live or replayed (None when not captured).
+    """
+
+    request: bytes
+    response: bytes
+    latency_s: float
+    tcp: TcpInfo | None
+    capture: Capture | None = None
+
+    @property
+    def response_head(self) -> bytes:
+        """The response's status line and headers, up to and including the blank line."""
+        return self.response[: self.response.index(b"\r\n\r\n") + 4]
+
+    @property
+    def body(self) -> bytes:
+        """The response body."""
+        return self.response[len(self.response_head) :]
+
+    def wire(self, label: str = "one HTTP exchange") -> WireBytes:
+        """Bytes on the wire per layer: from the capture if there is one, else from TCP_INFO."""
+        if self.capture is not None:
+            return from_capture(self.capture, label=label)
+        if self.tcp is None:
+            raise NetcourseError("Neither a capture nor TCP_INFO is available on this system.")
+        return from_tcp_info(self.tcp, sent=self.request, received=self.response, label=label)
+
+    def __repr__(self) -> str:
+        source = "none" if self.capture is None else ("live" if self.capture.live else "replayed")
+        return (
+            f"<Exchange: sent {len(self.request)} bytes, received {len(self.response)} bytes "
+            f"({len(self.response_head)} of headers, {len(self.body)} of body); packets: {source}>"
+        )
+
+
+def http_exchange(srv: Server, path: str = "/hello", *, timeout: float = 5.0) -> Exchange:
+    """Send one request with a raw socket, read the whole response, close, and read TCP_INFO.
+
+    The server closes first (``Connection: close``); the client then closes its side and waits,
+    bounded by ``timeout``, until its socket reaches CLOSE, so TCP_INFO counts every segment.
+    """
+    request = build_request(srv.host, srv.port, path)
+    start = time.perf_counter()
+    with socket.create_connection((srv.host, srv.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        latency = time.perf_counter() - start
+        sock.shutdown(socket.SHUT_WR)
+        if not wait_until(lambda: (tcp_info(sock) or _closed).state == "CLOSE", timeout):
+            raise NetcourseTimeout(f"The connection to {srv.url} did not finish closing in {timeout} s.")
+        info = tcp_info(sock)
+    return Exchange(request=request, response=b"".join(chunks), latency_s=latency, tcp=info)
+
+
+class _Closed:
+    state = "CLOSE"
+
+
+_closed = _Closed()
+
+
+@scenario("first_request")
+def first_request() -> Exchange:
+    """Start the hello server, capture one request to it, stop the server. The notebook's experiment."""
+    with serve(make_hello_app(), name="hello") as srv:
+        with capture(srv.port, scenario="first_request") as cap:
+            exchange = http_exchange(srv)
+    return Exchange(exchange.request, exchange.response, exchange.latency_s, exchange.tcp, cap)
+
+
+def exchange_bytes(body_size: int, *, use_capture: bool | None = None) -> WireBytes:
+    """Bytes on the wire for one request whose response body is ``body_size`` bytes, measured live.
+
+    With capture rights the packets are captured; without, the kernel's TCP_INFO counts them.
+
+    Args:
+        body_size: response body size in bytes (0 to 10,000,000).
+        use_capture: force (True) or avoid (False) capture; None decides by capture rights.
+    """
+    if not 0 <= body_size <= 10_000_000:
+        raise ValueError("body_size must be between 0 and 10,000,000 bytes")
+    if use_capture is None:
+        use_capture = capture_permitted()
+    label = f"{body_size:,}-byte body"
+    with serve(make_hello_app(), name="hello") as srv:
+        if use_capture:
+            with capture(srv.port, mode="live") as cap:
+                ex = http_exchange(srv, f"/hello?size={body_size}")
+            return from_capture(cap, label=label)
+        ex = http_exchange(srv, f"/hello?size={body_size}")
+    return ex.wire(label)

@@ -1,0 +1,213 @@
+"""Turn captured packets into a table a learner can read: one row per packet.
+
+Each row says when the packet was seen, which way it went (judged by the server's port), its TCP flags,
+its sequence and acknowledgement numbers relative to the start of the connection, and how many bytes
+each layer took: link (Ethernet, 14 bytes on Linux loopback), IP, TCP or UDP, and payload.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet
+
+__all__ = ["PacketRow", "PacketTable", "packet_rows", "C2S", "S2C"]
+
+C2S = "C→S"
+S2C = "S→C"
+_MOD = 1 << 32
+
+
+@dataclass(frozen=True)
+class PacketRow:
+    """One packet, as the course tables and diagrams see it.
+
+    Attributes:
+        no: 1-based position in the capture.
+        t: seconds since the capture started.
+        direction: "C→S" (to a server port) or "S→C" (from one).
+        proto: "TCP", "UDP" or "ICMP".
+        src, dst: "ip:port" of sender and receiver.
+        flags: TCP flags as scapy spells them ("S", "SA", "A", "PA", "FA", "R"...); "" for UDP.
+        seq: sequence number relative to this direction's initial one (the SYN is 0); None for UDP.
+        ack: acknowledgement number relative to the other direction's initial one; None without ACK.
+        link, ip, transport, payload: bytes taken by each layer; their sum is the frame's length.
+    """
+
+    no: int
+    t: float
+    direction: str
+    proto: str
+    src: str
+    dst: str
+    flags: str
+    seq: int | None
+    ack: int | None
+    link: int
+    ip: int
+    transport: int
+    payload: int
+
+    @property
+    def wire(self) -> int:
+        """Bytes of the whole frame on the wire."""
+        return self.link + self.ip + self.transport + self.payload
+
+    @property
+    def label(self) -> str:
+        """A short label for diagrams, e.g. ``PA seq=1 ack=1 len=94``."""
+        if self.proto == "TCP":
+            parts = [self.flags, f"seq={self.seq}"]
+            if self.ack is not None:
+                parts.append(f"ack={self.ack}")
+            if self.payload:
+                parts.append(f"len={self.payload}")
+            return " ".join(parts)
+        return f"{self.proto} len={self.payload}"
+
+
+_COLUMNS = ["no", "t", "direction", "proto", "flags", "seq", "ack", "link", "ip", "transport", "payload"]
+
+
+class PacketTable(Sequence[PacketRow]):
+    """A list of ``PacketRow`` that shows itself as a table (text and HTML)."""
+
+    def __init__(self, rows: Iterable[PacketRow]) -> None:
+        self._rows = list(rows)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return PacketTable(self._rows[index])
+        return self._rows[index]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[PacketRow]:
+        return iter(self._rows)
+
+    def to_dicts(self) -> list[dict]:
+        """The rows as plain dictionaries."""
+        return [asdict(r) for r in self._rows]
+
+    def _cells(self, row: PacketRow) -> list[str]:
+        out = []
+        for name in _COLUMNS:
+            value = getattr(row, name)
+            if name == "t":
+                out.append(f"{value * 1000:.3f}")
+            elif value is None:
+                out.append("")
+            else:
+                out.append(str(value))
+        return out
+
+    def _headers(self) -> list[str]:
+        return ["#", "t (ms)", "dir", "proto", "flags", "seq", "ack", "link", "IP", "TCP/UDP", "payload"]
+
+    def __repr__(self) -> str:
+        rows = [self._headers()] + [self._cells(r) for r in self._rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self._headers())
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in self._cells(r)) + "</tr>"
+            for r in self._rows
+        )
+        return f"<table class='netcourse-packets'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _endpoint(ip: str, port: int | None) -> str:
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"{host}:{port}" if port is not None else host
+
+
+def packet_rows(packets: Iterable[Packet], server_ports: Iterable[int], t0: float | None = None) -> PacketTable:
+    """Build the per-packet table.
+
+    Args:
+        packets: dissected packets (``Ether`` frames from loopback, or bare IP packets).
+        server_ports: ports that servers listen on; a packet to one of them goes client→server.
+        t0: capture start, in seconds since the epoch; defaults to the first packet's time.
+
+    Returns:
+        A ``PacketTable``, one row per packet that has an IP layer.
+    """
+    server_ports = set(server_ports)
+    packets = list(packets)
+    if t0 is None:
+        t0 = float(packets[0].time) if packets else 0.0
+    isn: dict[tuple, int] = {}  # (src, sport, dst, dport) -> initial sequence number
+    rows = []
+    for pkt in packets:
+        ip_layer = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+        if ip_layer is None:
+            continue
+        link = len(pkt) - len(ip_layer)
+        if isinstance(ip_layer, IP):
+            ip_len = ip_layer.ihl * 4
+            ip_total = ip_layer.len
+        else:
+            ip_len = 40
+            ip_total = 40 + ip_layer.plen
+        seq = ack = None
+        flags = ""
+        sport = dport = None
+        if TCP in ip_layer:
+            tcp = ip_layer[TCP]
+            proto, transport = "TCP", tcp.dataofs * 4
+            sport, dport = tcp.sport, tcp.dport
+            flags = str(tcp.flags)
+            key = (ip_layer.src, sport, ip_layer.dst, dport)
+            back = (ip_layer.dst, dport, ip_layer.src, sport)
+            if "S" in flags or key not in isn:
+                isn[key] = tcp.seq if "S" in flags else isn.get(key, tcp.seq)
+            seq = (tcp.seq - isn[key]) % _MOD
+            if "A" in flags:
+                ack = (tcp.ack - isn[back]) % _MOD if back in isn else tcp.ack
+        elif UDP in ip_layer:
+            udp = ip_layer[UDP]
+            proto, transport = "UDP", 8
+            sport, dport = udp.sport, udp.dport
+        elif ICMP in ip_layer:
+            proto, transport = "ICMP", 8
+        else:
+            proto, transport = ip_layer.sprintf("%proto%") if isinstance(ip_layer, IP) else "IPv6", 0
+        payload = max(ip_total - ip_len - transport, 0)
+        if dport in server_ports:
+            direction = C2S
+        elif sport in server_ports:
+            direction = S2C
+        else:  # ICMP and strays: an error about a datagram travels towards its sender
+            direction = S2C if proto == "ICMP" else C2S
+        rows.append(
+            PacketRow(
+                no=len(rows) + 1,
+                t=float(pkt.time) - t0,
+                direction=direction,
+                proto=proto,
+                src=_endpoint(ip_layer.src, sport),
+                dst=_endpoint(ip_layer.dst, dport),
+                flags=flags,
+                seq=seq,
+                ack=ack,
+                link=link,
+                ip=ip_len,
+                transport=transport,
+                payload=payload,
+            )
+        )
+    return PacketTable(rows)
+
+
+def row_fields() -> list[str]:
+    """Names of a row's fields, in order."""
+    return [f.name for f in fields(PacketRow)]

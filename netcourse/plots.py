@@ -1,0 +1,135 @@
+"""Pictures of traffic: ladder diagrams and bytes-on-the-wire bars.
+
+Every function takes data (and an optional matplotlib ``Axes``) and returns the ``Figure``. They never
+run experiments, so a notebook can wire them to a widget and a test can call them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .packets import C2S, PacketRow
+from .wire import LAYER_LABELS, LAYERS, WireBytes
+
+__all__ = ["ladder", "overhead_bar"]
+
+LAYER_COLOURS = {
+    "link": "#9e9e9e",
+    "ip": "#64b5f6",
+    "transport": "#1565c0",
+    "app_headers": "#ffb74d",
+    "payload": "#43a047",
+}
+
+
+def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=size)
+    plt.close(fig)  # returned, not shown twice: the notebook displays the returned figure
+    return fig, ax
+
+
+def ladder(
+    rows: Sequence[PacketRow],
+    *,
+    ax: Axes | None = None,
+    client: str = "client",
+    server: str = "server",
+    title: str | None = None,
+    max_packets: int = 40,
+) -> Figure:
+    """Draw packets as arrows between a client and a server column, time running down the page.
+
+    Packets are spaced evenly (loopback packets are microseconds apart); the time of each, in
+    milliseconds since the capture started, is written at the left.
+
+    Args:
+        rows: a capture's table (``capture.table()``) or any sequence of ``PacketRow``.
+        ax: an Axes to draw into; a new figure otherwise.
+        client, server: column labels.
+        title: figure title.
+        max_packets: draw at most this many packets (the rest are summarised).
+    """
+    shown = list(rows)[:max_packets]
+    fig, ax = _figure(ax, (8, 0.45 * len(shown) + 1.6))
+    x_client, x_server = 0.0, 1.0
+    top, bottom = 0.0, len(shown) + 0.5
+    for x, name in ((x_client, client), (x_server, server)):
+        ax.plot([x, x], [top, bottom], color="#424242", lw=2)
+        ax.text(x, -0.35, name, ha="center", va="bottom", fontsize=11, weight="bold")
+    for i, row in enumerate(shown, start=1):
+        left_to_right = row.direction == C2S
+        x0, x1 = (x_client, x_server) if left_to_right else (x_server, x_client)
+        y0, y1 = i - 0.15, i + 0.15
+        colour = _arrow_colour(row)
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.6),
+        )
+        ax.text(0.5, i - 0.08, row.label, ha="center", va="bottom", fontsize=9, color=colour,
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+        ax.text(-0.06, i, f"{row.t * 1000:.2f} ms", ha="right", va="center", fontsize=8, color="#616161")
+    if len(rows) > len(shown):
+        ax.text(0.5, bottom, f"... and {len(rows) - len(shown)} more packets", ha="center", fontsize=9)
+    ax.set_xlim(-0.35, 1.15)
+    ax.set_ylim(bottom + 0.3, -0.9)
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _arrow_colour(row: PacketRow) -> str:
+    if "S" in row.flags:
+        return "#6a1b9a"  # handshake
+    if "F" in row.flags or "R" in row.flags:
+        return "#c62828"  # teardown or reset
+    if row.payload:
+        return "#2e7d32"  # data
+    return "#757575"  # pure ACK
+
+
+def overhead_bar(
+    exchanges: WireBytes | Sequence[WireBytes],
+    *,
+    ax: Axes | None = None,
+    title: str = "Bytes on the wire, by layer",
+    share: bool = False,
+) -> Figure:
+    """A stacked bar per exchange: link, IP, TCP/UDP, application headers and payload.
+
+    Args:
+        exchanges: one ``WireBytes`` or several (one bar each).
+        ax: an Axes to draw into; a new figure otherwise.
+        title: figure title.
+        share: plot each layer's share of the total (percent) instead of bytes.
+    """
+    if isinstance(exchanges, WireBytes):
+        exchanges = [exchanges]
+    fig, ax = _figure(ax, (max(4.0, 2.2 * len(exchanges) + 2.5), 4.2))
+    labels = [e.label for e in exchanges]
+    bottoms = [0.0] * len(exchanges)
+    for layer in LAYERS:
+        values = [
+            (getattr(e, layer) / e.total * 100 if e.total else 0.0) if share else getattr(e, layer)
+            for e in exchanges
+        ]
+        ax.bar(labels, values, bottom=bottoms, color=LAYER_COLOURS[layer], label=LAYER_LABELS[layer], width=0.55)
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    for i, e in enumerate(exchanges):
+        note = f"{e.total:,} B\npayload {e.payload_share:.1%}"
+        ax.text(i, bottoms[i], note, ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel("share of bytes on the wire (%)" if share else "bytes on the wire")
+    ax.set_ylim(0, max(bottoms) * 1.22 if bottoms and max(bottoms) else 1)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    ax.set_title(title)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
