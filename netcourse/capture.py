@@ -15,7 +15,7 @@ What it takes care of (each was measured on Linux with scapy 2.8):
 - The tail: on exit it waits (bounded) for connections on the ports to finish their handshake or
   teardown, then sends a sentinel datagram to a port of its own and stops when the sentinel arrives.
   Packets on one interface reach the packet socket in order, so everything before it was seen.
-- Bursts: a 4 MiB socket receive buffer, and dissection after the capture, not during it.
+- Bursts: a 32 MiB socket receive buffer, and dissection after the capture, not during it.
 
 Without capture rights (most learners: Binder, JupyterHub, a laptop without sudo) a capture that names a
 scenario replays the course's recording of it, and says so in the cell. The block still runs live.
@@ -49,7 +49,10 @@ HOW_TO_ENABLE = (
     "sudo setcap cap_net_raw+ep \"$(readlink -f .venv/bin/python)\" (README: Capture rights)."
 )
 
-RCVBUF_BYTES = 1 << 22  # 4 MiB: holds a 10,000-datagram burst on loopback
+# Socket receive buffer. Each queued packet costs its whole kernel buffer (about 1 KiB for a small
+# datagram on lo), so a 10,000-datagram burst needs ~10 MiB when the reader falls behind. Root may
+# exceed net.core.rmem_max (SO_RCVBUFFORCE); with only CAP_NET_RAW the kernel caps it there.
+RCVBUF_BYTES = 1 << 25  # 32 MiB
 _FRAME_MAX = 1 << 17  # lo's MTU is 65,536: frames up to 65,550 bytes
 
 ETH_P_ALL = 0x0003
@@ -181,6 +184,7 @@ class Capture:
         ready_timeout: float = 2.0,
         settle_timeout: float = 0.5,
         stop_timeout: float = 5.0,
+        show_notice: bool = True,
     ) -> None:
         if not ports:
             raise CaptureError("capture() needs at least one port: the server's (e.g. srv.port).")
@@ -202,6 +206,7 @@ class Capture:
         self.ready_timeout = ready_timeout
         self.settle_timeout = settle_timeout
         self.stop_timeout = stop_timeout
+        self.show_notice = show_notice
         self.live = False
         self.complete = False
         self.packets: Any = None
@@ -243,10 +248,11 @@ class Capture:
             self._stop_live(drain=exc_type is None)
             if recording_target() is not None and self.scenario and exc_type is None:
                 self._save(recording_target())
-            announce(self.notice, kind="live")
+            if self.show_notice:
+                announce(self.notice, kind="live")
         else:
             self._load_replay()
-            announce(self.notice, kind="replay")
+            announce(self.notice, kind="replay")  # a replay always says so
 
     # -- live --------------------------------------------------------------------------------------
 
@@ -423,6 +429,7 @@ def capture(
     bpf: bool | None = None,
     ready_timeout: float = 2.0,
     settle_timeout: float = 0.5,
+    show_notice: bool = True,
 ) -> Capture:
     """Capture the packets to and from ``ports`` while a ``with`` block runs.
 
@@ -435,6 +442,8 @@ def capture(
         bpf: filter in the kernel with a BPF program (needs libpcap). None: when libpcap is present.
         ready_timeout: seconds to wait for the sniffer to listen.
         settle_timeout: seconds to wait at the end for handshakes and teardowns on the ports to finish.
+        show_notice: in a notebook, show the one-line "live capture" notice (a replay always shows
+            its notice).
 
     Returns:
         A ``Capture``; after the block, ``.packets``, ``.live`` and ``.table()`` hold the result.
@@ -447,4 +456,5 @@ def capture(
         bpf=bpf,
         ready_timeout=ready_timeout,
         settle_timeout=settle_timeout,
+        show_notice=show_notice,
     )

@@ -31,21 +31,29 @@ class Verdict:
     Attributes:
         right: True when the answer is accepted.
         message: what to tell the learner.
+        pending: True while the answer is still the ``...`` placeholder.
     """
 
     right: bool
     message: str
+    pending: bool = False
 
     def __bool__(self) -> bool:
         return self.right
 
+    @property
+    def mark(self) -> str:
+        """The verdict's first words."""
+        if self.pending:
+            return "✏️ Your turn."
+        return "✅ Right." if self.right else "❌ Not yet."
+
     def __repr__(self) -> str:
-        return ("✅ Right. " if self.right else "❌ Not yet. ") + self.message
+        return f"{self.mark} {self.message}"
 
     def _repr_html_(self) -> str:
-        colour = "#2e7d32" if self.right else "#b00020"
-        mark = "✅ Right." if self.right else "❌ Not yet."
-        return f"<div style='color:{colour}'><b>{mark}</b> {html.escape(self.message)}</div>"
+        colour = "#2e7d32" if self.right else ("#1565c0" if self.pending else "#b00020")
+        return f"<div style='color:{colour}'><b>{self.mark}</b> {html.escape(self.message)}</div>"
 
 
 class Exercise:
@@ -99,7 +107,7 @@ class Exercise:
     def check(self, given: Any) -> Verdict:
         """Check an answer. ``...`` (the placeholder in a fresh notebook) asks for one."""
         if given is Ellipsis:
-            return Verdict(False, "Replace ... with your answer, then run the cell again.")
+            return Verdict(False, "Replace ... with your answer, then run the cell again.", pending=True)
         if self._matches(given):
             return Verdict(True, self.explanation or "Well done.")
         return Verdict(False, f"{given!r} is not it. Hint: {self.hint}")

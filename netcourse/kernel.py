@@ -134,7 +134,7 @@ class SocketEntry:
 
     Attributes:
         local: (address, port) of this end.
-        remote: (address, port) of the peer; ("0.0.0.0", 0) or ("::", 0) for a listening socket.
+        remote: (address, port) of the peer; the unspecified address and port 0 for a listening socket.
         state: TCP state name, e.g. "LISTEN" or "TIME_WAIT".
         uid: owner's user id.
         inode: the socket's inode (0 for TIME_WAIT entries, which belong to no process).

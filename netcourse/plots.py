@@ -29,7 +29,7 @@ LAYER_COLOURS = {
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.figure, ax
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
     plt.close(fig)  # returned, not shown twice: the notebook displays the returned figure
     return fig, ax
 
@@ -131,5 +131,4 @@ def overhead_bar(
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     ax.set_title(title)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
     return fig

@@ -118,6 +118,7 @@ class Server:
         self._start_error: BaseException | None = None
         self._runner: web.AppRunner | None = None
         self._tcp_server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
         self._logger = logging.getLogger(f"netcourse.server.{self._id}")
         self._logger.propagate = False
         self._logger.handlers[:] = [_ErrorCollector(self.errors)]
@@ -297,7 +298,19 @@ class Server:
             self.port = server.sockets[0].getsockname()[1]
         else:
             handler = self.app
-            self._tcp_server = await asyncio.start_server(handler, self.host, self.port)
+            writers = self._writers
+
+            async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                writers.add(writer)
+                try:
+                    await handler(reader, writer)
+                except ConnectionError:
+                    pass  # the peer went away: normal for a lesson server
+                finally:
+                    writers.discard(writer)
+                    writer.close()
+
+            self._tcp_server = await asyncio.start_server(tracked, self.host, self.port)
             self.port = self._tcp_server.sockets[0].getsockname()[1]
 
     async def _acleanup(self) -> None:
@@ -310,8 +323,8 @@ class Server:
         if self._tcp_server is not None:
             server, self._tcp_server = self._tcp_server, None
             server.close()
-            if hasattr(server, "close_clients"):  # Python 3.13+
-                server.close_clients()
+            for writer in list(self._writers):  # open connections end with the server
+                writer.transport.abort()
             try:
                 await asyncio.wait_for(server.wait_closed(), self.shutdown_timeout)
             except asyncio.TimeoutError:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..capture import Capture, capture, capture_permitted
 from ..errors import NetcourseError, NetcourseTimeout
+from ..exercises import Exercise
 from ..kernel import TcpInfo, tcp_info
 from ..scenarios import scenario
 from ..server import Server, serve, wait_until
@@ -29,6 +30,8 @@ __all__ = [
     "http_exchange",
     "first_request",
     "exchange_bytes",
+    "exercise_handshake",
+    "exercise_response_headers",
 ]
 
 HELLO_BODY = b"Hello, world!"  # 13 bytes
@@ -162,8 +165,39 @@ def exchange_bytes(body_size: int, *, use_capture: bool | None = None) -> WireBy
     label = f"{body_size:,}-byte body"
     with serve(make_hello_app(), name="hello") as srv:
         if use_capture:
-            with capture(srv.port, mode="live") as cap:
+            with capture(srv.port, mode="live", show_notice=False) as cap:
                 ex = http_exchange(srv, f"/hello?size={body_size}")
             return from_capture(cap, label=label)
         ex = http_exchange(srv, f"/hello?size={body_size}")
     return ex.wire(label)
+
+
+# -- exercises -------------------------------------------------------------------------------------
+
+
+def exercise_handshake(exchange: Exchange) -> Exercise:
+    """How many packets opened the connection? Checked against the learner's own capture."""
+    rows = exchange.capture.table() if exchange.capture is not None else []
+    first_data = next((r.no for r in rows if r.payload), 4)
+    return Exercise(
+        "Before the request could be sent, TCP opened the connection. How many packets did that "
+        "opening (the three-way handshake) take in your capture?",
+        answer=first_data - 1,
+        hint="Count the packets in the ladder before the first one that carries a payload (len=...).",
+        explanation="SYN, SYN-ACK, ACK: three packets, and one round trip, before any HTTP byte moves "
+        "(RFC 9293 §3.5).",
+    )
+
+
+def exercise_response_headers(exchange: Exchange) -> Exercise:
+    """How many bytes of HTTP head did the 13-byte body need? Checked against the exchange."""
+    head = len(exchange.response_head)
+    return Exercise(
+        f"The response carried a {len(exchange.body)}-byte body. How many bytes of HTTP head (status "
+        "line, header fields and the empty line that ends them) did it need?",
+        answer=head,
+        hint="Print exchange.response and count the bytes before the body, or subtract the body's "
+        "length from the payload of the server's data packet in the table.",
+        explanation=f"{head} bytes of head for {len(exchange.body)} bytes of body: the head is "
+        f"{head / len(exchange.body):.1f} times the size of what it delivers.",
+    )

@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests run real servers and real sockets on loopback only."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest
+from aiohttp import web
+
+from netcourse import capture_permitted, live_servers, stop_all
+
+LIVE = capture_permitted()
+live = pytest.mark.skipif(not LIVE, reason="needs live capture rights (root or CAP_NET_RAW)")
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def make_ok_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/", _ok)
+    return app
+
+
+@pytest.fixture
+def ok_app() -> web.Application:
+    return make_ok_app()
+
+
+@pytest.fixture(autouse=True)
+def no_server_left_behind():
+    """Every test must stop what it starts: no live server, no extra server thread afterwards."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leftover = live_servers()
+    stop_all()
+    assert not leftover, f"test left servers running: {leftover}"
+    extra = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("netcourse-server")]
+    assert not extra, f"test left server threads: {extra}"

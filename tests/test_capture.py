@@ -1,0 +1,176 @@
+"""capture(): live on loopback (root / CAP_NET_RAW), replayed otherwise."""
+
+from __future__ import annotations
+
+import socket
+import warnings
+
+import pytest
+
+from netcourse import capture, serve
+from netcourse.capture import Capture, _frame_ports, libpcap_available
+from netcourse.display import ReplayNotice
+from netcourse.errors import CaptureError, CaptureNotPermitted, UnknownScenarioError
+from netcourse.experiments.start_here import http_exchange, make_hello_app
+from netcourse.packets import C2S, S2C
+
+from .conftest import LIVE, live
+
+bpf_paths = [pytest.param(False, id="python-filter")] + (
+    [pytest.param(True, id="bpf")] if libpcap_available() else []
+)
+
+
+@live
+@pytest.mark.parametrize("bpf", bpf_paths)
+def test_tcp_exchange_matches_tcp_info_exactly(bpf):
+    with serve(make_hello_app()) as srv:
+        with capture(srv.port, bpf=bpf) as cap:
+            ex = http_exchange(srv)
+    assert cap.live and cap.complete and cap.bpf is bpf
+    rows = cap.table()
+    sent = [r for r in rows if r.direction == C2S]
+    received = [r for r in rows if r.direction == S2C]
+    assert len(sent) == ex.tcp.segs_out
+    assert len(received) == ex.tcp.segs_in
+    assert sum(r.payload for r in sent) == len(ex.request)
+    assert sum(r.payload for r in received) == len(ex.response)
+    assert [r.flags for r in rows[:3]] == ["S", "SA", "A"]
+    assert rows[0].seq == 0 and rows[1].ack == 1
+    assert any("F" in r.flags for r in sent) and any("F" in r.flags for r in received)
+
+
+@live
+@pytest.mark.parametrize("bpf", bpf_paths)
+def test_ten_thousand_datagrams_each_captured_once(bpf):
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        port = rx.getsockname()[1]
+        with capture(port, bpf=bpf) as cap:
+            for i in range(10_000):
+                tx.sendto(b"%08d" % i, ("127.0.0.1", port))
+    finally:
+        rx.close()
+        tx.close()
+    payloads = [bytes(p["UDP"].payload) for p in cap.packets]
+    assert cap.complete
+    assert len(payloads) == 10_000
+    assert payloads == [b"%08d" % i for i in range(10_000)]  # all, once each, in order
+    assert {r.proto for r in cap.table()} == {"UDP"}
+
+
+@live
+def test_only_the_experiment_ports_are_kept():
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mine = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        other.bind(("127.0.0.1", 0))
+        mine.bind(("127.0.0.1", 0))
+        with capture(mine.getsockname()[1]) as cap:
+            mine.sendto(b"a", other.getsockname())  # from my port: kept
+            other.sendto(b"b", ("127.0.0.1", 9))  # unrelated: dropped
+    finally:
+        other.close()
+        mine.close()
+    assert [bytes(p["UDP"].payload) for p in cap.packets] == [b"a"]
+
+
+@live
+def test_icmp_port_unreachable_is_kept_with_its_datagram():
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    free = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # now nobody listens there
+    try:
+        with capture(port) as cap:
+            probe.sendto(b"anyone?", ("127.0.0.1", port))
+    finally:
+        probe.close()
+    assert [r.proto for r in cap.table()] == ["UDP", "ICMP"]
+
+
+def test_forced_replay_works_and_announces_itself():
+    with serve(make_hello_app()) as srv:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with capture(srv.port, scenario="first_request", mode="replay") as cap:
+                ex = http_exchange(srv)  # the block still runs live
+    assert not cap.live
+    assert len(cap.packets) >= 9
+    assert cap.recorded_at and cap.recorded_at.endswith("Z")
+    notices = [w for w in caught if issubclass(w.category, ReplayNotice)]
+    assert len(notices) == 1
+    text = str(notices[0].message)
+    assert "Replayed recording of scenario 'first_request'" in text
+    assert "recorded 20" in text and "setcap cap_net_raw" in text
+    assert cap.notice == text
+    rows = cap.table()
+    assert rows[0].flags == "S" and rows[0].direction == C2S
+    assert sum(r.payload for r in rows if r.direction == C2S) == len(ex.request)
+
+
+def test_replay_mode_from_the_environment(monkeypatch):
+    monkeypatch.setenv("NETCOURSE_CAPTURE", "replay")
+    with pytest.warns(ReplayNotice):
+        with capture(1234, scenario="first_request") as cap:
+            pass
+    assert not cap.live
+
+
+def test_unknown_scenario_lists_the_known_ones():
+    with pytest.raises(UnknownScenarioError, match=r"Unknown capture scenario 'frist_request'\. Known scenarios: .*first_request"):
+        capture(80, scenario="frist_request")
+
+
+def test_bad_arguments_are_explained():
+    with pytest.raises(CaptureError, match="at least one port"):
+        capture()
+    with pytest.raises(CaptureError, match="not a port number"):
+        capture(70000)
+    with pytest.raises(CaptureError, match="mode must be"):
+        capture(80, mode="sometimes")
+    with pytest.raises(CaptureError, match="Replay needs a scenario"):
+        capture(80, mode="replay")
+
+
+@pytest.mark.skipif(LIVE, reason="checks the unprivileged path")
+def test_without_rights_and_without_scenario_the_error_says_how_to_enable():
+    with pytest.raises(CaptureNotPermitted, match="setcap cap_net_raw"):
+        with capture(80):
+            pass
+
+
+@pytest.mark.skipif(LIVE, reason="checks the unprivileged path")
+def test_without_rights_auto_mode_replays():
+    with pytest.warns(ReplayNotice):
+        with capture(80, scenario="first_request") as cap:
+            pass
+    assert not cap.live and len(cap.packets) >= 9
+
+
+def test_a_capture_is_used_once():
+    cap = capture(80, scenario="first_request", mode="replay")
+    with pytest.warns(ReplayNotice):
+        with cap:
+            pass
+    with pytest.raises(CaptureError, match="used once"):
+        with cap:
+            pass
+
+
+def test_table_before_the_end_is_an_error():
+    with pytest.raises(CaptureError, match="has not finished"):
+        Capture((80,)).table()
+
+
+def test_frame_ports_reads_ipv4_tcp_udp_and_rejects_garbage():
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+
+    assert _frame_ports(bytes(Ether() / IP() / TCP(sport=1234, dport=80))) == (6, 1234, 80)
+    assert _frame_ports(bytes(Ether() / IP() / UDP(sport=5, dport=53))) == (17, 5, 53)
+    assert _frame_ports(b"\x00" * 10) is None
+    assert _frame_ports(bytes(Ether(type=0x0806) / (b"\x00" * 28))) is None

@@ -1,0 +1,85 @@
+"""Plots draw what they are given; exercises check answers; the doctor reports and exits right."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from matplotlib.figure import Figure
+
+from netcourse import doctor, plots
+from netcourse.doctor import Check, Report
+from netcourse.exercises import Exercise
+from netcourse.packets import C2S, S2C, PacketRow
+from netcourse.wire import WireBytes
+
+
+def _row(no, direction, flags, payload=0):
+    return PacketRow(no, no * 1e-4, direction, "TCP", "a", "b", flags, 0, 1, 14, 20, 32, payload)
+
+
+def test_ladder_draws_one_arrow_per_packet():
+    rows = [_row(1, C2S, "S"), _row(2, S2C, "SA"), _row(3, C2S, "A"), _row(4, C2S, "PA", 10)]
+    fig = plots.ladder(rows, title="t")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    arrows = [a for a in ax.texts if a.arrow_patch is not None] if hasattr(ax.texts[0], "arrow_patch") else []
+    assert len([c for c in ax.get_children() if type(c).__name__ == "Annotation"]) == 4
+    labels = [t.get_text() for t in ax.texts]
+    assert "PA seq=0 ack=1 len=10" in labels
+    assert arrows is not None
+
+
+def test_ladder_summarises_long_captures_and_draws_into_given_axes():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    rows = [_row(i, C2S if i % 2 else S2C, "A") for i in range(1, 61)]
+    assert plots.ladder(rows, ax=ax, max_packets=10) is fig
+    assert any("50 more packets" in t.get_text() for t in ax.texts)
+    plt.close(fig)
+
+
+def test_overhead_bar_stacks_every_layer():
+    w = WireBytes("x", 10, 140, 200, 336, 241, 13, "capture")
+    assert w.total == 930 and w.overhead == 917 and round(w.payload_share, 4) == 0.014
+    fig = plots.overhead_bar([w, w], share=True)
+    bars = fig.axes[0].patches
+    assert len(bars) == 5 * 2
+    tops = [b.get_y() + b.get_height() for b in bars[-2:]]
+    assert tops == pytest.approx([100.0, 100.0])
+
+
+def test_exercise_checks_numbers_strings_and_placeholders():
+    q = Exercise("How many?", answer=3, hint="count", explanation="yes")
+    assert q.check(3).right and q.check("3").right and q.check(3.0).right
+    wrong = q.check(4)
+    assert not wrong and "Hint: count" in repr(wrong)
+    assert q.check(...).pending and "Replace ..." in repr(q.check(...))
+    assert "How many?" in q._repr_html_()
+    s = Exercise("Flag?", answer="SYN", hint="h")
+    assert s.check(" syn ").right and not s.check(1).right
+    t = Exercise("Share?", answer=0.5, hint="h", tolerance=0.01)
+    assert t.check(0.505).right and not t.check(0.6).right
+    c = Exercise("Even?", answer=None, hint="h", check=lambda v: v % 2 == 0)
+    assert c.check(4).right and not c.check(3).right
+
+
+def test_doctor_report_table_and_exit_codes(monkeypatch):
+    report = doctor.run_checks()
+    assert report.ok
+    names = [c.name for c in report.checks]
+    for expected in ("python", "aiohttp", "scapy", "loopback server", "packet capture", "libpcap", "lab widgets extension"):
+        assert expected in names
+    assert "The course can run here." in repr(report)
+    failing = Report([Check("python", "FAIL", "2.7")])
+    assert not failing.ok and "FAIL" in repr(failing)
+    monkeypatch.setattr(doctor, "run_checks", lambda: failing)
+    assert doctor.main() == 1
+
+
+def test_doctor_command_line():
+    proc = subprocess.run([sys.executable, "-m", "netcourse", "doctor"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "packet capture" in proc.stdout and "The course can run here." in proc.stdout

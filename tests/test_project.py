@@ -1,0 +1,69 @@
+"""The project's own promises: set-up files agree, notebooks are stored executed and mapped."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_LIBS = {"python", "pip", "libpcap"}  # conda-only entries: the interpreter and C libraries
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[<>=!~ \[]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_names_the_same_dependencies_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(d) for d in project["dependencies"]} | {_name(d) for d in project["optional-dependencies"]["test"]}
+    conda, pip_lines = set(), []
+    section = None
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("dependencies:"):
+            section = "deps"
+        elif section == "deps" and stripped.startswith("- pip:"):
+            section = "pip"
+        elif section == "deps" and stripped.startswith("- "):
+            conda.add(_name(stripped[2:]))
+        elif section == "pip" and stripped.startswith("- "):
+            pip_lines.append(stripped[2:])
+    assert conda - SYSTEM_LIBS == wanted
+    assert "-e ." in pip_lines
+
+
+def test_notebooks_are_stored_executed_without_errors_and_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for nb_path in notebooks:
+        nb = json.loads(nb_path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+        counts = [c["execution_count"] for c in code]
+        assert counts == list(range(1, len(code) + 1)), f"{nb_path.name}: not executed top to bottom"
+        for cell in code:
+            for out in cell["outputs"]:
+                assert out["output_type"] != "error", f"{nb_path.name} stores an error"
+                assert not (out["output_type"] == "stream" and out["name"] == "stderr"), f"{nb_path.name} prints to stderr"
+        assert nb_path.stem in readme, f"{nb_path.name} missing from the README's course map"
+
+
+def test_no_source_binds_the_wildcard_address():
+    for py in (ROOT / "netcourse").rglob("*.py"):
+        assert "0.0.0.0'" not in py.read_text() and '"0.0.0.0"' not in py.read_text(), py
+
+
+def test_every_scenario_has_a_shipped_recording():
+    from netcourse.scenarios import known_scenarios, load_meta
+
+    for name in known_scenarios():
+        meta = load_meta(name)
+        assert meta["scenario"] == name and meta["packets"] > 0 and meta["complete"]
