@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.netcourse-installed
 SANITIZE := tests/nbval-sanitize.cfg
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test unit nbval bench doctor record execute clean setup
+.PHONY: lab test unit nbval bench doctor record execute images clean setup
 
 setup: $(STAMP)
 
@@ -52,3 +52,6 @@ execute: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+images: $(STAMP)
+	$(BIN)/python -m netcourse images

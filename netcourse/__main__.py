@@ -1,4 +1,4 @@
-"""``python -m netcourse COMMAND``: doctor, record, bench."""
+"""``python -m netcourse COMMAND``: doctor, record, images, bench."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = sub.add_parser("record", help="re-record the shipped captures (needs root or CAP_NET_RAW)")
     rec.add_argument("names", nargs="*", help="scenarios to record (default: all)")
     sub.add_parser("bench", help="print the benchmark table")
+    sub.add_parser("images", help="regenerate the pictures in images/ from shipped data")
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
@@ -30,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"Recorded {len(done)} scenario(s) into {RECORDINGS}: {', '.join(done)}")
         print("Now re-execute the notebooks (make execute) so their stored outputs match.")
+        return 0
+    if args.command == "images":
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .images import generate_all
+
+        for path in generate_all():
+            print(f"wrote {path}")
         return 0
     if args.command == "bench":
         from .bench import main as bench

@@ -312,12 +312,17 @@ class Capture:
             wait_until(lambda: not connections_settling(set(self.server_ports)), self.settle_timeout)
         assert self._marker is not None
         self._marker.sendto(self._token, self._marker.getsockname())
-        self._sniffer.join(self.stop_timeout)
-        if self._sniffer.running:
-            self._sniffer.stop(join=True)
-            self.complete = False
-        else:
-            self.complete = True
+        try:
+            self._sniffer.join(self.stop_timeout)
+            if self._sniffer.running:
+                self._sniffer.stop(join=True)
+                self.complete = False
+            else:
+                self.complete = True
+        except Exception as exc:  # the sniffer's thread failed: report it, leave nothing open
+            self._close_socket()
+            self._close_marker()
+            raise CaptureError(f"The capture failed while running: {exc}") from exc
         raw = self._sniffer.results or []
         self._close_socket()
         self._close_marker()

@@ -83,3 +83,10 @@ def test_doctor_command_line():
     proc = subprocess.run([sys.executable, "-m", "netcourse", "doctor"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "packet capture" in proc.stdout and "The course can run here." in proc.stdout
+
+
+def test_images_are_drawn_from_shipped_recordings(tmp_path):
+    from netcourse.images import generate_all
+
+    paths = generate_all(tmp_path)
+    assert paths and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
