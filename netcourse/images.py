@@ -29,7 +29,20 @@ def first_request_ladder(directory: Path = IMAGES) -> Path:
     return path
 
 
+def header_diagrams(directory: Path = IMAGES) -> list[Path]:
+    """The IPv4, TCP and UDP header diagrams, drawn from the field tables in ``netcourse.headers``."""
+    from . import plots
+    from .headers import LAYOUTS
+
+    paths = []
+    for key, layout in LAYOUTS.items():
+        path = directory / f"{key}_header.png"
+        plots.header_diagram(layout).savefig(path, dpi=100)
+        paths.append(path)
+    return paths
+
+
 def generate_all(directory: Path = IMAGES) -> list[Path]:
     """Draw every image; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    return [first_request_ladder(directory)]
+    return [first_request_ladder(directory), *header_diagrams(directory)]

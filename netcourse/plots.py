@@ -13,9 +13,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .packets import C2S, PacketRow
+from .headers import HeaderLayout
 from .wire import LAYER_LABELS, LAYERS, WireBytes
 
-__all__ = ["ladder", "overhead_bar"]
+__all__ = ["ladder", "overhead_bar", "header_diagram"]
 
 LAYER_COLOURS = {
     "link": "#9e9e9e",
@@ -131,4 +132,46 @@ def overhead_bar(
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     ax.set_title(title)
     ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def header_diagram(layout: HeaderLayout, *, ax: Axes | None = None, values: dict[str, int] | None = None) -> Figure:
+    """Draw a header as the RFCs do: rows of 32 bits, one box per field.
+
+    Args:
+        layout: a ``HeaderLayout`` from ``netcourse.headers`` (IPV4, TCP, UDP).
+        ax: an Axes to draw into; a new figure otherwise.
+        values: optional field values (e.g. ``layout.parse(bytes)``) written under the names.
+    """
+    rows = -(-layout.bits // 32)
+    fig, ax = _figure(ax, (10, 0.75 * (rows + 1) + 1.0))
+    bit = 0
+    for f in layout.fields:
+        remaining = f.bits
+        while remaining:
+            row, col = divmod(bit, 32)
+            width = min(remaining, 32 - col)
+            colour = "#ffe0b2" if "Checksum" in f.name else ("#e3f2fd" if "Port" in f.name or "Address" in f.name else "#f5f5f5")
+            ax.add_patch(plt.Rectangle((col, row), width, 1, fc=colour, ec="#424242", lw=1))
+            label = f.name if width >= len(f.name) * 0.55 or f.bits == 1 else f.name.replace(" ", "\n")
+            if f.bits == 1:
+                label = f.name
+            text = label if values is None else f"{label}\n{values.get(f.name, '')}"
+            size = 7 if f.bits == 1 else 9
+            ax.text(col + width / 2, row + 0.5, text, ha="center", va="center", fontsize=size,
+                    rotation=90 if f.bits == 1 else 0)
+            bit += width
+            remaining -= width
+    if layout.note:
+        ax.add_patch(plt.Rectangle((0, rows), 32, 0.8, fc="white", ec="#9e9e9e", lw=1, ls="--"))
+        ax.text(16, rows + 0.4, layout.note, ha="center", va="center", fontsize=9, color="#616161")
+    for b in range(0, 33, 8):
+        ax.text(b, -0.15, str(b), ha="center", va="bottom", fontsize=8, color="#616161")
+    for r in range(rows):
+        ax.text(-0.4, r + 0.5, f"{r * 4}", ha="right", va="center", fontsize=8, color="#616161")
+    ax.text(-0.4, -0.15, "byte ↓  bit →", ha="right", va="bottom", fontsize=8, color="#616161")
+    ax.set_xlim(-2.2, 32.3)
+    ax.set_ylim(rows + 1.0, -0.8)
+    ax.axis("off")
+    ax.set_title(f"{layout.name} header: {layout.size} bytes without options ({layout.source})", fontsize=11)
     return fig
