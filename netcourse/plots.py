@@ -16,7 +16,7 @@ from .packets import C2S, PacketRow
 from .headers import HeaderLayout
 from .wire import LAYER_LABELS, LAYERS, WireBytes
 
-__all__ = ["ladder", "overhead_bar", "header_diagram"]
+__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map"]
 
 LAYER_COLOURS = {
     "link": "#9e9e9e",
@@ -174,4 +174,64 @@ def header_diagram(layout: HeaderLayout, *, ax: Axes | None = None, values: dict
     ax.set_ylim(rows + 1.0, -0.8)
     ax.axis("off")
     ax.set_title(f"{layout.name} header: {layout.size} bytes without options ({layout.source})", fontsize=11)
+    return fig
+
+
+def duplex_timeline(rows: Sequence[PacketRow], *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Packets of one connection on a time axis, one lane per direction.
+
+    Data packets are tall bars labelled with their payload size; pure ACKs are short grey ticks;
+    SYN and FIN packets are purple and red. When both lanes have data at overlapping times, both ends
+    were sending at once: full duplex.
+    """
+    fig, ax = _figure(ax, (10, 2.8))
+    lanes = {C2S: 1.0, "S→C": 0.0}
+    for row in rows:
+        y = lanes.get(row.direction, 0.0)
+        t = row.t * 1000
+        if row.payload:
+            ax.vlines(t, y - 0.3, y + 0.3, color="#2e7d32", lw=2.5)
+        else:
+            ax.vlines(t, y - 0.12, y + 0.12, color=_arrow_colour(row), lw=1.5)
+    ax.set_yticks([1.0, 0.0], ["client → server", "server → client"])
+    ax.set_ylim(-0.6, 1.6)
+    ax.set_xlabel("time since the capture started (ms)")
+    ax.spines[["top", "right", "left"]].set_visible(False)
+    ax.set_title(title or "One connection, both directions (green: data; grey: ACK; purple/red: SYN/FIN)")
+    return fig
+
+
+# RFC 6335 §6: the three port ranges.
+PORT_RANGES = [
+    (0, 1023, "System (well-known) ports", "#ffcdd2"),
+    (1024, 49151, "User (registered) ports", "#e3f2fd"),
+    (49152, 65535, "Dynamic (private) ports", "#e8f5e9"),
+]
+
+
+def port_map(ports: Sequence[int], *, ephemeral: tuple[int, int] | None = None, ax: Axes | None = None) -> Figure:
+    """Where the ports the OS assigned fall among all 65,536: the RFC 6335 ranges and the OS's range.
+
+    Args:
+        ports: client ports, in the order the connections were opened.
+        ephemeral: the OS's ephemeral range (low, high), drawn as a band.
+        ax: an Axes to draw into; a new figure otherwise.
+    """
+    fig, ax = _figure(ax, (10, 4))
+    n = len(ports)
+    for low, high, label, colour in PORT_RANGES:
+        ax.axhspan(low, high, color=colour, alpha=0.8, lw=0)
+        ax.text(n + 0.6, (low + high) / 2, label, va="center", fontsize=8)
+    if ephemeral:
+        ax.axhspan(ephemeral[0], ephemeral[1], fill=False, hatch="//", ec="#6a1b9a", lw=0.8)
+        ax.text(0.6, ephemeral[1] + 600, f"this OS's ephemeral range {ephemeral[0]}–{ephemeral[1]}",
+                fontsize=8, color="#6a1b9a")
+    ax.plot(range(1, n + 1), ports, "o-", color="#1565c0", ms=4, lw=1)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlim(0.5, n + 0.5)
+    ax.set_ylim(0, 65535)
+    ax.set_xlabel("connection number (in the order opened)")
+    ax.set_ylabel("client port")
+    ax.set_title("Ports the OS chose for your client sockets")
+    ax.spines[["top", "right"]].set_visible(False)
     return fig

@@ -1,0 +1,96 @@
+"""Notebook 01's experiments: sockets, duplex, ports, TIME_WAIT."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from netcourse.experiments import connections
+from netcourse.kernel import tcp_sockets
+from netcourse.packets import C2S, S2C
+
+from .conftest import LIVE
+
+
+def test_connection_ends_mirror_each_other():
+    ends = connections.connection_ends()
+    assert ends.mirrored
+    assert ends.server_local == ends.listening
+    assert ends.four_tuple == ("127.0.0.1", ends.client_local.port, "127.0.0.1", ends.listening.port)
+    assert str(ends.client_local) == f"127.0.0.1:{ends.client_local.port}"
+
+
+def test_full_duplex_delivers_both_ways_and_interleaves():
+    threads = threading.active_count()
+    run = connections.full_duplex()
+    assert run.client_received == b"".join(b"S%d;" % i for i in range(8))
+    assert run.server_received == b"".join(b"C%d;" % i for i in range(8))
+    directions = run.data_directions()
+    assert directions.count(C2S) >= 1 and directions.count(S2C) >= 1
+    assert run.interleaved and run.switches >= 2
+    assert threading.active_count() == threads
+    if LIVE:
+        assert run.capture.live
+        assert directions.count(C2S) == 8 and directions.count(S2C) == 8  # TCP_NODELAY: one write, one segment
+
+
+def test_ports_tables_and_ranges():
+    names = {name: port for name, port, _ in connections.well_known_ports()}
+    assert names["http"] == 80 and names["https"] == 443
+    low, high = connections.ephemeral_range()
+    assert 1024 <= low < high <= 65535
+    assert connections.ephemeral_range("/nonexistent") is None
+
+
+def test_assigned_ports_are_distinct_ephemeral_and_cleaned_up():
+    low, high = connections.ephemeral_range()
+    ports = connections.assigned_ports(20)
+    assert len(ports) == 20 and len(set(ports)) == 20
+    assert all(low <= p <= high for p in ports)
+    assert not [e for e in tcp_sockets() if e.local[1] in ports and e.state == "ESTABLISHED"]
+    with pytest.raises(ValueError):
+        connections.assigned_ports(0)
+
+
+def test_an_ordinary_user_cannot_bind_port_80():
+    attempt = connections.privileged_bind(80)
+    if attempt.unprivileged_port_start is not None and attempt.unprivileged_port_start <= 80:
+        pytest.skip("this machine lets ordinary users bind port 80")
+    assert attempt.error == "EACCES"
+    assert "ordinary user" in repr(attempt) and "EACCES" in repr(attempt)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks that root drops privileges in a child")
+def test_root_still_reports_what_an_ordinary_user_sees_and_stays_root():
+    assert connections.privileged_bind(80).error == "EACCES"
+    assert os.geteuid() == 0
+
+
+def test_one_listening_port_many_connections():
+    crowd = connections.many_clients(5)
+    assert crowd.same_server_port
+    assert len(set(crowd.client_ports)) == 5
+    assert crowd.kernel_states() == {"ESTABLISHED": 5, "LISTEN": 1}
+
+
+def test_time_wait_is_on_the_side_that_closed_first_and_reuseaddr_needs_both():
+    tw = connections.time_wait()
+    assert tw.client_closes_first == ("TIME_WAIT", "gone")
+    assert tw.server_closes_first == ("gone", "TIME_WAIT")
+    assert tw.restart == {
+        (False, False): "EADDRINUSE",
+        (False, True): "EADDRINUSE",
+        (True, False): "EADDRINUSE",
+        (True, True): None,
+    }
+    assert "works" in tw.restart_table()
+
+
+def test_exercises_check_against_the_learners_connection():
+    ends = connections.connection_ends()
+    q = connections.exercise_server_sees_port(ends)
+    assert q.check(ends.client_local.port) and not q.check(ends.listening.port)
+    q2 = connections.exercise_who_waits()
+    assert q2.check("Client") and not q2.check("server")
