@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -16,7 +17,7 @@ from .packets import C2S, PacketRow
 from .headers import HeaderLayout
 from .wire import LAYER_LABELS, LAYERS, WireBytes
 
-__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map"]
+__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "latency_distributions"]
 
 LAYER_COLOURS = {
     "link": "#9e9e9e",
@@ -234,4 +235,34 @@ def port_map(ports: Sequence[int], *, ephemeral: tuple[int, int] | None = None, 
     ax.set_ylabel("client port")
     ax.set_title("Ports the OS chose for your client sockets")
     ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def latency_distributions(
+    samples_ms: dict[str, Sequence[float]], *, ax: Axes | None = None, title: str | None = None
+) -> Figure:
+    """Box plots of latency samples (milliseconds) per method, on a log scale, with medians written.
+
+    Args:
+        samples_ms: method -> latencies in milliseconds.
+        ax: an Axes to draw into; a new figure otherwise.
+        title: figure title.
+    """
+    import statistics
+
+    fig, ax = _figure(ax, (9, 0.9 * len(samples_ms) + 1.6))
+    names = list(samples_ms)
+    data = [list(samples_ms[n]) for n in names]
+    try:
+        ax.boxplot(data, orientation="horizontal", showfliers=False, widths=0.5)
+    except TypeError:  # matplotlib < 3.10
+        ax.boxplot(data, vert=False, showfliers=False, widths=0.5)
+    ax.set_yticks(range(1, len(names) + 1), names)
+    for i, values in enumerate(data, start=1):
+        ax.text(max(values), i + 0.3, f"median {statistics.median(values):.3f} ms", fontsize=8, ha="right")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.set_xlabel("round-trip latency (ms, log scale)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title or "Request/response latency")
     return fig
