@@ -408,6 +408,31 @@ class Capture:
             f"only the packets are from the recording. {HOW_TO_ENABLE}"
         )
 
+    @classmethod
+    def from_recording(cls, scenario: str, directory: Path, *, live: bool, notice: str) -> "Capture":
+        """A finished capture read from a recording made elsewhere (e.g. in a network namespace).
+
+        Args:
+            scenario: the scenario name.
+            directory: where ``scenario.pcap`` and ``scenario.json`` are.
+            live: whether the recording was made just now (True) or shipped with the course.
+            notice: the one-line notice to show.
+        """
+        from scapy.utils import rdpcap
+
+        pcap, meta_path = recording_paths(scenario, directory)
+        meta = json.loads(meta_path.read_text())
+        cap = cls(tuple(meta["server_ports"]), scenario=scenario, mode="live" if live else "replay")
+        cap._state = "done"
+        cap.live = live
+        cap.packets = rdpcap(str(pcap))
+        cap.t0 = float(meta["t0"])
+        cap.complete = bool(meta.get("complete", True))
+        cap.recorded_at = meta["recorded_at"]
+        cap.notice = notice
+        announce(notice, kind="live" if live else "replay")
+        return cap
+
     # -- results -----------------------------------------------------------------------------------
 
     def table(self) -> PacketTable:
