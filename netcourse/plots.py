@@ -17,7 +17,7 @@ from .packets import C2S, PacketRow
 from .headers import HeaderLayout
 from .wire import LAYER_LABELS, LAYERS, WireBytes
 
-__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "latency_distributions"]
+__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs"]
 
 LAYER_COLOURS = {
     "link": "#9e9e9e",
@@ -265,4 +265,73 @@ def latency_distributions(
     ax.set_xlabel("round-trip latency (ms, log scale)")
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(title or "Request/response latency")
+    return fig
+
+
+def polling_timeline(run, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """One run on one time axis: publications on top, then one lane per poller.
+
+    Each request is a horizontal bar from when it was sent to when it was answered (long polls are
+    long bars); a dot marks answers that carried messages.
+
+    Args:
+        run: a ``PollingRun`` (``netcourse.experiments.polling``).
+    """
+    lanes = len(run.pollers) + 1
+    fig, ax = _figure(ax, (10, 0.55 * lanes + 1.6))
+    for _, t in run.published:
+        ax.vlines(t - run.start, lanes - 0.7, lanes - 0.3, color="#c62828", lw=1.5)
+    for lane, poller in enumerate(run.pollers, start=1):
+        y = lanes - lane - 0.5
+        for p in poller.polls:
+            ax.hlines(y, p.sent - run.start, max(p.answered - run.start, p.sent - run.start + 0.004),
+                      color="#90a4ae", lw=5)
+            if p.count:
+                ax.plot(p.answered - run.start, y, "o", color="#2e7d32", ms=5)
+    ax.set_yticks([lanes - 0.5] + [lanes - i - 0.5 for i in range(1, lanes)],
+                  ["published"] + [p.name for p in run.pollers])
+    ax.set_xlim(-0.05, run.duration + 0.2)
+    ax.set_xlabel("seconds since publishing started")
+    ax.spines[["top", "right", "left"]].set_visible(False)
+    ax.set_title(title or "Requests (grey bars, sent → answered), answers with data (green), publications (red)")
+    return fig
+
+
+def polling_latency(run, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Delivery latency per poller (box plots, ms, log scale) with short polling's theory marked.
+
+    For a short poller with interval T, a message waits on average T/2 and at most T (red marks).
+    """
+    names = [p.name for p in run.pollers]
+    data = {n: [x * 1000 for x in run.latencies(n)] or [float("nan")] for n in names}
+    fig = latency_distributions(data, ax=ax, title=title or "Delivery latency: publish → receipt")
+    ax = fig.axes[0] if ax is None else ax
+    for i, n in enumerate(names, start=1):
+        if n in run.intervals:
+            t = run.intervals[n] * 1000
+            ax.plot([t / 2], [i], marker="D", color="#c62828", ms=7, zorder=5)
+            ax.plot([t], [i], marker="|", color="#c62828", ms=18, mew=2, zorder=5)
+    ax.plot([], [], marker="D", color="#c62828", ls="none", label="theory: mean T/2")
+    ax.plot([], [], marker="|", color="#c62828", ls="none", ms=12, mew=2, label="theory: max T")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.set_xlabel("delivery latency (ms, log scale)")
+    return fig
+
+
+def polling_costs(summary, *, ax: Axes | None = None) -> Figure:
+    """Three bars per poller: requests per delivered message, share of empty answers, bytes per message."""
+    if ax is None:
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), layout="constrained")
+        plt.close(fig)
+    else:
+        fig, axes = ax.figure, [ax]
+    names = [r["poller"] for r in summary]
+    panels = [("requests per message", "requests per delivered message"),
+              ("empty share", "share of empty answers"),
+              ("bytes per message", "bytes on the wire per message")]
+    for a, (key, label) in zip(axes, panels):
+        a.bar(names, [r[key] for r in summary], color="#1565c0", width=0.6)
+        a.set_title(label, fontsize=10)
+        a.tick_params(axis="x", labelrotation=30, labelsize=8)
+        a.spines[["top", "right"]].set_visible(False)
     return fig

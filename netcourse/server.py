@@ -37,7 +37,7 @@ from aiohttp import web
 
 from .errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
 
-__all__ = ["Server", "serve", "stop_all", "live_servers"]
+__all__ = ["Server", "serve", "stop_all", "live_servers", "run_async", "wait_until"]
 
 T = TypeVar("T")
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -75,6 +75,8 @@ class Server:
         name: a label shown in ``repr`` and in thread names.
         start_timeout: seconds to wait for the server to start listening.
         shutdown_timeout: seconds that in-flight handlers get to finish when the server stops.
+        handler_cancellation: cancel an aiohttp handler when its client disconnects (aiohttp's own
+            default is not to, so a long-poll handler would wait on for a client that is gone).
 
     Attributes:
         host: the bound address.
@@ -92,6 +94,7 @@ class Server:
         name: str | None = None,
         start_timeout: float = 5.0,
         shutdown_timeout: float = 0.5,
+        handler_cancellation: bool = True,
     ) -> None:
         global _counter
         if not isinstance(app, web.Application) and not callable(app):
@@ -110,6 +113,7 @@ class Server:
         )
         self.start_timeout = start_timeout
         self.shutdown_timeout = shutdown_timeout
+        self.handler_cancellation = handler_cancellation
         self.errors: list[str] = []
         self.owner: frozenset[str] = frozenset()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -288,6 +292,7 @@ class Server:
                 access_log=None,
                 logger=self._logger,
                 shutdown_timeout=self.shutdown_timeout,
+                handler_cancellation=self.handler_cancellation,
             )
             self._runner = runner
             await runner.setup()
@@ -352,6 +357,7 @@ def serve(
     name: str | None = None,
     start_timeout: float = 5.0,
     shutdown_timeout: float = 0.5,
+    handler_cancellation: bool = True,
 ) -> Server:
     """Start ``app`` in the background and return its running ``Server``.
 
@@ -367,6 +373,7 @@ def serve(
         name=name,
         start_timeout=start_timeout,
         shutdown_timeout=shutdown_timeout,
+        handler_cancellation=handler_cancellation,
     ).start()
 
 
@@ -451,6 +458,45 @@ def install_ipython_hook() -> None:
     # The cell that is running now (the one importing netcourse) passed its hook already.
     history = shell.user_ns.get("In") or [""]
     _current_cell = _cell_keys(None, history[-1])
+
+
+def run_async(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    """Run a coroutine to completion on a fresh event loop in a worker thread, and return its result.
+
+    For client code in synchronous helpers called from notebook cells, where the kernel's own loop is
+    already running (so ``asyncio.run`` would fail). The thread is joined before returning.
+
+    Args:
+        coro: the coroutine.
+        timeout: seconds; on timeout the coroutine is cancelled and ``NetcourseTimeout`` raised.
+    """
+    outcome: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
+
+    async def guarded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    def main() -> None:
+        try:
+            outcome["value"] = loop.run_until_complete(guarded())
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+        finally:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=main, name="netcourse-client", daemon=True)
+    thread.start()
+    thread.join(timeout + 5.0)
+    if thread.is_alive():
+        raise NetcourseTimeout(f"The client code did not finish within {timeout} s.")
+    if "error" in outcome:
+        exc = outcome["error"]
+        if isinstance(exc, asyncio.TimeoutError):
+            raise NetcourseTimeout(f"The client code did not finish within {timeout} s.") from exc
+        raise exc
+    return outcome["value"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.005) -> bool:

@@ -1,0 +1,312 @@
+"""Notebook 03: short and long polling measured side by side on the same stream of messages."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from ..capture import Capture, capture
+from ..exercises import Exercise
+from ..httpwire import parse_messages
+from ..packets import C2S, S2C
+from ..polling import (
+    CLIENT_HEADERS,
+    MessageLog,
+    PollerResult,
+    Publisher,
+    long_poller,
+    make_app,
+    naive_long_poller,
+    short_poller,
+)
+from ..scenarios import scenario
+from ..server import run_async, serve
+from ..wire import ETHERNET_HEADER, IPV4_HEADER, TCP_HEADER, TCP_TIMESTAMPS
+
+__all__ = ["PollingRun", "compare", "naive_versus_correct", "Abandoned", "abandoned_waits", "header_sizes"]
+
+
+@dataclass
+class PollingRun:
+    """Several pollers against one server while one publisher publishes.
+
+    Attributes:
+        pollers: one result per poller.
+        published: (message id, perf_counter seconds when published).
+        start: perf_counter seconds when publishing started.
+        duration: seconds of publishing.
+        intervals: short-poll interval per poller name (seconds), for the theory.
+        max_waiting: most requests the server held at once.
+        waiting_history: (seconds since start, requests held) at every change.
+        capture: the packets (None when not captured).
+    """
+
+    pollers: list[PollerResult]
+    published: list[tuple[int, float]]
+    start: float
+    duration: float
+    intervals: dict[str, float]
+    max_waiting: int
+    waiting_history: list[tuple[float, int]] = field(repr=False)
+    capture: Capture | None = field(default=None, repr=False)
+
+    def poller(self, name: str) -> PollerResult:
+        """The result of the poller called ``name``."""
+        for p in self.pollers:
+            if p.name == name:
+                return p
+        raise KeyError(f"no poller {name!r}; there are {[p.name for p in self.pollers]}")
+
+    def latencies(self, name: str) -> list[float]:
+        """Seconds from publication to receipt, per message, for one poller."""
+        published = dict(self.published)
+        return [t - published[i] for i, t in self.poller(name).received if i in published]
+
+    def exactly_once_in_order(self, name: str) -> bool:
+        """True when the poller received every published message, once each, in order."""
+        return self.poller(name).ids == [i for i, _ in self.published]
+
+    def bytes_on_wire(self, name: str) -> int | None:
+        """All bytes the poller's connection put on the wire (both ways), from its TCP_INFO."""
+        info = self.poller(name).socket_info
+        if info is None:
+            return None
+        packets = info.segs_in + info.segs_out
+        per_packet = ETHERNET_HEADER + IPV4_HEADER + TCP_HEADER + (TCP_TIMESTAMPS if info.timestamps else 0)
+        return info.bytes_sent + info.bytes_received + packets * per_packet + 16  # + SYN/SYN-ACK options
+
+    def summary(self) -> "PollingSummary":
+        """One row per poller: requests, empty answers, latency and bytes per delivered message."""
+        rows = []
+        for p in self.pollers:
+            lat = sorted(self.latencies(p.name))
+            delivered = len(p.received)
+            wire = self.bytes_on_wire(p.name)
+            rows.append(
+                {
+                    "poller": p.name,
+                    "requests": p.requests,
+                    "delivered": delivered,
+                    "requests per message": p.requests / delivered if delivered else float("nan"),
+                    "empty share": p.empty / p.requests if p.requests else 0.0,
+                    "mean latency (ms)": statistics.mean(lat) * 1000 if lat else float("nan"),
+                    "max latency (ms)": lat[-1] * 1000 if lat else float("nan"),
+                    "theory mean (ms)": self.intervals[p.name] / 2 * 1000 if p.name in self.intervals else float("nan"),
+                    "bytes per message": wire / delivered if wire and delivered else float("nan"),
+                }
+            )
+        return PollingSummary(rows)
+
+
+class PollingSummary(list):
+    """Rows of dictionaries that show as a table."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "(no pollers)"
+        keys = list(self[0])
+        cells = [keys] + [[_fmt(r[k]) for k in keys] for r in self]
+        widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]
+        return "\n".join("  ".join(c[i].rjust(widths[i]) for i in range(len(keys))) for c in cells)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return "—" if v != v else (f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}")
+    return str(v)
+
+
+def _run(
+    pollers: list[tuple[str, object]],
+    *,
+    rate: float,
+    duration: float,
+    seed: int,
+    burst: int = 1,
+    scenario_name: str | None = None,
+    wait: float = 10.0,
+) -> PollingRun:
+    log = MessageLog()
+    publisher = Publisher(rate, duration, seed, burst)
+    intervals = {}
+    with serve(make_app(log), name="message log") as srv:
+        cm = capture(srv.port, scenario=scenario_name) if scenario_name else nullcontext()
+        with cm as cap:
+            start = time.perf_counter() + 0.05
+            until = start + duration
+            publishing = asyncio.run_coroutine_threadsafe(publisher.run(log, start), srv.loop)
+
+            async def everyone() -> list[PollerResult]:
+                tasks = []
+                for kind, arg in pollers:
+                    if kind == "short":
+                        intervals[f"short {arg:g} s"] = float(arg)  # type: ignore[arg-type]
+                        tasks.append(short_poller(srv.url, float(arg), until))  # type: ignore[arg-type]
+                    elif kind == "long":
+                        tasks.append(long_poller(srv.url, float(arg), until))  # type: ignore[arg-type]
+                    elif kind == "naive":
+                        tasks.append(naive_long_poller(srv.url, float(arg), until))  # type: ignore[arg-type]
+                return list(await asyncio.gather(*tasks))
+
+            results = run_async(everyone(), timeout=duration + wait + 15)
+            publishing.result(timeout=duration + 5)
+        published = [(i, t) for i, _, t in log.messages]
+        history = [(t - start, n) for t, n in log.waiting_history]
+    return PollingRun(results, published, start, duration, intervals, log.max_waiting, history, cap)
+
+
+@scenario("polling_compare")
+def compare(
+    intervals: tuple[float, ...] = (0.25, 0.5, 1.0),
+    wait: float = 10.0,
+    rate: float = 3.0,
+    duration: float = 4.0,
+    seed: int = 1,
+    *,
+    burst: int = 1,
+    record: bool = True,
+) -> PollingRun:
+    """Short pollers at each interval and one long poller, all at once, on the same messages.
+
+    Args:
+        intervals: short-poll intervals, seconds.
+        wait: long-poll hold, seconds (at most 30).
+        rate: messages per second (Poisson, seeded).
+        duration: seconds of publishing.
+        seed: the publisher's random seed.
+        burst: messages published together at each event.
+        record: capture the packets (as scenario "polling_compare"; replayed without capture rights).
+    """
+    pollers: list[tuple[str, object]] = [("short", i) for i in intervals] + [("long", wait)]
+    return _run(pollers, rate=rate, duration=duration, seed=seed, burst=burst,
+                scenario_name="polling_compare" if record else None, wait=wait)
+
+
+def naive_versus_correct(wait: float = 0.5, rate: float = 1.0, duration: float = 2.5, seed: int = 3) -> PollingRun:
+    """A correct long poller beside the notes' version, which re-asks only after receiving data."""
+    return _run([("long", wait), ("naive", wait)], rate=rate, duration=duration, seed=seed, wait=wait)
+
+
+def header_sizes(run: PollingRun) -> dict[str, float]:
+    """Average HTTP head sizes (bytes) of poll requests and responses in a captured run."""
+    if run.capture is None:
+        raise ValueError("this run was not captured")
+    from ..wire import tcp_payload_streams
+
+    rows = run.capture.table()
+    streams = tcp_payload_streams(run.capture.packets, rows)
+    requests = [m for m in parse_messages(streams[C2S], responses=False) if m.start_line.startswith("GET /messages")]
+    responses = parse_messages(streams[S2C], responses=True)
+    return {
+        "request head": statistics.mean(m.head_bytes for m in requests),
+        "response head": statistics.mean(m.head_bytes for m in responses),
+        "empty response body": statistics.mean(len(m.body) for m in responses if b'"messages": []' in m.body),
+        "TCP/IP/link headers per packet": ETHERNET_HEADER + IPV4_HEADER + TCP_HEADER + TCP_TIMESTAMPS,
+    }
+
+
+# -- clients that go away --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """Requests the server held before and after their clients disconnected mid-wait.
+
+    Attributes:
+        clients: long-pollers that connected and then went away.
+        before: requests held while all were waiting.
+        after: requests still held shortly after they disconnected.
+        handler_cancellation: whether the server cancels the handlers of vanished clients.
+    """
+
+    clients: int
+    before: int
+    after: int
+    handler_cancellation: bool
+
+
+def abandoned_waits(clients: int = 50, *, handler_cancellation: bool = True, wait: float = 5.0, settle: float = 0.3) -> Abandoned:
+    """``clients`` long-pollers start waiting, then disconnect mid-wait. Does the server notice?"""
+    log = MessageLog()
+    with serve(make_app(log), name="message log", handler_cancellation=handler_cancellation) as srv:
+
+        async def go() -> tuple[int, int]:
+            sessions = [aiohttp.ClientSession(headers=CLIENT_HEADERS) for _ in range(clients)]
+            tasks = [
+                asyncio.create_task(s.get(srv.url + "/messages", params={"after": "0", "wait": str(wait)}))
+                for s in sessions
+            ]
+            deadline = time.monotonic() + 5
+            while log.waiting < clients and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            before = log.waiting
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for s in sessions:
+                await s.close()  # closes the connections: the clients are gone
+            await asyncio.sleep(settle)
+            return before, log.waiting
+
+        before, after = run_async(go(), timeout=wait + 20)
+    return Abandoned(clients, before, after, handler_cancellation)
+
+
+# -- exercises -------------------------------------------------------------------------------------
+
+
+def exercise_expected_latency() -> Exercise:
+    """Short polling's mean latency."""
+    return Exercise(
+        "A client short-polls every 2 seconds; messages arrive at random times. Ignoring the network, "
+        "what is the average delay, in seconds, between a message's arrival and its delivery?",
+        answer=1.0,
+        tolerance=0.05,
+        hint="A message lands at a random moment between two polls; how long until the next poll, on average?",
+        explanation="Half the interval, 1 s on average, and up to the full 2 s: the random arrival is "
+        "uniformly placed within the interval.",
+    )
+
+
+def exercise_requests_per_message(run: PollingRun, name: str) -> Exercise:
+    """Requests per delivered message, from the learner's run."""
+    p = run.poller(name)
+    value = p.requests / len(p.received) if p.received else 0.0
+    return Exercise(
+        f"In your run, how many requests did the poller '{name}' make per delivered message? "
+        "(one decimal is enough)",
+        answer=round(value, 1),
+        tolerance=0.051,
+        hint=f"Divide its number of requests by the number of messages it received: see run.summary().",
+        explanation=f"{p.requests} requests for {len(p.received)} messages.",
+    )
+
+
+def peek(paths: list[str], *, publish: int = 2, timeout: float = 5.0) -> list[tuple[str, int, dict[str, str], str]]:
+    """GET each path from a fresh message-log server holding ``publish`` messages.
+
+    Returns (path, status, response headers, body) per path: a look at the raw API.
+    """
+    log = MessageLog()
+    with serve(make_app(log), name="message log") as srv:
+        for i in range(publish):
+            srv.run(_append(log, f"message {i + 1}"))
+
+        async def go() -> list[tuple[str, int, dict[str, str], str]]:
+            out = []
+            async with aiohttp.ClientSession(headers=CLIENT_HEADERS) as s:
+                for path in paths:
+                    async with s.get(srv.url + path) as r:
+                        out.append((path, r.status, dict(r.headers), await r.text()))
+            return out
+
+        return run_async(go(), timeout=timeout + 35)
+
+
+async def _append(log: MessageLog, text: str) -> int:
+    return log.append(text)

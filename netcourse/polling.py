@@ -1,0 +1,394 @@
+"""Short and long polling: a message-log server, a seeded publisher, and the two kinds of poller.
+
+The server (``make_app``) keeps a log of messages whose ids only ever increase:
+
+| endpoint | behaviour |
+| --- | --- |
+| ``POST /messages`` | appends the request body as a message; answers ``{"id": n}`` |
+| ``GET /messages?after=ID`` | answers at once with the messages after ID (short poll) |
+| ``GET /messages?after=ID&wait=S`` | holds the request until a message after ID exists or S seconds pass (long poll); a timeout answers an empty list |
+| ``GET /stats`` | how many requests the server is holding right now, and since it started |
+
+Every answer carries ``epoch``, a random id of this server run. Message ids restart at 1 when the server
+restarts, so a client that sees a new epoch starts again from ``after=0`` instead of waiting for ids it
+has already seen to come round again. Answers carry ``Cache-Control: no-store`` so no intermediary
+caches a poll (RFC 6202 §2.2, "Caching").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+__all__ = [
+    "MAX_WAIT",
+    "MessageLog",
+    "make_app",
+    "Publisher",
+    "PollRecord",
+    "PollerResult",
+    "short_poller",
+    "long_poller",
+    "naive_long_poller",
+    "CLIENT_HEADERS",
+]
+
+MAX_WAIT = 30.0  # seconds: the longest a long poll may be held (below typical proxy idle timeouts)
+CLIENT_HEADERS = {"User-Agent": "netcourse-poller", "Accept-Encoding": "identity"}
+
+
+class MessageLog:
+    """The server's state: messages with increasing ids, and the requests waiting for new ones.
+
+    Attributes:
+        messages: (id, text, published) with ``published`` in ``time.perf_counter()`` seconds.
+        waiting: requests being held right now.
+        max_waiting: the most held at once.
+        waiting_history: (perf_counter seconds, waiting) at every change.
+        requests: poll requests answered or being held, in all.
+        epoch: random id of this log (changes when the server restarts).
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[int, str, float]] = []
+        self.waiting = 0
+        self.max_waiting = 0
+        self.waiting_history: list[tuple[float, int]] = []
+        self.requests = 0
+        self.epoch = secrets.token_hex(4)
+        self._changed: asyncio.Event | None = None
+
+    @property
+    def last_id(self) -> int:
+        """Id of the newest message (0 when empty)."""
+        return self.messages[-1][0] if self.messages else 0
+
+    def _event(self) -> asyncio.Event:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def append(self, text: str) -> int:
+        """Add a message and wake every held request. Must run on the server's loop. Returns its id."""
+        msg_id = self.last_id + 1
+        self.messages.append((msg_id, text, time.perf_counter()))
+        event = self._event()
+        event.set()
+        self._changed = asyncio.Event()  # the next wait needs a fresh event
+        return msg_id
+
+    def after(self, msg_id: int) -> list[tuple[int, str, float]]:
+        """Messages with an id greater than ``msg_id``, oldest first."""
+        # ids are 1, 2, 3, ... so the answer starts at index msg_id
+        return self.messages[msg_id:] if msg_id >= 0 else list(self.messages)
+
+    def _count(self, delta: int) -> None:
+        self.waiting += delta
+        self.max_waiting = max(self.max_waiting, self.waiting)
+        self.waiting_history.append((time.perf_counter(), self.waiting))
+
+    async def wait_after(self, msg_id: int, timeout: float) -> list[tuple[int, str, float]]:
+        """Messages after ``msg_id``; if none yet, wait up to ``timeout`` seconds for some."""
+        found = self.after(msg_id)
+        if found or timeout <= 0:
+            return found
+        self._count(+1)
+        try:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not found:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._event().wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                found = self.after(msg_id)
+            return found
+        finally:  # also when the client went away and the handler was cancelled
+            self._count(-1)
+
+
+LOG_KEY = web.AppKey("log", MessageLog)
+
+
+def _bad_request(text: str) -> web.Response:
+    return web.json_response({"error": text}, status=400, headers={"Server": "netcourse"})
+
+
+def _answer(log: MessageLog, payload: dict[str, Any]) -> web.Response:
+    payload = {"epoch": log.epoch, **payload}
+    return web.json_response(payload, headers={"Cache-Control": "no-store", "Server": "netcourse"})
+
+
+async def _post_message(request: web.Request) -> web.Response:
+    log = request.app[LOG_KEY]
+    text = await request.text()
+    if len(text) > 10_000:
+        return _bad_request("a message must be at most 10,000 characters")
+    return _answer(log, {"id": log.append(text)})
+
+
+def _parse_after(raw: str | None) -> int | str:
+    if raw is None:
+        return 0
+    if not raw.isdigit():
+        return f"after must be a message id: a whole number 0 or more, not {raw!r}"
+    return int(raw)
+
+
+def _parse_wait(raw: str | None) -> float | str:
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        return f"wait must be a number of seconds, not {raw!r}"
+    if not 0 <= wait <= MAX_WAIT or wait != wait:
+        return f"wait must be between 0 and {MAX_WAIT:g} seconds, not {raw}"
+    return wait
+
+
+async def _get_messages(request: web.Request) -> web.Response:
+    log = request.app[LOG_KEY]
+    after = _parse_after(request.query.get("after"))
+    if isinstance(after, str):
+        return _bad_request(after)
+    wait = _parse_wait(request.query.get("wait"))
+    if isinstance(wait, str):
+        return _bad_request(wait)
+    client_epoch = request.query.get("epoch")
+    if client_epoch is not None and client_epoch != log.epoch:
+        after = 0  # the server restarted: the client's cursor means nothing here
+    log.requests += 1
+    found = await log.wait_after(after, wait)
+    return _answer(
+        log,
+        {"messages": [{"id": i, "text": t} for i, t, _ in found], "last_id": log.last_id},
+    )
+
+
+async def _stats(request: web.Request) -> web.Response:
+    log = request.app[LOG_KEY]
+    return _answer(log, {"waiting": log.waiting, "max_waiting": log.max_waiting, "requests": log.requests, "last_id": log.last_id})
+
+
+def make_app(log: MessageLog | None = None) -> web.Application:
+    """The message-log app. Pass a ``MessageLog`` to reach its state from the experiment."""
+    app = web.Application()
+    app[LOG_KEY] = log or MessageLog()
+    app.router.add_post("/messages", _post_message)
+    app.router.add_get("/messages", _get_messages)
+    app.router.add_get("/stats", _stats)
+    return app
+
+
+# -- the publisher -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """Messages at seeded random times: a Poisson process of ``rate`` messages per second.
+
+    Attributes:
+        rate: mean messages per second.
+        duration: seconds to publish for.
+        seed: random seed: the same seed gives the same times.
+        burst: messages published together (1 ms apart) at each event; 1 for none.
+    """
+
+    rate: float
+    duration: float
+    seed: int = 1
+    burst: int = 1
+
+    def times(self) -> list[float]:
+        """Publication times, seconds after the start."""
+        if self.rate <= 0 or self.duration <= 0:
+            return []
+        rng = random.Random(self.seed)
+        out, t = [], 0.0
+        while True:
+            t += rng.expovariate(self.rate)
+            if t >= self.duration:
+                return out
+            out.extend(t + 0.001 * k for k in range(self.burst))
+
+    async def run(self, log: MessageLog, start: float) -> None:
+        """Publish into ``log`` at ``start`` (perf_counter seconds) + each time. Runs on the server loop."""
+        for i, t in enumerate(self.times(), start=1):
+            delay = start + t - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            log.append(f"message {i}")
+
+
+# -- pollers ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PollRecord:
+    """One poll: when it was sent and answered (perf_counter seconds), and how many messages came."""
+
+    sent: float
+    answered: float
+    count: int
+
+
+@dataclass
+class PollerResult:
+    """What one poller did.
+
+    Attributes:
+        name: "short 0.5 s", "long", ...
+        received: (message id, perf_counter seconds when received), in order of receipt.
+        polls: every request.
+        errors: connection errors met (and retried after).
+        socket_info: TCP_INFO of the client's connection at the end (None off Linux).
+        client_port: the client's local port (one keep-alive connection).
+    """
+
+    name: str
+    received: list[tuple[int, float]] = field(default_factory=list)
+    polls: list[PollRecord] = field(default_factory=list)
+    errors: int = 0
+    socket_info: Any = None
+    client_port: int | None = None
+    _sockets: list = field(default_factory=list, repr=False)
+
+    @property
+    def requests(self) -> int:
+        """Poll requests made."""
+        return len(self.polls)
+
+    @property
+    def empty(self) -> int:
+        """Polls answered with no message."""
+        return sum(1 for p in self.polls if p.count == 0)
+
+    @property
+    def ids(self) -> list[int]:
+        """Message ids in the order received."""
+        return [i for i, _ in self.received]
+
+
+async def _poll(session: aiohttp.ClientSession, url: str, params: dict[str, str], result: PollerResult) -> dict:
+    sent = time.perf_counter()
+    async with session.get(url, params=params) as resp:
+        resp.raise_for_status()
+        data = await resp.json()
+    if result.client_port is None and result._sockets:
+        result.client_port = result._sockets[0].getsockname()[1]
+    now = time.perf_counter()
+    for m in data["messages"]:
+        result.received.append((m["id"], now))
+    result.polls.append(PollRecord(sent, now, len(data["messages"])))
+    return data
+
+
+def _advance(cursor: int, epoch: str | None, data: dict) -> tuple[int, str]:
+    """The cursor after an answer: the last id received; back to 0 if the server restarted (new epoch)."""
+    if epoch is not None and data["epoch"] != epoch:
+        cursor = 0  # a new server run: ids started again from 1
+    if data["messages"]:
+        cursor = data["messages"][-1]["id"]
+    return cursor, data["epoch"]
+
+
+def _session(result: PollerResult) -> aiohttp.ClientSession:
+    """One keep-alive connection per poller (the realistic case), whose socket we keep a handle on
+    so that its TCP_INFO can be read at the end."""
+
+    def make_socket(addr_info: tuple) -> socket.socket:
+        family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
+        sock = socket.socket(family, kind, proto)
+        result._sockets.append(sock)
+        return sock
+
+    connector = aiohttp.TCPConnector(limit=1, socket_factory=make_socket)
+    return aiohttp.ClientSession(connector=connector, headers=CLIENT_HEADERS)
+
+
+def _finish(result: PollerResult) -> None:
+    """Read TCP_INFO of the poller's (last, still open) connection before the session closes it."""
+    from .kernel import tcp_info
+
+    for sock in reversed(result._sockets):
+        if sock.fileno() != -1:
+            try:
+                result.socket_info = tcp_info(sock)
+            except OSError:
+                continue
+            break
+    result._sockets.clear()
+
+
+async def short_poller(base_url: str, interval: float, until: float, *, name: str | None = None) -> PollerResult:
+    """Ask for new messages every ``interval`` seconds (on a fixed schedule) until ``until``.
+
+    ``until`` is a perf_counter time. A last poll at the end collects what is left.
+    """
+    result = PollerResult(name or f"short {interval:g} s")
+    cursor, epoch = 0, None
+    async with _session(result) as session:
+        tick = time.perf_counter()
+        while True:
+            params = {"after": str(cursor)} | ({"epoch": epoch} if epoch else {})
+            try:
+                data = await _poll(session, base_url + "/messages", params, result)
+                cursor, epoch = _advance(cursor, epoch, data)
+            except aiohttp.ClientConnectionError:
+                result.errors += 1
+            if time.perf_counter() >= until:
+                break
+            tick += interval
+            await asyncio.sleep(max(0.0, tick - time.perf_counter()))
+        _finish(result)
+    return result
+
+
+async def long_poller(base_url: str, wait: float, until: float, *, name: str = "long") -> PollerResult:
+    """Ask, wait up to ``wait`` seconds for an answer, and ask again at once, data or not.
+
+    Stops asking at ``until`` (perf_counter time); the last poll is a short one that collects leftovers.
+    """
+    result = PollerResult(name)
+    cursor, epoch = 0, None
+    async with _session(result) as session:
+        while True:
+            remaining = until - time.perf_counter()
+            hold = max(0.0, min(wait, remaining))
+            params = {"after": str(cursor), "wait": f"{hold:.3f}"} | ({"epoch": epoch} if epoch else {})
+            try:
+                data = await _poll(session, base_url + "/messages", params, result)
+                cursor, epoch = _advance(cursor, epoch, data)
+            except aiohttp.ClientConnectionError:
+                result.errors += 1
+                await asyncio.sleep(0.05)  # a restarting server: try again shortly
+            if remaining <= 0:
+                break
+        _finish(result)
+    return result
+
+
+async def naive_long_poller(base_url: str, wait: float, until: float) -> PollerResult:
+    """The notes' version: ask again only *after receiving data*; after a timeout, stop. (A bug.)"""
+    result = PollerResult("long, re-asks only after data")
+    cursor = 0
+    async with _session(result) as session:
+        while time.perf_counter() < until:
+            data = await _poll(session, base_url + "/messages", {"after": str(cursor), "wait": f"{wait:.3f}"}, result)
+            if not data["messages"]:
+                break  # "else not"
+            cursor = data["messages"][-1]["id"]
+        _finish(result)
+    return result
