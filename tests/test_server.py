@@ -166,3 +166,22 @@ def test_stop_all_stops_everything():
     assert stop_all() == 3
     assert not any(s.running for s in servers)
     assert live_servers() == []
+
+
+def test_run_async_returns_raises_and_times_out():
+    from netcourse.server import run_async
+
+    async def value() -> int:
+        await asyncio.sleep(0)
+        return 3
+
+    async def boom() -> None:
+        raise KeyError("x")
+
+    threads = threading.active_count()
+    assert run_async(value()) == 3
+    with pytest.raises(KeyError):
+        run_async(boom())
+    with pytest.raises(NetcourseTimeout):
+        run_async(asyncio.sleep(5), timeout=0.05)
+    assert threading.active_count() == threads
