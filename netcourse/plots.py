@@ -6,6 +6,7 @@ run experiments, so a notebook can wire them to a widget and a test can call the
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -154,9 +155,7 @@ def header_diagram(layout: HeaderLayout, *, ax: Axes | None = None, values: dict
             width = min(remaining, 32 - col)
             colour = "#ffe0b2" if "Checksum" in f.name else ("#e3f2fd" if "Port" in f.name or "Address" in f.name else "#f5f5f5")
             ax.add_patch(plt.Rectangle((col, row), width, 1, fc=colour, ec="#424242", lw=1))
-            label = f.name if width >= len(f.name) * 0.55 or f.bits == 1 else f.name.replace(" ", "\n")
-            if f.bits == 1:
-                label = f.name
+            label = f.name if f.bits == 1 else textwrap.fill(f.name, max(6, int(width * 3.2)))
             text = label if values is None else f"{label}\n{values.get(f.name, '')}"
             size = 7 if f.bits == 1 else 9
             ax.text(col + width / 2, row + 0.5, text, ha="center", va="center", fontsize=size,

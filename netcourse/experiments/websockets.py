@@ -1,0 +1,522 @@
+"""Notebook 05: WebSockets by hand — the handshake, frames on the wire, masking, cost, and security."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import secrets
+import selectors
+import socket
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from ..capture import Capture, capture
+from ..exercises import Exercise
+from ..packets import C2S, S2C
+from ..scenarios import scenario
+from ..server import Server, run_async, serve
+from ..wire import tcp_payload_streams
+from ..wsframe import Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode, header_length, parse_close
+from ..wsserver import Hub, handshake_request, make_ws_handler
+
+__all__ = [
+    "RawClient",
+    "handshake",
+    "control_frames",
+    "explain",
+    "FrameView",
+    "overhead",
+    "latency",
+    "idle_connections",
+    "security",
+]
+
+ORIGIN = "http://127.0.0.1"  # the origin the course's pages would have
+
+
+class RawClient:
+    """A WebSocket client made of a plain socket and the course's codec. Every byte is visible.
+
+    Attributes:
+        request, response: the opening handshake's bytes, as sent and as received.
+        key: the Sec-WebSocket-Key sent.
+    """
+
+    def __init__(self, srv: Server, *, origin: str | None = ORIGIN, timeout: float = 5.0, key: str | None = None) -> None:
+        self.key = key or base64.b64encode(secrets.token_bytes(16)).decode()
+        self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
+        self.request = handshake_request(srv.host, srv.port, self.key, origin=origin)
+        self.sock.sendall(self.request)
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            response += chunk
+        head, _, rest = response.partition(b"\r\n\r\n")
+        self.response = head + b"\r\n\r\n"
+        self.decoder = FrameDecoder("client", max_size=1 << 24)
+        self._pending = self.decoder.feed(rest) if rest and self.accepted else []
+
+    @property
+    def accepted(self) -> bool:
+        """True when the server answered 101 Switching Protocols."""
+        return self.response.startswith(b"HTTP/1.1 101")
+
+    @property
+    def accept_header(self) -> str | None:
+        """The server's Sec-WebSocket-Accept."""
+        for line in self.response.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "sec-websocket-accept":
+                return value.strip()
+        return None
+
+    def send(self, frame: Frame, *, mask_key: bytes | None = None, masked: bool = True) -> bytes:
+        """Encode and send one frame (masked, as a client must, unless told otherwise); returns the bytes."""
+        data = encode(frame, mask=masked, mask_key=mask_key)
+        self.sock.sendall(data)
+        return data
+
+    def receive(self, count: int = 1) -> list[Frame]:
+        """Read until ``count`` frames have arrived (bounded by the socket timeout)."""
+        frames, self._pending = self._pending, []
+        while len(frames) < count:
+            data = self.sock.recv(65536)
+            if not data:
+                break
+            frames += self.decoder.feed(data)
+        return frames
+
+    def close(self) -> None:
+        """Close the TCP connection."""
+        self.sock.close()
+
+
+# -- 1. the handshake, 2. talking by hand ----------------------------------------------------------
+
+
+@dataclass
+class HandshakeRun:
+    """One WebSocket conversation: handshake, one echoed message, close.
+
+    Attributes:
+        request, response: the handshake's bytes.
+        key, accept: Sec-WebSocket-Key sent and Sec-WebSocket-Accept received.
+        sent: bytes of the frame sent; reply: the decoded reply frames.
+        capture: the packets.
+    """
+
+    request: bytes
+    response: bytes
+    key: str
+    accept: str | None
+    sent: bytes
+    reply: list[Frame]
+    capture: Capture
+
+
+@scenario("ws_handshake")
+def handshake(message: bytes = b"Hello", *, mask_key: bytes = bytes.fromhex("37fa213d")) -> HandshakeRun:
+    """Open a WebSocket to the course's echo server with a raw socket, send one text frame, close."""
+    with serve(make_ws_handler(allowed_origins={ORIGIN}), name="ws echo") as srv:
+        with capture(srv.port, scenario="ws_handshake") as cap:
+            client = RawClient(srv)
+            try:
+                sent = client.send(Frame(Opcode.TEXT, message), mask_key=mask_key)
+                reply = client.receive(1)
+                client.send(Frame(Opcode.CLOSE, close_payload(1000, "done")), mask_key=mask_key)
+                reply += client.receive(1)
+            finally:
+                client.close()
+    return HandshakeRun(client.request, client.response, client.key, client.accept_header, sent, reply, cap)
+
+
+# -- 5. control frames and fragmentation on the wire -------------------------------------------
+
+
+@dataclass
+class ControlRun:
+    """Ping, a fragmented message, and a close, as they crossed the wire.
+
+    Attributes:
+        capture: the packets.
+        client_frames: frames the client sent, decoded from the capture.
+        server_frames: frames the server sent, decoded from the capture.
+    """
+
+    capture: Capture
+    client_frames: list[Frame]
+    server_frames: list[Frame]
+
+
+def frames_on_the_wire(cap: Capture) -> tuple[list[Frame], list[Frame]]:
+    """Decode the WebSocket frames in a capture: (client→server, server→client), handshake skipped."""
+    streams = tcp_payload_streams(cap.packets, cap.table())
+    out = []
+    for direction, role in ((C2S, "server"), (S2C, "client")):
+        data = streams[direction]
+        body = data[data.index(b"\r\n\r\n") + 4 :] if b"\r\n\r\n" in data else b""
+        out.append(FrameDecoder(role, max_size=1 << 24).feed(body))
+    return out[0], out[1]
+
+
+@scenario("ws_control")
+def control_frames(mask_key: bytes = bytes.fromhex("37fa213d")) -> ControlRun:
+    """Send a ping, a text message in three fragments, and a close; capture and decode both ways."""
+    with serve(make_ws_handler(allowed_origins={ORIGIN}), name="ws echo") as srv:
+        with capture(srv.port, scenario="ws_control") as cap:
+            client = RawClient(srv)
+            try:
+                client.send(Frame(Opcode.PING, b"are you there?"), mask_key=mask_key)
+                client.receive(1)
+                client.send(Frame(Opcode.TEXT, b"Hel", fin=False), mask_key=mask_key)
+                client.send(Frame(Opcode.CONTINUATION, b"lo, ", fin=False), mask_key=mask_key)
+                client.send(Frame(Opcode.CONTINUATION, b"world"), mask_key=mask_key)
+                client.receive(1)
+                client.send(Frame(Opcode.CLOSE, close_payload(1000, "bye")), mask_key=mask_key)
+                client.receive(1)
+            finally:
+                client.close()
+    c2s, s2c = frames_on_the_wire(cap)
+    return ControlRun(cap, c2s, s2c)
+
+
+# -- 3. the frame explorer ------------------------------------------------------------------------
+
+_COLOURS = {
+    "FIN": "#ef9a9a",
+    "RSV": "#ce93d8",
+    "opcode": "#90caf9",
+    "MASK": "#ffcc80",
+    "payload len": "#a5d6a7",
+    "extended length": "#c5e1a5",
+    "masking key": "#ffe082",
+    "payload": "#eeeeee",
+}
+
+
+@dataclass
+class FrameView:
+    """A frame's bytes, split into the fields of RFC 6455 §5.2, shown coloured.
+
+    Attributes:
+        data: the frame's bytes.
+        fields: (field name, value as text, first bit, bit count).
+    """
+
+    data: bytes
+    fields: list[tuple[str, str, int, int]] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        lines = [f"{len(self.data)} bytes: {self.data.hex(' ')}"]
+        for name, value, start, bits in self.fields:
+            lines.append(f"  {name:<16} bits {start:>4}–{start + bits - 1:<4} {value}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        bits = "".join(f"{b:08b}" for b in self.data)
+        legend, cells = [], []
+        for name, value, start, nbits in self.fields:
+            colour = _COLOURS["RSV" if name.startswith("RSV") else name]
+            chunk = bits[start : start + nbits]
+            shown = chunk if nbits <= 64 else chunk[:64] + f"… ({nbits} bits)"
+            cells.append(f"<span title='{html.escape(name)}' style='background:{colour};padding:1px 2px;"
+                         f"font-family:monospace'>{shown}</span>")
+            legend.append(f"<tr><td style='background:{colour}'>{html.escape(name)}</td><td>{nbits}</td>"
+                          f"<td style='font-family:monospace'>{html.escape(value)}</td></tr>")
+        return (
+            f"<div style='line-height:1.9;word-break:break-all'>{' '.join(cells)}</div>"
+            "<table><tr><th>field</th><th>bits</th><th>value</th></tr>" + "".join(legend) + "</table>"
+        )
+
+
+def explain(data: bytes) -> FrameView:
+    """Split one encoded frame into its fields (RFC 6455 §5.2), for display."""
+    if len(data) < 2:
+        raise ProtocolError("a frame has at least 2 bytes")
+    b0, b1 = data[0], data[1]
+    fields = [
+        ("FIN", str(b0 >> 7), 0, 1),
+        ("RSV1", str((b0 >> 6) & 1), 1, 1),
+        ("RSV2", str((b0 >> 5) & 1), 2, 1),
+        ("RSV3", str((b0 >> 4) & 1), 3, 1),
+        ("opcode", f"0x{b0 & 0xF:x} ({Opcode(b0 & 0xF).name})", 4, 4),
+        ("MASK", str(b1 >> 7), 8, 1),
+        ("payload len", str(b1 & 0x7F), 9, 7),
+    ]
+    pos, length = 2, b1 & 0x7F
+    if length == 126:
+        length = int.from_bytes(data[2:4], "big")
+        fields.append(("extended length", f"{length} (16 bits)", 16, 16))
+        pos = 4
+    elif length == 127:
+        length = int.from_bytes(data[2:10], "big")
+        fields.append(("extended length", f"{length} (64 bits)", 16, 64))
+        pos = 10
+    if b1 & 0x80:
+        fields.append(("masking key", data[pos : pos + 4].hex(), pos * 8, 32))
+        pos += 4
+    payload = data[pos : pos + length]
+    shown = payload if len(payload) <= 24 else payload[:21] + b"..."
+    fields.append(("payload", f"{len(payload)} bytes on the wire: {shown!r}", pos * 8, len(payload) * 8))
+    return FrameView(data, fields)
+
+
+# -- 4. masking -----------------------------------------------------------------------------------
+
+ATTACK = b"GET /app.js HTTP/1.1\r\nHost: victim.example\r\n\r\n"
+
+
+def ascii_view(data: bytes) -> str:
+    """Bytes as printable ASCII ('.' for the rest), how an intermediary scanning for HTTP sees them."""
+    return "".join(chr(b) if 32 <= b < 127 else ("⏎" if b == 10 else ".") for b in data)
+
+
+# -- 6. overhead and latency -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """Bytes of protocol overhead per message, WebSocket frame against an HTTP request/response.
+
+    Attributes:
+        ws_client: frame header bytes of one client→server message (masked).
+        ws_server: frame header bytes of one server→client message.
+        http_request: HTTP request head bytes of one POST (kept-alive connection).
+        http_response: HTTP response head bytes of its answer.
+    """
+
+    ws_client: int
+    ws_server: int
+    http_request: int
+    http_response: int
+
+    @property
+    def ws_total(self) -> int:
+        """WebSocket overhead for a message each way."""
+        return self.ws_client + self.ws_server
+
+    @property
+    def http_total(self) -> int:
+        """HTTP overhead for one request/response."""
+        return self.http_request + self.http_response
+
+
+async def _http_echo(request: web.Request) -> web.Response:
+    return web.Response(body=await request.read(), headers={"Server": "netcourse"})
+
+
+def _http_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/echo", _http_echo)
+    return app
+
+
+def _head_size(first_line: str, raw_headers) -> int:
+    """Bytes of an HTTP/1.1 head: the first line, "Name: value" lines, the empty line (RFC 9112 §2.1)."""
+    return len(first_line) + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in raw_headers) + 2
+
+
+def overhead(size: int = 20) -> Overhead:
+    """Measure one ``size``-byte echo over HTTP (aiohttp client and server, kept-alive connection) and
+    compare its heads with WebSocket frame headers. The heads are sized from the raw header lines each
+    side received, so this needs no capture rights."""
+    sizes: dict[str, int] = {}
+
+    async def echo_and_measure(request: web.Request) -> web.Response:
+        line = f"{request.method} {request.raw_path} HTTP/{request.version.major}.{request.version.minor}"
+        sizes["request"] = _head_size(line, request.raw_headers)
+        return web.Response(body=await request.read(), headers={"Server": "netcourse"})
+
+    app = web.Application()
+    app.router.add_post("/echo", echo_and_measure)
+    with serve(app, name="http echo") as srv:
+
+        async def go() -> None:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(srv.url + "/echo", data=bytes(size)) as r:
+                    await r.read()
+                    sizes["response"] = _head_size(f"HTTP/1.1 {r.status} {r.reason}", r.raw_headers)
+
+        run_async(go())
+    return Overhead(header_length(size, True), header_length(size, False), sizes["request"], sizes["response"])
+
+
+def latency(n: int = 200, size: int = 20) -> dict[str, list[float]]:
+    """Round-trip seconds of a ``size``-byte echo: WebSocket (raw client, course server) vs HTTP POST
+    on a kept-alive connection (aiohttp client and server)."""
+    out: dict[str, list[float]] = {"WebSocket echo": [], "HTTP request (kept alive)": []}
+    with serve(make_ws_handler(allowed_origins={ORIGIN})) as srv:
+        client = RawClient(srv)
+        try:
+            for _ in range(n):
+                t = time.perf_counter()
+                client.send(Frame(Opcode.BINARY, bytes(size)))
+                client.receive(1)
+                out["WebSocket echo"].append(time.perf_counter() - t)
+        finally:
+            client.close()
+    with serve(_http_app()) as srv:
+
+        async def go() -> None:
+            async with aiohttp.ClientSession() as s:
+                for _ in range(n):
+                    t = time.perf_counter()
+                    async with s.post(srv.url + "/echo", data=bytes(size)) as r:
+                        await r.read()
+                    out["HTTP request (kept alive)"].append(time.perf_counter() - t)
+
+        run_async(go())
+    return out
+
+
+# -- 7. what held connections cost ----------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _tcp_kernel_pages() -> int:
+    try:
+        with open("/proc/net/sockstat") as f:
+            for line in f:
+                if line.startswith("TCP:"):
+                    parts = line.split()
+                    return int(parts[parts.index("mem") + 1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+@dataclass(frozen=True)
+class IdleCost:
+    """Open WebSocket connections held idle by one server, and a broadcast to all of them.
+
+    Attributes:
+        connections: connections opened and upgraded.
+        process_bytes_per_connection: growth of this process's resident memory per connection,
+            server and client ends together (bytes).
+        kernel_bytes_per_connection: growth of the kernel's TCP buffer memory per connection (bytes).
+        broadcast_s: seconds from the broadcast call until every client had the message.
+    """
+
+    connections: int
+    process_bytes_per_connection: float
+    kernel_bytes_per_connection: float
+    broadcast_s: float
+
+
+def idle_connections(n: int = 100, *, timeout: float = 30.0) -> IdleCost:
+    """Open ``n`` WebSocket connections to one server, measure memory, broadcast one message to all."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * n + 200
+    if soft < need:
+        if hard < need:
+            raise ValueError(f"{n} connections need {need} file descriptors; this process may open {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    hub = Hub()
+    handler = make_ws_handler(hub, allowed_origins={ORIGIN})
+    clients: list[RawClient] = []
+    with serve(handler, name="ws hub") as srv:
+        rss0, pages0 = _rss_bytes(), _tcp_kernel_pages()
+        try:
+            for _ in range(n):
+                clients.append(RawClient(srv, timeout=timeout))
+            deadline = time.monotonic() + timeout
+            while hub.count < n and time.monotonic() < deadline:
+                time.sleep(0.01)
+            rss1, pages1 = _rss_bytes(), _tcp_kernel_pages()
+            sel = selectors.DefaultSelector()
+            for c in clients:
+                c.sock.setblocking(False)
+                sel.register(c.sock, selectors.EVENT_READ, c)
+            t = time.perf_counter()
+            srv.run(hub.broadcast(b"news for everyone"))
+            waiting = set(range(n))
+            index = {id(c): i for i, c in enumerate(clients)}
+            while waiting and time.perf_counter() - t < timeout:
+                for key, _ in sel.select(timeout=1.0):
+                    data = key.fileobj.recv(4096)
+                    if data:
+                        waiting.discard(index[id(key.data)])
+            elapsed = time.perf_counter() - t
+            sel.close()
+        finally:
+            for c in clients:
+                c.close()
+    return IdleCost(n, (rss1 - rss0) / n, (pages1 - pages0) * os.sysconf("SC_PAGE_SIZE") / n, elapsed)
+
+
+# -- 8. security ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecurityOutcome:
+    """How the course's server treated one misbehaving client: HTTP status or close code."""
+
+    case: str
+    outcome: str
+
+    def __repr__(self) -> str:
+        return f"{self.case:<44} → {self.outcome}"
+
+
+def security() -> list[SecurityOutcome]:
+    """Try the attacks and mistakes the course's server must refuse."""
+    out = []
+    handler = make_ws_handler(allowed_origins={ORIGIN}, max_size=1024)
+    with serve(handler, name="ws strict") as srv:
+        evil = RawClient(srv, origin="http://evil.example")
+        out.append(SecurityOutcome("handshake from another site's page (Origin)", evil.response.split(b"\r\n")[0].decode()))
+        evil.close()
+        for case, frame, masked in (
+            ("unmasked client frame", Frame(Opcode.TEXT, b"hi"), False),
+            ("message over the 1 KiB limit", Frame(Opcode.BINARY, bytes(2000)), True),
+            ("text frame that is not UTF-8", Frame(Opcode.TEXT, b"\xc3\x28"), True),
+        ):
+            c = RawClient(srv)
+            c.send(frame, masked=masked)
+            frames = c.receive(1)
+            c.close()
+            code, reason = parse_close(frames[0].payload) if frames and frames[0].opcode == Opcode.CLOSE else (None, "")
+            out.append(SecurityOutcome(case, f"close {code}"))
+    return out
+
+
+# -- exercises -------------------------------------------------------------------------------------
+
+
+def exercise_decode() -> Exercise:
+    """Decode RFC 6455's masked example by hand."""
+    return Exercise(
+        "A server receives the bytes 81 85 37 fa 21 3d 7f 9f 4d 51 58. What text does the frame carry?",
+        answer="Hello",
+        hint="0x81: FIN + text. 0x85: masked, 5 bytes. Then a 4-byte key; XOR each payload byte with "
+        "key[i % 4].",
+        explanation="0x7f^0x37=0x48 'H', 0x9f^0xfa=0x65 'e', 0x4d^0x21=0x6c 'l', 0x51^0x3d=0x6c 'l', "
+        "0x58^0x37=0x6f 'o' (RFC 6455 §5.7).",
+    )
+
+
+def exercise_accept() -> Exercise:
+    """Compute an accept key."""
+    key = "x3JJHMbDL1EzLkh9GBhXDw=="
+    return Exercise(
+        f"A client sent Sec-WebSocket-Key: {key}. What Sec-WebSocket-Accept must the server answer?",
+        answer=accept_key(key),
+        hint="Append the GUID 258EAFA5-E914-47DA-95CA-C5AB0DC85B11, SHA-1 the result, base64 the 20 bytes.",
+        explanation="Only a server that read this key (and knows WebSockets) can produce it (RFC 6455 §4.2.2).",
+    )
