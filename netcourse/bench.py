@@ -92,6 +92,42 @@ def short_poll_vs_theory(interval: float = 0.2, rate: float = 20.0, duration: fl
     return statistics.mean(short) * 1000, interval / 2 * 1000, statistics.mean(long_) * 1000, len(short)
 
 
+def codec_throughput(size: int, frames: int) -> dict[str, float]:
+    """MB/s to encode (masked) and decode ``frames`` frames of ``size`` bytes: ours and websockets'."""
+    from .wsframe import Frame, FrameDecoder, Opcode, encode
+
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    mb = size * frames / 1e6
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    wire = b"".join(encode(Frame(Opcode.BINARY, payload), mask=True) for _ in range(frames))
+    out["netcourse encode"] = mb / (time.perf_counter() - t)
+    t = time.perf_counter()
+    decoded = FrameDecoder("server", max_size=size + 1).feed(wire)
+    out["netcourse decode"] = mb / (time.perf_counter() - t)
+    assert len(decoded) == frames
+    try:
+        from websockets.frames import Frame as WFrame
+        from websockets.frames import Opcode as WOpcode
+        from websockets.streams import StreamReader
+    except ImportError:
+        return out
+    t = time.perf_counter()
+    wwire = b"".join(WFrame(WOpcode.BINARY, payload).serialize(mask=True) for _ in range(frames))
+    out["websockets encode"] = mb / (time.perf_counter() - t)
+    t = time.perf_counter()
+    reader = StreamReader()
+    reader.feed_data(wwire)
+    for _ in range(frames):
+        parser = WFrame.parse(reader.read_exact, mask=True, max_size=size + 1)
+        try:
+            next(parser)
+        except StopIteration:
+            pass
+    out["websockets decode"] = mb / (time.perf_counter() - t)
+    return out
+
+
 def main() -> int:
     rows = [("server start+stop, median", f"{server_start_stop_ms():.1f} ms", "≤ 20 ms")]
     if capture_permitted():
@@ -105,7 +141,30 @@ def main() -> int:
     measured, theory, long_ms, n = short_poll_vs_theory()
     rows.append((f"short-poll mean latency, T = 0.2 s, {n} messages", f"{measured:.1f} ms vs theory {theory:.0f} ms ({measured / theory - 1:+.1%})", "within 10%"))
     rows.append(("long-poll mean latency, same run", f"{long_ms:.2f} ms", "≈ 1 round trip"))
-    targets = {"00_start_here": "≤ 10 s", "01_connections_and_ports": "≤ 15 s", "02_tcp_vs_udp": "≤ 15 s", "03_polling": "≤ 20 s"}
+    for size, frames in ((125, 20_000), (16_384, 2_000), (1_048_576, 20)):
+        r = codec_throughput(size, frames)
+        for op in ("encode", "decode"):
+            ours, theirs = r[f"netcourse {op}"], r.get(f"websockets {op}")
+            ratio = f" ({ours / theirs:.2f}× websockets' {theirs:,.0f})" if theirs else ""
+            rows.append((f"WebSocket codec {op}, {size:,}-byte frames", f"{ours:,.0f} MB/s{ratio}", "report"))
+    from .experiments.websockets import idle_connections
+
+    import resource
+
+    most = (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2  # both ends live in this process
+    for n in (100, 1_000, 10_000):
+        try:
+            cost = idle_connections(n, timeout=120)
+        except (OSError, ValueError) as exc:
+            rows.append((f"{n:,} idle WebSocket connections", f"skipped: {exc}", "report"))
+            if most < n:
+                n = most
+                cost = idle_connections(n, timeout=120)
+            else:
+                continue
+        rows.append((f"{n:,} idle WebSocket connections: memory / broadcast",
+                     f"{cost.process_bytes_per_connection / 1024:.1f} KiB each (both ends); broadcast {cost.broadcast_s * 1000:.1f} ms", "report"))
+    targets = {"00_start_here": "≤ 10 s", "01_connections_and_ports": "≤ 15 s", "02_tcp_vs_udp": "≤ 15 s", "03_polling": "≤ 20 s", "05_websockets": "≤ 20 s"}
     for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
         rows.append((f"wall time to execute {nb.stem} headless", f"{notebook_seconds(nb.name):.1f} s", targets.get(nb.stem, "—")))
     width = [max(len(r[i]) for r in rows + [("figure", "measured", "target")]) for i in range(3)]
