@@ -27,14 +27,14 @@ lab: $(STAMP)
 # Unit tests and nbval over every notebook, in one pytest run.
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests notebooks \
-	  --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE)
+	  --nbval --nbval-current-env --nbval-cell-timeout=300 --nbval-sanitize-with $(SANITIZE)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests
 
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider notebooks \
-	  --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE)
+	  --nbval --nbval-current-env --nbval-cell-timeout=300 --nbval-sanitize-with $(SANITIZE)
 
 bench: $(STAMP)
 	$(BIN)/python -m netcourse bench
@@ -48,7 +48,7 @@ record: $(STAMP)
 
 # Re-execute every notebook in place and store its outputs.
 execute: $(STAMP)
-	for nb in notebooks/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+	for nb in notebooks/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=300 "$$nb" || exit 1; done
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

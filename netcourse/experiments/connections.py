@@ -24,6 +24,7 @@ from ..kernel import SocketEntry, tcp_sockets
 from ..packets import C2S, S2C
 from ..scenarios import scenario
 from ..server import serve, wait_until
+from ..sockets import LOOPBACK, connected_pairs
 
 __all__ = [
     "Endpoint",
@@ -43,7 +44,6 @@ __all__ = [
     "time_wait",
 ]
 
-LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -97,20 +97,14 @@ class ConnectionEnds:
 
 def connection_ends(timeout: float = 5.0) -> ConnectionEnds:
     """Open one connection on loopback and ask both of its sockets who they are."""
-    with socket.socket() as listener:
-        listener.bind((LOOPBACK, 0))
-        listener.listen()
-        listener.settimeout(timeout)
-        with socket.create_connection(listener.getsockname(), timeout=timeout) as client:
-            conn, _ = listener.accept()
-            with conn:
-                return ConnectionEnds(
-                    client_local=_endpoint(client.getsockname()),
-                    client_peer=_endpoint(client.getpeername()),
-                    server_local=_endpoint(conn.getsockname()),
-                    server_peer=_endpoint(conn.getpeername()),
-                    listening=_endpoint(listener.getsockname()),
-                )
+    with connected_pairs(1, timeout=timeout) as (listener, [(client, conn)]):
+        return ConnectionEnds(
+            client_local=_endpoint(client.getsockname()),
+            client_peer=_endpoint(client.getpeername()),
+            server_local=_endpoint(conn.getsockname()),
+            server_peer=_endpoint(conn.getpeername()),
+            listening=_endpoint(listener.getsockname()),
+        )
 
 
 # -- full duplex -----------------------------------------------------------------------------------
@@ -238,22 +232,8 @@ def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tup
 
 def assigned_ports(n: int = 20, timeout: float = 5.0) -> list[int]:
     """Open ``n`` connections to one listening socket at once; return the client ports the OS chose."""
-    if not 1 <= n <= 1000:
-        raise ValueError("n must be between 1 and 1000")
-    clients: list[socket.socket] = []
-    accepted: list[socket.socket] = []
-    with socket.socket() as listener:
-        listener.bind((LOOPBACK, 0))
-        listener.listen(n)
-        listener.settimeout(timeout)
-        try:
-            for _ in range(n):
-                clients.append(socket.create_connection(listener.getsockname(), timeout=timeout))
-                accepted.append(listener.accept()[0])
-            return [c.getsockname()[1] for c in clients]
-        finally:
-            for s in clients + accepted:
-                s.close()
+    with connected_pairs(n, timeout=timeout) as (_, pairs):
+        return [client.getsockname()[1] for client, _ in pairs]
 
 
 @dataclass(frozen=True)
@@ -359,22 +339,10 @@ class ManyClients:
 
 def many_clients(n: int = 5, timeout: float = 5.0) -> ManyClients:
     """Connect ``n`` clients to one listening socket and look at every connection from the server."""
-    clients: list[socket.socket] = []
-    accepted: list[socket.socket] = []
-    with socket.socket() as listener:
-        listener.bind((LOOPBACK, 0))
-        listener.listen(n)
-        listener.settimeout(timeout)
+    with connected_pairs(n, timeout=timeout) as (listener, pairs):
         port = listener.getsockname()[1]
-        try:
-            for _ in range(n):
-                clients.append(socket.create_connection((LOOPBACK, port), timeout=timeout))
-                accepted.append(listener.accept()[0])
-            conns = [(_endpoint(s.getsockname()), _endpoint(s.getpeername())) for s in accepted]
-            rows = [e for e in tcp_sockets() if port in (e.local[1], e.remote[1])]
-        finally:
-            for s in clients + accepted:
-                s.close()
+        conns = [(_endpoint(s.getsockname()), _endpoint(s.getpeername())) for _, s in pairs]
+        rows = [e for e in tcp_sockets() if port in (e.local[1], e.remote[1])]
     return ManyClients(port, conns, rows)
 
 

@@ -19,6 +19,7 @@ from ..exercises import Exercise
 from ..packets import C2S, PacketRow
 from ..scenarios import scenario
 from ..server import serve, wait_until
+from ..sockets import LOOPBACK, connected_pairs
 from ..wire import WireBytes
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "latency",
 ]
 
-LOOPBACK = "127.0.0.1"
 MESSAGES = (b"one", b"two", b"three")
 
 
@@ -195,18 +195,12 @@ def message_boundaries(messages: tuple[bytes, ...] = MESSAGES, timeout: float = 
         for m in messages:
             tx.sendto(m, rx.getsockname())
         out["UDP"] = [rx.recv(65535) for _ in messages]
-    with socket.socket() as listener:
-        listener.bind((LOOPBACK, 0))
-        listener.listen()
-        listener.settimeout(timeout)
-        with socket.create_connection(listener.getsockname(), timeout=timeout) as client:
-            conn, _ = listener.accept()
-            with conn:
-                for m in messages:
-                    client.sendall(m)
-                total = sum(len(m) for m in messages)
-                wait_until(lambda: _readable_bytes(conn) >= total, timeout)
-                out["TCP"] = [conn.recv(65535)]
+    with connected_pairs(1, timeout=timeout) as (_, [(client, conn)]):
+        for m in messages:
+            client.sendall(m)
+        total = sum(len(m) for m in messages)
+        wait_until(lambda: _readable_bytes(conn) >= total, timeout)
+        out["TCP"] = [conn.recv(65535)]
     return out
 
 

@@ -428,6 +428,14 @@ def idle_connections(n: int = 100, *, timeout: float = 30.0) -> IdleCost:
             resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
         except (ValueError, OSError):
             raise ValueError(f"{n} connections need {need} file descriptors; this process may open {hard}") from None
+    # The limit goes back to what it was afterwards: nothing is left changed in the kernel.
+    try:
+        return _idle_connections(n, timeout)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, max(hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+
+
+def _idle_connections(n: int, timeout: float) -> IdleCost:
     hub = Hub()
     handler = make_ws_handler(hub, allowed_origins={ORIGIN})
     clients: list[RawClient] = []
