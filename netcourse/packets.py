@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, fields
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 __all__ = ["PacketRow", "PacketTable", "packet_rows", "C2S", "S2C"]

@@ -18,7 +18,6 @@ caches a poll (RFC 6202 §2.2, "Caching").
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import secrets
 import socket

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -16,7 +15,6 @@ from netcourse.headers import IPV4, LAYOUTS
 from netcourse.headers import TCP as TCP_LAYOUT
 from netcourse.headers import UDP as UDP_LAYOUT
 
-from .conftest import LIVE
 
 
 # -- sans-I/O: headers and checksums --------------------------------------------------------------

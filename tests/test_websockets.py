@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import aiohttp
@@ -12,7 +11,7 @@ from aiohttp import web
 from netcourse import serve
 from netcourse.experiments import websockets as lab
 from netcourse.server import run_async
-from netcourse.wsframe import Frame, FrameDecoder, Opcode, accept_key, close_payload, encode
+from netcourse.wsframe import Frame, FrameDecoder, Opcode, accept_key, encode
 from netcourse.wsserver import HandshakeError, handshake_request, make_ws_handler, parse_handshake
 
 websockets_frames = pytest.importorskip("websockets.frames")

@@ -282,7 +282,7 @@ def exercise_requests_per_message(run: PollingRun, name: str) -> Exercise:
         "(one decimal is enough)",
         answer=round(value, 1),
         tolerance=0.051,
-        hint=f"Divide its number of requests by the number of messages it received: see run.summary().",
+        hint="Divide its number of requests by the number of messages it received: see run.summary().",
         explanation=f"{p.requests} requests for {len(p.received)} messages.",
     )
 

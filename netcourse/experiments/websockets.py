@@ -8,7 +8,6 @@ import os
 import secrets
 import selectors
 import socket
-import statistics
 import time
 from dataclasses import dataclass, field
 
