@@ -176,10 +176,24 @@ async def _refuse(writer: asyncio.StreamWriter, exc: HandshakeError) -> None:
     await writer.drain()
 
 
-async def _close(writer: asyncio.StreamWriter, hub: Hub, code: int, reason: str) -> None:
+async def _close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hub: Hub, code: int, reason: str) -> None:
+    """Send a close frame, then wait (at most a second) for the client to close its side (§7.1.1).
+
+    Closing the socket at once, with the client's bytes still unread, would make the kernel answer with
+    a TCP reset, which can destroy the close frame before the client reads it.
+    """
     hub.closes.append((code, reason))
     writer.write(encode(Frame(Opcode.CLOSE, close_payload(code, reason[:120]))))
     await writer.drain()
+
+    async def drain_until_eof() -> None:
+        while await reader.read(65536):
+            pass
+
+    try:
+        await asyncio.wait_for(drain_until_eof(), 1.0)
+    except (asyncio.TimeoutError, ConnectionError):
+        pass
 
 
 async def _serve_frames(reader, writer, hub: Hub, max_size: int, on_message: OnMessage) -> None:
@@ -193,7 +207,7 @@ async def _serve_frames(reader, writer, hub: Hub, max_size: int, on_message: OnM
         try:
             frames = decoder.feed(data)
         except ProtocolError as exc:
-            await _close(writer, hub, exc.close_code, str(exc))
+            await _close(reader, writer, hub, exc.close_code, str(exc))
             return
         for frame in frames:
             if frame.opcode == Opcode.PING:
@@ -202,7 +216,7 @@ async def _serve_frames(reader, writer, hub: Hub, max_size: int, on_message: OnM
                 pass
             elif frame.opcode == Opcode.CLOSE:
                 code = int.from_bytes(frame.payload[:2], "big") if frame.payload else CloseCode.NORMAL
-                await _close(writer, hub, code, "closing")
+                await _close(reader, writer, hub, code, "closing")
                 return
             else:
                 if frame.opcode != Opcode.CONTINUATION:

@@ -404,13 +404,16 @@ class IdleCost:
 
     Attributes:
         connections: connections opened and upgraded.
-        process_bytes_per_connection: growth of this process's resident memory per connection,
-            server and client ends together (bytes).
+        python_bytes_per_connection: Python heap allocated per connection (tracemalloc), server and
+            client ends together (bytes).
+        process_bytes_per_connection: growth of this process's resident memory per connection, both
+            ends (bytes); noisy for small counts, since freed memory is reused.
         kernel_bytes_per_connection: growth of the kernel's TCP buffer memory per connection (bytes).
         broadcast_s: seconds from the broadcast call until every client had the message.
     """
 
     connections: int
+    python_bytes_per_connection: float
     process_bytes_per_connection: float
     kernel_bytes_per_connection: float
     broadcast_s: float
@@ -438,15 +441,22 @@ def _idle_connections(n: int, timeout: float) -> IdleCost:
     hub = Hub()
     handler = make_ws_handler(hub, allowed_origins={ORIGIN})
     clients: list[RawClient] = []
+    import tracemalloc
+
+    tracing = tracemalloc.is_tracing()
     with serve(handler, name="ws hub") as srv:
-        rss0, pages0 = _rss_bytes(), _tcp_kernel_pages()
+        if not tracing:
+            tracemalloc.start()
+        heap0, rss0, pages0 = tracemalloc.get_traced_memory()[0], _rss_bytes(), _tcp_kernel_pages()
         try:
             for _ in range(n):
                 clients.append(RawClient(srv, timeout=timeout))
             deadline = time.monotonic() + timeout
             while hub.count < n and time.monotonic() < deadline:
                 time.sleep(0.01)
-            rss1, pages1 = _rss_bytes(), _tcp_kernel_pages()
+            heap1, rss1, pages1 = tracemalloc.get_traced_memory()[0], _rss_bytes(), _tcp_kernel_pages()
+            if not tracing:
+                tracemalloc.stop()
             sel = selectors.DefaultSelector()
             for c in clients:
                 c.sock.setblocking(False)
@@ -465,7 +475,8 @@ def _idle_connections(n: int, timeout: float) -> IdleCost:
         finally:
             for c in clients:
                 c.close()
-    return IdleCost(n, (rss1 - rss0) / n, (pages1 - pages0) * os.sysconf("SC_PAGE_SIZE") / n, elapsed)
+    page = os.sysconf("SC_PAGE_SIZE")
+    return IdleCost(n, (heap1 - heap0) / n, (rss1 - rss0) / n, (pages1 - pages0) * page / n, elapsed)
 
 
 # -- 8. security ----------------------------------------------------------------------------------
