@@ -163,7 +163,7 @@ def main() -> int:
             else:
                 continue
         rows.append((f"{n:,} idle WebSocket connections: memory / broadcast",
-                     f"Python heap {cost.python_bytes_per_connection / 1024:.1f} KiB, RSS {cost.process_bytes_per_connection / 1024:.1f} KiB each (both ends); broadcast {cost.broadcast_s * 1000:.1f} ms", "report"))
+                     f"{cost.python_bytes_per_connection / 1024:.1f} KiB of Python heap each (both ends); broadcast {cost.broadcast_s * 1000:.1f} ms", "report"))
     targets = {"00_start_here": "≤ 10 s", "01_connections_and_ports": "≤ 15 s", "02_tcp_vs_udp": "≤ 15 s", "03_polling": "≤ 20 s", "05_websockets": "≤ 20 s"}
     for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
         rows.append((f"wall time to execute {nb.stem} headless", f"{notebook_seconds(nb.name):.1f} s", targets.get(nb.stem, "—")))
