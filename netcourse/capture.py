@@ -40,7 +40,7 @@ from .display import announce
 from .errors import CaptureError, CaptureNotPermitted, CaptureStartTimeout
 from .kernel import connections_settling
 from .packets import PacketTable, packet_rows
-from .scenarios import check_name, load_meta, recording_paths, recording_target
+from .scenarios import check_name, load_meta, recorded_when, recording_paths, recording_target
 
 __all__ = ["Capture", "capture", "capture_permitted", "libpcap_available", "HOW_TO_ENABLE"]
 
@@ -390,22 +390,23 @@ class Capture:
             + "\n"
         )
 
-    def _load_replay(self) -> None:
+    def _read_recording(self, pcap: Path, meta: dict[str, Any]) -> None:
         from scapy.utils import rdpcap
 
-        assert self.scenario is not None
-        pcap, _ = recording_paths(self.scenario)
-        meta = self._meta
         self.packets = rdpcap(str(pcap))
         self.server_ports = tuple(meta["server_ports"])
         self.t0 = float(meta["t0"])
         self.complete = bool(meta.get("complete", True))
         self.recorded_at = meta["recorded_at"]
-        when = self.recorded_at.replace("T", " ").replace("Z", " UTC")
+
+    def _load_replay(self) -> None:
+        assert self.scenario is not None
+        pcap, _ = recording_paths(self.scenario)
+        self._read_recording(pcap, self._meta)
         self.notice = (
             f"Replayed recording of scenario {self.scenario!r} ({len(self.packets)} packets, "
-            f"recorded {when} on {meta.get('kernel', 'Linux')}). Your server and client ran live; "
-            f"only the packets are from the recording. {HOW_TO_ENABLE}"
+            f"recorded {recorded_when(self._meta)} on {self._meta.get('kernel', 'Linux')}). Your server "
+            f"and client ran live; only the packets are from the recording. {HOW_TO_ENABLE}"
         )
 
     @classmethod
@@ -418,17 +419,12 @@ class Capture:
             live: whether the recording was made just now (True) or shipped with the course.
             notice: the one-line notice to show.
         """
-        from scapy.utils import rdpcap
-
         pcap, meta_path = recording_paths(scenario, directory)
         meta = json.loads(meta_path.read_text())
         cap = cls(tuple(meta["server_ports"]), scenario=scenario, mode="live" if live else "replay")
         cap._state = "done"
         cap.live = live
-        cap.packets = rdpcap(str(pcap))
-        cap.t0 = float(meta["t0"])
-        cap.complete = bool(meta.get("complete", True))
-        cap.recorded_at = meta["recorded_at"]
+        cap._read_recording(pcap, meta)
         cap.notice = notice
         announce(notice, kind="live" if live else "replay")
         return cap

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
@@ -206,7 +206,3 @@ def packet_rows(packets: Iterable[Packet], server_ports: Iterable[int], t0: floa
         )
     return PacketTable(rows)
 
-
-def row_fields() -> list[str]:
-    """Names of a row's fields, in order."""
-    return [f.name for f in fields(PacketRow)]

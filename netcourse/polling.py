@@ -52,7 +52,6 @@ class MessageLog:
         messages: (id, text, published) with ``published`` in ``time.perf_counter()`` seconds.
         waiting: requests being held right now.
         max_waiting: the most held at once.
-        waiting_history: (perf_counter seconds, waiting) at every change.
         requests: poll requests answered or being held, in all.
         epoch: random id of this log (changes when the server restarts).
     """
@@ -61,7 +60,6 @@ class MessageLog:
         self.messages: list[tuple[int, str, float]] = []
         self.waiting = 0
         self.max_waiting = 0
-        self.waiting_history: list[tuple[float, int]] = []
         self.requests = 0
         self.epoch = secrets.token_hex(4)
         self._changed: asyncio.Event | None = None
@@ -93,7 +91,6 @@ class MessageLog:
     def _count(self, delta: int) -> None:
         self.waiting += delta
         self.max_waiting = max(self.max_waiting, self.waiting)
-        self.waiting_history.append((time.perf_counter(), self.waiting))
 
     async def wait_after(self, msg_id: int, timeout: float) -> list[tuple[int, str, float]]:
         """Messages after ``msg_id``; if none yet, wait up to ``timeout`` seconds for some."""

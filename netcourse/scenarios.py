@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .errors import RecordingMissing, UnknownScenarioError
 
-__all__ = ["scenario", "known_scenarios", "recording_paths", "load_meta", "recording", "record_all"]
+__all__ = ["scenario", "known_scenarios", "recording_paths", "load_meta", "recorded_when", "recording", "record_all"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,6 +77,11 @@ def load_meta(name: str) -> dict[str, Any]:
             "A maintainer records it with `python -m netcourse record` (as root)."
         )
     return json.loads(meta.read_text())
+
+
+def recorded_when(meta: dict[str, Any]) -> str:
+    """A recording's time for people: "2026-11-26 12:20:18 UTC"."""
+    return str(meta["recorded_at"]).replace("T", " ").replace("Z", " UTC")
 
 
 def recording_target() -> Path | None:

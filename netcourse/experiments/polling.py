@@ -42,7 +42,6 @@ class PollingRun:
         duration: seconds of publishing.
         intervals: short-poll interval per poller name (seconds), for the theory.
         max_waiting: most requests the server held at once.
-        waiting_history: (seconds since start, requests held) at every change.
         capture: the packets (None when not captured).
     """
 
@@ -52,7 +51,6 @@ class PollingRun:
     duration: float
     intervals: dict[str, float]
     max_waiting: int
-    waiting_history: list[tuple[float, int]] = field(repr=False)
     capture: Capture | None = field(default=None, repr=False)
 
     def poller(self, name: str) -> PollerResult:
@@ -156,8 +154,7 @@ def _run(
             results = run_async(everyone(), timeout=duration + wait + 15)
             publishing.result(timeout=duration + 5)
         published = [(i, t) for i, _, t in log.messages]
-        history = [(t - start, n) for t, n in log.waiting_history]
-    return PollingRun(results, published, start, duration, intervals, log.max_waiting, history, cap)
+    return PollingRun(results, published, start, duration, intervals, log.max_waiting, cap)
 
 
 @scenario("polling_compare")

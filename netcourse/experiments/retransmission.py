@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..capture import HOW_TO_ENABLE, Capture
 from ..packets import C2S, PacketRow
-from ..scenarios import RECORDINGS, load_meta, recording_paths, recording_target, scenario
+from ..scenarios import RECORDINGS, load_meta, recorded_when, recording_paths, recording_target, scenario
 
 __all__ = ["Retransmission", "tcp_retransmission", "can_run_live"]
 
@@ -112,10 +112,10 @@ def tcp_retransmission(timeout: float = 20.0) -> Retransmission:
                 )
                 return Retransmission(cap, None)
     meta = load_meta(NAME)
-    when = meta["recorded_at"].replace("T", " ").replace("Z", " UTC")
     cap = Capture.from_recording(
         NAME, RECORDINGS, live=False,
-        notice=f"Replayed recording of scenario {NAME!r} ({meta['packets']} packets, recorded {when}): "
+        notice=f"Replayed recording of scenario {NAME!r} ({meta['packets']} packets, recorded "
+        f"{recorded_when(meta)}): "
         f"the live experiment cannot run here because {why}. {HOW_TO_ENABLE}",
     )
     return Retransmission(cap, why)
