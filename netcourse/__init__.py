@@ -1,35 +1,54 @@
 """netcourse: a hands-on networking course. Real servers, real clients, real packets on loopback.
 
-The pieces a notebook uses most:
+The three calls a notebook uses most are here at the top, loaded lazily (PEP 562), so that
+``import netcourse.protocols.wsframe`` pulls in no asyncio, aiohttp or scapy:
 
 - ``serve(app)``: run an aiohttp app (or a raw stream handler) in the background on 127.0.0.1.
 - ``capture(port, scenario=...)``: capture the loopback packets of a block of code, or replay the
   course's recording when live capture is not permitted.
 - ``tcp_info(sock)``: the kernel's own counters for a connection, no privileges needed.
-- ``netcourse.plots``: ladder diagrams and bytes-on-the-wire bars.
-- ``netcourse.exercises``: self-checking exercises.
+
+The package's folders are its layers, and every import points down this list::
+
+    tools/        python -m netcourse doctor | bench
+    experiments/  one module per notebook, and the scenario registry
+    course/       plots, exercises, images
+    apps/         the servers lessons talk to
+    traffic/      capture (sniffer), recordings, packet table, bytes per layer
+    runtime/      serve(), cell hook, bounded waits, sockets, TCP_INFO, notices
+    protocols/    sans-I/O, standard library only
+    errors.py     every error, one tree (importable from any layer)
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .capture import Capture, capture, capture_permitted
-from .errors import NetcourseError
-from .kernel import tcp_info
-from .server import Server, live_servers, serve, stop_all
-from .server import install_ipython_hook as _install_ipython_hook
+__all__ = ["serve", "capture", "tcp_info"]
 
-__all__ = [
-    "Capture",
-    "NetcourseError",
-    "Server",
-    "capture",
-    "capture_permitted",
-    "live_servers",
-    "serve",
-    "stop_all",
-    "tcp_info",
-]
+_LAZY = {
+    "serve": "netcourse.runtime.server",
+    "capture": "netcourse.traffic.sniffer",
+    "tcp_info": "netcourse.runtime.tcpinfo",
+}
 
-_install_ipython_hook()
+if TYPE_CHECKING:
+    from .traffic.sniffer import capture
+    from .runtime.server import serve
+    from .runtime.tcpinfo import tcp_info
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'netcourse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,12 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
-        from .doctor import main as doctor
+        from .tools.doctor import main as doctor
 
         return doctor()
     if args.command == "record":
         from .errors import NetcourseError
-        from .scenarios import RECORDINGS, record_all
+        from .experiments.registry import record_all
+        from .traffic.recordings import RECORDINGS
 
         try:
             done = record_all(names=args.names or None)
@@ -36,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        from .images import generate_all
+        from .course.images import generate_all
 
         for path in generate_all():
             print(f"wrote {path}")
         return 0
     if args.command == "bench":
-        from .bench import main as bench
+        from .tools.bench import main as bench
 
         return bench()
     return 2

@@ -10,7 +10,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest
 from aiohttp import web
 
-from netcourse import capture_permitted, live_servers, stop_all
+from netcourse.runtime.server import live_servers, stop_all
+from netcourse.traffic.sniffer import capture_permitted
 
 LIVE = capture_permitted()
 live = pytest.mark.skipif(not LIVE, reason="needs live capture rights (root or CAP_NET_RAW)")

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from netcourse.experiments import connections
-from netcourse.kernel import tcp_sockets
-from netcourse.packets import C2S, S2C
+from netcourse.runtime.tcpinfo import tcp_sockets
+from netcourse.traffic.packets import C2S, S2C
 
 from .conftest import LIVE
 

@@ -8,11 +8,12 @@ import sys
 import pytest
 from matplotlib.figure import Figure
 
-from netcourse import doctor, plots
-from netcourse.doctor import Check, Report
-from netcourse.exercises import Exercise
-from netcourse.packets import C2S, S2C, PacketRow
-from netcourse.wire import WireBytes
+from netcourse.course import plots
+from netcourse.tools import doctor
+from netcourse.tools.doctor import Check, Report
+from netcourse.course.exercises import Exercise
+from netcourse.traffic.packets import C2S, S2C, PacketRow
+from netcourse.traffic.wire import WireBytes
 
 
 def _row(no, direction, flags, payload=0):
@@ -86,7 +87,7 @@ def test_doctor_command_line():
 
 
 def test_images_are_drawn_from_shipped_recordings(tmp_path):
-    from netcourse.images import generate_all
+    from netcourse.course.images import generate_all
 
     paths = generate_all(tmp_path)
     assert paths and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)

@@ -10,8 +10,8 @@ import pytest
 
 from netcourse import serve
 from netcourse.experiments import polling as lab
-from netcourse.polling import MAX_WAIT, MessageLog, Publisher, long_poller, make_app, short_poller
-from netcourse.server import run_async
+from netcourse.apps.polling import MAX_WAIT, MessageLog, Publisher, long_poller, make_app, short_poller
+from netcourse.runtime.waiting import run_async
 
 
 def test_bad_parameters_get_a_400_with_a_reason():

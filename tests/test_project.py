@@ -61,9 +61,12 @@ def test_no_source_binds_the_wildcard_address():
         assert "0.0.0.0'" not in py.read_text() and '"0.0.0.0"' not in py.read_text(), py
 
 
-def test_every_scenario_has_a_shipped_recording():
-    from netcourse.scenarios import known_scenarios, load_meta
+def test_every_scenario_has_a_shipped_recording_and_every_recording_a_scenario():
+    from netcourse.experiments.registry import known_scenarios
+    from netcourse.traffic.recordings import load_meta, shipped
 
-    for name in known_scenarios():
+    names = known_scenarios()
+    assert sorted(names) == shipped()
+    for name in names:
         meta = load_meta(name)
         assert meta["scenario"] == name and meta["packets"] > 0 and meta["complete"]

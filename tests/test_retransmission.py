@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from netcourse.display import ReplayNotice
+from netcourse.runtime.notices import ReplayNotice
 from netcourse.experiments import retransmission
-from netcourse.kernel import listening_ports
+from netcourse.runtime.tcpinfo import listening_ports
 
 LIVE_REASON = retransmission.can_run_live()
 

@@ -11,10 +11,10 @@ import urllib.request
 import pytest
 from aiohttp import web
 
-from netcourse import serve, stop_all
+from netcourse import serve
 from netcourse.errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
-from netcourse.kernel import listening_ports
-from netcourse.server import Server, live_servers
+from netcourse.runtime.tcpinfo import listening_ports
+from netcourse.runtime.server import Server, live_servers, stop_all
 
 from .conftest import make_ok_app
 
@@ -169,7 +169,7 @@ def test_stop_all_stops_everything():
 
 
 def test_run_async_returns_raises_and_times_out():
-    from netcourse.server import run_async
+    from netcourse.runtime.waiting import run_async
 
     async def value() -> int:
         await asyncio.sleep(0)
@@ -185,3 +185,143 @@ def test_run_async_returns_raises_and_times_out():
     with pytest.raises(NetcourseTimeout):
         run_async(asyncio.sleep(5), timeout=0.05)
     assert threading.active_count() == threads
+
+
+# -- regressions: each of these failed before the runtime was reworked -----------------------------
+
+
+def test_servers_do_not_leak_loggers():
+    import logging
+
+    serve(make_ok_app()).stop()
+    before = len(logging.Logger.manager.loggerDict)
+    for _ in range(30):
+        serve(make_ok_app()).stop()
+    assert len(logging.Logger.manager.loggerDict) == before
+
+
+def test_a_timeout_error_raised_by_the_coroutine_itself_is_not_relabelled(ok_app):
+    from netcourse.runtime.waiting import run_async
+
+    async def gives_up() -> None:
+        raise TimeoutError("the peer never answered")
+
+    with serve(ok_app) as srv:
+        with pytest.raises(TimeoutError, match="the peer never answered") as info:
+            srv.run(gives_up(), timeout=5)
+        assert not isinstance(info.value, NetcourseTimeout)
+
+        async def via_arun() -> None:
+            await srv.arun(gives_up(), timeout=5)
+
+        with pytest.raises(TimeoutError, match="the peer never answered") as info:
+            asyncio.run(via_arun())
+        assert not isinstance(info.value, NetcourseTimeout)
+    with pytest.raises(TimeoutError, match="the peer never answered") as info:
+        run_async(gives_up(), timeout=5)
+    assert not isinstance(info.value, NetcourseTimeout)
+
+
+def _wait_for(predicate, timeout: float = 5.0) -> bool:
+    from netcourse.runtime.waiting import wait_until
+
+    return wait_until(predicate, timeout)
+
+
+def test_a_start_that_times_out_while_on_startup_waits_leaves_nothing_running():
+    async def waits_forever(app: web.Application) -> None:
+        await asyncio.Event().wait()
+
+    app = make_ok_app()
+    app.on_startup.append(waits_forever)
+    threads = threading.active_count()
+    with pytest.raises(ServerStartError, match="did not start listening within 0.2 s"):
+        serve(app, start_timeout=0.2)
+    assert threading.active_count() == threads
+    assert live_servers() == []
+
+
+def test_a_start_blocked_in_a_synchronous_call_stays_visible_until_its_thread_ends():
+    import time as _time
+
+    async def blocks(app: web.Application) -> None:
+        _time.sleep(2.0)  # a blocking call: the server's loop cannot even be cancelled
+
+    app = make_ok_app()
+    app.on_startup.append(blocks)
+    listening = listening_ports()
+    with pytest.raises(ServerStartError):
+        serve(app, start_timeout=0.1, shutdown_timeout=0.1)
+    stuck = live_servers()
+    assert len(stuck) == 1 and stuck[0].state == "stopping"
+    assert any("did not end" in e for e in stuck[0].errors)
+    assert _wait_for(lambda: live_servers() == [])
+    assert stuck[0].state == "stopped"
+    assert listening_ports() <= listening
+
+
+def test_a_zero_start_timeout_never_leaves_a_server_listening():
+    threads = threading.active_count()
+    listening = listening_ports()
+    async def brief_startup(app: web.Application) -> None:
+        await asyncio.sleep(0.001)
+
+    failed = 0
+    for i in range(24):
+        app = make_ok_app()
+        if i % 2:
+            app.on_startup.append(brief_startup)
+        try:
+            srv = serve(app, start_timeout=(0, 0.0005, 0.001, 0.002)[i % 4])
+        except ServerStartError:
+            failed += 1
+        else:  # it may win the race; then it really runs, and stops like any other
+            assert srv.running
+            srv.stop()
+    assert failed > 0
+    assert _wait_for(lambda: live_servers() == [] and threading.active_count() == threads)
+    assert listening_ports() <= listening
+
+
+def test_a_stop_that_times_out_keeps_the_server_listed_with_the_reason():
+    import time as _time
+
+    async def slow_cleanup(app: web.Application) -> None:
+        _time.sleep(1.0)
+
+    app = make_ok_app()
+    app.on_cleanup.append(slow_cleanup)
+    srv = serve(app)
+    with pytest.raises(NetcourseTimeout, match="still listed in live_servers"):
+        srv.stop(timeout=0.1)
+    assert srv in live_servers()
+    assert any("did not end within 0.1 s" in e for e in srv.errors)
+    assert _wait_for(lambda: live_servers() == [])
+    assert srv.state == "stopped"
+
+
+def test_serving_the_same_app_twice_says_what_to_do():
+    app = make_ok_app()
+    with serve(app):
+        pass
+    with pytest.raises(ServerStartError, match="served once already.*Build a fresh one"):
+        serve(app)
+
+
+def test_errors_are_bounded(ok_app):
+    from netcourse.runtime.server import MAX_ERRORS
+
+    async def boom(request: web.Request) -> web.Response:
+        raise ValueError("kaput")
+
+    ok_app.router.add_get("/boom", boom)
+    with serve(ok_app) as srv:
+        for _ in range(MAX_ERRORS + 20):
+            with pytest.raises(urllib.error.HTTPError):
+                fetch(srv.url + "/boom")
+    assert len(srv.errors) == MAX_ERRORS
+
+
+def test_ports_must_be_numbers():
+    with pytest.raises(ServerStartError, match="port must be a number"):
+        serve(make_ok_app(), port=True)  # type: ignore[arg-type]

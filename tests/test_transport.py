@@ -8,12 +8,12 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from netcourse import plots
-from netcourse.checksum import internet_checksum, ones_complement_sum, partial_checksum, pseudo_header, transport_checksum
+from netcourse.course import plots
+from netcourse.protocols.checksum import internet_checksum, ones_complement_sum, partial_checksum, pseudo_header, transport_checksum
 from netcourse.experiments import transport
-from netcourse.headers import IPV4, LAYOUTS
-from netcourse.headers import TCP as TCP_LAYOUT
-from netcourse.headers import UDP as UDP_LAYOUT
+from netcourse.protocols.headers import IPV4, LAYOUTS
+from netcourse.protocols.headers import TCP as TCP_LAYOUT
+from netcourse.protocols.headers import UDP as UDP_LAYOUT
 
 
 
@@ -184,7 +184,7 @@ def test_exercises():
 
 
 def test_duplex_timeline_and_port_map_plots():
-    from netcourse.packets import C2S, S2C, PacketRow
+    from netcourse.traffic.packets import C2S, S2C, PacketRow
 
     rows = [PacketRow(i, i / 1000, C2S if i % 2 else S2C, "TCP", "a", "b", "PA", 0, 0, 14, 20, 32, 3) for i in range(1, 7)]
     fig = plots.duplex_timeline(rows)

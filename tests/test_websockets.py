@@ -10,9 +10,9 @@ from aiohttp import web
 
 from netcourse import serve
 from netcourse.experiments import websockets as lab
-from netcourse.server import run_async
-from netcourse.wsframe import Frame, FrameDecoder, Opcode, accept_key, encode
-from netcourse.wsserver import HandshakeError, handshake_request, make_ws_handler, parse_handshake
+from netcourse.runtime.waiting import run_async
+from netcourse.protocols.wsframe import Frame, FrameDecoder, Opcode, accept_key, encode
+from netcourse.apps.wsserver import HandshakeError, handshake_request, make_ws_handler, parse_handshake
 
 websockets_frames = pytest.importorskip("websockets.frames")
 websockets_streams = pytest.importorskip("websockets.streams")

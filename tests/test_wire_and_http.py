@@ -8,9 +8,9 @@ import pytest
 
 from netcourse import tcp_info
 from netcourse.experiments import start_here
-from netcourse.httpwire import HttpParseError, parse_messages
-from netcourse.kernel import tcp_sockets
-from netcourse.wire import from_capture, from_tcp_info
+from netcourse.protocols.httpwire import HttpParseError, parse_messages
+from netcourse.runtime.tcpinfo import tcp_sockets
+from netcourse.traffic.wire import from_capture, from_tcp_info
 
 from .conftest import live
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from netcourse.wsframe import (
+from netcourse.protocols.wsframe import (
     CloseCode,
     Frame,
     FrameDecoder,

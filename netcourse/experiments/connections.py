@@ -17,14 +17,15 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..capture import Capture, capture
+from ..traffic.sniffer import Capture, capture
 from ..errors import NetcourseTimeout
-from ..exercises import Exercise
-from ..kernel import SocketEntry, tcp_sockets
-from ..packets import C2S, S2C
-from ..scenarios import scenario
-from ..server import serve, wait_until
-from ..sockets import LOOPBACK, connected_pairs
+from ..course.exercises import Exercise
+from ..runtime.tcpinfo import SocketEntry, tcp_sockets
+from ..traffic.packets import C2S, S2C
+from .registry import scenario
+from ..runtime.server import serve
+from ..runtime.waiting import wait_until
+from ..runtime.sockets import LOOPBACK, connected_pairs
 
 __all__ = [
     "Endpoint",

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from ..capture import Capture, capture
-from ..exercises import Exercise
-from ..httpwire import parse_messages
-from ..packets import C2S, S2C
-from ..polling import (
+from ..traffic.sniffer import Capture, capture
+from ..course.exercises import Exercise
+from ..protocols.httpwire import parse_messages
+from ..traffic.packets import C2S, S2C
+from ..apps.polling import (
     CLIENT_HEADERS,
     MessageLog,
     PollerResult,
@@ -24,9 +24,10 @@ from ..polling import (
     naive_long_poller,
     short_poller,
 )
-from ..scenarios import scenario
-from ..server import run_async, serve
-from ..wire import ETHERNET_HEADER, IPV4_HEADER, TCP_HEADER, TCP_TIMESTAMPS
+from .registry import scenario
+from ..runtime.server import serve
+from ..runtime.waiting import run_async
+from ..traffic.wire import ETHERNET_HEADER, IPV4_HEADER, TCP_HEADER, TCP_TIMESTAMPS
 
 __all__ = ["PollingRun", "compare", "naive_versus_correct", "Abandoned", "abandoned_waits", "header_sizes"]
 
@@ -193,7 +194,7 @@ def header_sizes(run: PollingRun) -> dict[str, float]:
     """Average HTTP head sizes (bytes) of poll requests and responses in a captured run."""
     if run.capture is None:
         raise ValueError("this run was not captured")
-    from ..wire import tcp_payload_streams
+    from ..traffic.wire import tcp_payload_streams
 
     rows = run.capture.table()
     streams = tcp_payload_streams(run.capture.packets, rows)

@@ -21,9 +21,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..capture import HOW_TO_ENABLE, Capture
-from ..packets import C2S, PacketRow
-from ..scenarios import RECORDINGS, load_meta, recorded_when, recording_paths, recording_target, scenario
+from ..traffic.sniffer import HOW_TO_ENABLE, Capture
+from ..traffic.packets import C2S, PacketRow
+from ..traffic.recordings import RECORDINGS, load_meta, recorded_when, recording_paths, recording_target
+from .registry import scenario
 
 __all__ = ["Retransmission", "tcp_retransmission", "can_run_live"]
 

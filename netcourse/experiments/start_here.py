@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..capture import Capture, capture, capture_permitted
+from ..traffic.sniffer import Capture, capture, capture_permitted
 from ..errors import NetcourseError, NetcourseTimeout
-from ..exercises import Exercise
-from ..kernel import TcpInfo, tcp_info
-from ..scenarios import scenario
-from ..server import Server, serve, wait_until
-from ..wire import WireBytes, from_capture, from_tcp_info
+from ..course.exercises import Exercise
+from ..runtime.tcpinfo import TcpInfo, tcp_info
+from .registry import scenario
+from ..runtime.server import Server, serve
+from ..runtime.waiting import wait_until
+from ..traffic.wire import WireBytes, from_capture, from_tcp_info
 
 __all__ = [
     "HELLO_BODY",

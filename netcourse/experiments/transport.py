@@ -12,15 +12,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..capture import Capture, capture
-from ..checksum import PROTO_TCP, PROTO_UDP, partial_checksum, transport_checksum
+from ..traffic.sniffer import Capture, capture
+from ..protocols.checksum import PROTO_TCP, PROTO_UDP, partial_checksum, transport_checksum
 from ..errors import NetcourseTimeout
-from ..exercises import Exercise
-from ..packets import C2S, PacketRow
-from ..scenarios import scenario
-from ..server import serve, wait_until
-from ..sockets import LOOPBACK, connected_pairs
-from ..wire import WireBytes
+from ..course.exercises import Exercise
+from ..traffic.packets import C2S, PacketRow
+from .registry import scenario
+from ..runtime.server import serve
+from ..runtime.waiting import wait_until
+from ..runtime.sockets import LOOPBACK, connected_pairs
+from ..traffic.wire import WireBytes
 
 __all__ = [
     "Conversation",

@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from ..capture import Capture, capture
-from ..exercises import Exercise
-from ..packets import C2S, S2C
-from ..scenarios import scenario
-from ..server import Server, run_async, serve
-from ..wire import tcp_payload_streams
-from ..wsframe import Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode, header_length, parse_close  # noqa: F401 (re-exported for the notebook)
-from ..wsserver import Hub, handshake_request, make_ws_handler
+from ..traffic.sniffer import Capture, capture
+from ..course.exercises import Exercise
+from ..traffic.packets import C2S, S2C
+from .registry import scenario
+from ..runtime.server import Server, serve
+from ..runtime.waiting import run_async
+from ..traffic.wire import tcp_payload_streams
+from ..protocols.wsframe import Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode, header_length, parse_close  # noqa: F401 (re-exported for the notebook)
+from ..apps.wsserver import Hub, handshake_request, make_ws_handler
 
 __all__ = [
     "RawClient",

@@ -24,23 +24,21 @@ scenario replays the course's recording of it, and says so in the cell. The bloc
 from __future__ import annotations
 
 import errno
-import json
 import os
-import platform
 import secrets
 import socket
 import struct
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .display import announce
-from .errors import CaptureError, CaptureNotPermitted, CaptureStartTimeout
-from .kernel import connections_settling
+from ..errors import CaptureError, CaptureNotPermitted, CaptureStartTimeout
+from ..runtime.notices import announce
+from ..runtime.tcpinfo import connections_settling
+from ..runtime.waiting import wait_until
+from . import recordings
 from .packets import PacketTable, packet_rows
-from .scenarios import check_name, load_meta, recorded_when, recording_paths, recording_target
 
 __all__ = ["Capture", "capture", "capture_permitted", "libpcap_available", "HOW_TO_ENABLE"]
 
@@ -62,33 +60,47 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 MODE_ENV = "NETCOURSE_CAPTURE"  # "auto" (default), "live" or "replay"
 
 
+# ICMP messages that quote the datagram that caused them (RFC 792; RFC 4443 §2.1: ICMPv6 types < 128).
+ICMP_ERRORS = {3, 4, 5, 11, 12}  # unreachable, source quench, redirect, time exceeded, parameter problem
+ETH_LEN, IPV4_MIN, IPV6_LEN, ICMP_LEN = 14, 20, 40, 8
+
+
 def _frame_ports(frame: bytes) -> tuple[int, int, int] | None:
     """(ip proto, source port, dest port) of an Ethernet frame, read straight from its bytes.
 
     For an ICMP error, the ports are those of the datagram it quotes, so the error is kept with the
-    experiment whose datagram caused it. None for anything that is not IP with ports.
+    experiment whose datagram caused it. None for anything else: not IP, no ports, an ICMP message
+    that quotes nothing (a ping), or a frame too short to hold what its headers announce.
     """
-    if len(frame) < 14:
+    if len(frame) < ETH_LEN:
         return None
     ethertype = frame[12:14]
     if ethertype == b"\x08\x00":  # IPv4
-        if len(frame) < 34:
+        if len(frame) < ETH_LEN + IPV4_MIN:
             return None
         ihl = (frame[14] & 0x0F) * 4
+        if ihl < IPV4_MIN:
+            return None
         proto = frame[23]
-        l4 = 14 + ihl
-        if proto == 1 and len(frame) >= l4 + 8 + 20 + 4:  # ICMP: quoted IP header + 8 bytes
-            inner = l4 + 8
-            inner_l4 = inner + (frame[inner] & 0x0F) * 4
-            if len(frame) < inner_l4 + 4:
+        l4 = ETH_LEN + ihl
+        if proto == 1:  # ICMP: type, code, checksum, 4 bytes, then the quoted IP header + 8 bytes
+            if len(frame) < l4 + ICMP_LEN + IPV4_MIN + 4 or frame[l4] not in ICMP_ERRORS:
                 return None
-            sport, dport = struct.unpack_from("!HH", frame, inner_l4)
+            inner = l4 + ICMP_LEN
+            inner_ihl = (frame[inner] & 0x0F) * 4
+            if inner_ihl < IPV4_MIN or len(frame) < inner + inner_ihl + 4:
+                return None
+            sport, dport = struct.unpack_from("!HH", frame, inner + inner_ihl)
             return proto, sport, dport
     elif ethertype == b"\x86\xdd":  # IPv6 (no extension headers on loopback experiments)
-        proto = frame[20]
-        l4 = 54
-        if proto == 58 and len(frame) >= l4 + 8 + 40 + 4:
-            sport, dport = struct.unpack_from("!HH", frame, l4 + 8 + 40)
+        if len(frame) < ETH_LEN + IPV6_LEN:
+            return None
+        proto = frame[ETH_LEN + 6]
+        l4 = ETH_LEN + IPV6_LEN
+        if proto == 58:  # ICMPv6: errors (type < 128) quote the offending packet
+            if len(frame) < l4 + ICMP_LEN + IPV6_LEN + 4 or frame[l4] >= 128:
+                return None
+            sport, dport = struct.unpack_from("!HH", frame, l4 + ICMP_LEN + IPV6_LEN)
             return proto, sport, dport
     else:
         return None
@@ -189,13 +201,13 @@ class Capture:
         if not ports:
             raise CaptureError("capture() needs at least one port: the server's (e.g. srv.port).")
         for p in ports:
-            if not isinstance(p, int) or not 0 < p < 65536:
+            if isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536:
                 raise CaptureError(f"capture(): {p!r} is not a port number (1-65535).")
         mode = (mode or os.environ.get(MODE_ENV) or "auto").lower()
         if mode not in ("auto", "live", "replay"):
             raise CaptureError(f"capture mode must be 'auto', 'live' or 'replay', not {mode!r}.")
-        if scenario is not None:
-            check_name(scenario)
+        if scenario is not None and recordings.recording_target() is None:
+            recordings.load_meta(scenario)  # a name with no recording fails now, live or not
         if mode == "replay" and scenario is None:
             raise CaptureError("Replay needs a scenario name: capture(port, scenario='...').")
         self.server_ports = tuple(ports)
@@ -227,13 +239,14 @@ class Capture:
         if self._state != "new":
             raise CaptureError("A Capture can be used once; call capture(...) again for a new one.")
         self._state = "running"
-        if self.mode == "replay" or recording_target() is None and self.mode == "auto" and not capture_permitted(self.iface):
+        permitted = recordings.recording_target() is not None or capture_permitted(self.iface)
+        if self.mode == "replay" or (self.mode == "auto" and not permitted):
             if self.scenario is None:
                 raise CaptureNotPermitted(
                     "Live capture is not permitted for this user, and this capture names no scenario "
                     f"to replay. {HOW_TO_ENABLE}"
                 )
-            self._meta = load_meta(self.scenario)  # fails early if the recording is missing
+            self._meta = recordings.load_meta(self.scenario)  # fails early if the recording is missing
             self.live = False
             self.t0 = time.time()
             return self
@@ -246,8 +259,16 @@ class Capture:
         self._state = "done"
         if self.live:
             self._stop_live(drain=exc_type is None)
-            if recording_target() is not None and self.scenario and exc_type is None:
-                self._save(recording_target())
+            target = recordings.recording_target()
+            if target is not None and self.scenario and exc_type is None:
+                recordings.write(
+                    self.scenario,
+                    target,
+                    self.packets,
+                    t0=self.t0,
+                    server_ports=self.server_ports,
+                    complete=self.complete,
+                )
             if self.show_notice:
                 announce(self.notice, kind="live")
         else:
@@ -290,7 +311,11 @@ class Capture:
             started_callback=ready.set,
             stop_filter=lambda p: bytes(p).endswith(token),
         )
-        self._sniffer.start()
+        try:
+            self._sniffer.start()
+        except Exception as exc:
+            self._abort_live()
+            raise CaptureError(f"The sniffer could not start: {exc}") from exc
         if not ready.wait(self.ready_timeout):
             failure = self._sniffer.exception
             self._abort_live()
@@ -306,10 +331,10 @@ class Capture:
     def _stop_live(self, drain: bool) -> None:
         from scapy.layers.l2 import Ether
         from scapy.plist import PacketList
-        from .server import wait_until
 
+        settled = True
         if drain:
-            wait_until(lambda: not connections_settling(set(self.server_ports)), self.settle_timeout)
+            settled = wait_until(lambda: not connections_settling(set(self.server_ports)), self.settle_timeout)
         assert self._marker is not None
         self._marker.sendto(self._token, self._marker.getsockname())
         try:
@@ -335,10 +360,18 @@ class Capture:
             frame.time = p.time
             frames.append(frame)
         self.packets = PacketList(frames, name=f"capture {self.scenario or ''}".strip())
+        problems = []
+        if not self.complete:
+            problems.append("the end marker never arrived, so the tail may be missing")
+        if not settled:
+            problems.append(
+                f"connections on the ports were still opening or closing after {self.settle_timeout} s, "
+                "so their last packets may be missing"
+            )
         self.notice = (
             f"Live capture on {self.iface}: {len(frames)} packets"
             + (f" (scenario {self.scenario!r})" if self.scenario else "")
-            + ("." if self.complete else "; the end marker never arrived, the tail may be missing.")
+            + ("; " + "; ".join(problems) + "." if problems else ".")
         )
 
     def _abort_live(self) -> None:
@@ -364,36 +397,9 @@ class Capture:
 
     # -- recordings --------------------------------------------------------------------------------
 
-    def _save(self, directory: Path) -> None:
-        from scapy.utils import PcapWriter
-        from . import __version__
-
-        assert self.scenario is not None
-        pcap, meta = recording_paths(self.scenario, directory)
-        with PcapWriter(str(pcap), linktype=1, nano=True, sync=True) as writer:
-            for p in self.packets:
-                writer.write(p)
-        meta.write_text(
-            json.dumps(
-                {
-                    "scenario": self.scenario,
-                    "recorded_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "t0": self.t0,
-                    "server_ports": list(self.server_ports),
-                    "packets": len(self.packets),
-                    "complete": self.complete,
-                    "kernel": f"{platform.system()} {platform.release()}",
-                    "netcourse": __version__,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-
-    def _read_recording(self, pcap: Path, meta: dict[str, Any]) -> None:
-        from scapy.utils import rdpcap
-
-        self.packets = rdpcap(str(pcap))
+    def _read_recording(self, name: str, directory: Path | None) -> None:
+        packets, meta = recordings.read(name, directory)
+        self.packets = packets
         self.server_ports = tuple(meta["server_ports"])
         self.t0 = float(meta["t0"])
         self.complete = bool(meta.get("complete", True))
@@ -401,11 +407,10 @@ class Capture:
 
     def _load_replay(self) -> None:
         assert self.scenario is not None
-        pcap, _ = recording_paths(self.scenario)
-        self._read_recording(pcap, self._meta)
+        self._read_recording(self.scenario, None)
         self.notice = (
             f"Replayed recording of scenario {self.scenario!r} ({len(self.packets)} packets, "
-            f"recorded {recorded_when(self._meta)} on {self._meta.get('kernel', 'Linux')}). Your server "
+            f"recorded {recordings.recorded_when(self._meta)} on {self._meta.get('kernel', 'Linux')}). Your server "
             f"and client ran live; only the packets are from the recording. {HOW_TO_ENABLE}"
         )
 
@@ -419,12 +424,13 @@ class Capture:
             live: whether the recording was made just now (True) or shipped with the course.
             notice: the one-line notice to show.
         """
-        pcap, meta_path = recording_paths(scenario, directory)
-        meta = json.loads(meta_path.read_text())
-        cap = cls(tuple(meta["server_ports"]), scenario=scenario, mode="live" if live else "replay")
+        meta = recordings.load_meta(scenario, directory)
+        cap = cls(tuple(meta["server_ports"]), mode="live")
+        cap.scenario = scenario
+        cap.mode = "live" if live else "replay"
         cap._state = "done"
         cap.live = live
-        cap._read_recording(pcap, meta)
+        cap._read_recording(scenario, directory)
         cap.notice = notice
         announce(notice, kind="live" if live else "replay")
         return cap
@@ -455,6 +461,7 @@ def capture(
     bpf: bool | None = None,
     ready_timeout: float = 2.0,
     settle_timeout: float = 0.5,
+    stop_timeout: float = 5.0,
     show_notice: bool = True,
 ) -> Capture:
     """Capture the packets to and from ``ports`` while a ``with`` block runs.
@@ -468,6 +475,7 @@ def capture(
         bpf: filter in the kernel with a BPF program (needs libpcap). None: when libpcap is present.
         ready_timeout: seconds to wait for the sniffer to listen.
         settle_timeout: seconds to wait at the end for handshakes and teardowns on the ports to finish.
+        stop_timeout: seconds to wait at the end for the sniffer to see the end marker.
         show_notice: in a notebook, show the one-line "live capture" notice (a replay always shows
             its notice).
 
@@ -482,5 +490,6 @@ def capture(
         bpf=bpf,
         ready_timeout=ready_timeout,
         settle_timeout=settle_timeout,
+        stop_timeout=stop_timeout,
         show_notice=show_notice,
     )

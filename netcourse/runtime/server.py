@@ -15,9 +15,12 @@ Lifetime rules:
   started it runs again (so re-running a cell never leaves the old server listening), or at the latest
   when the interpreter exits (``stop_all`` is registered with ``atexit``).
 - Stopping closes the listening socket and every open connection, then joins the thread.
-- Start-up errors are raised in the caller, as ``ServerStartError`` (or ``PortInUseError``).
+- Start-up errors are raised in the caller, as ``ServerStartError`` (or ``PortInUseError``), and a
+  start that fails leaves nothing listening, whatever the timing.
+- ``live_servers()`` lists every server whose thread is alive, including one that failed to stop in
+  time (its ``errors`` say why), so nothing runs unseen.
 - Nothing is ever printed from the server's thread: errors inside handlers are collected in
-  ``Server.errors`` instead of landing in whichever cell happens to run next.
+  ``Server.errors`` (the newest ``MAX_ERRORS``) instead of landing in whichever cell runs next.
 """
 
 from __future__ import annotations
@@ -28,40 +31,51 @@ import concurrent.futures
 import errno
 import ipaddress
 import logging
+import socket
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, Union
 
 from aiohttp import web
 
-from .errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
+from ..errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
+from . import cellhook
+from .waiting import cancel_all_tasks, within
 
-__all__ = ["Server", "serve", "stop_all", "live_servers", "run_async", "wait_until"]
+__all__ = ["Server", "serve", "stop_all", "live_servers", "MAX_ERRORS"]
 
 T = TypeVar("T")
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 AppLike = Union[web.Application, StreamHandler]
 
 LOOPBACK = "127.0.0.1"
+MAX_ERRORS = 100  # a server keeps at most this many error messages, the newest
 
 _registry_lock = threading.Lock()
-_registry: dict[int, "Server"] = {}
+_registry: dict[int, "Server"] = {}  # every server whose thread is alive, by id
+_by_thread: dict[int, "Server"] = {}  # the same servers, by their thread's ident
 _counter = 0
 
 
-class _ErrorCollector(logging.Handler):
-    """Keeps a server's log records in a list instead of printing them from its thread."""
-
-    def __init__(self, sink: list[str]) -> None:
-        super().__init__(level=logging.WARNING)
-        self._sink = sink
+class _ToOwningServer(logging.Handler):
+    """Routes aiohttp's log records to the ``errors`` of the server whose thread emitted them."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        server = _by_thread.get(record.thread or 0)
+        if server is None:
+            return
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             text += f": {record.exc_info[1]!r}"
-        self._sink.append(text)
+        server.record_error(text)
+
+
+# One logger for every server (a logger per server would never be released: the logging module
+# keeps every named logger forever).
+_LOGGER = logging.getLogger("netcourse.server")
+_LOGGER.propagate = False
+_LOGGER.setLevel(logging.WARNING)
+_LOGGER.handlers[:] = [_ToOwningServer()]
 
 
 class Server:
@@ -82,7 +96,8 @@ class Server:
         host: the bound address.
         port: the bound port (the real one, also when 0 was asked for).
         url: ``http://host:port``.
-        errors: messages of errors raised inside handlers, newest last.
+        errors: messages of errors raised inside handlers or while stopping, newest last.
+        state: "new", "starting", "running", "stopping" or "stopped".
     """
 
     def __init__(
@@ -102,6 +117,11 @@ class Server:
                 "serve() needs an aiohttp.web.Application or an async handler(reader, writer); "
                 f"got {type(app).__name__}"
             )
+        if isinstance(app, web.Application) and app.frozen:
+            raise ServerStartError(
+                "This aiohttp Application has been served once already, and aiohttp runs an app only "
+                "once. Build a fresh one (call its make_..._app() function again) for each serve()."
+            )
         with _registry_lock:
             _counter += 1
             self._id = _counter
@@ -115,25 +135,26 @@ class Server:
         self.shutdown_timeout = shutdown_timeout
         self.handler_cancellation = handler_cancellation
         self.errors: list[str] = []
-        self.owner: frozenset[str] = frozenset()
+        self.owner: str | None = None
+        self.state = "new"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        self._abort = threading.Event()  # set when start() gave up: the thread must not serve
+        self._start_task: asyncio.Task[None] | None = None
+        self._serving: asyncio.Future[None] | None = None
+        self._listen_sock: socket.socket | None = None
         self._start_error: BaseException | None = None
         self._runner: web.AppRunner | None = None
         self._tcp_server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._logger = logging.getLogger(f"netcourse.server.{self._id}")
-        self._logger.propagate = False
-        self._logger.handlers[:] = [_ErrorCollector(self.errors)]
-        self._state = "new"  # new -> running -> stopped
 
     # -- public ------------------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         """True while the server is listening."""
-        return self._state == "running"
+        return self.state == "running"
 
     @property
     def url(self) -> str:
@@ -148,64 +169,84 @@ class Server:
             raise ServerStoppedError(f"{self!r} is not running.")
         return self._loop
 
+    def record_error(self, text: str) -> None:
+        """Keep one error message (the newest ``MAX_ERRORS`` are kept)."""
+        self.errors.append(text)
+        if len(self.errors) > MAX_ERRORS:
+            del self.errors[: len(self.errors) - MAX_ERRORS]
+
     def start(self) -> "Server":
         """Start listening; returns self. Raises ``ServerStartError`` if the server cannot start."""
-        if self._state != "new":
+        if self.state != "new":
             raise ServerStartError(f"{self!r} was already started once; create a new server instead.")
-        _adopt_for_current_cell(self)
+        self.state = "starting"
+        self.owner = cellhook.current_cell()
         self._thread = threading.Thread(
             target=self._thread_main, name=f"netcourse-server-{self._id}", daemon=True
         )
+        with _registry_lock:  # registered before the thread exists; the thread removes itself
+            _registry[self._id] = self
         self._thread.start()
         if not self._started.wait(self.start_timeout):
-            self._state = "stopped"
-            self._request_loop_stop()
-            self._thread.join(self.shutdown_timeout + 2.0)
+            self._give_up_start()
             raise ServerStartError(
-                f"The server did not start listening within {self.start_timeout} s. "
+                f"The server did not start listening within {self.start_timeout} s, so it was stopped. "
                 "Is its on_startup code waiting for something?"
             )
         if self._start_error is not None:
-            self._thread.join(self.shutdown_timeout + 2.0)
-            self._state = "stopped"
+            self._give_up_start()
             exc = self._start_error
             if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(self.host, self.port) from exc
             if isinstance(exc, ServerStartError):
                 raise exc
-            raise ServerStartError(
-                f"The server could not start: {type(exc).__name__}: {exc}"
-            ) from exc
-        self._state = "running"
-        with _registry_lock:
-            _registry[self._id] = self
+            raise ServerStartError(f"The server could not start: {type(exc).__name__}: {exc}") from exc
+        if self.state == "starting":
+            self.state = "running"
         return self
+
+    def _give_up_start(self) -> None:
+        """After a failed or late start: make sure the thread ends without serving."""
+        self._abort.set()
+        self.state = "stopping"
+        self._request_loop_stop()
+        self._join(self.shutdown_timeout + 1.0)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop listening, close every connection and join the thread. Safe to call twice.
 
         Args:
-            timeout: seconds to wait for the thread to finish.
+            timeout: seconds to wait for the thread to finish. If it does not, the server stays in
+                ``live_servers()`` with the reason in ``errors``, and ``NetcourseTimeout`` is raised.
         """
-        with _registry_lock:
-            _registry.pop(self._id, None)
-        if self._state != "running":
-            self._state = "stopped"
+        if self.state in ("new", "stopped"):
+            self.state = "stopped"
             return
-        self._state = "stopped"
+        self._abort.set()
+        self.state = "stopping"
         self._request_loop_stop()
-        assert self._thread is not None
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise NetcourseTimeout(f"{self!r} did not stop within {timeout} s.")
+            self._join(timeout)
+            if self.state != "stopped":
+                raise NetcourseTimeout(
+                    f"{self!r} did not stop within {timeout} s; it is still listed in live_servers()."
+                )
+
+    def _join(self, timeout: float) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.record_error(f"the server's thread did not end within {timeout} s of being stopped")
+        else:
+            self.state = "stopped"
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Run a coroutine on the server's loop and return its result (from synchronous code).
 
         Args:
             coro: the coroutine to run.
-            timeout: seconds to wait for it; on timeout the coroutine is cancelled.
+            timeout: seconds to wait for it; past that the coroutine is cancelled and
+                ``NetcourseTimeout`` raised. Exceptions of the coroutine itself pass unchanged.
         """
         try:
             loop = self.loop
@@ -213,11 +254,11 @@ class Server:
             coro.close()
             raise
         future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError as exc:
+        done, _ = concurrent.futures.wait([future], timeout)
+        if not done:
             future.cancel()
-            raise NetcourseTimeout(f"The coroutine did not finish within {timeout} s.") from exc
+            raise NetcourseTimeout(f"The coroutine did not finish within {timeout} s.")
+        return future.result()
 
     async def arun(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Like ``run`` but awaitable, for cells that use top-level ``await``."""
@@ -226,14 +267,19 @@ class Server:
         except ServerStoppedError:
             coro.close()
             raise
-        future = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+
+        async def result() -> T:
+            return await asyncio.wrap_future(future)
+
         try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError as exc:
-            raise NetcourseTimeout(f"The coroutine did not finish within {timeout} s.") from exc
+            return await within(result(), timeout)
+        finally:
+            if not future.done():
+                future.cancel()
 
     def __enter__(self) -> "Server":
-        if self._state == "new":
+        if self.state == "new":
             self.start()
         return self
 
@@ -241,7 +287,7 @@ class Server:
         self.stop()
 
     async def __aenter__(self) -> "Server":
-        if self._state == "new":
+        if self.state == "new":
             await asyncio.get_running_loop().run_in_executor(None, self.start)
         return self
 
@@ -250,57 +296,79 @@ class Server:
 
     def __repr__(self) -> str:
         where = self.url if self.port else f"{self.host}:?"
-        return f"<Server {self.name} {where} {self._state}>"
+        return f"<Server {self.name} {where} {self.state}>"
 
     # -- the server's thread -----------------------------------------------------------------------
 
     def _request_loop_stop(self) -> None:
+        """Ask the server's thread to stop: cancel a start in progress, end the serving wait.
+
+        The loop itself is never stopped from outside (``loop.stop()`` would interrupt a start half
+        way and leave its listening socket open): the thread ends its own waits.
+        """
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(loop.stop)
+                loop.call_soon_threadsafe(self._end_waits)
             except RuntimeError:  # closed in between
                 pass
 
+    def _end_waits(self) -> None:
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
+        if self._serving is not None and not self._serving.done():
+            self._serving.set_result(None)
+
     def _thread_main(self) -> None:
+        with _registry_lock:
+            _by_thread[threading.get_ident()] = self
         loop = asyncio.new_event_loop()
-        self._loop = loop
         asyncio.set_event_loop(loop)
         loop.set_exception_handler(self._on_loop_error)
+        self._start_task = loop.create_task(self._astart())
+        self._serving = loop.create_future()  # done when the server is asked to stop
+        self._loop = loop
         try:
             try:
-                loop.run_until_complete(self._astart())
+                loop.run_until_complete(self._start_task)
             except BaseException as exc:  # reported to the caller of start()
                 self._start_error = exc
-                return
             finally:
                 self._started.set()
-            loop.run_forever()
+            if self._start_error is None and not self._abort.is_set():
+                loop.run_until_complete(self._serving)
         finally:
             try:
                 loop.run_until_complete(self._acleanup())
-                _cancel_all_tasks(loop)
+                cancel_all_tasks(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
+            except BaseException as exc:  # keep going: the loop must close
+                self.record_error(f"error while stopping: {exc!r}")
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+                with _registry_lock:
+                    _registry.pop(self._id, None)
+                    _by_thread.pop(threading.get_ident(), None)
+                self.state = "stopped"
 
     async def _astart(self) -> None:
+        # The listening socket is ours, made before asyncio sees it, so clean-up can always close it:
+        # a start cancelled inside loop.create_server() would otherwise leave it listening.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._listen_sock = socket.create_server((self.host, self.port), family=family)
+        self.port = self._listen_sock.getsockname()[1]
         if isinstance(self.app, web.Application):
             runner = web.AppRunner(
                 self.app,
                 access_log=None,
-                logger=self._logger,
+                logger=_LOGGER,
                 shutdown_timeout=self.shutdown_timeout,
                 handler_cancellation=self.handler_cancellation,
             )
             self._runner = runner
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            server = site._server  # the asyncio Server behind the site
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]
+            await web.SockSite(runner, self._listen_sock).start()
         else:
             handler = self.app
             writers = self._writers
@@ -315,38 +383,31 @@ class Server:
                     writers.discard(writer)
                     writer.close()
 
-            self._tcp_server = await asyncio.start_server(tracked, self.host, self.port)
-            self.port = self._tcp_server.sockets[0].getsockname()[1]
+            self._tcp_server = await asyncio.start_server(tracked, sock=self._listen_sock)
 
     async def _acleanup(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             try:
-                await asyncio.wait_for(runner.cleanup(), self.shutdown_timeout + 2.0)
+                await within(runner.cleanup(), self.shutdown_timeout + 2.0, "The app's clean-up")
             except Exception as exc:  # keep stopping; report it
-                self.errors.append(f"error while stopping: {exc!r}")
+                self.record_error(f"error while stopping: {exc!r}")
         if self._tcp_server is not None:
             server, self._tcp_server = self._tcp_server, None
             server.close()
             for writer in list(self._writers):  # open connections end with the server
                 writer.transport.abort()
             try:
-                await asyncio.wait_for(server.wait_closed(), self.shutdown_timeout)
-            except asyncio.TimeoutError:
-                pass
+                await within(server.wait_closed(), self.shutdown_timeout, "Closing the listener")
+            except NetcourseTimeout as exc:
+                self.record_error(str(exc))
+        if self._listen_sock is not None:
+            self._listen_sock.close()  # closing twice is harmless
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         message = context.get("message", "error in the server's event loop")
-        self.errors.append(f"{message}: {exc!r}" if exc else message)
-
-
-def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
-    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self.record_error(f"{message}: {exc!r}" if exc else message)
 
 
 def serve(
@@ -366,6 +427,8 @@ def serve(
     The address is 127.0.0.1 unless ``host`` names another; ``port=0`` lets the OS pick a free port.
     """
     _check_host(host)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+        raise ServerStartError(f"port must be a number from 0 to 65535 (0: let the OS choose), not {port!r}.")
     return Server(
         app,
         host=host,
@@ -387,124 +450,37 @@ def _check_host(host: str) -> None:
 
 
 def live_servers() -> list[Server]:
-    """The servers that are running now, oldest first."""
+    """Every server whose thread is alive, oldest first: running ones, and any that failed to stop."""
     with _registry_lock:
         return [s for _, s in sorted(_registry.items())]
 
 
 def stop_all(timeout: float = 5.0) -> int:
-    """Stop every running server; returns how many were stopped. Runs at interpreter exit too."""
-    servers = live_servers()
-    for server in servers:
+    """Stop every live server; returns how many were stopped. Runs at interpreter exit too.
+
+    A server that does not stop in time stays listed by ``live_servers()``, its ``errors`` saying so.
+    """
+    stopped = 0
+    for server in live_servers():
         try:
             server.stop(timeout)
-        except Exception:  # at exit, keep going
-            pass
-    return len(servers)
+            stopped += 1
+        except NetcourseTimeout:
+            pass  # recorded in server.errors; the server stays listed
+    return stopped
 
 
 atexit.register(stop_all)
 
 
-# -- re-running a notebook cell stops the servers its previous run left behind ----------------------
-#
-# A cell is known by its id (JupyterLab and nbclient send one) and by a hash of its source. Before a
-# cell runs, every server that an earlier run of the same cell started is stopped.
-
-_current_cell: frozenset[str] = frozenset()
-_hook_installed = False
-
-
-def _cell_keys(cell_id: str | None, source: str | None) -> frozenset[str]:
-    keys = set()
-    if cell_id:
-        keys.add(f"id:{cell_id}")
-    if source is not None:
-        keys.add(f"src:{hash(source)}")
-    return frozenset(keys)
-
-
-def _on_pre_run_cell(info: Any) -> None:
-    """IPython hook: before a cell runs, stop the servers that its previous run started."""
-    global _current_cell
-    _current_cell = _cell_keys(getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
+def _stop_owned_by(cell: str) -> None:
+    """Before a cell runs again: stop the servers its previous run started."""
     for server in live_servers():
-        if server.owner & _current_cell:
+        if server.owner == cell and server.running:
             try:
                 server.stop()
-            except Exception:
-                pass
+            except NetcourseTimeout:
+                pass  # recorded in server.errors; the server stays listed
 
 
-def _adopt_for_current_cell(server: Server) -> None:
-    install_ipython_hook()
-    server.owner = _current_cell
-
-
-def install_ipython_hook() -> None:
-    """Register the cell re-run hook with IPython, if we run inside it. Called on import."""
-    global _hook_installed, _current_cell
-    if _hook_installed:
-        return
-    _hook_installed = True
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None:
-        return
-    shell.events.register("pre_run_cell", _on_pre_run_cell)
-    # The cell that is running now (the one importing netcourse) passed its hook already.
-    history = shell.user_ns.get("In") or [""]
-    _current_cell = _cell_keys(None, history[-1])
-
-
-def run_async(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-    """Run a coroutine to completion on a fresh event loop in a worker thread, and return its result.
-
-    For client code in synchronous helpers called from notebook cells, where the kernel's own loop is
-    already running (so ``asyncio.run`` would fail). The thread is joined before returning.
-
-    Args:
-        coro: the coroutine.
-        timeout: seconds; on timeout the coroutine is cancelled and ``NetcourseTimeout`` raised.
-    """
-    outcome: dict[str, Any] = {}
-    loop = asyncio.new_event_loop()
-
-    async def guarded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    def main() -> None:
-        try:
-            outcome["value"] = loop.run_until_complete(guarded())
-        except BaseException as exc:  # handed to the caller
-            outcome["error"] = exc
-        finally:
-            _cancel_all_tasks(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    thread = threading.Thread(target=main, name="netcourse-client", daemon=True)
-    thread.start()
-    thread.join(timeout + 5.0)
-    if thread.is_alive():
-        raise NetcourseTimeout(f"The client code did not finish within {timeout} s.")
-    if "error" in outcome:
-        exc = outcome["error"]
-        if isinstance(exc, asyncio.TimeoutError):
-            raise NetcourseTimeout(f"The client code did not finish within {timeout} s.") from exc
-        raise exc
-    return outcome["value"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.005) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+cellhook.on_cell_rerun(_stop_owned_by)

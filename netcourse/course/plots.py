@@ -14,9 +14,9 @@ import matplotlib.ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .packets import C2S, PacketRow
-from .headers import HeaderLayout
-from .wire import LAYER_LABELS, LAYERS, WireBytes
+from ..traffic.packets import C2S, PacketRow
+from ..protocols.headers import HeaderLayout
+from ..traffic.wire import LAYER_LABELS, LAYERS, WireBytes
 
 __all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs"]
 

@@ -62,7 +62,7 @@ def _package(name: str) -> Check:
 def _loopback() -> Check:
     from aiohttp import web
 
-    from .server import serve
+    from ..runtime.server import serve
 
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -81,8 +81,9 @@ def _loopback() -> Check:
 
 
 def _capture() -> Check:
-    from .capture import HOW_TO_ENABLE, capture_permitted
-    from .scenarios import known_scenarios, recording_paths
+    from ..traffic.sniffer import HOW_TO_ENABLE, capture_permitted
+    from ..experiments.registry import known_scenarios
+    from ..traffic.recordings import recording_paths
 
     if capture_permitted():
         return Check("packet capture", "OK", "live capture permitted")
@@ -94,7 +95,7 @@ def _capture() -> Check:
 
 
 def _libpcap() -> Check:
-    from .capture import libpcap_available
+    from ..traffic.sniffer import libpcap_available
 
     if libpcap_available():
         return Check("libpcap", "OK", "BPF filters compiled in the kernel")

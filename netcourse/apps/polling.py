@@ -316,7 +316,7 @@ def _session(result: PollerResult) -> aiohttp.ClientSession:
 
 def _finish(result: PollerResult) -> None:
     """Read TCP_INFO of the poller's (last, still open) connection before the session closes it."""
-    from .kernel import tcp_info
+    from ..runtime.tcpinfo import tcp_info
 
     for sock in reversed(result._sockets):
         if sock.fileno() != -1:

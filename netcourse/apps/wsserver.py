@@ -18,7 +18,7 @@ import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .wsframe import CloseCode, Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode
+from ..protocols.wsframe import CloseCode, Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode
 
 __all__ = ["Hub", "make_ws_handler", "handshake_request", "HandshakeError", "parse_handshake"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .httpwire import parse_messages
-from .kernel import TcpInfo
+from ..protocols.httpwire import parse_messages
+from ..runtime.tcpinfo import TcpInfo
 from .packets import C2S, S2C, PacketRow
 
 __all__ = ["WireBytes", "from_capture", "from_tcp_info", "tcp_payload_streams", "LAYERS"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from scapy.utils import rdpcap
 
-from .packets import packet_rows
-from .scenarios import load_meta, recording_paths
+from ..traffic.packets import packet_rows
+from ..traffic.recordings import load_meta, recording_paths
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 
@@ -32,7 +32,7 @@ def first_request_ladder(directory: Path = IMAGES) -> Path:
 def header_diagrams(directory: Path = IMAGES) -> list[Path]:
     """The IPv4, TCP and UDP header diagrams, drawn from the field tables in ``netcourse.headers``."""
     from . import plots
-    from .headers import LAYOUTS
+    from ..protocols.headers import LAYOUTS
 
     paths = []
     for key, layout in LAYOUTS.items():
@@ -45,8 +45,8 @@ def header_diagrams(directory: Path = IMAGES) -> list[Path]:
 def websocket_frame(directory: Path = IMAGES) -> Path:
     """The WebSocket frame layout (RFC 6455 §5.2), drawn from ``netcourse.wsframe.FIELDS``."""
     from . import plots
-    from .headers import Field, HeaderLayout
-    from .wsframe import FIELDS
+    from ..protocols.headers import Field, HeaderLayout
+    from ..protocols.wsframe import FIELDS
 
     layout = HeaderLayout(
         "WebSocket frame",

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ExerciseError
+from ..errors import ExerciseError
 
 __all__ = ["Exercise", "Verdict"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .capture import capture, capture_permitted
-from .server import serve
+from ..traffic.sniffer import capture, capture_permitted
+from ..runtime.server import serve
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -83,7 +83,7 @@ def short_poll_vs_theory(interval: float = 0.2, rate: float = 20.0, duration: fl
 
     Returns (measured mean ms, theory ms, long-poll mean ms, messages).
     """
-    from .experiments.polling import compare
+    from ..experiments.polling import compare
 
     run = compare(intervals=(interval,), wait=10, rate=rate, duration=duration, seed=11, record=False)
     name = f"short {interval:g} s"
@@ -94,7 +94,7 @@ def short_poll_vs_theory(interval: float = 0.2, rate: float = 20.0, duration: fl
 
 def codec_throughput(size: int, frames: int) -> dict[str, float]:
     """MB/s to encode (masked) and decode ``frames`` frames of ``size`` bytes: ours and websockets'."""
-    from .wsframe import Frame, FrameDecoder, Opcode, encode
+    from ..protocols.wsframe import Frame, FrameDecoder, Opcode, encode
 
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
     mb = size * frames / 1e6
@@ -147,7 +147,7 @@ def main() -> int:
             ours, theirs = r[f"netcourse {op}"], r.get(f"websockets {op}")
             ratio = f" ({ours / theirs:.2f}× websockets' {theirs:,.0f})" if theirs else ""
             rows.append((f"WebSocket codec {op}, {size:,}-byte frames", f"{ours:,.0f} MB/s{ratio}", "report"))
-    from .experiments.websockets import idle_connections
+    from ..experiments.websockets import idle_connections
 
     import resource
 

@@ -1,0 +1,1 @@
+"""What a learner sees: plots, self-checking exercises, and the pictures in ``images/``."""
