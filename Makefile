@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.netcourse-installed
 SANITIZE := tests/nbval-sanitize.cfg
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test unit nbval bench doctor record execute images clean setup
+.PHONY: lab test test-unprivileged unit nbval bench doctor record execute images clean setup
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests notebooks \
 	  --nbval --nbval-current-env --nbval-cell-timeout=300 --nbval-sanitize-with $(SANITIZE)
+
+# As root: the whole suite again as a throwaway ordinary user (created and removed by the script).
+test-unprivileged:
+	bash .ci/unprivileged
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests

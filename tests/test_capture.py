@@ -174,3 +174,37 @@ def test_frame_ports_reads_ipv4_tcp_udp_and_rejects_garbage():
     assert _frame_ports(bytes(Ether() / IP() / UDP(sport=5, dport=53))) == (17, 5, 53)
     assert _frame_ports(b"\x00" * 10) is None
     assert _frame_ports(bytes(Ether(type=0x0806) / (b"\x00" * 28))) is None
+
+
+def test_frame_ports_survives_short_ipv6_and_ignores_pings():
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPv6
+    from scapy.layers.l2 import Ether
+
+    assert _frame_ports(bytes(Ether(type=0x86DD)) + b"\x60\x00") is None  # 16 bytes: killed the sniffer before
+    ping = Ether() / IP() / ICMP(type=8) / (b"\x45" + bytes(19) + b"\x04\xd2\x00\x50")  # looks like a quote
+    assert _frame_ports(bytes(ping)) is None
+    unreachable = Ether() / IP() / ICMP(type=3, code=3) / IP() / UDP(sport=4000, dport=9)
+    assert _frame_ports(bytes(unreachable)) == (1, 4000, 9)
+    assert _frame_ports(bytes(Ether() / IPv6() / ICMPv6EchoRequest())) is None
+    v6_unreach = Ether() / IPv6() / ICMPv6DestUnreach() / IPv6() / UDP(sport=4000, dport=9)
+    assert _frame_ports(bytes(v6_unreach)) == (58, 4000, 9)
+
+
+def test_every_shipped_frame_passes_the_sniffers_port_filter():
+    """The sniffer's own parsing, run for everyone on real captured frames (no capture rights needed)."""
+    from netcourse.traffic.recordings import read, shipped
+
+    for name in shipped():
+        packets, meta = read(name)
+        ports = set(meta["server_ports"])
+        for p in packets:
+            found = _frame_ports(bytes(p))
+            assert found is not None and ({found[1], found[2]} & ports), (name, p.summary())
+
+
+def test_capture_refuses_bools_and_names_without_a_recording():
+    with pytest.raises(CaptureError, match="not a port number"):
+        Capture((True,))
+    with pytest.raises(UnknownScenarioError, match="first_request"):
+        Capture((80,), scenario="no_such_scenario")

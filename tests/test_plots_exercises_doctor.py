@@ -25,11 +25,14 @@ def test_ladder_draws_one_arrow_per_packet():
     fig = plots.ladder(rows, title="t")
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
-    arrows = [a for a in ax.texts if a.arrow_patch is not None] if hasattr(ax.texts[0], "arrow_patch") else []
-    assert len([c for c in ax.get_children() if type(c).__name__ == "Annotation"]) == 4
+    arrows = [c for c in ax.get_children() if type(c).__name__ == "Annotation" and c.arrow_patch is not None]
+    assert len(arrows) == 4
+    # Each arrow goes from the sender's line to the receiver's: client→server arrows point one way,
+    # server→client the other.
+    directions = [a.xy[0] - a.xyann[0] for a in arrows]
+    assert [d > 0 for d in directions] == [True, False, True, True] or [d < 0 for d in directions] == [True, False, True, True]
     labels = [t.get_text() for t in ax.texts]
     assert "PA seq=0 ack=1 len=10" in labels
-    assert arrows is not None
 
 
 def test_ladder_summarises_long_captures_and_draws_into_given_axes():

@@ -16,9 +16,10 @@ from netcourse.runtime.waiting import run_async
 
 def test_bad_parameters_get_a_400_with_a_reason():
     answers = lab.peek(["/messages?after=-1", "/messages?after=x", "/messages?wait=abc", "/messages?wait=31",
-                        "/messages?wait=nan", "/messages?after=0&wait=30"], publish=1)
+                        "/messages?wait=nan", "/messages?after=0&wait=30", "/messages?after=%C2%B2",
+                        "/messages?after=" + "9" * 40], publish=1)
     statuses = [a[1] for a in answers]
-    assert statuses == [400, 400, 400, 400, 400, 200]
+    assert statuses == [400, 400, 400, 400, 400, 200, 400, 400]  # "²".isdigit() is True in Python
     assert "after must be a message id" in answers[0][3]
     assert "wait must be a number of seconds" in answers[2][3]
     assert f"between 0 and {MAX_WAIT:g} seconds" in answers[3][3]

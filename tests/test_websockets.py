@@ -12,7 +12,8 @@ from netcourse import serve
 from netcourse.experiments import websockets as lab
 from netcourse.runtime.waiting import run_async
 from netcourse.protocols.wsframe import Frame, FrameDecoder, Opcode, accept_key, encode
-from netcourse.apps.wsserver import HandshakeError, handshake_request, make_ws_handler, parse_handshake
+from netcourse.apps.wsserver import make_ws_handler
+from netcourse.protocols.wsconn import CloseReceived, HandshakeError, Message, Ping, Pong, accept_request, client_request
 
 websockets_frames = pytest.importorskip("websockets.frames")
 websockets_streams = pytest.importorskip("websockets.streams")
@@ -34,19 +35,17 @@ def test_our_client_codec_against_aiohttps_server():
     app = web.Application()
     app.router.add_get("/ws", _aiohttp_echo)
     with serve(app) as srv:
-        client = lab.RawClient(srv)
-        try:
+        with lab.RawClient(srv) as client:
             assert client.accepted and client.accept_header == accept_key(client.key)
             client.send(Frame(Opcode.TEXT, "héllo".encode()))
             client.send(Frame(Opcode.BINARY, bytes(range(256)) * 300))  # 76,800 bytes: 64-bit length
             client.send(Frame(Opcode.PING, b"p"))
-            frames = client.receive(3)
-        finally:
-            client.close()
-    got = {f.opcode: f.payload for f in frames}
-    assert got[Opcode.TEXT] == "héllo".encode()
-    assert got[Opcode.BINARY] == bytes(range(256)) * 300
-    assert got[Opcode.PONG] == b"p"
+            events = client.receive(3)
+    assert events == [
+        Message(Opcode.TEXT, "héllo".encode()),
+        Message(Opcode.BINARY, bytes(range(256)) * 300),
+        Pong(b"p"),
+    ]
 
 
 def test_aiohttps_client_against_our_server():
@@ -91,11 +90,15 @@ def test_codec_agrees_byte_for_byte_with_the_websockets_library():
 
 def test_handshake_validation():
     key = base64.b64encode(bytes(16)).decode()
-    good = handshake_request("127.0.0.1", 1, key, origin="http://a")
-    assert parse_handshake(good[:-2], {"http://a"}) == key
+    good = client_request("127.0.0.1", 1, key, origin="http://a")
+    assert accept_request(good, allowed_origins={"http://a"})[0] == key
     with pytest.raises(HandshakeError) as e:
-        parse_handshake(good[:-2], {"http://b"})
+        accept_request(good, allowed_origins={"http://b"})
     assert e.value.status == 403
+    two_origins = good.replace(b"Origin: http://a", b"Origin: http://evil\r\nOrigin: http://a")
+    with pytest.raises(HandshakeError, match="Origin header appears 2 times") as e:
+        accept_request(two_origins, allowed_origins={"http://a"})
+    assert e.value.status == 400
     for broken, status in (
         (good.replace(b"GET", b"PUT"), 400),
         (good.replace(b"Upgrade: websocket", b"Upgrade: h2c"), 400),
@@ -103,7 +106,7 @@ def test_handshake_validation():
         (good.replace(key.encode(), b"short"), 400),
     ):
         with pytest.raises(HandshakeError) as e:
-            parse_handshake(broken, None)
+            accept_request(broken, allowed_origins=None)
         assert e.value.status == status
 
 
@@ -118,7 +121,7 @@ def test_security_outcomes():
 def test_handshake_and_control_frames_scenarios():
     run = lab.handshake()
     assert run.accept == accept_key(run.key)
-    assert run.reply[0] == Frame(Opcode.TEXT, b"Hello")
+    assert run.reply == [Message(Opcode.TEXT, b"Hello"), CloseReceived(1000, "")]  # the server echoes the code
     assert run.sent.hex() == "818537fa213d7f9f4d5158"  # RFC 6455 §5.7, on our wire
     ctl = lab.control_frames()
     assert [f.opcode for f in ctl.client_frames] == [Opcode.PING, Opcode.TEXT, Opcode.CONTINUATION, Opcode.CONTINUATION, Opcode.CLOSE]
@@ -141,6 +144,99 @@ def test_explain_overhead_latency_and_idle_cost():
     assert cost.connections == 50 and cost.python_bytes_per_connection > 1000 and cost.broadcast_s < 10
 
 
-def test_exercises():
+def test_exercises_accept_the_rfcs_own_answers():
+    # Independent answers, not the functions that made the exercises: RFC 6455 §5.7's "Hello", and
+    # the accept key computed here from the RFC's recipe with hashlib.
+    import hashlib
+
     assert lab.exercise_decode().check("Hello")
-    assert lab.exercise_accept().check(accept_key("x3JJHMbDL1EzLkh9GBhXDw=="))
+    assert not lab.exercise_decode().check("Hellp")
+    key = "x3JJHMbDL1EzLkh9GBhXDw=="
+    by_recipe = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+    assert lab.exercise_accept().check(by_recipe)
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
+
+
+# -- regressions ----------------------------------------------------------------------------------
+
+
+def _raw(srv, data: bytes, *, timeout: float = 3.0) -> bytes:
+    """Send bytes on a fresh connection, half-close, and read everything until the server closes."""
+    import socket
+
+    with socket.create_connection((srv.host, srv.port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_a_valid_frame_before_a_bad_one_in_the_same_read_is_delivered():
+    from netcourse.protocols.wsframe import FrameDecoder as Decoder
+
+    key = base64.b64encode(bytes(16)).decode()
+    good = encode(Frame(Opcode.TEXT, b"first"), mask=True)
+    bad = encode(Frame(Opcode.TEXT, b"x"), mask=False)  # unmasked: 1002
+    with serve(make_ws_handler()) as srv:
+        answer = _raw(srv, client_request(srv.host, srv.port, key) + good + bad)
+    head, _, frames = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    decoded = Decoder("client").feed(frames)
+    assert decoded[0] == Frame(Opcode.TEXT, b"first")
+    assert decoded[1].opcode == Opcode.CLOSE and decoded[1].payload[:2] == (1002).to_bytes(2, "big")
+
+
+def test_an_over_long_handshake_head_answers_431():
+    with serve(make_ws_handler()) as srv:
+        answer = _raw(srv, b"GET /ws HTTP/1.1\r\nX-Pad: " + b"a" * 10_000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431")
+
+
+def test_a_handler_that_raises_closes_with_1011():
+    async def broken(opcode, payload):
+        raise RuntimeError("bug in the app")
+
+    with serve(make_ws_handler(on_message=broken)) as srv:
+        with lab.RawClient(srv) as client:
+            client.send(Frame(Opcode.TEXT, b"hi"))
+            events = client.receive(1)
+    assert events == [CloseReceived(1011, "server error: RuntimeError")]
+
+
+def test_broadcast_counts_only_connections_it_could_write_to():
+    import asyncio
+
+    from netcourse.apps.wsserver import Hub
+
+    class Broken:
+        def is_closing(self) -> bool:
+            return False
+
+        def write(self, data: bytes) -> None:
+            pass
+
+        async def drain(self) -> None:
+            raise ConnectionResetError("gone")
+
+    class Fine(Broken):
+        async def drain(self) -> None:
+            return None
+
+    hub = Hub()
+    hub.writers.update({Broken(), Fine(), Fine()})  # type: ignore[arg-type]
+    assert asyncio.run(hub.broadcast(b"x")) == 2
+
+
+def test_close_handshake_with_the_websockets_library_is_quick():
+    import time
+
+    from websockets.sync.client import connect
+
+    with serve(make_ws_handler()) as srv:
+        with connect(f"ws://{srv.host}:{srv.port}/ws", open_timeout=5, close_timeout=5) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=5) == "hi"
+            t = time.perf_counter()
+        elapsed = time.perf_counter() - t
+    assert elapsed < 0.5, f"close took {elapsed:.3f} s"  # behaviour bound; the figure is in make bench

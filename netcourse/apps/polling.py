@@ -128,7 +128,14 @@ def _answer(log: MessageLog, payload: dict[str, Any]) -> web.Response:
 
 async def _post_message(request: web.Request) -> web.Response:
     log = request.app[LOG_KEY]
-    text = await request.text()
+    body = await request.read()
+    charset = request.charset or "utf-8"
+    try:
+        text = body.decode(charset)
+    except LookupError:
+        return web.json_response({"error": f"unknown charset {charset!r}"}, status=415, headers={"Server": "netcourse"})
+    except UnicodeDecodeError:
+        return _bad_request(f"the message is not valid {charset}")
     if len(text) > 10_000:
         return _bad_request("a message must be at most 10,000 characters")
     return _answer(log, {"id": log.append(text)})
@@ -137,7 +144,7 @@ async def _post_message(request: web.Request) -> web.Response:
 def _parse_after(raw: str | None) -> int | str:
     if raw is None:
         return 0
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is True
         return f"after must be a message id: a whole number 0 or more, not {raw!r}"
     return int(raw)
 

@@ -1,11 +1,16 @@
-"""The course's WebSocket server: the opening handshake and frames done by hand, on ``netcourse.wsframe``.
+"""The course's WebSocket server: a stream handler for ``serve()``, on ``protocols.wsconn``.
 
-It runs as a raw stream handler under ``serve()``. It is strict where aiohttp's server is lenient: it
-refuses unmasked client frames (aiohttp accepts them), checks ``Origin`` against an allow-list
-(cross-site WebSocket hijacking, RFC 6455 §10.2), and closes with the RFC's codes: 1002 for a protocol
-error, 1007 for bad UTF-8, 1009 for a message over the size limit.
+It is strict where aiohttp's server is lenient: it refuses unmasked client frames (aiohttp accepts
+them), checks ``Origin`` against an allow-list (cross-site WebSocket hijacking, RFC 6455 §10.2), and
+closes with the RFC's codes: 1002 for a protocol error, 1007 for bad UTF-8, 1009 for a message over
+the size limit, 1011 when the application's handler raises.
 
     with serve(make_ws_handler(allowed_origins={"http://localhost"})) as srv: ...
+
+The close handshake follows RFC 6455 §7.1.1: once both close frames have crossed, the server closes
+the TCP connection first: it half-closes (``shutdown(SHUT_WR)``, its FIN), reads what is left until
+the client's FIN, then closes. Reading to the end means no unread byte makes the kernel answer with
+a reset that could destroy the close frame in flight.
 
 Every open connection is registered in a ``Hub``, so a lesson can count them and broadcast to them.
 """
@@ -13,74 +18,27 @@ Every open connection is registered in a ``Hub``, so a lesson can count them and
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import collections
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..protocols.wsframe import CloseCode, Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode
+from ..protocols.httpwire import HttpParseError, split_head
+from ..protocols.wsconn import (
+    Connection,
+    HandshakeError,
+    Message,
+    State,
+    accept_request,
+    refusal,
+)
+from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
 
-__all__ = ["Hub", "make_ws_handler", "handshake_request", "HandshakeError", "parse_handshake"]
+__all__ = ["Hub", "make_ws_handler", "MAX_HEAD", "HANDSHAKE_TIMEOUT", "CLOSE_TIMEOUT"]
 
-MAX_HEAD = 8192  # bytes: a longer handshake head is refused
-
-
-class HandshakeError(ValueError):
-    """The opening handshake is not acceptable; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-
-
-def handshake_request(host: str, port: int, key: str, *, origin: str | None = None, path: str = "/ws") -> bytes:
-    """The client's opening handshake (RFC 6455 §4.1), as bytes."""
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: {host}:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-    ]
-    if origin:
-        lines.append(f"Origin: {origin}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-
-
-def parse_handshake(head: bytes, allowed_origins: set[str] | None) -> str:
-    """Check a client's handshake head (RFC 6455 §4.2.1); returns its Sec-WebSocket-Key."""
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise HandshakeError(400, "the handshake is not ASCII") from exc
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or parts[0] != "GET" or parts[2] != "HTTP/1.1":
-        raise HandshakeError(400, "the handshake must be a GET over HTTP/1.1")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise HandshakeError(400, f"malformed header line {line!r}")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("upgrade", "").lower() != "websocket":
-        raise HandshakeError(400, "missing 'Upgrade: websocket'")
-    if "upgrade" not in [t.strip().lower() for t in headers.get("connection", "").split(",")]:
-        raise HandshakeError(400, "missing 'Connection: Upgrade'")
-    if headers.get("sec-websocket-version") != "13":
-        raise HandshakeError(426, "only Sec-WebSocket-Version 13 is supported")
-    key = headers.get("sec-websocket-key", "")
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            raise ValueError
-    except (binascii.Error, ValueError):
-        raise HandshakeError(400, "Sec-WebSocket-Key must be 16 random bytes in base64") from None
-    if allowed_origins is not None and headers.get("origin") not in allowed_origins:
-        raise HandshakeError(403, f"origin {headers.get('origin')!r} is not allowed")
-    return key
+MAX_HEAD = 8192  # bytes: a longer handshake head is refused with 431
+HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to send its whole handshake head
+CLOSE_TIMEOUT = 2.0  # seconds the closing steps may take before the connection is simply dropped
+MAX_CLOSES_KEPT = 1000
 
 
 @dataclass
@@ -89,11 +47,13 @@ class Hub:
 
     Attributes:
         writers: one per open WebSocket connection.
-        closes: (close code, reason) of every connection the server closed, in order.
+        closes: (close code, reason) of the latest connections the server closed (at most 1,000).
     """
 
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
-    closes: list[tuple[int, str]] = field(default_factory=list)
+    closes: collections.deque[tuple[int, str]] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_CLOSES_KEPT)
+    )
 
     @property
     def count(self) -> int:
@@ -101,16 +61,16 @@ class Hub:
         return len(self.writers)
 
     async def broadcast(self, payload: bytes, opcode: Opcode = Opcode.BINARY) -> int:
-        """Send one frame to every open connection; returns how many it was written to."""
+        """Send one frame to every open connection; returns how many it was delivered to the kernel for."""
         frame = encode(Frame(opcode, payload))
-        writers = list(self.writers)
+        writers = [w for w in self.writers if not w.is_closing()]
         for w in writers:
             w.write(frame)
-        await asyncio.gather(*(w.drain() for w in writers), return_exceptions=True)
-        return len(writers)
+        results = await asyncio.gather(*(w.drain() for w in writers), return_exceptions=True)
+        return sum(1 for r in results if not isinstance(r, BaseException))
 
 
-OnMessage = Callable[[Opcode, bytes], Awaitable[bytes | None]]
+OnMessage = Callable[[Opcode, bytes], Awaitable["bytes | None"]]
 
 
 async def echo(opcode: Opcode, payload: bytes) -> bytes:
@@ -124,6 +84,7 @@ def make_ws_handler(
     allowed_origins: set[str] | None = None,
     max_size: int = 1 << 16,
     on_message: OnMessage = echo,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ):
     """A stream handler for ``serve()`` that speaks WebSocket on any path.
 
@@ -132,99 +93,102 @@ def make_ws_handler(
         allowed_origins: accepted ``Origin`` values; None accepts any (and a missing one).
         max_size: largest message accepted, in bytes; larger closes with 1009.
         on_message: ``async fn(opcode, payload)`` returning a reply payload, or None for no reply.
+            If it raises, the connection closes with 1011.
+        handshake_timeout: seconds a client gets to send its handshake head.
     """
     hub = hub if hub is not None else Hub()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            return
-        if len(head) > MAX_HEAD:
-            await _refuse(writer, HandshakeError(431, "handshake head too large"))
+            head, rest = await asyncio.wait_for(_read_head(reader), handshake_timeout)
+        except (asyncio.TimeoutError, ConnectionError):
+            return  # a handshake that never finished: drop the connection
+        except HttpParseError as exc:
+            await _refuse(writer, exc.status, str(exc))
             return
         try:
-            key = parse_handshake(head, allowed_origins)
+            _, response = accept_request(head, allowed_origins=allowed_origins)
         except HandshakeError as exc:
-            await _refuse(writer, exc)
+            await _refuse(writer, exc.status, str(exc))
             return
-        writer.write(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\n"
-                "Upgrade: websocket\r\n"
-                "Connection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
-            ).encode("ascii")
-        )
+        writer.write(response)
         await writer.drain()
         hub.writers.add(writer)
+        conn = Connection("server", max_size=max_size)
         try:
-            await _serve_frames(reader, writer, hub, max_size, on_message)
+            await _serve(conn, rest, reader, writer, on_message)
         finally:
             hub.writers.discard(writer)
+            if conn.close_sent is not None:
+                hub.closes.append((int(conn.close_sent.code), conn.close_sent.reason))
 
     handler.hub = hub  # type: ignore[attr-defined]
     return handler
 
 
-async def _refuse(writer: asyncio.StreamWriter, exc: HandshakeError) -> None:
-    body = f"{exc}\n".encode()
-    writer.write(
-        f"HTTP/1.1 {exc.status} Refused\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: close\r\n\r\n".encode() + body
-    )
+async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    buffer = b""
+    while True:
+        found = split_head(buffer, max_size=MAX_HEAD)
+        if found is not None:
+            return found
+        chunk = await reader.read(4096)
+        if not chunk:
+            raise ConnectionError("the client closed before finishing its handshake")
+        buffer += chunk
+
+
+async def _refuse(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
+    writer.write(refusal(status, reason))
     await writer.drain()
 
 
-async def _close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hub: Hub, code: int, reason: str) -> None:
-    """Send a close frame, then wait (at most a second) for the client to close its side (§7.1.1).
+async def _serve(
+    conn: Connection,
+    first: bytes,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    on_message: OnMessage,
+) -> None:
+    data = first
+    while conn.state is not State.CLOSED:
+        if data:
+            for event in conn.receive_data(data):
+                if isinstance(event, Message) and conn.state is State.OPEN:
+                    try:
+                        reply = await on_message(event.opcode, event.payload)
+                    except Exception as exc:  # the application failed: tell the client (§7.4.1)
+                        conn.fail(CloseCode.INTERNAL_ERROR, f"server error: {type(exc).__name__}")
+                        reply = None
+                    if reply is not None and conn.state is State.OPEN:
+                        writer.write(conn.send(Message(event.opcode, reply)))
+            writer.write(conn.data_to_send())
+            await writer.drain()
+        if conn.state is State.CLOSED:
+            break
+        try:
+            if conn.state is State.CLOSING:  # we sent a close: the client has a while to answer
+                data = await asyncio.wait_for(reader.read(65536), CLOSE_TIMEOUT)
+            else:
+                data = await reader.read(65536)
+        except asyncio.TimeoutError:
+            return  # no close frame came back: drop the connection
+        if not data:
+            return  # the client vanished without a close frame (1006 on its side)
+    await _close_tcp_first(reader, writer)
 
-    Closing the socket at once, with the client's bytes still unread, would make the kernel answer with
-    a TCP reset, which can destroy the close frame before the client reads it.
-    """
-    hub.closes.append((code, reason))
-    writer.write(encode(Frame(Opcode.CLOSE, close_payload(code, reason[:120]))))
-    await writer.drain()
 
-    async def drain_until_eof() -> None:
+async def _close_tcp_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After the close handshake: FIN first (§7.1.1), read to the client's FIN, then close."""
+
+    async def drain_to_eof() -> None:
         while await reader.read(65536):
             pass
 
     try:
-        await asyncio.wait_for(drain_until_eof(), 1.0)
+        if writer.can_write_eof():
+            writer.write_eof()
+        await asyncio.wait_for(drain_to_eof(), CLOSE_TIMEOUT)
     except (asyncio.TimeoutError, ConnectionError):
         pass
 
-
-async def _serve_frames(reader, writer, hub: Hub, max_size: int, on_message: OnMessage) -> None:
-    decoder = FrameDecoder("server", max_size=max_size)
-    parts: list[bytes] = []
-    kind = Opcode.BINARY
-    while True:
-        data = await reader.read(65536)
-        if not data:
-            return  # the client vanished without a close frame (1006 on its side)
-        try:
-            frames = decoder.feed(data)
-        except ProtocolError as exc:
-            await _close(reader, writer, hub, exc.close_code, str(exc))
-            return
-        for frame in frames:
-            if frame.opcode == Opcode.PING:
-                writer.write(encode(Frame(Opcode.PONG, frame.payload)))
-            elif frame.opcode == Opcode.PONG:
-                pass
-            elif frame.opcode == Opcode.CLOSE:
-                code = int.from_bytes(frame.payload[:2], "big") if frame.payload else CloseCode.NORMAL
-                await _close(reader, writer, hub, code, "closing")
-                return
-            else:
-                if frame.opcode != Opcode.CONTINUATION:
-                    kind = frame.opcode
-                parts.append(frame.payload)
-                if frame.fin:
-                    message, parts = b"".join(parts), []
-                    reply = await on_message(kind, message)
-                    if reply is not None:
-                        writer.write(encode(Frame(kind, reply)))
-        await writer.drain()

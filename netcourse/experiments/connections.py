@@ -201,7 +201,9 @@ def full_duplex(messages: int = 8, interval: float = 0.004, timeout: float = 5.0
                 if reader.is_alive():
                     raise NetcourseTimeout("The server's messages did not all arrive in time.")
                 sock.shutdown(socket.SHUT_WR)
-                wait_until(lambda: len(server_received) >= sum(len(b"C%d;" % i) for i in range(messages)), timeout)
+                expected = sum(len(b"C%d;" % i) for i in range(messages))
+                if not wait_until(lambda: len(server_received) >= expected, timeout):
+                    raise NetcourseTimeout("The client's messages did not all reach the server in time.")
     return DuplexRun(cap, bytes(client_received), bytes(server_received), messages)
 
 

@@ -200,7 +200,8 @@ def message_boundaries(messages: tuple[bytes, ...] = MESSAGES, timeout: float = 
         for m in messages:
             client.sendall(m)
         total = sum(len(m) for m in messages)
-        wait_until(lambda: _readable_bytes(conn) >= total, timeout)
+        if not wait_until(lambda: _readable_bytes(conn) >= total, timeout):
+            raise NetcourseTimeout(f"The {total} bytes sent over TCP did not all arrive within {timeout} s.")
         out["TCP"] = [conn.recv(65535)]
     return out
 

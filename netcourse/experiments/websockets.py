@@ -19,10 +19,13 @@ from ..course.exercises import Exercise
 from ..traffic.packets import C2S, S2C
 from .registry import scenario
 from ..runtime.server import Server, serve
-from ..runtime.waiting import run_async
+from ..errors import NetcourseTimeout
+from ..runtime.waiting import run_async, wait_until
 from ..traffic.wire import tcp_payload_streams
-from ..protocols.wsframe import Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode, header_length, parse_close  # noqa: F401 (re-exported for the notebook)
-from ..apps.wsserver import Hub, handshake_request, make_ws_handler
+from ..protocols.wsframe import Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode, header_length, parse_close
+from ..apps.wsserver import Hub, make_ws_handler
+from ..protocols.httpwire import HttpParseError, parse_head, split_head
+from ..protocols.wsconn import CloseReceived, Connection, Event, HandshakeError, Message, check_response, client_request, new_key
 
 __all__ = [
     "RawClient",
@@ -40,58 +43,84 @@ ORIGIN = "http://127.0.0.1"  # the origin the course's pages would have
 
 
 class RawClient:
-    """A WebSocket client made of a plain socket and the course's codec. Every byte is visible.
+    """A WebSocket client made of a plain socket and the course's sans-I/O connection. Every byte is visible.
+
+    Use it as a context manager; the socket is closed at the end, and also when the handshake fails
+    on the way (refused connection, timeout).
 
     Attributes:
         request, response: the opening handshake's bytes, as sent and as received.
         key: the Sec-WebSocket-Key sent.
+        conn: the ``wsconn.Connection`` that tracks the protocol's state.
     """
 
     def __init__(self, srv: Server, *, origin: str | None = ORIGIN, timeout: float = 5.0, key: str | None = None) -> None:
-        self.key = key or base64.b64encode(secrets.token_bytes(16)).decode()
+        self.key = key or new_key()
+        self.request = client_request(srv.host, srv.port, self.key, origin=origin)
+        self.response = b""
+        self.conn = Connection("client", max_size=1 << 24)
+        self._pending: list[Event] = []
         self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
-        self.request = handshake_request(srv.host, srv.port, self.key, origin=origin)
-        self.sock.sendall(self.request)
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                break
-            response += chunk
-        head, _, rest = response.partition(b"\r\n\r\n")
-        self.response = head + b"\r\n\r\n"
-        self.decoder = FrameDecoder("client", max_size=1 << 24)
-        self._pending = self.decoder.feed(rest) if rest and self.accepted else []
+        try:
+            self.sock.sendall(self.request)
+            buffer = b""
+            while (found := split_head(buffer)) is None:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    raise ConnectionError("the server closed the connection during the handshake")
+                buffer += chunk
+            self.response, rest = found
+            if self.accepted and rest:
+                self._pending = self._take(rest)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def __enter__(self) -> "RawClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def accepted(self) -> bool:
-        """True when the server answered 101 Switching Protocols."""
-        return self.response.startswith(b"HTTP/1.1 101")
+        """True when the server answered 101 Switching Protocols with the right accept key."""
+        try:
+            check_response(self.response, self.key)
+        except HandshakeError:
+            return False
+        return True
 
     @property
     def accept_header(self) -> str | None:
         """The server's Sec-WebSocket-Accept."""
-        for line in self.response.decode("latin-1").split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.lower() == "sec-websocket-accept":
-                return value.strip()
-        return None
+        try:
+            return parse_head(self.response).header("Sec-WebSocket-Accept")
+        except HttpParseError:
+            return None
 
     def send(self, frame: Frame, *, mask_key: bytes | None = None, masked: bool = True) -> bytes:
         """Encode and send one frame (masked, as a client must, unless told otherwise); returns the bytes."""
-        data = encode(frame, mask=masked, mask_key=mask_key)
+        data = self.conn.send_frame(frame, mask_key=mask_key, masked=masked)
         self.sock.sendall(data)
         return data
 
-    def receive(self, count: int = 1) -> list[Frame]:
-        """Read until ``count`` frames have arrived (bounded by the socket timeout)."""
-        frames, self._pending = self._pending, []
-        while len(frames) < count:
+    def _take(self, data: bytes) -> list[Event]:
+        events = self.conn.receive_data(data)
+        reply = self.conn.data_to_send()  # a pong, or the echo of the server's close
+        if reply:
+            self.sock.sendall(reply)
+        return events
+
+    def receive(self, count: int = 1) -> list[Event]:
+        """Read until ``count`` events have arrived (bounded by the socket timeout), e.g. a ``Message``."""
+        events, self._pending = self._pending, []
+        while len(events) < count:
             data = self.sock.recv(65536)
             if not data:
                 break
-            frames += self.decoder.feed(data)
-        return frames
+            events += self._take(data)
+        return events
 
     def close(self) -> None:
         """Close the TCP connection."""
@@ -108,7 +137,7 @@ class HandshakeRun:
     Attributes:
         request, response: the handshake's bytes.
         key, accept: Sec-WebSocket-Key sent and Sec-WebSocket-Accept received.
-        sent: bytes of the frame sent; reply: the decoded reply frames.
+        sent: bytes of the frame sent; reply: what came back (a ``Message``, then ``CloseReceived``).
         capture: the packets.
     """
 
@@ -117,7 +146,7 @@ class HandshakeRun:
     key: str
     accept: str | None
     sent: bytes
-    reply: list[Frame]
+    reply: list[Event]
     capture: Capture
 
 
@@ -126,14 +155,11 @@ def handshake(message: bytes = b"Hello", *, mask_key: bytes = bytes.fromhex("37f
     """Open a WebSocket to the course's echo server with a raw socket, send one text frame, close."""
     with serve(make_ws_handler(allowed_origins={ORIGIN}), name="ws echo") as srv:
         with capture(srv.port, scenario="ws_handshake") as cap:
-            client = RawClient(srv)
-            try:
+            with RawClient(srv) as client:
                 sent = client.send(Frame(Opcode.TEXT, message), mask_key=mask_key)
                 reply = client.receive(1)
                 client.send(Frame(Opcode.CLOSE, close_payload(1000, "done")), mask_key=mask_key)
                 reply += client.receive(1)
-            finally:
-                client.close()
     return HandshakeRun(client.request, client.response, client.key, client.accept_header, sent, reply, cap)
 
 
@@ -161,7 +187,8 @@ def frames_on_the_wire(cap: Capture) -> tuple[list[Frame], list[Frame]]:
     out = []
     for direction, role in ((C2S, "server"), (S2C, "client")):
         data = streams[direction]
-        body = data[data.index(b"\r\n\r\n") + 4 :] if b"\r\n\r\n" in data else b""
+        found = split_head(data)
+        body = found[1] if found is not None else b""
         out.append(FrameDecoder(role, max_size=1 << 24).feed(body))
     return out[0], out[1]
 
@@ -171,8 +198,7 @@ def control_frames(mask_key: bytes = bytes.fromhex("37fa213d")) -> ControlRun:
     """Send a ping, a text message in three fragments, and a close; capture and decode both ways."""
     with serve(make_ws_handler(allowed_origins={ORIGIN}), name="ws echo") as srv:
         with capture(srv.port, scenario="ws_control") as cap:
-            client = RawClient(srv)
-            try:
+            with RawClient(srv) as client:
                 client.send(Frame(Opcode.PING, b"are you there?"), mask_key=mask_key)
                 client.receive(1)
                 client.send(Frame(Opcode.TEXT, b"Hel", fin=False), mask_key=mask_key)
@@ -181,8 +207,6 @@ def control_frames(mask_key: bytes = bytes.fromhex("37fa213d")) -> ControlRun:
                 client.receive(1)
                 client.send(Frame(Opcode.CLOSE, close_payload(1000, "bye")), mask_key=mask_key)
                 client.receive(1)
-            finally:
-                client.close()
     c2s, s2c = frames_on_the_wire(cap)
     return ControlRun(cap, c2s, s2c)
 
@@ -353,15 +377,12 @@ def latency(n: int = 200, size: int = 20) -> dict[str, list[float]]:
     on a kept-alive connection (aiohttp client and server)."""
     out: dict[str, list[float]] = {"WebSocket echo": [], "HTTP request (kept alive)": []}
     with serve(make_ws_handler(allowed_origins={ORIGIN})) as srv:
-        client = RawClient(srv)
-        try:
+        with RawClient(srv) as client:
             for _ in range(n):
                 t = time.perf_counter()
                 client.send(Frame(Opcode.BINARY, bytes(size)))
                 client.receive(1)
                 out["WebSocket echo"].append(time.perf_counter() - t)
-        finally:
-            client.close()
     with serve(_http_app()) as srv:
 
         async def go() -> None:
@@ -446,33 +467,37 @@ def _idle_connections(n: int, timeout: float) -> IdleCost:
 
     tracing = tracemalloc.is_tracing()
     with serve(handler, name="ws hub") as srv:
-        if not tracing:
-            tracemalloc.start()
-        heap0, rss0, pages0 = tracemalloc.get_traced_memory()[0], _rss_bytes(), _tcp_kernel_pages()
         try:
+            if not tracing:
+                tracemalloc.start()
+            heap0, rss0, pages0 = tracemalloc.get_traced_memory()[0], _rss_bytes(), _tcp_kernel_pages()
             for _ in range(n):
                 clients.append(RawClient(srv, timeout=timeout))
-            deadline = time.monotonic() + timeout
-            while hub.count < n and time.monotonic() < deadline:
-                time.sleep(0.01)
+            if not wait_until(lambda: hub.count >= n, timeout):
+                raise NetcourseTimeout(f"Only {hub.count} of {n} WebSocket connections opened within {timeout} s.")
             heap1, rss1, pages1 = tracemalloc.get_traced_memory()[0], _rss_bytes(), _tcp_kernel_pages()
+        finally:
             if not tracing:
                 tracemalloc.stop()
-            sel = selectors.DefaultSelector()
-            for c in clients:
-                c.sock.setblocking(False)
-                sel.register(c.sock, selectors.EVENT_READ, c)
-            t = time.perf_counter()
-            srv.run(hub.broadcast(b"news for everyone"))
-            waiting = set(range(n))
-            index = {id(c): i for i, c in enumerate(clients)}
-            while waiting and time.perf_counter() - t < timeout:
-                for key, _ in sel.select(timeout=1.0):
-                    data = key.fileobj.recv(4096)
-                    if data:
-                        waiting.discard(index[id(key.data)])
-            elapsed = time.perf_counter() - t
-            sel.close()
+        try:
+            with selectors.DefaultSelector() as sel:
+                for c in clients:
+                    c.sock.setblocking(False)
+                    sel.register(c.sock, selectors.EVENT_READ, c)
+                t = time.perf_counter()
+                delivered = srv.run(hub.broadcast(b"news for everyone"), timeout=timeout)
+                waiting = set(range(n))
+                index = {id(c): i for i, c in enumerate(clients)}
+                while waiting and time.perf_counter() - t < timeout:
+                    for key, _ in sel.select(timeout=1.0):
+                        if key.fileobj.recv(4096):
+                            waiting.discard(index[id(key.data)])
+                elapsed = time.perf_counter() - t
+            if waiting or delivered != n:
+                raise NetcourseTimeout(
+                    f"The broadcast reached {n - len(waiting)} of {n} clients within {timeout} s "
+                    f"(the server wrote it to {delivered}); no broadcast time to report."
+                )
         finally:
             for c in clients:
                 c.close()
@@ -499,19 +524,18 @@ def security() -> list[SecurityOutcome]:
     out = []
     handler = make_ws_handler(allowed_origins={ORIGIN}, max_size=1024)
     with serve(handler, name="ws strict") as srv:
-        evil = RawClient(srv, origin="http://evil.example")
-        out.append(SecurityOutcome("handshake from another site's page (Origin)", evil.response.split(b"\r\n")[0].decode()))
-        evil.close()
+        with RawClient(srv, origin="http://evil.example") as evil:
+            status = parse_head(evil.response).start_line
+        out.append(SecurityOutcome("handshake from another site's page (Origin)", status))
         for case, frame, masked in (
             ("unmasked client frame", Frame(Opcode.TEXT, b"hi"), False),
             ("message over the 1 KiB limit", Frame(Opcode.BINARY, bytes(2000)), True),
             ("text frame that is not UTF-8", Frame(Opcode.TEXT, b"\xc3\x28"), True),
         ):
-            c = RawClient(srv)
-            c.send(frame, masked=masked)
-            frames = c.receive(1)
-            c.close()
-            code, reason = parse_close(frames[0].payload) if frames and frames[0].opcode == Opcode.CLOSE else (None, "")
+            with RawClient(srv) as c:
+                c.send(frame, masked=masked)
+                events = c.receive(1)
+            code = events[0].code if events and isinstance(events[0], CloseReceived) else None
             out.append(SecurityOutcome(case, f"close {code}"))
     return out
 

@@ -11,14 +11,97 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HttpMessage", "parse_messages", "HttpParseError"]
+__all__ = ["Head", "HttpMessage", "HttpParseError", "parse_head", "split_head", "parse_messages"]
 
 CRLF = b"\r\n"
 HEAD_END = b"\r\n\r\n"  # RFC 9112 §2.1: the head ends with an empty line
 
 
 class HttpParseError(ValueError):
-    """The bytes are not a well-formed HTTP/1.1 message."""
+    """The bytes are not a well-formed HTTP/1.1 message.
+
+    Attributes:
+        status: the HTTP status a server should answer with (400, or 431 for a head over the limit).
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Head:
+    """The head of one HTTP/1.1 message: start line and header fields (RFC 9112 §2.1, §5).
+
+    Attributes:
+        start_line: "GET /hello HTTP/1.1" or "HTTP/1.1 200 OK".
+        headers: (name, value) pairs in wire order, values without surrounding whitespace.
+        size: bytes of the head on the wire, the blank line included.
+    """
+
+    start_line: str
+    headers: tuple[tuple[str, str], ...]
+    size: int
+
+    def header(self, name: str) -> str | None:
+        """The value of a header, by case-insensitive name; None if absent.
+
+        Raises:
+            HttpParseError: the header appears more than once (ambiguous for the fields the course
+                checks, such as Host and Origin).
+        """
+        values = self.all(name)
+        if len(values) > 1:
+            raise HttpParseError(f"the {name} header appears {len(values)} times")
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[str]:
+        """Every value of a header, in wire order."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    @property
+    def status(self) -> int | None:
+        """A response's status code, or None for a request."""
+        parts = self.start_line.split(" ", 2)
+        if parts[0].startswith("HTTP/") and len(parts) > 1 and parts[1].isascii() and parts[1].isdigit():
+            return int(parts[1])
+        return None
+
+
+def split_head(data: bytes, *, max_size: int = 64 * 1024) -> tuple[bytes, bytes] | None:
+    """(head, rest) when ``data`` holds a whole head; None while it does not yet.
+
+    Raises:
+        HttpParseError: with status 431 when no head end is found within ``max_size`` bytes.
+    """
+    end = data.find(HEAD_END, 0, max_size + len(HEAD_END))
+    if end < 0:
+        if len(data) > max_size:
+            raise HttpParseError(f"the message head is longer than {max_size} bytes", 431)
+        return None
+    cut = end + len(HEAD_END)
+    return bytes(data[:cut]), bytes(data[cut:])
+
+
+def parse_head(head: bytes) -> Head:
+    """Parse a head that ends with the blank line (as ``split_head`` returns it).
+
+    Field names must be tokens and lines must not start with whitespace (obsolete line folding is
+    refused, RFC 9112 §5.2). Bytes are read as Latin-1, so nothing fails to decode.
+    """
+    if not head.endswith(HEAD_END):
+        raise HttpParseError("the head does not end with an empty line")
+    text = head[: -len(HEAD_END)].decode("latin-1")
+    lines = text.split("\r\n")
+    if not lines[0]:
+        raise HttpParseError("the message has no start line")
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or " " in name or "\t" in name:
+            raise HttpParseError(f"malformed header line {line!r}")
+        headers.append((name, value.strip(" \t")))
+    return Head(lines[0], tuple(headers), len(head))
 
 
 @dataclass(frozen=True)
@@ -61,10 +144,9 @@ def _dechunk(data: bytes, start: int) -> tuple[bytes, int]:
         if line_end < 0:
             raise HttpParseError("chunked body ends inside a chunk-size line")
         size_text = data[pos:line_end].split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError as exc:
-            raise HttpParseError(f"bad chunk size {size_text!r}") from exc
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+            raise HttpParseError(f"bad chunk size {size_text!r}")
+        size = int(size_text, 16)
         pos = line_end + 2
         if size == 0:
             trailer_end = data.find(CRLF, pos)
@@ -96,14 +178,9 @@ def parse_messages(stream: bytes, *, responses: bool) -> list[HttpMessage]:
         end = stream.find(HEAD_END, pos)
         if end < 0:
             raise HttpParseError("the stream ends inside a message head")
-        head = stream[pos:end].decode("latin-1")
-        lines = head.split("\r\n")
-        headers = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise HttpParseError(f"header line without a colon: {line!r}")
-            headers.append((name.strip(), value.strip()))
+        head = parse_head(stream[pos : end + len(HEAD_END)])
+        lines = [head.start_line]
+        headers = list(head.headers)
         body_start = end + len(HEAD_END)
         fields = {k.lower(): v for k, v in headers}
         status = lines[0].split(" ", 2)
@@ -113,7 +190,10 @@ def parse_messages(stream: bytes, *, responses: bool) -> list[HttpMessage]:
         elif "chunked" in fields.get("transfer-encoding", "").lower():
             body, body_end = _dechunk(stream, body_start)
         elif "content-length" in fields:
-            length = int(fields["content-length"])
+            text = fields["content-length"]
+            if not (text.isascii() and text.isdigit()):
+                raise HttpParseError(f"bad Content-Length {text!r}")
+            length = int(text)
             body_end = body_start + length
             if body_end > len(stream):
                 raise HttpParseError("the stream ends before Content-Length bytes of body")

@@ -120,7 +120,7 @@ def write(
     """Save packets and their metadata as a recording; returns the (pcap, json) paths."""
     from scapy.utils import PcapWriter
 
-    from .. import __version__
+    from .. import __version__  # noqa: the package root holds only the version and lazy names
 
     pcap, meta = recording_paths(name, directory)
     with PcapWriter(str(pcap), linktype=1, nano=True, sync=True) as writer:

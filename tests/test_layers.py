@@ -1,0 +1,106 @@
+"""The package's folders are its layers: imports point down, and protocols/ does no I/O."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import netcourse
+
+PACKAGE = Path(netcourse.__file__).parent
+# Highest first. A module may import from its own layer and any layer below it.
+LAYERS = ["tools", "experiments", "course", "apps", "traffic", "runtime", "protocols", "errors"]
+TOP_LEVEL = {"__init__", "__main__"}  # the entry points may import anything
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "netcourse" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def _imports(path: Path, module: str) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if node.module is None and node.level:  # from . import x / from .. import x
+                found += [(node.lineno, f"{target}.{a.name}") for a in node.names]
+            else:
+                found.append((node.lineno, target))
+    return [(line, t) for line, t in found if t.startswith("netcourse")]
+
+
+def _modules():
+    for info in pkgutil.walk_packages([str(PACKAGE)], "netcourse."):
+        rel = info.name.split(".")[1:]
+        path = PACKAGE.joinpath(*rel)
+        path = path / "__init__.py" if info.ispkg else path.with_suffix(".py")
+        yield info.name, path
+
+
+def test_every_module_sits_in_a_known_layer():
+    for name, _ in _modules():
+        assert _layer(name) in LAYERS or name.split(".")[1] in TOP_LEVEL, name
+
+
+def test_imports_point_down_the_layers():
+    wrong = []
+    for name, path in _modules():
+        here = _layer(name)
+        if here in TOP_LEVEL or here not in LAYERS:
+            continue
+        for line, target in _imports(path, name):
+            there = _layer(target)
+            if target == "netcourse.__version__":  # a constant of the package root
+                continue
+            if there not in LAYERS:
+                wrong.append(f"{name}:{line} imports {target}, which is in no layer")
+                continue
+            if LAYERS.index(there) < LAYERS.index(here):
+                wrong.append(f"{name}:{line} imports {target} ({there} is above {here})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checker_catches_an_upward_import(tmp_path):
+    fake = tmp_path / "m.py"
+    fake.write_text("from ..experiments.registry import scenario\n")
+    assert _imports(fake, "netcourse.traffic.m") == [(1, "netcourse.experiments.registry")]
+
+
+def test_protocols_load_no_io_library():
+    names = [n for n, _ in _modules() if _layer(n) == "protocols"]
+    assert "netcourse.protocols.wsconn" in names
+    code = (
+        "import importlib, json, sys\n"
+        f"for n in {names!r}: importlib.import_module(n)\n"
+        "print(json.dumps(sorted(m for m in ('socket', 'asyncio', 'aiohttp', 'scapy', 'matplotlib', 'selectors') "
+        "if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_the_top_level_api_is_lazy():
+    code = (
+        "import sys, netcourse\n"
+        "assert 'aiohttp' not in sys.modules and 'scapy' not in sys.modules\n"
+        "from netcourse import serve, capture, tcp_info\n"
+        "print(serve.__module__, capture.__module__, tcp_info.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["netcourse.runtime.server", "netcourse.traffic.sniffer", "netcourse.runtime.tcpinfo"]
