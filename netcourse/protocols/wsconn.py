@@ -66,6 +66,10 @@ class Message:
     opcode: Opcode
     payload: bytes
 
+    def __repr__(self) -> str:
+        data = self.payload if len(self.payload) <= 32 else self.payload[:29] + b"..."
+        return f"Message({self.opcode.name}, {data!r})"
+
     @property
     def text(self) -> str:
         """The payload of a TEXT message, decoded (the decoder has checked the UTF-8, §8.1)."""
