@@ -22,6 +22,7 @@ def test_connection_ends_mirror_each_other():
     assert str(ends.client_local) == f"127.0.0.1:{ends.client_local.port}"
 
 
+@pytest.mark.replayable
 def test_full_duplex_delivers_both_ways_and_interleaves():
     threads = threading.active_count()
     run = connections.full_duplex()

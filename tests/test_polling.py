@@ -11,7 +11,7 @@ import pytest
 from netcourse import serve
 from netcourse.experiments import polling as lab
 from netcourse.apps.polling import MAX_WAIT, MessageLog, Publisher, long_poller, make_app, short_poller
-from netcourse.runtime.waiting import run_async
+from netcourse.runtime.waiting import run_async, wait_until
 
 
 def test_bad_parameters_get_a_400_with_a_reason():
@@ -72,6 +72,7 @@ def test_every_poller_gets_every_message_once_in_order():
     assert all(r["bytes per message"] > 0 for r in summary)
 
 
+@pytest.mark.replayable
 def test_captured_run_gives_header_sizes():
     run = lab.compare(intervals=(0.5,), wait=5, rate=4, duration=1.0, seed=1)
     sizes = lab.header_sizes(run)
@@ -110,14 +111,14 @@ def test_a_restarted_server_is_followed_by_its_clients():
 
     t = threading.Thread(target=client)
     t.start()
+    assert wait_until(lambda: first.requests >= 1, 5)  # the client's first long poll is held
     srv.run(_publish(first, 2))
-    time.sleep(0.5)
+    assert wait_until(lambda: first.requests >= 2, 5)  # it got both and asked again
     srv.stop()  # the server goes away
-    time.sleep(0.3)
     second = MessageLog()
     srv2 = serve(make_app(second), port=port)  # and comes back on the same port, with an empty log
     try:
-        time.sleep(0.4)
+        assert wait_until(lambda: second.requests >= 1, 5)  # the client found it again
         srv2.run(_publish(second, 3))
         t.join(10)
     finally:

@@ -88,6 +88,7 @@ def test_header_diagrams_draw_every_field():
 # -- experiments ----------------------------------------------------------------------------------
 
 
+@pytest.mark.replayable
 def test_tcp_conversation_handshake_seq_ack_and_syn_options():
     conv = transport.tcp_conversation()
     assert conv.received == b"onetwothree"
@@ -104,6 +105,7 @@ def test_tcp_conversation_handshake_seq_ack_and_syn_options():
     assert len(fins) == 2 and fins[0].seq == 12
 
 
+@pytest.mark.replayable
 def test_captured_checksums_are_offloaded_and_a_flip_changes_the_full_one():
     conv = transport.tcp_conversation()
     pkt = conv.capture.packets[conv.data_rows()[0].no - 1]
@@ -129,6 +131,7 @@ def test_udp_keeps_boundaries_tcp_does_not():
     assert transport.message_boundaries() == {"UDP": [b"one", b"two", b"three"], "TCP": [b"onetwothree"]}
 
 
+@pytest.mark.replayable
 def test_nobody_listening():
     r = transport.refused()
     assert r.udp_unconnected is None
@@ -148,6 +151,7 @@ def test_lossy_relay_is_seeded_and_bounded():
         transport.lossy_relay(loss=1.5)
 
 
+@pytest.mark.replayable
 def test_costs_and_per_message_model():
     costs = transport.transport_costs(transport.tcp_conversation(), transport.refused())
     assert costs.tcp_data_headers == 66 and costs.tcp_ack == 66 and costs.udp_headers == 42
@@ -176,6 +180,7 @@ def test_latency_samples_and_rtt_model():
         transport.latency(0)
 
 
+@pytest.mark.replayable
 def test_exercises():
     conv = transport.tcp_conversation()
     assert transport.exercise_third_ack(conv).check(1)

@@ -118,6 +118,7 @@ def test_security_outcomes():
     assert outcomes["text frame that is not UTF-8"] == "close 1007"
 
 
+@pytest.mark.replayable
 def test_handshake_and_control_frames_scenarios():
     run = lab.handshake()
     assert run.accept == accept_key(run.key)

@@ -96,6 +96,7 @@ def test_capture_and_tcp_info_agree_on_bytes_per_layer(body):
     assert a.payload == body
 
 
+@pytest.mark.replayable
 def test_first_request_scenario_and_its_exercises():
     ex = start_here.first_request()
     assert ex.body == start_here.HELLO_BODY and len(ex.response_head) == 140

@@ -11,7 +11,9 @@ What it takes care of (each was measured on Linux with scapy 2.8):
 - Each packet once: on ``lo`` the kernel delivers every packet twice, the outgoing copy and the
   incoming one. The socket below drops the PACKET_OUTGOING copy.
 - Only the experiment: Jupyter's own loopback traffic is filtered out by port, in the kernel with a
-  BPF program when libpcap is installed, and in Python (on the raw bytes, before dissection) always.
+  BPF program the course assembles itself (``traffic.bpf``, no libpcap needed), and again in Python.
+- Honest about losses: at the end it reads the kernel's PACKET_STATISTICS; if the kernel dropped any
+  packet that passed the filter (a full queue), the capture is marked incomplete and says how many.
 - The tail: on exit it waits (bounded) for connections on the ports to finish their handshake or
   teardown, then sends a sentinel datagram to a port of its own and stops when the sentinel arrives.
   Packets on one interface reach the packet socket in order, so everything before it was seen.
@@ -37,7 +39,7 @@ from ..errors import CaptureError, CaptureNotPermitted, CaptureStartTimeout
 from ..runtime.notices import announce
 from ..runtime.tcpinfo import connections_settling
 from ..runtime.waiting import wait_until
-from . import recordings
+from . import bpf, recordings
 from .packets import PacketTable, packet_rows
 
 __all__ = ["Capture", "capture", "capture_permitted", "libpcap_available", "HOW_TO_ENABLE"]
@@ -121,15 +123,23 @@ def _listen_socket_class() -> type:
 
         desc = "loopback listen socket: incoming copies only, filtered by port"
 
-        def __init__(self, iface: str, ports: set[int], bpf: str | None) -> None:
+        def __init__(self, iface: str, ports: set[int], kernel_filter: bool) -> None:
             self._ports = ports
-            super().__init__(iface=iface, filter=bpf)
-            for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):  # FORCE passes rmem_max (needs root)
-                try:
-                    self.ins.setsockopt(socket.SOL_SOCKET, opt, RCVBUF_BYTES)
-                    break
-                except OSError:
-                    continue
+            super().__init__(iface=iface, filter=None)
+            try:
+                if kernel_filter:
+                    bpf.attach(self.ins, bpf.port_filter(ports))
+                self.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)  # passes rmem_max
+            except PermissionError:
+                self.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)  # capped by rmem_max
+            except BaseException:
+                self.close()
+                raise
+            bpf.packet_statistics(self.ins)  # reading resets the counters: count from here on
+
+        def kernel_statistics(self) -> tuple[int, int]:
+            """(packets queued, packets dropped for a full queue) since the socket was set up."""
+            return bpf.packet_statistics(self.ins)
 
         def recv_raw(self, x: int = _FRAME_MAX):  # type: ignore[override]
             frame, sa_ll, ts = self._recv_raw(self.ins, _FRAME_MAX)
@@ -166,11 +176,6 @@ def capture_permitted(iface: str = "lo") -> bool:
     return True
 
 
-def _bpf_for(ports: set[int]) -> str:
-    port_expr = " or ".join(f"port {p}" for p in sorted(ports))
-    return f"((tcp or udp) and ({port_expr})) or icmp or icmp6"
-
-
 class Capture:
     """The packets of one experiment. Create it with ``capture(...)`` and use it as a context manager.
 
@@ -178,7 +183,10 @@ class Capture:
         server_ports: the ports servers listen on (in replay: those of the recording).
         scenario: the scenario name, or None.
         live: True when packets were captured live, False when replayed from a recording.
-        complete: True when the end-of-capture sentinel arrived (nothing lost at the tail).
+        complete: True when the end-of-capture sentinel arrived (nothing lost at the tail) and the
+            kernel dropped no packet of ours.
+        kernel_drops: packets of ours the kernel dropped for a full queue (live captures; None if
+            unknown).
         packets: the captured packets, a scapy ``PacketList`` (filled when the block ends).
         notice: one line saying where the packets came from.
         recorded_at: for a replay, when the recording was made (ISO 8601, UTC).
@@ -225,6 +233,7 @@ class Capture:
         self.notice = ""
         self.recorded_at: str | None = None
         self.ready_s: float | None = None
+        self.kernel_drops: int | None = None
         self.t0 = 0.0
         self._sniffer: Any = None
         self._sock: Any = None
@@ -268,6 +277,7 @@ class Capture:
                     t0=self.t0,
                     server_ports=self.server_ports,
                     complete=self.complete,
+                    kernel_drops=self.kernel_drops,
                 )
             if self.show_notice:
                 announce(self.notice, kind="live")
@@ -285,11 +295,11 @@ class Capture:
         marker_port = self._marker.getsockname()[1]
         self._token = b"netcourse-capture-end-" + secrets.token_hex(8).encode()
         ports = set(self.server_ports) | {marker_port}
-        use_bpf = self.bpf if self.bpf is not None else libpcap_available()
+        use_bpf = True if self.bpf is None else bool(self.bpf)
         self.bpf = use_bpf
         started = time.perf_counter()
         try:
-            self._sock = _listen_socket_class()(self.iface, ports, _bpf_for(ports) if use_bpf else None)
+            self._sock = _listen_socket_class()(self.iface, ports, use_bpf)
         except PermissionError as exc:
             self._close_marker()
             raise CaptureNotPermitted(
@@ -349,6 +359,12 @@ class Capture:
             self._close_marker()
             raise CaptureError(f"The capture failed while running: {exc}") from exc
         raw = self._sniffer.results or []
+        try:
+            _, self.kernel_drops = self._sock.kernel_statistics()
+        except (OSError, AttributeError):  # the socket is already closed: nothing to say either way
+            self.kernel_drops = None
+        if self.kernel_drops:
+            self.complete = False
         self._close_socket()
         self._close_marker()
         frames = []
@@ -361,7 +377,13 @@ class Capture:
             frames.append(frame)
         self.packets = PacketList(frames, name=f"capture {self.scenario or ''}".strip())
         problems = []
-        if not self.complete:
+        if self.kernel_drops:
+            whose = "of this capture's" if self.bpf else "(this capture's, or other loopback traffic's)"
+            problems.append(
+                f"INCOMPLETE: the kernel dropped {self.kernel_drops:,} packets {whose} because the "
+                "capture's queue was full (the machine was busy); run the cell again"
+            )
+        elif not self.complete:
             problems.append("the end marker never arrived, so the tail may be missing")
         if not settled:
             problems.append(
@@ -472,7 +494,8 @@ def capture(
         iface: the interface; loopback is "lo" on Linux.
         mode: "auto" (default: live if permitted, else replay), "live", or "replay". The environment
             variable NETCOURSE_CAPTURE sets the default.
-        bpf: filter in the kernel with a BPF program (needs libpcap). None: when libpcap is present.
+        bpf: filter in the kernel with the course's BPF program (``traffic.bpf``; the default). False
+            filters in Python only, where the kernel's queue also holds every other loopback packet.
         ready_timeout: seconds to wait for the sniffer to listen.
         settle_timeout: seconds to wait at the end for handshakes and teardowns on the ports to finish.
         stop_timeout: seconds to wait at the end for the sniffer to see the end marker.
