@@ -42,3 +42,20 @@ def no_server_left_behind():
     assert not leftover, f"test left servers running: {leftover}"
     extra = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("netcourse-server")]
     assert not extra, f"test left server threads: {extra}"
+
+
+def own_listening_ports() -> set[int]:
+    """Ports this test process listens on (other processes on the machine do not count)."""
+    import os
+
+    from netcourse.runtime.tcpinfo import tcp_sockets
+
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return {e.local[1] for e in tcp_sockets() if e.state == "LISTEN" and e.inode in inodes}

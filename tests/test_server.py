@@ -16,7 +16,7 @@ from netcourse.errors import NetcourseTimeout, PortInUseError, ServerStartError,
 from netcourse.runtime.tcpinfo import listening_ports
 from netcourse.runtime.server import Server, live_servers, stop_all
 
-from .conftest import make_ok_app
+from .conftest import make_ok_app, own_listening_ports
 
 
 def fetch(url: str) -> bytes:
@@ -249,7 +249,7 @@ def test_a_start_blocked_in_a_synchronous_call_stays_visible_until_its_thread_en
 
     app = make_ok_app()
     app.on_startup.append(blocks)
-    listening = listening_ports()
+    listening = own_listening_ports()
     with pytest.raises(ServerStartError):
         serve(app, start_timeout=0.1, shutdown_timeout=0.1)
     stuck = live_servers()
@@ -257,12 +257,13 @@ def test_a_start_blocked_in_a_synchronous_call_stays_visible_until_its_thread_en
     assert any("did not end" in e for e in stuck[0].errors)
     assert _wait_for(lambda: live_servers() == [])
     assert stuck[0].state == "stopped"
-    assert listening_ports() <= listening
+    assert own_listening_ports() <= listening
 
 
 def test_a_zero_start_timeout_never_leaves_a_server_listening():
     threads = threading.active_count()
-    listening = listening_ports()
+    listening = own_listening_ports()
+
     async def brief_startup(app: web.Application) -> None:
         await asyncio.sleep(0.001)
 
@@ -280,7 +281,7 @@ def test_a_zero_start_timeout_never_leaves_a_server_listening():
             srv.stop()
     assert failed > 0
     assert _wait_for(lambda: live_servers() == [] and threading.active_count() == threads)
-    assert listening_ports() <= listening
+    assert own_listening_ports() <= listening
 
 
 def test_a_stop_that_times_out_keeps_the_server_listed_with_the_reason():

@@ -9,6 +9,13 @@ The server (``make_app``) keeps a log of messages whose ids only ever increase:
 | ``GET /messages?after=ID&wait=S`` | holds the request until a message after ID exists or S seconds pass (long poll); a timeout answers an empty list |
 | ``GET /stats`` | how many requests the server is holding right now, and since it started |
 
+Limits (every answer is bounded, whatever a client asks): the log keeps the newest ``MAX_MESSAGES``
+messages; a cursor older than the oldest kept one answers **410 Gone** with ``resync_after``, the
+cursor to start again from (messages in between are lost to that client, and it is told so, the
+same contract as an SSE replay buffer). An answer holds at most ``MAX_PAGE`` messages and says
+``"more": true`` when others wait. A message is text (``text/plain``, UTF-8 unless a charset says
+otherwise) of at most 10,000 characters. Every app is wrapped by ``apps.safety`` (Host and Origin).
+
 Every answer carries ``epoch``, a random id of this server run. Message ids restart at 1 when the server
 restarts, so a client that sees a new epoch starts again from ``after=0`` instead of waiting for ids it
 has already seen to come round again. Answers carry ``Cache-Control: no-store`` so no intermediary
@@ -28,8 +35,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .safety import safe_app
+
 __all__ = [
     "MAX_WAIT",
+    "MAX_MESSAGES",
+    "MAX_PAGE",
+    "CursorTooOld",
     "MessageLog",
     "make_app",
     "Publisher",
@@ -42,6 +54,20 @@ __all__ = [
 ]
 
 MAX_WAIT = 30.0  # seconds: the longest a long poll may be held (below typical proxy idle timeouts)
+MAX_MESSAGES = 1000  # messages the log keeps; older ones are evicted
+MAX_PAGE = 100  # messages in one answer
+MAX_TEXT = 10_000  # characters in one message
+
+
+class CursorTooOld(LookupError):
+    """The messages after this cursor were evicted; ``resync_after`` is where to start again."""
+
+    def __init__(self, cursor: int, resync_after: int) -> None:
+        super().__init__(
+            f"after={cursor} is older than the oldest message kept (id {resync_after + 1}): "
+            f"messages were lost to you; start again from after={resync_after}"
+        )
+        self.resync_after = resync_after
 CLIENT_HEADERS = {"User-Agent": "netcourse-poller", "Accept-Encoding": "identity"}
 
 
@@ -56,7 +82,9 @@ class MessageLog:
         epoch: random id of this log (changes when the server restarts).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, limit: int = MAX_MESSAGES) -> None:
+        self.limit = limit
+        self.evicted = 0  # messages dropped from the front: ids 1..evicted are gone
         self.messages: list[tuple[int, str, float]] = []
         self.waiting = 0
         self.max_waiting = 0
@@ -67,7 +95,7 @@ class MessageLog:
     @property
     def last_id(self) -> int:
         """Id of the newest message (0 when empty)."""
-        return self.messages[-1][0] if self.messages else 0
+        return self.messages[-1][0] if self.messages else self.evicted
 
     def _event(self) -> asyncio.Event:
         if self._changed is None:
@@ -78,15 +106,24 @@ class MessageLog:
         """Add a message and wake every held request. Must run on the server's loop. Returns its id."""
         msg_id = self.last_id + 1
         self.messages.append((msg_id, text, time.perf_counter()))
+        if len(self.messages) > self.limit:
+            del self.messages[: len(self.messages) - self.limit]
+            self.evicted = self.messages[0][0] - 1
         event = self._event()
         event.set()
         self._changed = asyncio.Event()  # the next wait needs a fresh event
         return msg_id
 
     def after(self, msg_id: int) -> list[tuple[int, str, float]]:
-        """Messages with an id greater than ``msg_id``, oldest first."""
-        # ids are 1, 2, 3, ... so the answer starts at index msg_id
-        return self.messages[msg_id:] if msg_id >= 0 else list(self.messages)
+        """Messages with an id greater than ``msg_id``, oldest first.
+
+        Raises:
+            CursorTooOld: some messages after ``msg_id`` were already evicted.
+        """
+        if msg_id < self.evicted:
+            raise CursorTooOld(msg_id, self.evicted)
+        # ids are consecutive, and the list starts at id evicted + 1
+        return self.messages[msg_id - self.evicted :]
 
     def _count(self, delta: int) -> None:
         self.waiting += delta
@@ -128,6 +165,10 @@ def _answer(log: MessageLog, payload: dict[str, Any]) -> web.Response:
 
 async def _post_message(request: web.Request) -> web.Response:
     log = request.app[LOG_KEY]
+    if request.content_type != "text/plain":
+        return web.json_response(
+            {"error": f"a message is text/plain, not {request.content_type}"}, status=415, headers={"Server": "netcourse"}
+        )
     body = await request.read()
     charset = request.charset or "utf-8"
     try:
@@ -136,7 +177,7 @@ async def _post_message(request: web.Request) -> web.Response:
         return web.json_response({"error": f"unknown charset {charset!r}"}, status=415, headers={"Server": "netcourse"})
     except UnicodeDecodeError:
         return _bad_request(f"the message is not valid {charset}")
-    if len(text) > 10_000:
+    if len(text) > MAX_TEXT:
         return _bad_request("a message must be at most 10,000 characters")
     return _answer(log, {"id": log.append(text)})
 
@@ -173,10 +214,18 @@ async def _get_messages(request: web.Request) -> web.Response:
     if client_epoch is not None and client_epoch != log.epoch:
         after = 0  # the server restarted: the client's cursor means nothing here
     log.requests += 1
-    found = await log.wait_after(after, wait)
+    try:
+        found = await log.wait_after(after, wait)
+    except CursorTooOld as exc:
+        return web.json_response(
+            {"epoch": log.epoch, "error": str(exc), "resync_after": exc.resync_after},
+            status=410,
+            headers={"Cache-Control": "no-store", "Server": "netcourse"},
+        )
+    page = found[:MAX_PAGE]
     return _answer(
         log,
-        {"messages": [{"id": i, "text": t} for i, t, _ in found], "last_id": log.last_id},
+        {"messages": [{"id": i, "text": t} for i, t, _ in page], "last_id": log.last_id, "more": len(found) > len(page)},
     )
 
 
@@ -187,7 +236,7 @@ async def _stats(request: web.Request) -> web.Response:
 
 def make_app(log: MessageLog | None = None) -> web.Application:
     """The message-log app. Pass a ``MessageLog`` to reach its state from the experiment."""
-    app = web.Application()
+    app = safe_app()
     app[LOG_KEY] = log or MessageLog()
     app.router.add_post("/messages", _post_message)
     app.router.add_get("/messages", _get_messages)
@@ -256,6 +305,7 @@ class PollerResult:
         received: (message id, perf_counter seconds when received), in order of receipt.
         polls: every request.
         errors: connection errors met (and retried after).
+        gaps: times the server said messages had been evicted before this poller got them (410).
         socket_info: TCP_INFO of the client's connection at the end (None off Linux).
         client_port: the client's local port (one keep-alive connection).
     """
@@ -264,6 +314,7 @@ class PollerResult:
     received: list[tuple[int, float]] = field(default_factory=list)
     polls: list[PollRecord] = field(default_factory=list)
     errors: int = 0
+    gaps: int = 0
     socket_info: Any = None
     client_port: int | None = None
     _sockets: list = field(default_factory=list, repr=False)
@@ -287,8 +338,13 @@ class PollerResult:
 async def _poll(session: aiohttp.ClientSession, url: str, params: dict[str, str], result: PollerResult) -> dict:
     sent = time.perf_counter()
     async with session.get(url, params=params) as resp:
-        resp.raise_for_status()
-        data = await resp.json()
+        if resp.status == 410:  # our cursor fell out of the log: count the gap, start again
+            data = await resp.json()
+            result.gaps += 1
+            data["messages"] = []
+        else:
+            resp.raise_for_status()
+            data = await resp.json()
     if result.client_port is None and result._sockets:
         result.client_port = result._sockets[0].getsockname()[1]
     now = time.perf_counter()
@@ -302,6 +358,8 @@ def _advance(cursor: int, epoch: str | None, data: dict) -> tuple[int, str]:
     """The cursor after an answer: the last id received; back to 0 if the server restarted (new epoch)."""
     if epoch is not None and data["epoch"] != epoch:
         cursor = 0  # a new server run: ids started again from 1
+    if "resync_after" in data:
+        cursor = data["resync_after"]
     if data["messages"]:
         cursor = data["messages"][-1]["id"]
     return cursor, data["epoch"]
@@ -346,6 +404,7 @@ async def short_poller(base_url: str, interval: float, until: float, *, name: st
         tick = time.perf_counter()
         while True:
             params = {"after": str(cursor)} | ({"epoch": epoch} if epoch else {})
+            data: dict = {}
             try:
                 data = await _poll(session, base_url + "/messages", params, result)
                 cursor, epoch = _advance(cursor, epoch, data)
@@ -353,6 +412,8 @@ async def short_poller(base_url: str, interval: float, until: float, *, name: st
                 result.errors += 1
             if time.perf_counter() >= until:
                 break
+            if data.get("more"):
+                continue  # a full page: the rest at once, not at the next tick
             tick += interval
             await asyncio.sleep(max(0.0, tick - time.perf_counter()))
         _finish(result)

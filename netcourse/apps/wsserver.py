@@ -22,7 +22,7 @@ import collections
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..protocols.httpwire import HttpParseError, split_head
+from ..protocols.httpwire import HttpParseError, parse_head, split_head
 from ..protocols.wsconn import (
     Connection,
     HandshakeError,
@@ -32,6 +32,7 @@ from ..protocols.wsconn import (
     refusal,
 )
 from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
+from .safety import host_problem
 
 __all__ = ["Hub", "make_ws_handler", "MAX_HEAD", "HANDSHAKE_TIMEOUT", "CLOSE_TIMEOUT"]
 
@@ -39,6 +40,7 @@ MAX_HEAD = 8192  # bytes: a longer handshake head is refused with 431
 HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to send its whole handshake head
 CLOSE_TIMEOUT = 2.0  # seconds the closing steps may take before the connection is simply dropped
 MAX_CLOSES_KEPT = 1000
+MAX_CONNECTIONS = 2000  # open WebSocket connections per server; more are refused with 503
 
 
 @dataclass
@@ -85,6 +87,7 @@ def make_ws_handler(
     max_size: int = 1 << 16,
     on_message: OnMessage = echo,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
 ):
     """A stream handler for ``serve()`` that speaks WebSocket on any path.
 
@@ -95,6 +98,10 @@ def make_ws_handler(
         on_message: ``async fn(opcode, payload)`` returning a reply payload, or None for no reply.
             If it raises, the connection closes with 1011.
         handshake_timeout: seconds a client gets to send its handshake head.
+        max_connections: open connections allowed at once; the next handshake answers 503.
+
+    Besides the WebSocket checks, the handshake's ``Host`` must name this server on loopback (421
+    otherwise: DNS rebinding, see ``apps.safety``).
     """
     hub = hub if hub is not None else Hub()
 
@@ -105,6 +112,19 @@ def make_ws_handler(
             return  # a handshake that never finished: drop the connection
         except HttpParseError as exc:
             await _refuse(writer, exc.status, str(exc))
+            return
+        port = (writer.get_extra_info("sockname") or ("", 0))[1]
+        try:
+            hosts = parse_head(head).all("Host")
+        except HttpParseError as exc:
+            await _refuse(writer, 400, str(exc))
+            return
+        problem = "more than one Host header" if len(hosts) > 1 else host_problem(hosts[0] if hosts else None, port)
+        if problem:
+            await _refuse(writer, 421, problem)
+            return
+        if hub.count >= max_connections:
+            await _refuse(writer, 503, f"this server already holds {max_connections} connections")
             return
         try:
             _, response = accept_request(head, allowed_origins=allowed_origins)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..apps.safety import safe_app
 from ..traffic.sniffer import Capture, capture, capture_permitted
 from ..errors import NetcourseError, NetcourseTimeout
 from ..course.exercises import Exercise
@@ -48,7 +49,7 @@ async def _hello(request: web.Request) -> web.Response:
 
 def make_hello_app(body: bytes = HELLO_BODY) -> web.Application:
     """An app whose ``GET /hello`` answers ``body``; ``GET /hello?size=N`` answers N bytes of "x"."""
-    app = web.Application()
+    app = safe_app()
     app[BODY_KEY] = body
     app.router.add_get("/hello", _hello)
     return app

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from ..apps.safety import safe_app
 from ..traffic.sniffer import Capture, capture
 from ..course.exercises import Exercise
 from ..traffic.packets import C2S, S2C
@@ -337,7 +338,7 @@ async def _http_echo(request: web.Request) -> web.Response:
 
 
 def _http_app() -> web.Application:
-    app = web.Application()
+    app = safe_app()
     app.router.add_post("/echo", _http_echo)
     return app
 
@@ -358,7 +359,7 @@ def overhead(size: int = 20) -> Overhead:
         sizes["request"] = _head_size(line, request.raw_headers)
         return web.Response(body=await request.read(), headers={"Server": "netcourse"})
 
-    app = web.Application()
+    app = safe_app()
     app.router.add_post("/echo", echo_and_measure)
     with serve(app, name="http echo") as srv:
 

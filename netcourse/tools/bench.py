@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..apps.safety import safe_app
 from ..traffic.sniffer import capture, capture_permitted
 from ..runtime.server import serve
 
@@ -22,7 +23,7 @@ def _tiny_app() -> web.Application:
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application()
+    app = safe_app()
     app.router.add_get("/", ok)
     return app
 

@@ -67,7 +67,9 @@ def _loopback() -> Check:
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application()
+    from ..apps.safety import safe_app
+
+    app = safe_app()
     app.router.add_get("/", ok)
     try:
         with serve(app, name="doctor") as srv:

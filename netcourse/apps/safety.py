@@ -1,0 +1,80 @@
+"""What every course server refuses: requests a web page in the learner's browser could forge.
+
+A course server listens on 127.0.0.1 while the learner's browser is open on the same machine, and
+any page the browser shows may send requests to ``127.0.0.1:<port>``:
+
+- **DNS rebinding.** A page on ``evil.example`` makes its own name resolve to 127.0.0.1, and then
+  talks to the course server *as the same origin*: the browser's same-origin policy no longer
+  helps. What gives it away is the ``Host`` header, which still says ``evil.example``
+  (RFC 9110 §7.2). So a request whose Host is not this server's own loopback address and port is
+  refused, with **421 Misdirected Request** (RFC 9110 §15.5.20), as Jupyter Server does.
+- **Cross-site requests.** A page may POST a form or a ``text/plain`` body without any CORS
+  preflight. Browsers send ``Origin`` with such requests (RFC 6454 §7; Fetch standard), so a
+  state-changing request whose Origin is not this server's own is refused with **403**. Requests
+  without an Origin (the course's own Python clients) pass.
+
+``safe_app()`` builds an aiohttp application with this guard and a small body limit; every app in
+``apps`` and every HTTP app a lesson serves is made with it. The raw WebSocket server applies the
+same two checks with ``host_problem`` and ``origin_problem``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+__all__ = ["safe_app", "guard", "host_problem", "origin_problem", "own_origins", "MAX_BODY"]
+
+MAX_BODY = 64 * 1024  # bytes: the largest request body a course app reads
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}  # RFC 9110 §9.2.1: they change nothing
+
+
+def own_origins(port: int) -> set[str]:
+    """The origins of pages served by this server itself: ``http://127.0.0.1:<port>`` and its aliases."""
+    return {f"http://{name}:{port}" for name in LOOPBACK_NAMES}
+
+
+def host_problem(host: str | None, port: int) -> str | None:
+    """Why a ``Host`` header is refused, or None if it names this server (loopback and its port)."""
+    if host is None:
+        return "the request has no Host header (HTTP/1.1 requires one, RFC 9112 §3.2)"
+    if host.lower() not in {f"{name}:{port}" for name in LOOPBACK_NAMES}:
+        return f"Host {host!r} is not this server (127.0.0.1:{port}): refused against DNS rebinding"
+    return None
+
+
+def origin_problem(origins: list[str], port: int) -> str | None:
+    """Why the ``Origin`` header(s) of a state-changing request are refused, or None if acceptable."""
+    if len(origins) > 1:
+        return "more than one Origin header"
+    if origins and origins[0].lower() not in own_origins(port):
+        return f"Origin {origins[0]!r} is another site: a page may not change this server's state"
+    return None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a foreign Host (421) on every request, and a foreign Origin (403) on state-changing ones."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    port = sockname[1] if sockname else 0
+    hosts = request.headers.getall("Host", [])
+    problem = host_problem(hosts[0] if len(hosts) == 1 else None, port)
+    if len(hosts) > 1:
+        problem = "more than one Host header"
+    if problem:
+        return web.json_response({"error": problem}, status=421, headers={"Server": "netcourse"})
+    if request.method not in SAFE_METHODS:
+        problem = origin_problem(request.headers.getall("Origin", []), port)
+        if problem:
+            return web.json_response({"error": problem}, status=403, headers={"Server": "netcourse"})
+    return await handler(request)
+
+
+def safe_app(*, max_body: int = MAX_BODY) -> web.Application:
+    """A new aiohttp application with the guard, and bodies limited to ``max_body`` bytes (413 past it)."""
+    return web.Application(middlewares=[guard], client_max_size=max_body)
