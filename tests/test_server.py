@@ -326,3 +326,25 @@ def test_errors_are_bounded(ok_app):
 def test_ports_must_be_numbers():
     with pytest.raises(ServerStartError, match="port must be a number"):
         serve(make_ok_app(), port=True)  # type: ignore[arg-type]
+
+
+def test_slow_header_clients_cannot_starve_a_server(ok_app):
+    """A cap full of dawdlers: the slowest are closed to let a real request in, and the deadline ends the rest."""
+    slow = []
+    with serve(ok_app, max_connections=20, header_timeout=0.5) as srv:
+        try:
+            for _ in range(50):
+                s = socket.create_connection((srv.host, srv.port), timeout=5)
+                s.sendall(b"GET / HTTP/1.1\r\nHo")  # and never the rest
+                slow.append(s)
+            assert fetch(srv.url + "/") == b"ok"  # still served
+            assert _wait_for(lambda: srv.admission.evicted >= 30, 2)  # 50 came, 20 fit
+            for s in slow:  # by the deadline every dawdler has been closed by the server
+                s.settimeout(3)
+                try:
+                    assert s.recv(100) == b""
+                except ConnectionResetError:
+                    pass
+        finally:
+            for s in slow:
+                s.close()

@@ -241,3 +241,32 @@ def test_close_handshake_with_the_websockets_library_is_quick():
             t = time.perf_counter()
         elapsed = time.perf_counter() - t
     assert elapsed < 0.5, f"close took {elapsed:.3f} s"  # behaviour bound; the figure is in make bench
+
+
+def test_a_stalled_peer_does_not_hold_up_a_broadcast():
+    import socket
+    import time
+
+    from netcourse.apps.wsserver import Hub
+    from netcourse.runtime.waiting import wait_until
+
+    hub = Hub(max_buffered=256 * 1024, write_timeout=0.5)
+    with serve(make_ws_handler(hub, max_size=1 << 20)) as srv:
+        stalled = socket.create_connection((srv.host, srv.port), timeout=5)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads
+        stalled.sendall(client_request(srv.host, srv.port, base64.b64encode(bytes(16)).decode()))
+        with lab.RawClient(srv) as reader:
+            assert wait_until(lambda: hub.count == 2, 5)
+            payload = bytes(64 * 1024)
+            t = time.perf_counter()
+            delivered = []
+            for _ in range(400):  # at most 25 MiB: more than the kernel's buffers for the stalled peer
+                delivered.append(srv.run(hub.broadcast(payload), timeout=10))
+                assert len(reader.receive(1)) == 1  # the healthy peer gets every one
+                if hub.evicted:
+                    break
+            elapsed = time.perf_counter() - t
+        stalled.close()
+    assert hub.evicted == 1 and hub.closes[-1][0] == 1013
+    assert delivered[0] == 2 and delivered[-1] == 1
+    assert elapsed < 10  # bounded by the write deadline, not by the stalled peer

@@ -47,29 +47,66 @@ MAX_CONNECTIONS = 2000  # open WebSocket connections per server; more are refuse
 class Hub:
     """The open connections of one server: count them, broadcast to them.
 
+    A broadcast never waits on the slowest peer. Each peer may have at most ``max_buffered`` bytes
+    waiting in its send buffer, and each write must drain within ``write_timeout`` seconds; a peer
+    that cannot keep up is dropped (its buffer is full, so even a close frame with 1013 "try again
+    later" could not reach it), recorded in ``closes`` as 1013, and counted in ``evicted``.
+
     Attributes:
         writers: one per open WebSocket connection.
         closes: (close code, reason) of the latest connections the server closed (at most 1,000).
+        evicted: peers dropped because they could not keep up with broadcasts.
+        max_buffered: bytes a peer's send buffer may hold before it is dropped.
+        write_timeout: seconds a broadcast waits for one peer's buffer to drain.
     """
 
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
     closes: collections.deque[tuple[int, str]] = field(
         default_factory=lambda: collections.deque(maxlen=MAX_CLOSES_KEPT)
     )
+    evicted: int = 0
+    max_buffered: int = 1 << 20
+    write_timeout: float = 1.0
 
     @property
     def count(self) -> int:
         """Open connections."""
         return len(self.writers)
 
+    def _evict(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        self.writers.discard(writer)
+        self.closes.append((int(CloseCode.TRY_AGAIN_LATER), reason))
+        self.evicted += 1
+        writer.transport.abort()
+
     async def broadcast(self, payload: bytes, opcode: Opcode = Opcode.BINARY) -> int:
-        """Send one frame to every open connection; returns how many it was delivered to the kernel for."""
+        """Send one frame to every open connection; returns how many peers it was delivered to.
+
+        "Delivered" means handed to the kernel within ``write_timeout``; slow peers are dropped.
+        """
         frame = encode(Frame(opcode, payload))
-        writers = [w for w in self.writers if not w.is_closing()]
-        for w in writers:
+        targets = []
+        for w in list(self.writers):
+            if w.is_closing():
+                continue
+            if w.transport.get_write_buffer_size() + len(frame) > self.max_buffered:
+                self._evict(w, "too slow: its send buffer is full")
+                continue
             w.write(frame)
-        results = await asyncio.gather(*(w.drain() for w in writers), return_exceptions=True)
-        return sum(1 for r in results if not isinstance(r, BaseException))
+            targets.append(w)
+
+        async def deliver(w: asyncio.StreamWriter) -> bool:
+            try:
+                await asyncio.wait_for(w.drain(), self.write_timeout)
+                return True
+            except asyncio.TimeoutError:
+                self._evict(w, f"too slow: a broadcast did not drain within {self.write_timeout} s")
+            except ConnectionError:
+                self.writers.discard(w)
+            return False
+
+        results = await asyncio.gather(*(deliver(w) for w in targets))
+        return sum(results)
 
 
 OnMessage = Callable[[Opcode, bytes], Awaitable["bytes | None"]]

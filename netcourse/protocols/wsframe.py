@@ -82,6 +82,7 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 1009
     MANDATORY_EXTENSION = 1010
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # IANA WebSocket Close Code Number Registry (not in RFC 6455 itself)
     TLS_HANDSHAKE = 1015  # never sent on the wire
 
 

@@ -40,6 +40,7 @@ from aiohttp import web
 
 from ..errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
 from . import cellhook
+from .admission import HEADER_TIMEOUT, MAX_CONNECTIONS, Admission
 from .waiting import cancel_all_tasks, within
 
 __all__ = ["Server", "serve", "stop_all", "live_servers", "MAX_ERRORS"]
@@ -91,6 +92,9 @@ class Server:
         shutdown_timeout: seconds that in-flight handlers get to finish when the server stops.
         handler_cancellation: cancel an aiohttp handler when its client disconnects (aiohttp's own
             default is not to, so a long-poll handler would wait on for a client that is gone).
+        max_connections: open connections an aiohttp app accepts at once; past it the slowest
+            connection still sending its first request head is closed (``runtime.admission``).
+        header_timeout: seconds a connection to an aiohttp app has to send its first request head.
 
     Attributes:
         host: the bound address.
@@ -110,6 +114,8 @@ class Server:
         start_timeout: float = 5.0,
         shutdown_timeout: float = 0.5,
         handler_cancellation: bool = True,
+        max_connections: int = MAX_CONNECTIONS,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         global _counter
         if not isinstance(app, web.Application) and not callable(app):
@@ -134,6 +140,11 @@ class Server:
         self.start_timeout = start_timeout
         self.shutdown_timeout = shutdown_timeout
         self.handler_cancellation = handler_cancellation
+        self.admission = Admission(
+            max_connections=max_connections,
+            header_timeout=header_timeout,
+            served=lambda protocol: getattr(protocol, "_request_count", 1) > 0,  # aiohttp's count of heads
+        )
         self.errors: list[str] = []
         self.owner: str | None = None
         self.state = "new"
@@ -368,7 +379,9 @@ class Server:
             )
             self._runner = runner
             await runner.setup()
-            await web.SockSite(runner, self._listen_sock).start()
+            assert runner.server is not None
+            loop = asyncio.get_running_loop()
+            self._tcp_server = await loop.create_server(self.admission.wrap(runner.server), sock=self._listen_sock)
         else:
             handler = self.app
             writers = self._writers
@@ -386,6 +399,8 @@ class Server:
             self._tcp_server = await asyncio.start_server(tracked, sock=self._listen_sock)
 
     async def _acleanup(self) -> None:
+        if self._runner is not None and self._tcp_server is not None:
+            self._tcp_server.close()  # stop accepting before the app shuts down
         if self._runner is not None:
             runner, self._runner = self._runner, None
             try:
@@ -419,6 +434,8 @@ def serve(
     start_timeout: float = 5.0,
     shutdown_timeout: float = 0.5,
     handler_cancellation: bool = True,
+    max_connections: int = MAX_CONNECTIONS,
+    header_timeout: float = HEADER_TIMEOUT,
 ) -> Server:
     """Start ``app`` in the background and return its running ``Server``.
 
@@ -437,6 +454,8 @@ def serve(
         start_timeout=start_timeout,
         shutdown_timeout=shutdown_timeout,
         handler_cancellation=handler_cancellation,
+        max_connections=max_connections,
+        header_timeout=header_timeout,
     ).start()
 
 

@@ -16,7 +16,7 @@ from ..apps.safety import safe_app
 from ..traffic.sniffer import capture, capture_permitted
 from ..runtime.server import serve
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def _tiny_app() -> web.Application:
@@ -165,6 +165,15 @@ def main() -> int:
                 continue
         rows.append((f"{n:,} idle WebSocket connections: memory / broadcast",
                      f"{cost.python_bytes_per_connection / 1024:.1f} KiB of Python heap each (both ends); broadcast {cost.broadcast_s * 1000:.1f} ms", "report"))
+    from . import loadbench
+
+    rows.append(("capture under a UDP flood, 20 runs per filter (namespace)", loadbench.flood_capture(), "0 silent losses"))
+    answered, asked, median_s, closed = loadbench.slow_clients()
+    rows.append(("1,100 slow-header clients: normal requests", f"{answered}/{asked} answered, median {median_s * 1000:.1f} ms; {closed:,} dawdlers closed", "all answered"))
+    med, worst, reached, evicted = loadbench.broadcast_with_a_stalled_peer()
+    rows.append(("broadcast 64 KiB to 1,000 peers + 1 stalled", f"median {med:.1f} ms, max {worst:.1f} ms; last reached {reached:,}; evicted {evicted}", "bounded; stalled one evicted"))
+    for client, ms in loadbench.close_times().items():
+        rows.append((f"WebSocket close with {client}'s client, median", f"{ms:.1f} ms", "< 50 ms"))
     targets = {"00_start_here": "≤ 10 s", "01_connections_and_ports": "≤ 15 s", "02_tcp_vs_udp": "≤ 15 s", "03_polling": "≤ 20 s", "05_websockets": "≤ 20 s"}
     for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
         rows.append((f"wall time to execute {nb.stem} headless", f"{notebook_seconds(nb.name):.1f} s", targets.get(nb.stem, "—")))
