@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.netcourse-installed
 SANITIZE := tests/nbval-sanitize.cfg
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test test-unprivileged unit nbval bench doctor record execute images clean setup
+.PHONY: lab test test-unprivileged unit nbval bench doctor record execute images clean setup allow-capture
 
 setup: $(STAMP)
 
@@ -53,6 +53,21 @@ record: $(STAMP)
 # Re-execute every notebook in place and store its outputs.
 execute: $(STAMP)
 	for nb in notebooks/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=300 "$$nb" || exit 1; done
+
+# Live capture for an ordinary user: rebuild .venv around a private *copy* of the interpreter and
+# give only that copy cap_net_raw. (On the shared interpreter, every user and program on the machine
+# could sniff loopback.) Asks before it changes anything; needs sudo for setcap.
+allow-capture:
+	@echo "This will:"
+	@echo "  1. rebuild .venv with its own copy of $(PYTHON) (python -m venv --copies);"
+	@echo "  2. run: sudo setcap cap_net_raw+ep on .venv/bin/python* (those private copies only)."
+	@echo "Remaining risk: anyone who can run this .venv's python can read this machine's loopback traffic."
+	@printf "Continue? [y/N] "; read answer; [ "$$answer" = y ] || { echo "Nothing changed."; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv --copies $(VENV)
+	$(MAKE) setup
+	for f in $(BIN)/python*; do [ -L "$$f" ] || sudo setcap cap_net_raw+ep "$$f" || exit 1; done
+	@$(BIN)/python -m netcourse doctor || true
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

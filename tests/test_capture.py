@@ -103,7 +103,7 @@ def test_forced_replay_works_and_announces_itself():
     assert len(notices) == 1
     text = str(notices[0].message)
     assert "Replayed recording of scenario 'first_request'" in text
-    assert "recorded 20" in text and "setcap cap_net_raw" in text
+    assert "recorded 20" in text and "make allow-capture" in text
     assert cap.notice == text
     rows = cap.table()
     assert rows[0].flags == "S" and rows[0].direction == C2S
@@ -136,7 +136,7 @@ def test_bad_arguments_are_explained():
 
 @pytest.mark.skipif(LIVE, reason="checks the unprivileged path")
 def test_without_rights_and_without_scenario_the_error_says_how_to_enable():
-    with pytest.raises(CaptureNotPermitted, match="setcap cap_net_raw"):
+    with pytest.raises(CaptureNotPermitted, match="make allow-capture"):
         with capture(80):
             pass
 

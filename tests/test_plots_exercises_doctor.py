@@ -74,7 +74,7 @@ def test_doctor_report_table_and_exit_codes(monkeypatch):
     report = doctor.run_checks()
     assert report.ok
     names = [c.name for c in report.checks]
-    for expected in ("python", "aiohttp", "scapy", "loopback server", "packet capture", "libpcap", "lab widgets extension"):
+    for expected in ("python", "aiohttp", "scapy", "loopback server", "packet capture", "kernel packet filter", "capture capability", "lab widgets extension"):
         assert expected in names
     assert "The course can run here." in repr(report)
     failing = Report([Check("python", "FAIL", "2.7")])
@@ -94,3 +94,15 @@ def test_images_are_drawn_from_shipped_recordings(tmp_path):
 
     paths = generate_all(tmp_path)
     assert paths and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_doctor_warns_when_the_capability_sits_on_a_shared_interpreter(monkeypatch):
+    import os
+    import sys
+
+    monkeypatch.setattr(os, "getxattr", lambda path, name: b"\x01\x00\x00\x02", raising=False)
+    monkeypatch.setattr(sys, "prefix", "/nonexistent-venv")
+    check = doctor._capability()
+    assert check.status == "WARN" and "shared interpreter" in check.detail and "make allow-capture" in check.detail
+    monkeypatch.setattr(sys, "prefix", os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    assert doctor._capability().status == "OK"

@@ -210,7 +210,13 @@ def test_broadcast_counts_only_connections_it_could_write_to():
 
     from netcourse.apps.wsserver import Hub
 
+    class Transport:
+        def get_write_buffer_size(self) -> int:
+            return 0
+
     class Broken:
+        transport = Transport()
+
         def is_closing(self) -> bool:
             return False
 

@@ -96,12 +96,44 @@ def _capture() -> Check:
     return Check("packet capture", "WARN", f"replay ({len(names)} recordings shipped). {HOW_TO_ENABLE}")
 
 
-def _libpcap() -> Check:
-    from ..traffic.sniffer import libpcap_available
+def _kernel_filter() -> Check:
+    import socket as _socket
 
-    if libpcap_available():
-        return Check("libpcap", "OK", "BPF filters compiled in the kernel")
-    return Check("libpcap", "WARN", "absent: packets are filtered in Python (apt-get install libpcap0.8)")
+    from ..traffic import bpf
+    from ..traffic.sniffer import ETH_P_ALL, capture_permitted
+
+    if not capture_permitted():
+        return Check("kernel packet filter", "OK", "not needed: captures are replayed")
+    try:
+        with _socket.socket(_socket.AF_PACKET, _socket.SOCK_RAW, _socket.htons(ETH_P_ALL)) as s:
+            bpf.attach(s, bpf.port_filter({9}))
+            bpf.packet_statistics(s)
+    except OSError as exc:
+        return Check("kernel packet filter", "WARN", f"could not attach ({exc}): packets are filtered in Python")
+    return Check("kernel packet filter", "OK", "the course's BPF program attaches; drops are counted")
+
+
+def _capability() -> Check:
+    """Warn when cap_net_raw sits on an interpreter shared with the rest of the machine."""
+    import os
+
+    real = Path(os.path.realpath(sys.executable))
+    try:
+        has_caps = bool(os.getxattr(real, "security.capability"))
+    except (OSError, AttributeError):
+        has_caps = False
+    if not has_caps:
+        return Check("capture capability", "OK", f"none on {real} (root, replay, or not set)")
+    venv = Path(sys.prefix).resolve()
+    if venv in real.parents:
+        return Check("capture capability", "OK", f"on the course's own interpreter copy {real}")
+    return Check(
+        "capture capability",
+        "WARN",
+        f"file capabilities sit on the shared interpreter {real}: every user and program running it may "
+        f"sniff loopback, Jupyter tokens included. Remove them (sudo setcap -r {real}) and use "
+        "`make allow-capture`, which puts them on a private copy.",
+    )
 
 
 def _lab_widgets() -> Check:
@@ -118,7 +150,7 @@ def _lab_widgets() -> Check:
 def run_checks() -> Report:
     """Run every check and return the report."""
     checks = [_python()] + [_package(n) for n in REQUIRED]
-    checks += [_loopback(), _capture(), _libpcap(), _lab_widgets()]
+    checks += [_loopback(), _capture(), _kernel_filter(), _capability(), _lab_widgets()]
     return Report(checks)
 
 

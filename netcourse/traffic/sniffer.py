@@ -42,11 +42,11 @@ from ..runtime.waiting import wait_until
 from . import bpf, recordings
 from .packets import PacketTable, packet_rows
 
-__all__ = ["Capture", "capture", "capture_permitted", "libpcap_available", "HOW_TO_ENABLE"]
+__all__ = ["Capture", "capture", "capture_permitted", "HOW_TO_ENABLE"]
 
 HOW_TO_ENABLE = (
-    "To capture live, run Jupyter as root, or give the venv's Python the capability once: "
-    "sudo setcap cap_net_raw+ep \"$(readlink -f .venv/bin/python)\" (README: Capture rights)."
+    "To capture live, run Jupyter as root, or run `make allow-capture` once "
+    "(it gives a private copy of the course's Python the capture right; README: Capture rights)."
 )
 
 # Socket receive buffer. Each queued packet costs its whole kernel buffer (about 1 KiB for a small
@@ -151,17 +151,6 @@ def _listen_socket_class() -> type:
             return conf.raw_layer, frame, ts if ts is not None else time.time()
 
     return LoopbackListenSocket
-
-
-def libpcap_available() -> bool:
-    """True if scapy can compile BPF filters with libpcap (Debian package libpcap0.8)."""
-    try:
-        from scapy.arch.common import compile_filter
-
-        compile_filter("udp port 9", iface="lo")
-        return True
-    except Exception:
-        return False
 
 
 def capture_permitted(iface: str = "lo") -> bool:
