@@ -223,3 +223,47 @@ def test_under_a_flood_a_capture_is_complete_or_says_it_is_not():
     for r in runs:
         if not r.complete:
             assert r.kernel_drops, r  # incomplete only with the reason counted
+
+
+def test_the_sniffers_socket_keeps_one_copy_of_each_lesson_frame():
+    """The socket's own receive path, fed from a recording through a fake kernel (runs for everyone)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from netcourse.traffic.recordings import read
+    from netcourse.traffic.sniffer import PACKET_OUTGOING, _listen_socket_class
+
+    packets, meta = read("first_request")
+    frames = [bytes(p) for p in packets]
+    foreign = bytes(Ether() / IP() / UDP(sport=1, dport=9) / b"jupyter")
+    queue = []
+    for f in frames:  # on lo the kernel hands over every packet twice: leaving, then arriving
+        queue += [(f, ("lo", 0x0800, PACKET_OUTGOING), 1.0), (f, ("lo", 0x0800, 0), 1.0), (foreign, ("lo", 0x0800, 0), 1.0)]
+    cls = _listen_socket_class()
+    sock = cls.__new__(cls)  # no real packet socket: the kernel is the queue above
+    sock._ports = set(meta["server_ports"])
+    sock.ins = None
+    sock._recv_raw = lambda ins, size: queue.pop(0)
+    kept = []
+    while queue:
+        _, frame, _ = sock.recv_raw()
+        if frame is not None:
+            kept.append(frame)
+    assert kept == frames
+
+
+@live
+def test_a_sniffer_that_fails_to_start_leaves_no_socket_open(monkeypatch):
+    import os
+
+    from scapy.sendrecv import AsyncSniffer
+
+    def broken_start(self, *args, **kwargs):
+        raise RuntimeError("no threads left")
+
+    monkeypatch.setattr(AsyncSniffer, "start", broken_start)
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(CaptureError, match="could not start: no threads left"):
+        with capture(9, mode="live"):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == fds

@@ -276,3 +276,19 @@ def test_a_stalled_peer_does_not_hold_up_a_broadcast():
     assert hub.evicted == 1 and hub.closes[-1][0] == 1013
     assert delivered[0] == 2 and delivered[-1] == 1
     assert elapsed < 10  # bounded by the write deadline, not by the stalled peer
+
+
+def test_half_sent_handshakes_are_dropped_and_connections_capped():
+    import socket
+    import time
+
+    with serve(make_ws_handler(handshake_timeout=0.3, max_connections=2)) as srv:
+        with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1")  # and nothing more
+            t = time.perf_counter()
+            assert s.recv(100) == b""  # the server gave up on it
+            assert time.perf_counter() - t < 2
+        with lab.RawClient(srv) as a, lab.RawClient(srv) as b:
+            assert a.accepted and b.accepted
+            with lab.RawClient(srv) as c:
+                assert not c.accepted and c.response.startswith(b"HTTP/1.1 503")

@@ -41,7 +41,9 @@ def test_requests_without_length_have_no_body_and_204_has_none():
 @pytest.mark.parametrize(
     "bad",
     [b"GET / HTTP/1.1\r\nHost: a\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort",
-     b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+     b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xb2\r\n\r\n",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n"],
 )
 def test_malformed_messages_raise(bad):
     with pytest.raises(HttpParseError):
@@ -107,3 +109,18 @@ def test_first_request_scenario_and_its_exercises():
     assert q1.check(3) and not q1.check(2) and q1.check(...).pending
     q2 = start_here.exercise_response_headers(ex)
     assert q2.check(140) and not q2.check("140 bytes")
+
+
+def test_heads_split_and_parse_in_one_place():
+    from netcourse.protocols.httpwire import parse_head, split_head
+
+    assert split_head(b"GET / HTTP/1.1\r\nHost: a") is None  # not yet whole
+    head, rest = split_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY")
+    assert rest == b"BODY" and parse_head(head).header("host") == "a"
+    with pytest.raises(HttpParseError) as too_long:
+        split_head(b"GET / HTTP/1.1\r\nX: " + b"a" * 100, max_size=64)
+    assert too_long.value.status == 431
+    with pytest.raises(HttpParseError, match="appears 2 times"):
+        parse_head(b"GET / HTTP/1.1\r\nOrigin: a\r\nOrigin: b\r\n\r\n").header("Origin")
+    with pytest.raises(HttpParseError, match="malformed header line"):
+        parse_head(b"GET / HTTP/1.1\r\n folded: x\r\n\r\n")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..apps.safety import safe_app
+from ..protocols.httpwire import split_head
 from ..traffic.sniffer import Capture, capture, capture_permitted
 from ..errors import NetcourseError, NetcourseTimeout
 from ..course.exercises import Exercise
@@ -88,7 +89,10 @@ class Exchange:
     @property
     def response_head(self) -> bytes:
         """The response's status line and headers, up to and including the blank line."""
-        return self.response[: self.response.index(b"\r\n\r\n") + 4]
+        found = split_head(self.response)
+        if found is None:
+            raise ValueError("the response has no complete head")
+        return found[0]
 
     @property
     def body(self) -> bytes:

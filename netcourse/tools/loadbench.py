@@ -84,16 +84,17 @@ def slow_clients(n: int = 1100, seconds: float = 6.0) -> tuple[int, int, float, 
                 except BlockingIOError:
                     pass
                 slow.append(s)
-            answered, asked, times = 0, 0, []
+            answered, asked, times, failures = 0, 0, [], []
             deadline = time.monotonic() + seconds
             next_trickle = 0.0
             while time.monotonic() < deadline:
                 if time.monotonic() >= next_trickle:  # one more byte of "GET / HTTP/1.1..." from each
-                    for s in slow:
+                    for s in list(slow):
                         try:
                             s.send(b"G")
-                        except OSError:
-                            pass  # closed by the server: that is the point
+                        except OSError:  # the server closed it (that is the point): stop trickling
+                            slow.remove(s)
+                            s.close()
                     next_trickle = time.monotonic() + 1.0
                 asked += 1
                 t = time.perf_counter()
@@ -102,8 +103,8 @@ def slow_clients(n: int = 1100, seconds: float = 6.0) -> tuple[int, int, float, 
                         if resp.read() == b"ok":
                             answered += 1
                             times.append(time.perf_counter() - t)
-                except OSError:
-                    pass
+                except OSError as exc:  # counted: asked but not answered
+                    failures.append(type(exc).__name__)
                 time.sleep(0.05)
             return answered, asked, statistics.median(times) if times else float("nan"), srv.admission.evicted
         finally:
@@ -142,8 +143,8 @@ def broadcast_with_a_stalled_peer(n: int = 1000, payload: int = 64 * 1024, round
                         for key_, _ in sel.select(0.1):
                             try:
                                 key_.fileobj.recv(1 << 20)
-                            except OSError:
-                                pass
+                            except OSError:  # a peer the server dropped: stop watching it
+                                sel.unregister(key_.fileobj)
 
             reader = threading.Thread(target=drain_all, daemon=True)
             reader.start()
