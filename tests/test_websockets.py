@@ -128,6 +128,9 @@ def test_handshake_and_control_frames_scenarios():
     assert [f.opcode for f in ctl.client_frames] == [Opcode.PING, Opcode.TEXT, Opcode.CONTINUATION, Opcode.CONTINUATION, Opcode.CLOSE]
     assert [f.opcode for f in ctl.server_frames] == [Opcode.PONG, Opcode.TEXT, Opcode.CLOSE]
     assert ctl.server_frames[1].payload == b"Hello, world"
+    for cap in (run.capture, ctl.capture):  # RFC 6455 §7.1.1: the server closes TCP first
+        fins = [r.direction for r in cap.table() if "F" in r.flags]
+        assert fins[0] == "S→C", fins
 
 
 def test_explain_overhead_latency_and_idle_cost():

@@ -26,7 +26,7 @@ from ..traffic.wire import tcp_payload_streams
 from ..protocols.wsframe import Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode, header_length, parse_close
 from ..apps.wsserver import Hub, make_ws_handler
 from ..protocols.httpwire import HttpParseError, parse_head, split_head
-from ..protocols.wsconn import CloseReceived, Connection, Event, HandshakeError, Message, check_response, client_request, new_key
+from ..protocols.wsconn import CloseReceived, Connection, Event, HandshakeError, Message, State, check_response, client_request, new_key
 
 __all__ = [
     "RawClient",
@@ -124,8 +124,16 @@ class RawClient:
         return events
 
     def close(self) -> None:
-        """Close the TCP connection."""
-        self.sock.close()
+        """Close the TCP connection; after a close handshake, first let the server close it (§7.1.1)."""
+        try:
+            if self.conn.state is State.CLOSED:  # both close frames crossed: the server's FIN is due
+                self.sock.settimeout(1.0)
+                while self.sock.recv(65536):
+                    pass
+        except OSError:  # a reset or a timeout: the connection ends here either way
+            pass
+        finally:
+            self.sock.close()
 
 
 # -- 1. the handshake, 2. talking by hand ----------------------------------------------------------
