@@ -14,6 +14,7 @@ The package's folders are its layers, and every import points down this list::
     experiments/  one module per notebook, and the scenario registry
     course/       plots, exercises, images
     apps/         the servers lessons talk to
+    network/      the emulated link: namespaces and a userspace wire, or a relay
     traffic/      capture (sniffer), recordings, packet table, bytes per layer
     runtime/      serve(), cell hook, bounded waits, sockets, TCP_INFO, notices
     protocols/    sans-I/O, standard library only
@@ -26,17 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["serve", "capture", "tcp_info"]
+__all__ = ["serve", "capture", "tcp_info", "link"]
 
 _LAZY = {
     "serve": "netcourse.runtime.server",
     "capture": "netcourse.traffic.sniffer",
     "tcp_info": "netcourse.runtime.tcpinfo",
+    "link": "netcourse.network.link",
 }
 
 if TYPE_CHECKING:
     from .traffic.sniffer import capture
     from .runtime.server import serve
+    from .network.link import link
     from .runtime.tcpinfo import tcp_info
 
 

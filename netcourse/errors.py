@@ -13,6 +13,8 @@ The tree::
     │   ├── CaptureStartTimeout     the sniffer did not start listening in time
     │   ├── UnknownScenarioError    a scenario name the course has no recording of
     │   └── RecordingMissing        the scenario is known but its recording is not shipped
+    ├── LinkError                   the emulated link could not be set up or used
+    │   └── NamespaceError          a network namespace could not be made, entered or removed
     ├── NetcourseTimeout            something the course waited for did not happen in time
     └── ExerciseError               an exercise was used the wrong way
 """
@@ -73,6 +75,14 @@ class UnknownScenarioError(CaptureError):
 
 class RecordingMissing(CaptureError):
     """The scenario is known, but its recording is not in the package."""
+
+
+class LinkError(NetcourseError):
+    """The emulated link could not be set up, or was used the wrong way."""
+
+
+class NamespaceError(LinkError):
+    """A network namespace could not be made, entered or removed."""
 
 
 class NetcourseTimeout(NetcourseError, TimeoutError):

@@ -13,7 +13,7 @@ import netcourse
 
 PACKAGE = Path(netcourse.__file__).parent
 # Highest first. A module may import from its own layer and any layer below it.
-LAYERS = ["tools", "experiments", "course", "apps", "traffic", "runtime", "protocols", "errors"]
+LAYERS = ["tools", "experiments", "course", "apps", "network", "traffic", "runtime", "protocols", "errors"]
 TOP_LEVEL = {"__init__", "__main__"}  # the entry points may import anything
 
 

@@ -49,11 +49,11 @@ APPS = {
 @pytest.mark.parametrize("name", APPS)
 def test_every_app_refuses_a_foreign_host_and_accepts_its_own_names(name):
     with serve(APPS[name]()) as srv:
-        for host in ("evil.example", f"evil.example:{srv.port}", "127.0.0.1:1", "localhost"):
+        for host in ("evil.example", f"evil.example:{srv.port}", "127.0.0.1.nip.io", "localhost.evil.example:80"):
             status, data = raw_exchange(srv.port, http("GET", "/", srv.port, host=host))
             assert status == 421, (host, data)
             assert b"DNS rebinding" in data or b"not this server" in data
-        for host in (f"127.0.0.1:{srv.port}", f"localhost:{srv.port}", f"LOCALHOST:{srv.port}"):
+        for host in (f"127.0.0.1:{srv.port}", f"localhost:{srv.port}", f"LOCALHOST:{srv.port}", "localhost"):
             status, _ = raw_exchange(srv.port, http("GET", "/", srv.port, host=host))
             assert status != 421, host
 
@@ -84,6 +84,8 @@ def test_the_http_apps_of_notebook_05_are_guarded():
 def test_policy_functions():
     assert host_problem("127.0.0.1:8080", 8080) is None
     assert host_problem("[::1]:8080", 8080) is None
+    assert host_problem("192.0.2.2:8080", 8080, local_address="192.0.2.2") is None  # an emulated link's far end
+    assert host_problem("192.0.2.2:8080", 8080) is not None
     assert "DNS rebinding" in host_problem("127.0.0.1.nip.io:8080", 8080)
     assert host_problem(None, 8080).startswith("the request has no Host")
     assert origin_problem([], 80) is None

@@ -6,8 +6,9 @@ any page the browser shows may send requests to ``127.0.0.1:<port>``:
 - **DNS rebinding.** A page on ``evil.example`` makes its own name resolve to 127.0.0.1, and then
   talks to the course server *as the same origin*: the browser's same-origin policy no longer
   helps. What gives it away is the ``Host`` header, which still says ``evil.example``
-  (RFC 9110 §7.2). So a request whose Host is not this server's own loopback address and port is
-  refused, with **421 Misdirected Request** (RFC 9110 §15.5.20), as Jupyter Server does.
+  (RFC 9110 §7.2). So a request whose Host does not name this server (a loopback name, or the
+  address it was reached at) is refused with **421 Misdirected Request** (RFC 9110 §15.5.20);
+  Jupyter Server guards itself the same way.
 - **Cross-site requests.** A page may POST a form or a ``text/plain`` body without any CORS
   preflight. Browsers send ``Origin`` with such requests (RFC 6454 §7; Fetch standard), so a
   state-changing request whose Origin is not this server's own is refused with **403**. Requests
@@ -36,11 +37,23 @@ def own_origins(port: int) -> set[str]:
     return {f"http://{name}:{port}" for name in LOOPBACK_NAMES}
 
 
-def host_problem(host: str | None, port: int) -> str | None:
-    """Why a ``Host`` header is refused, or None if it names this server (loopback and its port)."""
+def host_problem(host: str | None, port: int, *, local_address: str | None = None) -> str | None:
+    """Why a ``Host`` header is refused, or None if it names this server.
+
+    The name must be a loopback name (127.0.0.1, localhost, [::1]) or the address the request
+    arrived at (on an emulated link, 192.0.2.2). The port is not compared: a rebinding page cannot
+    choose the *name* the browser sends, which is what gives it away (Jupyter checks the same way),
+    and a relay in front of the server legitimately changes the port.
+    """
     if host is None:
         return "the request has no Host header (HTTP/1.1 requires one, RFC 9112 §3.2)"
-    if host.lower() not in {f"{name}:{port}" for name in LOOPBACK_NAMES}:
+    name = host.lower()
+    if name.startswith("["):
+        name = name[: name.find("]") + 1]
+    else:
+        name = name.rsplit(":", 1)[0] if ":" in name else name
+    allowed = set(LOOPBACK_NAMES) | ({local_address, f"[{local_address}]"} if local_address else set())
+    if name not in allowed:
         return f"Host {host!r} is not this server (127.0.0.1:{port}): refused against DNS rebinding"
     return None
 
@@ -61,9 +74,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse a foreign Host (421) on every request, and a foreign Origin (403) on state-changing ones."""
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    port = sockname[1] if sockname else 0
+    address, port = (sockname[0], sockname[1]) if sockname else (None, 0)
     hosts = request.headers.getall("Host", [])
-    problem = host_problem(hosts[0] if len(hosts) == 1 else None, port)
+    problem = host_problem(hosts[0] if len(hosts) == 1 else None, port, local_address=address)
     if len(hosts) > 1:
         problem = "more than one Host header"
     if problem:

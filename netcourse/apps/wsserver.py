@@ -150,13 +150,13 @@ def make_ws_handler(
         except HttpParseError as exc:
             await _refuse(writer, exc.status, str(exc))
             return
-        port = (writer.get_extra_info("sockname") or ("", 0))[1]
+        address, port = (writer.get_extra_info("sockname") or ("", 0))[:2]
         try:
             hosts = parse_head(head).all("Host")
         except HttpParseError as exc:
             await _refuse(writer, 400, str(exc))
             return
-        problem = "more than one Host header" if len(hosts) > 1 else host_problem(hosts[0] if hosts else None, port)
+        problem = "more than one Host header" if len(hosts) > 1 else host_problem(hosts[0] if hosts else None, port, local_address=address)
         if problem:
             await _refuse(writer, 421, problem)
             return

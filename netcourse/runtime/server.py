@@ -39,7 +39,7 @@ from typing import Any, TypeVar, Union
 from aiohttp import web
 
 from ..errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
-from . import cellhook
+from . import cellhook, netns
 from .admission import HEADER_TIMEOUT, MAX_CONNECTIONS, Admission
 from .waiting import cancel_all_tasks, within
 
@@ -95,6 +95,8 @@ class Server:
         max_connections: open connections an aiohttp app accepts at once; past it the slowest
             connection still sending its first request head is closed (``runtime.admission``).
         header_timeout: seconds a connection to an aiohttp app has to send its first request head.
+        namespace: path of a network namespace (``/run/netns/NAME``) the server's thread enters
+            before it binds; None for the machine's own. Used by the emulated link.
 
     Attributes:
         host: the bound address.
@@ -116,6 +118,7 @@ class Server:
         handler_cancellation: bool = True,
         max_connections: int = MAX_CONNECTIONS,
         header_timeout: float = HEADER_TIMEOUT,
+        namespace: str | None = None,
     ) -> None:
         global _counter
         if not isinstance(app, web.Application) and not callable(app):
@@ -140,6 +143,7 @@ class Server:
         self.start_timeout = start_timeout
         self.shutdown_timeout = shutdown_timeout
         self.handler_cancellation = handler_cancellation
+        self.namespace = namespace
         self.admission = Admission(
             max_connections=max_connections,
             header_timeout=header_timeout,
@@ -364,6 +368,8 @@ class Server:
                 self.state = "stopped"
 
     async def _astart(self) -> None:
+        if self.namespace is not None:
+            netns.enter(self.namespace)  # this thread only; its sockets live in the namespace
         # The listening socket is ours, made before asyncio sees it, so clean-up can always close it:
         # a start cancelled inside loop.create_server() would otherwise leave it listening.
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -436,6 +442,7 @@ def serve(
     handler_cancellation: bool = True,
     max_connections: int = MAX_CONNECTIONS,
     header_timeout: float = HEADER_TIMEOUT,
+    namespace: str | None = None,
 ) -> Server:
     """Start ``app`` in the background and return its running ``Server``.
 
@@ -456,6 +463,7 @@ def serve(
         handler_cancellation=handler_cancellation,
         max_connections=max_connections,
         header_timeout=header_timeout,
+        namespace=namespace,
     ).start()
 
 

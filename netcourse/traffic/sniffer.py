@@ -223,6 +223,7 @@ class Capture:
         self.recorded_at: str | None = None
         self.ready_s: float | None = None
         self.kernel_drops: int | None = None
+        self.lost: Any = None  # on an emulated link: frames the wire lost on their way out
         self.t0 = 0.0
         self._sniffer: Any = None
         self._sock: Any = None
@@ -445,6 +446,44 @@ class Capture:
         cap.notice = notice
         announce(notice, kind="live" if live else "replay")
         return cap
+
+    def fill_from_wire(self, events: list[Any], *, server_ports: tuple[int, ...], notice: str) -> None:
+        """Finish this capture from an emulated link's record of its wire (``network.link``).
+
+        Args:
+            events: what crossed the near end's interface, each with ``time`` (seconds since the
+                epoch), ``kind`` ("out", "in" or "lost") and ``frame`` (bytes).
+            server_ports: the far end's ports; frames to or from other ports are left out. Empty: keep
+                every IP frame.
+            notice: the one-line notice to show.
+        """
+        from scapy.layers.l2 import Ether
+        from scapy.plist import PacketList
+
+        wanted = set(server_ports)
+
+        def ours(frame: bytes) -> bool:
+            found = _frame_ports(frame)
+            return found is not None and (not wanted or bool({found[1], found[2]} & wanted))
+
+        frames, lost = [], []
+        for event in events:
+            if not ours(event.frame):
+                continue
+            packet = Ether(event.frame)
+            packet.time = event.time
+            (lost if event.kind == "lost" else frames).append(packet)
+        self.server_ports = tuple(server_ports) or self.server_ports
+        self.packets = PacketList(frames, name="link capture")
+        self.lost = PacketList(lost, name="lost on the link")
+        self.t0 = frames[0].time if frames else time.time()
+        self.live = True
+        self.complete = True
+        self.kernel_drops = 0
+        self._state = "done"
+        self.notice = f"{notice} Captured on the wire: {len(frames)} packets, {len(lost)} lost on the way out."
+        if self.show_notice:
+            announce(self.notice, kind="live")
 
     # -- results -----------------------------------------------------------------------------------
 

@@ -1,0 +1,328 @@
+"""``link(...)``: a network with distance under a lesson: round-trip time, loss, a rate limit, MTU 1500.
+
+Loopback has no distance (RTT ≈ 30 µs, MTU 64 KiB): on it every design looks instant. A link puts
+the server at the far end of an emulated wire:
+
+    with link(rtt_ms=100, loss=0.01, rate_mbit=10) as net:
+        srv = net.serve(make_app())                  # at the far end
+        result = net.run(client(srv.url))            # a client coroutine at the near end
+        with net.capture(srv.port) as cap:           # frames as they crossed the near end's interface
+            ...
+
+Two ways to build it, chosen by ``mode="auto"``:
+
+- **"tap"** (root): two private network namespaces, each with a TAP device (addresses from
+  192.0.2.0/24, RFC 5737, which nothing routes), joined by a userspace wire (``forwarder``) that
+  delays, drops and paces every Ethernet frame. Real kernel TCP runs end to end, so slow start,
+  retransmission and RTT estimation are real, and ``TCP_INFO`` shows them. Nothing of the link
+  exists in the machine's own network namespace, and nothing is left when the block ends.
+- **"relay"** (anyone): a TCP relay on 127.0.0.1 that delays each direction by RTT/2 and holds a new
+  connection's first bytes one RTT more (TCP's handshake). Application timings are right; TCP-level
+  effects are not there, and ``capture`` says so.
+
+A kernel with ``sch_netem`` could do the tap mode's work in the kernel; this machine's has none, and
+one mechanism everywhere keeps lessons identical, so the course always uses its own wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import struct
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ..errors import LinkError
+from ..runtime import netns
+from ..runtime.server import Server, serve
+from ..runtime.waiting import cancel_all_tasks, run_async, within
+from ..traffic.sniffer import Capture
+from .forwarder import Direction, Forwarder
+from .relay import make_relay
+
+__all__ = ["link", "Link", "NEAR_IP", "FAR_IP", "modes"]
+
+T = TypeVar("T")
+NEAR_IP, FAR_IP = "192.0.2.1", "192.0.2.2"  # RFC 5737 TEST-NET-1: documentation only, never routed
+NEAR_MAC, FAR_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"  # locally administered (IEEE 802 U/L bit)
+PREFIX = 24
+DEVICE = "nc0"
+TUNSETIFF, IFF_TAP, IFF_NO_PI = 0x400454CA, 0x0002, 0x1000  # linux/if_tun.h
+
+_count = 0
+_count_lock = threading.Lock()
+
+
+def modes() -> dict[str, str | None]:
+    """Which link modes this machine can run: mode -> None, or the reason it cannot."""
+    why = netns.available()
+    if why is None and not os.path.exists("/dev/net/tun"):
+        why = "there is no /dev/net/tun (TAP devices)"
+    return {"tap": why, "relay": None}
+
+
+def _check(name: str, value: float, low: float, high: float, unit: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise LinkError(f"{name} must be a number from {low:g} to {high:g} {unit}, not {value!r}.")
+    return float(value)
+
+
+class Link:
+    """An emulated network path between a near end (clients) and a far end (servers).
+
+    Args:
+        rtt_ms: round-trip time, milliseconds (half each way), 0 to 10,000.
+        loss: probability that a frame is lost, each direction, 0 to 1.
+        jitter_ms: each frame's one-way delay varies by up to ± this, milliseconds.
+        rate_mbit: rate limit each way, Mbit/s; 0 for none.
+        mtu: the interfaces' MTU, bytes (tap mode), 576 to 9,000.
+        queue_packets: full-size frames the rate limiter may queue; more are dropped.
+        seed: seed of the loss and jitter draws (the same seed, the same losses).
+        mode: "auto" (tap if permitted, else relay), "tap" or "relay".
+
+    Attributes:
+        mode: the mode that runs.
+        notice: one sentence saying which mode ran and what that means.
+        setup_s, teardown_s: seconds the link took to build and to remove.
+    """
+
+    def __init__(
+        self,
+        *,
+        rtt_ms: float,
+        loss: float = 0.0,
+        jitter_ms: float = 0.0,
+        rate_mbit: float = 0.0,
+        mtu: int = 1500,
+        queue_packets: int = 1000,
+        seed: int = 1,
+        mode: str = "auto",
+    ) -> None:
+        self.rtt = _check("rtt_ms", rtt_ms, 0, 10_000, "ms") / 1000
+        self.loss = _check("loss", loss, 0, 1, "(a probability)")
+        self.jitter = _check("jitter_ms", jitter_ms, 0, rtt_ms / 2, "ms (at most half the RTT)") / 1000
+        self.rate = _check("rate_mbit", rate_mbit, 0, 100_000, "Mbit/s") * 1e6
+        if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 9000:
+            raise LinkError(f"mtu must be a whole number from 576 to 9000 bytes, not {mtu!r}.")
+        if isinstance(queue_packets, bool) or not isinstance(queue_packets, int) or queue_packets < 1:
+            raise LinkError(f"queue_packets must be a whole number of at least 1, not {queue_packets!r}.")
+        if mode not in ("auto", "tap", "relay"):
+            raise LinkError(f"mode must be 'auto', 'tap' or 'relay', not {mode!r}.")
+        self.mtu, self.queue_packets, self.seed = mtu, queue_packets, seed
+        self.requested_mode = mode
+        self.mode = ""
+        self.notice = ""
+        self.setup_s = self.teardown_s = 0.0
+        self._namespaces: list[str] = []
+        self._fds: list[int] = []
+        self._forwarder: Forwarder | None = None
+        self._servers: list[Server] = []
+        self._state = "new"
+
+    # -- set up and tear down ------------------------------------------------------------------------
+
+    def __enter__(self) -> "Link":
+        if self._state != "new":
+            raise LinkError("A link can be used once; call link(...) again for a new one.")
+        self._state = "open"
+        t = time.perf_counter()
+        why = modes()["tap"]
+        mode = self.requested_mode
+        if mode == "tap" and why is not None:
+            raise LinkError(f"The tap link cannot run here: {why}.")
+        self.mode = "tap" if mode == "tap" or (mode == "auto" and why is None) else "relay"
+        try:
+            if self.mode == "tap":
+                self._build_tap()
+                self.notice = (
+                    f"Emulated link (tap): {self.rtt * 1000:g} ms round trip between two private network "
+                    "namespaces; the kernel's own TCP runs across it."
+                )
+            else:
+                self.notice = (
+                    f"Emulated link (relay): {self.rtt * 1000:g} ms round trip through a relay on 127.0.0.1. "
+                    "Application timings are live; TCP-level effects (slow start, loss recovery) need "
+                    + (f"the tap mode, which cannot run here: {why}." if why else "the tap mode.")
+                )
+        except BaseException:
+            self._teardown()
+            raise
+        self.setup_s = time.perf_counter() - t
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        t = time.perf_counter()
+        self._teardown()
+        self.teardown_s = time.perf_counter() - t
+
+    def _build_tap(self) -> None:
+        global _count
+        with _count_lock:
+            _count += 1
+            tag = f"netcourse-{os.getpid()}-{_count}"
+        fds = []
+        ends = (("near", NEAR_IP, NEAR_MAC, FAR_IP, FAR_MAC), ("far", FAR_IP, FAR_MAC, NEAR_IP, NEAR_MAC))
+        for side, address, mac, peer, peer_mac in ends:
+            name = f"{tag}-{side}"
+            path = netns.create(name)
+            self._namespaces.append(name)
+            fd = netns.run_in(path, _open_tap)
+            self._fds.append(fd)
+            fds.append(fd)
+            netns.ip("link", "set", DEVICE, "address", mac, "mtu", str(self.mtu), "up", namespace=name)
+            netns.ip("addr", "add", f"{address}/{PREFIX}", "dev", DEVICE, namespace=name)
+            # A permanent neighbour entry: no ARP round trip before the first packet (a lesson's
+            # first request costs TCP's handshake and the request, nothing else).
+            netns.ip("neigh", "replace", peer, "lladdr", peer_mac, "dev", DEVICE, "nud", "permanent", namespace=name)
+        one_way = self.rtt / 2
+        seed = self.seed
+
+        def direction(offset: int) -> Direction:
+            return Direction(one_way, self.jitter, self.loss, self.rate, self.queue_packets, seed + offset)
+
+        self._forwarder = Forwarder(fds[0], fds[1], direction(0), direction(1))
+        self._forwarder.start()
+
+    def _teardown(self) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        for srv in self._servers:
+            srv.stop()
+        self._servers.clear()
+        if self._forwarder is not None:
+            self._forwarder.stop()
+        for fd in self._fds:
+            os.close(fd)  # the TAP device disappears with its last descriptor
+        self._fds.clear()
+        for name in self._namespaces:
+            netns.remove(name)
+        self._namespaces.clear()
+
+    def _path(self, side: int) -> str:
+        if self._state != "open":
+            raise LinkError("The link is not open: use it inside its with-block.")
+        return os.path.join(netns.NETNS_DIR, self._namespaces[side])
+
+    # -- the two ends --------------------------------------------------------------------------------
+
+    def serve(self, app: Any, **options: Any) -> Server:
+        """Run ``app`` at the far end (as ``serve()`` does); the returned server's ``url`` reaches it
+        across the link. It stops with the link at the latest."""
+        if self.mode == "tap":
+            srv = serve(app, host=FAR_IP, namespace=self._path(1), **options)
+            self._servers.append(srv)
+            return srv
+        if self._state != "open":
+            raise LinkError("The link is not open: use it inside its with-block.")
+        srv = serve(app, **options)
+        self._servers.append(srv)
+        relay = serve(make_relay(srv.host, srv.port, rtt=self.rtt, rate=self.rate), name="link relay")
+        self._servers.append(relay)
+        srv.direct_port = srv.port  # type: ignore[attr-defined]
+        srv.port = relay.port  # clients reach the server through the relay
+        return srv
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        """Run a client coroutine at the near end and return its result (seconds of ``timeout``)."""
+        if self.mode != "tap":
+            return run_async(coro, timeout)
+        path = self._path(0)
+        outcome: dict[str, Any] = {}
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                netns.enter(path)
+                outcome["value"] = loop.run_until_complete(within(coro, timeout, "The client code"))
+            except BaseException as exc:  # handed to the caller
+                outcome["error"] = exc
+            finally:
+                cancel_all_tasks(loop)
+                loop.close()
+
+        thread = threading.Thread(target=main, name="netcourse-link-client", daemon=True)
+        thread.start()
+        thread.join(timeout + 5.0)
+        if thread.is_alive():
+            raise LinkError(f"The client code did not finish within {timeout} s.")
+        if "error" in outcome:
+            coro.close()
+            raise outcome["error"]
+        return outcome["value"]
+
+    def near(self, fn: Any, timeout: float = 30.0) -> Any:
+        """Call a plain function at the near end (e.g. code with blocking sockets); returns its result."""
+        if self.mode != "tap":
+            return fn()
+        return netns.run_in(self._path(0), fn, timeout)
+
+    def far(self, fn: Any, timeout: float = 30.0) -> Any:
+        """Call a plain function at the far end (sockets it creates live there); returns its result."""
+        if self.mode != "tap":
+            return fn()
+        return netns.run_in(self._path(1), fn, timeout)
+
+    @property
+    def addresses(self) -> tuple[str, str]:
+        """(near, far) addresses: 192.0.2.1 and 192.0.2.2 on the tap link, loopback on the relay."""
+        return (NEAR_IP, FAR_IP) if self.mode == "tap" else ("127.0.0.1", "127.0.0.1")
+
+    def statistics(self) -> dict[str, int]:
+        """Frames the wire delivered, lost and tail-dropped, each way (tap mode; empty otherwise)."""
+        if self._forwarder is None:
+            return {}
+        out = {}
+        for name, d in (("out", self._forwarder.outbound), ("in", self._forwarder.inbound)):
+            out |= {f"{name}_delivered": d.delivered, f"{name}_lost": d.lost, f"{name}_dropped": d.tail_dropped}
+        return out
+
+    @contextmanager
+    def capture(self, *ports: int) -> Iterator[Capture]:
+        """Record the frames that cross the near end's interface while the block runs (tap mode).
+
+        The wire itself records them, so nothing is missed; frames the wire lost on the way out are
+        listed too (``cap.lost``). The relay mode has no wire to record: it raises ``LinkError``.
+        """
+        if self.mode != "tap" or self._forwarder is None:
+            raise LinkError(
+                "The relay link carries bytes, not packets: there is nothing to capture. "
+                "Packet-level lessons replay a recording of the tap link instead."
+            )
+        fwd = self._forwarder
+        fwd.record.clear()
+        fwd.recording = True
+        cap = Capture(tuple(ports) or (1,), mode="live", show_notice=False)
+        try:
+            yield cap
+        finally:
+            deadline = time.monotonic() + 2 * self.rtt + 0.2  # what is in flight lands first
+            while time.monotonic() < deadline and (fwd.inbound.waiting() or fwd.outbound.waiting()):
+                time.sleep(0.005)
+            fwd.recording = False
+            cap.fill_from_wire(list(fwd.record), server_ports=tuple(ports), notice=self.notice)
+
+    def __repr__(self) -> str:
+        rate = f", {self.rate / 1e6:g} Mbit/s" if self.rate else ""
+        loss = f", loss {self.loss:g}" if self.loss else ""
+        return f"<Link {self.mode or self.requested_mode} rtt {self.rtt * 1000:g} ms{loss}{rate} {self._state}>"
+
+
+def _open_tap() -> int:
+    """Create the TAP device ``nc0`` in the calling thread's namespace; returns its descriptor."""
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", DEVICE.encode(), IFF_TAP | IFF_NO_PI))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def link(**options: Any) -> Link:
+    """Build an emulated link; use it as ``with link(rtt_ms=100) as net:``. Options: see ``Link``."""
+    return Link(**options)

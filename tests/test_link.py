@@ -1,0 +1,188 @@
+"""The emulated link: real distance (RTT, loss, rate) under lessons, and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import threading
+import time
+
+import pytest
+
+from netcourse import link
+from netcourse.errors import LinkError
+from netcourse.network.link import modes
+from netcourse.runtime.tcpinfo import tcp_info
+
+TAP = modes()["tap"]
+tap_only = pytest.mark.skipif(TAP is not None, reason=f"tap link unavailable: {TAP}")
+
+
+async def _echo(reader, writer):
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+
+
+def _echo_rtts(net, srv, n: int = 20) -> tuple[list[float], object]:
+    """Round trips of a 1-byte echo over one connection at the near end, and the client's TCP_INFO."""
+
+    def measure():
+        s = socket.create_connection((srv.host, srv.port), timeout=10)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        out = []
+        try:
+            for _ in range(n):
+                t = time.perf_counter()
+                s.sendall(b"x")
+                s.recv(1)
+                out.append(time.perf_counter() - t)
+            return out, tcp_info(s)
+        finally:
+            s.close()
+
+    return net.near(measure)
+
+
+def test_parameters_are_checked_with_the_valid_range():
+    for bad, words in (({"rtt_ms": -1}, "rtt_ms must be a number from 0"), ({"rtt_ms": 10, "loss": 1.5}, "loss must be"),
+                       ({"rtt_ms": 10, "mtu": 100}, "mtu must be"), ({"rtt_ms": 10, "jitter_ms": 6}, "at most half"),
+                       ({"rtt_ms": 10, "mode": "warp"}, "mode must be"), ({"rtt_ms": True}, "rtt_ms must be")):
+        with pytest.raises(LinkError, match=words):
+            link(**bad)
+
+
+@pytest.mark.parametrize("mode", ["relay", pytest.param("tap", marks=tap_only)])
+@pytest.mark.parametrize("rtt_ms", [10, 50])
+def test_measured_rtt_matches_the_configured_one(mode, rtt_ms):
+    with link(rtt_ms=rtt_ms, mode=mode) as net:
+        srv = net.serve(_echo)
+        rtts, info = _echo_rtts(net, srv)
+    bound = 0.05 * rtt_ms + 0.3
+    median_ms = statistics.median(rtts[1:]) * 1000  # the first pays the relay's handshake hold
+    assert abs(median_ms - rtt_ms) <= bound, (median_ms, rtt_ms)
+    if mode == "tap":  # the kernel's own estimate agrees
+        assert abs(info.rtt_us / 1000 - rtt_ms) <= bound, info.rtt_us
+
+
+@pytest.mark.parametrize("mode", ["relay", pytest.param("tap", marks=tap_only)])
+def test_a_fresh_connection_pays_two_round_trips_for_its_first_answer(mode):
+    from netcourse.experiments.start_here import make_hello_app
+
+    def first_byte(srv):
+        t = time.perf_counter()
+        s = socket.create_connection((srv.host, srv.port), timeout=10)
+        s.sendall(f"GET /hello HTTP/1.1\r\nHost: {srv.host}:{srv.port}\r\n\r\n".encode())
+        s.recv(1)
+        s.close()
+        return time.perf_counter() - t
+
+    with link(rtt_ms=40, mode=mode) as net:
+        srv = net.serve(make_hello_app())
+        ttfb = net.near(lambda: first_byte(srv))
+    assert 80 - 2 <= ttfb * 1000 <= 80 + 8, ttfb  # TCP's handshake + the request: 2 RTT
+
+
+@tap_only
+def test_loss_rate_over_ten_thousand_datagrams():
+    with link(rtt_ms=2, loss=0.05, seed=7) as net:
+        near, far = net.addresses
+        rx = net.far(lambda: _bound_udp(far))
+        tx = net.near(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        got = 0
+        try:
+            rx.settimeout(0.5)
+            port = rx.getsockname()[1]
+            for i in range(10_000):
+                tx.sendto(b"%05d" % i, (far, port))
+                if i % 50 == 49:
+                    time.sleep(0.002)  # stay below the TAP queue: only the wire may lose
+            try:
+                while True:
+                    rx.recv(100)
+                    got += 1
+            except socket.timeout:
+                pass
+        finally:
+            rx.close()
+            tx.close()
+        stats = net.statistics()
+    lost = 1 - got / 10_000
+    assert 0.04 <= lost <= 0.06, lost
+    assert stats["out_lost"] == 10_000 - got  # every loss was the wire's, none anywhere else
+
+
+def _bound_udp(address: str) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    s.bind((address, 0))
+    return s
+
+
+@tap_only
+def test_goodput_follows_the_rate_limit():
+    async def sink(reader, writer):
+        total = 0
+        while data := await reader.read(65536):
+            total += len(data)
+        writer.write(str(total).encode())
+        await writer.drain()
+
+    with link(rtt_ms=2, rate_mbit=10) as net:
+        srv = net.serve(sink)
+
+        def send() -> float:
+            s = socket.create_connection((srv.host, srv.port), timeout=20)
+            t = time.perf_counter()
+            s.sendall(bytes(1_000_000))
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(20) == b"1000000"
+            s.close()
+            return time.perf_counter() - t
+
+        seconds = net.near(send, timeout=30)
+    goodput = 8 * 1_000_000 / seconds / 1e6
+    assert 9.0 <= goodput <= 10.0, goodput  # headers take ~4% of every 1,514-byte frame
+
+
+@tap_only
+def test_the_wire_capture_shows_the_handshake_a_round_trip_apart():
+    with link(rtt_ms=30) as net:
+        srv = net.serve(_echo)
+        with net.capture(srv.port) as cap:
+            _echo_rtts(net, srv, n=3)
+    rows = cap.table()
+    assert [r.flags for r in rows[:3]] == ["S", "SA", "A"]
+    assert 29 <= (rows[1].t - rows[0].t) * 1000 <= 33  # SYN out, SYN-ACK in: one round trip
+    assert cap.complete and len(cap.lost) == 0
+
+
+def _netns_names() -> set[str]:
+    return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+
+
+@tap_only
+def test_fifty_links_and_a_failing_block_leave_nothing_behind():
+    before = (_netns_names(), len(os.listdir("/proc/self/fd")), threading.active_count())
+    links_before = subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+    for _ in range(50):
+        with link(rtt_ms=1) as net:
+            net.serve(_echo)
+    with pytest.raises(ZeroDivisionError):
+        with link(rtt_ms=1) as net:
+            net.serve(_echo)
+            1 / 0
+    time.sleep(0.1)  # the last namespaces go when their last thread has ended
+    after = (_netns_names(), len(os.listdir("/proc/self/fd")), threading.active_count())
+    assert after == before
+    assert subprocess.run(["ip", "link"], capture_output=True, text=True).stdout == links_before
+
+
+def test_the_relay_link_says_it_cannot_capture():
+    with link(rtt_ms=5, mode="relay") as net:
+        assert "relay" in net.notice
+        with pytest.raises(LinkError, match="nothing to capture"):
+            with net.capture(1):
+                pass
