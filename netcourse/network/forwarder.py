@@ -3,32 +3,41 @@
 Each direction is a ``Direction``: a frame that enters it is, in order,
 
 1. lost with probability ``loss`` (a seeded random generator: the same seed, the same losses);
-2. tail-dropped if ``queue_limit`` frames already wait (a router's queue is finite);
+2. tail-dropped if more than ``queue_limit`` full-size frames wait to be serialised (a router's
+   queue is finite);
 3. serialised at ``rate`` bits per second: it starts when the frame before it has finished, and takes
    ``8 * len / rate`` seconds (nothing waits when there is no rate limit);
 4. delivered ``delay`` seconds (± ``jitter``) after that. Frames never overtake each other.
 
-The ``Forwarder`` thread reads frames from both TAP devices and writes each one out of the other at
-its due time. It also keeps a record of what crossed the near end's interface (frames leaving, frames
-arriving, and frames the wire lost), which is what ``Link.capture`` returns: the wire itself is the
-most honest capture point there is.
+The wire runs in a **process of its own** (``python -m netcourse.network.forwarder``), holding the two
+TAP descriptors. In the notebook's process it would share Python's global interpreter lock with
+the lesson's own code, and a busy cell (drawing a figure, say) would stretch every delay. The parent
+talks to it over a pipe, one JSON line per command: ``record`` (start or stop keeping what crosses
+the near end's interface), ``dump`` (write that record to a file), ``stats``, ``idle`` and ``stop``.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import random
 import select
-import threading
+import struct
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Direction", "Forwarder", "WireEvent"]
+__all__ = ["Direction", "WireEvent", "WireProcess"]
 
 MAX_FRAME = 65536
 FULL_FRAME_BITS = 8 * 1514  # an Ethernet frame at MTU 1500
-MAX_RECORD = 200_000  # frames kept in the record of one link (a bound, not a target)
+MAX_RECORD = 200_000  # frames kept in one record (a bound, not a target)
+EVENT = struct.Struct("!dBI")  # time (s since the epoch), kind, frame length; then the frame
+KINDS = ("out", "in", "lost")
 
 
 @dataclass
@@ -61,9 +70,9 @@ class Direction:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
-    def waiting(self) -> int:
-        """Frames accepted and not yet delivered (serialising or in flight)."""
-        return len(self.queue)
+    def settings(self) -> dict[str, Any]:
+        """The parameters, to hand to the wire's process."""
+        return {k: getattr(self, k) for k in ("delay", "jitter", "loss", "rate", "queue_limit", "seed")}
 
     def accept(self, frame: bytes, now: float) -> str:
         """Take a frame at time ``now``; returns "queued", "lost" or "dropped"."""
@@ -71,7 +80,7 @@ class Direction:
             self.lost += 1
             return "lost"
         if self.rate and (self._free_at - now) * self.rate > self.queue_limit * FULL_FRAME_BITS:
-            self.tail_dropped += 1  # more than queue_limit full-size frames wait to be serialised
+            self.tail_dropped += 1
             return "dropped"
         start = max(now, self._free_at)
         done = start + (8 * len(frame) / self.rate if self.rate else 0.0)
@@ -92,86 +101,167 @@ class WireEvent:
     frame: bytes
 
 
-class Forwarder:
-    """Moves frames between two TAP file descriptors in a thread of its own.
+# -- the wire's own process -----------------------------------------------------------------------
+
+
+def _serve_wire(near_fd: int, far_fd: int, outbound: Direction, inbound: Direction) -> None:
+    """The wire's loop; commands arrive on stdin, answers leave on stdout. Ends on "stop" or EOF."""
+    control = sys.stdin.fileno()
+    for fd in (near_fd, far_fd, control):
+        os.set_blocking(fd, False)
+    wires = {near_fd: (outbound, far_fd), far_fd: (inbound, near_fd)}
+    record: collections.deque[tuple[float, int, bytes]] = collections.deque(maxlen=MAX_RECORD)
+    recording = False
+    offset = time.time() - time.monotonic()  # monotonic -> wall clock, for timestamps
+    pending = b""
+
+    def answer(obj: dict[str, Any]) -> None:
+        os.write(sys.stdout.fileno(), (json.dumps(obj) + "\n").encode())
+
+    while True:
+        now = time.monotonic()
+        heads = [w.queue[0][0] for w, _ in wires.values() if w.queue]
+        timeout = max(0.0, min(heads) - now) if heads else 1.0
+        ready, _, _ = select.select([near_fd, far_fd, control], [], [], timeout)
+        now = time.monotonic()
+        for fd in ready:
+            if fd == control:
+                data = os.read(control, 4096)
+                if not data:
+                    return  # the parent is gone
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    cmd = json.loads(line)
+                    if cmd["cmd"] == "stop":
+                        answer({"ok": True})
+                        return
+                    if cmd["cmd"] == "record":
+                        recording = bool(cmd["on"])
+                        if recording:
+                            record.clear()
+                        answer({"ok": True})
+                    elif cmd["cmd"] == "idle":
+                        answer({"idle": not outbound.queue and not inbound.queue})
+                    elif cmd["cmd"] == "stats":
+                        answer({name: {"delivered": d.delivered, "lost": d.lost, "dropped": d.tail_dropped}
+                                for name, d in (("out", outbound), ("in", inbound))})
+                    elif cmd["cmd"] == "dump":
+                        with open(cmd["path"], "wb") as f:
+                            for t, kind, frame in record:
+                                f.write(EVENT.pack(t, kind, len(frame)) + frame)
+                        answer({"events": len(record)})
+                continue
+            wire, _ = wires[fd]
+            for _ in range(256):  # bounded: both directions and the control pipe get their turn
+                try:
+                    frame = os.read(fd, MAX_FRAME)
+                except BlockingIOError:
+                    break
+                verdict = wire.accept(frame, now)
+                if recording and fd == near_fd:
+                    record.append((now + offset, 0, frame))
+                    if verdict != "queued":
+                        record.append((now + offset, 2, frame))
+        now = time.monotonic()
+        for wire, out_fd in wires.values():
+            while wire.queue and wire.queue[0][0] <= now:
+                _, frame = wire.queue.popleft()
+                os.write(out_fd, frame)
+                wire.delivered += 1
+                if recording and out_fd == near_fd:
+                    record.append((now + offset, 1, frame))
+
+
+def main(argv: list[str]) -> int:
+    """``python -m netcourse.network.forwarder NEAR_FD FAR_FD SETTINGS_JSON``."""
+    near_fd, far_fd = int(argv[0]), int(argv[1])
+    settings = json.loads(argv[2])
+    answer_ready = (json.dumps({"ready": True}) + "\n").encode()
+    os.write(sys.stdout.fileno(), answer_ready)
+    _serve_wire(near_fd, far_fd, Direction(**settings["out"]), Direction(**settings["in"]))
+    return 0
+
+
+# -- the parent's handle on it ----------------------------------------------------------------------
+
+
+class WireProcess:
+    """Runs the wire in a child process and talks to it.
 
     Args:
-        near_fd: the near end's TAP device (the client's side).
-        far_fd: the far end's TAP device (the server's side).
-        outbound: the direction near → far.
-        inbound: the direction far → near.
+        near_fd, far_fd: the TAP descriptors of the near (client) and far (server) ends.
+        outbound, inbound: the two directions' settings (near → far, far → near).
     """
 
     def __init__(self, near_fd: int, far_fd: int, outbound: Direction, inbound: Direction) -> None:
-        self.near_fd, self.far_fd = near_fd, far_fd
-        self.outbound, self.inbound = outbound, inbound
-        self.record: collections.deque[WireEvent] = collections.deque(maxlen=MAX_RECORD)
-        self.recording = False
-        self.errors: list[str] = []
-        self._wake_r, self._wake_w = os.pipe()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="netcourse-link", daemon=True)
-        for fd in (near_fd, far_fd, self._wake_r):
-            os.set_blocking(fd, False)
+        settings = json.dumps({"out": outbound.settings(), "in": inbound.settings()})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "netcourse.network.forwarder", str(near_fd), str(far_fd), settings],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=(near_fd, far_fd),
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
+        )
+        if self._read(5.0).get("ready") is not True:
+            self.stop()
+            raise RuntimeError("the link's wire process did not start")
 
-    def start(self) -> None:
-        self._thread.start()
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"the link's wire process did not answer within {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the link's wire process ended (exit status {self.proc.poll()})")
+        return json.loads(line)
+
+    def ask(self, timeout: float = 5.0, **command: Any) -> dict[str, Any]:
+        """Send one command; return the wire's answer."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(command) + "\n").encode())
+        self.proc.stdin.flush()
+        return self._read(timeout)
+
+    def record(self, on: bool) -> None:
+        self.ask(cmd="record", on=on)
+
+    def idle(self) -> bool:
+        return bool(self.ask(cmd="idle")["idle"])
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return self.ask(cmd="stats")
+
+    def events(self) -> list[WireEvent]:
+        """What the wire recorded at the near end since ``record(True)``."""
+        with tempfile.NamedTemporaryFile(prefix="netcourse-wire-", suffix=".bin") as f:
+            self.ask(cmd="dump", path=f.name, timeout=30.0)
+            data = f.read()
+        out, pos = [], 0
+        while pos < len(data):
+            t, kind, length = EVENT.unpack_from(data, pos)
+            pos += EVENT.size
+            out.append(WireEvent(t, KINDS[kind], data[pos : pos + length]))
+            pos += length
+        return out
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the thread (frames still on the wire are dropped) and close its pipe."""
-        self._stop.set()
+        """Stop the wire (frames still on it are dropped) and reap its process."""
+        if self.proc.poll() is None:
+            try:
+                self.ask(cmd="stop", timeout=timeout)
+            except (OSError, RuntimeError, TimeoutError):
+                self.proc.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
         try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass  # the pipe is already closed: the thread is gone
-        self._thread.join(timeout)
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # closed twice
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
-    def _note(self, kind: str, frame: bytes, now: float) -> None:
-        if self.recording:
-            self.record.append(WireEvent(time.time() - (time.monotonic() - now), kind, frame))
 
-    def _main(self) -> None:
-        wires = {self.near_fd: (self.outbound, self.far_fd), self.far_fd: (self.inbound, self.near_fd)}
-        while not self._stop.is_set():
-            now = time.monotonic()
-            heads = [w.queue[0][0] for w, _ in wires.values() if w.queue]
-            timeout = max(0.0, min(heads) - now) if heads else 0.5
-            try:
-                ready, _, _ = select.select([self.near_fd, self.far_fd, self._wake_r], [], [], timeout)
-            except (OSError, ValueError) as exc:  # a descriptor closed under us: the link is going
-                self.errors.append(f"select: {exc}")
-                return
-            now = time.monotonic()
-            for fd in ready:
-                if fd == self._wake_r:
-                    continue
-                wire, _ = wires[fd]
-                for _ in range(256):  # bounded: both directions get their turn
-                    try:
-                        frame = os.read(fd, MAX_FRAME)
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        self.errors.append(f"read: {exc}")
-                        return
-                    verdict = wire.accept(frame, now)
-                    if fd == self.near_fd:
-                        self._note("out", frame, now)
-                    if verdict != "queued" and fd == self.near_fd:
-                        self._note("lost", frame, now)
-            now = time.monotonic()
-            for wire, out_fd in wires.values():
-                while wire.queue and wire.queue[0][0] <= now:
-                    _, frame = wire.queue.popleft()
-                    try:
-                        os.write(out_fd, frame)
-                        wire.delivered += 1
-                    except OSError as exc:
-                        self.errors.append(f"write: {exc}")
-                    if out_fd == self.near_fd:
-                        self._note("in", frame, now)
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

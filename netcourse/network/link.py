@@ -12,8 +12,8 @@ the server at the far end of an emulated wire:
 Two ways to build it, chosen by ``mode="auto"``:
 
 - **"tap"** (root): two private network namespaces, each with a TAP device (addresses from
-  192.0.2.0/24, RFC 5737, which nothing routes), joined by a userspace wire (``forwarder``) that
-  delays, drops and paces every Ethernet frame. Real kernel TCP runs end to end, so slow start,
+  192.0.2.0/24, RFC 5737, which nothing routes), joined by a userspace wire (``forwarder``, in a
+  process of its own) that delays, drops and paces every Ethernet frame. Real kernel TCP runs end to end, so slow start,
   retransmission and RTT estimation are real, and ``TCP_INFO`` shows them. Nothing of the link
   exists in the machine's own network namespace, and nothing is left when the block ends.
 - **"relay"** (anyone): a TCP relay on 127.0.0.1 that delays each direction by RTT/2 and holds a new
@@ -41,7 +41,7 @@ from ..runtime import netns
 from ..runtime.server import Server, serve
 from ..runtime.waiting import cancel_all_tasks, run_async, within
 from ..traffic.sniffer import Capture
-from .forwarder import Direction, Forwarder
+from .forwarder import Direction, WireProcess
 from .relay import make_relay
 
 __all__ = ["link", "Link", "NEAR_IP", "FAR_IP", "modes"]
@@ -119,7 +119,7 @@ class Link:
         self.setup_s = self.teardown_s = 0.0
         self._namespaces: list[str] = []
         self._fds: list[int] = []
-        self._forwarder: Forwarder | None = None
+        self._forwarder: WireProcess | None = None
         self._servers: list[Server] = []
         self._state = "new"
 
@@ -184,8 +184,7 @@ class Link:
         def direction(offset: int) -> Direction:
             return Direction(one_way, self.jitter, self.loss, self.rate, self.queue_packets, seed + offset)
 
-        self._forwarder = Forwarder(fds[0], fds[1], direction(0), direction(1))
-        self._forwarder.start()
+        self._forwarder = WireProcess(fds[0], fds[1], direction(0), direction(1))
 
     def _teardown(self) -> None:
         if self._state == "closed":
@@ -196,6 +195,7 @@ class Link:
         self._servers.clear()
         if self._forwarder is not None:
             self._forwarder.stop()
+            self._forwarder = None
         for fd in self._fds:
             os.close(fd)  # the TAP device disappears with its last descriptor
         self._fds.clear()
@@ -277,8 +277,8 @@ class Link:
         if self._forwarder is None:
             return {}
         out = {}
-        for name, d in (("out", self._forwarder.outbound), ("in", self._forwarder.inbound)):
-            out |= {f"{name}_delivered": d.delivered, f"{name}_lost": d.lost, f"{name}_dropped": d.tail_dropped}
+        for name, counts in self._forwarder.stats().items():
+            out |= {f"{name}_{what}": n for what, n in counts.items()}
         return out
 
     @contextmanager
@@ -293,18 +293,18 @@ class Link:
                 "The relay link carries bytes, not packets: there is nothing to capture. "
                 "Packet-level lessons replay a recording of the tap link instead."
             )
-        fwd = self._forwarder
-        fwd.record.clear()
-        fwd.recording = True
+        wire = self._forwarder
+        wire.record(True)
         cap = Capture(tuple(ports) or (1,), mode="live", show_notice=False)
         try:
             yield cap
         finally:
-            deadline = time.monotonic() + 2 * self.rtt + 0.2  # what is in flight lands first
-            while time.monotonic() < deadline and (fwd.inbound.waiting() or fwd.outbound.waiting()):
+            deadline = time.monotonic() + 2 * self.rtt + 0.5  # what is in flight lands first
+            while time.monotonic() < deadline and not wire.idle():
                 time.sleep(0.005)
-            fwd.recording = False
-            cap.fill_from_wire(list(fwd.record), server_ports=tuple(ports), notice=self.notice)
+            events = wire.events()
+            wire.record(False)
+            cap.fill_from_wire(events, server_ports=tuple(ports), notice=self.notice)
 
     def __repr__(self) -> str:
         rate = f", {self.rate / 1e6:g} Mbit/s" if self.rate else ""

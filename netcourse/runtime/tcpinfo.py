@@ -32,6 +32,10 @@ _TCP_INFO_FIELDS = [
     ("rtt_us", "I", 68),
     ("rttvar_us", "I", 72),
     ("snd_cwnd", "I", 80),
+    ("unacked", "I", 24),
+    ("lost", "I", 32),
+    ("snd_ssthresh", "I", 76),
+    ("min_rtt_us", "I", 148),
     ("bytes_acked", "Q", 120),
     ("bytes_received", "Q", 128),
     ("segs_out", "I", 136),
@@ -79,6 +83,11 @@ class TcpInfo:
         bytes_acked: payload bytes the peer acknowledged [tcpEStatsAppHCThruOctetsAcked].
         bytes_received: payload bytes received in order [tcpEStatsAppHCThruOctetsReceived].
         retransmits_total: segments retransmitted over the connection's life.
+        snd_cwnd: congestion window, in segments (RFC 5681 §2: cwnd).
+        snd_ssthresh: slow-start threshold, in segments; a huge value until the first loss.
+        unacked: segments sent and not yet acknowledged: what is "in flight" (RFC 5681 §2: FlightSize).
+        lost: segments the kernel currently believes lost.
+        min_rtt_us: the smallest round trip seen, in microseconds.
     """
 
     state: str
@@ -96,6 +105,11 @@ class TcpInfo:
     bytes_acked: int
     bytes_received: int
     retransmits_total: int
+    snd_cwnd: int = 0
+    snd_ssthresh: int = 0
+    unacked: int = 0
+    lost: int = 0
+    min_rtt_us: int = 0
 
 
 def tcp_info(sock: socket.socket) -> TcpInfo | None:
@@ -125,6 +139,11 @@ def tcp_info(sock: socket.socket) -> TcpInfo | None:
         bytes_acked=values["bytes_acked"],
         bytes_received=values["bytes_received"],
         retransmits_total=values["retransmits_total"],
+        snd_cwnd=values["snd_cwnd"],
+        snd_ssthresh=values["snd_ssthresh"],
+        unacked=values["unacked"],
+        lost=values["lost"],
+        min_rtt_us=values["min_rtt_us"],
     )
 
 

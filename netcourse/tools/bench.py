@@ -165,7 +165,9 @@ def main() -> int:
                 continue
         rows.append((f"{n:,} idle WebSocket connections: memory / broadcast",
                      f"{cost.python_bytes_per_connection / 1024:.1f} KiB of Python heap each (both ends); broadcast {cost.broadcast_s * 1000:.1f} ms", "report"))
-    from . import loadbench
+    from . import linkbench, loadbench
+
+    rows.extend(linkbench.rows())
 
     rows.append(("capture under a UDP flood, 20 runs per filter (namespace)", loadbench.flood_capture(), "0 silent losses"))
     answered, asked, median_s, closed = loadbench.slow_clients()

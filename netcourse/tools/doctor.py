@@ -136,6 +136,15 @@ def _capability() -> Check:
     )
 
 
+def _link_modes() -> Check:
+    from ..network.link import modes
+
+    tap = modes()["tap"]
+    if tap is None:
+        return Check("emulated link", "OK", "tap mode (namespaces + userspace wire) and relay mode")
+    return Check("emulated link", "OK", f"relay mode (tap mode cannot run: {tap})")
+
+
 def _lab_widgets() -> Check:
     try:
         import jupyterlab_widgets  # noqa: F401
@@ -150,7 +159,7 @@ def _lab_widgets() -> Check:
 def run_checks() -> Report:
     """Run every check and return the report."""
     checks = [_python()] + [_package(n) for n in REQUIRED]
-    checks += [_loopback(), _capture(), _kernel_filter(), _capability(), _lab_widgets()]
+    checks += [_loopback(), _capture(), _kernel_filter(), _capability(), _link_modes(), _lab_widgets()]
     return Report(checks)
 
 
