@@ -159,3 +159,39 @@ def test_a_poller_that_falls_behind_counts_the_gap_and_carries_on():
         srv.run(fill())
         res = run_async(polling.short_poller(srv.url, 0.05, time.perf_counter() + 0.2))
     assert res.gaps == 1 and res.ids == [8, 9, 10]
+
+
+def test_bodies_that_break_in_transit_answer_4xx():
+    with serve(polling.make_app()) as srv:
+        undefined = http("POST", "/messages", srv.port, body=b"hi", content_type="text/plain; charset=undefined")
+        assert raw_exchange(srv.port, undefined)[0] == 400
+        gz = http("POST", "/messages", srv.port, body=b"abcde").replace(b"Content-Length", b"Content-Encoding: gzip\r\nContent-Length")
+        assert raw_exchange(srv.port, gz)[0] == 400
+    assert not srv.errors
+    with serve(start_here.make_hello_app()) as srv:
+        for size in ("abc", "1e3", "9" * 5000, "-1"):
+            assert raw_exchange(srv.port, http("GET", f"/hello?size={size}", srv.port))[0] == 400, size
+    assert not srv.errors
+
+
+def test_a_dawdler_on_a_kept_alive_connection_is_evicted_too():
+    with serve(polling.make_app(), max_connections=4, header_timeout=1.0) as srv:
+        held = []
+        try:
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                s.sendall(f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n\r\n".encode())
+                s.recv(4096)
+                s.sendall(b"GET /stats HTTP/1.1\r\nX-Slow: a")  # a second head, never finished
+                held.append(s)
+            status, _ = raw_exchange(srv.port, http("GET", "/stats", srv.port))
+            assert status == 200  # a dawdler made room
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_an_absolute_form_target_names_the_host():
+    with serve(polling.make_app()) as srv:
+        request = http("GET", "http://evil.example/messages", srv.port)
+        assert raw_exchange(srv.port, request)[0] == 421

@@ -295,3 +295,89 @@ def test_half_sent_handshakes_are_dropped_and_connections_capped():
             assert a.accepted and b.accepted
             with lab.RawClient(srv) as c:
                 assert not c.accepted and c.response.startswith(b"HTTP/1.1 503")
+
+
+# -- found by attacking the server (each failed before its fix) -------------------------------------
+
+
+def _handshaken(srv):
+    import socket
+
+    s = socket.create_connection((srv.host, srv.port), timeout=5)
+    s.sendall(client_request(srv.host, srv.port, base64.b64encode(bytes(16)).decode()))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    return s
+
+
+def test_broadcast_skips_peers_that_are_closing_and_never_raises():
+    from netcourse.apps.wsserver import Hub
+    from netcourse.protocols.wsframe import close_payload
+    from netcourse.runtime.waiting import wait_until
+
+    hub = Hub()
+    with serve(make_ws_handler(hub)) as srv:
+        closing, healthy = _handshaken(srv), _handshaken(srv)
+        try:
+            assert wait_until(lambda: hub.count == 2, 5)
+            closing.sendall(encode(Frame(Opcode.CLOSE, close_payload(1000)), mask=True))  # and no FIN
+            assert wait_until(lambda: hub.count == 1, 5)  # out of the hub as soon as it closes
+            assert srv.run(hub.broadcast(b"news")) == 1
+            data = b""
+            closing.settimeout(1)
+            while chunk := closing.recv(1000):
+                data += chunk
+            frames = FrameDecoder("client").feed(data)
+            assert [f.opcode for f in frames] == [Opcode.CLOSE]  # nothing after the close (§5.5.1)
+        finally:
+            closing.close()
+            healthy.close()
+
+
+def test_after_a_protocol_error_the_server_closes_at_once_whatever_the_peer_dribbles():
+    import time
+
+    with serve(make_ws_handler()) as srv:
+        s = _handshaken(srv)
+        try:
+            s.sendall(encode(Frame(Opcode.TEXT, b"unmasked")))
+            t = time.perf_counter()
+            data = b""
+            s.settimeout(3)
+            while chunk := s.recv(1000):  # ends when the server closes TCP
+                data += chunk
+                s.sendall(b"\0")  # a dribbling peer must not keep it open
+            assert time.perf_counter() - t < 1.0
+            assert FrameDecoder("client").feed(data)[0].payload[:2] == (1002).to_bytes(2, "big")
+        finally:
+            s.close()
+
+
+def test_a_peer_that_never_reads_is_dropped_at_the_write_deadline():
+    import socket
+    import time
+
+    from netcourse.apps.wsserver import Hub
+    from netcourse.runtime.waiting import wait_until
+
+    hub = Hub()
+    with serve(make_ws_handler(hub, max_size=1 << 20, write_timeout=0.5)) as srv:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((srv.host, srv.port))
+        s.sendall(client_request(srv.host, srv.port, base64.b64encode(bytes(16)).decode()))
+        try:
+            s.setblocking(False)
+            frame = encode(Frame(Opcode.BINARY, bytes(60_000)), mask=True)
+            deadline = time.monotonic() + 10
+            while hub.count and time.monotonic() < deadline:  # echo requests it never reads the answers to
+                try:
+                    s.send(frame)
+                except BlockingIOError:
+                    time.sleep(0.05)
+                except OSError:
+                    break
+            assert wait_until(lambda: hub.count == 0, 5)
+        finally:
+            s.close()

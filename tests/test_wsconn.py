@@ -82,7 +82,7 @@ def test_protocol_errors_come_after_the_good_frames_then_a_close_with_the_code()
     assert reply
     closing = Connection("client").receive_data(server.data_to_send())
     assert closing == [CloseReceived(1002, "a client's frames must be masked (§5.1)")]
-    assert server.state is State.CLOSING
+    assert server.state is State.CLOSED  # §7.1.7: after failing, close TCP; read nothing more
     assert server.receive_data(good) == []  # nothing more is read from a failed peer
 
 
@@ -110,3 +110,10 @@ def test_handshake_checks_on_both_sides():
     with pytest.raises(HandshakeError) as refused:
         check_response(b"HTTP/1.1 403 Forbidden\r\n\r\n", key)
     assert refused.value.status == 403
+
+
+def test_a_message_in_too_many_fragments_is_refused():
+    _, server = pair()
+    wire = encode(Frame(Opcode.TEXT, b"", fin=False), mask=True) + encode(Frame(Opcode.CONTINUATION, b"", fin=False), mask=True) * 1100
+    events = server.receive_data(wire)
+    assert isinstance(events[-1], ConnectionFailed) and events[-1].code == 1009

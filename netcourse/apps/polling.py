@@ -175,7 +175,7 @@ async def _post_message(request: web.Request) -> web.Response:
         text = body.decode(charset)
     except LookupError:
         return web.json_response({"error": f"unknown charset {charset!r}"}, status=415, headers={"Server": "netcourse"})
-    except UnicodeDecodeError:
+    except UnicodeError:  # bytes that are not valid in the charset, or a charset that decodes nothing
         return _bad_request(f"the message is not valid {charset}")
     if len(text) > MAX_TEXT:
         return _bad_request("a message must be at most 10,000 characters")

@@ -21,6 +21,7 @@ same two checks with ``host_problem`` and ``origin_problem``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from aiohttp import web
 __all__ = ["safe_app", "guard", "host_problem", "origin_problem", "own_origins", "MAX_BODY"]
 
 MAX_BODY = 64 * 1024  # bytes: the largest request body a course app reads
+BODY_TIMEOUT = 10.0  # seconds a request body may take to arrive
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}  # RFC 9110 §9.2.1: they change nothing
 
@@ -76,16 +78,29 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     address, port = (sockname[0], sockname[1]) if sockname else (None, 0)
     hosts = request.headers.getall("Host", [])
-    problem = host_problem(hosts[0] if len(hosts) == 1 else None, port, local_address=address)
-    if len(hosts) > 1:
-        problem = "more than one Host header"
+    # An absolute-form target ("GET http://name/path") names the host itself, and wins over the Host
+    # header (RFC 9112 §3.2.2); aiohttp's request.host follows that rule.
+    absolute = request.raw_path.lower().startswith(("http://", "https://"))
+    host = request.host if absolute else (hosts[0] if len(hosts) == 1 else None)
+    problem = "more than one Host header" if len(hosts) > 1 else host_problem(host, port, local_address=address)
     if problem:
-        return web.json_response({"error": problem}, status=421, headers={"Server": "netcourse"})
+        return _refuse(421, problem)
     if request.method not in SAFE_METHODS:
         problem = origin_problem(request.headers.getall("Origin", []), port)
         if problem:
-            return web.json_response({"error": problem}, status=403, headers={"Server": "netcourse"})
+            return _refuse(403, problem)
+    if request.can_read_body:  # the whole body now, with a deadline: nobody may dribble it forever
+        try:
+            await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+        except asyncio.TimeoutError:
+            return _refuse(408, f"the request body did not arrive within {BODY_TIMEOUT:g} s")
+        except web.RequestPayloadError as exc:  # bad chunking or a body that does not decompress
+            return _refuse(400, f"the request body is malformed: {exc}")
     return await handler(request)
+
+
+def _refuse(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers={"Server": "netcourse"})
 
 
 def safe_app(*, max_body: int = MAX_BODY) -> web.Application:

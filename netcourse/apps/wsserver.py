@@ -38,7 +38,8 @@ __all__ = ["Hub", "make_ws_handler", "MAX_HEAD", "HANDSHAKE_TIMEOUT", "CLOSE_TIM
 
 MAX_HEAD = 8192  # bytes: a longer handshake head is refused with 431
 HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to send its whole handshake head
-CLOSE_TIMEOUT = 2.0  # seconds the closing steps may take before the connection is simply dropped
+CLOSE_TIMEOUT = 2.0  # seconds the closing steps may take, in all, before the connection is dropped
+WRITE_TIMEOUT = 5.0  # seconds one write may wait for a peer that does not read
 MAX_CLOSES_KEPT = 1000
 MAX_CONNECTIONS = 2000  # open WebSocket connections per server; more are refused with 503
 
@@ -92,7 +93,11 @@ class Hub:
             if w.transport.get_write_buffer_size() + len(frame) > self.max_buffered:
                 self._evict(w, "too slow: its send buffer is full")
                 continue
-            w.write(frame)
+            try:
+                w.write(frame)
+            except RuntimeError:  # the connection is shutting down under us: not a target any more
+                self.writers.discard(w)
+                continue
             targets.append(w)
 
         async def deliver(w: asyncio.StreamWriter) -> bool:
@@ -125,6 +130,7 @@ def make_ws_handler(
     on_message: OnMessage = echo,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
+    write_timeout: float = WRITE_TIMEOUT,
 ):
     """A stream handler for ``serve()`` that speaks WebSocket on any path.
 
@@ -136,6 +142,7 @@ def make_ws_handler(
             If it raises, the connection closes with 1011.
         handshake_timeout: seconds a client gets to send its handshake head.
         max_connections: open connections allowed at once; the next handshake answers 503.
+        write_timeout: seconds one write may wait for a peer that does not read; then it is dropped.
 
     Besides the WebSocket checks, the handshake's ``Host`` must name this server on loopback (421
     otherwise: DNS rebinding, see ``apps.safety``).
@@ -173,7 +180,7 @@ def make_ws_handler(
         hub.writers.add(writer)
         conn = Connection("server", max_size=max_size)
         try:
-            await _serve(conn, rest, reader, writer, on_message)
+            await _serve(conn, rest, reader, writer, on_message, hub, write_timeout)
         finally:
             hub.writers.discard(writer)
             if conn.close_sent is not None:
@@ -206,7 +213,11 @@ async def _serve(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     on_message: OnMessage,
+    hub: Hub,
+    write_timeout: float,
 ) -> None:
+    loop = asyncio.get_running_loop()
+    closing_deadline: float | None = None
     data = first
     while conn.state is not State.CLOSED:
         if data:
@@ -220,16 +231,24 @@ async def _serve(
                     if reply is not None and conn.state is State.OPEN:
                         writer.write(conn.send(Message(event.opcode, reply)))
             writer.write(conn.data_to_send())
-            await writer.drain()
+            if conn.state is not State.OPEN:
+                hub.writers.discard(writer)  # closing: broadcasts must not write after our close (§5.5.1)
+            try:  # a peer that does not read cannot hold the server: every write has a deadline
+                await asyncio.wait_for(writer.drain(), write_timeout)
+            except asyncio.TimeoutError:
+                writer.transport.abort()
+                return
         if conn.state is State.CLOSED:
             break
         try:
             if conn.state is State.CLOSING:  # we sent a close: the client has a while to answer
-                data = await asyncio.wait_for(reader.read(65536), CLOSE_TIMEOUT)
+                if closing_deadline is None:
+                    closing_deadline = loop.time() + CLOSE_TIMEOUT
+                data = await asyncio.wait_for(reader.read(65536), max(0.0, closing_deadline - loop.time()))
             else:
                 data = await reader.read(65536)
         except asyncio.TimeoutError:
-            return  # no close frame came back: drop the connection
+            return  # no close frame came back in time: drop the connection
         if not data:
             return  # the client vanished without a close frame (1006 on its side)
     await _close_tcp_first(reader, writer)

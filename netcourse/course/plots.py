@@ -89,6 +89,56 @@ def ladder(
     return fig
 
 
+def ladder_in_time(
+    rows: Sequence[PacketRow],
+    *,
+    one_way_ms: float,
+    ax: Axes | None = None,
+    client: str = "client",
+    server: str = "server",
+    title: str | None = None,
+    max_packets: int = 40,
+) -> Figure:
+    """A ladder drawn to time scale: each arrow slants down by the time it spent on the wire.
+
+    The capture is taken at the client, so a packet's time there is measured; the server's end of
+    each arrow is ``one_way_ms`` later (client to server) or earlier (server to client).
+
+    Args:
+        rows: a capture's table, taken at the client's end of a link.
+        one_way_ms: the link's one-way delay, milliseconds (half its round-trip time).
+        ax, client, server, title, max_packets: as for ``ladder``.
+    """
+    shown = list(rows)[:max_packets]
+    times = [r.t * 1000 for r in shown] or [0.0]
+    end = max(times) + one_way_ms
+    start = min(min(times) - one_way_ms, 0.0)
+    fig, ax = _figure(ax, (8, 6.5))
+    x_client, x_server = 0.0, 1.0
+    for x, name in ((x_client, client), (x_server, server)):
+        ax.plot([x, x], [start, end], color="#424242", lw=2)
+        ax.text(x, start - 0.02 * (end - start), name, ha="center", va="bottom", fontsize=11, weight="bold")
+    for row in shown:
+        t = row.t * 1000
+        if row.direction == C2S:  # left the client at t, reached the server one way later
+            (x0, y0), (x1, y1) = (x_client, t), (x_server, t + one_way_ms)
+        else:  # reached the client at t, so it left the server one way earlier
+            (x0, y0), (x1, y1) = (x_server, t - one_way_ms), (x_client, t)
+        colour = _arrow_colour(row)
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.4))
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, row.label.split(" seq=")[0], ha="center", va="center", fontsize=8,
+                color=colour, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+        ax.text(-0.04 if row.direction == C2S else -0.04, t, f"{t:.1f}", ha="right", va="center", fontsize=7, color="#616161")
+    ax.set_xlim(-0.3, 1.15)
+    ax.set_ylim(end + 0.03 * (end - start), start - 0.06 * (end - start))
+    ax.set_xticks([])
+    ax.set_ylabel("time at the client (ms)")
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title or f"To time scale: {2 * one_way_ms:g} ms round trip")
+    return fig
+
+
 def _arrow_colour(row: PacketRow) -> str:
     if "S" in row.flags:
         return "#6a1b9a"  # handshake

@@ -43,6 +43,8 @@ BODY_KEY = web.AppKey("body", bytes)
 
 async def _hello(request: web.Request) -> web.Response:
     size = request.query.get("size")
+    if size is not None and not (size.isascii() and size.isdigit() and len(size) <= 8):
+        raise web.HTTPBadRequest(text=f"size must be a whole number of bytes up to 10,000,000, not {size[:20]!r}")
     body = request.app[BODY_KEY] if size is None else b"x" * min(int(size), 10_000_000)
     # A fixed Server header keeps the response the same size on every Python and aiohttp version.
     return web.Response(body=body, content_type="text/plain", headers={"Server": "netcourse"})

@@ -14,7 +14,8 @@ States (RFC 6455 §4, §7)::
 
     OPEN ──send(Close)──▶ CLOSING ──peer's Close──▶ CLOSED
       └──peer's Close (we echo it)───────────────────▶ CLOSED
-      └──peer breaks the protocol (we send Close)──▶ CLOSING ──▶ CLOSED
+      └──peer breaks the protocol, or fail(): we send Close ──▶ CLOSED (§7.1.7: then close TCP,
+                                                               without reading the peer any more)
 
 When the state is CLOSED the server closes the TCP connection first (§7.1.1); a client waits for
 the server to do so. The handshake helpers at the bottom build and check the HTTP upgrade
@@ -212,10 +213,14 @@ class Connection:
         return encode(frame, mask=mask, mask_key=mask_key if mask else None)
 
     def fail(self, code: int, reason: str) -> ConnectionFailed:
-        """Fail the connection (§7.1.7): queue a close with ``code``. Use 1011 when the handler raised."""
-        if self.state is State.OPEN:
+        """Fail the connection (§7.1.7): queue a close with ``code``, then the state is CLOSED.
+
+        Use 1011 when the application's handler raised. Nothing the peer sends afterwards is read:
+        after a protocol error its framing cannot be trusted, so the TCP connection closes next.
+        """
+        if self.state is not State.CLOSED:
             self._outgoing += self._close_frame(Close(code, reason))
-            self.state = State.CLOSING
+            self.state = State.CLOSED
         return ConnectionFailed(code, reason)
 
     def data_to_send(self) -> bytes:

@@ -223,16 +223,19 @@ class FrameDecoder:
         role: "server" (decodes frames from a client: they must be masked) or "client" (decodes frames
             from a server: they must not be).
         max_size: largest message payload accepted, in bytes (larger: close code 1009).
+        max_fragments: most frames one message may come in (more: 1009; empty fragments cost memory).
 
     ``feed(data)`` returns the frames completed by ``data`` (payloads unmasked). After a
     ``ProtocolError`` the decoder refuses further input: the connection must be closed.
     """
 
-    def __init__(self, role: str, *, max_size: int = 1 << 20) -> None:
+    def __init__(self, role: str, *, max_size: int = 1 << 20, max_fragments: int = 1024) -> None:
         if role not in ("server", "client"):
             raise ValueError('role must be "server" or "client"')
         self.role = role
         self.max_size = max_size
+        self.max_fragments = max_fragments
+        self._fragments = 0  # frames of the message being continued
         self._buffer = bytearray()
         self._pos = 0  # where the next frame starts in _buffer (consumed bytes are dropped in bulk)
         self._fragmented: Opcode | None = None  # opcode of the message being continued
@@ -333,6 +336,10 @@ class FrameDecoder:
             raise ProtocolError("a continuation frame with no message to continue (§5.4)")
         if opcode != Opcode.CONTINUATION and self._fragmented is not None:
             raise ProtocolError("a new message started before the fragmented one finished (§5.4)")
+        if opcode == Opcode.CONTINUATION:
+            self._fragments += 1
+            if self._fragments > self.max_fragments:  # empty fragments cost memory too
+                raise ProtocolError(f"a message in more than {self.max_fragments} fragments", CloseCode.MESSAGE_TOO_BIG)
         if self._message_size + length > self.max_size:
             raise ProtocolError(f"message larger than {self.max_size} bytes", CloseCode.MESSAGE_TOO_BIG)
 
@@ -353,6 +360,6 @@ class FrameDecoder:
                     b"".join(self._text_parts).decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise ProtocolError("a text message is not valid UTF-8 (§8.1)", CloseCode.INVALID_PAYLOAD) from exc
-            self._fragmented, self._message_size, self._text_parts = None, 0, []
+            self._fragmented, self._message_size, self._text_parts, self._fragments = None, 0, [], 0
         else:
             self._fragmented = kind

@@ -58,12 +58,22 @@ _by_thread: dict[int, "Server"] = {}  # the same servers, by their thread's iden
 _counter = 0
 
 
+# aiohttp's exceptions for requests it could not parse (http_exceptions): answered 4xx, never ours.
+_CLIENT_ERRORS = {"BadHttpMessage", "BadStatusLine", "LineTooLong", "InvalidHeader", "BadHttpMethod",
+                  "TransferEncodingError", "ContentEncodingError", "ContentLengthError", "PayloadEncodingError",
+                  "RequestPayloadError"}
+
+
 class _ToOwningServer(logging.Handler):
     """Routes aiohttp's log records to the ``errors`` of the server whose thread emitted them."""
 
     def emit(self, record: logging.LogRecord) -> None:
         server = _by_thread.get(record.thread or 0)
         if server is None:
+            return
+        exc = record.exc_info[1] if record.exc_info else None
+        if type(exc).__name__ in _CLIENT_ERRORS and getattr(exc, "code", 400) < 500:
+            server.rejected += 1  # a malformed request, answered 4xx: the client's error, not ours
             return
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
@@ -77,6 +87,14 @@ _LOGGER = logging.getLogger("netcourse.server")
 _LOGGER.propagate = False
 _LOGGER.setLevel(logging.WARNING)
 _LOGGER.handlers[:] = [_ToOwningServer()]
+
+
+def _aiohttp_progress(protocol: Any) -> tuple[int, bool]:
+    """(request heads received, serving one now) of aiohttp's RequestHandler (its own counters)."""
+    return getattr(protocol, "_request_count", 0), bool(getattr(protocol, "_request_in_progress", False))
+
+
+KEEPALIVE_TIMEOUT = 30.0  # seconds an idle keep-alive connection stays open (aiohttp's default: an hour)
 
 
 class Server:
@@ -103,6 +121,7 @@ class Server:
         port: the bound port (the real one, also when 0 was asked for).
         url: ``http://host:port``.
         errors: messages of errors raised inside handlers or while stopping, newest last.
+        rejected: requests so malformed that aiohttp answered them 4xx itself (counted, not errors).
         state: "new", "starting", "running", "stopping" or "stopped".
     """
 
@@ -147,9 +166,10 @@ class Server:
         self.admission = Admission(
             max_connections=max_connections,
             header_timeout=header_timeout,
-            served=lambda protocol: getattr(protocol, "_request_count", 1) > 0,  # aiohttp's count of heads
+            progress=_aiohttp_progress,
         )
         self.errors: list[str] = []
+        self.rejected = 0  # malformed requests answered 4xx (not errors of the server)
         self.owner: str | None = None
         self.state = "new"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -382,6 +402,7 @@ class Server:
                 logger=_LOGGER,
                 shutdown_timeout=self.shutdown_timeout,
                 handler_cancellation=self.handler_cancellation,
+                keepalive_timeout=KEEPALIVE_TIMEOUT,
             )
             self._runner = runner
             await runner.setup()
