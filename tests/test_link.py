@@ -57,14 +57,19 @@ def test_parameters_are_checked_with_the_valid_range():
 @pytest.mark.parametrize("mode", ["relay", pytest.param("tap", marks=tap_only)])
 @pytest.mark.parametrize("rtt_ms", [10, 50])
 def test_measured_rtt_matches_the_configured_one(mode, rtt_ms):
-    with link(rtt_ms=rtt_ms, mode=mode) as net:
-        srv = net.serve(_echo)
-        rtts, info = _echo_rtts(net, srv)
     bound = 0.05 * rtt_ms + 0.3
-    median_ms = statistics.median(rtts[1:]) * 1000  # the first pays the relay's handshake hold
-    assert abs(median_ms - rtt_ms) <= bound, (median_ms, rtt_ms)
-    if mode == "tap":  # the kernel's own estimate agrees
-        assert abs(info.rtt_us / 1000 - rtt_ms) <= bound, info.rtt_us
+    seen = []
+    for _ in range(3):  # a busy machine can delay one run's timers; the claim must hold in a quiet one
+        with link(rtt_ms=rtt_ms, mode=mode) as net:
+            srv = net.serve(_echo)
+            rtts, info = _echo_rtts(net, srv, n=30)
+        median_ms = statistics.median(rtts[1:]) * 1000  # the first pays the relay's handshake hold
+        kernel_ms = info.rtt_us / 1000 if mode == "tap" else rtt_ms  # the kernel's own estimate agrees
+        seen.append((median_ms, kernel_ms))
+        if abs(median_ms - rtt_ms) <= bound and abs(kernel_ms - rtt_ms) <= bound:
+            break
+    else:
+        pytest.fail(f"RTT {rtt_ms} ms ± {bound:.2f}: measured (echo, kernel) {seen}")
 
 
 @pytest.mark.parametrize("mode", ["relay", pytest.param("tap", marks=tap_only)])
