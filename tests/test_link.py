@@ -191,3 +191,42 @@ def test_the_relay_link_says_it_cannot_capture():
         with pytest.raises(LinkError, match="nothing to capture"):
             with net.capture(1):
                 pass
+
+
+@pytest.mark.parametrize("tap", [pytest.param(True, marks=tap_only), False])
+def test_a_fresh_request_across_a_link_costs_two_round_trips(monkeypatch, tap):
+    import warnings
+
+    from netcourse.experiments import start_here
+    from netcourse.network import link as link_module
+
+    if not tap:
+        monkeypatch.setattr(link_module, "modes", lambda: {"tap": "pretending to have no root", "relay": None})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the relay's replay notice
+        budget = start_here.request_across(40)
+    assert budget.mode == ("tap" if tap else "relay")
+    assert 80 - 1 <= budget.total_ms <= 80 + 10, budget
+    assert [step for step, _, _ in budget.rows()][-1].startswith("total")
+    assert budget.capture.live is tap  # relay mode shows the recording of the real link
+    flags = [r.flags for r in budget.capture.table()[:3]]
+    assert flags == ["S", "SA", "A"]
+
+
+def test_the_time_scaled_ladder_slants_each_arrow_by_the_one_way_delay():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from netcourse.course import plots
+    from netcourse.traffic.packets import packet_rows
+    from netcourse.traffic.recordings import read
+
+    packets, meta = read("first_request_link")
+    rows = packet_rows(packets, meta["server_ports"], meta["t0"])
+    fig = plots.ladder_in_time(rows, one_way_ms=25)
+    arrows = [c for c in fig.axes[0].get_children() if type(c).__name__ == "Annotation"]
+    assert len(arrows) == len(rows)
+    for arrow, row in zip(arrows, rows):
+        (x1, y1), (x0, y0) = arrow.xy, arrow.xyann
+        assert abs(abs(y1 - y0) - 25) < 1e-6  # every arrow spans exactly the one-way delay
+        assert (x1 > x0) == (row.direction == "C→S")

@@ -110,14 +110,16 @@ def ladder_in_time(
         ax, client, server, title, max_packets: as for ``ladder``.
     """
     shown = list(rows)[:max_packets]
-    times = [r.t * 1000 for r in shown] or [0.0]
-    end = max(times) + one_way_ms
-    start = min(min(times) - one_way_ms, 0.0)
+    ends = [(r.t * 1000 - (0 if r.direction == C2S else one_way_ms), r.t * 1000 + (one_way_ms if r.direction == C2S else 0))
+            for r in shown] or [(0.0, 0.0)]
+    start, end = min(a for a, _ in ends), max(b for _, b in ends)
+    span = max(end - start, 1e-6)
     fig, ax = _figure(ax, (8, 6.5))
     x_client, x_server = 0.0, 1.0
     for x, name in ((x_client, client), (x_server, server)):
         ax.plot([x, x], [start, end], color="#424242", lw=2)
-        ax.text(x, start - 0.02 * (end - start), name, ha="center", va="bottom", fontsize=11, weight="bold")
+        ax.text(x, start - 0.02 * span, name, ha="center", va="bottom", fontsize=11, weight="bold")
+    last_t, last_label_t, crowd = None, None, 0
     for row in shown:
         t = row.t * 1000
         if row.direction == C2S:  # left the client at t, reached the server one way later
@@ -126,11 +128,16 @@ def ladder_in_time(
             (x0, y0), (x1, y1) = (x_server, t - one_way_ms), (x_client, t)
         colour = _arrow_colour(row)
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.4))
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2, row.label.split(" seq=")[0], ha="center", va="center", fontsize=8,
-                color=colour, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
-        ax.text(-0.04 if row.direction == C2S else -0.04, t, f"{t:.1f}", ha="right", va="center", fontsize=7, color="#616161")
+        crowd = crowd + 1 if last_t is not None and t - last_t < 0.04 * span else 0  # arrows nearly on top
+        last_t = t
+        f = (0.5, 0.25, 0.75, 0.38, 0.62)[crowd % 5]  # where along the arrow its label sits
+        ax.text(x0 + f * (x1 - x0), y0 + f * (y1 - y0), row.label.split(" seq=")[0], ha="center", va="center",
+                fontsize=8, color=colour, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+        if last_label_t is None or t - last_label_t >= 0.03 * span:  # one time label per crowd
+            ax.text(-0.04, t, f"{t:.1f}", ha="right", va="center", fontsize=7, color="#616161")
+            last_label_t = t
     ax.set_xlim(-0.3, 1.15)
-    ax.set_ylim(end + 0.03 * (end - start), start - 0.06 * (end - start))
+    ax.set_ylim(end + 0.03 * span, start - 0.06 * span)
     ax.set_xticks([])
     ax.set_ylabel("time at the client (ms)")
     for side in ("top", "right", "bottom"):

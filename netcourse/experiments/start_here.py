@@ -8,6 +8,7 @@ response and teardown.
 
 from __future__ import annotations
 
+import html
 import socket
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from ..errors import NetcourseError, NetcourseTimeout
 from ..course.exercises import Exercise
 from ..runtime.tcpinfo import TcpInfo, tcp_info
 from .registry import scenario
+from ..network.link import link
+from ..runtime.notices import announce
 from ..runtime.server import Server, serve
 from ..runtime.waiting import wait_until
 from ..traffic.wire import WireBytes, from_capture, from_tcp_info
@@ -33,6 +36,8 @@ __all__ = [
     "http_exchange",
     "first_request",
     "exchange_bytes",
+    "Budget",
+    "request_across",
     "exercise_handshake",
     "exercise_response_headers",
 ]
@@ -171,6 +176,105 @@ def exchange_bytes(body_size: int, *, use_capture: bool | None = None) -> WireBy
             return from_capture(cap, label=label)
         ex = http_exchange(srv, f"/hello?size={body_size}")
     return ex.wire(label)
+
+
+# -- the same request across a distance ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Where the time of one fresh request across an emulated link went (a latency budget, as in
+    Grigorik's *High Performance Browser Networking*, ch. 10), measured at the client.
+
+    Attributes:
+        rtt_ms: the link's round-trip time, milliseconds.
+        mode: the link's mode, "tap" or "relay".
+        connect_ms: connect() until it returned: TCP's handshake.
+        first_byte_ms: request sent until the first byte of the answer.
+        rest_ms: first byte until the last.
+        kernel_rtt_ms: the kernel's smoothed RTT estimate for the connection (None in relay mode, where
+            the kernel only saw loopback).
+        capture: the packets (tap: live from the wire; relay: the recording).
+    """
+
+    rtt_ms: float
+    mode: str
+    connect_ms: float
+    first_byte_ms: float
+    rest_ms: float
+    kernel_rtt_ms: float | None
+    capture: Capture | None
+
+    @property
+    def total_ms(self) -> float:
+        """connect() to the last byte."""
+        return self.connect_ms + self.first_byte_ms + self.rest_ms
+
+    def rows(self) -> list[tuple[str, float, str]]:
+        """(step, measured ms, what theory says)."""
+        rtt = self.rtt_ms
+        return [
+            ("TCP handshake (connect)", self.connect_ms, f"1 RTT = {rtt:.1f} ms"),
+            ("request -> first byte of the answer", self.first_byte_ms, f"1 RTT = {rtt:.1f} ms + server time"),
+            ("first byte -> last byte", self.rest_ms, "about 0 (the answer fits one packet)"),
+            ("total, before the body can be used", self.total_ms, f"2 RTT = {2 * rtt:.1f} ms"),
+        ]
+
+    def __repr__(self) -> str:
+        lines = [f"{'step':<38}{'measured':>12}   expected"]
+        lines += [f"{step:<38}{value:>9.1f} ms   {theory}" for step, value, theory in self.rows()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td>{html.escape(step)}</td><td style='text-align:right'>{value:.1f} ms</td>"
+            f"<td>{html.escape(theory)}</td></tr>"
+            for step, value, theory in self.rows()
+        )
+        return f"<table><tr><th>step</th><th>measured</th><th>expected</th></tr>{body}</table>"
+
+
+def _timed_request(host: str, port: int, timeout: float) -> tuple[float, float, float, TcpInfo | None]:
+    """(connect s, request to first byte s, first to last byte s, TCP_INFO) of one fresh request."""
+    request = build_request(host, port)
+    t0 = time.perf_counter()
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        t1 = time.perf_counter()
+        sock.sendall(request)
+        first = sock.recv(65536)
+        t2 = time.perf_counter()
+        while first and sock.recv(65536):
+            pass
+        t3 = time.perf_counter()
+        info = tcp_info(sock)
+    return t1 - t0, t2 - t1, t3 - t2, info
+
+
+def request_across(rtt_ms: float = 50.0, *, packets: bool = True, timeout: float = 10.0) -> Budget:
+    """The hello request on a fresh connection across an emulated link of ``rtt_ms``.
+
+    Args:
+        rtt_ms: round-trip time of the link, milliseconds.
+        packets: also capture the packets (scenario "first_request_link"; replayed in relay mode).
+        timeout: seconds for the request.
+    """
+    with link(rtt_ms=rtt_ms) as net:
+        srv = net.serve(make_hello_app(), name="hello")
+        announce(net.notice, kind="live" if net.mode == "tap" else "replay", tag="link")
+        if packets:
+            with net.capture(srv.port, scenario="first_request_link") as cap:
+                connect, first, rest, info = net.near(lambda: _timed_request(srv.host, srv.port, timeout))
+        else:
+            cap = None
+            connect, first, rest, info = net.near(lambda: _timed_request(srv.host, srv.port, timeout))
+    kernel = info.rtt_us / 1000 if info is not None and net.mode == "tap" else None
+    return Budget(rtt_ms, net.mode, connect * 1000, first * 1000, rest * 1000, kernel, cap)
+
+
+@scenario("first_request_link")
+def first_request_link() -> Budget:
+    """The recorded scenario: the hello request across a 50 ms link (recorded in tap mode)."""
+    return request_across(50.0)
 
 
 # -- exercises -------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from ..errors import LinkError
 from ..runtime import netns
 from ..runtime.server import Server, serve
 from ..runtime.waiting import cancel_all_tasks, run_async, within
+from ..traffic import recordings
 from ..traffic.sniffer import Capture
 from .forwarder import Direction, WireProcess
 from .relay import make_relay
@@ -282,20 +283,27 @@ class Link:
         return out
 
     @contextmanager
-    def capture(self, *ports: int) -> Iterator[Capture]:
-        """Record the frames that cross the near end's interface while the block runs (tap mode).
+    def capture(self, *ports: int, scenario: str | None = None) -> Iterator[Capture]:
+        """Record the frames that cross the near end's interface while the block runs.
 
-        The wire itself records them, so nothing is missed; frames the wire lost on the way out are
-        listed too (``cap.lost``). The relay mode has no wire to record: it raises ``LinkError``.
+        Tap mode: the wire itself records them, so nothing is missed; frames the wire lost on the way
+        out are listed too (``cap.lost``). With ``scenario`` and ``python -m netcourse record``, the
+        capture is saved as that scenario's recording. Relay mode has no wire to record: with a
+        ``scenario`` the block still runs live and the packets are replayed from the recording
+        (and the notice says so); without one, ``LinkError``.
         """
         if self.mode != "tap" or self._forwarder is None:
-            raise LinkError(
-                "The relay link carries bytes, not packets: there is nothing to capture. "
-                "Packet-level lessons replay a recording of the tap link instead."
-            )
+            if scenario is None:
+                raise LinkError(
+                    "The relay link carries bytes, not packets: there is nothing to capture. "
+                    "Packet-level lessons replay a recording of the tap link instead."
+                )
+            with Capture(tuple(ports) or (1,), scenario=scenario, mode="replay") as replayed:
+                yield replayed
+            return
         wire = self._forwarder
         wire.record(True)
-        cap = Capture(tuple(ports) or (1,), mode="live", show_notice=False)
+        cap = Capture(tuple(ports) or (1,), mode="live")  # announces itself, as a replay does
         try:
             yield cap
         finally:
@@ -305,6 +313,11 @@ class Link:
             events = wire.events()
             wire.record(False)
             cap.fill_from_wire(events, server_ports=tuple(ports), notice=self.notice)
+            cap.scenario = scenario
+            target = recordings.recording_target()
+            if scenario is not None and target is not None:
+                recordings.write(scenario, target, cap.packets, t0=cap.t0, server_ports=tuple(ports),
+                                 complete=True, kernel_drops=0)
 
     def __repr__(self) -> str:
         rate = f", {self.rate / 1e6:g} Mbit/s" if self.rate else ""

@@ -15,11 +15,11 @@ the kernel on a loopback connection here. Lessons replay those from recordings m
 from __future__ import annotations
 
 import asyncio
-import time
 
 __all__ = ["make_relay"]
 
 CHUNK = 65536
+MAX_BUFFERED = 1 << 20  # bytes waiting to be written before the relay stops reading
 
 
 async def _pump(
@@ -30,38 +30,37 @@ async def _pump(
     rate: float,
     first_extra: float,
 ) -> None:
-    """Copy one direction: each chunk leaves ``delay`` s after it arrived (plus serialisation at ``rate``)."""
-    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-    free_at = 0.0
+    """Copy one direction: each chunk leaves ``delay`` s after it arrived (plus serialisation at ``rate``).
 
-    async def send() -> None:
-        while True:
-            due, data = await queue.get()
-            if not data:
-                break
-            pause = due - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
+    Each chunk's write is scheduled on the loop's clock (``call_at``), in arrival order, so no task
+    switch stands between the due time and the write.
+    """
+    loop = asyncio.get_running_loop()
+    free_at = 0.0
+    extra = first_extra
+
+    def deliver(data: bytes) -> None:
+        if writer.is_closing():
+            return
+        if data:
             writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
+        elif writer.can_write_eof():
             writer.write_eof()
 
-    sender = asyncio.ensure_future(send())
-    extra = first_extra
-    try:
-        while True:
-            data = await reader.read(CHUNK)
-            now = time.monotonic()
-            start = max(now, free_at)
-            free_at = start + (8 * len(data) / rate if rate else 0.0)
-            await queue.put((free_at + delay + extra, data))
-            extra = 0.0
-            if not data:
-                break
-        await sender
-    finally:
-        sender.cancel()
+    while True:
+        data = await reader.read(CHUNK)
+        now = loop.time()
+        start = max(now, free_at)
+        free_at = start + (8 * len(data) / rate if rate else 0.0)
+        due = free_at + delay + extra
+        extra = 0.0
+        loop.call_at(due, deliver, data)
+        if not data:
+            await asyncio.sleep(max(0.0, due - loop.time()))  # the end leaves last
+            return
+        if writer.transport.get_write_buffer_size() > MAX_BUFFERED:  # the far side is slow: wait for it
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            await writer.drain()
 
 
 def make_relay(target_host: str, target_port: int, *, rtt: float, rate: float = 0.0):

@@ -33,7 +33,7 @@ _STYLES = {
 }
 
 
-def announce(text: str, *, kind: str) -> None:
+def announce(text: str, *, kind: str, tag: str = "capture") -> None:
     """Show a one-line notice in the running cell.
 
     Args:
@@ -41,6 +41,7 @@ def announce(text: str, *, kind: str) -> None:
         kind: "live" or "replay". In notebooks both kinds are shown (so live and replayed runs produce
             the same outputs, which nbval sanitizes); outside notebooks only "replay" is, as a
             ``ReplayNotice`` warning.
+        tag: what the notice is about, shown first in the text form: "capture" or "link".
     """
     if in_notebook():
         from IPython.display import display
@@ -48,7 +49,7 @@ def announce(text: str, *, kind: str) -> None:
         style = _STYLES.get(kind, "")
         display(
             {
-                "text/plain": f"[capture] {text}",
+                "text/plain": f"[{tag}] {text}",
                 "text/html": f"<div class='netcourse-notice' style='{style};padding:4px 8px'>"
                 f"{html.escape(text)}</div>",
             },
