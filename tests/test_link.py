@@ -230,3 +230,16 @@ def test_the_time_scaled_ladder_slants_each_arrow_by_the_one_way_delay():
         (x1, y1), (x0, y0) = arrow.xy, arrow.xyann
         assert abs(abs(y1 - y0) - 25) < 1e-6  # every arrow spans exactly the one-way delay
         assert (x1 > x0) == (row.direction == "C→S")
+
+
+@pytest.mark.parametrize("tap", [pytest.param(True, marks=tap_only), False])
+def test_websocket_and_http_round_trips_across_a_link(monkeypatch, tap):
+    from netcourse.experiments import websockets as ws
+    from netcourse.network import link as link_module
+
+    if not tap:
+        monkeypatch.setattr(link_module, "modes", lambda: {"tap": "pretending to have no root", "relay": None})
+    result = ws.across_a_link(rtt_ms=40, echoes=3)
+    assert result.mode == ("tap" if tap else "relay")
+    for what, ms, round_trips in result.rows():
+        assert 40 * round_trips - 1 <= ms <= 40 * round_trips + 8, (what, ms)

@@ -19,6 +19,8 @@ from ..traffic.sniffer import Capture, capture
 from ..course.exercises import Exercise
 from ..traffic.packets import C2S, S2C
 from .registry import scenario
+from ..network.link import link
+from ..runtime.notices import announce
 from ..runtime.server import Server, serve
 from ..errors import NetcourseTimeout
 from ..runtime.waiting import run_async, wait_until
@@ -38,6 +40,8 @@ __all__ = [
     "latency",
     "idle_connections",
     "security",
+    "LinkLatency",
+    "across_a_link",
 ]
 
 ORIGIN = "http://127.0.0.1"  # the origin the course's pages would have
@@ -349,6 +353,109 @@ def _http_app() -> web.Application:
     app = safe_app()
     app.router.add_post("/echo", _http_echo)
     return app
+
+
+@dataclass(frozen=True)
+class LinkLatency:
+    """What a message costs in round trips across an emulated link, WebSocket against HTTP (ms).
+
+    Attributes:
+        rtt_ms: the link's round-trip time; mode: "tap" or "relay".
+        ws_open_ms: a fresh WebSocket: connect() until the 101 answer (TCP handshake + upgrade).
+        ws_first_echo_ms: a fresh WebSocket: connect() until its first message came back.
+        ws_echo_ms: an open WebSocket: one echo (median).
+        http_fresh_ms: a fresh connection: connect() until an HTTP echo's answer.
+        http_echo_ms: a kept-alive HTTP connection: one request and its answer (median).
+    """
+
+    rtt_ms: float
+    mode: str
+    ws_open_ms: float
+    ws_first_echo_ms: float
+    ws_echo_ms: float
+    http_fresh_ms: float
+    http_echo_ms: float
+
+    def rows(self) -> list[tuple[str, float, int]]:
+        """(what, measured ms, round trips it should take)."""
+        return [
+            ("WebSocket: connect -> upgraded (101)", self.ws_open_ms, 2),
+            ("WebSocket: connect -> first echo back", self.ws_first_echo_ms, 3),
+            ("WebSocket, already open: one echo", self.ws_echo_ms, 1),
+            ("HTTP, fresh connection: request -> answer", self.http_fresh_ms, 2),
+            ("HTTP, kept-alive connection: one echo", self.http_echo_ms, 1),
+        ]
+
+    def __repr__(self) -> str:
+        lines = [f"{'on a ' + format(self.rtt_ms, 'g') + ' ms link':<44}{'measured':>11}   round trips"]
+        lines += [f"{what:<44}{ms:>8.1f} ms   {rtts} x {self.rtt_ms:g} ms = {rtts * self.rtt_ms:.1f} ms"
+                  for what, ms, rtts in self.rows()]
+        return "\n".join(lines)
+
+
+def _http_echo_request(host: str, port: int, size: int) -> bytes:
+    return (f"POST /echo HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {size}\r\n\r\n").encode("ascii") + bytes(size)
+
+
+def _read_http_answer(sock: socket.socket) -> bytes:
+    """Read one HTTP answer with a Content-Length body from a blocking socket."""
+    data = b""
+    while (found := split_head(data)) is None:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed before answering")
+        data += chunk
+    head, body = found
+    length = int(parse_head(head).header("Content-Length") or 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed inside an answer")
+        body += chunk
+    return body
+
+
+def across_a_link(rtt_ms: float = 100.0, *, echoes: int = 5, size: int = 20) -> LinkLatency:
+    """WebSocket and HTTP echoes across an emulated link of ``rtt_ms``: fresh and already open."""
+    import statistics
+
+    with link(rtt_ms=rtt_ms) as net:
+        ws_srv = net.serve(make_ws_handler(allowed_origins={ORIGIN}), name="ws echo")
+        http_srv = net.serve(_http_app(), name="http echo")
+        announce(net.notice, kind="live" if net.mode == "tap" else "replay", tag="link")
+
+        def measure() -> LinkLatency:
+            t0 = time.perf_counter()
+            with RawClient(ws_srv, timeout=10 + rtt_ms / 100) as client:
+                t1 = time.perf_counter()
+                client.send(Frame(Opcode.BINARY, bytes(size)))
+                client.receive(1)
+                t2 = time.perf_counter()
+                ws_times = []
+                for _ in range(echoes):
+                    t = time.perf_counter()
+                    client.send(Frame(Opcode.BINARY, bytes(size)))
+                    client.receive(1)
+                    ws_times.append(time.perf_counter() - t)
+            request = _http_echo_request(http_srv.host, http_srv.port, size)
+            t3 = time.perf_counter()
+            with socket.create_connection((http_srv.host, http_srv.port), timeout=10 + rtt_ms / 100) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(request)
+                _read_http_answer(sock)
+                t4 = time.perf_counter()
+                http_times = []
+                for _ in range(echoes):
+                    t = time.perf_counter()
+                    sock.sendall(request)
+                    _read_http_answer(sock)
+                    http_times.append(time.perf_counter() - t)
+            ms = 1000.0
+            return LinkLatency(rtt_ms, net.mode, (t1 - t0) * ms, (t2 - t0) * ms, statistics.median(ws_times) * ms,
+                               (t4 - t3) * ms, statistics.median(http_times) * ms)
+
+        return net.near(measure, timeout=60 + 10 * rtt_ms / 100)
 
 
 def _head_size(first_line: str, raw_headers) -> int:
