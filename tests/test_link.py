@@ -243,3 +243,26 @@ def test_websocket_and_http_round_trips_across_a_link(monkeypatch, tap):
     assert result.mode == ("tap" if tap else "relay")
     for what, ms, round_trips in result.rows():
         assert 40 * round_trips - 1 <= ms <= 40 * round_trips + 8, (what, ms)
+
+
+@pytest.mark.parametrize("tap", [pytest.param(True, marks=tap_only), False])
+def test_polling_across_a_link_pays_transits(monkeypatch, tap):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from netcourse.course import plots
+    from netcourse.experiments import polling
+    from netcourse.network import link as link_module
+
+    if not tap:
+        monkeypatch.setattr(link_module, "modes", lambda: {"tap": "pretending to have no root", "relay": None})
+    run = polling.on_a_link(rtt_ms=60, interval=0.3, burst=3, rate=4, duration=2)
+    assert run.link_mode == ("tap" if tap else "relay") and run.rtt == 0.06
+    assert run.exactly_once_in_order("long") and run.exactly_once_in_order("short 0.3 s")
+    long_latencies = run.latencies("long")
+    assert min(long_latencies) >= 0.030 - 0.002  # nothing beats one transit
+    assert max(run.burst_worst("long")) <= 3 * 0.030 + 0.015  # at worst three transits
+    assert min(run.latencies("short 0.3 s")) >= 0.030 - 0.002
+    assert run.theory_mean("long") == pytest.approx(0.03 * 7 / 3)
+    assert len(plots.polling_on_link(run).axes) == 1
+    assert len(plots.polling_theory(60, 0.3, measured=run).axes) == 1

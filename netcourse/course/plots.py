@@ -379,6 +379,71 @@ def polling_latency(run, *, ax: Axes | None = None, title: str | None = None) ->
     return fig
 
 
+def polling_on_link(run, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Every message's delivery latency across a link (ms), one row per poller, with the transits marked.
+
+    For a link of round trip RTT: a held long poll delivers in one transit (RTT/2); a message that
+    arrives while the answer is on its way waits for three (the answer, the new request, its answer:
+    RFC 6202 §2.2); a short poller with interval T adds a wait of up to T before its poll reaches the
+    server, T/2 on average.
+    """
+    fig, ax = _figure(ax, (9, 3.2))
+    names = [p.name for p in run.pollers]
+    rtt = run.rtt * 1000
+    for row, name in enumerate(names, start=1):
+        values = [x * 1000 for x in run.latencies(name)]
+        ax.plot(values, [row] * len(values), "o", ms=5, alpha=0.6, color="#1565c0")
+        theory = run.theory_mean(name) * 1000
+        ax.plot([theory], [row], marker="D", color="#c62828", ms=8, zorder=5)
+    for transits, style in ((1, "-"), (3, "--")):
+        ax.axvline(transits * rtt / 2, color="#2e7d32", ls=style, lw=1.2)
+        ax.text(transits * rtt / 2, len(names) + 0.45, f"{transits} transit{'s' if transits > 1 else ''}",
+                color="#2e7d32", fontsize=8, ha="center")
+    ax.plot([], [], marker="D", color="#c62828", ls="none", label="theory: mean")
+    ax.plot([], [], marker="o", color="#1565c0", ls="none", label="one message")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.set_yticks(range(1, len(names) + 1), names)
+    ax.set_ylim(0.4, len(names) + 0.7)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("delivery latency (ms): publish → receipt")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title or f"Polling across a {rtt:g} ms link")
+    return fig
+
+
+def polling_theory(rtt_ms: float, interval: float, *, burst: int = 3, measured=None, ax: Axes | None = None) -> Figure:
+    """Expected delivery latency (ms) for a round trip ``rtt_ms`` and short-poll ``interval`` (seconds).
+
+    Bars: short polling's mean (T/2 + RTT/2) and worst (T + RTT/2); long polling's single message
+    (RTT/2) and the worst of a burst (3 × RTT/2). ``measured`` (a ``PollingRun`` on a link) adds its
+    measured means as dots, when its RTT and interval are the ones drawn.
+    """
+    fig, ax = _figure(ax, (8, 2.8))
+    t = interval * 1000
+    bars = [
+        ("short: mean", t / 2 + rtt_ms / 2),
+        ("short: worst", t + rtt_ms / 2),
+        ("long: one message", rtt_ms / 2),
+        (f"long: worst in a burst", 3 * rtt_ms / 2),
+    ]
+    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=["#90caf9", "#1565c0", "#a5d6a7", "#2e7d32"])
+    for i, (_, v) in enumerate(bars):
+        ax.text(v, i, f" {v:.0f} ms", va="center", fontsize=8)
+    if measured is not None and abs(measured.rtt * 1000 - rtt_ms) < 1e-6 and interval in measured.intervals.values():
+        short = next(n for n, T in measured.intervals.items() if T == interval)
+        ax.plot([measured.latencies(short) and sum(measured.latencies(short)) / len(measured.latencies(short)) * 1000],
+                [0], "o", color="#c62828", label="measured")
+        worst = measured.burst_worst("long")
+        if worst:
+            ax.plot([max(worst) * 1000], [3], "o", color="#c62828")
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.invert_yaxis()
+    ax.set_xlabel("delivery latency (ms)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(f"Expected latency: RTT {rtt_ms:g} ms, short-poll interval {interval:g} s")
+    return fig
+
+
 def polling_costs(summary, *, ax: Axes | None = None) -> Figure:
     """Three bars per poller: requests per delivered message, share of empty answers, bytes per message."""
     if ax is None:

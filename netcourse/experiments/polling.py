@@ -25,11 +25,13 @@ from ..apps.polling import (
     short_poller,
 )
 from .registry import scenario
+from ..network.link import Link, link
+from ..runtime.notices import announce
 from ..runtime.server import serve
 from ..runtime.waiting import run_async
 from ..traffic.wire import ETHERNET_HEADER, IPV4_HEADER, TCP_HEADER, TCP_TIMESTAMPS
 
-__all__ = ["PollingRun", "compare", "naive_versus_correct", "Abandoned", "abandoned_waits", "header_sizes"]
+__all__ = ["PollingRun", "compare", "on_a_link", "naive_versus_correct", "Abandoned", "abandoned_waits", "header_sizes"]
 
 
 @dataclass
@@ -53,6 +55,9 @@ class PollingRun:
     intervals: dict[str, float]
     max_waiting: int
     capture: Capture | None = field(default=None, repr=False)
+    rtt: float = 0.0  # seconds: the emulated link's round trip (0 on loopback)
+    burst: int = 1  # messages published together
+    link_mode: str = ""  # "tap" or "relay" on a link
 
     def poller(self, name: str) -> PollerResult:
         """The result of the poller called ``name``."""
@@ -79,6 +84,28 @@ class PollingRun:
         per_packet = ETHERNET_HEADER + IPV4_HEADER + TCP_HEADER + (TCP_TIMESTAMPS if info.timestamps else 0)
         return info.bytes_sent + info.bytes_received + packets * per_packet + 16  # + SYN/SYN-ACK options
 
+    def theory_mean(self, name: str) -> float:
+        """Expected mean delivery latency, seconds: a short poller waits T/2 on average for its next
+        poll, then the answer travels half a round trip; a held long poll answers in one transit."""
+        if name in self.intervals:
+            return self.intervals[name] / 2 + self.rtt / 2
+        if name == "long":  # in a burst, the first rides the held answer (1 transit), the rest 3 transits
+            return self.rtt / 2 * (1 + 3 * (self.burst - 1)) / self.burst
+        return float("nan")
+
+    def burst_worst(self, name: str = "long") -> list[float]:
+        """For each burst (messages published within 10 ms), the latest delivery, seconds."""
+        published = dict(self.published)
+        received = dict(self.poller(name).received)
+        bursts: list[list[int]] = []
+        last = None
+        for i, t in self.published:
+            if last is None or t - last > 0.010:
+                bursts.append([])
+            bursts[-1].append(i)
+            last = t
+        return [max(received[i] - published[i] for i in b) for b in bursts if all(i in received for i in b)]
+
     def summary(self) -> "PollingSummary":
         """One row per poller: requests, empty answers, latency and bytes per delivered message."""
         rows = []
@@ -95,7 +122,7 @@ class PollingRun:
                     "empty share": p.empty / p.requests if p.requests else 0.0,
                     "mean latency (ms)": statistics.mean(lat) * 1000 if lat else float("nan"),
                     "max latency (ms)": lat[-1] * 1000 if lat else float("nan"),
-                    "theory mean (ms)": self.intervals[p.name] / 2 * 1000 if p.name in self.intervals else float("nan"),
+                    "theory mean (ms)": self.theory_mean(p.name) * 1000,
                     "bytes per message": wire / delivered if wire and delivered else float("nan"),
                 }
             )
@@ -129,11 +156,13 @@ def _run(
     burst: int = 1,
     scenario_name: str | None = None,
     wait: float = 10.0,
+    net: Link | None = None,
 ) -> PollingRun:
     log = MessageLog()
     publisher = Publisher(rate, duration, seed, burst)
     intervals = {}
-    with serve(make_app(log), name="message log") as srv:
+    server = net.serve(make_app(log), name="message log") if net else serve(make_app(log), name="message log")
+    with server as srv:
         cm = capture(srv.port, scenario=scenario_name) if scenario_name else nullcontext()
         with cm as cap:
             start = time.perf_counter() + 0.05
@@ -152,10 +181,12 @@ def _run(
                         tasks.append(naive_long_poller(srv.url, float(arg), until))  # type: ignore[arg-type]
                 return list(await asyncio.gather(*tasks))
 
-            results = run_async(everyone(), timeout=duration + wait + 15)
+            runner = net.run if net else run_async
+            results = runner(everyone(), timeout=duration + wait + 15)
             publishing.result(timeout=duration + 5)
         published = [(i, t) for i, _, t in log.messages]
-    return PollingRun(results, published, start, duration, intervals, log.max_waiting, cap)
+    return PollingRun(results, published, start, duration, intervals, log.max_waiting, cap,
+                      rtt=net.rtt if net else 0.0, link_mode=net.mode if net else "", burst=burst)
 
 
 @scenario("polling_compare")
@@ -183,6 +214,28 @@ def compare(
     pollers: list[tuple[str, object]] = [("short", i) for i in intervals] + [("long", wait)]
     return _run(pollers, rate=rate, duration=duration, seed=seed, burst=burst,
                 scenario_name="polling_compare" if record else None, wait=wait)
+
+
+def on_a_link(
+    rtt_ms: float = 100.0,
+    interval: float = 0.5,
+    *,
+    wait: float = 10.0,
+    rate: float = 3.0,
+    duration: float = 6.0,
+    burst: int = 3,
+    seed: int = 4,
+) -> PollingRun:
+    """One short poller and one long poller across an emulated link of ``rtt_ms``.
+
+    Messages come in bursts of ``burst`` (1 ms apart), so the long poller's worst case shows: the
+    first of a burst rides the held request's answer; the rest wait for the next request to travel
+    to the server and its answer to travel back (RFC 6202 §2.2).
+    """
+    with link(rtt_ms=rtt_ms) as net:
+        announce(net.notice, kind="live" if net.mode == "tap" else "replay", tag="link")
+        return _run([("short", interval), ("long", wait)], rate=rate, duration=duration, seed=seed,
+                    burst=burst, wait=wait, net=net)
 
 
 def naive_versus_correct(wait: float = 0.5, rate: float = 1.0, duration: float = 2.5, seed: int = 3) -> PollingRun:
