@@ -266,3 +266,20 @@ def test_polling_across_a_link_pays_transits(monkeypatch, tap):
     assert run.theory_mean("long") == pytest.approx(0.03 * 7 / 3)
     assert len(plots.polling_on_link(run).axes) == 1
     assert len(plots.polling_theory(60, 0.3, measured=run).axes) == 1
+
+
+@tap_only
+def test_slow_start_doubles_the_window_each_round_trip_and_losses_are_repaired():
+    from netcourse.experiments import slow_start
+    from netcourse.traffic.packets import in_flight, retransmissions
+
+    bulk = slow_start.bulk_transfer(300_000, rtt_ms=60, rate_mbit=20)
+    data = [r for r in bulk.capture.table() if r.direction == "C→S" and r.payload]
+    assert max(r.payload for r in data) == 1448  # MTU 1500 - 20 - 32
+    flight = in_flight(bulk.capture.table())
+    first_rtt = max(b for t, b in flight if t < 0.060 + 0.010)
+    assert 10 * 1448 <= first_rtt <= 11 * 1448  # RFC 6928: ten segments before the first ACK returns
+    cwnds = [c for _, c, _, _ in bulk.samples]
+    assert cwnds[0] == 10 and max(cwnds) >= 40
+    lossy = slow_start.lossy_transfer(100_000, rtt_ms=20, loss=0.05)
+    assert len(retransmissions(lossy.capture.table())) >= len(lossy.capture.lost) > 0

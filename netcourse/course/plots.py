@@ -14,7 +14,7 @@ import matplotlib.ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..traffic.packets import C2S, PacketRow
+from ..traffic.packets import C2S, PacketRow, in_flight
 from ..protocols.headers import HeaderLayout
 from ..traffic.wire import LAYER_LABELS, LAYERS, WireBytes
 
@@ -441,6 +441,39 @@ def polling_theory(rtt_ms: float, interval: float, *, burst: int = 3, measured=N
     ax.set_xlabel("delivery latency (ms)")
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(f"Expected latency: RTT {rtt_ms:g} ms, short-poll interval {interval:g} s")
+    return fig
+
+
+def slow_start(transfer, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Bytes in flight over a bulk transfer (from the sender's capture) and the congestion window
+    (from its TCP_INFO samples, when there are some), one grey line per round trip.
+
+    Args:
+        transfer: a ``Transfer`` (``netcourse.experiments.slow_start``).
+    """
+    fig, ax = _figure(ax, (9, 3.6))
+    rows = transfer.capture.table()
+    flight = in_flight(rows)
+    ax.step([t * 1000 for t, _ in flight], [b / 1000 for _, b in flight], where="post", color="#1565c0",
+            lw=1.4, label="bytes in flight (from the capture)")
+    if transfer.samples:
+        ax.plot([t * 1000 for t, *_ in transfer.samples], [cwnd * mss / 1000 for _, cwnd, _, mss in transfer.samples],
+                color="#c62828", ls="--", lw=1.2, label="congestion window × MSS (TCP_INFO)")
+    end = max((t for t, _ in flight), default=0) * 1000
+    rtt = transfer.rtt_ms
+    k = 1
+    while rtt > 0 and k * rtt < end:
+        ax.axvline(k * rtt, color="#bdbdbd", lw=0.8, zorder=0)
+        k += 1
+    bdp = transfer.rate_mbit * 1e6 / 8 * rtt / 1000 / 1000 if transfer.rate_mbit else None
+    if bdp:
+        ax.axhline(bdp, color="#2e7d32", ls=":", lw=1.2, label=f"rate × RTT = {bdp:.0f} kB (the path's capacity)")
+    ax.set_xlabel("time since connect (ms); grey lines one round trip apart")
+    ax.set_ylabel("kB")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title or f"{transfer.size / 1e6:g} MB across {rtt:g} ms"
+                 + (f", {transfer.rate_mbit:g} Mbit/s" if transfer.rate_mbit else ""))
     return fig
 
 

@@ -112,6 +112,7 @@ def _serve_wire(near_fd: int, far_fd: int, outbound: Direction, inbound: Directi
     wires = {near_fd: (outbound, far_fd), far_fd: (inbound, near_fd)}
     record: collections.deque[tuple[float, int, bytes]] = collections.deque(maxlen=MAX_RECORD)
     recording = False
+    snaplen = MAX_FRAME
     offset = time.time() - time.monotonic()  # monotonic -> wall clock, for timestamps
     pending = b""
 
@@ -138,6 +139,7 @@ def _serve_wire(near_fd: int, far_fd: int, outbound: Direction, inbound: Directi
                         return
                     if cmd["cmd"] == "record":
                         recording = bool(cmd["on"])
+                        snaplen = int(cmd.get("snaplen") or MAX_FRAME)
                         if recording:
                             record.clear()
                         answer({"ok": True})
@@ -160,9 +162,9 @@ def _serve_wire(near_fd: int, far_fd: int, outbound: Direction, inbound: Directi
                     break
                 verdict = wire.accept(frame, now)
                 if recording and fd == near_fd:
-                    record.append((now + offset, 0, frame))
+                    record.append((now + offset, 0, frame[:snaplen]))
                     if verdict != "queued":
-                        record.append((now + offset, 2, frame))
+                        record.append((now + offset, 2, frame[:snaplen]))
         now = time.monotonic()
         for wire, out_fd in wires.values():
             while wire.queue and wire.queue[0][0] <= now:
@@ -170,7 +172,7 @@ def _serve_wire(near_fd: int, far_fd: int, outbound: Direction, inbound: Directi
                 os.write(out_fd, frame)
                 wire.delivered += 1
                 if recording and out_fd == near_fd:
-                    record.append((now + offset, 1, frame))
+                    record.append((now + offset, 1, frame[:snaplen]))
 
 
 def main(argv: list[str]) -> int:
@@ -224,8 +226,9 @@ class WireProcess:
         self.proc.stdin.flush()
         return self._read(timeout)
 
-    def record(self, on: bool) -> None:
-        self.ask(cmd="record", on=on)
+    def record(self, on: bool, snaplen: int | None = None) -> None:
+        """Start (or stop) recording; ``snaplen`` keeps only the first bytes of each frame (headers)."""
+        self.ask(cmd="record", on=on, snaplen=snaplen)
 
     def idle(self) -> bool:
         return bool(self.ask(cmd="idle")["idle"])

@@ -283,14 +283,15 @@ class Link:
         return out
 
     @contextmanager
-    def capture(self, *ports: int, scenario: str | None = None) -> Iterator[Capture]:
+    def capture(self, *ports: int, scenario: str | None = None, snaplen: int | None = None) -> Iterator[Capture]:
         """Record the frames that cross the near end's interface while the block runs.
 
         Tap mode: the wire itself records them, so nothing is missed; frames the wire lost on the way
         out are listed too (``cap.lost``). With ``scenario`` and ``python -m netcourse record``, the
         capture is saved as that scenario's recording. Relay mode has no wire to record: with a
         ``scenario`` the block still runs live and the packets are replayed from the recording
-        (and the notice says so); without one, ``LinkError``.
+        (and the notice says so); without one, ``LinkError``. ``snaplen`` keeps only the first bytes
+        of each frame (enough for the headers; lengths still come from the IP header), for long runs.
         """
         if self.mode != "tap" or self._forwarder is None:
             if scenario is None:
@@ -302,7 +303,7 @@ class Link:
                 yield replayed
             return
         wire = self._forwarder
-        wire.record(True)
+        wire.record(True, snaplen)
         cap = Capture(tuple(ports) or (1,), mode="live")  # announces itself, as a replay does
         try:
             yield cap

@@ -15,7 +15,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
-__all__ = ["PacketRow", "PacketTable", "packet_rows", "C2S", "S2C"]
+__all__ = ["PacketRow", "PacketTable", "packet_rows", "in_flight", "retransmissions", "C2S", "S2C"]
 
 C2S = "C→S"
 S2C = "S→C"
@@ -206,3 +206,31 @@ def packet_rows(packets: Iterable[Packet], server_ports: Iterable[int], t0: floa
         )
     return PacketTable(rows)
 
+
+def in_flight(rows: Sequence[PacketRow]) -> list[tuple[float, int]]:
+    """(seconds, bytes in flight) after each packet, computed from the sender's own capture.
+
+    In flight = the highest byte sent so far minus the highest byte acknowledged (RFC 5681 §2,
+    FlightSize), for data the client sends. Sequence numbers are the table's relative ones.
+    """
+    sent = acked = 0
+    out = []
+    for row in rows:
+        if row.direction == C2S and row.seq is not None and row.payload:
+            sent = max(sent, row.seq + row.payload)
+        elif row.direction != C2S and row.ack is not None:
+            acked = max(acked, row.ack - 1)  # the SYN took sequence number 0
+        out.append((row.t, max(sent - acked, 0)))
+    return out
+
+
+def retransmissions(rows: Sequence[PacketRow]) -> list[PacketRow]:
+    """Data segments the client sent a second time (a sequence number seen before)."""
+    seen: set[int] = set()
+    again = []
+    for row in rows:
+        if row.direction == C2S and row.payload and row.seq is not None:
+            if row.seq in seen:
+                again.append(row)
+            seen.add(row.seq)
+    return again

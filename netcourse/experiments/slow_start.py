@@ -1,0 +1,148 @@
+"""Notebook 02, across a distance: TCP's slow start, loss recovery and segment sizes on an emulated link.
+
+On loopback a 1 MB transfer is over before TCP's congestion control has anything to do. Across a
+100 ms, 10 Mbit/s link it is not: the sender may only have ``cwnd`` segments in flight (RFC 5681
+§3.1), starts small (RFC 6928: ten segments), and doubles the window every round trip until the
+path is full. Everything here is measured on the emulated link (``netcourse.network``): as root on
+the real one (the kernel's own TCP, its ``TCP_INFO`` sampled as it goes); otherwise the transfer runs
+through the relay and the packets are replayed from a recording of the real link.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..network.link import link
+from ..runtime.notices import announce
+from ..runtime.tcpinfo import tcp_info
+from ..traffic.sniffer import Capture
+from .registry import scenario
+
+__all__ = ["Transfer", "bulk_transfer", "lossy_transfer", "loopback_segments"]
+
+SNAPLEN = 128  # bytes kept of each frame in the recording: every header, no payload
+
+
+@dataclass
+class Transfer:
+    """One bulk transfer from the near end to a sink at the far end.
+
+    Attributes:
+        size: bytes sent.
+        rtt_ms, rate_mbit, loss: the link.
+        mode: "tap" or "relay".
+        seconds: connect() to the sink's confirmation.
+        samples: (seconds since the start, cwnd in segments, segments unacknowledged, mss) from the
+            sender's TCP_INFO every few milliseconds (tap mode only; empty in relay mode).
+        retransmits: segments the sender retransmitted (TCP_INFO; None in relay mode).
+        capture: the packets at the sender's end (tap: live; relay: the recording).
+    """
+
+    size: int
+    rtt_ms: float
+    rate_mbit: float
+    loss: float
+    mode: str
+    seconds: float
+    samples: list[tuple[float, int, int, int]] = field(default_factory=list)
+    retransmits: int | None = None
+    capture: Capture | None = None
+
+    @property
+    def goodput_mbit(self) -> float:
+        """Payload bits per second over the whole transfer, Mbit/s."""
+        return 8 * self.size / self.seconds / 1e6
+
+    def __repr__(self) -> str:
+        return (f"<Transfer {self.size:,} bytes across {self.rtt_ms:g} ms, {self.rate_mbit:g} Mbit/s"
+                f"{f', loss {self.loss:g}' if self.loss else ''}: {self.seconds:.2f} s, "
+                f"goodput {self.goodput_mbit:.2f} Mbit/s>")
+
+
+async def _sink(reader, writer) -> None:
+    total = 0
+    while data := await reader.read(1 << 16):
+        total += len(data)
+    writer.write(str(total).encode())
+    await writer.drain()
+
+
+def _send(host: str, port: int, size: int, sample_every: float, timeout: float):
+    """Send ``size`` bytes and read the sink's count; sample TCP_INFO meanwhile."""
+    samples: list[tuple[float, int, int, int]] = []
+    done = threading.Event()
+    sock = socket.create_connection((host, port), timeout=timeout)
+    start = time.perf_counter()
+
+    def sample() -> None:
+        while not done.is_set():
+            info = tcp_info(sock)
+            if info is not None:
+                samples.append((time.perf_counter() - start, info.snd_cwnd, info.unacked, info.snd_mss))
+            done.wait(sample_every)
+
+    sampler = threading.Thread(target=sample, name="netcourse-tcpinfo-sampler", daemon=True)
+    sampler.start()
+    try:
+        sock.sendall(bytes(size))
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(32)
+        seconds = time.perf_counter() - start
+        info = tcp_info(sock)
+    finally:
+        done.set()
+        sampler.join(2)
+        sock.close()
+    if answer != str(size).encode():
+        raise ConnectionError(f"the sink counted {answer!r} bytes, not {size}")
+    return seconds, samples, info
+
+
+def _transfer(size: int, rtt_ms: float, rate_mbit: float, loss: float, name: str, timeout: float) -> Transfer:
+    with link(rtt_ms=rtt_ms, rate_mbit=rate_mbit, loss=loss, seed=2) as net:
+        srv = net.serve(_sink, name="sink")
+        announce(net.notice, kind="live" if net.mode == "tap" else "replay", tag="link")
+        with net.capture(srv.port, scenario=name, snaplen=SNAPLEN) as cap:
+            seconds, samples, info = net.near(lambda: _send(srv.host, srv.port, size, 0.005, timeout), timeout + 5)
+        tap = net.mode == "tap"
+        return Transfer(size, rtt_ms, rate_mbit, loss, net.mode, seconds, samples if tap else [],
+                        info.retransmits_total if tap and info else None, cap)
+
+
+@scenario("slow_start_link")
+def bulk_transfer(size: int = 1_000_000, *, rtt_ms: float = 100.0, rate_mbit: float = 10.0, timeout: float = 30.0) -> Transfer:
+    """Send ``size`` bytes across a ``rtt_ms``, ``rate_mbit`` link; capture it (scenario "slow_start_link")."""
+    return _transfer(size, rtt_ms, rate_mbit, 0.0, "slow_start_link", timeout)
+
+
+@scenario("lossy_link")
+def lossy_transfer(size: int = 200_000, *, rtt_ms: float = 50.0, loss: float = 0.05, timeout: float = 30.0) -> Transfer:
+    """Send ``size`` bytes across a link that loses ``loss`` of the frames each way (seeded)."""
+    return _transfer(size, rtt_ms, 0.0, loss, "lossy_link", timeout)
+
+
+def loopback_segments(size: int = 1_000_000) -> tuple[int, int]:
+    """(data segments, largest payload) to send ``size`` bytes over loopback (MTU 65,536), from TCP_INFO."""
+    from ..runtime.sockets import connected_pairs
+
+    with connected_pairs(1) as (_, [(client, server)]):
+        reader = threading.Thread(target=lambda: _drain(server, size), daemon=True)
+        reader.start()
+        client.sendall(bytes(size))
+        reader.join(10)
+        info = tcp_info(client)
+    if info is None:
+        raise RuntimeError("TCP_INFO is not available here")
+    return info.data_segs_out, info.snd_mss
+
+
+def _drain(sock: socket.socket, size: int) -> None:
+    got = 0
+    while got < size:
+        data = sock.recv(1 << 20)
+        if not data:
+            return
+        got += len(data)
