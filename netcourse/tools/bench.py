@@ -19,7 +19,8 @@ from ..runtime.server import serve
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
-def _tiny_app() -> web.Application:
+def tiny_app() -> web.Application:
+    """An app whose GET / answers \"ok\": the smallest thing to serve."""
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -33,7 +34,7 @@ def server_start_stop_ms(runs: int = 50) -> float:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        srv = serve(_tiny_app())
+        srv = serve(tiny_app())
         srv.stop()
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)

@@ -16,9 +16,6 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from aiohttp import web
-
-from ..apps.safety import safe_app
 from ..apps.wsserver import Hub, make_ws_handler
 from ..protocols.wsconn import client_request
 from ..runtime.server import serve
@@ -59,21 +56,14 @@ def flood_capture(runs: int = 20) -> str:
     )
 
 
-def _ok_app() -> web.Application:
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = safe_app()
-    app.router.add_get("/", ok)
-    return app
-
-
 def slow_clients(n: int = 1100, seconds: float = 6.0) -> tuple[int, int, float, int]:
     """``n`` clients trickle a request head one byte a second while a normal client keeps asking.
 
     Returns (normal requests answered, asked, median seconds per answer, dawdlers the server closed).
     """
-    with _file_limit(2 * n + 300), serve(_ok_app()) as srv:
+    from .bench import tiny_app
+
+    with _file_limit(2 * n + 300), serve(tiny_app()) as srv:
         slow: list[socket.socket] = []
         try:
             for _ in range(n):
