@@ -577,7 +577,7 @@ def idle_connections(n: int = 100, *, timeout: float = 30.0) -> IdleCost:
 
 def _idle_connections(n: int, timeout: float) -> IdleCost:
     hub = Hub()
-    handler = make_ws_handler(hub, allowed_origins={ORIGIN})
+    handler = make_ws_handler(hub, allowed_origins={ORIGIN}, max_connections=n + 10)
     clients: list[RawClient] = []
     import tracemalloc
 
