@@ -282,3 +282,27 @@ def test_slow_start_doubles_the_window_each_round_trip_and_losses_are_repaired()
     assert cwnds[0] == 10 and max(cwnds) >= 40
     lossy = slow_start.lossy_transfer(100_000, rtt_ms=20, loss=0.05)
     assert len(retransmissions(lossy.capture.table())) >= len(lossy.capture.lost) > 0
+
+
+@pytest.mark.parametrize("rate_mbit", [0, 20])
+def test_the_relay_keeps_every_byte_in_order(rate_mbit):
+    import os as _os
+
+    payload = _os.urandom(600_000)
+    with link(rtt_ms=20, rate_mbit=rate_mbit, mode="relay") as net:
+        srv = net.serve(_echo)
+
+        def roundtrip() -> bytes:
+            s = socket.create_connection((srv.host, srv.port), timeout=20)
+            got = bytearray()
+            try:
+                for i in range(0, len(payload), 7_000):  # many writes within the first round trip
+                    s.sendall(payload[i : i + 7_000])
+                s.shutdown(socket.SHUT_WR)
+                while data := s.recv(65536):
+                    got += data
+            finally:
+                s.close()
+            return bytes(got)
+
+        assert net.near(roundtrip) == payload

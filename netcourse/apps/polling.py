@@ -278,9 +278,9 @@ class Publisher:
     async def run(self, log: MessageLog, start: float) -> None:
         """Publish into ``log`` at ``start`` (perf_counter seconds) + each time. Runs on the server loop."""
         for i, t in enumerate(self.times(), start=1):
-            delay = start + t - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Always yield, even when late: a held request must get the chance to answer between two
+            # messages, as it would on a real server whose messages arrive one by one.
+            await asyncio.sleep(max(0.0, start + t - time.perf_counter()))
             log.append(f"message {i}")
 
 

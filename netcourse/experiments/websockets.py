@@ -382,7 +382,7 @@ class LinkLatency:
             ("WebSocket: connect -> upgraded (101)", self.ws_open_ms, 2),
             ("WebSocket: connect -> first echo back", self.ws_first_echo_ms, 3),
             ("WebSocket, already open: one echo", self.ws_echo_ms, 1),
-            ("HTTP, fresh connection: request -> answer", self.http_fresh_ms, 2),
+            ("HTTP, fresh connection: connect -> answer", self.http_fresh_ms, 2),
             ("HTTP, kept-alive connection: one echo", self.http_echo_ms, 1),
         ]
 

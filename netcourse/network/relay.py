@@ -36,7 +36,7 @@ async def _pump(
     switch stands between the due time and the write.
     """
     loop = asyncio.get_running_loop()
-    free_at = 0.0
+    free_at = last_due = 0.0
     extra = first_extra
 
     def deliver(data: bytes) -> None:
@@ -52,7 +52,9 @@ async def _pump(
         now = loop.time()
         start = max(now, free_at)
         free_at = start + (8 * len(data) / rate if rate else 0.0)
-        due = free_at + delay + extra
+        # Strictly after what came earlier: the loop orders equal times arbitrarily, bytes must not be.
+        due = max(free_at + delay + extra, last_due + 1e-6)
+        last_due = due
         extra = 0.0
         loop.call_at(due, deliver, data)
         if not data:
