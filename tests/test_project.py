@@ -70,3 +70,14 @@ def test_every_scenario_has_a_shipped_recording_and_every_recording_a_scenario()
     for name in names:
         meta = load_meta(name)
         assert meta["scenario"] == name and meta["packets"] > 0 and meta["complete"]
+
+
+def test_worked_answers_hide_their_source_and_their_outputs():
+    import json
+
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        solutions = [c for c in cells if "solution" in c["metadata"].get("tags", [])]
+        assert solutions, nb.name
+        for cell in solutions:
+            assert cell["metadata"].get("jupyter") == {"source_hidden": True, "outputs_hidden": True}, nb.name
