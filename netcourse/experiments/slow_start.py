@@ -21,7 +21,7 @@ from ..runtime.tcpinfo import tcp_info
 from ..traffic.sniffer import Capture
 from .registry import scenario
 
-__all__ = ["Transfer", "bulk_transfer", "lossy_transfer", "loopback_segments"]
+__all__ = ["Transfer", "bulk_transfer", "lossy_transfer", "clean_transfer", "loopback_segments"]
 
 SNAPLEN = 128  # bytes kept of each frame in the recording: every header, no payload
 
@@ -34,7 +34,8 @@ class Transfer:
         size: bytes sent.
         rtt_ms, rate_mbit, loss: the link.
         mode: "tap" or "relay".
-        seconds: connect() to the sink's confirmation.
+        seconds: connect() to the sink's confirmation (relay mode: first to last packet of the recording,
+            since the relay cannot show what TCP does on the real link).
         samples: (seconds since the start, cwnd in segments, segments unacknowledged, mss) from the
             sender's TCP_INFO every few milliseconds (tap mode only; empty in relay mode).
         retransmits: segments the sender retransmitted (TCP_INFO; None in relay mode).
@@ -50,6 +51,11 @@ class Transfer:
     samples: list[tuple[float, int, int, int]] = field(default_factory=list)
     retransmits: int | None = None
     capture: Capture | None = None
+
+    @property
+    def lost_frames(self) -> int | None:
+        """Frames the link lost on their way out (from the wire; for a replay, from its recording)."""
+        return None if self.capture is None else self.capture.lost_count
 
     @property
     def goodput_mbit(self) -> float:
@@ -108,6 +114,9 @@ def _transfer(size: int, rtt_ms: float, rate_mbit: float, loss: float, name: str
         with net.capture(srv.port, scenario=name, snaplen=SNAPLEN) as cap:
             seconds, samples, info = net.near(lambda: _send(srv.host, srv.port, size, 0.005, timeout), timeout + 5)
         tap = net.mode == "tap"
+        if not tap:  # the relay cannot lose or slow-start: the time that means something is the recording's
+            rows = cap.table()
+            seconds = rows[-1].t - rows[0].t if rows else seconds
         return Transfer(size, rtt_ms, rate_mbit, loss, net.mode, seconds, samples if tap else [],
                         info.retransmits_total if tap and info else None, cap)
 
@@ -122,6 +131,12 @@ def bulk_transfer(size: int = 1_000_000, *, rtt_ms: float = 100.0, rate_mbit: fl
 def lossy_transfer(size: int = 200_000, *, rtt_ms: float = 50.0, loss: float = 0.05, timeout: float = 30.0) -> Transfer:
     """Send ``size`` bytes across a link that loses ``loss`` of the frames each way (seeded)."""
     return _transfer(size, rtt_ms, 0.0, loss, "lossy_link", timeout)
+
+
+@scenario("clean_link")
+def clean_transfer(size: int = 200_000, *, rtt_ms: float = 50.0, timeout: float = 30.0) -> Transfer:
+    """The lossy transfer's twin on the same link without loss: what the losses cost in time."""
+    return _transfer(size, rtt_ms, 0.0, 0.0, "clean_link", timeout)
 
 
 def loopback_segments(size: int = 1_000_000) -> tuple[int, int]:

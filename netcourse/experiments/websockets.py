@@ -387,8 +387,9 @@ class LinkLatency:
         ]
 
     def __repr__(self) -> str:
-        lines = [f"{'on a ' + format(self.rtt_ms, 'g') + ' ms link':<44}{'measured':>11}   round trips"]
-        lines += [f"{what:<44}{ms:>8.1f} ms   {rtts} x {self.rtt_ms:g} ms = {rtts * self.rtt_ms:.1f} ms"
+        # Numbers are not padded: the lines stay the same shape whatever they measure (nbval compares them).
+        lines = [f"{'on a ' + format(self.rtt_ms, 'g') + ' ms link':<44}measured, in round trips"]
+        lines += [f"{what:<44}{ms:.1f} ms, {rtts} x {self.rtt_ms:g} ms = {rtts * self.rtt_ms:.1f} ms"
                   for what, ms, rtts in self.rows()]
         return "\n".join(lines)
 

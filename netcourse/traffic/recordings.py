@@ -116,6 +116,7 @@ def write(
     server_ports: tuple[int, ...],
     complete: bool,
     kernel_drops: int | None = None,
+    lost: int | None = None,
 ) -> tuple[Path, Path]:
     """Save packets and their metadata as a recording; returns the (pcap, json) paths."""
     from scapy.utils import PcapWriter
@@ -138,6 +139,8 @@ def write(
     }
     if kernel_drops is not None:
         info["kernel_drops"] = kernel_drops
+    if lost is not None:
+        info["lost"] = lost  # frames an emulated link lost on their way out (not in the pcap)
     meta.write_text(json.dumps(info, indent=2) + "\n")
     return pcap, meta
 

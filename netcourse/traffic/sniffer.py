@@ -224,6 +224,7 @@ class Capture:
         self.ready_s: float | None = None
         self.kernel_drops: int | None = None
         self.lost: Any = None  # on an emulated link: frames the wire lost on their way out
+        self.lost_count: int | None = None  # how many (also known for a replayed link recording)
         self.t0 = 0.0
         self._sniffer: Any = None
         self._sock: Any = None
@@ -420,6 +421,7 @@ class Capture:
     def _load_replay(self) -> None:
         assert self.scenario is not None
         self._read_recording(self.scenario, None)
+        self.lost_count = self._meta.get("lost")
         self.notice = (
             f"Replayed recording of scenario {self.scenario!r} ({len(self.packets)} packets, "
             f"recorded {recordings.recorded_when(self._meta)} on {self._meta.get('kernel', 'Linux')}). Your server "
@@ -476,6 +478,7 @@ class Capture:
         self.server_ports = tuple(server_ports) or self.server_ports
         self.packets = PacketList(frames, name="link capture")
         self.lost = PacketList(lost, name="lost on the link")
+        self.lost_count = len(lost)
         self.t0 = frames[0].time if frames else time.time()
         self.live = True
         self.complete = True
