@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import statistics
 import time
 from contextlib import nullcontext
@@ -130,7 +131,15 @@ class PollingRun:
 
 
 class PollingSummary(list):
-    """Rows of dictionaries that show as a table."""
+    """Rows of dictionaries that show as a table (an HTML table in notebooks: it scrolls, never wraps)."""
+
+    def _repr_html_(self) -> str:
+        if not self:
+            return "<p>(no pollers)</p>"
+        keys = list(self[0])
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[k]))}</td>" for k in keys) + "</tr>" for r in self)
+        return f"<div style='overflow-x:auto'><table><tr>{head}</tr>{body}</table></div>"
 
     def __repr__(self) -> str:
         if not self:

@@ -393,6 +393,15 @@ class LinkLatency:
                   for what, ms, rtts in self.rows()]
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td>{html.escape(what)}</td><td style='text-align:right'>{ms:.1f} ms</td>"
+            f"<td>{rtts} × {self.rtt_ms:g} ms = {rtts * self.rtt_ms:.1f} ms</td></tr>"
+            for what, ms, rtts in self.rows()
+        )
+        return (f"<div style='overflow-x:auto'><table><tr><th>on a {self.rtt_ms:g} ms link</th><th>measured</th>"
+                f"<th>round trips</th></tr>{body}</table></div>")
+
 
 def _http_echo_request(host: str, port: int, size: int) -> bytes:
     return (f"POST /echo HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/octet-stream\r\n"
