@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import statistics
 import subprocess
 import threading
 import time
@@ -14,36 +13,11 @@ import pytest
 from netcourse import link
 from netcourse.errors import LinkError
 from netcourse.network.link import modes
-from netcourse.runtime.tcpinfo import tcp_info
+from netcourse.experiments.slow_start import sink
+from netcourse.tools.linkbench import bound_udp, echo, echo_round_trips
 
 TAP = modes()["tap"]
 tap_only = pytest.mark.skipif(TAP is not None, reason=f"tap link unavailable: {TAP}")
-
-
-async def _echo(reader, writer):
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-
-
-def _echo_rtts(net, srv, n: int = 20) -> tuple[list[float], object]:
-    """Round trips of a 1-byte echo over one connection at the near end, and the client's TCP_INFO."""
-
-    def measure():
-        s = socket.create_connection((srv.host, srv.port), timeout=10)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        out = []
-        try:
-            for _ in range(n):
-                t = time.perf_counter()
-                s.sendall(b"x")
-                s.recv(1)
-                out.append(time.perf_counter() - t)
-            return out, tcp_info(s)
-        finally:
-            s.close()
-
-    return net.near(measure)
 
 
 def test_parameters_are_checked_with_the_valid_range():
@@ -93,7 +67,7 @@ def test_a_fresh_connection_pays_two_round_trips_for_its_first_answer(mode):
 def test_loss_rate_over_ten_thousand_datagrams():
     with link(rtt_ms=2, loss=0.05, seed=7) as net:
         near, far = net.addresses
-        rx = net.far(lambda: _bound_udp(far))
+        rx = net.far(lambda: bound_udp(far))
         tx = net.near(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         got = 0
         try:
@@ -118,22 +92,8 @@ def test_loss_rate_over_ten_thousand_datagrams():
     assert stats["out_lost"] == 10_000 - got  # every loss was the wire's, none anywhere else
 
 
-def _bound_udp(address: str) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    s.bind((address, 0))
-    return s
-
-
 @tap_only
 def test_goodput_follows_the_rate_limit():
-    async def sink(reader, writer):
-        total = 0
-        while data := await reader.read(65536):
-            total += len(data)
-        writer.write(str(total).encode())
-        await writer.drain()
-
     with link(rtt_ms=2, rate_mbit=10) as net:
         srv = net.serve(sink)
 
@@ -154,9 +114,9 @@ def test_goodput_follows_the_rate_limit():
 @tap_only
 def test_the_wire_capture_shows_the_handshake_a_round_trip_apart():
     with link(rtt_ms=30) as net:
-        srv = net.serve(_echo)
+        srv = net.serve(echo)
         with net.capture(srv.port) as cap:
-            _echo_rtts(net, srv, n=3)
+            echo_round_trips(net, srv, n=3)
     rows = cap.table()
     assert [r.flags for r in rows[:3]] == ["S", "SA", "A"]
     assert 29 <= (rows[1].t - rows[0].t) * 1000 <= 33  # SYN out, SYN-ACK in: one round trip
@@ -173,10 +133,10 @@ def test_fifty_links_and_a_failing_block_leave_nothing_behind():
     links_before = subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
     for _ in range(50):
         with link(rtt_ms=1) as net:
-            net.serve(_echo)
+            net.serve(echo)
     with pytest.raises(ZeroDivisionError):
         with link(rtt_ms=1) as net:
-            net.serve(_echo)
+            net.serve(echo)
             1 / 0
     time.sleep(0.1)  # the last namespaces go when their last thread has ended
     after = (_netns_names(), len(os.listdir("/proc/self/fd")), threading.active_count())
@@ -290,7 +250,7 @@ def test_the_relay_keeps_every_byte_in_order(rate_mbit):
 
     payload = _os.urandom(600_000)
     with link(rtt_ms=20, rate_mbit=rate_mbit, mode="relay") as net:
-        srv = net.serve(_echo)
+        srv = net.serve(echo)
 
         def roundtrip() -> bytes:
             s = socket.create_connection((srv.host, srv.port), timeout=20)

@@ -424,7 +424,7 @@ def polling_theory(rtt_ms: float, interval: float, *, burst: int = 3, measured=N
         ("short: mean", t / 2 + rtt_ms / 2),
         ("short: worst", t + rtt_ms / 2),
         ("long: one message", rtt_ms / 2),
-        (f"long: worst in a burst", 3 * rtt_ms / 2),
+        ("long: worst in a burst", 3 * rtt_ms / 2),
     ]
     ax.barh([b[0] for b in bars], [b[1] for b in bars], color=["#90caf9", "#1565c0", "#a5d6a7", "#2e7d32"])
     for i, (_, v) in enumerate(bars):

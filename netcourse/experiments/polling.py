@@ -27,7 +27,6 @@ from ..apps.polling import (
 )
 from .registry import scenario
 from ..network.link import Link, link
-from ..runtime.notices import announce
 from ..runtime.server import serve
 from ..runtime.waiting import run_async
 from ..traffic.wire import ETHERNET_HEADER, IPV4_HEADER, TCP_HEADER, TCP_TIMESTAMPS
@@ -242,7 +241,7 @@ def on_a_link(
     to the server and its answer to travel back (RFC 6202 §2.2).
     """
     with link(rtt_ms=rtt_ms) as net:
-        announce(net.notice, kind="live" if net.mode == "tap" else "replay", tag="link")
+        net.announce()
         return _run([("short", interval), ("long", wait)], rate=rate, duration=duration, seed=seed,
                     burst=burst, wait=wait, net=net)
 

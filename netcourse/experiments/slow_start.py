@@ -10,18 +10,18 @@ through the relay and the packets are replayed from a recording of the real link
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
 from ..network.link import link
-from ..runtime.notices import announce
 from ..runtime.tcpinfo import tcp_info
 from ..traffic.sniffer import Capture
 from .registry import scenario
 
-__all__ = ["Transfer", "bulk_transfer", "lossy_transfer", "clean_transfer", "loopback_segments"]
+__all__ = ["Transfer", "sink", "bulk_transfer", "lossy_transfer", "clean_transfer", "loopback_segments"]
 
 SNAPLEN = 128  # bytes kept of each frame in the recording: every header, no payload
 
@@ -68,7 +68,8 @@ class Transfer:
                 f"goodput {self.goodput_mbit:.2f} Mbit/s>")
 
 
-async def _sink(reader, writer) -> None:
+async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A stream handler that reads until the client's FIN, then answers the byte count."""
     total = 0
     while data := await reader.read(1 << 16):
         total += len(data)
@@ -109,8 +110,8 @@ def _send(host: str, port: int, size: int, sample_every: float, timeout: float):
 
 def _transfer(size: int, rtt_ms: float, rate_mbit: float, loss: float, name: str, timeout: float) -> Transfer:
     with link(rtt_ms=rtt_ms, rate_mbit=rate_mbit, loss=loss, seed=2) as net:
-        srv = net.serve(_sink, name="sink")
-        announce(net.notice, kind="live" if net.mode == "tap" else "replay", tag="link")
+        srv = net.serve(sink, name="sink")
+        net.announce()
         with net.capture(srv.port, scenario=name, snaplen=SNAPLEN) as cap:
             seconds, samples, info = net.near(lambda: _send(srv.host, srv.port, size, 0.005, timeout), timeout + 5)
         tap = net.mode == "tap"

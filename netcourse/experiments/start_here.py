@@ -23,7 +23,6 @@ from ..course.exercises import Exercise
 from ..runtime.tcpinfo import TcpInfo, tcp_info
 from .registry import scenario
 from ..network.link import link
-from ..runtime.notices import announce
 from ..runtime.server import Server, serve
 from ..runtime.waiting import wait_until
 from ..traffic.wire import WireBytes, from_capture, from_tcp_info
@@ -261,7 +260,7 @@ def request_across(rtt_ms: float = 50.0, *, packets: bool = True, timeout: float
     """
     with link(rtt_ms=rtt_ms) as net:
         srv = net.serve(make_hello_app(), name="hello")
-        announce(net.notice, kind="live" if net.mode == "tap" else "replay", tag="link")
+        net.announce()
         if packets:
             with net.capture(srv.port, scenario="first_request_link") as cap:
                 connect, first, rest, info = net.near(lambda: _timed_request(srv.host, srv.port, timeout))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import os
-import secrets
 import selectors
 import socket
 import time
@@ -15,20 +13,19 @@ import aiohttp
 from aiohttp import web
 
 from ..apps.safety import safe_app
-from ..traffic.sniffer import Capture, capture
-from ..course.exercises import Exercise
-from ..traffic.packets import C2S, S2C
-from .registry import scenario
-from ..network.link import link
-from ..runtime.notices import announce
-from ..runtime.server import Server, serve
-from ..errors import NetcourseTimeout
-from ..runtime.waiting import run_async, wait_until
-from ..traffic.wire import tcp_payload_streams
-from ..protocols.wsframe import Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode, header_length, parse_close
 from ..apps.wsserver import Hub, make_ws_handler
+from ..course.exercises import Exercise
+from ..errors import NetcourseTimeout
+from ..network.link import link
 from ..protocols.httpwire import HttpParseError, parse_head, split_head
-from ..protocols.wsconn import CloseReceived, Connection, Event, HandshakeError, Message, State, check_response, client_request, new_key
+from ..protocols.wsconn import CloseReceived, Connection, Event, HandshakeError, State, check_response, client_request, new_key
+from ..protocols.wsframe import Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, header_length
+from ..runtime.server import Server, serve
+from ..runtime.waiting import run_async, wait_until
+from ..traffic.packets import C2S, S2C
+from ..traffic.sniffer import Capture, capture
+from ..traffic.wire import tcp_payload_streams
+from .registry import scenario
 
 __all__ = [
     "RawClient",
@@ -433,7 +430,7 @@ def across_a_link(rtt_ms: float = 100.0, *, echoes: int = 5, size: int = 20) -> 
     with link(rtt_ms=rtt_ms) as net:
         ws_srv = net.serve(make_ws_handler(allowed_origins={ORIGIN}), name="ws echo")
         http_srv = net.serve(_http_app(), name="http echo")
-        announce(net.notice, kind="live" if net.mode == "tap" else "replay", tag="link")
+        net.announce()
 
         def measure() -> LinkLatency:
             t0 = time.perf_counter()

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from ..errors import LinkError
 from ..runtime import netns
+from ..runtime.notices import announce
 from ..runtime.server import Server, serve
 from ..runtime.waiting import cancel_all_tasks, run_async, within
 from ..traffic import recordings
@@ -264,6 +265,10 @@ class Link:
         if self.mode != "tap":
             return fn()
         return netns.run_in(self._path(0), fn, timeout)
+
+    def announce(self) -> None:
+        """Show the notice in the running cell: which mode ran, and what that means for the lesson."""
+        announce(self.notice, kind="live" if self.mode == "tap" else "replay", tag="link")
 
     def far(self, fn: Any, timeout: float = 30.0) -> Any:
         """Call a plain function at the far end (sockets it creates live there); returns its result."""

@@ -145,6 +145,9 @@ class Server:
                 "serve() needs an aiohttp.web.Application or an async handler(reader, writer); "
                 f"got {type(app).__name__}"
             )
+        _check_host(host)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+            raise ServerStartError(f"port must be a number from 0 to 65535 (0: let the OS choose), not {port!r}.")
         if isinstance(app, web.Application) and app.frozen:
             raise ServerStartError(
                 "This aiohttp Application has been served once already, and aiohttp runs an app only "
@@ -452,40 +455,15 @@ class Server:
         self.record_error(f"{message}: {exc!r}" if exc else message)
 
 
-def serve(
-    app: AppLike,
-    *,
-    host: str = LOOPBACK,
-    port: int = 0,
-    name: str | None = None,
-    start_timeout: float = 5.0,
-    shutdown_timeout: float = 0.5,
-    handler_cancellation: bool = True,
-    max_connections: int = MAX_CONNECTIONS,
-    header_timeout: float = HEADER_TIMEOUT,
-    namespace: str | None = None,
-) -> Server:
+def serve(app: AppLike, **options: Any) -> Server:
     """Start ``app`` in the background and return its running ``Server``.
 
     Use it as a context manager (``with serve(app) as srv:``) so the server stops at the end of the
-    block, or keep the returned server and call ``.stop()``. The arguments are those of ``Server``.
-    The address is 127.0.0.1 unless ``host`` names another; ``port=0`` lets the OS pick a free port.
+    block, or keep the returned server and call ``.stop()``. The keyword options are ``Server``'s
+    (one signature, one place): the address is 127.0.0.1 unless ``host`` names another, and
+    ``port=0`` lets the OS pick a free port.
     """
-    _check_host(host)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
-        raise ServerStartError(f"port must be a number from 0 to 65535 (0: let the OS choose), not {port!r}.")
-    return Server(
-        app,
-        host=host,
-        port=port,
-        name=name,
-        start_timeout=start_timeout,
-        shutdown_timeout=shutdown_timeout,
-        handler_cancellation=handler_cancellation,
-        max_connections=max_connections,
-        header_timeout=header_timeout,
-        namespace=namespace,
-    ).start()
+    return Server(app, **options).start()
 
 
 def _check_host(host: str) -> None:

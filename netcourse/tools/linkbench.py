@@ -2,43 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import statistics
 import struct
 import time
 
-from ..network.link import link, modes
-from ..runtime.tcpinfo import tcp_info
+from ..experiments.slow_start import sink
+from ..network.link import Link, link, modes
+from ..runtime.server import Server
+from ..runtime.tcpinfo import TcpInfo, tcp_info
 
-__all__ = ["rows"]
+__all__ = ["rows", "echo", "echo_round_trips", "bound_udp", "rtt_accuracy"]
 
 
-async def _echo(reader, writer):
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A stream handler that sends back whatever arrives."""
     while data := await reader.read(65536):
         writer.write(data)
         await writer.drain()
 
 
+def echo_round_trips(net: Link, srv: Server, n: int = 20) -> tuple[list[float], TcpInfo | None]:
+    """Round trips (seconds) of ``n`` 1-byte echoes over one connection from the near end, and the
+    client's TCP_INFO at the end. ``srv`` serves ``echo`` at the far end."""
+
+    def measure() -> tuple[list[float], TcpInfo | None]:
+        s = socket.create_connection((srv.host, srv.port), timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        out = []
+        try:
+            for _ in range(n):
+                t = time.perf_counter()
+                s.sendall(b"x")
+                s.recv(1)
+                out.append(time.perf_counter() - t)
+            return out, tcp_info(s)
+        finally:
+            s.close()
+
+    return net.near(measure, timeout=120)
+
+
 def rtt_accuracy(mode: str, rtt_ms: float, n: int = 20) -> tuple[float, float | None]:
     """(median echo round trip ms, TCP_INFO's smoothed RTT ms or None) on a link of ``rtt_ms``."""
     with link(rtt_ms=rtt_ms, mode=mode) as net:
-        srv = net.serve(_echo)
-
-        def measure():
-            s = socket.create_connection((srv.host, srv.port), timeout=30)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            out = []
-            try:
-                for _ in range(n):
-                    t = time.perf_counter()
-                    s.sendall(b"x")
-                    s.recv(1)
-                    out.append(time.perf_counter() - t)
-                return out, tcp_info(s)
-            finally:
-                s.close()
-
-        rtts, info = net.near(measure, timeout=120)
+        rtts, info = echo_round_trips(net, net.serve(echo), n)
     return statistics.median(rtts[1:]) * 1000, (info.rtt_us / 1000 if mode == "tap" and info else None)
 
 
@@ -57,7 +66,7 @@ def loss_rate(loss: float = 0.05, datagrams: int = 10_000) -> float:
     """Measured fraction lost of ``datagrams`` UDP datagrams on a tap link with ``loss``."""
     with link(rtt_ms=2, loss=loss, seed=3, mode="tap") as net:
         _, far = net.addresses
-        rx = net.far(lambda: _udp(far))
+        rx = net.far(lambda: bound_udp(far))
         tx = net.near(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         got = 0
         try:
@@ -79,7 +88,8 @@ def loss_rate(loss: float = 0.05, datagrams: int = 10_000) -> float:
     return 1 - got / datagrams
 
 
-def _udp(address: str) -> socket.socket:
+def bound_udp(address: str) -> socket.socket:
+    """A UDP socket bound to ``address`` on a free port, with a receive buffer for bursts."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
     s.bind((address, 0))
@@ -89,13 +99,6 @@ def _udp(address: str) -> socket.socket:
 def goodput(rate_mbit: float, seconds: float = 2.0) -> float:
     """Mbit/s of payload through a tap link limited to ``rate_mbit`` (a transfer of ``seconds`` at that rate)."""
     size = int(rate_mbit * 1e6 / 8 * seconds)
-
-    async def sink(reader, writer):
-        total = 0
-        while data := await reader.read(65536):
-            total += len(data)
-        writer.write(str(total).encode())
-        await writer.drain()
 
     with link(rtt_ms=2, rate_mbit=rate_mbit, mode="tap") as net:
         srv = net.serve(sink)
@@ -124,7 +127,7 @@ def forwarder_rate(offered: float = 25_000, seconds: float = 1.6, rtt_ms: float 
     per_tick = max(1, int(offered / 1000))  # sent in bursts each millisecond, sleeping in between
     with link(rtt_ms=rtt_ms, mode="tap", queue_packets=100_000) as net:
         _, far = net.addresses
-        rx = net.far(lambda: _udp(far))
+        rx = net.far(lambda: bound_udp(far))
         tx = net.near(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         delays: list[float] = []
         arrivals: list[float] = []

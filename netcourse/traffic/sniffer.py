@@ -168,6 +168,20 @@ def capture_permitted(iface: str = "lo") -> bool:
 class Capture:
     """The packets of one experiment. Create it with ``capture(...)`` and use it as a context manager.
 
+    Args:
+        ports: the server ports of the experiment (a packet to one goes client→server).
+        scenario: a scenario name with a shipped recording. Without capture rights it is replayed.
+        iface: the interface; loopback is "lo" on Linux.
+        mode: "auto" (default: live if permitted, else replay), "live", or "replay". The environment
+            variable NETCOURSE_CAPTURE sets the default.
+        bpf: filter in the kernel with the course's BPF program (``traffic.bpf``; the default). False
+            filters in Python only, where the kernel's queue also holds every other loopback packet.
+        ready_timeout: seconds to wait for the sniffer to listen.
+        settle_timeout: seconds to wait at the end for handshakes and teardowns on the ports to finish.
+        stop_timeout: seconds to wait at the end for the sniffer to see the end marker.
+        show_notice: in a notebook, show the one-line "live capture" notice (a replay always shows
+            its notice).
+
     Attributes:
         server_ports: the ports servers listen on (in replay: those of the recording).
         scenario: the scenario name, or None.
@@ -506,44 +520,12 @@ class Capture:
         return f"<Capture {source} {len(self)} packets, server ports {list(self.server_ports)}>"
 
 
-def capture(
-    *ports: int,
-    scenario: str | None = None,
-    iface: str = "lo",
-    mode: str | None = None,
-    bpf: bool | None = None,
-    ready_timeout: float = 2.0,
-    settle_timeout: float = 0.5,
-    stop_timeout: float = 5.0,
-    show_notice: bool = True,
-) -> Capture:
+def capture(*ports: int, **options: Any) -> Capture:
     """Capture the packets to and from ``ports`` while a ``with`` block runs.
 
-    Args:
-        *ports: the server ports of the experiment (a packet to one goes client→server).
-        scenario: a registered scenario name. Without capture rights, its recording is replayed.
-        iface: the interface; loopback is "lo" on Linux.
-        mode: "auto" (default: live if permitted, else replay), "live", or "replay". The environment
-            variable NETCOURSE_CAPTURE sets the default.
-        bpf: filter in the kernel with the course's BPF program (``traffic.bpf``; the default). False
-            filters in Python only, where the kernel's queue also holds every other loopback packet.
-        ready_timeout: seconds to wait for the sniffer to listen.
-        settle_timeout: seconds to wait at the end for handshakes and teardowns on the ports to finish.
-        stop_timeout: seconds to wait at the end for the sniffer to see the end marker.
-        show_notice: in a notebook, show the one-line "live capture" notice (a replay always shows
-            its notice).
-
-    Returns:
-        A ``Capture``; after the block, ``.packets``, ``.live`` and ``.table()`` hold the result.
+    ``ports`` are the experiment's server ports (a packet to one goes client→server); the keyword
+    options are ``Capture``'s (one signature, one place). Without capture rights a capture that names
+    a ``scenario`` replays its recording. After the block, ``.packets``, ``.live`` and ``.table()``
+    hold the result.
     """
-    return Capture(
-        tuple(ports),
-        scenario=scenario,
-        iface=iface,
-        mode=mode,
-        bpf=bpf,
-        ready_timeout=ready_timeout,
-        settle_timeout=settle_timeout,
-        stop_timeout=stop_timeout,
-        show_notice=show_notice,
-    )
+    return Capture(tuple(ports), **options)
