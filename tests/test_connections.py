@@ -90,8 +90,5 @@ def test_time_wait_is_on_the_side_that_closed_first_and_reuseaddr_needs_both():
 
 
 def test_exercises_check_against_the_learners_connection():
-    ends = connections.connection_ends()
-    q = connections.exercise_server_sees_port(ends)
-    assert q.check(ends.client_local.port) and not q.check(ends.listening.port)
     q2 = connections.exercise_who_waits()
-    assert q2.check("Client") and not q2.check("server")
+    assert q2.check("client") and not q2.check("server")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ from matplotlib.figure import Figure
 from netcourse.course import plots
 from netcourse.tools import doctor
 from netcourse.tools.doctor import Check, Report
-from netcourse.course.exercises import Exercise
+from netcourse.course.exercises import Exercise, Prediction
+from netcourse.errors import ExerciseError
 from netcourse.traffic.packets import C2S, S2C, PacketRow
 from netcourse.traffic.wire import WireBytes
 
@@ -63,11 +65,31 @@ def test_exercise_checks_numbers_strings_and_placeholders():
     assert q.check(...).pending and "Replace ..." in repr(q.check(...))
     assert "How many?" in q._repr_html_()
     s = Exercise("Flag?", answer="SYN", hint="h")
-    assert s.check(" syn ").right and not s.check(1).right
+    assert s.check(" SYN ").right and not s.check("syn").right and not s.check(1).right
+    key = Exercise("Accept?", answer="s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", hint="h")
+    assert not key.check("s3pplmbitxaq9kygzzhzrbk+xoo=").right  # base64: case is part of the value
+    hexq = Exercise("Hex, either case?", answer="37fa213d", hint="h", normalise=str.lower)
+    assert hexq.check("37FA213D").right
+    assert repr(Exercise("Q", answer=1, hint="h", kind="capture")).startswith("🔎")
+    with pytest.raises(ExerciseError):
+        Exercise("Q", answer=1, hint="h", kind="guess")
     t = Exercise("Share?", answer=0.5, hint="h", tolerance=0.01)
     assert t.check(0.505).right and not t.check(0.6).right
     c = Exercise("Even?", answer=None, hint="h", check=lambda v: v % 2 == 0)
     assert c.check(4).right and not c.check(3).right
+
+
+def test_prediction_compares_with_the_measurement_and_explains():
+    p = Prediction("How many ms?", measure=lambda r: r["ms"], unit="ms", tolerance=0.2, floor=1.0,
+                   explain=lambda g, m: f"because {m:g}")
+    assert repr(p).startswith("🔮") and "How many ms?" in p._repr_html_()
+    assert p.check(..., {"ms": 100}).pending
+    right = p.check(110, {"ms": 100.0})
+    assert right and "measured 100 ms" in repr(right) and "because 100" in repr(right)
+    low = p.check(50, {"ms": 100.0})
+    assert not low and "Too low." in repr(low) and "because 100" in repr(low)
+    assert not p.check("soon", {"ms": 100.0}) and p.check(1.5, {"ms": 0.6})  # the floor
+    assert "438 ms" in repr(p.check(438.432, {"ms": 438.432}))  # three significant figures
 
 
 def test_doctor_report_table_and_exit_codes(monkeypatch):
@@ -94,6 +116,17 @@ def test_images_are_drawn_from_shipped_recordings(tmp_path):
 
     paths = generate_all(tmp_path)
     assert paths and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_images_go_to_the_top_level_folder_the_notebooks_link():
+    from pathlib import Path
+
+    from netcourse.course.images import IMAGES
+
+    root = Path(__file__).resolve().parent.parent
+    assert IMAGES == root / "images"
+    linked = {name for nb in (root / "notebooks").glob("*.ipynb") for name in re.findall(r"\.\./images/([\w.]+)", nb.read_text())}
+    assert linked and all((IMAGES / name).exists() for name in linked)
 
 
 def test_doctor_warns_when_the_capability_sits_on_a_shared_interpreter(monkeypatch):

@@ -180,14 +180,6 @@ def test_latency_samples_and_rtt_model():
         transport.latency(0)
 
 
-@pytest.mark.replayable
-def test_exercises():
-    conv = transport.tcp_conversation()
-    assert transport.exercise_third_ack(conv).check(1)
-    assert transport.exercise_next_seq(conv).check(4)
-    assert transport.exercise_udp_header().check(8) and not transport.exercise_udp_header().check(20)
-
-
 def test_duplex_timeline_and_port_map_plots():
     from netcourse.traffic.packets import C2S, S2C, PacketRow
 

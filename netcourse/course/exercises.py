@@ -2,8 +2,15 @@
 
 An exercise states a question; the learner writes an answer in the next cell and calls ``.check``,
 which says right or wrong, with a hint when wrong; the worked answer sits in a collapsed cell below.
-Answers about the learner's own capture are checked against that capture, so they are right for the
-packets the learner actually saw, live or replayed.
+
+Three kinds, each shown with its own mark so that a learner (and a test) can tell them apart:
+
+- ``Exercise(kind="capture")`` (🔎): a value the learner computes from their *own* capture, printed
+  nowhere above. The answer is taken from that same capture, so it is right for the packets the
+  learner actually saw, live or replayed.
+- ``Prediction`` (🔮): asked *before* an experiment. The learner writes a number; the experiment runs;
+  ``.check(prediction, result)`` compares the two and explains the difference.
+- ``Exercise()`` (❓): a question of reasoning or recall.
 
     q = Exercise("How many packets does TCP's opening handshake take?", answer=3,
                  hint="Count the packets up to and including the first one with only the A flag.")
@@ -21,7 +28,9 @@ from typing import Any
 
 from ..errors import ExerciseError
 
-__all__ = ["Exercise", "Verdict"]
+__all__ = ["Exercise", "Prediction", "Verdict", "MARKS"]
+
+MARKS = {"recall": "❓", "capture": "🔎 From your capture:", "predict": "🔮 Predict, before you run the experiment:"}
 
 
 @dataclass(frozen=True)
@@ -61,12 +70,15 @@ class Exercise:
 
     Args:
         question: the question, one or two sentences.
-        answer: the expected answer. Numbers compare with ``tolerance``; strings compare without
-            regard to case or surrounding spaces.
+        answer: the expected answer. Numbers compare with ``tolerance``. Strings compare exactly
+            (only surrounding spaces are ignored): case matters in base64, for one. Pass ``normalise``
+            when the question says what may vary (e.g. ``str.lower`` for hex "in either case").
         hint: shown after a wrong answer.
         explanation: shown after a right answer: why it is right.
         tolerance: allowed absolute difference for numeric answers.
         check: optional ``fn(given) -> bool`` that replaces the comparison with ``answer``.
+        kind: "capture" for a value computed from the learner's own capture, "recall" otherwise.
+        normalise: applied to both strings before they are compared.
     """
 
     def __init__(
@@ -78,9 +90,15 @@ class Exercise:
         explanation: str = "",
         tolerance: float = 0.0,
         check: Callable[[Any], bool] | None = None,
+        kind: str = "recall",
+        normalise: Callable[[str], str] | None = None,
     ) -> None:
         if not question.strip():
             raise ExerciseError("An exercise needs a question.")
+        if kind not in ("recall", "capture"):
+            raise ExerciseError(f"An exercise's kind is 'recall' or 'capture', not {kind!r}.")
+        self.kind = kind
+        self._normalise = normalise
         self.question = question
         self.answer = answer
         self.hint = hint
@@ -101,7 +119,10 @@ class Exercise:
                 return False
             return math.isclose(value, float(expected), rel_tol=0.0, abs_tol=self.tolerance)
         if isinstance(expected, str):
-            return isinstance(given, str) and given.strip().lower() == expected.strip().lower()
+            if not isinstance(given, str):
+                return False
+            norm = self._normalise or (lambda v: v)
+            return norm(given.strip()) == norm(expected.strip())
         return given == expected
 
     def check(self, given: Any) -> Verdict:
@@ -113,10 +134,92 @@ class Exercise:
         return Verdict(False, f"{given!r} is not it. Hint: {self.hint}")
 
     def __repr__(self) -> str:
-        return f"❓ {self.question}"
+        return f"{MARKS[self.kind]} {self.question}"
+
+    def _repr_html_(self) -> str:
+        title = "From your capture." if self.kind == "capture" else "Exercise."
+        return (
+            "<div style='border-left:4px solid #1565c0;background:#e8f0fb;padding:4px 8px'>"
+            f"<b>{MARKS[self.kind].split()[0]} {title}</b> {html.escape(self.question)}</div>"
+        )
+
+
+class Prediction:
+    """A number the learner predicts before an experiment runs, compared with what it measured.
+
+    Args:
+        question: what to predict, with its unit.
+        measure: ``fn(result) -> float``: the measured value, taken from the experiment's result.
+        unit: the unit, for messages ("ms", "packets").
+        tolerance: how far a prediction may be from the measurement and still count, as a fraction of
+            the measurement (0.25 = within 25 %).
+        floor: an absolute allowance added to the tolerance, in ``unit`` (for small measurements).
+        explain: ``fn(given, measured) -> str``: why the measurement is what it is; it is shown
+            whether the prediction was right or not.
+
+    ::
+
+        p = Prediction("How many ms until the body is in hand?", measure=lambda b: b.total_ms,
+                       unit="ms", explain=lambda g, m: "Two round trips ...")
+        p                       # shows the question
+        budget = request_across(100)
+        p.check(180, budget)    # compares 180 with budget.total_ms
+    """
+
+    kind = "predict"
+
+    def __init__(
+        self,
+        question: str,
+        *,
+        measure: Callable[[Any], float],
+        unit: str,
+        explain: Callable[[float, float], str],
+        tolerance: float = 0.25,
+        floor: float = 0.0,
+    ) -> None:
+        if not question.strip():
+            raise ExerciseError("A prediction needs a question.")
+        self.question = question
+        self.unit = unit
+        self.tolerance = tolerance
+        self.floor = floor
+        self._measure = measure
+        self._explain = explain
+
+    def measured(self, result: Any) -> float:
+        """The value the experiment measured."""
+        return float(self._measure(result))
+
+    def check(self, given: Any, result: Any) -> Verdict:
+        """Compare a prediction with the experiment's ``result``. ``...`` asks for a prediction."""
+        if given is Ellipsis:
+            return Verdict(False, "Write your prediction in place of ..., run the experiment, then this cell.",
+                           pending=True)
+        try:
+            value = float(given)
+        except (TypeError, ValueError):
+            return Verdict(False, f"{given!r} is not a number. Predict a number of {self.unit}.")
+        measured = self.measured(result)
+        close = abs(value - measured) <= self.tolerance * abs(measured) + self.floor
+        head = f"You predicted {value:g} {self.unit}; your run measured {_three(measured)} {self.unit}."
+        if not close:
+            head += " " + ("Too high." if value > measured else "Too low.")
+        return Verdict(close, f"{head} {self._explain(value, measured)}")
+
+    def __repr__(self) -> str:
+        return f"{MARKS['predict']} {self.question}"
 
     def _repr_html_(self) -> str:
         return (
-            "<div style='border-left:4px solid #1565c0;background:#e8f0fb;padding:4px 8px'>"
-            f"<b>Exercise.</b> {html.escape(self.question)}</div>"
+            "<div style='border-left:4px solid #6a1b9a;background:#f3e5f5;padding:4px 8px'>"
+            f"<b>🔮 Predict, before you run the experiment.</b> {html.escape(self.question)}</div>"
         )
+
+
+def _three(x: float) -> str:
+    """Three significant figures, without exponent notation for the sizes the course measures."""
+    if x == 0 or not math.isfinite(x) or (x == int(x) and abs(x) < 1e15):
+        return f"{int(x):,}" if math.isfinite(x) else f"{x:g}"
+    digits = max(0, 2 - int(math.floor(math.log10(abs(x)))))
+    return f"{x:,.{digits}f}"

@@ -13,7 +13,7 @@ from scapy.utils import rdpcap
 from ..traffic.packets import packet_rows
 from ..traffic.recordings import load_meta, recording_paths
 
-IMAGES = Path(__file__).resolve().parent.parent / "images"
+IMAGES = Path(__file__).resolve().parents[2] / "images"  # the repository's top-level images/
 
 
 def first_request_ladder(directory: Path = IMAGES) -> Path:

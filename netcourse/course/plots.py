@@ -14,11 +14,11 @@ import matplotlib.ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..traffic.packets import C2S, PacketRow, in_flight
+from ..traffic.packets import C2S, PacketRow, in_flight, presumed_lost
 from ..protocols.headers import HeaderLayout
 from ..traffic.wire import LAYER_LABELS, LAYERS, WireBytes
 
-__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs"]
+__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs"]
 
 LAYER_COLOURS = {
     "link": "#9e9e9e",
@@ -27,6 +27,16 @@ LAYER_COLOURS = {
     "app_headers": "#ffb74d",
     "payload": "#43a047",
 }
+
+
+def sig3(x: float) -> str:
+    """Three significant figures without exponent notation: 0.0123, 1.23, 438, 1,234."""
+    import math
+
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    digits = max(0, 2 - int(math.floor(math.log10(abs(x)))))
+    return f"{x:,.{digits}f}"
 
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -45,11 +55,14 @@ def ladder(
     server: str = "server",
     title: str | None = None,
     max_packets: int = 40,
+    lost: set[int] | None = None,
 ) -> Figure:
     """Draw packets as arrows between a client and a server column, time running down the page.
 
     Packets are spaced evenly (loopback packets are microseconds apart); the time of each, in
-    milliseconds since the capture started, is written at the left.
+    milliseconds since the capture started, is written at the left. Each arrow is labelled with what
+    the application sent, when the course can tell (``GET /hello``, ``TEXT "hi"``), then the TCP
+    fields. A lost packet stops halfway, at a cross.
 
     Args:
         rows: a capture's table (``capture.table()``) or any sequence of ``PacketRow``.
@@ -57,7 +70,10 @@ def ladder(
         client, server: column labels.
         title: figure title.
         max_packets: draw at most this many packets (the rest are summarised).
+        lost: numbers (``row.no``) of packets to draw as lost; by default the data segments the
+            sender later sent again (``presumed_lost``).
     """
+    lost = presumed_lost(rows) if lost is None else lost
     shown = list(rows)[:max_packets]
     fig, ax = _figure(ax, (8, 0.45 * len(shown) + 1.6))
     x_client, x_server = 0.0, 1.0
@@ -70,13 +86,23 @@ def ladder(
         x0, x1 = (x_client, x_server) if left_to_right else (x_server, x_client)
         y0, y1 = i - 0.15, i + 0.15
         colour = _arrow_colour(row)
-        ax.annotate(
-            "",
-            xy=(x1, y1),
-            xytext=(x0, y0),
-            arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.6),
-        )
-        ax.text(0.5, i - 0.08, row.label, ha="center", va="bottom", fontsize=9, color=colour,
+        text = row.caption
+        if row.no in lost:  # the arrow stops halfway, at a cross
+            x1, y1 = (x0 + x1) / 2, (y0 + y1) / 2
+            ax.plot([x0, x1], [y0, y1], color=colour, lw=1.6)
+            ax.plot([x1], [y1], marker="x", color="#b00020", markersize=11, mew=2.5)
+            text = f"{text} · lost"
+            ax.text(0.27, i - 0.08, text, ha="center", va="bottom", fontsize=9, color=colour,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+            continue
+        else:
+            ax.annotate(
+                "",
+                xy=(x1, y1),
+                xytext=(x0, y0),
+                arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.6),
+            )
+        ax.text(0.5, i - 0.08, text, ha="center", va="bottom", fontsize=9, color=colour,
                 bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
         ax.text(-0.06, i, f"{row.t * 1000:.2f} ms", ha="right", va="center", fontsize=8, color="#616161")
     if len(rows) > len(shown):
@@ -98,6 +124,7 @@ def ladder_in_time(
     server: str = "server",
     title: str | None = None,
     max_packets: int = 40,
+    lost: set[int] | None = None,
 ) -> Figure:
     """A ladder drawn to time scale: each arrow slants down by the time it spent on the wire.
 
@@ -107,8 +134,9 @@ def ladder_in_time(
     Args:
         rows: a capture's table, taken at the client's end of a link.
         one_way_ms: the link's one-way delay, milliseconds (half its round-trip time).
-        ax, client, server, title, max_packets: as for ``ladder``.
+        ax, client, server, title, max_packets, lost: as for ``ladder``.
     """
+    lost = presumed_lost(rows) if lost is None else lost
     shown = list(rows)[:max_packets]
     ends = [(r.t * 1000 - (0 if r.direction == C2S else one_way_ms), r.t * 1000 + (one_way_ms if r.direction == C2S else 0))
             for r in shown] or [(0.0, 0.0)]
@@ -127,11 +155,17 @@ def ladder_in_time(
         else:  # reached the client at t, so it left the server one way earlier
             (x0, y0), (x1, y1) = (x_server, t - one_way_ms), (x_client, t)
         colour = _arrow_colour(row)
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.4))
+        if row.no in lost:
+            x1, y1 = (x0 + x1) / 2, (y0 + y1) / 2
+            ax.plot([x0, x1], [y0, y1], color=colour, lw=1.4)
+            ax.plot([x1], [y1], marker="x", color="#b00020", markersize=10, mew=2.5)
+        else:
+            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.4))
         crowd = crowd + 1 if last_t is not None and t - last_t < 0.04 * span else 0  # arrows nearly on top
         last_t = t
         f = (0.5, 0.25, 0.75, 0.38, 0.62)[crowd % 5]  # where along the arrow its label sits
-        ax.text(x0 + f * (x1 - x0), y0 + f * (y1 - y0), row.label.split(" seq=")[0], ha="center", va="center",
+        name = row.app or row.label.split(" seq=")[0]
+        ax.text(x0 + f * (x1 - x0), y0 + f * (y1 - y0), name, ha="center", va="center",
                 fontsize=8, color=colour, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
         if last_label_t is None or t - last_label_t >= 0.03 * span:  # one time label per crowd
             ax.text(-0.04, t, f"{t:.1f}", ha="right", va="center", fontsize=7, color="#616161")
@@ -230,7 +264,9 @@ def header_diagram(layout: HeaderLayout, *, ax: Axes | None = None, values: dict
     ax.set_xlim(-2.2, 32.3)
     ax.set_ylim(rows + 1.0, -0.8)
     ax.axis("off")
-    ax.set_title(f"{layout.name} header: {layout.size} bytes without options ({layout.source})", fontsize=11)
+    has_options = layout.name not in ("UDP",)  # UDP's header is fixed: it has no options field
+    size = f"{layout.size} bytes without options" if has_options else f"{layout.size} bytes, always"
+    ax.set_title(f"{layout.name} header: {size} ({layout.source})", fontsize=11)
     return fig
 
 
@@ -267,14 +303,21 @@ PORT_RANGES = [
 
 
 def port_map(ports: Sequence[int], *, ephemeral: tuple[int, int] | None = None, ax: Axes | None = None) -> Figure:
-    """Where the ports the OS assigned fall among all 65,536: the RFC 6335 ranges and the OS's range.
+    """Where the ports the OS assigned fall: among all 65,536 (left), and close up (right).
+
+    The close-up spans only the assigned ports, so the gaps between successive ones (which RFC 6056's
+    port selection makes small and random) can be read; each step is labelled with its size.
 
     Args:
         ports: client ports, in the order the connections were opened.
         ephemeral: the OS's ephemeral range (low, high), drawn as a band.
-        ax: an Axes to draw into; a new figure otherwise.
+        ax: an Axes to draw the overview into (no close-up then); a new two-panel figure otherwise.
     """
-    fig, ax = _figure(ax, (10, 4))
+    if ax is None:
+        fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained", width_ratios=[1, 1.3])
+        plt.close(fig)
+    else:
+        fig, zoom = ax.figure, None
     n = len(ports)
     for low, high, label, colour in PORT_RANGES:
         ax.axhspan(low, high, color=colour, alpha=0.8, lw=0)
@@ -287,9 +330,93 @@ def port_map(ports: Sequence[int], *, ephemeral: tuple[int, int] | None = None, 
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlim(0.5, n + 0.5)
     ax.set_ylim(0, 65535)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:.0f}"))
     ax.set_xlabel("connection number (in the order opened)")
     ax.set_ylabel("client port")
-    ax.set_title("Ports the OS chose for your client sockets")
+    ax.set_title("Among all 65,536 ports")
+    ax.spines[["top", "right"]].set_visible(False)
+    if zoom is not None and ports:
+        xs = range(1, n + 1)
+        zoom.plot(xs, ports, "o-", color="#1565c0", ms=5, lw=1)
+        for x, (a, b) in enumerate(zip(ports, ports[1:]), start=1):
+            zoom.text(x + 0.5, (a + b) / 2, f"{b - a:+d}", fontsize=7, color="#424242", ha="right", va="bottom")
+        span = max(max(ports) - min(ports), 10)
+        zoom.set_ylim(min(ports) - 0.05 * span, max(ports) + 0.08 * span)
+        zoom.set_xlim(0.5, n + 0.5)
+        zoom.xaxis.get_major_locator().set_params(integer=True)
+        zoom.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:.0f}"))
+        zoom.set_xlabel("connection number (in the order opened)")
+        zoom.set_title("Close up: each step is the gap to the next port")
+        zoom.spines[["top", "right"]].set_visible(False)
+        fig.suptitle("Ports the OS chose for your client sockets")
+    return fig
+
+
+def overhead_at_rate(ws_overhead: int, http_overhead: int, size: int, rate: float, *, ax: Axes | None = None) -> Figure:
+    """Bytes per second an echo service spends at ``rate`` messages/s: WebSocket frames against HTTP.
+
+    Each echo carries ``size`` bytes each way. A WebSocket adds ``ws_overhead`` bytes of frame headers per
+    echo, HTTP ``http_overhead`` bytes of request and response heads. TCP/IP headers are not counted: about
+    the same for both (66 bytes a packet on Linux, two data packets per echo, plus ACKs).
+
+    Args:
+        ws_overhead, http_overhead: header bytes per echo, both directions together.
+        size: payload bytes each way.
+        rate: echoes per second; marked on the curves.
+        ax: an Axes to draw into; a new figure otherwise.
+    """
+    if size < 0 or rate <= 0:
+        raise ValueError("size must be >= 0 and rate > 0")
+    fig, ax = _figure(ax, (8, 3.6))
+    rates = [10 ** (k / 10) for k in range(0, 41)]  # 1 to 10,000 per second
+    for name, head, colour in (("WebSocket", ws_overhead, "#2e7d32"), ("HTTP request", http_overhead, "#c62828")):
+        per = head + 2 * size
+        ax.plot(rates, [r * per for r in rates], color=colour, label=f"{name}: {head} B of headers + {2 * size} B of payload per echo")
+        ax.plot([rate], [rate * per], "o", color=colour, ms=7)
+        ax.annotate(f"{rate * per:,.0f} B/s ({head / per:.0%} headers)", (rate, rate * per), textcoords="offset points",
+                    xytext=(6, -12 if colour == "#2e7d32" else 6), fontsize=8, color=colour)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.set_xlabel("echoes per second")
+    ax.set_ylabel("application bytes per second\n(headers + payload, TCP/IP not counted)")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.set_title(f"{size}-byte messages at {rate:g} per second")
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def port_budget(low: int, high: int, time_wait_s: float, *, ax: Axes | None = None) -> Figure:
+    """How fast one client may open connections to one server IP:port, sustained, when it closes first.
+
+    Every connection the client closes holds its port in TIME_WAIT for ``time_wait_s``; with
+    ``high - low + 1`` ports to choose from, at most that many connections per ``time_wait_s`` can be
+    opened to the same server address and port.
+
+    Args:
+        low, high: the ephemeral range.
+        time_wait_s: how long TIME_WAIT lasts, seconds (Linux: 60).
+        ax: an Axes to draw into; a new figure otherwise.
+    """
+    if not 0 < low <= high <= 65535:
+        raise ValueError("need 0 < low <= high <= 65535")
+    if time_wait_s <= 0:
+        raise ValueError("time_wait_s must be positive")
+    fig, ax = _figure(ax, (7, 3.2))
+    ports = high - low + 1
+    rate = ports / time_wait_s
+    presets = [("Linux default\n32768–60999, 60 s", (60999 - 32768 + 1) / 60),
+               ("IANA range\n49152–65535, 60 s", (65535 - 49152 + 1) / 60),
+               (f"yours\n{low}–{high}, {time_wait_s:g} s", rate)]
+    colours = ["#9e9e9e", "#9e9e9e", "#1565c0"]
+    bars = ax.barh([name for name, _ in presets], [v for _, v in presets], color=colours)
+    for bar, (_, v) in zip(bars, presets):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:,.0f}/s", va="center", fontsize=9)
+    ax.set_xlim(0, max(v for _, v in presets) * 1.25)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    ax.set_xlabel("new connections per second to one server IP:port, sustained")
+    ax.set_title(f"{ports:,} ports ÷ {time_wait_s:g} s of TIME_WAIT")
     ax.spines[["top", "right"]].set_visible(False)
     return fig
 
@@ -318,11 +445,15 @@ def latency_distributions(
         median = statistics.median(values)
         # Written above the median line: inside the drawn range whatever the outliers (which are not
         # drawn, so a label at the maximum could fall outside the axes).
-        ax.annotate(f"median {median:.3f} ms", xy=(median, i + 0.25), xytext=(0, 2),
-                    textcoords="offset points", fontsize=8, ha="center", va="bottom")
+        ax.annotate(f"median {sig3(median)} ms", xy=(median, i + 0.25), xytext=(0, 2),
+                    textcoords="offset points", fontsize=8, ha="center", va="bottom", annotation_clip=False)
+    ax.set_ylim(0.5, len(names) + 0.8)  # room above the top box for its label
+    ax.margins(x=0.12)  # on the log scale: room either side for labels centred on a median
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))  # one tick style, not 2×10⁻¹
+    # Plain numbers (0.2, 1, 50), never 2×10⁻¹; labelled ticks at 1, 2 and 5 of each decade only.
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: sig3(v).rstrip("0").rstrip(".") if v < 1 else f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("round-trip latency (ms, log scale)")
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(title or "Request/response latency")
@@ -342,11 +473,13 @@ def polling_timeline(run, *, ax: Axes | None = None, title: str | None = None) -
     fig, ax = _figure(ax, (10, 0.55 * lanes + 1.6))
     for _, t in run.published:
         ax.vlines(t - run.start, lanes - 0.7, lanes - 0.3, color="#c62828", lw=1.5)
+    shortest = 0.006 * (run.duration + 0.25)  # a loopback poll takes ~1 ms: draw it wide enough to see
     for lane, poller in enumerate(run.pollers, start=1):
         y = lanes - lane - 0.5
         for p in poller.polls:
-            ax.hlines(y, p.sent - run.start, max(p.answered - run.start, p.sent - run.start + 0.004),
-                      color="#90a4ae", lw=5)
+            ax.hlines(y, p.sent - run.start, max(p.answered - run.start, p.sent - run.start + shortest),
+                      color="#90a4ae", lw=7)
+            ax.plot(p.sent - run.start, y, marker="|", color="#263238", ms=11, mew=1.5)  # where each request starts
             if p.count:
                 ax.plot(p.answered - run.start, y, "o", color="#2e7d32", ms=5)
     ax.set_yticks([lanes - 0.5] + [lanes - i - 0.5 for i in range(1, lanes)],
@@ -354,7 +487,7 @@ def polling_timeline(run, *, ax: Axes | None = None, title: str | None = None) -
     ax.set_xlim(-0.05, run.duration + 0.2)
     ax.set_xlabel("seconds since publishing started")
     ax.spines[["top", "right", "left"]].set_visible(False)
-    ax.set_title(title or "Requests (grey bars, sent → answered), answers with data (green), publications (red)")
+    ax.set_title(title or "Requests (grey bars from | sent to answered), answers with data (green), publications (red)")
     return fig
 
 
@@ -372,9 +505,10 @@ def polling_latency(run, *, ax: Axes | None = None, title: str | None = None) ->
             t = run.intervals[n] * 1000
             ax.plot([t / 2], [i], marker="D", color="#c62828", ms=7, zorder=5)
             ax.plot([t], [i], marker="|", color="#c62828", ms=18, mew=2, zorder=5)
-    ax.plot([], [], marker="D", color="#c62828", ls="none", label="theory: mean T/2")
-    ax.plot([], [], marker="|", color="#c62828", ls="none", ms=12, mew=2, label="theory: max T")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    if any(n in run.intervals for n in names):  # a legend only for marks that are drawn
+        ax.plot([], [], marker="D", color="#c62828", ls="none", label="theory: mean T/2")
+        ax.plot([], [], marker="|", color="#c62828", ls="none", ms=12, mew=2, label="theory: max T")
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
     ax.set_xlabel("delivery latency (ms, log scale)")
     return fig
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..traffic.sniffer import Capture, capture
 from ..errors import NetcourseTimeout
-from ..course.exercises import Exercise
+from ..course.exercises import Exercise, Prediction
 from ..runtime.tcpinfo import SocketEntry, tcp_sockets
 from ..traffic.packets import C2S, S2C
 from .registry import scenario
@@ -28,6 +28,10 @@ from ..runtime.waiting import wait_until
 from ..runtime.sockets import LOOPBACK, connected_pairs
 
 __all__ = [
+    "port_budget_knob",
+    "predict_server_sockets",
+    "exercise_server_fin_ack",
+    "exercise_bare_packets",
     "Endpoint",
     "ConnectionEnds",
     "connection_ends",
@@ -437,16 +441,63 @@ def time_wait(timeout: float = 5.0) -> TimeWaitDemo:
 # -- exercises -------------------------------------------------------------------------------------
 
 
-def exercise_server_sees_port(ends: ConnectionEnds) -> Exercise:
-    """Which remote port does the server's socket see? Checked against the learner's connection."""
+def predict_server_sockets(n: int = 5) -> Prediction:
+    """How many kernel sockets carry the server's port once ``n`` clients are connected?"""
+    def explain(given: float, measured: float) -> str:
+        why = (f"One LISTEN socket, which only makes connections, plus one ESTABLISHED socket per accepted "
+               f"client: {n} + 1. ")
+        if given == n:
+            why += "You left out the listening socket: it stays open beside the connections it made. "
+        elif given == 2 * n + 1 or given == 2 * n:
+            why += ("The clients' own sockets are in the table too, but their local port is their ephemeral "
+                    "port, not the server's. ")
+        return why + "All of them share one local port: only the peer's port tells them apart."
+
+    return Prediction(
+        f"{n} clients connect to one listening server at once. How many sockets in the kernel's table "
+        "will have the server's port as their *local* port?",
+        measure=lambda crowd: sum(crowd.kernel_states().values()), unit="sockets", tolerance=0.0,
+        explain=explain,
+    )
+
+
+def _fin(rows, direction: str):
+    return next((r for r in rows if r.direction == direction and "F" in r.flags), None)
+
+
+def exercise_server_fin_ack(duplex: DuplexRun) -> Exercise:
+    """The relative ack number on the server's FIN, from the learner's own capture."""
+    rows = duplex.capture.table()
+    fin = _fin(rows, S2C)
+    sent = sum(r.payload for r in rows if r.direction == C2S)
     return Exercise(
-        f"Your client's socket is {ends.client_local}, connected to {ends.client_peer}. The server's "
-        "accepted socket also has a remote (peer) address. Which port number is in it?",
-        answer=ends.client_local.port,
-        hint="The server's peer is the client. Which port does the client's own socket have?",
-        explanation="The server sees the client's ephemeral port: the two sockets mirror each other, "
-        "and the 4-tuple (client IP, client port, server IP, server port) names the connection from "
-        "both sides.",
+        "The server's FIN acknowledges everything it has received so far. Without looking at that packet: "
+        "what (relative) acknowledgement number does it carry? Work it out from the client's packets in "
+        "your capture, then check it against the FIN's row.",
+        answer=fin.ack if fin is not None else None,
+        hint="The client's SYN takes sequence number 0 and its first byte of data is 1, so the next byte "
+        "expected after all its data is 1 + the bytes it sent. Did the client's FIN come first? A FIN "
+        "takes one number too.",
+        explanation=f"The client sent {sent} bytes of data: 1 + {sent} = {1 + sent}"
+        + (", + 1 for the client's FIN that arrived first" if fin is not None and fin.ack == sent + 2 else "")
+        + ". ack names the next byte the server expects (RFC 9293 §3.4).",
+        kind="capture",
+    )
+
+
+def exercise_bare_packets(duplex: DuplexRun) -> Exercise:
+    """How many packets of the capture carried no data, from the learner's own capture."""
+    rows = duplex.capture.table()
+    bare = sum(1 for r in rows if not r.payload)
+    return Exercise(
+        "How many packets in your capture of the full-duplex exchange carried no data at all (SYNs, FINs "
+        "and bare ACKs)?",
+        answer=bare,
+        hint="Count the rows of duplex.capture.table() whose payload is 0: "
+        "sum(1 for r in duplex.capture.table() if not r.payload).",
+        explanation=f"{bare} of {len(rows)}: 3 for the handshake, the FINs and their ACKs, and the ACKs that "
+        "did not get to ride on a data packet going the other way (piggybacking saved the others).",
+        kind="capture",
     )
 
 
@@ -454,9 +505,17 @@ def exercise_who_waits() -> Exercise:
     """Which side holds TIME_WAIT?"""
     return Exercise(
         "A client closes its connection first; the server closes after it. Which side's socket is "
-        "left in TIME_WAIT: 'client' or 'server'?",
+        "left in TIME_WAIT: 'client' or 'server' (either case)?",
         answer="client",
+        normalise=str.lower,
         hint="TIME_WAIT belongs to whoever sent the first FIN (RFC 9293 §3.6).",
         explanation="The side that closes first waits, so that its last ACK can be repeated if lost and "
         "old segments of this connection die out before the same 4-tuple is used again.",
     )
+
+
+def port_budget_knob(ports: tuple[int, int] = (32768, 60999), time_wait_s: int = 60):
+    """Section 5's knob: connections per second to one server address for a port range and TIME_WAIT."""
+    from ..course import plots
+
+    return plots.port_budget(ports[0], ports[1], time_wait_s)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from ..traffic.sniffer import Capture, capture
-from ..course.exercises import Exercise
+from ..course.exercises import Exercise, Prediction
 from ..protocols.httpwire import parse_messages
 from ..traffic.packets import C2S, S2C
 from ..apps.polling import (
@@ -31,7 +31,8 @@ from ..runtime.server import serve
 from ..runtime.waiting import run_async
 from ..traffic.wire import ETHERNET_HEADER, IPV4_HEADER, TCP_HEADER, TCP_TIMESTAMPS
 
-__all__ = ["PollingRun", "compare", "on_a_link", "naive_versus_correct", "Abandoned", "abandoned_waits", "header_sizes"]
+__all__ = [
+    "explore", "theory_knob", "held_delivery_ms", "hold_times_ms", "predict_held_delivery", "exercise_connections", "exercise_hold_time","PollingRun", "compare", "on_a_link", "naive_versus_correct", "Abandoned", "abandoned_waits", "header_sizes"]
 
 
 @dataclass
@@ -319,6 +320,103 @@ def abandoned_waits(clients: int = 50, *, handler_cancellation: bool = True, wai
 # -- exercises -------------------------------------------------------------------------------------
 
 
+def explore(interval: float = 0.5, wait: float = 10.0, rate: float = 3.0, *, duration: float = 1.5):
+    """The knob's callback: one short and one long poller for ``duration`` s; latency and cost, side by side."""
+    import matplotlib.pyplot as plt
+
+    from ..course import plots
+
+    small = compare(intervals=(interval,), wait=wait, rate=rate, duration=duration, seed=2, record=False)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
+    plt.close(fig)
+    plots.polling_latency(small, ax=left, title=f"Latency: interval {interval:g} s, wait {wait:g} s, {rate:g} msg/s")
+    plots.polling_costs(small.summary(), ax=right)
+    return fig
+
+
+def held_delivery_ms(run: PollingRun) -> float:
+    """Median delivery time (ms) of the long poller's messages that found one of its requests held.
+
+    A request was held at the server when a message was published if it had reached the server (one
+    transit, RTT/2, after it was sent) and its answer had not yet left (one transit before it arrived).
+    The first request is left out: it also waited for the connection's handshake. The client's clock
+    times everything.
+    """
+    poller = run.poller("long")
+    received = dict(poller.received)
+    transit = run.rtt / 2
+    lat = sorted(
+        received[i] - t for i, t in run.published
+        if i in received and any(p.sent + transit <= t <= p.answered - transit for p in poller.polls[1:])
+    )
+    return lat[len(lat) // 2] * 1000 if lat else float("nan")
+
+
+def predict_held_delivery(rtt_ms: float = 100.0) -> Prediction:
+    """Predict a held long poll's delivery time across a link."""
+    def explain(given: float, measured: float) -> str:
+        why = (f"The request is already at the server, so the answer only has to travel back: one transit, half "
+               f"the round trip, {rtt_ms / 2:g} ms (plus a millisecond of server work).")
+        if abs(given - rtt_ms) <= 0.2 * rtt_ms:
+            why += " A whole round trip would be a request sent *after* the message was published."
+        return why
+
+    return Prediction(
+        f"Across a {rtt_ms:g} ms link (round trip), a long poll is held at the server when a message is "
+        "published. How many milliseconds until the client has the message?",
+        measure=held_delivery_ms, unit="ms", tolerance=0.25, floor=5.0, explain=explain,
+    )
+
+
+def exercise_connections(run: PollingRun) -> Exercise:
+    """TCP connections the pollers opened, from the learner's own capture."""
+    rows = run.capture.table()
+    opened = sum(1 for r in rows if r.flags == "S")
+    requests = sum(1 for r in rows if r.app.startswith("GET "))
+    return Exercise(
+        f"Your capture holds {requests} HTTP requests from {len(run.pollers)} pollers. How many TCP connections "
+        "did they open to carry them?",
+        answer=opened,
+        hint="A connection starts with a SYN: count the rows whose flags are exactly 'S'.",
+        explanation=f"{opened}: each poller opened one connection and sent every request on it, because an "
+        "HTTP/1.1 connection stays open unless someone says Connection: close (RFC 9112 §9.3). With a "
+        f"connection per request it would have been {requests} handshakes, each costing a round trip.",
+        kind="capture",
+    )
+
+
+def hold_times_ms(rows) -> list[float]:
+    """Milliseconds each long-poll request (a GET with ``wait=``) waited for its answer, from a capture."""
+    out = []
+    pending: dict[str, float] = {}  # client endpoint -> time its long poll was sent
+    for r in rows:
+        if r.app.startswith("GET ") and "wait=" in r.app:
+            pending[r.src] = r.t
+        elif r.app[:3].isdigit() and r.dst in pending:
+            out.append((r.t - pending.pop(r.dst)) * 1000)
+    return out
+
+
+def exercise_hold_time(run: PollingRun) -> Exercise:
+    """The long poller's mean hold time, from the learner's own capture."""
+    holds = hold_times_ms(run.capture.table())
+    mean = sum(holds) / len(holds) if holds else 0.0
+    return Exercise(
+        "How long, on average, did the server hold the long poller's requests before answering, in "
+        "milliseconds? Compute it from your capture (within 1 ms).",
+        answer=round(mean, 1),
+        tolerance=1.0,
+        hint="The long poller's requests are the rows whose app starts with 'GET ' and contains 'wait='. "
+        "Pair each with the next row whose app is a status ('200 OK') going back to the same endpoint "
+        "(r.dst == request.src), and average the differences of t.",
+        explanation=f"{mean:.0f} ms over {len(holds)} requests: each waited until a message was published "
+        f"(about 1/rate apart) or the run ended. The {len(run.published)} messages came at about "
+        f"{len(run.published) / run.duration:.1f} per second; every one of those milliseconds, the server "
+        "held a request and a connection open.",
+        kind="capture",
+    )
+
+
 def exercise_expected_latency() -> Exercise:
     """Short polling's mean latency."""
     return Exercise(
@@ -369,3 +467,10 @@ def peek(paths: list[str], *, publish: int = 2, timeout: float = 5.0) -> list[tu
 
 async def _append(log: MessageLog, text: str) -> int:
     return log.append(text)
+
+
+def theory_knob(measured: PollingRun | None = None, rtt_ms: int = 100, interval: float = 0.5):
+    """Section 7's knob: expected latency for a round trip and interval, with ``measured``'s dots when they match."""
+    from ..course import plots
+
+    return plots.polling_theory(rtt_ms, interval, measured=measured)

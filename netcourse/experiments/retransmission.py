@@ -21,12 +21,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..course.exercises import Exercise
 from ..traffic.sniffer import HOW_TO_ENABLE, Capture
 from ..traffic.packets import C2S, PacketRow
 from ..traffic.recordings import RECORDINGS, load_meta, recorded_when, recording_paths, recording_target
 from .registry import scenario
 
-__all__ = ["Retransmission", "tcp_retransmission", "can_run_live"]
+__all__ = ["Retransmission", "tcp_retransmission", "can_run_live", "exercise_first_resend"]
 
 NAME = "tcp_retransmission"
 
@@ -120,3 +121,20 @@ def tcp_retransmission(timeout: float = 20.0) -> Retransmission:
         f"the live experiment cannot run here because {why}. {HOW_TO_ENABLE}",
     )
     return Retransmission(cap, why)
+
+
+def exercise_first_resend(rtx: Retransmission) -> Exercise:
+    """Milliseconds from the original segment to its first resend, from the learner's own capture."""
+    rows = rtx.data_rows()
+    gap = (rows[1].t - rows[0].t) * 1000 if len(rows) > 1 else 0.0
+    return Exercise(
+        "How many milliseconds passed between the client's first transmission of its message and the "
+        "first resend of the same bytes? (Within 1 ms.)",
+        answer=round(gap, 1),
+        tolerance=1.0,
+        hint="In rtx.capture.table(), find the C→S rows with a payload; subtract the first one's t from "
+        "the second one's, and multiply by 1,000.",
+        explanation=f"{gap:.0f} ms. That is not the retransmission timeout: it is a tail-loss probe, "
+        "sent after 2 × SRTT plus 200 ms because only one segment was in flight (RFC 8985 §7.2).",
+        kind="capture",
+    )

@@ -16,12 +16,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..course.exercises import Exercise, Prediction
 from ..network.link import link
 from ..runtime.tcpinfo import tcp_info
 from ..traffic.sniffer import Capture
 from .registry import scenario
 
-__all__ = ["Transfer", "sink", "bulk_transfer", "lossy_transfer", "clean_transfer", "loopback_segments"]
+__all__ = ["predict_transfer_ms", "exercise_first_window", "Transfer", "sink", "bulk_transfer", "lossy_transfer", "clean_transfer", "loopback_segments"]
 
 SNAPLEN = 128  # bytes kept of each frame in the recording: every header, no payload
 
@@ -56,6 +57,18 @@ class Transfer:
     def lost_frames(self) -> int | None:
         """Frames the link lost on their way out (from the wire; for a replay, from its recording)."""
         return None if self.capture is None else self.capture.lost_count
+
+    @property
+    def sack_acks(self) -> int:
+        """ACKs from the sink that carried SACK blocks (RFC 2018): "I hold these later bytes too"."""
+        from scapy.layers.inet import TCP
+
+        if self.capture is None or self.capture.packets is None:
+            return 0
+        return sum(
+            1 for pkt, row in zip(self.capture.packets, self.capture.table())
+            if row.direction != "C→S" and TCP in pkt and any(opt[0] == "SAck" for opt in pkt[TCP].options)
+        )
 
     @property
     def goodput_mbit(self) -> float:
@@ -162,3 +175,46 @@ def _drain(sock: socket.socket, size: int) -> None:
         if not data:
             return
         got += len(data)
+
+
+def predict_transfer_ms(size: int = 200_000, rtt_ms: float = 50.0) -> Prediction:
+    """Predict how long ``size`` bytes take across an unlimited link of ``rtt_ms``: slow start's cost."""
+    def explain(given: float, measured: float) -> str:
+        window, sent, rounds = 10 * 1448, 0, 0
+        while sent < size:
+            sent += window
+            window *= 2
+            rounds += 1
+        total = (rounds + 1) * rtt_ms
+        return (f"No rate limit, so only round trips count. One for the handshake. Then slow start sends 10 "
+                f"segments (14.5 kB), then 29, 58, 116 kB …, one window per round trip: {size // 1000} kB need "
+                f"{rounds} windows, the last leaving {rounds - 1} round trips after the first. One more round "
+                f"trip carries it to the sink and brings the sink's answer back: 1 + {rounds - 1} + 1 = "
+                f"{rounds + 1} round trips, about {total:g} ms. With no window at all it would be 2 round trips "
+                "(plus the time to put the bytes on the wire).")
+
+    return Prediction(
+        f"{size // 1000} kB go from the client to a sink {rtt_ms:g} ms (round trip) away, with no rate limit "
+        "and no loss. How many milliseconds from connect() until the sink confirms it has everything?",
+        measure=lambda transfer: transfer.seconds * 1000, unit="ms", tolerance=0.25, floor=10.0,
+        explain=explain,
+    )
+
+
+def exercise_first_window(transfer: Transfer) -> Exercise:
+    """Data segments sent in the first round trip of a transfer, from the learner's own capture."""
+    rows = [r for r in transfer.capture.table() if r.direction == "C→S" and r.payload]
+    start = rows[0].t if rows else 0.0
+    first = sum(1 for r in rows if r.t < start + transfer.rtt_ms / 1000 * 0.9)
+    return Exercise(
+        f"In your capture of the 1 MB transfer across {transfer.rtt_ms:g} ms, how many data segments did the "
+        "client send before the first ACK of its data could come back, i.e. within one round trip of its first "
+        "data segment?",
+        answer=first,
+        hint="Take the C→S rows of bulk.capture.table() that carry a payload; count those whose t is less "
+        f"than the first one's t + {transfer.rtt_ms / 1000:g} s.",
+        explanation=f"{first}: TCP's initial window. A new connection may send 10 segments before it hears "
+        "anything back (RFC 6928), then grows the window by one segment per segment acknowledged "
+        "(RFC 5681 §3.1): doubling per round trip.",
+        kind="capture",
+    )

@@ -17,9 +17,10 @@ from aiohttp import web
 
 from ..apps.safety import safe_app
 from ..protocols.httpwire import split_head
+from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture, capture_permitted
 from ..errors import NetcourseError, NetcourseTimeout
-from ..course.exercises import Exercise
+from ..course.exercises import Exercise, Prediction
 from ..runtime.tcpinfo import TcpInfo, tcp_info
 from .registry import scenario
 from ..network.link import link
@@ -28,6 +29,7 @@ from ..runtime.waiting import wait_until
 from ..traffic.wire import WireBytes, from_capture, from_tcp_info
 
 __all__ = [
+    "overhead_knob", "budget_knob",
     "HELLO_BODY",
     "make_hello_app",
     "build_request",
@@ -37,8 +39,12 @@ __all__ = [
     "exchange_bytes",
     "Budget",
     "request_across",
-    "exercise_handshake",
-    "exercise_response_headers",
+    "BigResponse",
+    "big_response_across",
+    "predict_total_ms",
+    "predict_segments",
+    "exercise_client_bytes",
+    "exercise_server_time",
 ]
 
 HELLO_BODY = b"Hello, world!"  # 13 bytes
@@ -234,9 +240,9 @@ class Budget:
         return f"<table><tr><th>step</th><th>measured</th><th>expected</th></tr>{body}</table>"
 
 
-def _timed_request(host: str, port: int, timeout: float) -> tuple[float, float, float, TcpInfo | None]:
+def _timed_request(host: str, port: int, timeout: float, path: str = "/hello") -> tuple[float, float, float, TcpInfo | None]:
     """(connect s, request to first byte s, first to last byte s, TCP_INFO) of one fresh request."""
-    request = build_request(host, port)
+    request = build_request(host, port, path)
     t0 = time.perf_counter()
     with socket.create_connection((host, port), timeout=timeout) as sock:
         t1 = time.perf_counter()
@@ -277,32 +283,156 @@ def first_request_link() -> Budget:
     return request_across(50.0)
 
 
+# -- a big answer on a real MTU ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BigResponse:
+    """One request whose answer is ``body_size`` bytes, across a link with an Ethernet MTU.
+
+    Attributes:
+        body_size: the response body, bytes.
+        mtu: the link's MTU, bytes.
+        capture: the packets at the client's end (tap: live from the wire; relay: the recording).
+    """
+
+    body_size: int
+    mtu: int
+    capture: Capture
+
+    @property
+    def server_segments(self) -> int:
+        """Packets from the server that carried part of the answer."""
+        return sum(1 for r in self.capture.table() if r.direction == S2C and r.payload)
+
+    @property
+    def largest_segment(self) -> int:
+        """The most payload bytes one of those packets carried: the MSS in use."""
+        return max((r.payload for r in self.capture.table() if r.direction == S2C), default=0)
+
+    @property
+    def packets(self) -> int:
+        """Every packet of the exchange, both ways."""
+        return len(self.capture.table())
+
+    @property
+    def body_share(self) -> float:
+        """The body's share of every byte on the wire, both ways, headers included."""
+        total = sum(r.wire for r in self.capture.table())
+        return self.body_size / total if total else 0.0
+
+    def __repr__(self) -> str:
+        return (f"{self.body_size:,}-byte body at MTU {self.mtu:,}: {self.packets} packets in all, "
+                f"{self.server_segments} of them carrying the answer (at most {self.largest_segment:,} bytes each); "
+                f"the body is {self.body_share:.1%} of the bytes on the wire")
+
+
+@scenario("big_response_link")
+def big_response_across(body_size: int = 100_000, *, mtu: int = 1500, rtt_ms: float = 10.0, timeout: float = 10.0) -> BigResponse:
+    """Ask for a ``body_size`` answer across a link of ``mtu`` and ``rtt_ms``; capture it (recorded at MTU 1,500)."""
+    with link(rtt_ms=rtt_ms, mtu=mtu) as net:
+        srv = net.serve(make_hello_app(), name="hello")
+        net.announce()
+        with net.capture(srv.port, scenario="big_response_link", snaplen=128) as cap:
+            net.near(lambda: _timed_request(srv.host, srv.port, timeout, f"/hello?size={body_size}"))
+    return BigResponse(body_size, mtu, cap)
+
+
 # -- exercises -------------------------------------------------------------------------------------
 
 
-def exercise_handshake(exchange: Exchange) -> Exercise:
-    """How many packets opened the connection? Checked against the learner's own capture."""
-    rows = exchange.capture.table() if exchange.capture is not None else []
-    first_data = next((r.no for r in rows if r.payload), 4)
-    return Exercise(
-        "Before the request could be sent, TCP opened the connection. How many packets did that "
-        "opening (the three-way handshake) take in your capture?",
-        answer=first_data - 1,
-        hint="Count the packets in the ladder before the first one that carries a payload (len=...).",
-        explanation="SYN, SYN-ACK, ACK: three packets, and one round trip, before any HTTP byte moves "
-        "(RFC 9293 §3.5).",
+def predict_total_ms(rtt_ms: float = 50.0) -> Prediction:
+    """Predict the time to a body across a link, before ``request_across`` measures it."""
+    def explain(given: float, measured: float) -> str:
+        rounds = given / rtt_ms if rtt_ms else 0
+        why = ("Two round trips: TCP's handshake (SYN out, SYN-ACK back) before the request may leave, then "
+               "the request and its answer; plus the server's own work, about a millisecond.")
+        if rtt_ms and 0.75 <= rounds <= 1.25:
+            why += " One round trip forgets the handshake: a fresh connection pays for it first."
+        elif rtt_ms and rounds >= 2.75:
+            why += " Three or more would be true with TLS or a DNS lookup first, not for this plain request."
+        return why
+
+    return Prediction(
+        f"A fresh request crosses a {rtt_ms:g} ms link (round-trip time). How many milliseconds from "
+        "connect() until the whole 13-byte body is in the client's hands?",
+        measure=lambda budget: budget.total_ms, unit="ms", tolerance=0.15, floor=3.0, explain=explain,
     )
 
 
-def exercise_response_headers(exchange: Exchange) -> Exercise:
-    """How many bytes of HTTP head did the 13-byte body need? Checked against the exchange."""
-    head = len(exchange.response_head)
-    return Exercise(
-        f"The response carried a {len(exchange.body)}-byte body. How many bytes of HTTP head (status "
-        "line, header fields and the empty line that ends them) did it need?",
-        answer=head,
-        hint="Print exchange.response and count the bytes before the body, or subtract the body's "
-        "length from the payload of the server's data packet in the table.",
-        explanation=f"{head} bytes of head for {len(exchange.body)} bytes of body: the head is "
-        f"{head / len(exchange.body):.1f} times the size of what it delivers.",
+def predict_segments(body_size: int = 100_000, mtu: int = 1500) -> Prediction:
+    """Predict how many packets carry a big answer at an Ethernet MTU."""
+    mss = mtu - 20 - 32
+
+    def explain(given: float, measured: float) -> str:
+        return (f"Each packet holds at most MTU − 20 (IPv4) − 32 (TCP with timestamps) = {mss:,} bytes of "
+                f"payload, so the {body_size:,}-byte body and its ~140-byte head need at least "
+                f"⌈{body_size + 140:,} / {mss:,}⌉ = {-(-(body_size + 140) // mss)} packets. On loopback "
+                "(MTU 65,536) a packet may hold up to 65,483 bytes, hence a handful there.")
+
+    return Prediction(
+        f"The same server answers with a {body_size:,}-byte body across a link whose MTU is {mtu:,} bytes "
+        "(Ethernet's). How many packets from the server will carry the answer?",
+        measure=lambda big: big.server_segments, unit="packets", tolerance=0.0, floor=2.0, explain=explain,
     )
+
+
+def _need(exchange: Exchange) -> Capture:
+    if exchange.capture is None:
+        raise NetcourseError("This exercise needs the capture of first_request(): run that cell first.")
+    return exchange.capture
+
+
+def exercise_client_bytes(exchange: Exchange) -> Exercise:
+    """All bytes the client put on the wire, headers included, from the learner's own capture."""
+    rows = _need(exchange).table()
+    total = sum(r.wire for r in rows if r.direction == C2S)
+    sent = sum(1 for r in rows if r.direction == C2S)
+    return Exercise(
+        "How many bytes in all did the client put on the wire, every header of every packet it sent "
+        "included?",
+        answer=total,
+        hint="Add link + IP + TCP/UDP + payload over the C→S rows of the table, or in Python: "
+        "sum(r.wire for r in first.capture.table() if r.direction == 'C→S').",
+        explanation=f"{total:,} bytes in {sent} packets, to send a {len(exchange.request)}-byte request: "
+        "every packet, even a bare ACK, pays at least 66 bytes of headers here (74 for the SYN, whose "
+        "TCP header carries more options).",
+        kind="capture",
+    )
+
+
+def exercise_server_time(exchange: Exchange) -> Exercise:
+    """Microseconds between the request's packet and the answer's, from the learner's own capture."""
+    rows = _need(exchange).table()
+    request = next(r for r in rows if r.direction == C2S and r.payload)
+    answer = next(r for r in rows if r.direction == S2C and r.payload)
+    us = round((answer.t - request.t) * 1e6)
+    return Exercise(
+        "On loopback a packet arrives the moment it is sent, so the gap between the request's packet and "
+        "the first packet of the answer is the server's own time. How many microseconds was it? "
+        "(Whole microseconds; within 2.)",
+        answer=us,
+        tolerance=2.0,
+        hint="Take the t (ms) of the first C→S row with a payload and of the first S→C row with one; "
+        "subtract, then multiply by 1,000.",
+        explanation=f"{us} µs: aiohttp parsed the request, ran the handler and wrote the answer. Across "
+        "the 50 ms link above that is invisible beside two round trips.",
+        kind="capture",
+    )
+
+
+# -- the knobs' callbacks ------------------------------------------------------------------------------
+
+
+def overhead_knob(body_size: int = 13):
+    """Section 5's knob: a new live request with a ``body_size`` answer, drawn as shares of the bytes."""
+    from ..course import plots
+
+    exchange = exchange_bytes(body_size)
+    return plots.overhead_bar(exchange, share=True,
+                              title=f"{body_size:,}-byte body (bytes counted from {exchange.source})")
+
+
+def budget_knob(rtt_ms: int = 50) -> Budget:
+    """Section 6's knob: a fresh request across a new link of ``rtt_ms``, its latency budget."""
+    return request_across(rtt_ms=rtt_ms, packets=False)

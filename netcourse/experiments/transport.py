@@ -15,7 +15,7 @@ from typing import Iterator
 from ..traffic.sniffer import Capture, capture
 from ..protocols.checksum import PROTO_TCP, PROTO_UDP, partial_checksum, transport_checksum
 from ..errors import NetcourseTimeout
-from ..course.exercises import Exercise
+from ..course.exercises import Exercise, Prediction
 from ..traffic.packets import C2S, PacketRow
 from .registry import scenario
 from ..runtime.server import serve
@@ -24,6 +24,7 @@ from ..runtime.sockets import LOOPBACK, connected_pairs
 from ..traffic.wire import WireBytes
 
 __all__ = [
+    "loss_knob", "overhead_knob", "latency_knob",
     "Conversation",
     "tcp_conversation",
     "ChecksumCheck",
@@ -506,38 +507,45 @@ def latency(n: int = 200, timeout: float = 5.0) -> LatencyRun:
 # -- exercises -------------------------------------------------------------------------------------
 
 
-def exercise_third_ack(conversation: Conversation) -> Exercise:
-    """The ack number of the third packet, from the learner's own capture."""
-    third = conversation.capture.table()[2]
+def exercise_checksum(conversation: Conversation, message: int = 2) -> Exercise:
+    """The full TCP checksum of one captured segment, computed by the learner."""
+    row = conversation.data_rows()[message]
+    pkt = conversation.capture.packets[row.no - 1]
+    full = check_checksum(pkt).full
+    text = conversation.messages[message].decode()
     return Exercise(
-        "In your capture of the conversation, what is the (relative) acknowledgement number of the "
-        "third packet?",
-        answer=third.ack,
-        hint="The third packet completes the handshake. It acknowledges the server's SYN, which used up "
-        "one sequence number.",
-        explanation="ack=1: the SYN counts as one byte of sequence space, so the next byte the client "
-        "expects from the server is number 1 (RFC 9293 §3.4).",
+        f"Compute, by hand, the full TCP checksum of the segment in your capture that carried '{text}' "
+        "(the value a real network card would have written into the field). Answer with a number, e.g. "
+        "0x1234.",
+        answer=full,
+        hint="segment_bytes(pkt) gives (source, destination, protocol, segment). Set the segment's "
+        "checksum field (bytes 16 and 17) to zero, put pseudo_header(source, destination, 6, len(segment)) "
+        "in front, and take internet_checksum of the whole.",
+        explanation=f"0x{full:04x}: the one's-complement sum of the pseudo-header, the TCP header with its "
+        "checksum field zeroed, and the data, inverted (RFC 9293 §3.1, RFC 1071).",
+        kind="capture",
     )
 
 
-def exercise_next_seq(conversation: Conversation) -> Exercise:
-    """The relative seq of the second message's segment."""
-    second = conversation.data_rows()[1]
-    first_len = len(conversation.messages[0])
-    return Exercise(
-        f"The client's first message was {first_len} bytes and started at relative seq 1. What is the "
-        "relative sequence number of the segment carrying the second message?",
-        answer=second.seq,
-        hint="Sequence numbers count bytes: the next segment starts where the previous one ended.",
-        explanation=f"1 + {first_len} = {1 + first_len}: seq names the first byte a segment carries.",
-    )
+# -- the knobs' callbacks ------------------------------------------------------------------------------
 
 
-def exercise_udp_header() -> Exercise:
-    """How big is a UDP header?"""
-    return Exercise(
-        "How many bytes does the UDP header add to each datagram?",
-        answer=8,
-        hint="Four fields of 16 bits each: source port, destination port, length, checksum (RFC 768).",
-        explanation="8 bytes, against 20 for a TCP header without options (32 on Linux with timestamps).",
-    )
+def loss_knob(loss: float = 0.2, seed: int = 7) -> None:
+    """Section 5's knob: 50 datagrams through the lossy relay; prints what arrived."""
+    run = lossy_relay(count=50, loss=loss, seed=seed)
+    print(f"received {len(run.received)} of {run.sent}; missing {run.missing}")
+
+
+def overhead_knob(costs: TransportCosts, payload: int = 100, messages: int = 1):
+    """Section 6's knob: average bytes on the wire per message, for a payload and messages per connection."""
+    from ..course import plots
+
+    return plots.overhead_bar(per_message(costs, payload, messages),
+                              title=f"Average bytes on the wire per {payload}-byte message")
+
+
+def latency_knob(lat: "LatencyRun", rtt_ms: float = 0.0):
+    """Section 7's knob: the measured latencies with ``rtt_ms`` of modelled network round trip added."""
+    from ..course import plots
+
+    return plots.latency_distributions(lat.with_rtt(rtt_ms), title=f"With {rtt_ms:g} ms of network round trip added")

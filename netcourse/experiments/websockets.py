@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..apps.safety import safe_app
 from ..apps.wsserver import Hub, make_ws_handler
-from ..course.exercises import Exercise
+from ..course.exercises import Exercise, Prediction
 from ..errors import NetcourseTimeout
 from ..network.link import link
 from ..protocols.httpwire import HttpParseError, parse_head, split_head
@@ -28,6 +28,7 @@ from ..traffic.wire import tcp_payload_streams
 from .registry import scenario
 
 __all__ = [
+    "frame_explorer", "rate_knob", "link_knob",
     "RawClient",
     "handshake",
     "control_frames",
@@ -39,9 +40,29 @@ __all__ = [
     "security",
     "LinkLatency",
     "across_a_link",
+    "BROWSER_HEADERS",
+    "SizedEcho",
+    "sized_echo",
+    "FragmentTiming",
+    "fragment_timing",
+    "predict_frame_size",
+    "exercise_client_framing",
+    "exercise_fragment_stall",
+    "exercise_decode",
+    "exercise_accept",
 ]
 
 ORIGIN = "http://127.0.0.1"  # the origin the course's pages would have
+
+# What a browser adds to its handshake (Chromium's, give or take): a subprotocol the page asked for, the
+# compression extension offered (RFC 7692), and the site's cookies. The course's server declines both
+# offers by leaving them out of its 101 (RFC 6455 §4.2.2, RFC 7692 §5) and does not read the cookie
+# (notebook 08 builds authentication on it).
+BROWSER_HEADERS = (
+    "Sec-WebSocket-Protocol: chat",
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+    "Cookie: session=d7c3a1f0",
+)
 
 
 class RawClient:
@@ -56,14 +77,17 @@ class RawClient:
         conn: the ``wsconn.Connection`` that tracks the protocol's state.
     """
 
-    def __init__(self, srv: Server, *, origin: str | None = ORIGIN, timeout: float = 5.0, key: str | None = None) -> None:
+    def __init__(self, srv: Server, *, origin: str | None = ORIGIN, timeout: float = 5.0, key: str | None = None,
+                 extra_headers: tuple[str, ...] = (), nodelay: bool = False) -> None:
         self.key = key or new_key()
-        self.request = client_request(srv.host, srv.port, self.key, origin=origin)
+        self.request = client_request(srv.host, srv.port, self.key, origin=origin, extra=extra_headers)
         self.response = b""
         self.conn = Connection("client", max_size=1 << 24)
         self._pending: list[Event] = []
         self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
         try:
+            if nodelay:  # send small writes at once, without waiting for the previous one's ACK (Nagle)
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock.sendall(self.request)
             buffer = b""
             while (found := split_head(buffer)) is None:
@@ -162,10 +186,14 @@ class HandshakeRun:
 
 @scenario("ws_handshake")
 def handshake(message: bytes = b"Hello", *, mask_key: bytes = bytes.fromhex("37fa213d")) -> HandshakeRun:
-    """Open a WebSocket to the course's echo server with a raw socket, send one text frame, close."""
+    """Open a WebSocket to the course's echo server with a raw socket, send one text frame, close.
+
+    The handshake carries what a browser's would (``BROWSER_HEADERS``): a subprotocol and an extension
+    offered, and a cookie.
+    """
     with serve(make_ws_handler(allowed_origins={ORIGIN}), name="ws echo") as srv:
         with capture(srv.port, scenario="ws_handshake") as cap:
-            with RawClient(srv) as client:
+            with RawClient(srv, extra_headers=BROWSER_HEADERS) as client:
                 sent = client.send(Frame(Opcode.TEXT, message), mask_key=mask_key)
                 reply = client.receive(1)
                 client.send(Frame(Opcode.CLOSE, close_payload(1000, "done")), mask_key=mask_key)
@@ -663,6 +691,140 @@ def security() -> list[SecurityOutcome]:
     return out
 
 
+# -- a frame's size, and small writes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SizedEcho:
+    """One text message of ``size`` bytes sent and echoed.
+
+    Attributes:
+        size: payload bytes.
+        sent: the client's frame, as written to the socket.
+        echoed: the server's frame, as read from the socket.
+    """
+
+    size: int
+    sent: bytes
+    echoed: bytes
+
+    def __repr__(self) -> str:
+        return (f"{self.size}-byte message: the client's frame was {len(self.sent)} bytes, "
+                f"the server's echo {len(self.echoed)} bytes")
+
+
+def sized_echo(size: int = 300) -> SizedEcho:
+    """Send one ``size``-byte text message over a fresh WebSocket and read the echo's raw frame."""
+    if not 0 <= size <= 1 << 20:
+        raise ValueError("size must be between 0 and 1,048,576 bytes")
+    with serve(make_ws_handler(allowed_origins={ORIGIN}, max_size=1 << 20), name="ws echo") as srv:
+        with RawClient(srv) as client:
+            sent = client.send(Frame(Opcode.TEXT, b"x" * size))
+            want = header_length(size, False) + size
+            data = b""
+            while len(data) < want:
+                chunk = client.sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            client.conn.receive_data(data)
+    return SizedEcho(size, sent, data[:want])
+
+
+@dataclass(frozen=True)
+class FragmentTiming:
+    """A message sent in three small fragments: how long until its echo came back.
+
+    Attributes:
+        nodelay: whether the client had set TCP_NODELAY.
+        ms: first fragment written → echo received, milliseconds.
+    """
+
+    nodelay: bool
+    ms: float
+
+    def __repr__(self) -> str:
+        return f"TCP_NODELAY {'on ' if self.nodelay else 'off'}: three fragments echoed after {self.ms:.1f} ms"
+
+
+def fragment_timing(nodelay: bool, *, repeat: int = 3) -> FragmentTiming:
+    """Send "Hel", "lo, ", "world" as three fragments (three small writes) and time the echo.
+
+    Returns the median of ``repeat`` runs, each on a fresh connection.
+    """
+    times = []
+    with serve(make_ws_handler(allowed_origins={ORIGIN}), name="ws echo") as srv:
+        for _ in range(repeat):
+            with RawClient(srv, nodelay=nodelay) as client:
+                client.send(Frame(Opcode.PING, b"warm up"))  # the first exchange on a connection is not the point
+                client.receive(1)
+                start = time.perf_counter()
+                client.send(Frame(Opcode.TEXT, b"Hel", fin=False))
+                client.send(Frame(Opcode.CONTINUATION, b"lo, ", fin=False))
+                client.send(Frame(Opcode.CONTINUATION, b"world"))
+                client.receive(1)
+                times.append((time.perf_counter() - start) * 1000)
+    return FragmentTiming(nodelay, sorted(times)[len(times) // 2])
+
+
+def predict_frame_size(size: int = 300) -> Prediction:
+    """Predict the size of a client's frame carrying ``size`` bytes."""
+    def explain(given: float, measured: float) -> str:
+        ext = 0 if size <= 125 else (2 if size <= 65535 else 8)
+        why = (f"2 bytes of header, + {ext} of extended length ({size} is "
+               + ("at most 125, so it fits the 7-bit field" if ext == 0 else
+                  "more than 125, so the 7-bit field says 126 and a 16-bit length follows" if ext == 2 else
+                  "more than 65,535, so the 7-bit field says 127 and a 64-bit length follows")
+               + f"), + 4 of masking key (a client always masks) = {2 + ext + 4} bytes of header, then the "
+               f"{size} bytes of payload (RFC 6455 §5.2). The server's echo has no key: {2 + ext + size}.")
+        if given == size + 2 or given == size + 4:
+            why += " Did you forget the masking key?"
+        return why
+
+    return Prediction(
+        f"A browser sends a {size}-byte text message over a WebSocket. How many bytes long is its frame, "
+        "header included?",
+        measure=lambda echo: len(echo.sent), unit="bytes", tolerance=0.0, explain=explain,
+    )
+
+
+def exercise_client_framing(ctl: ControlRun) -> Exercise:
+    """Bytes of frame header the client sent in the control-frames capture."""
+    streams = tcp_payload_streams(ctl.capture.packets, ctl.capture.table())
+    found = split_head(streams[C2S])
+    body = found[1] if found is not None else b""
+    framing = len(body) - sum(len(f.payload) for f in ctl.client_frames)
+    return Exercise(
+        f"In your capture of section 5, the client sent {len(ctl.client_frames)} frames after its handshake. "
+        "How many bytes of frame header (everything that is not payload) did they take in all?",
+        answer=framing,
+        hint="Add the payload bytes of the C→S data packets after the handshake request, then subtract the "
+        "payload lengths of ctl.client_frames. Or reason: what does one small masked frame's header take?",
+        explanation=f"{framing} bytes: {len(ctl.client_frames)} frames × 6 (2 bytes of header + a 4-byte masking "
+        "key, since every payload was under 126 bytes).",
+        kind="capture",
+    )
+
+
+def exercise_fragment_stall(ctl: ControlRun) -> Exercise:
+    """The wait between the first and second fragment, from the learner's own capture."""
+    rows = [r for r in ctl.capture.table() if r.direction == C2S]
+    first = next((r for r in rows if r.app.startswith("TEXT")), None)
+    second = next((r for r in rows if first is not None and r.no > first.no and r.app.startswith("CONT")), None)
+    gap = (second.t - first.t) * 1000 if first and second else 0.0
+    return Exercise(
+        "The client wrote its three fragments to the socket one right after the other. In your capture, how "
+        "many milliseconds passed between the packet carrying the first fragment (TEXT \"Hel\") and the "
+        "next one carrying a continuation? (Within 0.5 ms.)",
+        answer=round(gap, 2),
+        tolerance=0.5,
+        hint="Find the C→S rows of ctl.capture.table() whose app starts with 'TEXT' and then 'CONT'; "
+        "subtract their t and multiply by 1,000.",
+        explanation=f"{gap:.1f} ms, for writes made microseconds apart. The next cells show why.",
+        kind="capture",
+    )
+
+
 # -- exercises -------------------------------------------------------------------------------------
 
 
@@ -687,3 +849,36 @@ def exercise_accept() -> Exercise:
         hint="Append the GUID 258EAFA5-E914-47DA-95CA-C5AB0DC85B11, SHA-1 the result, base64 the 20 bytes.",
         explanation="Only a server that read this key (and knows WebSockets) can produce it (RFC 6455 §4.2.2).",
     )
+
+
+# -- the knobs' callbacks ------------------------------------------------------------------------------
+
+
+def frame_explorer(message: str = "Hello", repeat: int = 1, opcode: str = "TEXT", fin: bool = True,
+                   masked: bool = True, key: str = "37fa213d"):
+    """Section 3's knob: encode a frame from the widgets and colour its fields; a sentence on bad input."""
+    payload = message.encode() * repeat
+    op = Opcode[opcode]
+    if op.is_control and len(payload) > 125:
+        return "control frames carry at most 125 bytes (RFC 6455 §5.5)"
+    try:
+        mask_key = bytes.fromhex(key) if masked else None
+    except ValueError:
+        return "the key must be 8 hexadecimal digits"
+    if mask_key is not None and len(mask_key) != 4:
+        return "the key must be 8 hexadecimal digits (4 bytes)"
+    from ..protocols.wsframe import encode
+
+    return explain(encode(Frame(op, payload, fin=fin or op.is_control), mask_key=mask_key))
+
+
+def rate_knob(cost: Overhead, size: int = 20, rate: float = 10.0):
+    """Section 6's knob: bytes per second of each design at a message size and rate."""
+    from ..course import plots
+
+    return plots.overhead_at_rate(cost.ws_total, cost.http_total, size, rate)
+
+
+def link_knob(rtt_ms: int = 100) -> LinkLatency:
+    """Section 6's link knob: one echo of each kind across a new link of ``rtt_ms``."""
+    return across_a_link(rtt_ms=rtt_ms, echoes=1)

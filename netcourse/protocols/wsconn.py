@@ -258,8 +258,9 @@ def new_key() -> str:
     return base64.b64encode(secrets.token_bytes(16)).decode("ascii")
 
 
-def client_request(host: str, port: int, key: str, *, origin: str | None = None, path: str = "/ws") -> bytes:
-    """The client's opening handshake (§4.1), as bytes."""
+def client_request(host: str, port: int, key: str, *, origin: str | None = None, path: str = "/ws",
+                   extra: tuple[str, ...] = ()) -> bytes:
+    """The client's opening handshake (§4.1), as bytes; ``extra`` header lines ("Name: value") follow."""
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: {host}:{port}",
@@ -270,6 +271,10 @@ def client_request(host: str, port: int, key: str, *, origin: str | None = None,
     ]
     if origin:
         lines.append(f"Origin: {origin}")
+    for line in extra:
+        if "\r" in line or "\n" in line or ":" not in line:
+            raise ValueError(f"not one header line: {line!r}")
+        lines.append(line)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 

@@ -15,7 +15,10 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
-__all__ = ["PacketRow", "PacketTable", "packet_rows", "in_flight", "retransmissions", "C2S", "S2C"]
+from ..protocols.wsframe import FrameDecoder, Opcode, ProtocolError, parse_close
+
+__all__ = ["PacketRow", "PacketTable", "packet_rows", "in_flight", "retransmissions", "presumed_lost", "resends", "Resend",
+           "C2S", "S2C"]
 
 C2S = "C→S"
 S2C = "S→C"
@@ -36,6 +39,9 @@ class PacketRow:
         seq: sequence number relative to this direction's initial one (the SYN is 0); None for UDP.
         ack: acknowledgement number relative to the other direction's initial one; None without ACK.
         link, ip, transport, payload: bytes taken by each layer; their sum is the frame's length.
+        app: what the application put in the payload, when the course can tell: an HTTP request
+            line (``GET /hello``), a status (``101 Switching Protocols``), WebSocket frames
+            (``TEXT "hello"``, ``CLOSE 1000``); "" otherwise.
     """
 
     no: int
@@ -51,6 +57,12 @@ class PacketRow:
     ip: int
     transport: int
     payload: int
+    app: str = ""
+
+    @property
+    def caption(self) -> str:
+        """The application's message, then the TCP label: ``GET /hello · PA seq=1 ack=1 len=78``."""
+        return f"{self.app} · {self.label}" if self.app else self.label
 
     @property
     def wire(self) -> int:
@@ -124,6 +136,70 @@ class PacketTable(Sequence[PacketRow]):
         return f"<table class='netcourse-packets'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+_METHODS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ")
+
+
+class _AppReader:
+    """Names what the application sent on each TCP connection, segment by segment.
+
+    HTTP/1.1 request and status lines are recognised where a message starts; after a ``101`` the
+    bytes are WebSocket frames, decoded in order (a resent segment is not decoded twice).
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[tuple, int] = {}  # (src, sport, dst, dport) -> next relative seq expected
+        self._ws: dict[tuple, FrameDecoder | None] = {}  # per direction, once upgraded
+        self._upgraded: set[frozenset] = set()
+
+    def label(self, key: tuple, seq: int, data: bytes, complete: bool, direction: str) -> str:
+        if not data:
+            return ""
+        expected = self._next.get(key)
+        if expected is not None and seq != expected:
+            return ""  # a resend, or out of order: already named (or not nameable)
+        self._next[key] = seq + len(data)
+        conn = frozenset((key[:2], key[2:]))
+        if conn in self._upgraded:
+            if not complete:  # the capture kept only headers: the frames cannot be read
+                self._ws[key] = None
+            decoder = self._ws.setdefault(key, FrameDecoder("server" if direction == C2S else "client"))
+            if decoder is None:
+                return ""
+            frames, error = decoder.decode(data)
+            if error is not None:
+                self._ws[key] = None
+            return ", ".join(_frame_label(f) for f in frames[:3]) + (" …" if len(frames) > 3 else "")
+        if data.startswith(_METHODS):
+            line = data.split(b"\r\n", 1)[0].decode("latin-1")
+            method, _, rest = line.partition(" ")
+            target = rest.rsplit(" HTTP/", 1)[0]
+            return f"{method} {target[:24] + ('…' if len(target) > 24 else '')}"
+        if data.startswith(b"HTTP/1."):
+            line = data.split(b"\r\n", 1)[0].decode("latin-1")
+            status = line.split(" ", 1)[1] if " " in line else line
+            if status.startswith("101"):
+                self._upgraded.add(conn)
+            return status
+        return ""
+
+
+def _frame_label(frame) -> str:
+    if frame.opcode == Opcode.TEXT:
+        text = frame.payload.decode("utf-8", "replace")
+        return f'TEXT "{text[:10]}{"…" if len(text) > 10 else ""}"'
+    if frame.opcode == Opcode.CLOSE:
+        try:
+            code, _ = parse_close(frame.payload)
+        except ProtocolError:
+            return "CLOSE ?"
+        return f"CLOSE {code}" if code else "CLOSE"
+    if frame.opcode == Opcode.BINARY:
+        return f"BINARY {len(frame.payload)} B"
+    if frame.opcode == Opcode.CONTINUATION:
+        return f"CONT {len(frame.payload)} B"
+    return frame.opcode.name
+
+
 def _endpoint(ip: str, port: int | None) -> str:
     host = f"[{ip}]" if ":" in ip else ip
     return f"{host}:{port}" if port is not None else host
@@ -145,6 +221,7 @@ def packet_rows(packets: Iterable[Packet], server_ports: Iterable[int], t0: floa
     if t0 is None:
         t0 = float(packets[0].time) if packets else 0.0
     isn: dict[tuple, int] = {}  # (src, sport, dst, dport) -> initial sequence number
+    reader = _AppReader()
     rows = []
     for pkt in packets:
         ip_layer = pkt.getlayer(IP) or pkt.getlayer(IPv6)
@@ -187,6 +264,13 @@ def packet_rows(packets: Iterable[Packet], server_ports: Iterable[int], t0: floa
             direction = S2C
         else:  # ICMP and strays: an error about a datagram travels towards its sender
             direction = S2C if proto == "ICMP" else C2S
+        app = ""
+        if proto == "TCP" and payload and seq is not None:
+            data = bytes(ip_layer[TCP].payload)[:payload]
+            try:
+                app = reader.label(key, seq, data, len(data) == payload, direction)
+            except (ValueError, UnicodeError):  # a frame the decoder refuses: leave it unnamed
+                app = ""
         rows.append(
             PacketRow(
                 no=len(rows) + 1,
@@ -202,6 +286,7 @@ def packet_rows(packets: Iterable[Packet], server_ports: Iterable[int], t0: floa
                 ip=ip_len,
                 transport=transport,
                 payload=payload,
+                app=app,
             )
         )
     return PacketTable(rows)
@@ -234,3 +319,64 @@ def retransmissions(rows: Sequence[PacketRow]) -> list[PacketRow]:
                 again.append(row)
             seen.add(row.seq)
     return again
+
+
+def presumed_lost(rows: Sequence[PacketRow]) -> set[int]:
+    """Numbers (``row.no``) of data segments that were sent again later with the same ``seq``.
+
+    A capture at the sender sees a segment leave, not whether it arrived; a resend of the same bytes
+    says the sender believed it lost (or its acknowledgement). Diagrams draw these as lost.
+    """
+    last: dict[tuple[str, int], int] = {}
+    lost = set()
+    for row in rows:
+        if row.proto == "TCP" and row.payload and row.seq is not None:
+            key = (row.direction, row.seq)
+            if key in last:
+                lost.add(last[key])
+            last[key] = row.no
+    return lost
+
+
+@dataclass(frozen=True)
+class Resend:
+    """One resent data segment, next to its first transmission.
+
+    Attributes:
+        seq: the segment's relative sequence number.
+        original_t, resend_t: seconds since the capture started.
+        duplicate_acks: ACKs from the receiver between the two that acknowledged nothing new (each says
+            "still missing a byte": this one, or an earlier hole's).
+    """
+
+    seq: int
+    original_t: float
+    resend_t: float
+    duplicate_acks: int
+
+    @property
+    def gap_ms(self) -> float:
+        """Milliseconds from the first transmission to this resend."""
+        return (self.resend_t - self.original_t) * 1000
+
+
+def resends(rows: Sequence[PacketRow]) -> list[Resend]:
+    """Every client data segment sent again, with the time since its first copy and the duplicate ACKs
+    that came back in between (RFC 5681 §2: an ACK that acknowledges nothing new, i.e. repeats the ack
+    number of the ACK before it)."""
+    rows = list(rows)
+    first: dict[int, int] = {}  # seq -> index of its first transmission
+    out = []
+    for i, row in enumerate(rows):
+        if row.direction != C2S or not row.payload or row.seq is None:
+            continue
+        if row.seq not in first:
+            first[row.seq] = i
+            continue
+        j = first[row.seq]
+        acks = [o.ack for o in rows[:i] if o.direction != C2S and o.ack is not None]
+        before = sum(1 for o in rows[:j] if o.direction != C2S and o.ack is not None)
+        # RFC 5681 §2: a duplicate ACK acknowledges nothing new (its ack equals the one before it).
+        dup = sum(1 for k in range(max(before, 1), len(acks)) if acks[k] == acks[k - 1])
+        out.append(Resend(row.seq, rows[j].t, row.t, dup))
+    return out

@@ -1,0 +1,266 @@
+"""The teaching standard: every notebook predicts and computes from its own capture, every knob's callback
+works for several values, every exercise accepts an independently computed answer and refuses a near miss,
+and the README's course map and cross-references hold."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+from scapy.layers.inet import IP, TCP
+
+from netcourse.course.exercises import MARKS
+from netcourse.experiments import connections, polling, retransmission, slow_start, start_here, transport
+from netcourse.experiments import websockets as ws
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _outputs(cell: dict) -> str:
+    text = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            text.append("".join(out["text"]))
+        elif "text/plain" in out.get("data", {}):
+            text.append("".join(out["data"]["text/plain"]))
+    return "\n".join(text)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_meets_the_exercise_standard(path):
+    """At least one prediction before an experiment and two questions computed from the learner's own
+    capture, each followed by a cell for the learner's answer and a collapsed worked answer."""
+    cells = json.loads(path.read_text())["cells"]
+    predictions = captured = 0
+    for i, cell in enumerate(cells):
+        shown = _outputs(cell) if cell["cell_type"] == "code" else ""
+        kind = ("predict" if shown.startswith(MARKS["predict"]) else
+                "capture" if shown.startswith(MARKS["capture"]) else None)
+        if kind is None:
+            continue
+        later = ["".join(c["source"]) for c in cells[i + 1 : i + 8] if c["cell_type"] == "code"]
+        placeholder = "prediction = ..." if kind == "predict" else "answer = ..."
+        assert any(src.startswith(placeholder) for src in later), f"{path.name}[{i}]: no {placeholder!r} cell after it"
+        solutions = [c for c in cells[i + 1 : i + 8] if "solution" in c.get("metadata", {}).get("tags", [])]
+        assert solutions, f"{path.name}[{i}]: no worked answer after it"
+        if kind == "predict":
+            predictions += 1
+            # the experiment runs between the prediction and its check
+            check = next(j for j in range(i + 1, len(cells)) if ".check(prediction" in "".join(cells[j]["source"]))
+            assert any(c["cell_type"] == "code" and "=" in "".join(c["source"]) and "prediction" not in "".join(c["source"])
+                       for c in cells[i + 1 : check + 1]) or "(prediction," in "".join(cells[check]["source"])
+        else:
+            captured += 1
+    assert predictions >= 1, f"{path.name}: no prediction"
+    assert captured >= 2, f"{path.name}: {captured} questions computed from the capture, want 2"
+
+
+# -- the README and cross-references ----------------------------------------------------------------
+
+
+class _Tables(HTMLParser):
+    """Collects the text of each table's rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[str]] = []
+        self._row: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self._row = []
+
+    def handle_endtag(self, tag):
+        if tag == "tr" and self._row is not None and self.tables:
+            self.tables[-1].append(" ".join(self._row))
+            self._row = None
+
+    def handle_data(self, data):
+        if self._row is not None:
+            self._row.append(data)
+
+
+def test_readme_course_map_renders_every_notebook_inside_one_table():
+    mistune = pytest.importorskip("mistune")
+    html = mistune.create_markdown(plugins=["table"])((ROOT / "README.md").read_text())
+    parser = _Tables()
+    parser.feed(html)
+    course_map = next((t for t in parser.tables if any("00_start_here" in row for row in t)), None)
+    assert course_map is not None, "the README's course map does not render as a table"
+    for nb in NOTEBOOKS:
+        assert any(nb.stem in row for row in course_map), f"{nb.stem} is not a row of the rendered course map"
+
+
+def test_references_to_notebooks_exist_or_say_coming():
+    existing = {p.name[:2] for p in NOTEBOOKS}
+    texts = [("README.md", (ROOT / "README.md").read_text())]
+    for path in NOTEBOOKS:
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "markdown":
+                texts.append((f"{path.name}[{i}]", "".join(cell["source"])))
+    for where, text in texts:
+        for m in re.finditer(r"\(([^)\s]*?(\d\d)_[a-z_]+\.ipynb)\)", text):  # markdown links
+            assert (ROOT / "notebooks" / Path(m.group(1)).name).exists(), f"{where}: link to missing {m.group(1)}"
+        for m in re.finditer(r"[Nn]otebooks? (\d\d)(?!\d)('s)?( \(coming\))?", text):
+            if m.group(1) not in existing:
+                assert m.group(3), f"{where}: notebook {m.group(1)} does not exist yet; say '(coming)'"
+
+
+# -- predictions and capture questions, against answers computed another way -----------------------
+
+
+def _wire_len(pkt) -> int:
+    return len(pkt)
+
+
+@pytest.mark.replayable
+def test_start_here_questions_agree_with_the_raw_packets():
+    first = start_here.first_request()
+    server_port = first.capture.server_ports[0]
+    client = [p for p in first.capture.packets if TCP in p and p[TCP].dport == server_port]
+    q = start_here.exercise_client_bytes(first)
+    by_scapy = sum(_wire_len(p) for p in client)
+    assert q.check(by_scapy) and not q.check(by_scapy - 66)
+    data = [p for p in first.capture.packets if TCP in p and len(p[TCP].payload)]
+    us = round((float(data[1].time) - float(data[0].time)) * 1e6)
+    q2 = start_here.exercise_server_time(first)
+    assert q2.check(us) and not q2.check(us + 10)
+
+
+@pytest.mark.replayable
+def test_start_here_predictions():
+    big = start_here.big_response_across(100_000, mtu=1500)
+    assert big.largest_segment == 1448
+    p = start_here.predict_segments(100_000, 1500)
+    assert p.check(-(-100_140 // 1448), big) and not p.check(13, big)
+    budget = start_here.request_across(rtt_ms=50, packets=False)
+    p2 = start_here.predict_total_ms(50)
+    assert p2.check(100, budget) and not p2.check(50, budget)
+    assert "forgets the handshake" in repr(p2.check(50, budget))
+
+
+@pytest.mark.replayable
+def test_connections_questions():
+    duplex = connections.full_duplex()
+    packets = duplex.capture.packets
+    port = duplex.capture.server_ports[0]
+    syn = next(p for p in packets if p[TCP].flags == "S")
+    fin = next(p for p in packets if p[TCP].sport == port and p[TCP].flags.F)
+    relative = (fin[TCP].ack - syn[TCP].seq) % (1 << 32)
+    q = connections.exercise_server_fin_ack(duplex)
+    assert q.check(relative) and not q.check(relative - 1)
+    bare = sum(1 for p in packets if len(p[IP]) - p[IP].ihl * 4 - p[TCP].dataofs * 4 == 0)
+    assert connections.exercise_bare_packets(duplex).check(bare)
+    crowd = connections.many_clients(5)
+    p = connections.predict_server_sockets(5)
+    assert p.check(6, crowd) and not p.check(5, crowd) and "listening socket" in repr(p.check(5, crowd))
+
+
+@pytest.mark.replayable
+def test_transport_questions():
+    from scapy.layers.l2 import Ether
+
+    conv = transport.tcp_conversation()
+    pkt = conv.capture.packets[conv.data_rows()[2].no - 1]
+    rebuilt = Ether(bytes(pkt))
+    del rebuilt[TCP].chksum
+    by_scapy = Ether(bytes(rebuilt))[TCP].chksum
+    q = transport.exercise_checksum(conv, 2)
+    assert q.check(by_scapy) and not q.check(by_scapy ^ 1)
+    rtx = retransmission.tcp_retransmission()
+    first_gap = rtx.gaps_ms()[0]
+    assert 150 < first_gap < 450  # a loss probe: about 200 ms on loopback
+    assert retransmission.exercise_first_resend(rtx).check(first_gap)
+
+
+@pytest.mark.replayable
+def test_slow_start_questions():
+    bulk = slow_start.bulk_transfer()
+    assert slow_start.exercise_first_window(bulk).check(10)  # RFC 6928's initial window
+    clean = slow_start.clean_transfer()
+    p = slow_start.predict_transfer_ms(200_000, 50)
+    assert p.check(250, clean) and not p.check(100, clean)
+
+
+@pytest.mark.replayable
+def test_polling_questions():
+    run = polling.compare(intervals=(0.25, 0.5, 1.0), wait=10, rate=3, duration=4, seed=1)
+    assert polling.exercise_connections(run).check(4)  # one kept-alive connection per poller
+    holds = polling.hold_times_ms(run.capture.table())
+    assert holds and all(h >= 0 for h in holds)
+    q = polling.exercise_hold_time(run)
+    mean = sum(holds) / len(holds)
+    assert q.check(mean) and not q.check(mean + 5)
+
+
+@pytest.mark.replayable
+def test_polling_held_delivery_on_a_link():
+    far = polling.on_a_link(rtt_ms=100, interval=0.5, burst=3, rate=4, duration=2)
+    assert 45 <= polling.held_delivery_ms(far) <= 75
+    assert polling.predict_held_delivery(100).check(50, far)
+
+
+@pytest.mark.replayable
+def test_websocket_questions():
+    ctl = ws.control_frames()
+    assert ws.exercise_client_framing(ctl).check(5 * 6)
+    stall = ws.exercise_fragment_stall(ctl).answer
+    assert 30 < stall < 60  # Nagle's algorithm waiting for a delayed ACK (about 40 ms on Linux)
+    echo = ws.sized_echo(300)
+    assert len(echo.sent) == 308 and len(echo.echoed) == 304
+    assert ws.predict_frame_size(300).check(308, echo) and not ws.predict_frame_size(300).check(306, echo)
+    assert ws.fragment_timing(True).ms < ws.fragment_timing(False).ms
+
+
+def test_the_handshake_offers_what_a_browser_offers_and_the_server_declines():
+    run = ws.handshake()
+    for line in ws.BROWSER_HEADERS:
+        assert line.encode() in run.request
+    assert b"Sec-WebSocket-Protocol" not in run.response and b"Sec-WebSocket-Extensions" not in run.response
+
+
+# -- knobs: plain functions, called with several values ---------------------------------------------
+
+
+def test_knobs_redraw_for_several_values(capsys):
+    for size in (0, 13, 50_000):
+        assert isinstance(start_here.overhead_knob(size), Figure)
+    for rtt in (0, 40):
+        assert start_here.budget_knob(rtt).rtt_ms == rtt
+    for ports, wait in (((32768, 60999), 60), ((1024, 1024), 1), ((49152, 65535), 240)):
+        fig = connections.port_budget_knob(ports, wait)
+        assert f"{ports[1] - ports[0] + 1:,} ports" in fig.axes[0].get_title()
+    for loss in (0.0, 0.5):
+        transport.loss_knob(loss, 3)
+    assert "received 50 of 50" in capsys.readouterr().out
+    conv = transport.tcp_conversation()
+    costs = transport.transport_costs(conv, transport.refused())
+    for payload, messages in ((0, 1), (1400, 200)):
+        assert isinstance(transport.overhead_knob(costs, payload, messages), Figure)
+    lat = transport.latency(20)
+    for rtt in (0.0, 150.0):
+        assert isinstance(transport.latency_knob(lat, rtt), Figure)
+    for rtt, interval in ((0, 0.1), (400, 2.0)):
+        assert isinstance(polling.theory_knob(None, rtt, interval), Figure)
+    cost = ws.overhead(20)
+    for size, rate in ((1, 1.0), (2000, 10_000.0)):
+        assert isinstance(ws.rate_knob(cost, size, rate), Figure)
+    assert "125 bytes" in ws.frame_explorer("x", 200, "PING")
+    assert "hexadecimal" in ws.frame_explorer(key="zz")
+    assert ws.frame_explorer("Hello", 1, "TEXT", True, True, "37fa213d").fields
+    for rtt in (0, 50):
+        assert ws.link_knob(rtt).rtt_ms == rtt
+
+
+def test_polling_knob_draws_latency_and_cost():
+    for interval, wait, rate in ((0.2, 1.0, 5.0), (1.0, 0.5, 1.0)):
+        fig = polling.explore(interval, wait, rate, duration=0.6)
+        titles = [ax.get_title() for ax in fig.axes]
+        assert any("Latency" in t for t in titles) and len(fig.axes) >= 2
