@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.netcourse-installed
 SANITIZE := tests/nbval-sanitize.cfg
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test test-unprivileged unit nbval bench doctor record execute images clean setup allow-capture
+.PHONY: lab test test-browser test-unprivileged unit nbval bench doctor record execute images clean setup allow-capture
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ test: $(STAMP)
 # As root: the whole suite again as a throwaway ordinary user (created and removed by the script).
 test-unprivileged:
 	bash .ci/unprivileged
+
+# JupyterLab in Chromium: Run All in every notebook, then every knob turned (screenshots in build/browser/).
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/test_browser.py -m browser
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests

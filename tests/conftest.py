@@ -59,3 +59,18 @@ def own_listening_ports() -> set[int]:
         if target.startswith("socket:["):
             inodes.add(int(target[8:-1]))
     return {e.local[1] for e in tcp_sockets() if e.state == "LISTEN" and e.inode in inodes}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After a browser run: where the screenshots are, and how long each knob took to redraw."""
+    import sys
+
+    module = sys.modules.get("tests.test_browser") or sys.modules.get("test_browser")
+    moves = getattr(module, "MOVES", None)
+    if not moves:
+        return
+    terminalreporter.section("browser: knobs")
+    terminalreporter.write_line(f"screenshots of every knob: {module.SHOTS}")
+    for m in moves:
+        took = "no change" if m.seconds is None else f"{m.seconds:.2f} s"
+        terminalreporter.write_line(f"{m.notebook:<28} {m.control:<12} {took:>10}   {m.knob}")

@@ -79,6 +79,15 @@ def test_exercise_checks_numbers_strings_and_placeholders():
     assert c.check(4).right and not c.check(3).right
 
 
+def test_worked_answers_fold_their_verdict():
+    q = Exercise("How many?", answer=3, hint="count", explanation="yes")
+    folded = q.solve(3)
+    assert folded and repr(folded) == repr(q.check(3))  # nbval compares the text
+    assert folded._repr_html_().startswith("<details class='netcourse-solution'>") and "<details open" not in folded._repr_html_()
+    p = Prediction("ms?", measure=lambda r: r, unit="ms", explain=lambda g, m: "")
+    assert p.solve(10, 10.0) and not p.solve(1, 10.0)
+
+
 def test_prediction_compares_with_the_measurement_and_explains():
     p = Prediction("How many ms?", measure=lambda r: r["ms"], unit="ms", tolerance=0.2, floor=1.0,
                    explain=lambda g, m: f"because {m:g}")

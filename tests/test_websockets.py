@@ -153,8 +153,11 @@ def test_exercises_accept_the_rfcs_own_answers():
     # the accept key computed here from the RFC's recipe with hashlib.
     import hashlib
 
-    assert lab.exercise_decode().check("Hello")
-    assert not lab.exercise_decode().check("Hellp")
+    data = bytes.fromhex(lab.exercise_decode().question.split("bytes ")[1].split(".")[0])
+    key, body = data[2:6], data[6:]
+    by_hand = bytes(b ^ key[i % 4] for i, b in enumerate(body)).decode()
+    assert lab.exercise_decode().check(by_hand) and not lab.exercise_decode().check(by_hand.upper())
+    assert by_hand != "Hello"  # not the RFC's example, which notebook 05 shows decoded
     key = "x3JJHMbDL1EzLkh9GBhXDw=="
     by_recipe = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
     assert lab.exercise_accept().check(by_recipe)

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ExerciseError
 
-__all__ = ["Exercise", "Prediction", "Verdict", "MARKS"]
+__all__ = ["Exercise", "Prediction", "Verdict", "Folded", "MARKS"]
 
 MARKS = {"recall": "❓", "capture": "🔎 From your capture:", "predict": "🔮 Predict, before you run the experiment:"}
 
@@ -63,6 +63,28 @@ class Verdict:
     def _repr_html_(self) -> str:
         colour = "#2e7d32" if self.right else ("#1565c0" if self.pending else "#b00020")
         return f"<div style='color:{colour}'><b>{self.mark}</b> {html.escape(self.message)}</div>"
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A verdict shown folded: a worked answer's result stays closed until the learner opens it.
+
+    JupyterLab opens a collapsed output again when its cell runs (Run All), so the worked-answer cells
+    fold their result themselves, in an HTML ``<details>`` element; the text form (what nbval compares)
+    is the verdict itself.
+    """
+
+    verdict: Verdict
+
+    def __bool__(self) -> bool:
+        return bool(self.verdict)
+
+    def __repr__(self) -> str:
+        return repr(self.verdict)
+
+    def _repr_html_(self) -> str:
+        return ("<details class='netcourse-solution'><summary>The worked answer, checked (click to open)</summary>"
+                f"{self.verdict._repr_html_()}</details>")
 
 
 class Exercise:
@@ -132,6 +154,10 @@ class Exercise:
         if self._matches(given):
             return Verdict(True, self.explanation or "Well done.")
         return Verdict(False, f"{given!r} is not it. Hint: {self.hint}")
+
+    def solve(self, worked: Any) -> Folded:
+        """Check the worked answer, folded (for the collapsed worked-answer cell)."""
+        return Folded(self.check(worked))
 
     def __repr__(self) -> str:
         return f"{MARKS[self.kind]} {self.question}"
@@ -206,6 +232,10 @@ class Prediction:
         if not close:
             head += " " + ("Too high." if value > measured else "Too low.")
         return Verdict(close, f"{head} {self._explain(value, measured)}")
+
+    def solve(self, worked: Any, result: Any) -> Folded:
+        """Check the worked prediction against ``result``, folded (for the collapsed worked-answer cell)."""
+        return Folded(self.check(worked, result))
 
     def __repr__(self) -> str:
         return f"{MARKS['predict']} {self.question}"

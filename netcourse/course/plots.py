@@ -6,6 +6,7 @@ run experiments, so a notebook can wire them to a widget and a test can call the
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 
@@ -56,6 +57,7 @@ def ladder(
     title: str | None = None,
     max_packets: int = 40,
     lost: set[int] | None = None,
+    times: bool = True,
 ) -> Figure:
     """Draw packets as arrows between a client and a server column, time running down the page.
 
@@ -72,6 +74,7 @@ def ladder(
         max_packets: draw at most this many packets (the rest are summarised).
         lost: numbers (``row.no``) of packets to draw as lost; by default the data segments the
             sender later sent again (``presumed_lost``).
+        times: write each packet's time at the left (False leaves the timing for the learner to find).
     """
     lost = presumed_lost(rows) if lost is None else lost
     shown = list(rows)[:max_packets]
@@ -87,6 +90,8 @@ def ladder(
         y0, y1 = i - 0.15, i + 0.15
         colour = _arrow_colour(row)
         text = row.caption
+        if times:
+            ax.text(-0.06, i, f"{row.t * 1000:.2f} ms", ha="right", va="center", fontsize=8, color="#616161")
         if row.no in lost:  # the arrow stops halfway, at a cross
             x1, y1 = (x0 + x1) / 2, (y0 + y1) / 2
             ax.plot([x0, x1], [y0, y1], color=colour, lw=1.6)
@@ -104,7 +109,6 @@ def ladder(
             )
         ax.text(0.5, i - 0.08, text, ha="center", va="bottom", fontsize=9, color=colour,
                 bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
-        ax.text(-0.06, i, f"{row.t * 1000:.2f} ms", ha="right", va="center", fontsize=8, color="#616161")
     if len(rows) > len(shown):
         ax.text(0.5, bottom, f"... and {len(rows) - len(shown)} more packets", ha="center", fontsize=9)
     ax.set_xlim(-0.35, 1.15)
@@ -451,7 +455,10 @@ def latency_distributions(
     ax.margins(x=0.12)  # on the log scale: room either side for labels centred on a median
     ax.set_xscale("log")
     # Plain numbers (0.2, 1, 50), never 2×10⁻¹; labelled ticks at 1, 2 and 5 of each decade only.
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    values = [v for d in data for v in d if v == v and v > 0]
+    decades = math.log10(max(values) / min(values)) if values else 0.0
+    subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)  # 1-2-5 ticks, or decades only when they would crowd
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: sig3(v).rstrip("0").rstrip(".") if v < 1 else f"{v:,.0f}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("round-trip latency (ms, log scale)")

@@ -479,7 +479,7 @@ def exercise_server_fin_ack(duplex: DuplexRun) -> Exercise:
         "expected after all its data is 1 + the bytes it sent. Did the client's FIN come first? A FIN "
         "takes one number too.",
         explanation=f"The client sent {sent} bytes of data: 1 + {sent} = {1 + sent}"
-        + (", + 1 for the client's FIN that arrived first" if fin is not None and fin.ack == sent + 2 else "")
+        + (f", + 1 for the client's FIN that arrived first = {sent + 2}" if fin is not None and fin.ack == sent + 2 else "")
         + ". ack names the next byte the server expects (RFC 9293 §3.4).",
         kind="capture",
     )
@@ -505,7 +505,7 @@ def exercise_who_waits() -> Exercise:
     """Which side holds TIME_WAIT?"""
     return Exercise(
         "A client closes its connection first; the server closes after it. Which side's socket is "
-        "left in TIME_WAIT: 'client' or 'server' (either case)?",
+        "left in TIME_WAIT: 'client' or 'server' (upper or lower case)?",
         answer="client",
         normalise=str.lower,
         hint="TIME_WAIT belongs to whoever sent the first FIN (RFC 9293 §3.6).",

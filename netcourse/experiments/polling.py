@@ -7,6 +7,7 @@ import html
 import statistics
 import time
 from contextlib import nullcontext
+import dataclasses
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -32,7 +33,7 @@ from ..runtime.waiting import run_async
 from ..traffic.wire import ETHERNET_HEADER, IPV4_HEADER, TCP_HEADER, TCP_TIMESTAMPS
 
 __all__ = [
-    "explore", "theory_knob", "held_delivery_ms", "hold_times_ms", "predict_held_delivery", "exercise_connections", "exercise_hold_time","PollingRun", "compare", "on_a_link", "naive_versus_correct", "Abandoned", "abandoned_waits", "header_sizes"]
+    "ExploreGrid", "explore_grid", "explore", "theory_knob", "held_delivery_ms", "hold_times_ms", "predict_held_delivery", "exercise_connections", "exercise_hold_time","PollingRun", "compare", "on_a_link", "naive_versus_correct", "Abandoned", "abandoned_waits", "header_sizes"]
 
 
 @dataclass
@@ -90,7 +91,7 @@ class PollingRun:
         poll, then the answer travels half a round trip; a held long poll answers in one transit."""
         if name in self.intervals:
             return self.intervals[name] / 2 + self.rtt / 2
-        if name == "long":  # in a burst, the first rides the held answer (1 transit), the rest 3 transits
+        if name.startswith("long"):  # in a burst, the first rides the held answer (1 transit), the rest 3 transits
             return self.rtt / 2 * (1 + 3 * (self.burst - 1)) / self.burst
         return float("nan")
 
@@ -186,6 +187,8 @@ def _run(
                         tasks.append(short_poller(srv.url, float(arg), until))  # type: ignore[arg-type]
                     elif kind == "long":
                         tasks.append(long_poller(srv.url, float(arg), until))  # type: ignore[arg-type]
+                    elif kind == "long named":  # several long pollers in one run: "long 0.5 s", ...
+                        tasks.append(long_poller(srv.url, float(arg), until, name=f"long {arg:g} s"))  # type: ignore[arg-type]
                     elif kind == "naive":
                         tasks.append(naive_long_poller(srv.url, float(arg), until))  # type: ignore[arg-type]
                 return list(await asyncio.gather(*tasks))
@@ -320,13 +323,58 @@ def abandoned_waits(clients: int = 50, *, handler_cancellation: bool = True, wai
 # -- exercises -------------------------------------------------------------------------------------
 
 
-def explore(interval: float = 0.5, wait: float = 10.0, rate: float = 3.0, *, duration: float = 1.5):
-    """The knob's callback: one short and one long poller for ``duration`` s; latency and cost, side by side."""
+@dataclass(frozen=True)
+class ExploreGrid:
+    """Short pollers at several intervals and long pollers at several waits, measured at several rates.
+
+    One run per rate, all at once (each with its own server and publisher); in each run every poller
+    follows the same messages. The knob then only looks results up: it redraws in milliseconds.
+
+    Attributes:
+        runs: rate (messages per second) -> the run at that rate.
+        intervals, waits, rates: the grid's values.
+    """
+
+    runs: dict[float, PollingRun]
+    intervals: tuple[float, ...]
+    waits: tuple[float, ...]
+    rates: tuple[float, ...]
+
+    def view(self, interval: float, wait: float, rate: float) -> PollingRun:
+        """The run at ``rate``, reduced to the short poller at ``interval`` and the long one at ``wait``."""
+        run = self.runs[rate]
+        short, long_ = run.poller(f"short {interval:g} s"), run.poller(f"long {wait:g} s")
+        return dataclasses.replace(run, pollers=[short, long_], intervals={short.name: interval}, capture=None)
+
+
+def explore_grid(
+    intervals: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0),
+    waits: tuple[float, ...] = (0.5, 2.0, 10.0),
+    rates: tuple[float, ...] = (2.0, 5.0, 20.0),
+    *,
+    duration: float = 2.5,
+    seed: int = 1,
+) -> ExploreGrid:
+    """Measure every interval and wait at every rate: ``len(rates)`` runs of ``duration`` s, side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pollers = [("short", i) for i in intervals] + [("long named", w) for w in waits]
+
+    def one(rate: float) -> PollingRun:
+        return _run(pollers, rate=rate, duration=duration, seed=seed, wait=max(waits))
+
+    with ThreadPoolExecutor(max_workers=len(rates), thread_name_prefix="netcourse-grid") as pool:
+        runs = dict(zip(rates, pool.map(one, rates)))
+    return ExploreGrid(runs, tuple(intervals), tuple(waits), tuple(rates))
+
+
+def explore(grid: ExploreGrid, interval: float = 0.5, wait: float = 10.0, rate: float = 3.0):
+    """The knob's callback: latency and cost of one short and one long poller, looked up in ``grid``."""
     import matplotlib.pyplot as plt
 
     from ..course import plots
 
-    small = compare(intervals=(interval,), wait=wait, rate=rate, duration=duration, seed=2, record=False)
+    small = grid.view(interval, wait, rate)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
     plt.close(fig)
     plots.polling_latency(small, ax=left, title=f"Latency: interval {interval:g} s, wait {wait:g} s, {rate:g} msg/s")
@@ -375,7 +423,7 @@ def exercise_connections(run: PollingRun) -> Exercise:
     requests = sum(1 for r in rows if r.app.startswith("GET "))
     return Exercise(
         f"Your capture holds {requests} HTTP requests from {len(run.pollers)} pollers. How many TCP connections "
-        "did they open to carry them?",
+        "did they open to carry them? (Count them in the packets; don't guess.)",
         answer=opened,
         hint="A connection starts with a SYN: count the rows whose flags are exactly 'S'.",
         explanation=f"{opened}: each poller opened one connection and sent every request on it, because an "
@@ -403,15 +451,16 @@ def exercise_hold_time(run: PollingRun) -> Exercise:
     mean = sum(holds) / len(holds) if holds else 0.0
     return Exercise(
         "How long, on average, did the server hold the long poller's requests before answering, in "
-        "milliseconds? Compute it from your capture (within 1 ms).",
+        "milliseconds? Take every request that carries wait= (the last, wait=0, too) and compute it from "
+        "your capture (within 1 ms).",
         answer=round(mean, 1),
         tolerance=1.0,
         hint="The long poller's requests are the rows whose app starts with 'GET ' and contains 'wait='. "
         "Pair each with the next row whose app is a status ('200 OK') going back to the same endpoint "
         "(r.dst == request.src), and average the differences of t.",
-        explanation=f"{mean:.0f} ms over {len(holds)} requests: each waited until a message was published "
-        f"(about 1/rate apart) or the run ended. The {len(run.published)} messages came at about "
-        f"{len(run.published) / run.duration:.1f} per second; every one of those milliseconds, the server "
+        explanation=f"{mean:.0f} ms over {len(holds)} requests: each waited until the next message was "
+        f"published, or the run ended; together the holds tile the {run.duration:g}-second run (about "
+        f"{run.duration * 1000 / max(len(holds), 1):.0f} ms each). Every one of those milliseconds, the server "
         "held a request and a connection open.",
         kind="capture",
     )

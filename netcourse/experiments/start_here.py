@@ -367,8 +367,9 @@ def predict_segments(body_size: int = 100_000, mtu: int = 1500) -> Prediction:
     def explain(given: float, measured: float) -> str:
         return (f"Each packet holds at most MTU − 20 (IPv4) − 32 (TCP with timestamps) = {mss:,} bytes of "
                 f"payload, so the {body_size:,}-byte body and its ~140-byte head need at least "
-                f"⌈{body_size + 140:,} / {mss:,}⌉ = {-(-(body_size + 140) // mss)} packets. On loopback "
-                "(MTU 65,536) a packet may hold up to 65,483 bytes, hence a handful there.")
+                f"⌈{body_size + 140:,} / {mss:,}⌉ = {-(-(body_size + 140) // mss)} packets. On loopback a "
+                "packet may hold up to 65,535 − 20 − 32 = 65,483 bytes (IPv4's 16-bit length field caps "
+                "it), hence a handful there.")
 
     return Prediction(
         f"The same server answers with a {body_size:,}-byte body across a link whose MTU is {mtu:,} bytes "

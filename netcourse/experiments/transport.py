@@ -518,7 +518,7 @@ def exercise_checksum(conversation: Conversation, message: int = 2) -> Exercise:
         "(the value a real network card would have written into the field). Answer with a number, e.g. "
         "0x1234.",
         answer=full,
-        hint="segment_bytes(pkt) gives (source, destination, protocol, segment). Set the segment's "
+        hint="transport.segment_bytes(pkt) gives (source, destination, protocol, segment). Set the segment's "
         "checksum field (bytes 16 and 17) to zero, put pseudo_header(source, destination, 6, len(segment)) "
         "in front, and take internet_checksum of the whole.",
         explanation=f"0x{full:04x}: the one's-complement sum of the pseudo-header, the TCP header with its "
@@ -530,10 +530,10 @@ def exercise_checksum(conversation: Conversation, message: int = 2) -> Exercise:
 # -- the knobs' callbacks ------------------------------------------------------------------------------
 
 
-def loss_knob(loss: float = 0.2, seed: int = 7) -> None:
-    """Section 5's knob: 50 datagrams through the lossy relay; prints what arrived."""
+def loss_knob(loss: float = 0.2, seed: int = 7) -> str:
+    """Section 5's knob: 50 datagrams through the lossy relay; what arrived."""
     run = lossy_relay(count=50, loss=loss, seed=seed)
-    print(f"received {len(run.received)} of {run.sent}; missing {run.missing}")
+    return f"received {len(run.received)} of {run.sent}; missing {run.missing}"
 
 
 def overhead_knob(costs: TransportCosts, payload: int = 100, messages: int = 1):

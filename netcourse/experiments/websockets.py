@@ -46,7 +46,7 @@ __all__ = [
     "FragmentTiming",
     "fragment_timing",
     "predict_frame_size",
-    "exercise_client_framing",
+    "exercise_fragment_segments",
     "exercise_fragment_stall",
     "exercise_decode",
     "exercise_accept",
@@ -782,26 +782,27 @@ def predict_frame_size(size: int = 300) -> Prediction:
         return why
 
     return Prediction(
-        f"A browser sends a {size}-byte text message over a WebSocket. How many bytes long is its frame, "
-        "header included?",
+        f"A browser sends a {size}-byte text message over a WebSocket (no extension negotiated, so no "
+        "compression). How many bytes long is its frame, header included?",
         measure=lambda echo: len(echo.sent), unit="bytes", tolerance=0.0, explain=explain,
     )
 
 
-def exercise_client_framing(ctl: ControlRun) -> Exercise:
-    """Bytes of frame header the client sent in the control-frames capture."""
-    streams = tcp_payload_streams(ctl.capture.packets, ctl.capture.table())
-    found = split_head(streams[C2S])
-    body = found[1] if found is not None else b""
-    framing = len(body) - sum(len(f.payload) for f in ctl.client_frames)
+def exercise_fragment_segments(ctl: ControlRun) -> Exercise:
+    """TCP segments that carried the three fragments, from the learner's own capture."""
+    rows = [r for r in ctl.capture.table() if r.direction == C2S and r.payload]
+    carrying = [r for r in rows if r.app.startswith(("TEXT", "CONT"))]
     return Exercise(
-        f"In your capture of section 5, the client sent {len(ctl.client_frames)} frames after its handshake. "
-        "How many bytes of frame header (everything that is not payload) did they take in all?",
-        answer=framing,
-        hint="Add the payload bytes of the C→S data packets after the handshake request, then subtract the "
-        "payload lengths of ctl.client_frames. Or reason: what does one small masked frame's header take?",
-        explanation=f"{framing} bytes: {len(ctl.client_frames)} frames × 6 (2 bytes of header + a 4-byte masking "
-        "key, since every payload was under 126 bytes).",
+        "The client wrote its three fragments (TEXT \"Hel\", CONT \"lo, \", CONT \"world\") to the socket "
+        "with three separate writes. How many TCP segments carried them, in your capture?",
+        answer=len(carrying),
+        hint="The ladder names what each packet carried: count the client's packets whose label starts with "
+        "TEXT or CONT (in Python: rows of ctl.capture.table() with r.direction == 'C→S' and r.app starting "
+        "with 'TEXT' or 'CONT').",
+        explanation=f"{len(carrying)} segments for 3 writes"
+        + (": the two continuations left together, in one segment. Three writes do not make three packets: "
+           "TCP is a byte stream, and something held the second write back until the third had joined it."
+           if len(carrying) < 3 else "."),
         kind="capture",
     )
 
@@ -829,14 +830,13 @@ def exercise_fragment_stall(ctl: ControlRun) -> Exercise:
 
 
 def exercise_decode() -> Exercise:
-    """Decode RFC 6455's masked example by hand."""
+    """Decode a masked frame by hand (not the RFC's example, which the notebook shows decoded)."""
     return Exercise(
-        "A server receives the bytes 81 85 37 fa 21 3d 7f 9f 4d 51 58. What text does the frame carry?",
-        answer="Hello",
-        hint="0x81: FIN + text. 0x85: masked, 5 bytes. Then a 4-byte key; XOR each payload byte with "
+        "A server receives the bytes 81 84 a1 b2 c3 d4 d6 db b1 b1. What text does the frame carry?",
+        answer="wire",
+        hint="0x81: FIN + text. 0x84: masked, 4 bytes. Then a 4-byte key; XOR each payload byte with "
         "key[i % 4].",
-        explanation="0x7f^0x37=0x48 'H', 0x9f^0xfa=0x65 'e', 0x4d^0x21=0x6c 'l', 0x51^0x3d=0x6c 'l', "
-        "0x58^0x37=0x6f 'o' (RFC 6455 §5.7).",
+        explanation="0xd6^0xa1=0x77 'w', 0xdb^0xb2=0x69 'i', 0xb1^0xc3=0x72 'r', 0xb1^0xd4=0x65 'e' (RFC 6455 §5.3).",
     )
 
 

@@ -319,11 +319,15 @@ def accept_request(head: bytes, *, allowed_origins: set[str] | None) -> tuple[st
     return key, response
 
 
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
+            426: "Upgrade Required", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
 def refusal(status: int, reason: str) -> bytes:
-    """A plain-text HTTP answer that refuses a handshake, closing the connection."""
+    """A plain-text HTTP answer that refuses a handshake, closing the connection (RFC 9110 §15 reason phrases)."""
     body = f"{reason}\n".encode("utf-8", "replace")
     return (
-        f"HTTP/1.1 {status} Refused\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Refused')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode("ascii") + body
 

@@ -173,7 +173,7 @@ class _AppReader:
             line = data.split(b"\r\n", 1)[0].decode("latin-1")
             method, _, rest = line.partition(" ")
             target = rest.rsplit(" HTTP/", 1)[0]
-            return f"{method} {target[:24] + ('…' if len(target) > 24 else '')}"
+            return f"{method} {target[:40] + ('…' if len(target) > 40 else '')}"
         if data.startswith(b"HTTP/1."):
             line = data.split(b"\r\n", 1)[0].decode("latin-1")
             status = line.split(" ", 1)[1] if " " in line else line
