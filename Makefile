@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.netcourse-installed
 SANITIZE := tests/nbval-sanitize.cfg
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test test-browser test-unprivileged unit nbval bench doctor record execute images clean setup allow-capture
+.PHONY: lab html test test-browser test-unprivileged unit nbval bench doctor record execute images clean setup allow-capture
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) notebooks/00_start_here.ipynb
+
+# The executed notebooks as static pages (images embedded) and an index from the README's course map.
+html: $(STAMP)
+	$(BIN)/python -m netcourse html
 
 # Unit tests and nbval over every notebook, in one pytest run.
 test: $(STAMP)

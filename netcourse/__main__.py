@@ -1,4 +1,4 @@
-"""``python -m netcourse COMMAND``: doctor, record, images, bench."""
+"""``python -m netcourse COMMAND``: doctor, record, images, bench, html, binder."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("names", nargs="*", help="scenarios to record (default: all)")
     sub.add_parser("bench", help="print the benchmark table")
     sub.add_parser("images", help="regenerate the pictures in images/ from shipped data")
+    sub.add_parser("html", help="export the executed notebooks to static HTML in build/html/")
+    sub.add_parser("binder", help="print the Binder badge for this repository's git remote")
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
@@ -41,6 +43,22 @@ def main(argv: list[str] | None = None) -> int:
 
         for path in generate_all():
             print(f"wrote {path}")
+        return 0
+    if args.command == "html":
+        from .tools.publish import export_html
+
+        paths = export_html()
+        print(f"wrote {len(paths)} pages into {paths[0].parent}; open {paths[0]}")
+        return 0
+    if args.command == "binder":
+        from .tools.publish import binder_url
+
+        url = binder_url()
+        if url is None:
+            print("No GitHub remote named 'origin' here, so no Binder link. Once the course is on GitHub:\n"
+                  "  https://mybinder.org/v2/gh/OWNER/REPO/HEAD?labpath=notebooks%2F00_start_here.ipynb")
+            return 1
+        print(f"[![Binder](https://mybinder.org/badge_logo.svg)]({url})")
         return 0
     if args.command == "bench":
         from .tools.bench import main as bench

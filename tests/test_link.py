@@ -33,7 +33,9 @@ def test_parameters_are_checked_with_the_valid_range():
 def test_measured_rtt_matches_the_configured_one(mode, rtt_ms):
     from netcourse.tools.linkbench import rtt_accuracy
 
-    bound = 0.05 * rtt_ms + 0.3
+    # The link's accuracy itself is a benchmark figure (make bench); here the claim is behaviour: the
+    # delay is the one configured, within what a shared 2-core CI machine's timers allow.
+    bound = 0.1 * rtt_ms + 0.5
     seen = []
     for _ in range(3):  # a busy machine can delay one run's timers; the claim must hold in a quiet one
         median_ms, kernel_ms = rtt_accuracy(mode, rtt_ms, n=30)

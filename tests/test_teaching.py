@@ -296,3 +296,33 @@ def test_a_knob_redraws_in_place_and_turns_errors_into_sentences():
     assert "n must not be negative" in repr(knob.render())
     with pytest.raises(ValueError):
         Knob(picture)
+
+
+# -- without a kernel: static pages and the Binder link -----------------------------------------------
+
+
+def test_html_export_has_every_notebook_and_an_index_from_the_course_map(tmp_path):
+    from netcourse.tools.publish import export_html
+
+    paths = export_html(tmp_path / "html")
+    names = {p.name for p in paths}
+    assert "index.html" in names and all(f"{nb.stem}.html" in names for nb in NOTEBOOKS)
+    index = (tmp_path / "html" / "index.html").read_text()
+    assert all(f'href="{nb.stem}.html"' in index for nb in NOTEBOOKS)
+    page = (tmp_path / "html" / "03_polling.html").read_text()
+    assert "data:image/png;base64" in page  # figures and ../images embedded: one file per page
+    assert "interactive(" not in page  # a knob shows its controls (widget state) and its default picture
+
+
+def test_binder_url_comes_from_a_github_remote():
+    from netcourse.tools.publish import binder_url
+
+    for remote in ("https://github.com/acme/netcourse.git", "git@github.com:acme/netcourse.git", "https://github.com/acme/netcourse"):
+        assert binder_url(remote) == "https://mybinder.org/v2/gh/acme/netcourse/HEAD?labpath=notebooks%2F00_start_here.ipynb"
+    assert binder_url("https://gitlab.com/acme/netcourse.git") is None and binder_url("") is None
+
+
+def test_repo2docker_inputs_exist():
+    assert (ROOT / "environment.yml").exists()
+    apt = [l.strip() for l in (ROOT / "apt.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert "libpcap0.8" in apt
