@@ -106,7 +106,7 @@ def test_references_to_notebooks_exist_or_say_coming():
             if cell["cell_type"] == "markdown":
                 texts.append((f"{path.name}[{i}]", "".join(cell["source"])))
     for where, text in texts:
-        for m in re.finditer(r"\(([^)\s]*?(\d\d)_[a-z_]+\.ipynb)\)", text):  # markdown links
+        for m in re.finditer(r"\((?!https?:)([^)\s]*?(\d\d)_[a-z_]+\.ipynb)\)", text):  # relative markdown links
             assert (ROOT / "notebooks" / Path(m.group(1)).name).exists(), f"{where}: link to missing {m.group(1)}"
         for m in re.finditer(r"[Nn]otebooks? (\d\d)(?!\d)('s)?( \(coming\))?", text):
             if m.group(1) not in existing:
