@@ -137,7 +137,7 @@ def test_short_poller_alone_and_exercises():
     log = MessageLog()
     with serve(make_app(log)) as srv:
         srv.run(_publish(log, 3))
-        res = run_async(short_poller(srv.url, 0.05, time.perf_counter() + 0.2))
+        res = run_async(short_poller(srv.url, 0.05, time.perf_counter() + 1.0))  # ~20 polls; a busy machine still makes 3
     assert res.ids == [1, 2, 3] and res.requests >= 3 and res.empty >= 2
     assert res.socket_info is not None and res.socket_info.segs_out > 0
     assert lab.exercise_expected_latency().check(1.0)
