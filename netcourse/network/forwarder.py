@@ -143,6 +143,9 @@ def _serve_wire(near_fd: int, far_fd: int, outbound: Direction, inbound: Directi
                         if recording:
                             record.clear()
                         answer({"ok": True})
+                    elif cmd["cmd"] == "loss":  # the loss switch: change both directions' loss now
+                        outbound.loss, inbound.loss = float(cmd["out"]), float(cmd["in"])
+                        answer({"ok": True})
                     elif cmd["cmd"] == "idle":
                         answer({"idle": not outbound.queue and not inbound.queue})
                     elif cmd["cmd"] == "stats":
@@ -235,6 +238,9 @@ class WireProcess:
 
     def stats(self) -> dict[str, dict[str, int]]:
         return self.ask(cmd="stats")
+
+    def set_loss(self, out: float, inbound: float) -> None:
+        self.ask(cmd="loss", out=out, **{"in": inbound})
 
     def events(self) -> list[WireEvent]:
         """What the wire recorded at the near end since ``record(True)``."""

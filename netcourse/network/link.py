@@ -290,6 +290,18 @@ class Link:
             out |= {f"{name}_{what}": n for what, n in counts.items()}
         return out
 
+    def set_loss(self, loss: float, inbound: float | None = None) -> None:
+        """The loss switch: from now on lose ``loss`` of the frames going out (and ``inbound`` of those
+        coming back; the same by default). ``set_loss(1.0)`` makes the far end silent, as if its machine or
+        the network had vanished: nothing arrives, no FIN, no RST. Tap mode only (the relay carries bytes,
+        and a TCP connection to the relay would stay healthy)."""
+        for value in (loss, loss if inbound is None else inbound):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise LinkError(f"loss must be a fraction from 0 to 1, not {value!r}.")
+        if self.mode != "tap" or self._forwarder is None:
+            raise LinkError("The loss switch needs the tap link (root); the relay cannot silence a TCP peer.")
+        self._forwarder.set_loss(float(loss), float(loss if inbound is None else inbound))
+
     @contextmanager
     def capture(self, *ports: int, scenario: str | None = None, snaplen: int | None = None) -> Iterator[Capture]:
         """Record the frames that cross the near end's interface while the block runs.

@@ -15,6 +15,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
+from ..protocols.beat import BeatProtocolError, Decoder as BeatDecoder, Kind as BeatKind
 from ..protocols.wsframe import FrameDecoder, Opcode, ProtocolError, parse_close
 
 __all__ = ["PacketRow", "PacketTable", "packet_rows", "in_flight", "retransmissions", "presumed_lost", "resends", "Resend",
@@ -180,7 +181,28 @@ class _AppReader:
             if status.startswith("101"):
                 self._upgraded.add(conn)
             return status
+        return _beat_label(data) if complete else ""
+
+
+def _beat_label(data: bytes) -> str:
+    """Notebook 04's length-prefixed frames, when the segment is made of whole ones exactly; else ""."""
+    decoder = BeatDecoder()
+    try:
+        frames = decoder.feed(data)
+    except BeatProtocolError:
         return ""
+    if not frames or decoder.partial:
+        return ""
+    names = []
+    for f in frames[:3]:
+        if f.kind is BeatKind.MSG:
+            text = f.body.decode("utf-8", "replace")
+            names.append(f'MSG "{text[:10]}{"…" if len(text) > 10 else ""}"')
+        elif f.kind is BeatKind.TICK:
+            names.append(f"TICK {f.body.decode('ascii', 'replace')}")
+        else:
+            names.append(f.kind.name)
+    return ", ".join(names) + (" …" if len(frames) > 3 else "")
 
 
 def _frame_label(frame) -> str:

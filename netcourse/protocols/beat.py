@@ -1,0 +1,104 @@
+"""A tiny length-prefixed protocol over TCP, for heartbeats: bytes in, events out, no I/O.
+
+TCP carries bytes, not messages (notebook 02), so a protocol on it must mark where each message ends.
+This one puts a 2-byte big-endian length in front of every frame; the frame's first byte says what it is:
+
+    +--------+--------+------+----------------+
+    | length (16 bits) | kind |  body ...      |     length = 1 + len(body), at most MAX_FRAME
+    +--------+--------+------+----------------+
+
+    kind  P  PING  (body: an opaque token, echoed)     O  PONG  (body: the PING's token)
+          T  TICK  (the server's push: a counter)      M  MSG   (application data, either way)
+          C  CLOSE (body: a reason, UTF-8)
+
+``Decoder.feed(data)`` returns the frames completed by ``data``, whatever the split; it refuses a zero or
+oversized length, an unknown kind, or more bytes after a CLOSE, with a ``BeatProtocolError`` naming the
+problem. ``Decoder.partial`` says whether half a frame is waiting (a peer that froze mid-frame).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["Kind", "Frame", "encode", "Decoder", "BeatProtocolError", "MAX_FRAME", "HEADER"]
+
+HEADER = 2  # bytes of length prefix
+MAX_FRAME = 1024  # kind + body, bytes
+
+
+class BeatProtocolError(ValueError):
+    """The peer broke the framing rules; the connection must be closed."""
+
+
+class Kind(bytes, enum.Enum):
+    PING = b"P"
+    PONG = b"O"
+    TICK = b"T"
+    MSG = b"M"
+    CLOSE = b"C"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame: its kind and body."""
+
+    kind: Kind
+    body: bytes = b""
+
+    def __repr__(self) -> str:
+        return f"{self.kind.name} {self.body!r}"
+
+
+def encode(kind: Kind, body: bytes = b"") -> bytes:
+    """The bytes of one frame."""
+    size = 1 + len(body)
+    if size > MAX_FRAME:
+        raise BeatProtocolError(f"a frame carries at most {MAX_FRAME - 1} bytes of body, not {len(body)}")
+    return size.to_bytes(HEADER, "big") + kind.value + body
+
+
+class Decoder:
+    """Frames out of a byte stream, strictly, whatever the chunking.
+
+    Args:
+        max_frame: the largest length accepted (kind + body), bytes.
+    """
+
+    def __init__(self, *, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._closed = False
+
+    @property
+    def partial(self) -> bool:
+        """True while some bytes of an unfinished frame are waiting."""
+        return bool(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add bytes; return every frame they complete. Raises ``BeatProtocolError`` on bad input."""
+        if self._closed and data:
+            raise BeatProtocolError("bytes after CLOSE")
+        self._buffer += data
+        frames = []
+        while len(self._buffer) >= HEADER:
+            size = int.from_bytes(self._buffer[:HEADER], "big")
+            if size == 0:
+                raise BeatProtocolError("a frame of length 0 (every frame has a kind byte)")
+            if size > self.max_frame:
+                raise BeatProtocolError(f"a frame of {size} bytes, over the limit of {self.max_frame}")
+            if len(self._buffer) < HEADER + size:
+                break
+            raw = bytes(self._buffer[HEADER : HEADER + size])
+            del self._buffer[: HEADER + size]
+            try:
+                kind = Kind(raw[:1])
+            except ValueError:
+                raise BeatProtocolError(f"unknown frame kind {raw[:1]!r}") from None
+            frames.append(Frame(kind, raw[1:]))
+            if kind is Kind.CLOSE:
+                self._closed = True
+                if self._buffer:
+                    raise BeatProtocolError("bytes after CLOSE")
+                break
+        return frames
