@@ -1,0 +1,148 @@
+"""Notebook 04's machinery: the heartbeat server's limits, peer deaths, and every detection mechanism."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from netcourse.apps.beat import make_beat_handler
+from netcourse.errors import LinkError
+from netcourse.experiments import heartbeats as hb
+from netcourse.network.link import link
+from netcourse.protocols.beat import Kind, encode
+from netcourse.runtime.server import serve
+
+
+def _closed_reason(handler, timeout: float = 3.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not handler.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handler.closed, "the server did not close the connection"
+    return handler.closed[-1]
+
+
+def _raw(srv) -> socket.socket:
+    s = socket.create_connection((srv.host, srv.port), timeout=5)
+    return s
+
+
+def test_ping_pong_msg_echo_and_ticks():
+    with serve(make_beat_handler(tick=0.05, idle_timeout=None)) as srv:
+        with hb.BeatClient(srv.host, srv.port) as c:
+            c.send(Kind.PING, b"42")
+            c.send(Kind.MSG, b"hello")
+            seen = []
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and not ({Kind.PONG, Kind.MSG, Kind.TICK} <= {f.kind for f in seen}):
+                seen += c.receive(0.5)
+            assert any(f.kind is Kind.PONG and f.body == b"42" for f in seen)
+            assert any(f.kind is Kind.MSG and f.body == b"hello" for f in seen)
+            assert any(f.kind is Kind.TICK for f in seen)  # pushed, never asked for
+
+
+@pytest.mark.parametrize("case, words", [
+    ("half frame", "half a frame"),
+    ("flood", "ping flood"),
+    ("silence", "no PING or message"),
+    ("garbage", "protocol error"),
+])
+def test_the_server_ends_bad_clients_with_a_reason(case, words):
+    handler = make_beat_handler(tick=None, idle_timeout=0.4, frame_deadline=0.3, max_pings=10)
+    with serve(handler) as srv:
+        with _raw(srv) as s:
+            if case == "half frame":
+                s.sendall(encode(Kind.MSG, b"hello")[:4])
+            elif case == "flood":
+                s.sendall(b"".join(encode(Kind.PING, b"%d" % i) for i in range(50)))
+            elif case == "garbage":
+                s.sendall(b"\x00\x01Z")
+            reason = _closed_reason(handler)
+            assert words in reason
+            s.settimeout(2)
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+            assert words.encode() in data  # the CLOSE frame tells the client why, then a FIN
+
+
+def test_a_late_pong_counts_as_dead_and_nothing_is_left_running():
+    with hb.peer_process() as peer:
+        with hb.BeatClient("127.0.0.1", peer.port) as c:
+            peer.freeze()
+            t = time.monotonic()
+            assert hb._heartbeat_until_dead(c, 0.1, 0.2, limit=3) is not None
+            assert 0.15 < time.monotonic() - t < 1.5
+            peer.thaw()
+        proc = peer.proc
+    assert proc.poll() is not None  # the child is gone
+
+
+def test_peer_deaths_look_as_the_notebook_says():
+    deaths = {d.kind: d for d in hb.peer_deaths(wait=0.6)}
+    assert deaths["clean close"].read.startswith("a CLOSE frame") and deaths["clean close"].read_ms < 300
+    assert "FIN" in deaths["crash"].read or "RST" in deaths["crash"].read
+    assert deaths["crash"].read_ms < 300
+    frozen = deaths["frozen process"]
+    assert frozen.read_ms is None and frozen.write.startswith("accepted") and frozen.unacked == 0  # its kernel ACKs
+    gone = deaths["vanished network"]
+    if gone.unacked is not None:  # tap link (root)
+        assert gone.read_ms is None and gone.unacked >= 1  # nobody acknowledges any more
+
+
+def test_heartbeat_detection_lies_between_timeout_and_interval_plus_timeout():
+    det = hb.heartbeat_detection(0.1, 0.2, trials=3)
+    lo, hi = hb.detection_bounds(0.1, 0.2)
+    assert len(det.seconds) == 3
+    assert all(lo - 0.02 <= s <= hi + 0.15 for s in det.seconds), det.seconds
+    assert hb.predict_worst_detection(0.1, 0.2).check(0.3, det)
+
+
+@pytest.mark.replayable
+def test_keepalive_probes_carry_seq_minus_one():
+    det = hb.keepalive_detection()
+    probes = det.probes()
+    assert len(probes) >= 3
+    assert hb.exercise_probe_seq(det).check(-1)
+    if det.seconds is not None:  # live on the tap link: idle 1 s + 3 probes 1 s apart
+        assert 3.5 < det.seconds < 6 and "timed out" in det.error
+
+
+@pytest.mark.replayable
+def test_user_timeout_ends_a_connection_whose_data_goes_unacknowledged():
+    det = hb.user_timeout_detection(1000)
+    rows = det.capture.table()
+    data = [r for r in rows if r.direction == "C→S" and r.payload]
+    assert len(data) >= 2 and data[-1].seq == data[-2].seq  # the same bytes sent again: unacknowledged
+    if det.seconds is not None:
+        assert 0.9 < det.seconds < 3 and "timed out" in det.error
+
+
+def test_the_loss_switch_refuses_bad_values_and_the_relay():
+    with link(rtt_ms=1, mode="relay") as net:
+        with pytest.raises(LinkError, match="tap link"):
+            net.set_loss(1.0)
+    with pytest.raises(LinkError, match="fraction"):
+        with link(rtt_ms=1, mode="relay") as net:
+            net.set_loss(1.5)
+
+
+def test_heartbeat_costs_add_up():
+    c = hb.heartbeat_cost(30)
+    assert c["bytes per beat"] == 2 * 66 + 2 * 5
+    assert c["bytes per hour, one connection"] == pytest.approx(142 * 120)
+    assert c["packets per second at the server"] == pytest.approx(2 * 100_000 / 30)
+    assert hb.heartbeat_cost(30, websocket=True)["bytes per beat"] == 2 * 66 + 8 + 4
+    with pytest.raises(ValueError):
+        hb.heartbeat_cost(0)
+
+
+@pytest.mark.replayable
+def test_duplex_ticks_arrive_unasked_and_the_tick_question_reads_the_capture():
+    run = hb.duplex_ticks()
+    assert run.requested_nothing and len(run.sent) == 3 and len(run.echoes) == 3
+    ticks = [r.t for r in run.capture.table() if r.app.startswith("TICK")]
+    gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
+    assert hb.exercise_tick_gap(run).check(gaps[len(gaps) // 2] * 1000)
+    assert 0.15 < gaps[len(gaps) // 2] < 0.25
