@@ -65,7 +65,6 @@ def test_a_fresh_connection_pays_two_round_trips_for_its_first_answer(mode):
     assert 80 - 2 <= ttfb * 1000 <= 80 + 8, ttfb  # TCP's handshake + the request: 2 RTT
 
 
-@tap_only
 def _udp_rcvbuf_errors() -> int:
     """UDP datagrams this thread's network namespace dropped for a full receive buffer."""
     lines = [l.split() for l in open("/proc/thread-self/net/snmp") if l.startswith("Udp:")]
@@ -81,6 +80,7 @@ def _tx_drops(device: str) -> int:
     return 0
 
 
+@tap_only
 def test_loss_rate_over_ten_thousand_datagrams():
     from netcourse.network.link import DEVICE
 

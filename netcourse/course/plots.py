@@ -391,6 +391,49 @@ def overhead_at_rate(ws_overhead: int, http_overhead: int, size: int, rate: floa
     return fig
 
 
+def heartbeat_tradeoff(interval: float, timeout: float, *, clients: int = 100_000, measured=None,
+                       ax: Axes | None = None) -> Figure:
+    """An application heartbeat's two costs side by side: how late a death is noticed, and the traffic.
+
+    Left: detection time, between ``timeout`` and ``interval + timeout`` (and ``measured``'s trials, a
+    ``Detection``, when its settings are the ones drawn). Right: bytes per hour on the wire for one
+    connection, and what ``clients`` connections cost the server.
+    """
+    from ..protocols.beat import detection_bounds, heartbeat_cost
+
+    if ax is None:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2), layout="constrained", width_ratios=[1.2, 1])
+        plt.close(fig)
+    else:
+        fig, left, right = ax.figure, ax, None
+    lo, hi = detection_bounds(interval, timeout)
+    left.barh([0], [hi - lo], left=[lo], height=0.4, color="#90caf9", label="theory: timeout … interval + timeout")
+    if measured is not None and abs(measured.interval - interval) < 1e-9 and abs(measured.timeout - timeout) < 1e-9:
+        left.plot(measured.seconds, [0] * len(measured.seconds), "o", color="#c62828", label="measured trials")
+    left.set_xlim(0, max(hi * 1.3, 0.1))
+    left.set_ylim(-0.5, 1.0)  # room above the bar for the legend
+    left.set_yticks([])
+    left.set_xlabel("seconds from the peer's death to its detection")
+    left.legend(loc="upper right", fontsize=8, frameon=False)
+    left.set_title(f"PING every {interval:g} s, dead after {timeout:g} s without PONG")
+    left.spines[["top", "right", "left"]].set_visible(False)
+    if right is not None:
+        plain = heartbeat_cost(interval, clients=clients)
+        ws = heartbeat_cost(interval, clients=clients, websocket=True)
+        names = ["length-prefixed\nPING/PONG", "WebSocket\nping/pong"]
+        values = [plain["bytes per hour, one connection"] / 1000, ws["bytes per hour, one connection"] / 1000]
+        bars = right.barh(names, values, color=["#1565c0", "#2e7d32"])
+        for bar, cost in zip(bars, (plain, ws)):
+            right.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                       f" {bar.get_width():,.0f} kB/h; {clients:,} clients: {cost['packets per second at the server']:,.0f} packets/s",
+                       va="center", fontsize=8)
+        right.set_xlim(0, max(values) * 2.2)
+        right.set_xlabel("kB per hour per connection (TCP/IP headers included)")
+        right.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+        right.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
 def port_budget(low: int, high: int, time_wait_s: float, *, ax: Axes | None = None) -> Figure:
     """How fast one client may open connections to one server IP:port, sustained, when it closes first.
 

@@ -30,7 +30,7 @@ from ..apps.beat import make_beat_handler
 from ..course.exercises import Exercise, Prediction
 from ..errors import NetcourseError, NetcourseTimeout
 from ..network.link import link
-from ..protocols.beat import BeatProtocolError, Decoder, Frame, Kind, encode
+from ..protocols.beat import BeatProtocolError, Decoder, Frame, Kind, detection_bounds, encode, heartbeat_cost
 from ..runtime.server import serve
 from ..runtime.tcpinfo import tcp_info
 from ..traffic.packets import C2S, S2C
@@ -40,10 +40,10 @@ from .registry import scenario
 __all__ = [
     "BeatClient", "peer_process", "DuplexTicks", "duplex_ticks", "Death", "peer_deaths", "Detection",
     "heartbeat_detection", "TcpDetection", "keepalive_detection", "user_timeout_detection", "keepalive_defaults",
-    "heartbeat_cost", "detection_bounds", "predict_worst_detection", "exercise_probe_seq", "exercise_tick_gap",
+    "heartbeat_cost", "detection_bounds", "predict_worst_detection", "predict_frozen_unacked", "exercise_probe_seq",
+    "exercise_tick_gap", "tradeoff_knob",
 ]
 
-TCP_HEADERS = 14 + 20 + 32  # bytes of link + IPv4 + TCP (with timestamps) headers on every packet here
 
 
 # -- a client and a peer process --------------------------------------------------------------------
@@ -269,7 +269,7 @@ def _observe(client: BeatClient, kind: str, die, *, wait: float = 1.0) -> Death:
     return Death(kind, read, read_ms, write, None if info is None else info.unacked)
 
 
-def peer_deaths(*, wait: float = 1.0) -> list[Death]:
+def peer_deaths(*, wait: float = 0.6) -> list[Death]:
     """The client reads and writes after its peer closes, crashes, freezes and (root) vanishes."""
     out = []
     # clean close: the server closes a client that stays quiet for 0.3 s (a CLOSE frame, then a FIN); the
@@ -338,11 +338,6 @@ class Detection:
                 f"trials, mean {self.mean:.2f} s, worst {self.worst:.2f} s (theory: between {lo:g} and {hi:g} s)")
 
 
-def detection_bounds(interval: float, timeout: float) -> tuple[float, float]:
-    """An application heartbeat notices a death between ``timeout`` and ``interval + timeout`` after it."""
-    return timeout, interval + timeout
-
-
 def _heartbeat_until_dead(client: BeatClient, interval: float, timeout: float, limit: float) -> float | None:
     """Ping every ``interval`` s; return the monotonic time at which a PONG was ``timeout`` s late."""
     n = 0
@@ -375,7 +370,7 @@ def heartbeat_detection(interval: float = 0.2, timeout: float = 0.3, *, trials: 
             with BeatClient("127.0.0.1", peer.port) as client:
                 froze_at: list[float] = []
 
-                def freeze_later(delay: float = rng.uniform(interval, 3 * interval)) -> None:
+                def freeze_later(delay: float = rng.uniform(interval, 2 * interval)) -> None:
                     time.sleep(delay)
                     froze_at.append(time.monotonic())
                     peer.freeze()
@@ -424,6 +419,23 @@ class TcpDetection:
     error: str
     capture: Capture | None
     mode: str
+
+    def into_silence(self) -> set[int]:
+        """Row numbers of what the client sent into the silence: from the first probe (or resend) on."""
+        if self.capture is None:
+            return set()
+        rows = self.capture.table()
+        first = next((r.no for r in self.probes()), None)
+        if first is None:  # user timeout: from the first resend on
+            seen, first = set(), None
+            for r in rows:
+                if r.direction == C2S and r.payload:
+                    if r.seq in seen:
+                        first = r.no
+                        break
+                    seen.add(r.seq)
+            first = first - 1 if first is not None else None  # the original went into the silence too
+        return {r.no for r in rows if first is not None and r.no >= first and r.direction == C2S}
 
     def probes(self) -> list:
         """Keepalive probes in the capture: zero-length client segments sent after the last data."""
@@ -501,31 +513,6 @@ def user_timeout_detection(timeout_ms: int = 1000) -> TcpDetection:
     return _tcp_detection("user timeout", "user_timeout", {"TCP_USER_TIMEOUT": timeout_ms}, True, timeout_ms / 1000 + 5)
 
 
-# -- 5. what a heartbeat costs -------------------------------------------------------------------------------
-
-
-def heartbeat_cost(interval: float, *, clients: int = 100_000, websocket: bool = False) -> dict[str, float]:
-    """Bytes on the wire per hour for one connection's heartbeat, and the server's load for ``clients``.
-
-    One heartbeat = a PING and a PONG, each in its own packet, plus the ACKs a kernel sends when no answer
-    rides on them (here: none needed, the PONG carries the ACK of the PING; the PING of the next beat
-    carries the ACK of the PONG). Beat frames: 2 bytes of length + 1 of kind + a token of ~2 bytes;
-    WebSocket ping/pong: 2 bytes of header (+ 4 of mask from the client) + the same token.
-    """
-    if interval <= 0:
-        raise ValueError("interval must be positive")
-    token = 2
-    frame = (2 + 4 + token) + (2 + token) if websocket else 2 * (3 + token)
-    per_beat = 2 * TCP_HEADERS + frame
-    beats_per_hour = 3600 / interval
-    return {
-        "bytes per beat": per_beat,
-        "bytes per hour, one connection": per_beat * beats_per_hour,
-        "packets per second at the server": 2 * clients / interval,
-        "megabytes per hour at the server": per_beat * beats_per_hour * clients / 1e6,
-    }
-
-
 # -- exercises ---------------------------------------------------------------------------------------------
 
 
@@ -578,4 +565,27 @@ def exercise_tick_gap(run: DuplexTicks) -> Exercise:
         explanation=f"{median:.0f} ms: the server's tick period. The client never asked: a persistent, full-duplex "
         "connection lets the server speak first.",
         kind="capture",
+    )
+
+
+def tradeoff_knob(measured: Detection | None = None, interval: float = 0.2, timeout: float = 0.3):
+    """Section 4's knob: detection time and heartbeat traffic for an interval and a timeout (arithmetic, instant)."""
+    from ..course import plots
+
+    return plots.heartbeat_tradeoff(interval, timeout, measured=measured)
+
+
+def predict_frozen_unacked() -> Prediction:
+    """Predict what a frozen peer's kernel does with new data."""
+    def explain(given: float, measured: float) -> str:
+        return ("SIGSTOP freezes the process, not its kernel: TCP lives in the kernel, which goes on receiving, "
+                "buffering and acknowledging. So the client's kernel has nothing unacknowledged, and TCP (keepalive "
+                "included: the frozen peer's kernel answers the probes too) sees a healthy connection. Only the "
+                "application can notice that nobody reads: an application heartbeat.")
+
+    return Prediction(
+        "The peer process is frozen (SIGSTOP) while its connection stays open. The client writes 100 bytes. "
+        "0.2 s later, how many of the client's segments are still waiting to be acknowledged?",
+        measure=lambda deaths: next(d.unacked for d in deaths if d.kind == "frozen process"),
+        unit="segments", tolerance=0.0, explain=explain,
     )

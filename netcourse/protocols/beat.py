@@ -21,7 +21,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Kind", "Frame", "encode", "Decoder", "BeatProtocolError", "MAX_FRAME", "HEADER"]
+__all__ = ["Kind", "Frame", "encode", "Decoder", "BeatProtocolError", "MAX_FRAME", "HEADER", "detection_bounds",
+           "heartbeat_cost", "TCP_HEADERS"]
+
+TCP_HEADERS = 14 + 20 + 32  # bytes of link + IPv4 + TCP (with timestamps) headers per packet on Linux
 
 HEADER = 2  # bytes of length prefix
 MAX_FRAME = 1024  # kind + body, bytes
@@ -102,3 +105,33 @@ class Decoder:
                     raise BeatProtocolError("bytes after CLOSE")
                 break
         return frames
+
+
+# -- what a heartbeat buys and costs (arithmetic only) ----------------------------------------------
+
+
+def detection_bounds(interval: float, timeout: float) -> tuple[float, float]:
+    """An application heartbeat notices a death between ``timeout`` and ``interval + timeout`` after it."""
+    return timeout, interval + timeout
+
+
+def heartbeat_cost(interval: float, *, clients: int = 100_000, websocket: bool = False) -> dict[str, float]:
+    """Bytes on the wire per hour for one connection's heartbeat, and the server's load for ``clients``.
+
+    One heartbeat = a PING and a PONG, each in its own packet, plus the ACKs a kernel sends when no answer
+    rides on them (here: none needed, the PONG carries the ACK of the PING; the PING of the next beat
+    carries the ACK of the PONG). Beat frames: 2 bytes of length + 1 of kind + a token of ~2 bytes;
+    WebSocket ping/pong: 2 bytes of header (+ 4 of mask from the client) + the same token.
+    """
+    if interval <= 0:
+        raise ValueError("interval must be positive")
+    token = 2
+    frame = (2 + 4 + token) + (2 + token) if websocket else 2 * (3 + token)
+    per_beat = 2 * TCP_HEADERS + frame
+    beats_per_hour = 3600 / interval
+    return {
+        "bytes per beat": per_beat,
+        "bytes per hour, one connection": per_beat * beats_per_hour,
+        "packets per second at the server": 2 * clients / interval,
+        "megabytes per hour at the server": per_beat * beats_per_hour * clients / 1e6,
+    }
