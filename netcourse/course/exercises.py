@@ -182,6 +182,8 @@ class Prediction:
         floor: an absolute allowance added to the tolerance, in ``unit`` (for small measurements).
         explain: ``fn(given, measured) -> str``: why the measurement is what it is; it is shown
             whether the prediction was right or not.
+        says: the words before the value compared with ("your run measured"; a prediction checked
+            against theory, with the run as support, says so).
 
     ::
 
@@ -203,9 +205,11 @@ class Prediction:
         explain: Callable[[float, float], str],
         tolerance: float = 0.25,
         floor: float = 0.0,
+        says: str = "your run measured",
     ) -> None:
         if not question.strip():
             raise ExerciseError("A prediction needs a question.")
+        self.says = says
         self.question = question
         self.unit = unit
         self.tolerance = tolerance
@@ -228,7 +232,7 @@ class Prediction:
             return Verdict(False, f"{given!r} is not a number. Predict a number of {self.unit}.")
         measured = self.measured(result)
         close = abs(value - measured) <= self.tolerance * abs(measured) + self.floor
-        head = f"You predicted {value:g} {self.unit}; your run measured {_three(measured)} {self.unit}."
+        head = f"You predicted {value:g} {self.unit}; {self.says} {_three(measured)} {self.unit}."
         if not close:
             head += " " + ("Too high." if value > measured else "Too low.")
         return Verdict(close, f"{head} {self._explain(value, measured)}")

@@ -425,10 +425,10 @@ def heartbeat_tradeoff(interval: float, timeout: float, *, clients: int = 100_00
         bars = right.barh(names, values, color=["#1565c0", "#2e7d32"])
         for bar, cost in zip(bars, (plain, ws)):
             right.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                       f" {bar.get_width():,.0f} kB/h; {clients:,} clients: {cost['packets per second at the server']:,.0f} packets/s",
+                       f" {bar.get_width():,.0f} kB/h; {clients:,} clients: {cost['packets per second at the server, both ways']:,.0f} packets/s",
                        va="center", fontsize=8)
         right.set_xlim(0, max(values) * 2.2)
-        right.set_xlabel("kB per hour per connection (TCP/IP headers included)")
+        right.set_xlabel("kB per hour per connection (all headers included)")
         right.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         right.spines[["top", "right"]].set_visible(False)
     return fig

@@ -118,20 +118,21 @@ def detection_bounds(interval: float, timeout: float) -> tuple[float, float]:
 def heartbeat_cost(interval: float, *, clients: int = 100_000, websocket: bool = False) -> dict[str, float]:
     """Bytes on the wire per hour for one connection's heartbeat, and the server's load for ``clients``.
 
-    One heartbeat = a PING and a PONG, each in its own packet, plus the ACKs a kernel sends when no answer
-    rides on them (here: none needed, the PONG carries the ACK of the PING; the PING of the next beat
-    carries the ACK of the PONG). Beat frames: 2 bytes of length + 1 of kind + a token of ~2 bytes;
-    WebSocket ping/pong: 2 bytes of header (+ 4 of mask from the client) + the same token.
+    One heartbeat = three packets: the PING, the PONG (which carries the ACK of the PING), and a bare ACK of
+    the PONG. The next PING cannot carry that ACK: it leaves an interval later, and an ACK may wait at most
+    0.5 s (RFC 9293 §3.8.6.3; Linux: 200 ms). Each packet has ``TCP_HEADERS`` bytes of headers here
+    (14 Ethernet + 20 IPv4 + 32 TCP with timestamps). Beat frames: 2 bytes of length + 1 of kind + a token
+    of ~2 bytes; WebSocket ping/pong: 2 bytes of header (+ 4 of mask when the client pings) + the token.
     """
     if interval <= 0:
         raise ValueError("interval must be positive")
     token = 2
     frame = (2 + 4 + token) + (2 + token) if websocket else 2 * (3 + token)
-    per_beat = 2 * TCP_HEADERS + frame
+    per_beat = 3 * TCP_HEADERS + frame
     beats_per_hour = 3600 / interval
     return {
         "bytes per beat": per_beat,
         "bytes per hour, one connection": per_beat * beats_per_hour,
-        "packets per second at the server": 2 * clients / interval,
+        "packets per second at the server, both ways": 3 * clients / interval,
         "megabytes per hour at the server": per_beat * beats_per_hour * clients / 1e6,
     }

@@ -1,10 +1,10 @@
 """Reconnecting politely: capped exponential back-off with full jitter.
 
-After the n-th failure in a row, wait a random time between 0 and min(cap, base × 2ⁿ) (the "full jitter"
-of Brooker's AWS Architecture Blog post, 2015). Exponential, so a server that is down is not hammered;
+Before retry number n (counting from 0: the first retry is n = 0), wait a random time between 0 and
+min(cap, base × 2ⁿ) (the "full jitter" of Brooker's AWS Architecture Blog post, 2015). Exponential, so a server that is down is not hammered;
 capped, so a client comes back within ``cap`` once it is up; random, so a thousand clients cut off at the
-same moment do not all come back at the same moment. Used by the heartbeat client (notebook 04) and
-later by the webhook sender and the offline-messaging client.
+same moment do not all come back at the same moment. Notebook 04 explains it; the webhook sender and the
+offline-messaging client (notebooks 07 and 08) are meant to use it.
 """
 
 from __future__ import annotations
