@@ -147,3 +147,14 @@ def test_duplex_ticks_arrive_unasked_and_the_tick_question_reads_the_capture():
     gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
     assert hb.exercise_tick_gap(run).check(gaps[len(gaps) // 2] * 1000)
     assert 0.15 < gaps[len(gaps) // 2] < 0.25
+
+
+@pytest.mark.replayable
+def test_half_open_connection_meets_an_rst():
+    h = hb.half_open()
+    resets = h.resets()
+    assert len(resets) == 1
+    rows = h.capture.table()
+    last_data = [r for r in rows if r.direction == "C→S" and r.payload][-1]
+    assert resets[0].t > last_data.t  # the RST answers the data sent into the forgotten connection
+    assert "Reset" in h.error

@@ -41,7 +41,7 @@ __all__ = [
     "BeatClient", "peer_process", "DuplexTicks", "duplex_ticks", "Death", "peer_deaths", "Detection",
     "heartbeat_detection", "TcpDetection", "keepalive_detection", "user_timeout_detection", "keepalive_defaults",
     "heartbeat_cost", "detection_bounds", "predict_worst_detection", "predict_frozen_unacked", "exercise_probe_seq",
-    "exercise_tick_gap", "tradeoff_knob",
+    "exercise_tick_gap", "tradeoff_knob", "HalfOpen", "half_open",
 ]
 
 
@@ -597,3 +597,67 @@ def predict_frozen_unacked() -> Prediction:
         measure=lambda deaths: next(d.unacked for d in deaths if d.kind == "frozen process"),
         unit="segments", tolerance=0.0, explain=explain,
     )
+
+
+# -- half-open: one side forgot -------------------------------------------------------------------------
+
+
+@dataclass
+class HalfOpen:
+    """A connection whose far side forgot it while the path was down.
+
+    Attributes:
+        error: what the client's next receive raised after it sent into the forgotten connection.
+        capture: the packets at the client's end (tap: live; otherwise the recording).
+        mode: the link's mode.
+    """
+
+    error: str
+    capture: Capture
+    mode: str
+
+    def resets(self) -> list:
+        """RST segments from the far side in the capture."""
+        return [r for r in self.capture.table() if r.direction == S2C and "R" in r.flags]
+
+
+@scenario("half_open")
+def half_open() -> HalfOpen:
+    """The far side drops its end of a connection without a word reaching the client (the path is down,
+    and it aborts: SO_LINGER 0 frees the socket at once); the path comes back; the client sends; the far
+    kernel, which knows no such connection, answers RST (RFC 9293 §3.5.1)."""
+    import struct
+
+    with link(rtt_ms=10) as net:
+        near, far = net.addresses
+        listener = net.far(lambda: socket.create_server((far, 0)))
+        port = listener.getsockname()[1]
+        net.announce()
+        try:
+            with net.capture(port, scenario="half_open") as cap:
+                if net.mode != "tap":
+                    return HalfOpen("ConnectionResetError (recorded run)", cap, net.mode)
+
+                def client() -> str:
+                    with socket.create_connection((far, port), timeout=5) as sock:
+                        conn, _ = listener.accept()
+                        sock.sendall(b"hello")
+                        conn.recv(100)
+                        net.set_loss(1.0)  # the path goes down ...
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        conn.close()  # ... and the far side forgets (its RST is lost on the way)
+                        listener.close()
+                        time.sleep(0.1)
+                        net.set_loss(0.0)  # the path comes back
+                        sock.sendall(b"are you still there?")
+                        sock.settimeout(3)
+                        try:
+                            data = sock.recv(100)
+                            return "b'' (end of stream)" if not data else f"data {data!r}"
+                        except OSError as exc:
+                            return type(exc).__name__
+
+                error = net.near(client, 20)
+        finally:
+            listener.close()
+    return HalfOpen(error, cap, net.mode)
