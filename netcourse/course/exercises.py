@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ExerciseError
 
-__all__ = ["Exercise", "Prediction", "Verdict", "Folded", "MARKS"]
+__all__ = ["Exercise", "Prediction", "Verdict", "Folded", "MARKS", "sig3"]
 
 MARKS = {"recall": "❓", "capture": "🔎 From your capture:", "predict": "🔮 Predict, before you run the experiment:"}
 
@@ -232,7 +232,7 @@ class Prediction:
             return Verdict(False, f"{given!r} is not a number. Predict a number of {self.unit}.")
         measured = self.measured(result)
         close = abs(value - measured) <= self.tolerance * abs(measured) + self.floor
-        head = f"You predicted {value:g} {self.unit}; {self.says} {_three(measured)} {self.unit}."
+        head = f"You predicted {value:g} {self.unit}; {self.says} {sig3(measured)} {self.unit}."
         if not close:
             head += " " + ("Too high." if value > measured else "Too low.")
         return Verdict(close, f"{head} {self._explain(value, measured)}")
@@ -251,7 +251,7 @@ class Prediction:
         )
 
 
-def _three(x: float) -> str:
+def sig3(x: float) -> str:
     """Three significant figures, without exponent notation for the sizes the course measures."""
     if x == 0 or not math.isfinite(x) or (x == int(x) and abs(x) < 1e15):
         return f"{int(x):,}" if math.isfinite(x) else f"{x:g}"

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from ..traffic.packets import C2S, PacketRow, in_flight, presumed_lost
 from ..protocols.headers import HeaderLayout
+from .exercises import sig3
 from ..traffic.wire import LAYER_LABELS, LAYERS, WireBytes
 
 __all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs"]
@@ -28,16 +29,6 @@ LAYER_COLOURS = {
     "app_headers": "#ffb74d",
     "payload": "#43a047",
 }
-
-
-def sig3(x: float) -> str:
-    """Three significant figures without exponent notation: 0.0123, 1.23, 438, 1,234."""
-    import math
-
-    if x == 0 or not math.isfinite(x):
-        return f"{x:g}"
-    digits = max(0, 2 - int(math.floor(math.log10(abs(x)))))
-    return f"{x:,.{digits}f}"
 
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -92,23 +83,11 @@ def ladder(
         text = row.caption
         if times:
             ax.text(-0.06, i, f"{row.t * 1000:.2f} ms", ha="right", va="center", fontsize=8, color="#616161")
-        if row.no in lost:  # the arrow stops halfway, at a cross
-            x1, y1 = (x0 + x1) / 2, (y0 + y1) / 2
-            ax.plot([x0, x1], [y0, y1], color=colour, lw=1.6)
-            ax.plot([x1], [y1], marker="x", color="#b00020", markersize=11, mew=2.5)
-            text = f"{text} · lost"
-            ax.text(0.27, i - 0.08, text, ha="center", va="bottom", fontsize=9, color=colour,
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
-            continue
-        else:
-            ax.annotate(
-                "",
-                xy=(x1, y1),
-                xytext=(x0, y0),
-                arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.6),
-            )
-        ax.text(0.5, i - 0.08, text, ha="center", va="bottom", fontsize=9, color=colour,
-                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+        is_lost = row.no in lost
+        _arrow(ax, x0, y0, x1, y1, colour, 1.6, is_lost)
+        # a lost packet's label sits over its half line, on the sender's side
+        ax.text(0.27 if is_lost else 0.5, i - 0.08, f"{text} · lost" if is_lost else text, ha="center", va="bottom",
+                fontsize=9, color=colour, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
     if len(rows) > len(shown):
         ax.text(0.5, bottom, f"... and {len(rows) - len(shown)} more packets", ha="center", fontsize=9)
     ax.set_xlim(-0.35, 1.15)
@@ -159,12 +138,9 @@ def ladder_in_time(
         else:  # reached the client at t, so it left the server one way earlier
             (x0, y0), (x1, y1) = (x_server, t - one_way_ms), (x_client, t)
         colour = _arrow_colour(row)
-        if row.no in lost:
+        _arrow(ax, x0, y0, x1, y1, colour, 1.4, row.no in lost)
+        if row.no in lost:  # its label goes along the half that was drawn
             x1, y1 = (x0 + x1) / 2, (y0 + y1) / 2
-            ax.plot([x0, x1], [y0, y1], color=colour, lw=1.4)
-            ax.plot([x1], [y1], marker="x", color="#b00020", markersize=10, mew=2.5)
-        else:
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.4))
         crowd = crowd + 1 if last_t is not None and t - last_t < 0.04 * span else 0  # arrows nearly on top
         last_t = t
         f = (0.5, 0.25, 0.75, 0.38, 0.62)[crowd % 5]  # where along the arrow its label sits
@@ -182,6 +158,16 @@ def ladder_in_time(
         ax.spines[side].set_visible(False)
     ax.set_title(title or f"To time scale: {2 * one_way_ms:g} ms round trip")
     return fig
+
+
+def _arrow(ax: Axes, x0: float, y0: float, x1: float, y1: float, colour: str, lw: float, lost: bool) -> None:
+    """One packet: an arrow from (x0, y0) to (x1, y1), or, when it was lost, a line that stops halfway at a cross."""
+    if lost:
+        xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+        ax.plot([x0, xm], [y0, ym], color=colour, lw=lw)
+        ax.plot([xm], [ym], marker="x", color="#b00020", markersize=10, mew=2.5)
+    else:
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="-|>", color=colour, lw=lw))
 
 
 def _arrow_colour(row: PacketRow) -> str:

@@ -30,7 +30,7 @@ from ..apps.beat import make_beat_handler
 from ..course.exercises import Exercise, Prediction
 from ..errors import NetcourseError, NetcourseTimeout
 from ..network.link import link
-from ..protocols.beat import BeatProtocolError, Decoder, Frame, Kind, detection_bounds, encode, heartbeat_cost
+from ..protocols.beat import Decoder, Frame, Kind, detection_bounds, encode, heartbeat_cost
 from ..runtime.server import serve
 from ..runtime.tcpinfo import tcp_info
 from ..traffic.packets import C2S, S2C
@@ -242,7 +242,6 @@ def _observe(client: BeatClient, kind: str, die, *, wait: float = 1.0) -> Death:
     t0 = time.monotonic()
     read, read_ms = "nothing", None
     try:
-        frames = []
         while time.monotonic() - t0 < wait:
             frames = client.receive(wait - (time.monotonic() - t0))
             if not frames:
@@ -452,15 +451,10 @@ class TcpDetection:
 
 
 def _tcp_detection(mechanism: str, name: str, options: dict[str, int], send_data: bool, timeout: float) -> TcpDetection:
-    import asyncio
-
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(4096):
-            writer.write(data)
-            await writer.drain()
+    from .transport import tcp_echo
 
     with link(rtt_ms=10) as net:
-        srv = net.serve(echo, name="echo")
+        srv = net.serve(tcp_echo, name="echo")
         net.announce()
 
         def client() -> tuple[float | None, str]:
@@ -486,7 +480,7 @@ def _tcp_detection(mechanism: str, name: str, options: dict[str, int], send_data
         with net.capture(srv.port, scenario=name) as cap:
             seconds, error = net.near(client, timeout + 10)
         if net.mode != "tap":
-            error = _recorded_error(cap)
+            error = "ETIMEDOUT (in the recorded run)"
         return TcpDetection(mechanism, options, seconds, error, cap, net.mode)
 
 
@@ -498,11 +492,6 @@ def _option(name: str) -> tuple[int, int]:
         "TCP_KEEPCNT": (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
         "TCP_USER_TIMEOUT": (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", 18)),
     }[name]
-
-
-def _recorded_error(cap: Capture) -> str:
-    rows = cap.table()
-    return "ETIMEDOUT (recorded)" if rows and any(r.direction == C2S and "R" in r.flags for r in rows) else "ETIMEDOUT (recorded run)"
 
 
 @scenario("keepalive_probes")

@@ -15,7 +15,7 @@ from typing import Iterator
 from ..traffic.sniffer import Capture, capture
 from ..protocols.checksum import PROTO_TCP, PROTO_UDP, partial_checksum, transport_checksum
 from ..errors import NetcourseTimeout
-from ..course.exercises import Exercise, Prediction
+from ..course.exercises import Exercise
 from ..traffic.packets import C2S, PacketRow
 from .registry import scenario
 from ..runtime.server import serve
@@ -454,7 +454,8 @@ def udp_echo(timeout: float = 5.0) -> Iterator[tuple[str, int]]:
         sock.close()
 
 
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A stream handler for ``serve()`` that sends back whatever arrives (Nagle off: echoes leave at once)."""
     writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     while data := await reader.read(2048):
         writer.write(data)
@@ -478,7 +479,7 @@ def latency(n: int = 200, timeout: float = 5.0) -> LatencyRun:
         raise ValueError("n must be between 1 and 10,000")
     msg = b"12345678"
     samples: dict[str, list[float]] = {"TCP, new connection": [], "TCP, reused connection": [], "UDP": []}
-    with serve(_echo, name="echo") as srv:
+    with serve(tcp_echo, name="echo") as srv:
         addr = (srv.host, srv.port)
         for _ in range(n):
             t = time.perf_counter()
