@@ -57,3 +57,8 @@ def test_backoff_is_capped_exponential_with_full_jitter():
     assert b.failures == 0 and b.next() <= 0.1
     with pytest.raises(ValueError):
         Backoff(0, 1)
+
+
+def test_backoff_without_jitter_waits_the_ceiling():
+    b = Backoff(0.05, 0.4, jitter=False)
+    assert [round(b.next(), 3) for _ in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4]

@@ -46,6 +46,11 @@ def test_notebook_runs_in_jupyterlab_and_every_knob_answers(course, name):
     assert not stuck, f"controls whose picture never changed: {stuck}"
     failed = [f"{m.control}: {m.failure}" for m in run.moves if m.failure]
     assert not failed, f"knobs that failed: {failed}"
+    stored = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    live = sum("".join(o.get("data", {}).get("text/plain", "")).startswith("🔌") for c in stored["cells"]
+               for o in c.get("outputs", []))
+    assert len(run.live) == live, f"{len(run.live)} of {live} live widgets were found on the page"
+    assert all(outcome == "ok" for outcome in run.live), f"live widgets that did not work: {run.live}"
     assert len(run.screenshots) == run.knobs_expected and all(p.exists() for p in run.screenshots)
 
 

@@ -158,3 +158,57 @@ def test_half_open_connection_meets_an_rst():
     last_data = [r for r in rows if r.direction == "C→S" and r.payload][-1]
     assert resets[0].t > last_data.t  # the RST answers the data sent into the forgotten connection
     assert "Reset" in h.error
+
+
+def test_websocket_and_aiohttp_heartbeats_notice_a_frozen_peer():
+    beat, ws, aio = hb.compare_heartbeats(0.1, 0.2, trials=2)
+    for det in (beat, ws):
+        lo, hi = hb.detection_bounds(0.1, 0.2)
+        assert len(det.seconds) == 2 and all(lo - 0.02 <= s <= hi + 0.15 for s in det.seconds), det
+    assert "WebSocket" in ws.mechanism
+    assert (aio.interval, aio.timeout) == (0.1, 0.05)  # aiohttp: the pong is due heartbeat / 2 after the ping
+    lo, hi = hb.detection_bounds(0.1, 0.05)
+    assert len(aio.seconds) == 2 and all(lo - 0.02 <= s <= hi + 0.15 for s in aio.seconds), aio
+    with pytest.raises(ValueError):
+        hb.compare_heartbeats(0, 1)
+    with pytest.raises(ValueError):
+        hb.peer_process(protocol="carrier pigeon")
+
+
+def test_reconnect_storm_jitter_spreads_the_clients_that_come_back():
+    storm = hb.reconnect_storm(clients=60, down_for=0.5, base=0.05, cap=0.4)
+    for name, log in storm.attempts.items():
+        assert sum(ok for _, ok in log) == 60, name  # every client came back, once
+        assert all(not ok for t, ok in log if t < storm.down_for - 0.01), name  # refused while the port was down
+        assert all(ok for t, ok in log if t > storm.down_for + 0.05) or name == "full jitter"
+    # without jitter every client waits the same ceilings, so they retry (and come back) together
+    plain = sorted({round(t, 1) for t, ok in storm.attempts["no jitter"] if not ok})
+    assert len(plain) <= 4, plain  # 0.05, 0.15, 0.35 (+ rounding)
+    assert storm.peak("full jitter", connected=True) < storm.peak("no jitter", connected=True)
+    assert storm.back_after("no jitter") > 0
+    with pytest.raises(ValueError):
+        hb.reconnect_storm(clients=0)
+
+
+def test_live_pipe_sends_on_click_and_stops_everything_by_itself():
+    import threading
+
+    from netcourse.runtime.server import live_servers
+
+    pipe = hb.LivePipe(seconds=1.0, tick=0.1)
+    view = pipe.widget()
+    pipe.connect()
+    time.sleep(0.35)
+    pipe.click()
+    deadline = time.monotonic() + 3
+    while pipe.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pipe.running and "closed after" in pipe.status, pipe.status
+    texts = [x for _, _, x in pipe.lines]
+    assert any(x.startswith("TICK") for x in texts) and "MSG 'click 1'" in texts
+    assert any("click 1" in x and "echo" in x for x in texts)
+    assert "server → client" in view.children[2].value and view.children[0].children[0].disabled is False
+    assert not live_servers() and not [t for t in threading.enumerate() if t.name == "live pipe"]
+    with pytest.raises(ValueError):
+        hb.LivePipe(seconds=0)
+    assert "live pipe" in repr(hb.LivePipe()._repr_mimebundle_()["text/plain"])

@@ -10,7 +10,8 @@ a CLOSE frame saying why, when the client
 - breaks the framing.
 
 Every wait has a deadline on the loop's monotonic clock, and the tick task ends with the connection.
-``python -m netcourse.apps.beat`` runs one in a process of its own (notebook 04 freezes and kills it).
+``python -m netcourse.apps.beat`` runs one in a process of its own (notebook 04 freezes and kills it); with
+the argument ``ws`` that process serves the course's WebSocket echo instead.
 """
 
 from __future__ import annotations
@@ -132,11 +133,21 @@ def make_beat_handler(
 
 
 def main(argv: list[str]) -> int:
-    """Serve heartbeats on 127.0.0.1 until killed; print the port on the first line (for notebook 04)."""
+    """Serve on 127.0.0.1 until killed; print the port on the first line (for notebook 04).
+
+    ``python -m netcourse.apps.beat [TICK]`` serves the beat protocol (a TICK every TICK seconds, none if
+    0); ``python -m netcourse.apps.beat ws`` serves the course's WebSocket echo instead (its ping/pong).
+    """
     from ..runtime.server import serve
 
-    tick = float(argv[0]) if argv else 0.0
-    with serve(make_beat_handler(tick=tick or None, idle_timeout=None), name="beat peer") as srv:
+    what = argv[0] if argv else "0"
+    if what == "ws":
+        from .wsserver import make_ws_handler
+
+        handler, name = make_ws_handler(), "websocket peer"
+    else:
+        handler, name = make_beat_handler(tick=float(what) or None, idle_timeout=None), "beat peer"
+    with serve(handler, name=name) as srv:
         print(srv.port, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             sys.stdin.read()  # until the parent closes our stdin (or kills us)

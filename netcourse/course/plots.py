@@ -20,7 +20,7 @@ from ..protocols.headers import HeaderLayout
 from .exercises import sig3
 from ..traffic.wire import LAYER_LABELS, LAYERS, WireBytes
 
-__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs"]
+__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs", "reconnect_storm"]
 
 LAYER_COLOURS = {
     "link": "#9e9e9e",
@@ -417,6 +417,33 @@ def heartbeat_tradeoff(interval: float, timeout: float, *, clients: int = 100_00
         right.set_xlabel("kB per hour per connection (all headers included)")
         right.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         right.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def reconnect_storm(storm, *, width: float = 0.025) -> Figure:
+    """Connection attempts over time when many clients lost their server at once: one panel per back-off
+    schedule (a ``heartbeats.Storm``), refused attempts and successful connects stacked in ``width``-s bins."""
+    names = list(storm.attempts)
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.9 * len(names) + 0.6), sharex=True, sharey=True,
+                             layout="constrained")
+    plt.close(fig)
+    axes = list(axes) if len(names) > 1 else [axes]
+    end = max((t for log in storm.attempts.values() for t, _ in log), default=1.0) + width
+    edges = [i * width for i in range(int(end / width) + 2)]
+    for ax, name in zip(axes, names):
+        refused = [t for t, ok in storm.attempts[name] if not ok]
+        connected = [t for t, ok in storm.attempts[name] if ok]
+        ax.hist([refused, connected], bins=edges, stacked=True, color=["#b0bec5", "#2e7d32"],
+                label=["refused (server down)", "connected"])
+        ax.axvline(storm.down_for, color="#c62828", lw=1.2, ls="--")
+        ax.text(storm.down_for, 1.0, " server back", color="#c62828", fontsize=8, va="top",
+                transform=ax.get_xaxis_transform())
+        ax.set_title(f"{name}: {len(storm.attempts[name])} attempts, at most {storm.peak(name, width)} per "
+                     f"{width * 1000:g} ms", fontsize=9, loc="left")
+        ax.set_ylabel("attempts")
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].legend(loc="upper right", fontsize=8, frameon=False)
+    axes[-1].set_xlabel(f"seconds since {storm.clients} clients lost the server")
     return fig
 
 

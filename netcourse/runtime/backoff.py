@@ -22,16 +22,20 @@ class Backoff:
         base: the first ceiling, seconds.
         cap: the largest ceiling, seconds.
         rng: a ``random.Random`` (seed it for a repeatable run).
+        jitter: False waits the ceiling itself every time (plain capped exponential: what notebook 04
+            shows going wrong when many clients retry together).
 
     ``next()`` gives the next delay and counts a failure; ``reset()`` after a success starts over.
     """
 
-    def __init__(self, base: float = 0.1, cap: float = 10.0, *, rng: random.Random | None = None) -> None:
+    def __init__(self, base: float = 0.1, cap: float = 10.0, *, rng: random.Random | None = None,
+                 jitter: bool = True) -> None:
         if not 0 < base <= cap:
             raise ValueError("need 0 < base <= cap")
         self.base = base
         self.cap = cap
         self.failures = 0
+        self.jitter = jitter
         self._rng = rng or random.Random()
 
     def ceiling(self, failures: int | None = None) -> float:
@@ -40,8 +44,9 @@ class Backoff:
         return min(self.cap, self.base * 2 ** min(n, 60))
 
     def next(self) -> float:
-        """The delay before the next attempt, uniform in [0, ceiling]; counts one more failure."""
-        delay = self._rng.uniform(0, self.ceiling())
+        """The delay before the next attempt, uniform in [0, ceiling] (the ceiling without jitter); counts one
+        more failure."""
+        delay = self._rng.uniform(0, self.ceiling()) if self.jitter else self.ceiling()
         self.failures += 1
         return delay
 

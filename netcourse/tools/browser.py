@@ -74,6 +74,7 @@ class NotebookRun:
     solutions: int = 0
     solutions_open: list[int] = field(default_factory=list)  # solution cells whose source or output shows
     moves: list[KnobMove] = field(default_factory=list)
+    live: list[str] = field(default_factory=list)  # per live widget: "ok", or what went wrong
     screenshots: list[Path] = field(default_factory=list)
 
 
@@ -204,6 +205,7 @@ class Course:
             self._inspect_saved(page, name, result)
             if move_knobs:
                 self._move_knobs(page, result)
+                self._drive_live(page, result)
             return result
         finally:
             page.close()
@@ -305,6 +307,29 @@ class Course:
                 path = self.shots / f"{result.name}-knob{k + 1}.png"
                 cell.screenshot(path=str(path))
                 result.screenshots.append(path)
+
+    def _drive_live(self, page, result: NotebookRun) -> None:
+        """Use every live widget (``netcourse-live``: Connect, Send a message, Close) as a learner would, and
+        check that the connection's log shows the server's pushes, the message's echo, then the close."""
+        widgets = page.locator(".netcourse-live")
+        for k in range(widgets.count()):
+            box = widgets.nth(k)
+            box.scroll_into_view_if_needed()
+            steps = [("Connect", "nobody asked"), ("Send a message", "(the echo)"), ("Close", "closed")]
+            outcome = "ok"
+            for button, expect in steps:
+                box.locator(f"button:has-text('{button}')").click()
+                try:
+                    page.wait_for_function("([el, text]) => el.textContent.includes(text)",
+                                           arg=[box.element_handle(), expect], timeout=10_000, polling=100)
+                except Exception:
+                    outcome = f"after {button!r}, no {expect!r} within 10 s: {box.inner_text()[:300]!r}"
+                    break
+            result.live.append(outcome)
+            if self.shots is not None:
+                self.shots.mkdir(parents=True, exist_ok=True)
+                path = self.shots / f"{result.name}-live{k + 1}.png"
+                box.screenshot(path=str(path))
 
     @staticmethod
     def _picture(cell) -> str:
