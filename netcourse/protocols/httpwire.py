@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .chunked import ChunkedDecoder, ChunkedParseError, Data
+
 __all__ = ["Head", "HttpMessage", "HttpParseError", "parse_head", "split_head", "parse_messages"]
 
 CRLF = b"\r\n"
@@ -137,29 +139,14 @@ class HttpMessage:
 
 def _dechunk(data: bytes, start: int) -> tuple[bytes, int]:
     """Decode a chunked body (RFC 9112 §7.1) starting at ``start``; returns (body, end offset)."""
-    body = bytearray()
-    pos = start
-    while True:
-        line_end = data.find(CRLF, pos)
-        if line_end < 0:
-            raise HttpParseError("chunked body ends inside a chunk-size line")
-        size_text = data[pos:line_end].split(b";", 1)[0].strip()
-        if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
-            raise HttpParseError(f"bad chunk size {size_text!r}")
-        size = int(size_text, 16)
-        pos = line_end + 2
-        if size == 0:
-            trailer_end = data.find(CRLF, pos)
-            while trailer_end > pos:  # skip trailer fields up to the empty line
-                pos = trailer_end + 2
-                trailer_end = data.find(CRLF, pos)
-            if trailer_end < 0:
-                raise HttpParseError("chunked body has no final CRLF")
-            return bytes(body), trailer_end + 2
-        if len(data) < pos + size + 2:
-            raise HttpParseError("chunked body is shorter than its chunk sizes say")
-        body += data[pos : pos + size]
-        pos += size + 2
+    decoder = ChunkedDecoder()
+    try:
+        events = decoder.feed(data[start:])
+    except ChunkedParseError as exc:
+        raise HttpParseError(f"bad chunked body: {exc}") from None
+    if not decoder.done:
+        raise HttpParseError("the stream ends inside a chunked body")
+    return b"".join(e.data for e in events if isinstance(e, Data)), len(data) - len(decoder.unused)
 
 
 def parse_messages(stream: bytes, *, responses: bool) -> list[HttpMessage]:
