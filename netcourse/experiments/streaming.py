@@ -39,7 +39,7 @@ __all__ = [
     "StreamCapture", "chunked_on_the_wire", "ChunkView", "chunk_view", "Boundaries", "chunk_boundaries",
     "SSERun", "sse_resume", "retry_delays", "Buffering", "buffering", "BUFFERING_CASES", "buffer_grid",
     "buffer_knob", "ConnectionLimit", "connection_limit", "LinkDelivery", "sse_across_a_link", "per_message_bytes",
-    "predict_first_event_delay", "exercise_framing_bytes", "exercise_resume_id", "exercise_replay_first",
+    "predict_first_event_delay", "exercise_framing_bytes", "resync_demo", "BUFFER_SIZES", "exercise_resume_id", "exercise_replay_first",
 ]
 
 UA = {"User-Agent": "netcourse-stream-client"}
@@ -83,6 +83,14 @@ class StreamCapture:
     fixed: bytes
     arrivals: list[tuple[float, int]]
     capture: Capture
+
+    def chunked_rows(self) -> list:
+        """The capture's rows of the first connection (the chunked response)."""
+        rows = self.capture.table()
+        if not rows:
+            return []
+        client = rows[0].src if rows[0].direction == C2S else rows[0].dst
+        return [r for r in rows if client in (r.src, r.dst)]
 
     def wire_streams(self) -> dict[str, bytes]:
         """The bytes each side sent, from the capture (in replay: the recorded run's)."""
@@ -321,6 +329,18 @@ class SSERun:
         ids = [i for i, _, _ in self.received]
         return sorted({i for i in ids if ids.count(i) > 1})
 
+    def first_response_text(self) -> str:
+        """The first event stream's body as the capture shows it (chunk framing removed), as text."""
+        if self.capture is None:
+            return ""
+        stream = tcp_payload_streams(self.capture.packets, self.capture.table())[S2C]
+        found = split_head(stream)
+        if found is None:
+            return ""
+        decoder = ChunkedDecoder()
+        body = b"".join(e.data for e in decoder.feed(found[1]) if isinstance(e, Data))
+        return body.decode("utf-8", errors="replace")
+
     def gaps_ms(self) -> list[float]:
         """Milliseconds from each connection's end to the next one's start."""
         return [(b[0] - a[2]) * 1000 for a, b in zip(self.connections, self.connections[1:])]
@@ -477,6 +497,17 @@ class Buffering:
 
     def first(self, case: str) -> float:
         return self.delays[case][0] if self.delays[case] and self.delays[case][0] is not None else float("nan")
+
+    def lumps(self, case: str, *, within_ms: float = 10.0) -> list[int]:
+        """How many events arrived together, lump by lump (arrivals less than ``within_ms`` apart)."""
+        times = sorted(i * self.gap * 1000 + d for i, d in enumerate(self.delays[case]) if d is not None)
+        out: list[int] = []
+        for k, t in enumerate(times):
+            if k and t - times[k - 1] < within_ms:
+                out[-1] += 1
+            else:
+                out.append(1)
+        return out
 
     def worst(self, case: str) -> float:
         return max((d for d in self.delays[case] if d is not None), default=float("nan"))
@@ -704,3 +735,34 @@ def per_message_bytes(size: int = 20) -> dict[str, int]:
     http = overhead(size)
     return {"SSE (id, data, chunk framing)": sse, "WebSocket frame (server → client)": header_length(size, False),
             "long polling (request + response heads)": http.http_total}
+
+
+def resync_demo(keep: int = 3, published: int = 10, asks: tuple[str, ...] = ("2", "9", "banana")) -> list[tuple[str, list[Event]]]:
+    """A server that keeps the last ``keep`` of ``published`` events, asked to resume from each Last-Event-ID in
+    ``asks``: what the stream starts with (a resync event when it cannot replay)."""
+    log = MessageLog(limit=keep)
+    with serve(make_app(log, keepalive=0.2), name="sse") as srv:
+
+        async def fill() -> None:
+            for _ in range(published):
+                log.append(f"event {log.last_id + 1}")
+
+        asyncio.run_coroutine_threadsafe(fill(), srv.loop).result(5)
+
+        async def ask(last_id: str) -> list[Event]:
+            decoder, events = SSEDecoder(), []
+            async with aiohttp.ClientSession(headers=UA) as session:
+                async with session.get(f"{srv.url}/events", headers={"Last-Event-ID": last_id}) as resp:
+
+                    async def read() -> None:
+                        nonlocal events
+                        async for piece in resp.content.iter_any():
+                            events += decoder.feed(piece)
+
+                    try:
+                        await asyncio.wait_for(read(), 0.5)
+                    except asyncio.TimeoutError:
+                        pass  # nothing more is coming (only keep-alive comments): the demo has what it needs
+            return events
+
+        return [(asked, run_async(ask(asked), 10)) for asked in asks]

@@ -349,11 +349,11 @@ def presumed_lost(rows: Sequence[PacketRow]) -> set[int]:
     A capture at the sender sees a segment leave, not whether it arrived; a resend of the same bytes
     says the sender believed it lost (or its acknowledgement). Diagrams draw these as lost.
     """
-    last: dict[tuple[str, int], int] = {}
+    last: dict[tuple[str, str, int], int] = {}
     lost = set()
     for row in rows:
         if row.proto == "TCP" and row.payload and row.seq is not None:
-            key = (row.direction, row.seq)
+            key = (row.src, row.dst, row.seq)  # per connection: two connections both start at seq 1
             if key in last:
                 lost.add(last[key])
             last[key] = row.no
@@ -387,17 +387,22 @@ def resends(rows: Sequence[PacketRow]) -> list[Resend]:
     that came back in between (RFC 5681 §2: an ACK that acknowledges nothing new, i.e. repeats the ack
     number of the ACK before it)."""
     rows = list(rows)
-    first: dict[int, int] = {}  # seq -> index of its first transmission
+    first: dict[tuple[str, str, int], int] = {}  # (connection, seq) -> index of its first transmission
     out = []
     for i, row in enumerate(rows):
         if row.direction != C2S or not row.payload or row.seq is None:
             continue
-        if row.seq not in first:
-            first[row.seq] = i
+        key = (row.src, row.dst, row.seq)
+        if key not in first:
+            first[key] = i
             continue
-        j = first[row.seq]
-        acks = [o.ack for o in rows[:i] if o.direction != C2S and o.ack is not None]
-        before = sum(1 for o in rows[:j] if o.direction != C2S and o.ack is not None)
+        j = first[key]
+
+        def answers(o: PacketRow) -> bool:  # the receiver's ACKs on this same connection
+            return o.src == row.dst and o.dst == row.src and o.ack is not None
+
+        acks = [o.ack for o in rows[:i] if answers(o)]
+        before = sum(1 for o in rows[:j] if answers(o))
         # RFC 5681 §2: a duplicate ACK acknowledges nothing new (its ack equals the one before it).
         dup = sum(1 for k in range(max(before, 1), len(acks)) if acks[k] == acks[k - 1])
         out.append(Resend(row.seq, rows[j].t, row.t, dup))

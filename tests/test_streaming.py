@@ -1,0 +1,198 @@
+"""Notebook 06's machinery: the streaming server, the buffering proxy and the experiments."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import threading
+
+import aiohttp
+import pytest
+
+from netcourse.apps.polling import MessageLog
+from netcourse.apps.proxy import make_proxy
+from netcourse.apps.streaming import make_app
+from netcourse.experiments import streaming as st
+from netcourse.protocols.chunked import Chunk, ChunkedDecoder, Data
+from netcourse.protocols.sse import SSEDecoder
+from netcourse.runtime.server import live_servers, serve
+from netcourse.runtime.waiting import run_async
+from netcourse.traffic.packets import PacketRow, presumed_lost
+
+
+def _get(port: int, path: str, headers: str = "") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def test_each_write_is_one_chunk_and_fixed_has_a_length():
+    with serve(make_app()) as srv:
+        raw = _get(srv.port, "/chunked?pieces=4&gap=0&size=20")
+        head, body = raw.split(b"\r\n\r\n", 1)
+        assert b"Transfer-Encoding: chunked" in head
+        events = ChunkedDecoder().feed(body)
+        assert [e.size for e in events if isinstance(e, Chunk)] == [20, 20, 20, 20, 0]
+        fixed = _get(srv.port, "/fixed?pieces=4&size=20")
+        assert b"Content-Length: 80" in fixed and fixed.endswith(b"".join(e.data for e in events if isinstance(e, Data)))
+        for bad in ("/chunked?pieces=0", "/chunked?size=x", "/chunked?gap=9", "/fixed?pieces=1000"):
+            assert _get(srv.port, bad).startswith(b"HTTP/1.1 400"), bad
+    assert not live_servers()
+
+
+def test_the_stream_refuses_a_foreign_host_and_too_many_streams():
+    with serve(make_app(max_streams=1, keepalive=0.2)) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 421")
+
+        async def two() -> tuple[int, int]:
+            async with aiohttp.ClientSession() as session:
+                first = await session.get(srv.url + "/events")
+                second = await session.get(srv.url + "/events")
+                statuses = first.status, second.status
+                first.close()
+                second.close()
+                return statuses
+
+        assert run_async(two(), 10) == (200, 503)
+
+
+def test_sse_resume_delivers_every_event_exactly_once_across_drops():
+    run = st._sse_run(12, 0.05, 4, 150, 100, None)  # the scenario's run, without its capture
+    assert run.published == list(range(1, 13))
+    assert [i for i, _, _ in run.received] == run.published and not run.lost and not run.duplicated
+    assert len(run.connections) == 3 and [c[1] for c in run.connections] == [None, "4", "8"]
+    assert all(100 <= g <= 400 for g in run.gaps_ms()), run.gaps_ms()
+
+
+def test_retry_sets_the_reconnection_delay():
+    delays = st.retry_delays((50, 300))
+    assert all(45 <= g <= 200 for g in delays[50]) and all(290 <= g <= 500 for g in delays[300]), delays
+
+
+def test_a_cursor_too_old_or_foreign_gets_a_resync_never_a_silent_gap():
+    results = dict(st.resync_demo(keep=3, published=10, asks=("2", "9", "banana", "999")))
+    too_old = results["2"]
+    assert too_old[0].event == "resync" and "3 to 7" in too_old[0].data and too_old[0].id == "7"
+    assert [e.id for e in too_old[1:]] == ["8", "9", "10"]
+    assert [e.id for e in results["9"]] == ["10"]
+    assert results["banana"][0].event == "resync" and "not an event id" in results["banana"][0].data
+    assert results["999"][0].event == "resync" and "ahead" in results["999"][0].data
+
+
+def test_an_idle_stream_sends_comments():
+    with serve(make_app(keepalive=0.1)) as srv:
+
+        async def read() -> bytes:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(srv.url + "/events") as resp:
+                    data = b""
+                    while data.count(b": keep-alive") < 2:
+                        data += await asyncio.wait_for(resp.content.readany(), 2)
+                    return data
+
+        data = run_async(read(), 10)
+    assert data.startswith(b"retry: 1000\n\n") and b": keep-alive\n" in data
+    assert SSEDecoder().feed(data) == []  # comments dispatch nothing
+
+
+def test_buffering_proxies_hold_events_and_each_fix_releases_them():
+    b = st.buffering(events=6, gap=0.05, size=100)
+    assert b.first("direct") < 50
+    for held in ("proxy buffers 4 KiB", "proxy compresses (gzip)"):
+        assert b.first(held) > 200 and b.lumps(held) == [6], (held, b.delays[held])
+    for fix in [c for c in b.delays if c.startswith("fix:")]:
+        assert b.worst(fix) < 100 and len(b.lumps(fix)) == 6, (fix, b.delays[fix])
+
+
+def test_the_proxy_compresses_correctly_and_honours_the_escape_hatches():
+    with serve(make_app()) as srv, serve(make_proxy(srv.host, srv.port, buffer=None, gzip=True)) as proxy:
+
+        async def fetch(path: str) -> tuple[dict, bytes]:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{proxy.port}{path}") as resp:
+                    return dict(resp.headers), await resp.read()
+
+        headers, body = run_async(fetch("/fixed?pieces=50&size=100"), 10)
+        direct = _get(srv.port, "/fixed?pieces=50&size=100").split(b"\r\n\r\n", 1)[1]
+        assert headers.get("Content-Encoding") == "gzip" and body == direct
+    # a proxy whose upstream is gone answers 502 with the reason
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        dead_port = placeholder.getsockname()[1]
+        with serve(make_proxy("127.0.0.1", dead_port)) as proxy:
+            answer = _get(proxy.port, "/anything")
+    assert answer.startswith(b"HTTP/1.1 502") and b"cannot be reached" in answer
+    assert not live_servers()
+
+
+def test_x_accel_buffering_is_honoured_and_removed():
+    log = MessageLog()
+    with serve(make_app(log)) as srv, serve(make_proxy(srv.host, srv.port, buffer=4096, gzip=True)) as proxy:
+
+        async def go() -> tuple[dict, list]:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{proxy.port}/events?accel=no&drop=1") as resp:
+                    srv.loop.call_soon_threadsafe(log.append, "hello")
+                    return dict(resp.headers), SSEDecoder().feed(await resp.read())
+
+        headers, events = run_async(go(), 10)
+    assert "X-Accel-Buffering" not in headers and "Content-Encoding" not in headers
+    assert [e.data for e in events] == ["hello"]
+
+
+def test_chunked_capture_and_its_exercise():
+    run = st.chunked_on_the_wire(pieces=5, gap=0.02, size=16)
+    body = run.captured_chunked_body()
+    view = st.chunk_view(body)
+    assert b"".join(part for _, part in view.parts) == body
+    assert [k for k, _ in view.parts][:4] == ["size", "crlf", "data", "crlf"] and view.parts[-1] == ("end", b"\r\n")
+    assert st.exercise_framing_bytes(run).check(35)
+    assert "background" in view._repr_html_()
+    assert len(run.chunked_rows()) < len(run.capture.table())
+
+
+@pytest.mark.replayable
+def test_chunks_are_split_and_merged_by_tcp():
+    b = st.chunk_boundaries()
+    big, small = b.chunks["big chunks"], b.chunks["small chunks, Nagle on"]
+    assert [e - s for s, e in big] == [1200] * 3 and [e - s for s, e in small] == [40] * 8
+    assert len(b.segments["big chunks"]) >= 9  # each 1,200-byte chunk needs 3 segments at MTU 576
+    carrying = [r for r in b.rows("small chunks, Nagle on") if "chunk" in r]
+    assert any(r.count("chunk") >= 2 for r in carrying)  # several chunks in one segment
+    assert sum(b.reads["big chunks"]) == 3600
+
+
+def test_six_connections_per_host_make_the_seventh_request_wait():
+    held = st.connection_limit(limit=6, streams=6, hold=0.5)
+    free = st.connection_limit(limit=7, streams=6, hold=0.5)
+    assert held.waited_ms > 300 and free.waited_ms < 200, (held, free)
+
+
+def test_an_event_costs_half_a_round_trip_across_the_link():
+    run = st.sse_across_a_link(rtt_ms=100, events=4, gap=0.05)
+    assert 45 <= statistics.median(run.delays) <= 90, run
+
+
+def test_per_message_bytes_and_the_exercises():
+    sizes = st.per_message_bytes(20)
+    assert sizes["WebSocket frame (server → client)"] == 2
+    assert 15 < sizes["SSE (id, data, chunk framing)"] < 40 < sizes["long polling (request + response heads)"]
+    assert st.exercise_replay_first().check(8)
+    p = st.predict_first_event_delay()
+    b = st.Buffering({"proxy buffers 4 KiB": [560.0] * 10}, 10, 0.06, 100)
+    assert p.check(540, b) and not p.check(5, b)
+
+
+def test_two_connections_starting_at_seq_1_are_not_resends():
+    def row(no, src, dst, seq):
+        return PacketRow(no, 0.0, "C→S", "TCP", src, dst, "PA", seq, 1, 14, 20, 32, 10)
+
+    rows = [row(1, "c:1", "s:80", 1), row(2, "c:2", "s:80", 1), row(3, "c:2", "s:80", 1)]
+    assert presumed_lost(rows) == {2}
+    assert not [t for t in threading.enumerate() if t.name.startswith("netcourse") and not t.daemon]
