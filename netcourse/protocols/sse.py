@@ -34,11 +34,13 @@ endless line).
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass
 
 __all__ = ["Event", "SSEDecoder", "SSEParseError", "encode", "comment", "MEDIA_TYPE"]
 
 MEDIA_TYPE = "text/event-stream"
+_LINE_END = re.compile(r"\r\n|\r|\n")  # the standard's three line endings, CRLF first
 
 
 class SSEParseError(ValueError):
@@ -96,35 +98,26 @@ class SSEDecoder:
             self._started = True
             if text.startswith("\ufeff"):
                 text = text[1:]
+        if self._skip_lf and text.startswith("\n"):
+            text = text[1:]  # the LF of a CRLF whose CR ended the last line of the previous piece
+            self._skip_lf = False
+        if not text:
+            return []
         events: list[Event] = []
-        start = 0
-        i = 0
-        n = len(text)
-        while i < n:
-            ch = text[i]
-            if ch == "\n" and self._skip_lf and i == start and not self._line:
-                self._skip_lf = False  # the LF of a CRLF whose CR ended the previous line
-                i += 1
-                start = i
-                continue
-            self._skip_lf = False
-            if ch == "\r" or ch == "\n":
-                line = self._line + text[start:i]
-                self._line = ""
-                self._skip_lf = ch == "\r"
-                event = self._process(line)
-                if event is not None:
-                    events.append(event)
-                i += 1
-                start = i
-                continue
-            i += 1
-        rest = text[start:]
-        if rest:
-            self._line += rest
-            self._skip_lf = False
-        if len(self._line) > self.max_line:
-            raise SSEParseError(f"a line of over {self.max_line} characters with no line end")
+        pos = 0
+        for end in _LINE_END.finditer(text):
+            line = text[pos:end.start()]
+            if self._line:
+                line, self._line = self._line + line, ""
+            event = self._process(line)
+            if event is not None:
+                events.append(event)
+            pos = end.end()
+        self._skip_lf = text.endswith("\r")  # a CR at the very end may be the first half of a CRLF
+        if pos < len(text):
+            self._line += text[pos:]
+            if len(self._line) > self.max_line:
+                raise SSEParseError(f"a line of over {self.max_line} characters with no line end")
         return events
 
     def _process(self, line: str) -> Event | None:

@@ -103,6 +103,132 @@ def heartbeat_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
+def _mb_per_s(fn, data_bytes: int, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return data_bytes / 1e6 / best
+
+
+def streaming_rows() -> list[tuple[str, str, str]]:
+    """Notebook 06: parse throughput of the course's chunked and SSE decoders beside aiohttp's chunked parser
+    and httpx-sse's decoder, and events per second through one SSE connection."""
+    import asyncio
+
+    from ..protocols.chunked import ChunkedDecoder, encode_chunked
+    from ..protocols.sse import SSEDecoder, encode
+
+    rows = []
+    for size, count in ((40, 50_000), (4096, 1_000)):
+        wire = encode_chunked([b"x" * size] * count)
+        pieces = [wire[i:i + 65536] for i in range(0, len(wire), 65536)]
+
+        def ours() -> None:
+            d = ChunkedDecoder(max_size=1 << 24)
+            for p in pieces:
+                d.feed(p)
+
+        figure = f"{_mb_per_s(ours, len(wire)):,.1f} MB/s"
+        try:
+            from aiohttp import http_parser
+
+            class _Protocol:
+                transport = None
+
+                def pause_reading(self, *a, **k) -> None:
+                    pass
+
+                def resume_reading(self, *a, **k) -> None:
+                    pass
+
+            response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + wire
+            loop = asyncio.new_event_loop()
+            try:
+                for name in ("HttpResponseParserPy", "HttpResponseParserC"):
+                    cls = getattr(http_parser, name, None)
+                    if cls is None:
+                        continue
+
+                    def theirs(cls=cls) -> None:
+                        parser = cls(_Protocol(), loop, 1 << 16, max_line_size=8190, max_field_size=8190)
+                        for i in range(0, len(response), 65536):
+                            parser.feed_data(response[i:i + 65536])
+
+                    figure += f"; aiohttp {name.replace('HttpResponseParser', '')} {_mb_per_s(theirs, len(wire)):,.1f}"
+            finally:
+                loop.close()
+        except Exception as exc:  # aiohttp's parser is internal API: say so rather than fail the bench
+            figure += f"; aiohttp's parser not measured ({type(exc).__name__})"
+        rows.append((f"chunked decode, {count:,} chunks of {size:,} B", figure, "report"))
+    stream = b"".join(encode(data=f"event {i} " + "." * 40, id=str(i)) for i in range(50_000))
+    pieces = [stream[i:i + 65536] for i in range(0, len(stream), 65536)]
+
+    def sse_ours() -> None:
+        d = SSEDecoder()
+        for p in pieces:
+            d.feed(p)
+
+    figure = f"{_mb_per_s(sse_ours, len(stream)):,.1f} MB/s"
+    try:
+        from httpx_sse._decoders import SSEDecoder as TheirSSE, SSELineDecoder
+
+        text_pieces = [p.decode() for p in pieces]  # every piece ends inside ASCII: safe to decode alone
+
+        def sse_theirs() -> None:
+            lines, d = SSELineDecoder(), TheirSSE()
+            for p in text_pieces:
+                for line in lines.decode(p):
+                    d.decode(line)
+
+        figure += f"; httpx-sse {_mb_per_s(sse_theirs, len(stream)):,.1f} MB/s"
+    except ImportError:
+        figure += "; httpx-sse not installed"
+    rows.append(("SSE decode, 50,000 events of ~60 B", figure, "report"))
+    rows.append(("events per second through one SSE connection (aiohttp server, course client)",
+                 f"{_sse_events_per_second():,.0f}", "report"))
+    return rows
+
+
+def _sse_events_per_second(count: int = 10_000) -> float:  # drop= allows at most 10,000
+    import asyncio
+
+    import aiohttp
+
+    from ..apps.polling import MessageLog
+    from ..apps.streaming import make_app
+    from ..protocols.sse import SSEDecoder
+    from ..runtime.server import serve
+    from ..runtime.waiting import run_async
+
+    log = MessageLog(limit=count + 1)
+    with serve(make_app(log, keepalive=30)) as srv:
+
+        async def publish() -> None:
+            for i in range(count):
+                log.append(f"event {i}")
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+
+        async def read() -> float:
+            decoder, got, first = SSEDecoder(), 0, None
+            async with aiohttp.ClientSession() as session:
+                async with session.get(srv.url + f"/events?drop={count}") as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"the stream answered {resp.status}")
+                    asyncio.run_coroutine_threadsafe(publish(), srv.loop)
+                    async for piece in resp.content.iter_any():
+                        got += len(decoder.feed(piece))
+                        if first is None:
+                            first = time.perf_counter()
+                        if got >= count:
+                            break
+            return got / (time.perf_counter() - first)
+
+        return run_async(read(), 120)
+
+
 def course_seconds(workers: int = 2) -> float:
     """Wall seconds to execute every notebook headless, ``workers`` at a time (each in its own kernel)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -225,6 +351,7 @@ def main() -> int:
 
     rows.extend(linkbench.rows())
     rows.extend(heartbeat_rows())
+    rows.extend(streaming_rows())
 
     rows.append(("capture under a UDP flood, 20 runs per filter (namespace)", loadbench.flood_capture(), "0 silent losses"))
     answered, asked, median_s, closed = loadbench.slow_clients()
