@@ -215,3 +215,14 @@ def test_aiohttp_sse_streams_are_read_exactly_and_it_sees_our_last_event_id():
     assert got == [Event("hello"), Event("two\nlines", "update", "5", 2500), Event("tschüß", "update", "6"),
                    Event("", "message", "7")]
     assert seen_ids == ["4"]
+
+
+def test_end_of_stream_discards_a_half_event_and_rearms_the_bom():
+    d = SSEDecoder()
+    assert d.feed(b"id: 1\ndata: a\n\nid: 2\nda") == [Event("a", id="1")]
+    d.end_of_stream()  # the connection broke inside event 2
+    assert d.last_event_id == "1"
+    assert d.feed(b"\xef\xbb\xbfretry: 150\n\ndata: b\r") == [] and d.last_event_id == "1"
+    d.end_of_stream()
+    assert d.feed(b"\ndata: c\n\n") == [Event("c", id="1")]  # a LF at the start of a new stream is a line end
+    assert d.reconnection_time == 150

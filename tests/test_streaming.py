@@ -97,7 +97,7 @@ def test_an_idle_stream_sends_comments():
                     return data
 
         data = run_async(read(), 10)
-    assert data.startswith(b"retry: 1000\n\n") and b": keep-alive\n" in data
+    assert data.startswith(b"retry: 1000\nid: 0\n\n") and b": keep-alive\n" in data
     assert SSEDecoder().feed(data) == []  # comments dispatch nothing
 
 
@@ -108,6 +108,7 @@ def test_buffering_proxies_hold_events_and_each_fix_releases_them():
         assert b.first(held) > 200 and b.lumps(held) == [6], (held, b.delays[held])
     for fix in [c for c in b.delays if c.startswith("fix:")]:
         assert b.worst(fix) < 100 and len(b.lumps(fix)) == 6, (fix, b.delays[fix])
+    assert b.lumps("no-transform, but the proxy buffers") == [6]  # no-transform is about bytes, not timing
 
 
 def test_the_proxy_compresses_correctly_and_honours_the_escape_hatches():
@@ -142,7 +143,8 @@ def test_x_accel_buffering_is_honoured_and_removed():
                     return dict(resp.headers), SSEDecoder().feed(await resp.read())
 
         headers, events = run_async(go(), 10)
-    assert "X-Accel-Buffering" not in headers and "Content-Encoding" not in headers
+    # as nginx: no buffering for this response, and the compressor flushes every piece (still gzip)
+    assert "X-Accel-Buffering" not in headers and headers.get("Content-Encoding") == "gzip"
     assert [e.data for e in events] == ["hello"]
 
 
@@ -182,7 +184,7 @@ def test_an_event_costs_half_a_round_trip_across_the_link():
 def test_per_message_bytes_and_the_exercises():
     sizes = st.per_message_bytes(20)
     assert sizes["WebSocket frame (server → client)"] == 2
-    assert 15 < sizes["SSE (id, data, chunk framing)"] < 40 < sizes["long polling (request + response heads)"]
+    assert 15 < sizes["SSE (id, data, chunk framing)"] < 40 < sizes["long polling (request + response heads, notebook 05's POST echo)"]
     assert st.exercise_replay_first().check(8)
     p = st.predict_first_event_delay()
     b = st.Buffering({"proxy buffers 4 KiB": [560.0] * 10}, 10, 0.06, 100)
@@ -196,3 +198,11 @@ def test_two_connections_starting_at_seq_1_are_not_resends():
     rows = [row(1, "c:1", "s:80", 1), row(2, "c:2", "s:80", 1), row(3, "c:2", "s:80", 1)]
     assert presumed_lost(rows) == {2}
     assert not [t for t in threading.enumerate() if t.name.startswith("netcourse") and not t.daemon]
+
+
+def test_buffer_sizes_release_events_in_the_lumps_the_notebook_states():
+    grid = st.buffer_grid((0, 128, 256, 1024, 2048), events=10, gap=0.06, size=100)
+    assert st.event_body_bytes(100, 1) == 114 and st.event_body_bytes(100, 10) == 115
+    assert grid.lumps("0 B") == [1] * 10
+    assert grid.lumps("128 B") == [1, 2, 2, 2, 2, 1]  # a 19-byte prelude + 114 fills 128 at once
+    assert grid.lumps("256 B") == [3, 3, 3, 1] and grid.lumps("1024 B") == [9, 1] and grid.lumps("2048 B") == [10]

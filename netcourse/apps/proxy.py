@@ -11,13 +11,16 @@ after up to two transformations:
   a block's worth has gathered; only ``gzip_flush=True`` (zlib's ``Z_SYNC_FLUSH`` after every piece) pushes
   each piece out at once, at a small cost in bytes.
 
-And the escape hatches real proxies honour:
+And the escape hatches, as real proxies treat them:
 
-- ``X-Accel-Buffering: no`` in the response: no buffering and no compression for it (nginx's header; the
-  proxy removes it, as nginx does);
-- ``Cache-Control: no-transform``: the body must not be changed, so no compression (RFC 9111 §5.2.2.6);
+- ``X-Accel-Buffering: no`` in the response (nginx's header): no buffering for it, and, as in nginx's
+  unbuffered mode, every piece is flushed through the compressor at once (still compressed, never held).
+  The proxy removes the header, as nginx does;
+- ``Cache-Control: no-transform``: the body must not be changed, so no compression (RFC 9111 §5.2.2.6;
+  Apache's mod_deflate and Squid honour it, nginx's gzip module does not). It does nothing to buffering;
 - ``compress_event_stream=False``: responses of type ``text/event-stream`` are not compressed (the fix on
-  the proxy's side: leave the type out of nginx's ``gzip_types``).
+  the proxy's side; nginx's default ``gzip_types`` is ``text/html`` alone, so it compresses event streams
+  only when someone adds the type).
 
 ``make_proxy(host, port, ...)`` returns a stream handler for ``serve()``. Every read and write has a
 deadline; a broken upstream answers 502 with the reason.
@@ -78,7 +81,7 @@ def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = 
         fields = {k.lower(): v for k, v in response.headers}
         passthrough = honour_accel and fields.get("x-accel-buffering", "").lower() == "no"
         event_stream = fields.get("content-type", "").lower().startswith("text/event-stream")
-        compress = (gzip and accepts_gzip and not passthrough and "content-encoding" not in fields
+        compress = (gzip and accepts_gzip and "content-encoding" not in fields
                     and not (honour_no_transform and "no-transform" in fields.get("cache-control", "").lower())
                     and not (event_stream and not compress_event_stream))
         keep = [(k, v) for k, v in response.headers
@@ -96,6 +99,7 @@ def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = 
         compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if compress else None  # wbits 31: the gzip format
         pending = bytearray()
         hold = None if passthrough else buffer
+        flush_each = gzip_flush or passthrough  # unbuffered: each piece goes through the compressor at once
 
         async def send(data: bytes) -> None:
             if data:
@@ -104,7 +108,7 @@ def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = 
 
         async def take(piece: bytes) -> None:
             if compressor is not None:
-                piece = compressor.compress(piece) + (compressor.flush(zlib.Z_SYNC_FLUSH) if gzip_flush else b"")
+                piece = compressor.compress(piece) + (compressor.flush(zlib.Z_SYNC_FLUSH) if flush_each else b"")
             if hold is None:
                 await send(piece)
                 return

@@ -9,7 +9,8 @@
 
 The event stream:
 
-- starts with ``retry: <ms>`` (how long the client waits before reconnecting), then replays the messages
+- starts with ``retry: <ms>`` (how long the client waits before reconnecting) and ``id: <cursor>`` (where it
+  starts, so that a client dropped before any event resumes from there), then replays the messages
   after the request's ``Last-Event-ID``, then sends new ones as they are published, with no gap and no
   duplicate at the seam (the cursor only moves forward);
 - keeps the newest ``MessageLog.limit`` messages. A ``Last-Event-ID`` older than that, or one that is not a
@@ -140,13 +141,15 @@ async def _events(request: web.Request) -> web.StreamResponse:
     settings["open"] += 1
     try:
         await resp.prepare(request)
-        await resp.write(f"retry: {retry}\n\n".encode())
         if cursor is None:
             cursor = log.last_id  # a new client: from now on
         elif cursor == -1 or cursor > log.last_id:
             what = "is not an event id of this stream" if cursor == -1 else "is ahead of this stream (a restart?)"
             cursor = log.last_id
             await resp.write(_resync(f"Last-Event-ID {asked[:40]!r} {what}", cursor))
+        # the prelude: the reconnection time, and the cursor as the last event id, so that a client dropped
+        # before the first event resumes from here (not from "now" again, which would skip what came between)
+        await resp.write(f"retry: {retry}\nid: {cursor}\n\n".encode())
         sent = 0
         deadline = asyncio.get_running_loop().time() + MAX_STREAM_SECONDS
         while asyncio.get_running_loop().time() < deadline:

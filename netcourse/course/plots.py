@@ -453,7 +453,7 @@ def stream_delays(run, cases: Sequence[str] | None = None, *, title: str | None 
     cases = list(run.delays) if cases is None else list(cases)
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(cases) + 1.3), layout="constrained")
     plt.close(fig)
-    published = [i * run.gap * 1000 for i in range(run.events)]
+    published = run._published()
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     end = max(published, default=0.0)
     for row, case in enumerate(cases):

@@ -10,6 +10,7 @@ stops everything before it returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import socket
 import statistics
@@ -39,7 +40,7 @@ __all__ = [
     "StreamCapture", "chunked_on_the_wire", "ChunkView", "chunk_view", "Boundaries", "chunk_boundaries",
     "SSERun", "sse_resume", "retry_delays", "Buffering", "buffering", "BUFFERING_CASES", "buffer_grid",
     "buffer_knob", "ConnectionLimit", "connection_limit", "LinkDelivery", "sse_across_a_link", "per_message_bytes",
-    "predict_first_event_delay", "exercise_framing_bytes", "resync_demo", "BUFFER_SIZES", "exercise_resume_id", "exercise_replay_first",
+    "predict_first_event_delay", "exercise_framing_bytes", "resync_demo", "BUFFER_SIZES", "event_body_bytes", "exercise_resume_id", "exercise_replay_first",
 ]
 
 UA = {"User-Agent": "netcourse-stream-client"}
@@ -173,8 +174,11 @@ def chunk_view(body: bytes) -> ChunkView:
 def exercise_framing_bytes(run: StreamCapture) -> Exercise:
     """Bytes of chunked framing in the learner's own capture."""
     body = run.captured_chunked_body()
-    payload = b"".join(d for k, d in chunk_view(body).parts if k == "data") if body else b""
+    parts = chunk_view(body).parts if body else []
+    payload = b"".join(d for k, d in parts if k == "data")
     framing = len(body) - len(payload)
+    sizes = [d.decode() for k, d in parts if k == "size"]
+    per_chunk = ", ".join(f"'{h}' + CRLF + CRLF = {len(h) + 4}" for h in dict.fromkeys(sizes))
     return Exercise(
         "In your capture, the chunked response's body carries some bytes of data. How many bytes of chunked "
         "framing (size lines, their CRLFs, the CRLF after each chunk's data, the last chunk and the final CRLF) "
@@ -182,9 +186,9 @@ def exercise_framing_bytes(run: StreamCapture) -> Exercise:
         answer=framing,
         hint="Take run.captured_chunked_body(): its length minus the data bytes. Or count: each chunk costs its "
         "hex size, CRLF, and CRLF after the data; the end is 0 CRLF CRLF.",
-        explanation=f"{framing} bytes: with {len(payload)} bytes of data in chunks of 16 bytes (hex '10'), each "
-        "chunk adds '10' + CRLF + CRLF = 6 bytes, and the end adds '0' CRLF CRLF = 5. A Content-Length response "
-        "adds none of this, but must know its length before it starts.",
+        explanation=f"{framing} bytes: {len(payload)} bytes of data in {len(sizes)} chunks, each adding its size line "
+        f"({per_chunk}), and the end adding '0' CRLF CRLF = 5. A Content-Length response adds none of this, but "
+        "must know its length before it starts.",
         kind="capture",
     )
 
@@ -386,6 +390,7 @@ async def _event_source(url: str, until: Callable[[list], bool], *, limit: float
                         break
         except aiohttp.ClientPayloadError:
             pass  # the server dropped mid-stream: reconnect, as a browser does
+        decoder.end_of_stream()  # a half-received event is discarded, never half-counted
         connections.append((opened, headers.get("Last-Event-ID"), loop.time() - t0))
         if until(log):
             return
@@ -475,6 +480,7 @@ BUFFERING_CASES: dict[str, tuple[dict | None, str]] = {
     "proxy buffers 4 KiB": ({"buffer": 4096}, ""),
     "proxy compresses (gzip)": ({"buffer": None, "gzip": True}, ""),
     "fix: X-Accel-Buffering: no": ({"buffer": 4096, "gzip": True}, "&accel=no"),
+    "no-transform, but the proxy buffers": ({"buffer": 4096, "gzip": True}, "&no_transform=1"),
     "fix: Cache-Control: no-transform": ({"buffer": None, "gzip": True}, "&no_transform=1"),
     "fix: gzip flushes each write": ({"buffer": None, "gzip": True, "gzip_flush": True}, ""),
     "fix: no gzip for text/event-stream": ({"buffer": None, "gzip": True, "compress_event_stream": False}, ""),
@@ -494,13 +500,17 @@ class Buffering:
     events: int
     gap: float
     size: int
+    published_ms: list[float] = field(default_factory=list)
+
+    def _published(self) -> list[float]:
+        return self.published_ms or [i * self.gap * 1000 for i in range(self.events)]
 
     def first(self, case: str) -> float:
         return self.delays[case][0] if self.delays[case] and self.delays[case][0] is not None else float("nan")
 
     def lumps(self, case: str, *, within_ms: float = 10.0) -> list[int]:
         """How many events arrived together, lump by lump (arrivals less than ``within_ms`` apart)."""
-        times = sorted(i * self.gap * 1000 + d for i, d in enumerate(self.delays[case]) if d is not None)
+        times = sorted(p + d for p, d in zip(self._published(), self.delays[case]) if d is not None)
         out: list[int] = []
         for k, t in enumerate(times):
             if k and t - times[k - 1] < within_ms:
@@ -531,50 +541,47 @@ def buffering(cases: dict[str, tuple[dict | None, str]] | None = None, *, events
         raise ValueError("need 1 <= events <= 200, 0 < gap <= 1 s, 1 <= size <= 10000 bytes")
     log = MessageLog()
     app = make_app(log, keepalive=30)
-    with serve(app, name="sse") as srv:
-        proxies = {name: serve(make_proxy(srv.host, srv.port, **opts), name="buffering proxy")
-                   for name, (opts, _) in cases.items() if opts is not None}
-        try:
-            received: dict[str, dict[int, float]] = {name: {} for name in cases}
+    with serve(app, name="sse") as srv, contextlib.ExitStack() as stack:
+        proxies = {name: stack.enter_context(serve(make_proxy(srv.host, srv.port, **opts), name="buffering proxy"))
+                   for name, (opts, _) in cases.items() if opts is not None}  # each stops, whatever fails
+        received: dict[str, dict[int, float]] = {name: {} for name in cases}
 
-            async def one(session: aiohttp.ClientSession, name: str, ready: asyncio.Event) -> None:
-                opts, query = cases[name]
-                port = proxies[name].port if opts is not None else srv.port
-                decoder = SSEDecoder()
-                # the server ends the stream after the last event (drop=events): a proxy that buffers lets go then
-                async with session.get(f"http://127.0.0.1:{port}/events?retry=1000&drop={events}{query}") as resp:
-                    ready.set()
-                    async for piece in resp.content.iter_any():
-                        now = time.perf_counter()
-                        for event in decoder.feed(piece):
-                            received[name][int(event.id)] = now
-                        if len(received[name]) >= events:
-                            return
+        async def one(session: aiohttp.ClientSession, name: str, ready: asyncio.Event) -> None:
+            opts, query = cases[name]
+            port = proxies[name].port if opts is not None else srv.port
+            decoder = SSEDecoder()
+            # the server ends the stream after the last event (drop=events): a proxy that buffers lets go then
+            async with session.get(f"http://127.0.0.1:{port}/events?retry=1000&drop={events}{query}") as resp:
+                ready.set()
+                async for piece in resp.content.iter_any():
+                    now = time.perf_counter()
+                    for event in decoder.feed(piece):
+                        received[name][int(event.id)] = now
+                    if len(received[name]) >= events:
+                        return
 
-            async def go() -> None:
-                async with aiohttp.ClientSession(headers=UA) as session:
-                    readies = {name: asyncio.Event() for name in cases}
-                    tasks = [asyncio.create_task(one(session, name, readies[name])) for name in cases]
-                    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies.values())), 10)
-                    # every stream is open at the server (proxied ones only once the proxy saw the head)
-                    deadline = time.monotonic() + 5
-                    while app_streams(app) < len(cases) and time.monotonic() < deadline:
-                        await asyncio.sleep(0.01)
-                    publishing = asyncio.run_coroutine_threadsafe(_publish(log, events, gap, size), srv.loop)
-                    await asyncio.wrap_future(publishing)
-                    await asyncio.wait(tasks, timeout=2 + 2 * gap * events)
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+        async def go() -> None:
+            async with aiohttp.ClientSession(headers=UA) as session:
+                readies = {name: asyncio.Event() for name in cases}
+                tasks = [asyncio.create_task(one(session, name, readies[name])) for name in cases]
+                await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies.values())), 10)
+                # every stream is open at the server (proxied ones only once the proxy saw the head)
+                deadline = time.monotonic() + 5
+                while app_streams(app) < len(cases) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                publishing = asyncio.run_coroutine_threadsafe(_publish(log, events, gap, size), srv.loop)
+                await asyncio.wrap_future(publishing)
+                await asyncio.wait(tasks, timeout=2 + 2 * gap * events)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
-            run_async(go(), events * gap + 30)
-        finally:
-            for proxy in proxies.values():
-                proxy.stop()
+        run_async(go(), events * gap + 30)
     published = {msg_id: t for msg_id, _, t in log.messages}
     delays = {name: [((got[i] - published[i]) * 1000 if i in got else None) for i in sorted(published)]
               for name, got in received.items()}
-    return Buffering(delays, events, gap, size)
+    first = min(published.values(), default=0.0)
+    return Buffering(delays, events, gap, size, [(published[i] - first) * 1000 for i in sorted(published)])
 
 
 def app_streams(app) -> int:
@@ -604,22 +611,32 @@ def buffer_knob(grid: Buffering, buffer: int = 4096):
                                else "Through a proxy that does not buffer")
 
 
+def event_body_bytes(size: int = 100, msg_id: int = 10) -> int:
+    """Bytes one published event takes in the stream's body: its ``id:`` and ``data:`` lines and the blank line."""
+    from ..protocols.sse import encode
+
+    text = f"event {msg_id}"
+    text += " " + "." * max(0, size - len(text) - 1) if size > len(text) else ""
+    return len(encode(data=text, id=str(msg_id)))
+
+
 def predict_first_event_delay(events: int = 10, gap: float = 0.06, size: int = 100, buffer: int = 4096) -> Prediction:
     """Predict when the first event reaches a client behind a buffering proxy."""
-    total = events * (size + 20)
+    each = event_body_bytes(size)
+    total = events * each
 
     def explain(given: float, measured: float) -> str:
-        return (f"{events} events of about {size + 20} bytes each (data, id, SSE and chunk framing) make about "
-                f"{total} bytes in all, less than the proxy's {buffer}-byte buffer: the proxy holds every event until "
-                f"the buffer fills or the response ends. Here the server ends the stream after the last event, so "
-                f"all arrive together at the end: the first, published {(events - 1) * gap * 1000:.0f} ms before the "
-                "last, waits at least that long. A stream that never ends would never arrive at all.")
+        return (f"{events} events of {each} bytes each in the body (the `id:` and `data:` lines and the blank line) "
+                f"make about {total} bytes, less than the proxy's {buffer}-byte buffer: the proxy holds every event "
+                "until the buffer fills or the response ends. Here the server ends the stream after the last event, "
+                f"so all arrive together at the end: the first, published {(events - 1) * gap * 1000:.0f} ms before "
+                "the last, waits at least that long. A stream that never ends would never arrive at all.")
 
     return Prediction(
         f"The server publishes {events} events of about {size} bytes, {gap * 1000:.0f} ms apart, on an event stream. "
         f"Between it and the client sits a proxy that buffers up to {buffer} bytes before forwarding. How many "
         "milliseconds after its publication does the first event reach the client?",
-        measure=lambda b: b.first(f"proxy buffers 4 KiB") if buffer == 4096 else b.first(f"{buffer} B"),
+        measure=lambda b: b.first("proxy buffers 4 KiB") if buffer == 4096 else b.first(f"{buffer} B"),
         unit="ms", tolerance=0.3, floor=30, explain=explain,
     )
 
@@ -734,7 +751,7 @@ def per_message_bytes(size: int = 20) -> dict[str, int]:
     sse = len(body) - size + len(f"{len(body):x}\r\n\r\n")
     http = overhead(size)
     return {"SSE (id, data, chunk framing)": sse, "WebSocket frame (server → client)": header_length(size, False),
-            "long polling (request + response heads)": http.http_total}
+            "long polling (request + response heads, notebook 05's POST echo)": http.http_total}
 
 
 def resync_demo(keep: int = 3, published: int = 10, asks: tuple[str, ...] = ("2", "9", "banana")) -> list[tuple[str, list[Event]]]:

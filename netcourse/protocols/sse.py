@@ -24,7 +24,8 @@ a block of ``field: value`` lines closed by a blank line:
 - a blank line dispatches: the last event ID becomes the ``id`` buffer's value; if the data buffer is empty
   nothing is dispatched (the buffers are just reset), otherwise the last LF is removed and an ``Event`` comes out carrying the last event ID as of then;
 - the bytes are decoded as UTF-8 with invalid sequences replaced by U+FFFD, as the standard requires;
-- an event not closed by a blank line when the stream ends is never dispatched.
+- an event not closed by a blank line when the stream ends is never dispatched: call ``end_of_stream()``
+  when a connection ends, before feeding the next connection's bytes.
 
 ``encode(event)`` writes an ``Event`` (or keyword fields) as one block. A line longer than ``max_line``
 raises ``SSEParseError``: the standard sets no limit, but a client must (a server could otherwise send one
@@ -119,6 +120,17 @@ class SSEDecoder:
             if len(self._line) > self.max_line:
                 raise SSEParseError(f"a line of over {self.max_line} characters with no line end")
         return events
+
+    def end_of_stream(self) -> None:
+        """The connection ended: an unfinished event is discarded (never dispatched), and the decoder is
+        ready for the next connection's stream (a fresh UTF-8 decoder, a BOM allowed again). What carries
+        over is what a reconnecting client needs: ``last_event_id`` and ``reconnection_time``."""
+        self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._started = False
+        self._line = ""
+        self._skip_lf = False
+        self._data, self._type, self._retry = [], "", None
+        self._id_buffer = self.last_event_id
 
     def _process(self, line: str) -> Event | None:
         if len(line) > self.max_line:
