@@ -82,6 +82,10 @@ def test_encoder_writes_hex_sizes_and_refuses_an_empty_chunk():
     (b"5" * 1100, "longer than 1024 bytes"),
     (b"0\r\nno colon here\r\n\r\n", "bad trailer"),
     (b"5;=x\r\n", "chunk extension"),
+    (b"5 \r\nhello\r\n", "chunk extension"),  # whitespace only before a ';' (BWS), never alone
+    (b'5;a="x\x01"\r\nhello\r\n', "chunk extension"),  # a control character in a quoted value
+    (b"0\r\nA: b\x00c\r\n\r\n", "bad trailer"),
+    (b"0\r\nA: b\rc\r\n\r\n", "bad trailer"),
 ])
 def test_bad_input_is_refused_with_the_problem_named(wire, words):
     with pytest.raises(ChunkedParseError, match=words) as info:
@@ -133,3 +137,8 @@ def test_aiohttp_reads_the_same_body_from_what_we_encode():
     with serve(handler) as srv:
         got = run_async(client(srv.port), 20)
     assert got == [b"".join(p) for p in bodies]
+
+
+def test_many_trailer_lines_are_a_loop_not_a_recursion():
+    events, d = _decode_all([b"0\r\n" + b"a:\r\n" * 1100 + b"\r\n"])
+    assert d.done and isinstance(events[-1], End) and len(events[-2].fields) == 1100

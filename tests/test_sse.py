@@ -226,3 +226,10 @@ def test_end_of_stream_discards_a_half_event_and_rearms_the_bom():
     d.end_of_stream()
     assert d.feed(b"\ndata: c\n\n") == [Event("c", id="1")]  # a LF at the start of a new stream is a line end
     assert d.reconnection_time == 150
+
+
+def test_an_event_that_never_ends_is_refused_before_it_eats_the_memory():
+    d = SSEDecoder(max_event=1000)
+    with pytest.raises(SSEParseError, match="no blank line"):
+        for _ in range(500):  # 3 characters of data each: past 1,000 at the 334th
+            d.feed(b"data: xy\n")

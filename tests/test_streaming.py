@@ -206,3 +206,76 @@ def test_buffer_sizes_release_events_in_the_lumps_the_notebook_states():
     assert grid.lumps("0 B") == [1] * 10
     assert grid.lumps("128 B") == [1, 2, 2, 2, 2, 1]  # a 19-byte prelude + 114 fills 128 at once
     assert grid.lumps("256 B") == [3, 3, 3, 1] and grid.lumps("1024 B") == [9, 1] and grid.lumps("2048 B") == [10]
+
+
+def test_a_client_that_stops_reading_is_dropped_and_frees_its_slot(monkeypatch):
+    import netcourse.apps.streaming as streaming
+
+    monkeypatch.setattr(streaming, "WRITE_TIMEOUT", 0.5)
+    log = MessageLog(limit=500)
+    app = make_app(log, max_streams=1)
+    with serve(app) as srv:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", srv.port))
+        sock.sendall(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n\r\n".encode())
+        try:
+            deadline = __import__("time").monotonic() + 3
+            while st.app_streams(app) < 1 and __import__("time").monotonic() < deadline:
+                __import__("time").sleep(0.01)
+
+            async def flood() -> None:
+                for _ in range(300):
+                    log.append("x" * 20_000)
+                    await asyncio.sleep(0)
+
+            asyncio.run_coroutine_threadsafe(flood(), srv.loop).result(10)
+            deadline = __import__("time").monotonic() + 10
+            while st.app_streams(app) and __import__("time").monotonic() < deadline:
+                __import__("time").sleep(0.05)
+            assert st.app_streams(app) == 0  # the stalled reader was dropped, its slot free again
+        finally:
+            sock.close()
+        assert _get(srv.port, "/fixed?pieces=100&size=65536").startswith(b"HTTP/1.1 400")  # over MAX_BODY
+
+
+def test_the_proxy_refuses_forbidden_framing_and_caps_its_clients():
+    import time
+
+    async def bad_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        kind = head.split(b" ")[1].decode()
+        answers = {
+            "/two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+            "/injected": b"HTTP/1.1 200 OK\r\nX-A: a\nSet-Cookie: pwn=1\r\nContent-Length: 0\r\n\r\n",
+            "/continue": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "/coding": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+            "/bad-chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+        }
+        writer.write(answers[kind])
+        await writer.drain()
+        writer.close()
+
+    with serve(bad_upstream) as up, serve(handler := make_proxy(up.host, up.port, max_connections=2)) as proxy:
+        for path in ("/two-lengths", "/injected", "/continue", "/coding"):
+            answer = _get(proxy.port, path)
+            assert answer.startswith(b"HTTP/1.1 502") and b"pwn" not in answer.split(b"\r\n\r\n")[0], (path, answer)
+        cut = _get(proxy.port, "/bad-chunks")  # the head was already sent: the connection is cut, no 502 inside
+        assert cut.startswith(b"HTTP/1.1 200") and b"502" not in cut
+        with socket.create_connection(("127.0.0.1", proxy.port)) as s:
+            s.sendall(b"POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\nabc")
+            assert s.recv(100).startswith(b"HTTP/1.1 400")
+        deadline = time.monotonic() + 3
+        while handler.connections() and time.monotonic() < deadline:  # the last answer's handler is finishing
+            time.sleep(0.01)
+        idle = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(2)]  # two silent clients
+        try:
+            deadline = time.monotonic() + 3
+            while handler.connections() < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert handler.connections() == 2, handler.connections()
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as third:
+                assert third.recv(100) == b""  # full: closed at once
+        finally:
+            for s in idle:
+                s.close()

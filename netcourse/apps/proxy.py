@@ -23,7 +23,10 @@ And the escape hatches, as real proxies treat them:
   only when someone adds the type).
 
 ``make_proxy(host, port, ...)`` returns a stream handler for ``serve()``. Every read and write has a
-deadline; a broken upstream answers 502 with the reason.
+deadline, and the whole exchange one too; at most ``max_connections`` clients are served at once. An
+upstream that cannot be reached, or answers with framing the RFCs forbid (two Content-Lengths, a coding
+other than chunked, CR/LF/NUL in a value, a 1xx), gets the client a 502 with the reason, or, once the
+response has begun, an aborted connection (never an error message inside the body).
 """
 
 from __future__ import annotations
@@ -35,66 +38,108 @@ import zlib
 from ..protocols.chunked import LAST_CHUNK, ChunkedDecoder, ChunkedParseError, Data, encode_chunk
 from ..protocols.httpwire import HttpParseError, parse_head, split_head
 
-__all__ = ["make_proxy", "MAX_HEAD", "TIMEOUT"]
+__all__ = ["make_proxy", "MAX_HEAD", "TIMEOUT", "MAX_CONNECTIONS", "MAX_SECONDS"]
 
 MAX_HEAD = 16 * 1024
 TIMEOUT = 30.0  # seconds any one read or write may wait
+MAX_CONNECTIONS = 64  # clients at once
+MAX_SECONDS = 300.0  # the longest one proxied exchange may last
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
 def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = False, gzip_flush: bool = False,
                honour_accel: bool = True, honour_no_transform: bool = True, compress_event_stream: bool = True,
-               timeout: float = TIMEOUT):
-    """A stream handler that proxies to ``host:port`` with the given buffering and compression."""
+               timeout: float = TIMEOUT, max_connections: int = MAX_CONNECTIONS, max_seconds: float = MAX_SECONDS):
+    """A stream handler that proxies to ``host:port`` with the given buffering and compression.
+
+    At most ``max_connections`` clients at once (the next is closed at once), each for at most
+    ``max_seconds``; every read and write waits at most ``timeout``.
+    """
     if buffer is not None and not 1 <= buffer <= 1 << 24:
         raise ValueError("buffer must be None or a number of bytes from 1 to 16 MiB")
+    if max_connections < 1 or not 0 < max_seconds <= 3600:
+        raise ValueError("need max_connections >= 1 and 0 < max_seconds <= 3600")
+    open_now = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_writer = None
+        nonlocal open_now
+        if open_now >= max_connections:
+            writer.transport.abort()  # full: no file descriptor is kept for a newcomer
+            return
+        open_now += 1
+        state = {"head_sent": False, "upstream": None}
         try:
-            head, rest = await asyncio.wait_for(_read_head(reader), timeout)
-            request = parse_head(head)
-            lines = [request.start_line] + [f"{k}: {v}" for k, v in request.headers
-                                            if k.lower() not in _HOP_BY_HOP] + ["Connection: close"]
-            accepts_gzip = "gzip" in (request.header("Accept-Encoding") or "").lower()
-            try:
-                up_reader, upstream_writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
-                await _answer(writer, 502, f"the upstream server {host}:{port} cannot be reached: {exc}")
-                return
-            upstream_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + rest)
-            await asyncio.wait_for(upstream_writer.drain(), timeout)
-            up_head, body_start = await asyncio.wait_for(_read_head(up_reader), timeout)
-            response = parse_head(up_head)
-            await _relay(response, body_start, up_reader, writer, accepts_gzip)
-        except (HttpParseError, ChunkedParseError) as exc:
-            with contextlib.suppress(Exception):
-                await _answer(writer, 502, f"bad HTTP from one side: {exc}")
+            await asyncio.wait_for(_serve(reader, writer, state), max_seconds)
+        except (HttpParseError, ChunkedParseError, ValueError) as exc:
+            if state["head_sent"]:
+                writer.transport.abort()  # a 502 now would land inside the body already begun
+            else:
+                with contextlib.suppress(Exception):
+                    await _answer(writer, 502, f"bad HTTP from one side: {exc}")
         except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass  # a side went quiet or away: drop both connections
+            writer.transport.abort()  # a side went quiet or away: drop both connections
         finally:
-            for w in (upstream_writer, writer):
+            open_now -= 1
+            for w in (state["upstream"], writer):
                 if w is not None:
                     w.close()
 
-    async def _relay(response, body_start: bytes, up_reader, writer, accepts_gzip: bool) -> None:
+    async def _serve(reader, writer, state) -> None:
+        head, rest = await asyncio.wait_for(_read_head(reader), timeout)
+        request = parse_head(head)
+        if rest or request.header("Content-Length") not in (None, "0") or request.header("Transfer-Encoding"):
+            await _answer(writer, 400, "this proxy forwards requests without a body only")
+            return
+        named = {t.strip().lower() for t in (request.header("Connection") or "").split(",")}
+        lines = [request.start_line] + [f"{k}: {v}" for k, v in request.headers
+                                        if k.lower() not in _HOP_BY_HOP | named] + ["Connection: close"]
+        accepts_gzip = "gzip" in (request.header("Accept-Encoding") or "").lower()
+        head_only = request.start_line.upper().startswith("HEAD ")
+        try:
+            up_reader, state["upstream"] = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            await _answer(writer, 502, f"the upstream server {host}:{port} cannot be reached: {exc}")
+            return
+        state["upstream"].write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await asyncio.wait_for(state["upstream"].drain(), timeout)
+        up_head, body_start = await asyncio.wait_for(_read_head(up_reader), timeout)
+        response = parse_head(up_head)
+        status = response.status
+        if status is None or status < 200:
+            raise HttpParseError(f"the upstream answered {response.start_line[:40]!r}: informational or "
+                                 "malformed responses are not forwarded")
+        await _relay(response, body_start, up_reader, writer, accepts_gzip,
+                     no_body=head_only or status in (204, 304), state=state)
+
+    async def _relay(response, body_start: bytes, up_reader, writer, accepts_gzip: bool, *, no_body: bool,
+                     state: dict) -> None:
         fields = {k.lower(): v for k, v in response.headers}
+        lengths = set(response.all("Content-Length"))
+        if len(lengths) > 1 or any(not (v.isascii() and v.isdigit()) for v in lengths):
+            raise HttpParseError(f"the upstream's Content-Length is not one number: {sorted(lengths)}")
+        codings = [c.strip().lower() for c in fields.get("transfer-encoding", "").split(",") if c.strip()]
+        if codings and codings != ["chunked"]:
+            raise HttpParseError(f"transfer coding {fields['transfer-encoding']!r} is not supported (chunked only)")
+        named = {t.strip().lower() for t in fields.get("connection", "").split(",")}
         passthrough = honour_accel and fields.get("x-accel-buffering", "").lower() == "no"
         event_stream = fields.get("content-type", "").lower().startswith("text/event-stream")
-        compress = (gzip and accepts_gzip and "content-encoding" not in fields
+        compress = (gzip and accepts_gzip and not no_body and "content-encoding" not in fields
                     and not (honour_no_transform and "no-transform" in fields.get("cache-control", "").lower())
                     and not (event_stream and not compress_event_stream))
         keep = [(k, v) for k, v in response.headers
-                if k.lower() not in _HOP_BY_HOP and k.lower() != "x-accel-buffering"
+                if k.lower() not in _HOP_BY_HOP | named and k.lower() != "x-accel-buffering"
                 and not (compress and k.lower() == "content-length")]
         if compress:
             keep += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
-        chunked_out = compress or "content-length" not in fields
+        chunked_out = not no_body and (compress or "content-length" not in fields)
         if chunked_out:
             keep = [(k, v) for k, v in keep if k.lower() != "content-length"] + [("Transfer-Encoding", "chunked")]
         head = "\r\n".join([response.start_line] + [f"{k}: {v}" for k, v in keep] + ["Connection: close"])
         writer.write(head.encode("latin-1") + b"\r\n\r\n")
+        state["head_sent"] = True
         await asyncio.wait_for(writer.drain(), timeout)
+        if no_body:
+            return
 
         compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if compress else None  # wbits 31: the gzip format
         pending = bytearray()
@@ -156,6 +201,7 @@ def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = 
             while data := await asyncio.wait_for(up_reader.read(65536), timeout):
                 yield data
 
+    handler.connections = lambda: open_now  # type: ignore[attr-defined]  # clients being served now
     return handler
 
 
@@ -170,8 +216,10 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
+    from http import HTTPStatus
+
     body = reason.encode()
-    writer.write(b"HTTP/1.1 %d Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                 b"Connection: close\r\n\r\n%s" % (status, len(body), body))
+    writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n%s" % (status, HTTPStatus(status).phrase.encode(), len(body), body))
     with contextlib.suppress(Exception):
         await asyncio.wait_for(writer.drain(), 5)

@@ -23,7 +23,13 @@ The event stream:
   pass the stream through) and ``?no_transform=1`` (adds ``Cache-Control: no-transform``: proxies must not
   compress it).
 
-At most ``max_streams`` streams are open at once (503 past that). Every app is wrapped by ``apps.safety``.
+At most ``max_streams`` streams are open at once (503 past that); an answer of pieces is at most ``MAX_BODY``
+bytes; every write waits at most ``WRITE_TIMEOUT`` for a client that does not read, then the connection is
+aborted (its slot freed). Every app is wrapped by ``apps.safety``.
+
+Event ids count up from 1 in each run of the server, whose log lives in memory: after a restart, an old
+client's Last-Event-ID may name an event of the previous run. Only an id *ahead* of the new log is caught;
+a durable log (notebook 08) or the run's epoch in the id (as notebook 03's answers carry) closes that gap.
 """
 
 from __future__ import annotations
@@ -37,12 +43,14 @@ from ..protocols.sse import MEDIA_TYPE, comment, encode
 from .polling import CursorTooOld, MessageLog
 from .safety import safe_app
 
-__all__ = ["make_app", "LOG_KEY", "MAX_STREAM_SECONDS", "MAX_PIECES", "MAX_PIECE", "MAX_GAP"]
+__all__ = ["make_app", "LOG_KEY", "MAX_STREAM_SECONDS", "MAX_PIECES", "MAX_PIECE", "MAX_GAP", "MAX_BODY", "WRITE_TIMEOUT"]
 
 MAX_PIECES = 100
 MAX_PIECE = 64 * 1024
 MAX_GAP = 2.0
 MAX_STREAM_SECONDS = 120.0
+MAX_BODY = 256 * 1024  # pieces × size of one /chunked, /fixed or /burst answer
+WRITE_TIMEOUT = 10.0  # seconds one write may wait for a client that does not read
 LOG_KEY = web.AppKey("stream_log", MessageLog)
 _SETTINGS = web.AppKey("stream_settings", dict)
 
@@ -67,6 +75,24 @@ def _gap(request: web.Request) -> float:
     return gap
 
 
+def _shape(request: web.Request, default_pieces: int = 5) -> tuple[int, int]:
+    pieces = _int(request, "pieces", default_pieces, 1, MAX_PIECES)
+    size = _int(request, "size", 16, 1, MAX_PIECE)
+    if pieces * size > MAX_BODY:
+        raise web.HTTPBadRequest(text=f"pieces × size is {pieces * size:,} bytes, over the limit of {MAX_BODY:,}")
+    return pieces, size
+
+
+async def _write(request: web.Request, resp: web.StreamResponse, data: bytes) -> None:
+    """One write, with a deadline: a client that stops reading cannot hold the handler (or its slot)."""
+    try:
+        await asyncio.wait_for(resp.write(data), WRITE_TIMEOUT)
+    except asyncio.TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(f"the client read nothing for {WRITE_TIMEOUT:g} s") from None
+
+
 def _piece(i: int, size: int) -> bytes:
     """Piece ``i`` (from 1): its number, then dots up to ``size`` bytes, ending in a newline."""
     head = f"piece {i} "
@@ -75,23 +101,24 @@ def _piece(i: int, size: int) -> bytes:
 
 
 async def _chunked(request: web.Request) -> web.StreamResponse:
-    pieces = _int(request, "pieces", 5, 1, MAX_PIECES)
-    size = _int(request, "size", 16, 1, MAX_PIECE)
+    pieces, size = _shape(request)
     gap = _gap(request)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain", "Cache-Control": "no-store"})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
-    for i in range(1, pieces + 1):
-        if i > 1 and gap:
-            await asyncio.sleep(gap)
-        await resp.write(_piece(i, size))  # one write, one chunk
-    await resp.write_eof()
+    try:
+        for i in range(1, pieces + 1):
+            if i > 1 and gap:
+                await asyncio.sleep(gap)
+            await _write(request, resp, _piece(i, size))  # one write, one chunk
+        await asyncio.wait_for(resp.write_eof(), WRITE_TIMEOUT)
+    except (ConnectionError, asyncio.TimeoutError):
+        pass  # the client went away or stopped reading
     return resp
 
 
 async def _fixed(request: web.Request) -> web.Response:
-    pieces = _int(request, "pieces", 5, 1, MAX_PIECES)
-    size = _int(request, "size", 16, 1, MAX_PIECE)
+    pieces, size = _shape(request)
     body = b"".join(_piece(i, size) for i in range(1, pieces + 1))
     return web.Response(body=body, content_type="text/plain", headers={"Cache-Control": "no-store"})
 
@@ -101,17 +128,19 @@ async def _burst(request: web.Request) -> web.StreamResponse:
     waits for its ACK, the next chunks queue up and leave together, several chunks in one segment."""
     import socket
 
-    pieces = _int(request, "pieces", 5, 1, MAX_PIECES)
-    size = _int(request, "size", 16, 1, MAX_PIECE)
+    pieces, size = _shape(request)
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain", "Cache-Control": "no-store"})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
-    for i in range(1, pieces + 1):
-        await resp.write(_piece(i, size))
-    await resp.write_eof()
+    try:
+        for i in range(1, pieces + 1):
+            await _write(request, resp, _piece(i, size))
+        await asyncio.wait_for(resp.write_eof(), WRITE_TIMEOUT)
+    except (ConnectionError, asyncio.TimeoutError):
+        pass
     return resp
 
 
@@ -146,25 +175,26 @@ async def _events(request: web.Request) -> web.StreamResponse:
         elif cursor == -1 or cursor > log.last_id:
             what = "is not an event id of this stream" if cursor == -1 else "is ahead of this stream (a restart?)"
             cursor = log.last_id
-            await resp.write(_resync(f"Last-Event-ID {asked[:40]!r} {what}", cursor))
+            await _write(request, resp, _resync(f"Last-Event-ID {asked[:40]!r} {what}", cursor))
         # the prelude: the reconnection time, and the cursor as the last event id, so that a client dropped
         # before the first event resumes from here (not from "now" again, which would skip what came between)
-        await resp.write(f"retry: {retry}\nid: {cursor}\n\n".encode())
+        await _write(request, resp, f"retry: {retry}\nid: {cursor}\n\n".encode())
         sent = 0
         deadline = asyncio.get_running_loop().time() + MAX_STREAM_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             try:
-                found = await log.wait_after(cursor, settings["keepalive"])
+                left = deadline - asyncio.get_running_loop().time()
+                found = await log.wait_after(cursor, max(0.0, min(settings["keepalive"], left)))
             except CursorTooOld as exc:
                 lost = f"events {cursor + 1} to {exc.resync_after} are no longer kept"
                 cursor = exc.resync_after
-                await resp.write(_resync(lost, cursor))
+                await _write(request, resp, _resync(lost, cursor))
                 continue
             if not found:
-                await resp.write(comment("keep-alive"))
+                await _write(request, resp, comment("keep-alive"))
                 continue
             for msg_id, text, _ in found:
-                await resp.write(encode(data=text, id=str(msg_id)))
+                await _write(request, resp, encode(data=text, id=str(msg_id)))
                 cursor = msg_id
                 sent += 1
                 if drop and sent >= drop:

@@ -34,9 +34,9 @@ LAST_CHUNK = b"0\r\n\r\n"  # the last chunk with no trailers: what ends almost e
 
 HEX = frozenset(b"0123456789abcdefABCDEF")
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_QUOTED = r'"(?:[^"\\\r\n]|\\.)*"'
+_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'  # RFC 9110 §5.6.4
 _EXTENSION = re.compile(rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_TOKEN}|{_QUOTED}))?")
-_FIELD = re.compile(rf"({_TOKEN}):[ \t]*(.*?)[ \t]*")
+_FIELD = re.compile(rf"({_TOKEN}):[ \t]*([\t \x21-\x7e\x80-\xff]*?)[ \t]*")  # no CR, LF, NUL or controls
 
 
 class ChunkedParseError(ValueError):
@@ -77,6 +77,7 @@ class End:
 
 
 Event = Chunk | Data | Trailers | End
+_AGAIN = object()  # internal: a step consumed bytes without completing an event
 
 
 class ChunkedDecoder:
@@ -120,6 +121,8 @@ class ChunkedDecoder:
             before = len(self._buffer)
             event = self._step()
             self.wire_bytes += before - len(self._buffer)
+            if event is _AGAIN:  # a step that produced no event (a CRLF, a trailer line): go on
+                continue
             if event is None:
                 break
             events.append(event)
@@ -173,7 +176,7 @@ class ChunkedDecoder:
                                         f"(expected CRLF after its data, got {bytes(self._buffer[:2])!r})")
             del self._buffer[:2]
             self._state = "size"
-            return self._step()
+            return _AGAIN
         # trailers: field lines up to an empty line
         line = self._line("trailer section", min(self.max_line, self.max_trailers))
         if line is None:
@@ -188,7 +191,7 @@ class ChunkedDecoder:
         if match is None:
             raise ChunkedParseError(f"bad trailer field line {line[:60]!r}")
         self._trailers.append((match.group(1), match.group(2)))
-        return self._step()
+        return _AGAIN
 
     def _size_line(self, line: bytes) -> Event:
         digits = len(line) - len(line.lstrip(b"0123456789abcdefABCDEF"))
@@ -215,8 +218,6 @@ class ChunkedDecoder:
         while pos < len(text):
             match = _EXTENSION.match(text, pos)
             if match is None:
-                if not text[pos:].strip(" \t"):
-                    break  # trailing whitespace (BWS) is tolerated
                 raise ChunkedParseError(f"chunk {self._chunks + 1}: the size is not hexadecimal, or a bad chunk "
                                         f"extension: {rest[:40]!r}")
             out.append((match.group(1), match.group(2)))

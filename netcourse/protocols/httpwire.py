@@ -89,7 +89,8 @@ def parse_head(head: bytes) -> Head:
     """Parse a head that ends with the blank line (as ``split_head`` returns it).
 
     Field names must be tokens and lines must not start with whitespace (obsolete line folding is
-    refused, RFC 9112 §5.2). Bytes are read as Latin-1, so nothing fails to decode.
+    refused, RFC 9112 §5.2); values must not contain CR, LF or NUL (RFC 9110 §5.5). Bytes are read as
+    Latin-1, so nothing fails to decode.
     """
     if not head.endswith(HEAD_END):
         raise HttpParseError("the head does not end with an empty line")
@@ -102,6 +103,8 @@ def parse_head(head: bytes) -> Head:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip() or " " in name or "\t" in name:
             raise HttpParseError(f"malformed header line {line!r}")
+        if any(c in value for c in "\r\n\x00"):  # RFC 9110 §5.5: a recipient must reject them (or replace)
+            raise HttpParseError(f"the {name} header's value contains CR, LF or NUL")
         headers.append((name, value.strip(" \t")))
     return Head(lines[0], tuple(headers), len(head))
 

@@ -70,6 +70,7 @@ class SSEDecoder:
 
     Args:
         max_line: longest line accepted, in characters.
+        max_event: most characters of data one event may gather (its data lines together).
 
     Attributes:
         last_event_id: the event source's last event ID, as of the last blank line (what a reconnecting client
@@ -77,10 +78,12 @@ class SSEDecoder:
         reconnection_time: ms to wait before reconnecting, as last set by ``retry`` (None: the client's default).
     """
 
-    def __init__(self, *, max_line: int = 1 << 20) -> None:
-        if max_line < 1:
-            raise ValueError("max_line must be positive")
+    def __init__(self, *, max_line: int = 1 << 20, max_event: int = 1 << 24) -> None:
+        if max_line < 1 or max_event < 1:
+            raise ValueError("max_line and max_event must be positive")
         self.max_line = max_line
+        self.max_event = max_event
+        self._data_size = 0
         self.last_event_id = ""
         self.reconnection_time: int | None = None
         self._id_buffer = ""  # the standard's "last event ID buffer": becomes last_event_id at a blank line
@@ -129,7 +132,7 @@ class SSEDecoder:
         self._started = False
         self._line = ""
         self._skip_lf = False
-        self._data, self._type, self._retry = [], "", None
+        self._data, self._type, self._retry, self._data_size = [], "", None, 0
         self._id_buffer = self.last_event_id
 
     def _process(self, line: str) -> Event | None:
@@ -143,6 +146,9 @@ class SSEDecoder:
         if colon and value.startswith(" "):
             value = value[1:]
         if name == "data":
+            self._data_size += len(value) + 1
+            if self._data_size > self.max_event:
+                raise SSEParseError(f"an event of over {self.max_event} characters of data with no blank line")
             self._data.append(value)
         elif name == "event":
             self._type = value
@@ -156,7 +162,7 @@ class SSEDecoder:
 
     def _dispatch(self) -> Event | None:
         data, kind, retry = self._data, self._type, self._retry
-        self._data, self._type, self._retry = [], "", None
+        self._data, self._type, self._retry, self._data_size = [], "", None, 0
         self.last_event_id = self._id_buffer  # set even when nothing is dispatched (§9.2.6, "dispatch the event")
         if not data:
             return None
