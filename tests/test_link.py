@@ -112,7 +112,10 @@ def test_loss_rate_over_ten_thousand_datagrams():
     assert 0.04 <= lost <= 0.06, lost
     # Every datagram is accounted for: delivered, lost by the wire (on purpose), or dropped at a full queue
     # on the way (the kernel counts those; a loaded machine can make a few) -- nothing vanishes unexplained.
-    assert got + stats["out_lost"] + stats["out_dropped"] + elsewhere == 10_000
+    # The link's counters also see the odd frame of the kernel's own (ARP, IPv6 neighbour discovery), which
+    # the 5 % loss hits like any other: a few frames more than the 10,000 may be counted, never fewer.
+    accounted = got + stats["out_lost"] + stats["out_dropped"] + elsewhere
+    assert 10_000 <= accounted <= 10_005, accounted
     assert elsewhere + stats["out_dropped"] <= 100
 
 
