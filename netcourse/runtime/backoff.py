@@ -3,8 +3,9 @@
 Before retry number n (counting from 0: the first retry is n = 0), wait a random time between 0 and
 min(cap, base × 2ⁿ) (the "full jitter" of Brooker's AWS Architecture Blog post, 2015). Exponential, so a server that is down is not hammered;
 capped, so a client comes back within ``cap`` once it is up; random, so a thousand clients cut off at the
-same moment do not all come back at the same moment. Notebook 04 explains it; the webhook sender and the
-offline-messaging client (notebooks 07 and 08) are meant to use it.
+same moment do not all come back at the same moment. Notebook 04 explains it; the offline-messaging client
+(notebook 08) is meant to use it. The webhook sender (notebook 07) follows the Standard Webhooks schedule
+instead, with the same full jitter.
 """
 
 from __future__ import annotations

@@ -1,0 +1,178 @@
+"""Notebook 07's machinery: the receiver's checks and inbox, the sender's outbox, retries, 410, Retry-After,
+dead letters and restarts, SSRF, and the experiments."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import time
+
+import aiohttp
+import pytest
+
+from netcourse.apps.webhooks import COURSE_ALLOW, EndpointRefused, Receiver, Sender, endpoint_problem
+from netcourse.experiments import webhooks as wx
+from netcourse.protocols.webhooks import SignatureError, headers_for, new_secret
+from netcourse.runtime.server import live_servers, serve
+from netcourse.runtime.waiting import run_async
+
+SECRET = wx.SECRET
+
+
+def _post(url: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url, data=body, headers=headers) as r:
+                return r.status, await r.json(content_type=None)
+
+    return run_async(go(), 10)
+
+
+def test_the_receiver_refuses_bad_deliveries_with_reasons_and_processes_good_ones_once(tmp_path):
+    rec = Receiver(str(tmp_path / "in.db"), SECRET)
+    body = b'{"type":"t","data":{}}'
+    with serve(rec.app()) as srv:
+        url = srv.url + "/webhook"
+        assert _post(url, body, headers_for(SECRET, "msg_1", body))[0] == 202
+        assert _post(url, body, headers_for(SECRET, "msg_1", body)) == (200, {"duplicate": True, "id": "msg_1"})
+        status, answer = _post(url, body, headers_for(new_secret(), "msg_2", body))
+        assert status == 401 and "no signature matched" in answer["error"]
+        status, answer = _post(url, b"not json", headers_for(SECRET, "msg_3", b"not json"))
+        assert status == 400 and "not JSON" in answer["error"]
+        status, answer = _post(url, body, {**headers_for(SECRET, "msg_4", body), "webhook-timestamp": "x"})
+        assert status == 401 and "not an integer" in answer["error"]
+        time.sleep(0.1)
+    assert rec.accepted == 1 and rec.duplicates == 1 and rec.processed == 1
+    assert set(rec.stored()) == {"msg_1"}
+    with pytest.raises(SignatureError, match="whsec_"):
+        Receiver(str(tmp_path / "x.db"), "not-a-secret")
+    assert not live_servers()
+
+
+def test_an_unprocessed_inbox_row_is_processed_after_a_restart(tmp_path):
+    db = str(tmp_path / "in.db")
+    slow = Receiver(db, SECRET, work_seconds=5)  # acknowledges, then would take 5 s to process
+    body = b'{"type":"t"}'
+    with serve(slow.app()) as srv:
+        assert _post(srv.url + "/webhook", body, headers_for(SECRET, "msg_r", body))[0] == 202
+    assert slow.processed == 0  # stopped mid-work
+    again = Receiver(db, SECRET)
+    with serve(again.app()):
+        deadline = time.monotonic() + 3
+        while again.processed == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert again.processed == 1 and again.stored()["msg_r"][1] is not None
+
+
+def test_the_sender_retries_honours_retry_after_and_gives_up_into_dead_letters(tmp_path):
+    busy = Receiver(str(tmp_path / "busy.db"), SECRET, mode="busy", retry_after=200)
+    with serve(busy.app()) as srv:
+        sender = Sender(str(tmp_path / "out.db"), allow=COURSE_ALLOW, max_attempts=3, jitter=False, timeout=1)
+        sender.add_endpoint(srv.url + "/webhook", SECRET)
+        sender.publish("t", {})
+        run_async(sender.run(limit=5), 10)
+    times = [a.at for a in sender.attempts]
+    assert len(times) == 3 and all(b - a >= 0.19 for a, b in zip(times, times[1:]))  # Retry-After 200 × 1/1000
+    (msg, _, attempts, why), = sender.dead_letters()
+    assert attempts == 3 and "503" in why
+    assert sender.replay() == 1 and sender.counts() == {"pending": 1}
+
+
+def test_410_disables_the_endpoint(tmp_path):
+    gone = Receiver(str(tmp_path / "g.db"), SECRET, mode="gone")
+    with serve(gone.app()) as srv:
+        sender = Sender(str(tmp_path / "out.db"), allow=COURSE_ALLOW)
+        sender.add_endpoint(srv.url + "/webhook", SECRET)
+        sender.publish("t", {})
+        sender.publish("t", {})
+        run_async(sender.run(limit=5), 10)
+    assert sender.counts() == {"dead": 2} and len(sender.attempts) <= 2
+    assert sender.publish("t", {}) and sender.counts() == {"dead": 2}  # a disabled endpoint gets nothing new
+
+
+def test_a_hanging_receiver_is_timed_out(tmp_path):
+    async def hang(reader, writer):
+        await reader.read(100_000)
+        await __import__("asyncio").sleep(5)
+
+    with serve(hang) as srv:
+        sender = Sender(str(tmp_path / "out.db"), allow=COURSE_ALLOW, timeout=0.2, max_attempts=2, jitter=False)
+        sender.add_endpoint(f"http://127.0.0.1:{srv.port}/webhook", SECRET)
+        sender.publish("t", {})
+        t = time.monotonic()
+        run_async(sender.run(limit=5), 10)
+    assert time.monotonic() - t < 2 and all("no answer" in a.outcome for a in sender.attempts)
+
+
+def test_ssrf_guard_refuses_internal_urls_unless_allowed(tmp_path):
+    sender = Sender(str(tmp_path / "out.db"))
+    for url in ("http://127.0.0.1:1/x", "http://localhost/x", "http://169.254.169.254/x", "http://10.0.0.1/x",
+                "http://[::1]/x", "file:///etc/passwd", "http://user:pw@127.0.0.1/x"):
+        with pytest.raises(EndpointRefused):
+            sender.add_endpoint(url, SECRET)
+    assert endpoint_problem("http://127.0.0.1:1/x", COURSE_ALLOW) is None
+    assert "does not resolve" in endpoint_problem("http://no-such-host.invalid/x")
+
+
+def test_outage_loses_nothing_and_processes_nothing_twice():
+    o = wx.receiver_down(events=3, down_for=0.25)
+    assert o.counts == {"delivered": 3, "dead": 3} and o.processed == 3 and o.duplicates == 1
+    first = {a.msg_id: a.at for a in o.attempts if a.number == 1 and a.endpoint == 1}
+    third = [a.at - first[a.msg_id] for a in o.attempts if a.number == 3 and a.endpoint == 1]
+    assert all(0.30 <= t <= 0.45 for t in third), third  # 5 s + 300 s of schedule, scaled by 1/1000
+    assert wx.predict_attempt_times().check(305, o)
+    assert all(why == "endpoint disabled (410 Gone)" for *_, why in o.dead_letters)
+
+
+def test_a_new_sender_finishes_a_crashed_senders_outbox():
+    r = wx.restart_mid_retry(events=3)
+    assert r.before and all(a.status is None for a in r.before)
+    assert r.delivered == 3 and len({a.msg_id for a in r.after}) == 3
+
+
+def test_forgeries_are_refused_and_the_genuine_one_processed_once():
+    verdicts = {f.case: f for f in wx.forgeries()}
+    assert verdicts["genuine"].status == 202 and verdicts["genuine"].processed
+    assert verdicts["the genuine delivery, again"].status == 200
+    for case, f in verdicts.items():
+        if case not in ("genuine", "the genuine delivery, again"):
+            assert 400 <= f.status < 500 and not f.processed, f
+
+
+@pytest.mark.replayable
+def test_the_captured_delivery_and_its_signature_exercise():
+    d = wx.one_delivery()
+    assert d.response_status.startswith("HTTP/1.1 202")
+    assert wx.exercise_signature_by_hand(d).check(wx.signature_by_hand(d))
+    assert json.loads(d.body)["type"] == "invoice.paid"
+    head = len(d.request_head.encode("latin-1"))
+    assert wx.exercise_head_share(d).check(round(100 * head / (head + len(d.body)), 1))
+    assert not wx.exercise_head_share(d).check(10.0)
+
+
+def test_unreachable_receiver_and_its_workarounds():
+    u = wx.behind_a_firewall(events=5, gap=0.05, poll_interval=0.2)
+    assert len(u.direct) == 3 and all("Connect" in o or "refused" in o.lower() for o in u.direct)
+    assert all(len(d) == 5 for d in u.latency_ms.values())
+    assert statistics.median(u.latency_ms["long polling"]) < 50
+    assert u.requests["relay + event stream (smee-style)"] == 1 and u.relay_posts == 5
+
+
+def test_noise_batching_cuts_requests_and_thin_events_add_fetches():
+    one = wx.noise("one", events=200)
+    batch = wx.noise("batch", events=200, batch=50)
+    thin = wx.noise("thin", events=200)
+    assert one.requests == 200 and batch.requests == 4 and thin.requests == 400
+    assert batch.total_bytes < one.total_bytes / 2
+    grid = wx.noise_grid((0, 20), events=200)
+    assert grid[20].requests < grid[0].requests
+    with pytest.raises(ValueError):
+        wx.noise_knob(grid, 7)
+
+
+def test_across_a_link_the_first_delivery_pays_the_handshake():
+    run = wx.across_a_link(rtt_ms=100, events=3, gap=0.3)
+    assert 140 <= run.arrival_ms[0] <= 220 and 190 <= run.acked_ms[0] <= 280, run
+    assert all(45 <= a <= 100 for a in run.arrival_ms[1:]) and all(95 <= k <= 160 for k in run.acked_ms[1:]), run
