@@ -68,7 +68,7 @@ def test_secrets_must_have_the_whsec_form():
 
 def test_addresses_a_sender_must_refuse():
     for bad in ("127.0.0.1", "::1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.169.254", "::ffff:127.0.0.1",
-                "0.0.0.0", "fc00::1", "224.0.0.1"):
+                "0.0.0.0", "fc00::1", "224.0.0.1", "100.100.100.200", "fec0::1", "2002:7f00:1::1"):
         assert wh.address_problem(bad), bad
     for good in ("93.184.216.34", "2606:4700::1111"):
         assert wh.address_problem(good) is None, good

@@ -176,3 +176,52 @@ def test_across_a_link_the_first_delivery_pays_the_handshake():
     run = wx.across_a_link(rtt_ms=100, events=3, gap=0.3)
     assert 140 <= run.arrival_ms[0] <= 220 and 190 <= run.acked_ms[0] <= 280, run
     assert all(45 <= a <= 100 for a in run.arrival_ms[1:]) and all(95 <= k <= 160 for k in run.acked_ms[1:]), run
+
+
+def test_every_connection_resolves_through_the_ssrf_guard():
+    import asyncio
+
+    from netcourse.apps.webhooks import _GuardedResolver
+
+    async def go():
+        strict, course = _GuardedResolver(frozenset()), _GuardedResolver(COURSE_ALLOW)
+        try:
+            with pytest.raises(OSError, match="internal"):
+                await strict.resolve("localhost", 80)  # a name that points inside, whenever it is looked up
+            return [r["host"] for r in await course.resolve("127.0.0.1", 80)]
+        finally:
+            await strict.close()
+            await course.close()
+
+    assert run_async(go(), 10) == ["127.0.0.1"]
+
+
+def test_retry_after_in_both_forms():
+    from email.utils import format_datetime
+    from datetime import datetime, timedelta, timezone
+
+    from netcourse.apps.webhooks import _retry_after_seconds
+
+    assert _retry_after_seconds("120") == 120
+    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=90), usegmt=True)
+    assert 85 <= _retry_after_seconds(later) <= 91
+    assert _retry_after_seconds("soon") is None and _retry_after_seconds(None) is None
+
+
+def test_the_sender_does_not_spin_while_an_attempt_is_in_flight(tmp_path):
+    import resource
+
+    async def slow(reader, writer):
+        await reader.read(100_000)
+        await __import__("asyncio").sleep(0.5)
+        writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    with serve(slow) as srv:
+        sender = Sender(str(tmp_path / "out.db"), allow=COURSE_ALLOW, timeout=2)
+        sender.add_endpoint(f"http://127.0.0.1:{srv.port}/webhook", SECRET)
+        sender.publish("t", {})
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+        run_async(sender.run(limit=5), 10)
+        cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
+    assert sender.counts() == {"delivered": 1} and cpu < 0.25, cpu

@@ -8,10 +8,11 @@
    finds its id there and is acknowledged (200, ``{"duplicate": true}``) without being processed again;
 4. answers 202 at once; a worker task processes the inbox in the background, so a slow handler never makes
    the sender time out and retry. Unprocessed rows are picked up again after a restart: nothing acknowledged
-   is lost, nothing is processed twice.
+   is lost. Nothing is processed twice *as long as* the ids are kept for the sender's whole retry span (this
+   inbox keeps them for good) and the processing marks its row done in the same transaction as its effect
+   (here the "work" is the mark itself; real side effects must be idempotent or transactional too).
 
-It also serves ``GET /events/{id}`` (the details of a thin event, for the noise experiment). For the
-experiments it can fail on purpose: ``fail_rate`` (random 500s), ``mode`` "gone" (410) or "busy" (503 with
+For the experiments it can fail on purpose: ``fail_rate`` (random 500s), ``mode`` "gone" (410) or "busy" (503 with
 ``Retry-After``), ``slow_ack`` (store, then answer only after a delay, as when the answer is lost).
 
 **The sender** (``Sender(db_path)``) keeps an **outbox** in SQLite: ``publish()`` writes one row per enabled
@@ -23,9 +24,10 @@ endpoint that answers 410 Gone, times out a hanging receiver, and after ``max_at
 to the dead letters, which ``replay()`` puts back. A sender restarted mid-retry finds its outbox and goes on:
 every event is delivered at least once.
 
-Endpoints are checked against SSRF (``endpoint_problem``): a URL whose host resolves to a loopback, private,
-link-local or otherwise internal address is refused unless that address is on the ``allow`` list. The course
-allows 127.0.0.1 for its own receivers, explicitly.
+Endpoints are checked against SSRF twice: ``add_endpoint`` refuses a URL whose host resolves to anything but
+public addresses (``endpoint_problem``), and every connection resolves through a resolver that drops such
+addresses again, so a name repointed later gains nothing. Addresses on the ``allow`` list pass (the course
+allows 127.0.0.1 for its own receivers, explicitly). Redirects are not followed (a 3xx is a failure).
 """
 
 from __future__ import annotations
@@ -56,6 +58,26 @@ MAX_BODY = 256 * 1024
 USER_AGENT = "netcourse-webhooks/1"
 
 
+class _GuardedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves as usual, then drops every address the SSRF rule refuses (unless allowed): the check happens
+    at each connection, on the very addresses connected to, so a name repointed after ``add_endpoint`` (DNS
+    rebinding) gains nothing."""
+
+    def __init__(self, allow: frozenset[str]) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+        self._allow = allow
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+        results = await self._inner.resolve(host, port, family)
+        kept = [r for r in results if r["host"] in self._allow or address_problem(r["host"]) is None]
+        if not kept:
+            raise OSError(f"refused: {host} resolves only to internal addresses ({results[0]['host']}...)")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class EndpointRefused(ValueError):
     """The endpoint URL is not one a webhook may be sent to (the message says why)."""
 
@@ -80,6 +102,22 @@ def endpoint_problem(url: str, allow: frozenset[str] | set[str] = frozenset()) -
         if problem and address not in allow:
             return problem
     return None
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` asks for: delay-seconds or an HTTP-date (RFC 9110 §10.2.3); None if neither."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when is not None else None
 
 
 # -- the receiver ------------------------------------------------------------------------------------------
@@ -128,7 +166,6 @@ class Receiver:
     def app(self) -> web.Application:
         app = safe_app(max_body=self.max_body)
         app.router.add_post("/webhook", self._deliver)
-        app.router.add_get("/events/{id}", self._details)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
@@ -201,13 +238,6 @@ class Receiver:
                                    (time.time(), msg_id))
             self._db.commit()
             self.processed += cur.rowcount
-
-    async def _details(self, request: web.Request) -> web.Response:
-        assert self._db is not None
-        row = self._db.execute("SELECT payload FROM inbox WHERE id = ?", (request.match_info["id"],)).fetchone()
-        if row is None:
-            return web.json_response({"error": "no such event"}, status=404)
-        return web.Response(text=row[0], content_type="application/json")
 
     def stored(self) -> dict[str, tuple[str, float | None]]:
         """The inbox as the database has it: id -> (type, processed time or None). Any thread."""
@@ -287,7 +317,10 @@ class Sender:
     def publish(self, event_type: str, data: object, *, msg_id: str | None = None) -> str:
         """Write an event to the outbox, once per enabled endpoint; returns its id. Delivery happens in ``run``."""
         msg_id = msg_id or "msg_" + _secrets.token_hex(10)
-        body = json.dumps({"type": event_type, "timestamp": time.time(), "data": data},
+        from datetime import datetime, timezone
+
+        when = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        body = json.dumps({"type": event_type, "timestamp": when, "data": data},  # the event's time (ISO 8601)
                           separators=(",", ":")).encode()
         now = time.time()
         with contextlib.closing(self._db()) as db:
@@ -312,7 +345,8 @@ class Sender:
             return db.execute("SELECT msg_id, endpoint, attempts, last_error FROM outbox WHERE status = 'dead'").fetchall()
 
     def replay(self, msg_id: str | None = None) -> int:
-        """Put dead letters (one, or all) back in the outbox, due now, with their attempts reset."""
+        """Put dead letters (one, or all) back in the outbox, due now, with their attempts reset. The endpoint
+        of each replayed message is enabled again: replaying is an operator's decision."""
         with contextlib.closing(self._db()) as db:
             cur = db.execute("UPDATE outbox SET status = 'pending', attempts = 0, due = ? WHERE status = 'dead'"
                              + (" AND msg_id = ?" if msg_id else ""), (time.time(), msg_id) if msg_id else (time.time(),))
@@ -326,7 +360,7 @@ class Sender:
         at most ``concurrency`` at once: a slow receiver delays only its own message."""
         deadline = time.monotonic() + limit
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        connector = aiohttp.TCPConnector(limit=self.concurrency)
+        connector = aiohttp.TCPConnector(limit=self.concurrency, resolver=_GuardedResolver(self.allow))
         inflight: dict[tuple[str, int], asyncio.Task] = {}
         async with aiohttp.ClientSession(timeout=timeout, connector=connector,
                                          headers={"User-Agent": USER_AGENT}) as session:
@@ -339,16 +373,19 @@ class Sender:
                             "JOIN endpoints e ON e.id = o.endpoint WHERE o.status = 'pending' AND o.due <= ? "
                             "ORDER BY o.due LIMIT ?", (time.time(), room + len(inflight))).fetchall() if room else []
                         nxt = db.execute("SELECT MIN(due) FROM outbox WHERE status = 'pending'").fetchone()[0]
+                    launched = 0
                     for row in due:
                         key = (row[0], row[1])
                         if key not in inflight and len(inflight) < self.concurrency:
                             task = asyncio.create_task(self._attempt(session, *row))
                             inflight[key] = task
                             task.add_done_callback(lambda _t, k=key: inflight.pop(k, None))
+                            launched += 1
                     if nxt is None and not inflight and until_idle:
                         return
-                    wait = 0.01 if nxt is None else max(0.0, min(0.01, nxt - time.time()))
-                    await asyncio.sleep(wait)
+                    # nothing new to start (what is due is in flight): look again in 10 ms, never spin
+                    ahead = (nxt - time.time()) if nxt is not None else 0.01
+                    await asyncio.sleep(0.0 if launched else min(0.01, ahead) if ahead > 0 else 0.01)
             finally:
                 for task in list(inflight.values()):
                     task.cancel()
@@ -365,7 +402,7 @@ class Sender:
         try:
             async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
                 status = resp.status
-                await resp.read()
+                await resp.content.read(65536)  # the answer's body matters little: read a bounded part
                 retry_after = resp.headers.get("Retry-After")
         except asyncio.TimeoutError:
             outcome = f"no answer within {self.timeout:g} s"
@@ -390,8 +427,9 @@ class Sender:
                     outcome += "; dead letter"
                 else:
                     wait = self.step_delay(number)
-                    if retry_after and retry_after.isascii() and retry_after.isdigit():
-                        wait = max(wait, min(int(retry_after), 86400) * self.scale)  # honoured, scaled, capped
+                    asked = _retry_after_seconds(retry_after)
+                    if asked is not None:
+                        wait = max(wait, min(asked, 86400) * self.scale)  # honoured, scaled, capped
                     db.execute("UPDATE outbox SET attempts = ?, due = ?, last_error = ? WHERE msg_id = ? "
                                "AND endpoint = ?", (number, now + wait, outcome, msg_id, endpoint))
             db.commit()

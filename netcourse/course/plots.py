@@ -511,13 +511,15 @@ def webhook_attempts(outage, *, title: str | None = None) -> Figure:
                 mfc="none" if a.status == 410 else None)
     from ..apps.webhooks import STANDARD_SCHEDULE
 
-    t = 0.0
+    t, steps = 0.0, []
     for step in STANDARD_SCHEDULE[:4]:
         t += step * outage.scale * 1000
+        steps.append(t)
         ax.axvline(t, color="#9e9e9e", lw=0.8, ls=":")
     ax.set_yticks([1, 0], ["endpoint 1\n(down, then back)", "endpoint 2\n(410 Gone)"])
     ax.set_ylim(-0.6, 1.6)
-    ax.set_xlabel("ms since the events were published (dotted: the schedule's steps, scaled: 0, 5, 305, 2105)")
+    ax.set_xlabel("ms since the events were published (dotted: the schedule's steps, scaled: "
+                  + ", ".join(f"{x:g}" for x in steps) + ")")
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(title or "Delivery attempts, one row per event: × failed, ○ 410 Gone, ● delivered")

@@ -204,7 +204,8 @@ class Outage:
     """A receiver that went down and came back, and an endpoint that answered 410 Gone.
 
     Attributes:
-        attempts: every attempt the sender made (``apps.webhooks.Attempt``).
+        attempts: every attempt the sender made (``apps.webhooks.Attempt``), ``at`` counted from the first attempt
+            (the publication).
         down: (seconds the receiver went down, came back) on the sender's clock.
         published: events published.
         counts: the sender's outbox by status ("delivered", "dead").
@@ -242,7 +243,7 @@ def receiver_down(events: int = 3, down_for: float = 0.25, *, scale: float = 0.0
         inbox = os.path.join(d, "inbox.db")
         gone = Receiver(os.path.join(d, "gone.db"), SECRET, mode="gone")
         with serve(gone.app(), name="gone receiver") as gone_srv:
-            with socket.socket() as placeholder:  # the receiver's port, kept while it is down
+            with socket.socket() as placeholder:  # a free port for the receiver (nothing listens there meanwhile)
                 placeholder.bind(("127.0.0.1", 0))
                 port = placeholder.getsockname()[1]
             sender = Sender(os.path.join(d, "outbox.db"), allow=COURSE_ALLOW, timeout=0.15, scale=scale,
@@ -268,7 +269,9 @@ def receiver_down(events: int = 3, down_for: float = 0.25, *, scale: float = 0.0
                 raise outcome["run"]
             first = min((a.at for a in sender.attempts), default=0.0)  # the first attempt: publication
             down = (0.0, up - t0 - (first - (t0 - sender._t0)))
-            return Outage(sender.attempts, down, events, sender.counts(), processed, dups, sender.dead_letters(),
+            attempts = [Attempt(a.msg_id, a.endpoint, a.number, a.at - first, a.status, a.outcome)
+                        for a in sender.attempts]
+            return Outage(attempts, down, events, sender.counts(), processed, dups, sender.dead_letters(),
                           scale, jitter)
 
 

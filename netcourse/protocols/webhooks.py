@@ -120,13 +120,23 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: i
 
 
 def address_problem(address: str) -> str | None:
-    """Why a webhook must not be sent to this IP address (None: a public address, fine)."""
+    """Why a webhook must not be sent to this IP address (None: a public, globally routable address).
+
+    Anything not global is refused: loopback, private, link-local (cloud metadata), shared address space
+    (100.64/10), site-local, multicast, reserved; an IPv6 address that embeds an IPv4 one (mapped, 6to4,
+    Teredo) is judged by the IPv4 address inside.
+    """
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is not None:
+            problem = address_problem(str(inner))
+            return f"{address} embeds {inner}: {problem}" if problem else None
     for test, name in ((ip.is_loopback, "loopback"), (ip.is_link_local, "link-local (cloud metadata lives here)"),
                        (ip.is_private, "private"), (ip.is_multicast, "multicast"), (ip.is_reserved, "reserved"),
-                       (ip.is_unspecified, "unspecified")):
+                       (ip.is_unspecified, "unspecified"),
+                       (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local, "site-local"),
+                       (not ip.is_global, "non-global")):
         if test:
             return f"{address} is a {name} address: a sender must not be pointed at the inside of its own network"
     return None
