@@ -1,0 +1,156 @@
+"""Notebook 08's machinery (in progress): the chat server's log, sessions and resume protocol; the client's
+local store and outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from netcourse.apps.chat import ChatServer
+from netcourse.experiments.offline import ChatClient, LocalStore, _Address, handshake_as, login
+from netcourse.experiments.websockets import RawClient
+from netcourse.protocols.wsconn import CloseReceived, Message
+from netcourse.protocols.wsframe import Frame, Opcode
+from netcourse.runtime.server import live_servers, serve
+
+
+@pytest.fixture
+def chat(tmp_path):
+    server = ChatServer(str(tmp_path / "server.db"), page=7)
+    server.add_user("ada", "pw-ada", ("general", "ada-bob"))
+    server.add_user("bob", "pw-bob", ("general", "ada-bob"))
+    server.add_user("eve", "pw-eve", ("eve-only",))
+    with serve(server.app()) as srv:
+        yield server, srv, tmp_path
+    assert not live_servers()
+
+
+def _post(server, srv, n, conversation="general", sender="bob"):
+    async def go():
+        for i in range(n):
+            await server.post(sender, conversation, f"{conversation} {i}")
+            if i % 10 == 0:
+                await asyncio.sleep(0)
+
+    asyncio.run_coroutine_threadsafe(go(), srv.loop).result(30)
+
+
+def test_resume_gets_exactly_the_users_messages_and_nothing_of_others(chat):
+    server, srv, tmp = chat
+    _post(server, srv, 20)
+    _post(server, srv, 5, "eve-only", sender="eve")
+    store = LocalStore(str(tmp / "ada.db"))
+    client = ChatClient(store, srv.host, srv.port, "ada", "pw-ada")
+    assert client.connect() == 20 and store.ids() == server.ids_for("ada")
+    _post(server, srv, 4, "ada-bob")
+    assert client.connect() == 4 and store.ids() == server.ids_for("ada") and client.duplicates == 0
+    assert not set(store.ids()) & set(server.ids_for("eve"))
+
+
+def test_no_gap_and_no_duplicate_when_messages_arrive_during_the_replay(chat):
+    server, srv, tmp = chat
+    _post(server, srv, 300)  # a backlog of 43 pages of 7
+    store = LocalStore(str(tmp / "ada.db"))
+    client = ChatClient(store, srv.host, srv.port, "ada", "pw-ada")
+    during = threading.Thread(target=_post, args=(server, srv, 200))
+    during.start()  # published while the replay runs
+    client.connect(idle=0.5, limit=20)
+    during.join()
+    client.connect(idle=0.3)
+    assert store.ids() == server.ids_for("ada") and len(store.ids()) == 500
+    assert client.duplicates == 0
+
+
+def test_the_outbox_posts_once_even_when_resent(chat):
+    server, srv, tmp = chat
+    store = LocalStore(str(tmp / "ada.db"))
+    key = store.queue("general", "written offline")
+    client = ChatClient(store, srv.host, srv.port, "ada", "pw-ada")
+    client.connect()
+    store.db.execute("UPDATE outbox SET acked = 0")  # as if the ack had been lost: the client sends it again
+    store.db.commit()
+    client.connect()
+    texts = [t for (t,) in __import__("sqlite3").connect(server.db_path).execute("SELECT text FROM messages")]
+    assert texts.count("written offline") == 1 and not store.unacked() and key
+
+
+def test_the_handshake_checks_cookie_and_origin_before_upgrading(chat):
+    server, srv, _ = chat
+    own = f"http://127.0.0.1:{srv.port}"
+    status, cookie, header = login(srv.host, srv.port, "ada", "pw-ada")
+    assert status == 204 and "HttpOnly" in header and "SameSite=Lax" in header and cookie
+    assert handshake_as(srv.host, srv.port, "none", cookie=None, origin=own).status_line.endswith("401 Unauthorized")
+    assert handshake_as(srv.host, srv.port, "forged", cookie="x" * 43, origin=own).status_line.endswith("401 Unauthorized")
+    assert handshake_as(srv.host, srv.port, "cross-site", cookie=cookie, origin="http://evil.example").status_line.endswith("403 Forbidden")
+    assert handshake_as(srv.host, srv.port, "no origin", cookie=cookie, origin=None).status_line.endswith("403 Forbidden")
+    assert handshake_as(srv.host, srv.port, "good", cookie=cookie, origin=own).status_line.endswith("101 Switching Protocols")
+    import sqlite3
+
+    stored = [t for (t,) in sqlite3.connect(server.db_path).execute("SELECT token_hash FROM sessions")]
+    assert cookie not in stored and len(stored[0]) == 64  # only the hash is kept
+
+
+def test_bad_logins_and_an_sql_looking_name_stored_as_data(chat):
+    server, srv, _ = chat
+    import http.client
+
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=5)
+    conn.request("POST", "/login", body="not json", headers={"Content-Type": "application/json"})
+    assert conn.getresponse().status == 400
+    conn.close()
+    assert login(srv.host, srv.port, "ada", "wrong")[0] == 401
+    name = "robert'); DROP TABLE messages;--"
+    server.add_user(name, "pw", ("general",))
+    assert login(srv.host, srv.port, name, "pw")[0] == 204
+    assert server.last_id() == 0  # the messages table is still there, and queries still work
+
+
+def _open(srv, cookie):
+    ws = RawClient(_Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}",
+                   extra_headers=(f"Cookie: session={cookie}",), nodelay=True)
+    assert ws.accepted
+    return ws
+
+
+@pytest.mark.parametrize("resume", ["-1", "\"7\"", "1.5", "99", "{}", "true"])
+def test_a_bad_resume_after_closes_with_1008(chat, resume):
+    server, srv, _ = chat
+    cookie = login(srv.host, srv.port, "ada", "pw-ada")[1]
+    with _open(srv, cookie) as ws:
+        ws.send(Frame(Opcode.TEXT, ('{"resume_after": %s}' % resume).encode()))
+        events = ws.receive(2)
+    assert isinstance(events[0], Message) and "error" in json.loads(events[0].payload)
+    assert isinstance(events[1], CloseReceived) and events[1].code == 1008
+
+
+def test_an_oversized_frame_closes_with_1009(chat):
+    server, srv, _ = chat
+    cookie = login(srv.host, srv.port, "ada", "pw-ada")[1]
+    with _open(srv, cookie) as ws:
+        ws.send(Frame(Opcode.TEXT, b'{"resume_after": 0}'))
+        ws.send(Frame(Opcode.TEXT, b"x" * 20_000))
+        ws.sock.settimeout(3)
+        events = [e for e in ws.receive(1)]
+    assert any(isinstance(e, CloseReceived) and e.code == 1009 for e in events), events
+
+
+def test_revoking_a_session_closes_its_open_socket(chat):
+    server, srv, _ = chat
+    cookie = login(srv.host, srv.port, "ada", "pw-ada")[1]
+    with _open(srv, cookie) as ws:
+        ws.send(Frame(Opcode.TEXT, b'{"resume_after": 0}'))
+        deadline = time.monotonic() + 3
+        while not server.sockets and time.monotonic() < deadline:
+            time.sleep(0.01)
+        closed = asyncio.run_coroutine_threadsafe(server.revoke("ada"), srv.loop).result(5)
+        ws.sock.settimeout(3)
+        events = ws.receive(1)
+    assert closed == 1 and any(isinstance(e, CloseReceived) and e.code == 1008 for e in events)
+    assert server.closed_for_revocation[0] < 0.5
+    assert handshake_as(srv.host, srv.port, "revoked", cookie=cookie,
+                        origin=f"http://127.0.0.1:{srv.port}").status_line.endswith("401 Unauthorized")
