@@ -154,3 +154,19 @@ def test_revoking_a_session_closes_its_open_socket(chat):
     assert server.closed_for_revocation[0] < 0.5
     assert handshake_as(srv.host, srv.port, "revoked", cookie=cookie,
                         origin=f"http://127.0.0.1:{srv.port}").status_line.endswith("401 Unauthorized")
+
+
+def test_faults_lose_nothing_and_duplicate_nothing():
+    from netcourse.experiments.offline import fault_soak
+
+    soak = fault_soak(messages=300, faults=6, seed=3)
+    assert len(soak.faults) == 6 and len(soak.published) == 300
+    assert soak.lost == [] and soak.duplicated == 0 and soak.in_order, soak
+    assert not live_servers()
+
+
+def test_catch_up_reads_the_whole_backlog_in_pages():
+    from netcourse.experiments.offline import catch_up
+
+    run = catch_up(2000, page=100)
+    assert run.messages == 2000 and run.per_second > 0 and run.server_db_bytes > 0

@@ -243,10 +243,12 @@ class ChatServer:
     async def _replay(self, sock: _Socket) -> None:
         assert self._db is not None
         while True:
+            # a range scan of the primary key from the cursor, filtered by membership: each page costs its
+            # own size, however long the log behind the cursor
             rows = self._db.execute(
-                "SELECT m.id, m.conversation, m.sender, m.text FROM messages m JOIN members b ON "
-                "b.conversation = m.conversation AND b.user = ? WHERE m.id > ? ORDER BY m.id LIMIT ?",
-                (sock.user, sock.sent_up_to, self.page)).fetchall()
+                "SELECT id, conversation, sender, text FROM messages WHERE id > ? AND conversation IN "
+                "(SELECT conversation FROM members WHERE user = ?) ORDER BY id LIMIT ?",
+                (sock.sent_up_to, sock.user, self.page)).fetchall()
             for msg_id, conversation, sender, text in rows:
                 await sock.ws.send_json({"id": msg_id, "conversation": conversation, "sender": sender, "text": text})
                 sock.sent_up_to = msg_id
@@ -286,6 +288,16 @@ class ChatServer:
             if s.user in members:
                 s.live.put_nowait(msg)
         return msg_id
+
+    async def cut_all(self) -> int:
+        """Abort every open socket's TCP connection, mid-stream and without a close frame (a cable pulled)."""
+        n = 0
+        for s in list(self.sockets):
+            transport = s.ws._req.transport if s.ws._req is not None else None  # noqa: SLF001
+            if transport is not None:
+                transport.abort()
+                n += 1
+        return n
 
     async def revoke(self, user: str) -> int:
         """Revoke every session of ``user`` and close their open sockets; returns how many were closed."""

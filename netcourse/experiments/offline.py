@@ -21,7 +21,7 @@ from ..protocols.wsconn import CloseReceived, Message
 from ..protocols.wsframe import Frame, Opcode
 from .websockets import RawClient
 
-__all__ = ["login", "LocalStore", "ChatClient", "Refusal", "handshake_as"]
+__all__ = ["login", "LocalStore", "ChatClient", "Refusal", "handshake_as", "Soak", "fault_soak", "CatchUp", "catch_up"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,14 @@ class LocalStore:
                               (int(msg["id"]), msg["conversation"], msg["sender"], msg["text"]))
         self.db.commit()
         return cur.rowcount == 1
+
+    def store_many(self, msgs: list[dict]) -> int:
+        """Several messages in one transaction (all or none); how many were new."""
+        with self.db:
+            before = self.db.total_changes
+            self.db.executemany("INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?)",
+                                [(int(m["id"]), m["conversation"], m["sender"], m["text"]) for m in msgs])
+            return self.db.total_changes - before
 
     def ids(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT id FROM messages ORDER BY id")]
@@ -130,21 +138,26 @@ class ChatClient:
                     continue
                 if not events:
                     break
+                batch, closed = [], False
                 for event in events:
                     if isinstance(event, CloseReceived):
-                        return new
+                        closed = True
+                        break
                     if not isinstance(event, Message):
                         continue
                     data = json.loads(event.payload)
                     if "ack" in data:
                         self.store.ack(data["ack"])
                     elif "id" in data:
-                        self.received += 1
-                        if self.store.store(data):
-                            new += 1
-                        else:
-                            self.duplicates += 1
-                    quiet_since = time.monotonic()
+                        batch.append(data)
+                # what arrived in one read is stored in one transaction: MAX(id) moves with the rows
+                stored = self.store.store_many(batch) if batch else 0
+                self.received += len(batch)
+                self.duplicates += len(batch) - stored
+                new += stored
+                quiet_since = time.monotonic()
+                if closed:
+                    return new
         return new
 
 
@@ -161,3 +174,197 @@ def handshake_as(host: str, port: int, case: str, *, cookie: str | None, origin:
     extra = (f"Cookie: session={cookie}",) if cookie else ()
     with RawClient(_Address(host, port), origin=origin, extra_headers=extra) as ws:
         return Refusal(case, ws.response.split(b"\r\n", 1)[0].decode("latin-1"))
+
+
+# -- faults: the real test -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Soak:
+    """Messages published while faults hit the client, the server and the connection.
+
+    Attributes:
+        published: messages the user should hold (the server's ids for them).
+        held: ids in the client's database at the end.
+        faults: (seconds since the start, kind) in order.
+        lost: published ids the client does not hold.
+        duplicated: ids held more than once (the database's primary key makes this impossible; counted anyway).
+        in_order: the client's ids are the server's, in the same order.
+    """
+
+    published: list[int]
+    held: list[int]
+    faults: list[tuple[float, str]]
+
+    @property
+    def lost(self) -> list[int]:
+        have = set(self.held)
+        return [i for i in self.published if i not in have]
+
+    @property
+    def duplicated(self) -> int:
+        return len(self.held) - len(set(self.held))
+
+    @property
+    def in_order(self) -> bool:
+        return self.held == sorted(self.held) and self.held == self.published
+
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for _, k in self.faults:
+            k = k.split(" (")[0] if k.startswith("connections") else k
+            kinds[k] = kinds.get(k, 0) + 1
+        return (f"{len(self.published):,} messages, {len(self.faults)} faults "
+                f"({', '.join(f'{n} {k}' for k, n in kinds.items())}): {len(self.lost)} lost, "
+                f"{self.duplicated} duplicated, order {'preserved' if self.in_order else 'NOT preserved'}")
+
+
+def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: float = 400.0,
+               settle: float = 8.0) -> Soak:
+    """Publish ``messages`` at ``rate`` per second to a user whose client runs in a child process, and inflict
+    ``faults`` faults at random moments, in turn: SIGKILL the client (and start it again), restart the server
+    (same port, same database), cut every connection mid-stream. Then let the client catch up and compare."""
+    import asyncio
+    import os
+    import random
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+
+    from ..apps.chat import ChatServer
+    from ..runtime.server import serve
+
+    if not 1 <= messages <= 100_000 or not 0 <= faults <= 1000 or rate <= 0:
+        raise ValueError("need 1 <= messages <= 100000, 0 <= faults <= 1000 and rate > 0")
+    rng = random.Random(seed)
+    kinds = ["client killed (SIGKILL)", "server restarted", "connections cut"]
+    with tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d:
+        server = ChatServer(os.path.join(d, "server.db"), page=50)
+        server.add_user("ada", "pw-ada", ("general",))
+        server.add_user("bob", "pw-bob", ("general",))
+        with socket.socket() as placeholder:
+            placeholder.bind(("127.0.0.1", 0))
+            port = placeholder.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        client_db = os.path.join(d, "ada.db")
+
+        def start_client() -> subprocess.Popen:
+            proc = subprocess.Popen([sys.executable, "-m", "netcourse.experiments._chat_child", client_db,
+                                     "127.0.0.1", str(port), "ada", "pw-ada"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            proc.stdout.readline()  # "ready"
+            return proc
+
+        log: list[tuple[float, str]] = []
+        start = time.monotonic()
+        duration = messages / rate
+        when = sorted(rng.uniform(0.1 * duration, 0.9 * duration) for _ in range(faults))
+        srv = serve(server.app(), name="chat", port=port)
+        client = start_client()
+        try:
+            published = 0
+
+            def publisher() -> None:
+                nonlocal published
+                while published < messages:
+                    target = start + published / rate
+                    time.sleep(max(0.0, target - time.monotonic()))
+                    current = srv  # the server may be restarting: try again shortly
+                    coro = server.post("bob", "general", f"m{published}")
+                    try:
+                        asyncio.run_coroutine_threadsafe(coro, current.loop).result(5)
+                        published += 1
+                    except Exception:
+                        coro.close()  # never started: the loop was stopping
+                        time.sleep(0.01)
+
+            pub = threading.Thread(target=publisher, daemon=True)
+            pub.start()
+            for i, t in enumerate(when):
+                time.sleep(max(0.0, start + t - time.monotonic()))
+                kind = rng.choice(kinds)
+                log.append((time.monotonic() - start, kind))
+                if kind.startswith("client"):
+                    client.kill()
+                    client.wait(5)
+                    client = start_client()
+                elif kind.startswith("server"):
+                    srv.stop()
+                    srv = serve(server.app(), name="chat", port=port)
+                else:
+                    wait_until = time.monotonic() + 2  # cut a live connection: wait for the client to be on
+                    while not server.sockets and time.monotonic() < wait_until:
+                        time.sleep(0.005)
+                    cut = asyncio.run_coroutine_threadsafe(server.cut_all(), srv.loop).result(5)
+                    log[-1] = (log[-1][0], f"{kind} ({cut} open)")
+            pub.join(duration + 30)
+            expected = server.ids_for("ada")
+            deadline = time.monotonic() + settle
+            held: list[int] = []
+            while time.monotonic() < deadline:
+                with contextlib.closing(sqlite3.connect(client_db, timeout=5)) as db:
+                    held = [r[0] for r in db.execute("SELECT id FROM messages ORDER BY rowid")]
+                if len(held) >= len(expected):
+                    break
+                time.sleep(0.1)
+        finally:
+            client.kill()
+            client.wait(5)
+            for stream in (client.stdin, client.stdout):
+                if stream:
+                    stream.close()
+            srv.stop()
+        return Soak(expected, held, log)
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """A fresh client catching up on a backlog: messages, seconds, the server's and client's database sizes."""
+
+    messages: int
+    seconds: float
+    server_db_bytes: int
+    client_db_bytes: int
+
+    @property
+    def per_second(self) -> float:
+        return self.messages / self.seconds if self.seconds else float("nan")
+
+    def __repr__(self) -> str:
+        return (f"{self.messages:,} messages caught up in {self.seconds:.2f} s ({self.per_second:,.0f}/s); "
+                f"server database {self.server_db_bytes / 1e6:.1f} MB, client database {self.client_db_bytes / 1e6:.1f} MB")
+
+
+def catch_up(messages: int = 10_000, *, page: int = 500, size: int = 60) -> CatchUp:
+    """Fill the server's log with ``messages`` messages of about ``size`` characters, then time a fresh
+    client's catch-up over the WebSocket (replayed in pages of ``page``)."""
+    import os
+    import tempfile
+
+    from ..apps.chat import ChatServer
+    from ..runtime.server import serve
+
+    if not 1 <= messages <= 1_000_000:
+        raise ValueError("messages must be between 1 and 1,000,000")
+    with tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d:
+        server = ChatServer(os.path.join(d, "server.db"), page=page)
+        server.add_user("ada", "pw-ada", ("general",))
+        server.add_user("bob", "pw-bob", ("general",))
+        text = "x" * size
+        with contextlib.closing(sqlite3.connect(server.db_path)) as db:
+            db.executemany("INSERT INTO messages (conversation, sender, text, key, created) VALUES (?, ?, ?, ?, ?)",
+                           (("general", "bob", text, f"k{i}", time.time()) for i in range(messages)))
+            db.commit()
+        with serve(server.app(), name="chat") as srv:
+            store = LocalStore(os.path.join(d, "ada.db"))
+            client = ChatClient(store, srv.host, srv.port, "ada", "pw-ada")
+            t = time.perf_counter()
+            got = client.connect(idle=1.0, limit=600)
+            seconds = time.perf_counter() - t - 1.0  # the idle wait that ends the sync is not catch-up time
+            store.close()
+        if got != messages:
+            raise NetcourseError(f"caught up {got} of {messages} messages")
+        sizes = [os.path.getsize(p) + (os.path.getsize(p + "-wal") if os.path.exists(p + "-wal") else 0)
+                 for p in (server.db_path, os.path.join(d, "ada.db"))]
+    return CatchUp(messages, seconds, sizes[0], sizes[1])

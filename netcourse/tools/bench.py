@@ -273,6 +273,22 @@ def webhook_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
+def offline_rows() -> list[tuple[str, str, str]]:
+    """Notebook 08 (in progress): catch-up throughput, and the fault soak at its full size."""
+    from ..experiments.offline import catch_up, fault_soak
+
+    rows = []
+    for n in (10_000, 100_000):
+        run = catch_up(n)
+        rows.append((f"offline client catching up {n:,} messages (pages of 500)",
+                     f"{run.per_second:,.0f} messages/s; server DB {run.server_db_bytes / 1e6:.1f} MB", "report"))
+    soak = fault_soak(20_000, 200, rate=2000, settle=30)
+    rows.append(("fault soak: 20,000 messages, 200 faults (SIGKILL, server restart, cut)",
+                 f"{len(soak.lost)} lost, {soak.duplicated} duplicated, order "
+                 f"{'preserved' if soak.in_order else 'broken'}", "0 lost, 0 duplicated"))
+    return rows
+
+
 def course_seconds(workers: int = 2) -> float:
     """Wall seconds to execute every notebook headless, ``workers`` at a time (each in its own kernel)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -397,6 +413,7 @@ def main() -> int:
     rows.extend(heartbeat_rows())
     rows.extend(streaming_rows())
     rows.extend(webhook_rows())
+    rows.extend(offline_rows())
 
     rows.append(("capture under a UDP flood, 20 runs per filter (namespace)", loadbench.flood_capture(), "0 silent losses"))
     answered, asked, median_s, closed = loadbench.slow_clients()

@@ -1,0 +1,38 @@
+"""The offline client in a process of its own (started by ``offline.fault_soak``): it syncs, reconnecting
+with capped exponential back-off and full jitter, until it is killed or its stdin closes. Its only state is
+its SQLite file: a SIGKILL at any instant loses nothing that was committed.
+
+    python -m netcourse.experiments._chat_child DB HOST PORT USER PASSWORD
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+
+
+def main(argv: list[str]) -> int:
+    from ..runtime.backoff import Backoff
+    from .offline import ChatClient, LocalStore
+
+    db, host, port, user, password = argv
+    store = LocalStore(db)
+    client = ChatClient(store, host, int(port), user, password)
+    backoff = Backoff(0.02, 0.3)
+    print("ready", flush=True)
+    while True:
+        if select.select([sys.stdin], [], [], 0)[0] and not os.read(sys.stdin.fileno(), 1):
+            return 0  # the parent closed our stdin: stop
+        try:
+            client.connect(idle=0.5, limit=2.0)
+            backoff.reset()
+        except Exception:  # refused, reset, timed out: the server is restarting or the link is cut
+            client.cookie = None if backoff.failures > 3 else client.cookie  # log in again after a while
+            import time
+
+            time.sleep(backoff.next())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
