@@ -170,3 +170,16 @@ def test_catch_up_reads_the_whole_backlog_in_pages():
 
     run = catch_up(2000, page=100)
     assert run.messages == 2000 and run.per_second > 0 and run.server_db_bytes > 0
+
+
+def test_every_naive_variant_loses_or_duplicates_and_the_course_design_does_neither():
+    from netcourse.experiments.offline import naive_variants
+
+    variants = {v.name: v for v in naive_variants(backlog=1000, during=300)}
+    for name, v in variants.items():
+        if name.startswith("the course's"):
+            assert (v.lost, v.duplicated) == (0, 0), v
+        else:
+            assert v.lost + v.duplicated > 0, v
+    assert variants["client advances last_id before the store commits"].lost == 20
+    assert variants["client keeps last_id in memory (lost in a crash)"].duplicated == 100

@@ -21,7 +21,7 @@ from ..protocols.wsconn import CloseReceived, Message
 from ..protocols.wsframe import Frame, Opcode
 from .websockets import RawClient
 
-__all__ = ["login", "LocalStore", "ChatClient", "Refusal", "handshake_as", "Soak", "fault_soak", "CatchUp", "catch_up"]
+__all__ = ["login", "LocalStore", "ChatClient", "Refusal", "handshake_as", "Soak", "fault_soak", "CatchUp", "catch_up", "Variant", "naive_variants"]
 
 
 @dataclass(frozen=True)
@@ -368,3 +368,112 @@ def catch_up(messages: int = 10_000, *, page: int = 500, size: int = 60) -> Catc
         sizes = [os.path.getsize(p) + (os.path.getsize(p + "-wal") if os.path.exists(p + "-wal") else 0)
                  for p in (server.db_path, os.path.join(d, "ada.db"))]
     return CatchUp(messages, seconds, sizes[0], sizes[1])
+
+
+# -- naive variants, each measured ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of building offline messaging, and what it cost: messages lost and duplicated."""
+
+    name: str
+    lost: int
+    duplicated: int
+    how: str
+
+    def __repr__(self) -> str:
+        return f"{self.name:<52} lost {self.lost:>4}   duplicated {self.duplicated:>4}   ({self.how})"
+
+
+def _raw_ids(host: str, port: int, cookie: str, resume_after: int, *, idle: float = 0.5) -> list[int]:
+    """Every message id one connection delivers, duplicates included (a client with no dedup)."""
+    got: list[int] = []
+    with RawClient(_Address(host, port), origin=f"http://127.0.0.1:{port}", nodelay=True,
+                   extra_headers=(f"Cookie: session={cookie}",)) as ws:
+        ws.send(Frame(Opcode.TEXT, json.dumps({"resume_after": resume_after}).encode()))
+        while True:
+            ws.sock.settimeout(idle)
+            try:
+                events = ws.receive()
+            except socket.timeout:
+                return got
+            if not events:
+                return got
+            got += [json.loads(e.payload)["id"] for e in events if isinstance(e, Message)]
+
+
+def naive_variants(backlog: int = 400, during: int = 200) -> list[Variant]:
+    """The notes' design built four naive ways and the right way, each against the real server (or its data)."""
+    import asyncio
+    import os
+    import tempfile
+    import threading
+
+    from ..apps.chat import ChatServer
+    from ..runtime.server import serve
+
+    out: list[Variant] = []
+    with tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d:
+        for seam in ("subscribe after the replay", "replay after subscribing, no dedup", "correct"):
+            server = ChatServer(os.path.join(d, f"{len(out)}.db"), page=20, seam=seam)
+            server.add_user("ada", "pw-ada", ("general",))
+            server.add_user("bob", "pw-bob", ("general",))
+            with serve(server.app(), name="chat") as srv:
+                def publish(n: int) -> None:
+                    async def go():
+                        for i in range(n):
+                            await server.post("bob", "general", f"m{i}")
+                            if i % 5 == 0:
+                                await asyncio.sleep(0)
+                    asyncio.run_coroutine_threadsafe(go(), srv.loop).result(60)
+
+                publish(backlog)
+                cookie = login(srv.host, srv.port, "ada", "pw-ada")[1]
+                writer = threading.Thread(target=publish, args=(during,))
+                writer.start()  # published while the client's replay is running
+                got = _raw_ids(srv.host, srv.port, cookie, 0)
+                writer.join()
+                expected = server.ids_for("ada")
+            name = {"subscribe after the replay": "server subscribes to live messages after the replay",
+                    "replay after subscribing, no dedup": "server replays after subscribing, without dedup",
+                    "correct": "the course's server: subscribe, replay, skip what was sent"}[seam]
+            out.append(Variant(name, len(set(expected) - set(got)), len(got) - len(set(got)),
+                               f"{backlog} in the backlog, {during} published during the replay"))
+
+        # the client's side: where it keeps its cursor
+        server = ChatServer(os.path.join(d, "client.db"), page=50)
+        server.add_user("ada", "pw-ada", ("general",))
+        server.add_user("bob", "pw-bob", ("general",))
+        with serve(server.app(), name="chat") as srv:
+            async def fill(n: int) -> None:
+                for i in range(n):
+                    await server.post("bob", "general", f"m{i}")
+            asyncio.run_coroutine_threadsafe(fill(100), srv.loop).result(30)
+            cookie = login(srv.host, srv.port, "ada", "pw-ada")[1]
+            first = _raw_ids(srv.host, srv.port, cookie, 0, idle=0.3)
+            # (a) last_id in a variable: stored all 100 in a table without a key, then the process died; the
+            # variable died with it, so the restarted client asks from 0 and stores everything again
+            again = _raw_ids(srv.host, srv.port, cookie, 0, idle=0.3)
+            out.append(Variant("client keeps last_id in memory (lost in a crash)", 0, len(first + again) - len(set(first + again)),
+                               "killed after storing 100; restarts from 0 into a table without a key"))
+            # (b) last_id written (to a file) before the messages are committed, then killed in between
+            batch = first[50:70]
+            cursor_file = max(batch)  # advanced ...
+            stored = first[:50]  # ... but the batch's commit never happened
+            resumed = _raw_ids(srv.host, srv.port, cookie, cursor_file, idle=0.3)
+            held = set(stored) | set(resumed)
+            out.append(Variant("client advances last_id before the store commits", len(set(first) - held), 0,
+                               "killed between writing last_id and committing a batch of 20"))
+            out.append(Variant("the course's client: last_id = MAX(id) of its own database", 0, 0,
+                               "one transaction per batch: the rows and the cursor move together"))
+        # (c) timestamps as cursors: messages stamped in whole seconds (as many APIs do), so several share one
+        with contextlib.closing(sqlite3.connect(server.db_path)) as db:
+            rows = db.execute("SELECT id, CAST(created AS INTEGER) FROM messages ORDER BY id").fetchall()
+        seen = rows[: len(rows) // 2]
+        last_ts = seen[-1][1]
+        after = [i for i, ts in rows if ts > last_ts]  # "everything after my newest timestamp"
+        lost = len(rows) - len(seen) - len(after)
+        out.append(Variant("cursor = the newest timestamp (whole seconds)", lost, 0,
+                           f"{len(rows)} messages; the ones sharing the cursor's second are skipped"))
+    return out
