@@ -183,3 +183,47 @@ def test_every_naive_variant_loses_or_duplicates_and_the_course_design_does_neit
             assert v.lost + v.duplicated > 0, v
     assert variants["client advances last_id before the store commits"].lost == 20
     assert variants["client keeps last_id in memory (lost in a crash)"].duplicated == 100
+
+
+@pytest.mark.replayable
+def test_the_happy_path_capture_and_its_questions():
+    from netcourse.experiments import offline as off
+
+    run = off.happy_path(backlog=5, live=3)
+    assert run.replayed == 5 and run.live == 3 and run.same
+    assert "HttpOnly" in run.set_cookie and "SameSite=Lax" in run.set_cookie
+    assert off.exercise_cookie_age(run).check(3600)
+    line = next(l for l in run.handshake.split("\r\n") if l.lower().startswith("cookie:"))
+    assert off.exercise_cookie_bytes(run).check(len(line) + 2)
+
+
+def test_offline_and_back_replays_then_goes_live():
+    from netcourse.experiments import offline as off
+
+    run = off.offline_and_back(held=10, offline=30, live=5, gap=0.02)
+    assert run.before == 10 and run.replayed == 30 and len(run.arrivals) == 35 and run.same
+    assert off.predict_replayed(10, 30).check(30, run)
+    ids = [i for _, i, _ in run.arrivals]
+    assert ids == sorted(ids) == list(range(11, 46))
+
+
+def test_attacks_and_bad_input_as_the_notebook_shows_them():
+    from netcourse.experiments import offline as off
+
+    attacks, revoked_after, leak = off.auth_attacks()
+    answers = [a.answer for a in attacks]
+    assert answers[:3] == ["HTTP/1.1 401 Unauthorized"] * 3 and answers[3] == "HTTP/1.1 403 Forbidden"
+    assert answers[4].endswith("101 Switching Protocols") and answers[5].startswith("closed with 1008")
+    assert revoked_after < 0.5 and "token=s3cr3t" in leak[0]
+    bad = dict(off.bad_inputs())
+    assert all(v.startswith("close 1008") for k, v in bad.items() if k.startswith("resume_after"))
+    assert any(v == "close 1009" for v in bad.values())
+    assert bad["a login that is not JSON"].startswith("400")
+
+
+def test_resuming_across_a_link_costs_five_round_trips():
+    from netcourse.experiments import offline as off
+
+    run = off.resume_across_a_link(rtt_ms=100, backlog=20)
+    assert run.messages == 20
+    assert 190 <= run.login_ms <= 300 and 390 <= run.handshake_ms <= 550 and 490 <= run.first_message_ms <= 700, run

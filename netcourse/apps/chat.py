@@ -195,6 +195,11 @@ class ChatServer:
         user, token_hash = found
         ws = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=None)
         await ws.prepare(request)
+        sock_ = request.transport.get_extra_info("socket") if request.transport else None
+        if sock_ is not None:  # small frames go out at once, not after the previous one's ACK (Nagle, notebook 05)
+            import socket as _socket
+
+            sock_.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         sock = _Socket(ws, user, token_hash)
         try:
             first = await asyncio.wait_for(ws.receive(), 10)

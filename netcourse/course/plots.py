@@ -21,7 +21,7 @@ from ..protocols.headers import HeaderLayout
 from .exercises import sig3
 from ..traffic.wire import LAYER_LABELS, LAYERS, WireBytes
 
-__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs", "reconnect_storm", "stream_delays", "chunks_and_segments", "webhook_attempts", "webhook_noise"]
+__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs", "reconnect_storm", "stream_delays", "chunks_and_segments", "webhook_attempts", "webhook_noise", "offline_timeline", "soak_result"]
 
 LAYER_COLOURS = {
     "link": "#9e9e9e",
@@ -544,6 +544,42 @@ def webhook_noise(runs, *, title: str | None = None) -> Figure:
     axes[0].invert_yaxis()
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def offline_timeline(run, *, title: str | None = None) -> Figure:
+    """Message ids against arrival time after a reconnection (an ``offline.OfflineRun``): the replayed backlog
+    arrives at once, the live messages one by one."""
+    fig, ax = plt.subplots(figsize=(8, 3), layout="constrained")
+    plt.close(fig)
+    for kind, colour in (("replayed", "#1565c0"), ("live", "#2e7d32")):
+        pts = [(t, i) for t, i, k in run.arrivals if k == kind]
+        if pts:
+            ax.plot([t for t, _ in pts], [i for _, i in pts], "o", ms=4, color=colour, label=f"{kind} ({len(pts)})")
+    ax.set_xlabel("ms since the client reconnected")
+    ax.set_ylabel("message id")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title or f"Back online: {run.replayed} replayed at once, then live messages as they come")
+    return fig
+
+
+def soak_result(soak, *, title: str | None = None) -> Figure:
+    """A fault soak (an ``offline.Soak``): the faults on a time line, and the verdict."""
+    fig, ax = plt.subplots(figsize=(8, 1.9), layout="constrained")
+    plt.close(fig)
+    marks = {"client killed (SIGKILL)": ("X", "#c62828"), "server restarted": ("s", "#ef6c00"),
+             "connections cut": ("v", "#6a1b9a")}
+    for kind, (marker, colour) in marks.items():
+        ts = [t for t, k in soak.faults if k.startswith(kind)]
+        ax.plot(ts, [0] * len(ts), marker, color=colour, ms=9, linestyle="none", label=f"{kind} ({len(ts)})")
+    ax.set_yticks([])
+    ax.set_xlabel("seconds into the run")
+    ax.set_xlim(0, max([t for t, _ in soak.faults] + [0.5]) * 1.1)
+    ax.legend(loc="upper center", fontsize=8, frameon=False, ncol=3, bbox_to_anchor=(0.5, 1.45))
+    ax.spines[["top", "right", "left"]].set_visible(False)
+    verdict = f"{len(soak.published):,} messages: {len(soak.lost)} lost, {soak.duplicated} duplicated"
+    ax.set_title(title or verdict, fontsize=10, pad=26)
     return fig
 
 

@@ -21,7 +21,7 @@ from ..protocols.wsconn import CloseReceived, Message
 from ..protocols.wsframe import Frame, Opcode
 from .websockets import RawClient
 
-__all__ = ["login", "LocalStore", "ChatClient", "Refusal", "handshake_as", "Soak", "fault_soak", "CatchUp", "catch_up", "Variant", "naive_variants"]
+__all__ = ["login", "LocalStore", "ChatClient", "Refusal", "handshake_as", "Soak", "fault_soak", "CatchUp", "catch_up", "Variant", "naive_variants", "HappyPath", "happy_path", "exercise_cookie_age", "exercise_cookie_bytes", "OfflineRun", "offline_and_back", "predict_replayed", "Attack", "auth_attacks", "FAULT_COUNTS", "soak_grid", "soak_knob", "LinkResume", "resume_across_a_link", "bad_inputs"]
 
 
 @dataclass(frozen=True)
@@ -476,4 +476,386 @@ def naive_variants(backlog: int = 400, during: int = 200) -> list[Variant]:
         lost = len(rows) - len(seen) - len(after)
         out.append(Variant("cursor = the newest timestamp (whole seconds)", lost, 0,
                            f"{len(rows)} messages; the ones sharing the cursor's second are skipped"))
+    return out
+
+
+# -- the notebook's experiments ---------------------------------------------------------------------------------
+
+import asyncio as _asyncio  # noqa: E402
+import os as _os  # noqa: E402
+import tempfile as _tempfile  # noqa: E402
+
+from ..course.exercises import Exercise, Prediction  # noqa: E402
+from ..protocols.httpwire import parse_head, split_head  # noqa: E402
+from ..traffic.packets import C2S, S2C  # noqa: E402
+from ..traffic.sniffer import Capture, capture  # noqa: E402
+from ..traffic.wire import tcp_payload_streams  # noqa: E402
+from .registry import scenario  # noqa: E402
+
+
+@contextlib.contextmanager
+def _chat(page: int = 50, **options):
+    """A chat server with users ada and bob (both in "general" and "ada-bob") and eve (alone), serving."""
+    from ..apps.chat import ChatServer
+    from ..runtime.server import serve
+
+    with _tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d:
+        server = ChatServer(_os.path.join(d, "server.db"), page=page, **options)
+        server.add_user("ada", "correct horse", ("general", "ada-bob"))
+        server.add_user("bob", "battery staple", ("general", "ada-bob"))
+        server.add_user("eve", "eavesdrop", ("eve-only",))
+        with serve(server.app(), name="chat") as srv:
+            yield server, srv, d
+
+
+def _publish(server, srv, n: int, *, conversation: str = "general", gap: float = 0.0) -> None:
+    async def go():
+        for i in range(n):
+            await server.post("bob", conversation, f"{conversation} message {server_last(server) + 1}")
+            await _asyncio.sleep(gap)
+
+    _asyncio.run_coroutine_threadsafe(go(), srv.loop).result(60 + n * gap)
+
+
+def server_last(server) -> int:
+    return server.last_id()
+
+
+@dataclass
+class HappyPath:
+    """Login, the handshake with its cookie, resume, replay and live messages, captured.
+
+    Attributes:
+        set_cookie: the Set-Cookie header of the login's answer, from the capture.
+        handshake: the WebSocket handshake request's head, from the capture.
+        replayed, live: messages the client got from the backlog, and pushed after it.
+        same: the client's database equals what the server says the user may read.
+        capture: the packets (in replay: the recording).
+    """
+
+    set_cookie: str
+    handshake: str
+    replayed: int
+    live: int
+    same: bool
+    capture: Capture
+
+
+@scenario("chat_happy_path")
+def happy_path(backlog: int = 5, live: int = 3) -> HappyPath:
+    """ada logs in, opens the WebSocket with her cookie, resumes after 0, gets the backlog, then live messages."""
+    with _chat() as (server, srv, d):
+        _publish(server, srv, backlog)
+        store = LocalStore(_os.path.join(d, "ada.db"))
+        client = ChatClient(store, srv.host, srv.port, "ada", "correct horse")
+        with capture(srv.port, scenario="chat_happy_path") as cap:
+            first = client.connect(idle=0.2)
+            import threading
+
+            pusher = threading.Thread(target=_publish, args=(server, srv, live), kwargs={"gap": 0.05})
+            pusher.start()
+            second = client.connect(idle=0.4)
+            pusher.join()
+        same = store.ids() == server.ids_for("ada")
+        store.close()
+    streams = tcp_payload_streams(cap.packets, cap.table())
+    responses, requests = streams[S2C], streams[C2S]
+    set_cookie = next((line.decode("latin-1") for line in responses.split(b"\r\n")
+                       if line.lower().startswith(b"set-cookie:")), "")
+    start = requests.find(b"GET /ws")
+    found = split_head(requests[start:]) if start >= 0 else None
+    return HappyPath(set_cookie, found[0].decode("latin-1") if found else "", first, second, same, cap)
+
+
+def exercise_cookie_age(run: HappyPath) -> Exercise:
+    """The session cookie's lifetime, read from the captured Set-Cookie."""
+    attrs = {a.split("=", 1)[0].strip().lower(): (a.split("=", 1)[1] if "=" in a else "")
+             for a in run.set_cookie.split(";")[1:]}
+    age = int(attrs.get("max-age", "0") or 0)
+    return Exercise(
+        "In your capture, the login's answer carries a Set-Cookie header. For how many seconds may the browser "
+        "keep that cookie?", answer=age,
+        hint="run.set_cookie holds the header; its attributes follow the value, separated by ';'.",
+        explanation=f"{age} s (Max-Age, RFC 6265 §5.2.2): after that the browser drops it, and the server refuses "
+        "the session anyway (it stores an expiry beside the token's hash). HttpOnly keeps page scripts from "
+        "reading it; SameSite=Lax keeps it off cross-site subrequests.",
+        kind="capture",
+    )
+
+
+def exercise_cookie_bytes(run: HappyPath) -> Exercise:
+    """What the cookie costs the handshake, from the learner's capture."""
+    line = next((l for l in run.handshake.split("\r\n") if l.lower().startswith("cookie:")), "")
+    size = len(line) + 2 if line else 0
+    return Exercise(
+        "In your capture, the WebSocket handshake request carries the session in a Cookie header. How many bytes "
+        "does that header line take, its CRLF included?", answer=size,
+        hint="Find the line starting 'Cookie:' in run.handshake; count its characters, plus 2 for CRLF.",
+        explanation=f"{size} bytes, once per connection: authentication happens at the handshake, not on every "
+        "message (the notes' 'auth when the socket is set up'). The price: a session revoked later must be "
+        "enforced by closing the socket, not by refusing the next message.",
+        kind="capture",
+    )
+
+
+@dataclass
+class OfflineRun:
+    """A client that went offline while messages were published, and came back.
+
+    Attributes:
+        before: messages it held before going offline.
+        arrivals: (ms since it reconnected, id, "replayed" or "live") for everything after.
+        same: its database equals the server's view of what it may read.
+    """
+
+    before: int
+    arrivals: list[tuple[float, int, str]]
+    same: bool
+
+    @property
+    def replayed(self) -> int:
+        return sum(1 for _, _, k in self.arrivals if k == "replayed")
+
+    def __repr__(self) -> str:
+        live = len(self.arrivals) - self.replayed
+        return (f"held {self.before} before going offline; on reconnecting: {self.replayed} replayed, then {live} "
+                f"live; the local database {'equals' if self.same else 'DIFFERS from'} the server's")
+
+
+def offline_and_back(held: int = 20, offline: int = 50, live: int = 10, gap: float = 0.03) -> OfflineRun:
+    """The client syncs ``held`` messages, goes offline, ``offline`` are published, it reconnects and then
+    ``live`` more arrive ``gap`` s apart. Every arrival after the reconnect is timed and labelled."""
+    with _chat(page=20) as (server, srv, d):
+        _publish(server, srv, held)
+        store = LocalStore(_os.path.join(d, "ada.db"))
+        client = ChatClient(store, srv.host, srv.port, "ada", "correct horse")
+        client.connect(idle=0.2)
+        before = len(store.ids())
+        _publish(server, srv, offline)  # the client is offline: nothing connected
+        cut = server_last(server)
+        cookie = client.cookie
+        arrivals: list[tuple[float, int, str]] = []
+        import threading
+
+        with RawClient(_Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}", nodelay=True,
+                       extra_headers=(f"Cookie: session={cookie}",)) as ws:
+            t0 = time.perf_counter()
+            ws.send(Frame(Opcode.TEXT, json.dumps({"resume_after": store.last_id()}).encode()))
+            pusher = threading.Thread(target=_publish, args=(server, srv, live), kwargs={"gap": gap})
+            started = False
+            while True:
+                ws.sock.settimeout(0.5)
+                try:
+                    events = ws.receive()
+                except socket.timeout:
+                    break
+                batch = [json.loads(e.payload) for e in events if isinstance(e, Message)]
+                store.store_many(batch)
+                now = (time.perf_counter() - t0) * 1000
+                arrivals += [(now, m["id"], "replayed" if m["id"] <= cut else "live") for m in batch]
+                if not started and any(m["id"] >= cut for m in batch):
+                    pusher.start()  # the backlog is in: now publish live ones
+                    started = True
+            if started:
+                pusher.join()
+        same = store.ids() == server.ids_for("ada")
+        store.close()
+    return OfflineRun(before, arrivals, same)
+
+
+def predict_replayed(held: int = 20, offline: int = 50) -> Prediction:
+    def explain(given: float, measured: float) -> str:
+        return (f"The client resumes after its MAX(id), {held}; the server sends every message with a higher id it "
+                f"may read: the {offline} published while it was away. Nothing older (it has those), nothing "
+                "twice (the cursor only moves forward).")
+
+    return Prediction(
+        f"A client holds messages 1 to {held}. It goes offline; {offline} messages are published in its "
+        "conversations. It reconnects and sends its resume_after. How many messages does the replay bring?",
+        measure=lambda run: run.replayed, unit="messages", tolerance=0.0, explain=explain,
+    )
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attempt on the socket's authentication, and the answer."""
+
+    case: str
+    answer: str
+
+
+def auth_attacks() -> tuple[list[Attack], float, list[str]]:
+    """Handshakes without, with forged, expired and cross-site credentials; a revoked session's open socket
+    (seconds until the server closed it); and where a token in the URL ends up (an access log)."""
+    import sqlite3 as _sqlite3
+
+    out: list[Attack] = []
+    with _chat() as (server, srv, d):
+        own = f"http://127.0.0.1:{srv.port}"
+        status, cookie, _ = login(srv.host, srv.port, "ada", "correct horse")
+        out.append(Attack("no cookie", handshake_as(srv.host, srv.port, "", cookie=None, origin=own).status_line))
+        out.append(Attack("a forged cookie", handshake_as(srv.host, srv.port, "", cookie="A" * 43, origin=own).status_line))
+        _, old, _ = login(srv.host, srv.port, "ada", "correct horse")
+        with contextlib.closing(_sqlite3.connect(server.db_path)) as db:
+            from ..apps.chat import _hash
+
+            db.execute("UPDATE sessions SET expires = ? WHERE token_hash = ?", (time.time() - 1, _hash(old)))
+            db.commit()
+        out.append(Attack("an expired cookie", handshake_as(srv.host, srv.port, "", cookie=old, origin=own).status_line))
+        out.append(Attack("a valid cookie from another site's page (Origin: http://evil.example)",
+                          handshake_as(srv.host, srv.port, "", cookie=cookie, origin="http://evil.example").status_line))
+        out.append(Attack("a valid cookie, own origin", handshake_as(srv.host, srv.port, "", cookie=cookie,
+                                                                      origin=own).status_line))
+        # a revoked session whose socket is open
+        with RawClient(_Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
+            ws.send(Frame(Opcode.TEXT, b'{"resume_after": 0}'))
+            deadline = time.monotonic() + 3
+            while not server.sockets and time.monotonic() < deadline:
+                time.sleep(0.005)
+            _asyncio.run_coroutine_threadsafe(server.revoke("ada"), srv.loop).result(5)
+            ws.sock.settimeout(2)
+            events = ws.receive(1)
+        closed = [e for e in events if isinstance(e, CloseReceived)]
+        out.append(Attack("the session revoked while its socket is open",
+                          f"closed with {closed[0].code} '{closed[0].reason}'" if closed else "still open"))
+        revoked_after = server.closed_for_revocation[0] if server.closed_for_revocation else float("nan")
+    leaks = _token_in_url_leaks()
+    return out, revoked_after, leaks
+
+
+def _token_in_url_leaks() -> list[str]:
+    """A server that writes an ordinary access log (the request line, query string included, as the common
+    log format does), asked for /ws?token=…: the line it writes."""
+    from aiohttp import web
+
+    from ..runtime.server import serve
+
+    lines: list[str] = []
+
+    @web.middleware
+    async def access_log(request: web.Request, handler):
+        response = await handler(request)
+        lines.append(f'{request.remote} - - "{request.method} {request.path_qs} HTTP/1.1" {response.status} '
+                     f'"{request.headers.get("Referer", "-")}"')
+        return response
+
+    async def ws(request: web.Request) -> web.Response:
+        return web.Response(status=426, text="upgrade required")
+
+    app = web.Application(middlewares=[access_log])
+    app.router.add_get("/ws", ws)
+    with serve(app, name="access-log demo") as srv:
+        conn = http.client.HTTPConnection(srv.host, srv.port, timeout=5)
+        conn.request("GET", "/ws?token=s3cr3t-session-token")
+        conn.getresponse().read()
+        conn.close()
+    return lines
+
+
+FAULT_COUNTS = (0, 2, 5, 10)
+
+
+def soak_grid(counts: tuple[int, ...] = FAULT_COUNTS, *, messages: int = 200, rate: float = 400.0) -> dict[int, Soak]:
+    """The fault soak once per number of faults (each a real run), for the knob."""
+    return {n: fault_soak(messages, n, seed=20 + n, rate=rate, settle=6.0) for n in counts}
+
+
+def soak_knob(grid: dict[int, Soak], faults: int = 5):
+    from ..course import plots
+
+    if faults not in grid:
+        raise ValueError(f"no run with {faults} faults; measured: {', '.join(map(str, grid))}")
+    return plots.soak_result(grid[faults])
+
+
+@dataclass
+class LinkResume:
+    """Coming back across an emulated link: ms from the start to each step of a reconnection."""
+
+    rtt_ms: float
+    login_ms: float
+    handshake_ms: float
+    first_message_ms: float
+    all_ms: float
+    messages: int
+    mode: str
+
+    def __repr__(self) -> str:
+        return (f"across a {self.rtt_ms:g} ms round trip ({self.mode}): logged in after {self.login_ms:.0f} ms, "
+                f"socket open after {self.handshake_ms:.0f} ms, first replayed message after "
+                f"{self.first_message_ms:.0f} ms, all {self.messages} after {self.all_ms:.0f} ms")
+
+
+def resume_across_a_link(rtt_ms: float = 100.0, backlog: int = 50) -> LinkResume:
+    """A client that was offline comes back across an emulated link: login (a TCP connection and a request),
+    the WebSocket handshake (another connection and the upgrade), then resume_after and the replay."""
+    from ..apps.chat import ChatServer
+    from ..network.link import link
+
+    with _tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d, link(rtt_ms=rtt_ms) as net:
+        server = ChatServer(_os.path.join(d, "server.db"), page=50,
+                            allowed_origins=None)
+        server.add_user("ada", "correct horse", ("general",))
+        server.add_user("bob", "battery staple", ("general",))
+        srv = net.serve(server.app(), name="chat")
+        net.announce()
+        _publish(server, srv, backlog)
+        server.allowed_origins = {f"http://127.0.0.1:{srv.port}", f"http://{srv.host}:{srv.port}"}
+
+        def client() -> tuple[float, float, float, float, int]:
+            t0 = time.perf_counter()
+            status, cookie, _ = login(srv.host, srv.port, "ada", "correct horse")
+            t_login = time.perf_counter()
+            with RawClient(_Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}", nodelay=True,
+                           extra_headers=(f"Cookie: session={cookie}",)) as ws:
+                t_open = time.perf_counter()
+                ws.send(Frame(Opcode.TEXT, b'{"resume_after": 0}'))
+                got, first = 0, None
+                while got < backlog:
+                    ws.sock.settimeout(5)
+                    events = ws.receive()
+                    n = sum(1 for e in events if isinstance(e, Message))
+                    if n and first is None:
+                        first = time.perf_counter()
+                    got += n
+                t_all = time.perf_counter()
+            ms = lambda t: (t - t0) * 1000  # noqa: E731
+            return ms(t_login), ms(t_open), ms(first or t_all), ms(t_all), got
+
+        login_ms, open_ms, first_ms, all_ms, got = net.near(client, 30)
+        mode = net.mode
+    return LinkResume(rtt_ms, login_ms, open_ms, first_ms, all_ms, got, mode)
+
+
+def bad_inputs() -> list[tuple[str, str]]:
+    """Each kind of bad input, sent to a live server: (what was sent, what came back)."""
+    out: list[tuple[str, str]] = []
+    with _chat() as (server, srv, d):
+        own = f"http://127.0.0.1:{srv.port}"
+        cookie = login(srv.host, srv.port, "ada", "correct horse")[1]
+        for value in ("-1", '"7"', "1.5", "true", "999"):
+            with RawClient(_Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
+                ws.send(Frame(Opcode.TEXT, ('{"resume_after": %s}' % value).encode()))
+                ws.sock.settimeout(3)
+                events = ws.receive(2)
+            error = next((json.loads(e.payload).get("error", "") for e in events if isinstance(e, Message)), "")
+            code = next((e.code for e in events if isinstance(e, CloseReceived)), None)
+            out.append((f"resume_after {value}", f"close {code}: {error}"))
+        with RawClient(_Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
+            ws.send(Frame(Opcode.TEXT, b'{"resume_after": 0}'))
+            ws.send(Frame(Opcode.TEXT, b"x" * (server.max_message + 1)))
+            ws.sock.settimeout(3)
+            events = ws.receive(1)
+        code = next((e.code for e in events if isinstance(e, CloseReceived)), None)
+        out.append((f"a frame of {server.max_message + 1:,} bytes (limit {server.max_message:,})", f"close {code}"))
+        conn = http.client.HTTPConnection(srv.host, srv.port, timeout=5)
+        conn.request("POST", "/login", body="user=ada", headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        out.append(("a login that is not JSON", f"{resp.status}: {resp.read().decode()[:70]}"))
+        conn.close()
+        name = "robert'); DROP TABLE messages;--"
+        server.add_user(name, "pw", ("general",))
+        status = login(srv.host, srv.port, name, "pw")[0]
+        _publish(server, srv, 1)
+        out.append((f"a user named {name!r}", f"login {status}; the messages table still works ({server.last_id()} message)"))
     return out
