@@ -58,7 +58,10 @@ class LocalStore:
         self.db.executescript("""
             CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, conversation TEXT, sender TEXT, text TEXT);
             CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, conversation TEXT, text TEXT, acked INTEGER);
+            CREATE TABLE IF NOT EXISTS wire (received INTEGER, repeats INTEGER);
         """)
+        if self.db.execute("SELECT COUNT(*) FROM wire").fetchone()[0] == 0:
+            self.db.execute("INSERT INTO wire VALUES (0, 0)")
         self.db.commit()
 
     def last_id(self) -> int:
@@ -77,7 +80,14 @@ class LocalStore:
             before = self.db.total_changes
             self.db.executemany("INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?)",
                                 [(int(m["id"]), m["conversation"], m["sender"], m["text"]) for m in msgs])
-            return self.db.total_changes - before
+            new = self.db.total_changes - before
+            # what came over the wire, in the same transaction (a SIGKILL loses none of this count either)
+            self.db.execute("UPDATE wire SET received = received + ?, repeats = repeats + ?", (len(msgs), len(msgs) - new))
+            return new
+
+    def wire(self) -> tuple[int, int]:
+        """(messages received over the wire, of which repeats): what dedup absorbed."""
+        return tuple(self.db.execute("SELECT received, repeats FROM wire").fetchone())
 
     def ids(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT id FROM messages ORDER BY id")]
@@ -188,13 +198,22 @@ class Soak:
         held: ids in the client's database at the end.
         faults: (seconds since the start, kind) in order.
         lost: published ids the client does not hold.
-        duplicated: ids held more than once (the database's primary key makes this impossible; counted anyway).
-        in_order: the client's ids are the server's, in the same order.
+        duplicated: ids stored more than once (the client's primary key makes this impossible: counted anyway).
+        repeats: messages that came over the wire more than once (after a fault) and were absorbed by dedup.
+        in_order: the client's stored ids are exactly the server's, in order.
+        streaming_until: seconds into the run when the last message was published.
     """
 
     published: list[int]
     held: list[int]
     faults: list[tuple[float, str]]
+    repeats: int = 0
+    streaming_until: float = 0.0
+
+    @property
+    def during_stream(self) -> int:
+        """Faults that struck while messages were still being published."""
+        return sum(1 for t, _ in self.faults if t <= self.streaming_until)
 
     @property
     def lost(self) -> list[int]:
@@ -214,9 +233,10 @@ class Soak:
         for _, k in self.faults:
             k = k.split(" (")[0] if k.startswith("connections") else k
             kinds[k] = kinds.get(k, 0) + 1
-        return (f"{len(self.published):,} messages, {len(self.faults)} faults "
-                f"({', '.join(f'{n} {k}' for k, n in kinds.items())}): {len(self.lost)} lost, "
-                f"{self.duplicated} duplicated, order {'preserved' if self.in_order else 'NOT preserved'}")
+        return (f"{len(self.published):,} messages, {len(self.faults)} faults, {self.during_stream} of them while "
+                f"messages streamed ({', '.join(f'{n} {k}' for k, n in kinds.items())}): {len(self.lost)} lost, "
+                f"{self.duplicated} stored twice, {self.repeats} received twice and absorbed; stored ids "
+                f"{'equal the server' if self.in_order else 'DIFFER from the server'}")
 
 
 def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: float = 400.0,
@@ -253,8 +273,20 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
             proc = subprocess.Popen([sys.executable, "-m", "netcourse.experiments._chat_child", client_db,
                                      "127.0.0.1", str(port), "ada", "pw-ada"], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-            proc.stdout.readline()  # "ready"
+            ready = threading.Thread(target=proc.stdout.readline, daemon=True)  # "ready", within a deadline
+            ready.start()
+            ready.join(20)
+            if ready.is_alive():
+                stop_client(proc)
+                raise NetcourseError("the client process did not start within 20 s")
             return proc
+
+        def stop_client(proc: subprocess.Popen) -> None:
+            proc.kill()
+            proc.wait(5)
+            for stream in (proc.stdin, proc.stdout):
+                if stream:
+                    stream.close()
 
         log: list[tuple[float, str]] = []
         start = time.monotonic()
@@ -264,10 +296,12 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
         client = start_client()
         try:
             published = 0
+            last_publish: list[float] = []
+            stopping = threading.Event()
 
             def publisher() -> None:
                 nonlocal published
-                while published < messages:
+                while published < messages and not stopping.is_set():
                     target = start + published / rate
                     time.sleep(max(0.0, target - time.monotonic()))
                     current = srv  # the server may be restarting: try again shortly
@@ -275,6 +309,7 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
                     try:
                         asyncio.run_coroutine_threadsafe(coro, current.loop).result(5)
                         published += 1
+                        last_publish[:] = [time.monotonic()]
                     except Exception:
                         coro.close()  # never started: the loop was stopping
                         time.sleep(0.01)
@@ -286,8 +321,7 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
                 kind = rng.choice(kinds)
                 log.append((time.monotonic() - start, kind))
                 if kind.startswith("client"):
-                    client.kill()
-                    client.wait(5)
+                    stop_client(client)  # SIGKILL: no clean-up of any kind in the child
                     client = start_client()
                 elif kind.startswith("server"):
                     srv.stop()
@@ -299,6 +333,10 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
                     cut = asyncio.run_coroutine_threadsafe(server.cut_all(), srv.loop).result(5)
                     log[-1] = (log[-1][0], f"{kind} ({cut} open)")
             pub.join(duration + 30)
+            streaming_until = time.monotonic() - start if not pub.is_alive() else float("inf")
+            if pub.is_alive():
+                raise NetcourseError("the publisher did not finish")
+            streaming_until = last_publish[0] - start if last_publish else streaming_until
             expected = server.ids_for("ada")
             deadline = time.monotonic() + settle
             held: list[int] = []
@@ -308,14 +346,13 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
                 if len(held) >= len(expected):
                     break
                 time.sleep(0.1)
+            with contextlib.closing(sqlite3.connect(client_db, timeout=5)) as db:
+                repeats = db.execute("SELECT repeats FROM wire").fetchone()[0]
         finally:
-            client.kill()
-            client.wait(5)
-            for stream in (client.stdin, client.stdout):
-                if stream:
-                    stream.close()
+            stopping.set()  # the publisher stops too, whatever happened
+            stop_client(client)
             srv.stop()
-        return Soak(expected, held, log)
+        return Soak(expected, held, log, repeats, streaming_until)
 
 
 @dataclass(frozen=True)
@@ -451,31 +488,83 @@ def naive_variants(backlog: int = 400, during: int = 200) -> list[Variant]:
                     await server.post("bob", "general", f"m{i}")
             asyncio.run_coroutine_threadsafe(fill(100), srv.loop).result(30)
             cookie = login(srv.host, srv.port, "ada", "pw-ada")[1]
-            first = _raw_ids(srv.host, srv.port, cookie, 0, idle=0.3)
-            # (a) last_id in a variable: stored all 100 in a table without a key, then the process died; the
-            # variable died with it, so the restarted client asks from 0 and stores everything again
-            again = _raw_ids(srv.host, srv.port, cookie, 0, idle=0.3)
-            out.append(Variant("client keeps last_id in memory (lost in a crash)", 0, len(first + again) - len(set(first + again)),
-                               "killed after storing 100; restarts from 0 into a table without a key"))
-            # (b) last_id written (to a file) before the messages are committed, then killed in between
-            batch = first[50:70]
-            cursor_file = max(batch)  # advanced ...
-            stored = first[:50]  # ... but the batch's commit never happened
-            resumed = _raw_ids(srv.host, srv.port, cookie, cursor_file, idle=0.3)
-            held = set(stored) | set(resumed)
-            out.append(Variant("client advances last_id before the store commits", len(set(first) - held), 0,
-                               "killed between writing last_id and committing a batch of 20"))
-            out.append(Variant("the course's client: last_id = MAX(id) of its own database", 0, 0,
-                               "one transaction per batch: the rows and the cursor move together"))
-        # (c) timestamps as cursors: messages stamped in whole seconds (as many APIs do), so several share one
+            expected = set(server.ids_for("ada"))
+
+            def fetch(after: int) -> list[dict]:
+                return [{"id": i, "conversation": "general", "sender": "bob", "text": ""}
+                        for i in _raw_ids(srv.host, srv.port, cookie, after, idle=0.3)]
+
+            # (a) last_id in a variable, messages in a table without a key: the crash loses the variable (a
+            # new process starts from 0) and the table takes everything again
+            naive = sqlite3.connect(":memory:")
+            naive.execute("CREATE TABLE messages (id INTEGER, text TEXT)")
+            last_id = 0
+            for m in fetch(last_id):
+                naive.execute("INSERT INTO messages VALUES (?, ?)", (m["id"], m["text"]))
+                last_id = m["id"]
+            naive.commit()
+            last_id = 0  # the crash: a new process, and the variable is gone
+            for m in fetch(last_id):
+                naive.execute("INSERT INTO messages VALUES (?, ?)", (m["id"], m["text"]))
+            naive.commit()
+            rows, distinct = naive.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM messages").fetchone()
+            out.append(Variant("client keeps last_id in memory (lost in a crash)", len(expected) - distinct,
+                               rows - distinct, "restarted after a crash into a table without a key"))
+
+            # (b) the cursor written (to a file) before the batch is committed; the crash comes in between,
+            # and a crash before COMMIT is a rollback: SQLite's journal undoes the open transaction
+            def crash_mid_batch(store_db: sqlite3.Connection, cursor_of, write_cursor) -> tuple[int, int]:
+                batch = fetch(cursor_of(store_db))
+                first_half, second_half = batch[: len(batch) // 2], batch[len(batch) // 2:]
+                with store_db:
+                    store_db.executemany("INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?)",
+                                         [(m["id"], m["conversation"], m["sender"], m["text"]) for m in first_half])
+                store_db.execute("BEGIN")
+                store_db.executemany("INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?)",
+                                     [(m["id"], m["conversation"], m["sender"], m["text"]) for m in second_half])
+                write_cursor(second_half[-1]["id"])
+                store_db.rollback()  # the crash, before the commit
+                again = fetch(cursor_of(store_db))  # the restarted client asks from its cursor
+                with store_db:
+                    store_db.executemany("INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?)",
+                                         [(m["id"], m["conversation"], m["sender"], m["text"]) for m in again])
+                held = [r[0] for r in store_db.execute("SELECT id FROM messages")]
+                return len(expected - set(held)), len(held) - len(set(held))
+
+            cursor_file = _os.path.join(d, "last_id")
+            before_commit = sqlite3.connect(_os.path.join(d, "naive.db"), isolation_level=None)
+            before_commit.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation, sender, text)")
+
+            def read_file(_db) -> int:
+                return int(open(cursor_file).read()) if _os.path.exists(cursor_file) else 0
+
+            def write_file(value: int) -> None:
+                with open(cursor_file, "w") as f:
+                    f.write(str(value))
+
+            lost, dup = crash_mid_batch(before_commit, read_file, write_file)
+            before_commit.close()
+            out.append(Variant("client advances last_id before the store commits", lost, dup,
+                               "crashed between writing last_id and committing half a batch"))
+
+            course = LocalStore(_os.path.join(d, "course.db"))
+            course.db.isolation_level = None
+            lost, dup = crash_mid_batch(course.db, lambda db: db.execute("SELECT COALESCE(MAX(id), 0) FROM messages")
+                                        .fetchone()[0], lambda value: None)
+            course.close()
+            out.append(Variant("the course's client: last_id = MAX(id) of its own database", lost, dup,
+                               "the same crash: the rows and the cursor roll back together"))
+        # (c) timestamps as cursors: the server's messages stamped in whole seconds, ten a second (as many APIs
+        # stamp them); the client has read up to the middle of one second and asks for "newer than my newest"
         with contextlib.closing(sqlite3.connect(server.db_path)) as db:
-            rows = db.execute("SELECT id, CAST(created AS INTEGER) FROM messages ORDER BY id").fetchall()
-        seen = rows[: len(rows) // 2]
+            ids = [r[0] for r in db.execute("SELECT id FROM messages ORDER BY id")]
+        stamped = [(i, 1_700_000_000 + n // 10) for n, i in enumerate(ids)]
+        seen = stamped[:45]
         last_ts = seen[-1][1]
-        after = [i for i, ts in rows if ts > last_ts]  # "everything after my newest timestamp"
-        lost = len(rows) - len(seen) - len(after)
+        after = [i for i, ts in stamped if ts > last_ts]
+        lost = len(stamped) - len(seen) - len(after)
         out.append(Variant("cursor = the newest timestamp (whole seconds)", lost, 0,
-                           f"{len(rows)} messages; the ones sharing the cursor's second are skipped"))
+                           f"{len(stamped)} messages, ten per second; the cursor stops mid-second"))
     return out
 
 
@@ -714,7 +803,10 @@ def auth_attacks() -> tuple[list[Attack], float, list[str]]:
                 time.sleep(0.005)
             _asyncio.run_coroutine_threadsafe(server.revoke("ada"), srv.loop).result(5)
             ws.sock.settimeout(2)
-            events = ws.receive(1)
+            try:
+                events = ws.receive(1)
+            except socket.timeout:
+                events = []  # no close frame within 2 s: reported as "still open"
         closed = [e for e in events if isinstance(e, CloseReceived)]
         out.append(Attack("the session revoked while its socket is open",
                           f"closed with {closed[0].code} '{closed[0].reason}'" if closed else "still open"))
@@ -752,15 +844,15 @@ def _token_in_url_leaks() -> list[str]:
     return lines
 
 
-FAULT_COUNTS = (0, 2, 5, 10)
+FAULT_COUNTS = (0, 3, 8)
 
 
-def soak_grid(counts: tuple[int, ...] = FAULT_COUNTS, *, messages: int = 200, rate: float = 400.0) -> dict[int, Soak]:
+def soak_grid(counts: tuple[int, ...] = FAULT_COUNTS, *, messages: int = 200, rate: float = 150.0) -> dict[int, Soak]:
     """The fault soak once per number of faults (each a real run), for the knob."""
     return {n: fault_soak(messages, n, seed=20 + n, rate=rate, settle=6.0) for n in counts}
 
 
-def soak_knob(grid: dict[int, Soak], faults: int = 5):
+def soak_knob(grid: dict[int, Soak], faults: int = 3):
     from ..course import plots
 
     if faults not in grid:
