@@ -363,19 +363,24 @@ class CatchUp:
     seconds: float
     server_db_bytes: int
     client_db_bytes: int
+    page: int = 500
+    peak_kib: float | None = None
 
     @property
     def per_second(self) -> float:
         return self.messages / self.seconds if self.seconds else float("nan")
 
     def __repr__(self) -> str:
-        return (f"{self.messages:,} messages caught up in {self.seconds:.2f} s ({self.per_second:,.0f}/s); "
-                f"server database {self.server_db_bytes / 1e6:.1f} MB, client database {self.client_db_bytes / 1e6:.1f} MB")
+        peak = "" if self.peak_kib is None else f"; Python heap peak {self.peak_kib:,.0f} KiB"
+        return (f"{self.messages:,} messages in pages of {self.page:,} caught up in {self.seconds:.2f} s "
+                f"({self.per_second:,.0f}/s); server database {self.server_db_bytes / 1e6:.1f} MB, client database "
+                f"{self.client_db_bytes / 1e6:.1f} MB{peak}")
 
 
-def catch_up(messages: int = 10_000, *, page: int = 500, size: int = 60) -> CatchUp:
+def catch_up(messages: int = 10_000, *, page: int = 500, size: int = 60, trace_memory: bool = False) -> CatchUp:
     """Fill the server's log with ``messages`` messages of about ``size`` characters, then time a fresh
-    client's catch-up over the WebSocket (replayed in pages of ``page``)."""
+    client's catch-up over the WebSocket (replayed in pages of ``page``). ``trace_memory``: also the peak of
+    Python's heap during the catch-up (tracemalloc; the whole process, server and client together)."""
     import os
     import tempfile
 
@@ -396,15 +401,24 @@ def catch_up(messages: int = 10_000, *, page: int = 500, size: int = 60) -> Catc
         with serve(server.app(), name="chat") as srv:
             store = LocalStore(os.path.join(d, "ada.db"))
             client = ChatClient(store, srv.host, srv.port, "ada", "pw-ada")
-            t = time.perf_counter()
-            got = client.connect(idle=1.0, limit=600)
-            seconds = time.perf_counter() - t - 1.0  # the idle wait that ends the sync is not catch-up time
+            import tracemalloc
+
+            if trace_memory:
+                tracemalloc.start()
+            try:
+                t = time.perf_counter()
+                got = client.connect(idle=0.3, limit=600)
+                seconds = time.perf_counter() - t - 0.3  # the idle wait that ends the sync is not catch-up time
+                peak = tracemalloc.get_traced_memory()[1] / 1024 if trace_memory else None
+            finally:
+                if trace_memory:
+                    tracemalloc.stop()
             store.close()
         if got != messages:
             raise NetcourseError(f"caught up {got} of {messages} messages")
         sizes = [os.path.getsize(p) + (os.path.getsize(p + "-wal") if os.path.exists(p + "-wal") else 0)
                  for p in (server.db_path, os.path.join(d, "ada.db"))]
-    return CatchUp(messages, seconds, sizes[0], sizes[1])
+    return CatchUp(messages, seconds, sizes[0], sizes[1], page, peak)
 
 
 # -- naive variants, each measured ---------------------------------------------------------------------------
