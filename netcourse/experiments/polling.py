@@ -383,20 +383,26 @@ def explore(grid: ExploreGrid, interval: float = 0.5, wait: float = 10.0, rate: 
 
 
 def held_delivery_ms(run: PollingRun) -> float:
-    """Median delivery time (ms) of the long poller's messages that found one of its requests held.
+    """Median delivery time (ms) of the messages that found the long poller's request held at the server.
 
-    A request was held at the server when a message was published if it had reached the server (one
-    transit, RTT/2, after it was sent) and its answer had not yet left (one transit before it arrived).
-    The first request is left out: it also waited for the connection's handshake. The client's clock
-    times everything.
+    For each request (but the first, which also waited for the connection's handshake), the message that
+    released it is the earliest published of those its answer carried. It found the request held if it was
+    published after the request had reached the server (one transit, RTT/2, after it was sent). Messages
+    that came along in the same answer (the rest of a burst) are left out: they did not wait for a held
+    request, they rode with the first. The client's clock times everything.
     """
     poller = run.poller("long")
-    received = dict(poller.received)
+    published = dict(run.published)
     transit = run.rtt / 2
-    lat = sorted(
-        received[i] - t for i, t in run.published
-        if i in received and any(p.sent + transit <= t <= p.answered - transit for p in poller.polls[1:])
-    )
+    lat = []
+    for p in poller.polls[1:]:
+        carried = [i for i, t in poller.received if t == p.answered and i in published]
+        if not carried:
+            continue
+        first = min(carried, key=lambda i: published[i])
+        if published[first] >= p.sent + transit:
+            lat.append(p.answered - published[first])
+    lat.sort()
     return lat[len(lat) // 2] * 1000 if lat else float("nan")
 
 
