@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 
 import pytest
 
 from netcourse.apps.chat import ChatServer
-from netcourse.experiments.offline import ChatClient, LocalStore, _Address, handshake_as, login
-from netcourse.experiments.websockets import RawClient
+from netcourse.experiments.offline import ChatClient, LocalStore, handshake_as, login
+from netcourse.experiments.websockets import Address, RawClient
 from netcourse.protocols.wsconn import CloseReceived, Message
 from netcourse.protocols.wsframe import Frame, Opcode
 from netcourse.runtime.server import live_servers, serve
@@ -111,7 +110,7 @@ def test_bad_logins_and_an_sql_looking_name_stored_as_data(chat):
 
 
 def _open(srv, cookie):
-    ws = RawClient(_Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}",
+    ws = RawClient(Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}",
                    extra_headers=(f"Cookie: session={cookie}",), nodelay=True)
     assert ws.accepted
     return ws

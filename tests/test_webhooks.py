@@ -4,8 +4,6 @@ dead letters and restarts, SSRF, and the experiments."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import statistics
 import time
 
@@ -179,8 +177,6 @@ def test_across_a_link_the_first_delivery_pays_the_handshake():
 
 
 def test_every_connection_resolves_through_the_ssrf_guard():
-    import asyncio
-
     from netcourse.apps.webhooks import _GuardedResolver
 
     async def go():

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from ..protocols.webhooks import SignatureError, address_problem, headers_for, verify
+from ..protocols.webhooks import SignatureError, address_problem, headers_for, parse_secret, verify
 from .safety import safe_app
 
 __all__ = ["Receiver", "Sender", "endpoint_problem", "EndpointRefused", "STANDARD_SCHEDULE", "COURSE_ALLOW",
@@ -144,8 +144,6 @@ class Receiver:
         self.db_path = db_path
         self.secrets = [secret] if isinstance(secret, str) else list(secret)
         for s in self.secrets:  # a bad secret fails here, with the expected form named
-            from ..protocols.webhooks import parse_secret
-
             parse_secret(s)
         self.work_seconds, self.fail_rate, self.mode = work_seconds, fail_rate, mode
         self.retry_after, self.slow_ack, self.slow_first = retry_after, slow_ack, slow_first
@@ -303,8 +301,6 @@ class Sender:
 
     def add_endpoint(self, url: str, secret: str) -> int:
         """Subscribe ``url``; refused (``EndpointRefused``) when it points inside the network."""
-        from ..protocols.webhooks import parse_secret
-
         parse_secret(secret)
         problem = endpoint_problem(url, self.allow)
         if problem:

@@ -471,10 +471,10 @@ def heartbeat_detection(interval: float = 0.2, timeout: float = 0.3, *, trials: 
 
         return _trials(Detection("application heartbeat (PING/PONG)", interval, timeout), "beat", trials, seed, run_one)
     if over == "websocket":
-        from .websockets import RawClient
+        from .websockets import Address, RawClient
 
         def run_ws(port: int, start_freezer) -> float | None:
-            with RawClient(_Address("127.0.0.1", port), nodelay=True) as client:
+            with RawClient(Address("127.0.0.1", port), nodelay=True) as client:
                 if not client.accepted:
                     raise NetcourseError(f"the WebSocket peer refused the handshake: {client.response[:80]!r}")
                 start_freezer()
@@ -483,12 +483,6 @@ def heartbeat_detection(interval: float = 0.2, timeout: float = 0.3, *, trials: 
         return _trials(Detection("WebSocket ping/pong (the course's client)", interval, timeout), "websocket",
                        trials, seed, run_ws)
     raise ValueError("over must be 'beat' or 'websocket'")
-
-
-@dataclass(frozen=True)
-class _Address:
-    host: str
-    port: int
 
 
 def aiohttp_heartbeat_detection(heartbeat: float = 0.6, *, trials: int = 5, seed: int = 1) -> Detection:

@@ -7,27 +7,37 @@ authenticates with the session cookie from ``POST /login``, and sends ``{"resume
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
+import os
+import random
 import secrets
 import socket
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
+from ..apps.chat import ChatServer
+from ..course.exercises import Exercise, Prediction
 from ..errors import NetcourseError
+from ..network.link import link
+from ..protocols.httpwire import split_head
+from ..runtime.server import serve
+from ..traffic.packets import C2S, S2C
+from ..traffic.sniffer import Capture, capture
+from ..traffic.wire import tcp_payload_streams
 from ..protocols.wsconn import CloseReceived, Message
 from ..protocols.wsframe import Frame, Opcode
-from .websockets import RawClient
+from .registry import scenario
+from .websockets import Address, RawClient
 
 __all__ = ["login", "LocalStore", "ChatClient", "Refusal", "handshake_as", "Soak", "fault_soak", "CatchUp", "catch_up", "Variant", "naive_variants", "HappyPath", "happy_path", "exercise_cookie_age", "exercise_cookie_bytes", "OfflineRun", "offline_and_back", "predict_replayed", "Attack", "auth_attacks", "FAULT_COUNTS", "soak_grid", "soak_knob", "LinkResume", "resume_across_a_link", "bad_inputs"]
-
-
-@dataclass(frozen=True)
-class _Address:
-    host: str
-    port: int
 
 
 def login(host: str, port: int, user: str, password: str) -> tuple[int, str | None, str]:
@@ -129,7 +139,7 @@ class ChatClient:
                 raise NetcourseError(f"login refused ({status})")
         origin = f"http://127.0.0.1:{self.port}"
         new = 0
-        with RawClient(_Address(self.host, self.port), origin=origin, nodelay=True,
+        with RawClient(Address(self.host, self.port), origin=origin, nodelay=True,
                        extra_headers=(f"Cookie: session={self.cookie}",)) as ws:
             if not ws.accepted:
                 status = ws.response.split(b"\r\n", 1)[0].decode("latin-1")
@@ -182,7 +192,7 @@ class Refusal:
 def handshake_as(host: str, port: int, case: str, *, cookie: str | None, origin: str | None) -> Refusal:
     """Try the WebSocket handshake with a given cookie and Origin; the status line the server answered."""
     extra = (f"Cookie: session={cookie}",) if cookie else ()
-    with RawClient(_Address(host, port), origin=origin, extra_headers=extra) as ws:
+    with RawClient(Address(host, port), origin=origin, extra_headers=extra) as ws:
         return Refusal(case, ws.response.split(b"\r\n", 1)[0].decode("latin-1"))
 
 
@@ -244,16 +254,7 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
     """Publish ``messages`` at ``rate`` per second to a user whose client runs in a child process, and inflict
     ``faults`` faults at random moments, in turn: SIGKILL the client (and start it again), restart the server
     (same port, same database), cut every connection mid-stream. Then let the client catch up and compare."""
-    import asyncio
-    import os
-    import random
-    import subprocess
-    import sys
-    import tempfile
-    import threading
 
-    from ..apps.chat import ChatServer
-    from ..runtime.server import serve
 
     if not 1 <= messages <= 100_000 or not 0 <= faults <= 1000 or rate <= 0:
         raise ValueError("need 1 <= messages <= 100000, 0 <= faults <= 1000 and rate > 0")
@@ -381,11 +382,7 @@ def catch_up(messages: int = 10_000, *, page: int = 500, size: int = 60, trace_m
     """Fill the server's log with ``messages`` messages of about ``size`` characters, then time a fresh
     client's catch-up over the WebSocket (replayed in pages of ``page``). ``trace_memory``: also the peak of
     Python's heap during the catch-up (tracemalloc; the whole process, server and client together)."""
-    import os
-    import tempfile
 
-    from ..apps.chat import ChatServer
-    from ..runtime.server import serve
 
     if not 1 <= messages <= 1_000_000:
         raise ValueError("messages must be between 1 and 1,000,000")
@@ -440,7 +437,7 @@ class Variant:
 def _raw_ids(host: str, port: int, cookie: str, resume_after: int, *, idle: float = 0.5) -> list[int]:
     """Every message id one connection delivers, duplicates included (a client with no dedup)."""
     got: list[int] = []
-    with RawClient(_Address(host, port), origin=f"http://127.0.0.1:{port}", nodelay=True,
+    with RawClient(Address(host, port), origin=f"http://127.0.0.1:{port}", nodelay=True,
                    extra_headers=(f"Cookie: session={cookie}",)) as ws:
         ws.send(Frame(Opcode.TEXT, json.dumps({"resume_after": resume_after}).encode()))
         while True:
@@ -456,13 +453,7 @@ def _raw_ids(host: str, port: int, cookie: str, resume_after: int, *, idle: floa
 
 def naive_variants(backlog: int = 400, during: int = 200) -> list[Variant]:
     """The notes' design built four naive ways and the right way, each against the real server (or its data)."""
-    import asyncio
-    import os
-    import tempfile
-    import threading
 
-    from ..apps.chat import ChatServer
-    from ..runtime.server import serve
 
     out: list[Variant] = []
     with tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d:
@@ -545,12 +536,12 @@ def naive_variants(backlog: int = 400, during: int = 200) -> list[Variant]:
                 held = [r[0] for r in store_db.execute("SELECT id FROM messages")]
                 return len(expected - set(held)), len(held) - len(set(held))
 
-            cursor_file = _os.path.join(d, "last_id")
-            before_commit = sqlite3.connect(_os.path.join(d, "naive.db"), isolation_level=None)
+            cursor_file = os.path.join(d, "last_id")
+            before_commit = sqlite3.connect(os.path.join(d, "naive.db"), isolation_level=None)
             before_commit.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation, sender, text)")
 
             def read_file(_db) -> int:
-                return int(open(cursor_file).read()) if _os.path.exists(cursor_file) else 0
+                return int(open(cursor_file).read()) if os.path.exists(cursor_file) else 0
 
             def write_file(value: int) -> None:
                 with open(cursor_file, "w") as f:
@@ -561,7 +552,7 @@ def naive_variants(backlog: int = 400, during: int = 200) -> list[Variant]:
             out.append(Variant("client advances last_id before the store commits", lost, dup,
                                "crashed between writing last_id and committing half a batch"))
 
-            course = LocalStore(_os.path.join(d, "course.db"))
+            course = LocalStore(os.path.join(d, "course.db"))
             course.db.isolation_level = None
             lost, dup = crash_mid_batch(course.db, lambda db: db.execute("SELECT COALESCE(MAX(id), 0) FROM messages")
                                         .fetchone()[0], lambda value: None)
@@ -584,26 +575,13 @@ def naive_variants(backlog: int = 400, during: int = 200) -> list[Variant]:
 
 # -- the notebook's experiments ---------------------------------------------------------------------------------
 
-import asyncio as _asyncio  # noqa: E402
-import os as _os  # noqa: E402
-import tempfile as _tempfile  # noqa: E402
-
-from ..course.exercises import Exercise, Prediction  # noqa: E402
-from ..protocols.httpwire import parse_head, split_head  # noqa: E402
-from ..traffic.packets import C2S, S2C  # noqa: E402
-from ..traffic.sniffer import Capture, capture  # noqa: E402
-from ..traffic.wire import tcp_payload_streams  # noqa: E402
-from .registry import scenario  # noqa: E402
-
 
 @contextlib.contextmanager
 def _chat(page: int = 50, **options):
     """A chat server with users ada and bob (both in "general" and "ada-bob") and eve (alone), serving."""
-    from ..apps.chat import ChatServer
-    from ..runtime.server import serve
 
-    with _tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d:
-        server = ChatServer(_os.path.join(d, "server.db"), page=page, **options)
+    with tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d:
+        server = ChatServer(os.path.join(d, "server.db"), page=page, **options)
         server.add_user("ada", "correct horse", ("general", "ada-bob"))
         server.add_user("bob", "battery staple", ("general", "ada-bob"))
         server.add_user("eve", "eavesdrop", ("eve-only",))
@@ -615,9 +593,9 @@ def _publish(server, srv, n: int, *, conversation: str = "general", gap: float =
     async def go():
         for i in range(n):
             await server.post("bob", conversation, f"{conversation} message {server_last(server) + 1}")
-            await _asyncio.sleep(gap)
+            await asyncio.sleep(gap)
 
-    _asyncio.run_coroutine_threadsafe(go(), srv.loop).result(60 + n * gap)
+    asyncio.run_coroutine_threadsafe(go(), srv.loop).result(60 + n * gap)
 
 
 def server_last(server) -> int:
@@ -649,11 +627,10 @@ def happy_path(backlog: int = 5, live: int = 3) -> HappyPath:
     """ada logs in, opens the WebSocket with her cookie, resumes after 0, gets the backlog, then live messages."""
     with _chat() as (server, srv, d):
         _publish(server, srv, backlog)
-        store = LocalStore(_os.path.join(d, "ada.db"))
+        store = LocalStore(os.path.join(d, "ada.db"))
         client = ChatClient(store, srv.host, srv.port, "ada", "correct horse")
         with capture(srv.port, scenario="chat_happy_path") as cap:
             first = client.connect(idle=0.2)
-            import threading
 
             pusher = threading.Thread(target=_publish, args=(server, srv, live), kwargs={"gap": 0.05})
             pusher.start()
@@ -730,7 +707,7 @@ def offline_and_back(held: int = 20, offline: int = 50, live: int = 10, gap: flo
     ``live`` more arrive ``gap`` s apart. Every arrival after the reconnect is timed and labelled."""
     with _chat(page=20) as (server, srv, d):
         _publish(server, srv, held)
-        store = LocalStore(_os.path.join(d, "ada.db"))
+        store = LocalStore(os.path.join(d, "ada.db"))
         client = ChatClient(store, srv.host, srv.port, "ada", "correct horse")
         client.connect(idle=0.2)
         before = len(store.ids())
@@ -738,9 +715,8 @@ def offline_and_back(held: int = 20, offline: int = 50, live: int = 10, gap: flo
         cut = server_last(server)
         cookie = client.cookie
         arrivals: list[tuple[float, int, str]] = []
-        import threading
 
-        with RawClient(_Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}", nodelay=True,
+        with RawClient(Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}", nodelay=True,
                        extra_headers=(f"Cookie: session={cookie}",)) as ws:
             t0 = time.perf_counter()
             ws.send(Frame(Opcode.TEXT, json.dumps({"resume_after": store.last_id()}).encode()))
@@ -810,12 +786,12 @@ def auth_attacks() -> tuple[list[Attack], float, list[str]]:
         out.append(Attack("a valid cookie, own origin", handshake_as(srv.host, srv.port, "", cookie=cookie,
                                                                       origin=own).status_line))
         # a revoked session whose socket is open
-        with RawClient(_Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
+        with RawClient(Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
             ws.send(Frame(Opcode.TEXT, b'{"resume_after": 0}'))
             deadline = time.monotonic() + 3
             while not server.sockets and time.monotonic() < deadline:
                 time.sleep(0.005)
-            _asyncio.run_coroutine_threadsafe(server.revoke("ada"), srv.loop).result(5)
+            asyncio.run_coroutine_threadsafe(server.revoke("ada"), srv.loop).result(5)
             ws.sock.settimeout(2)
             try:
                 events = ws.receive(1)
@@ -834,7 +810,6 @@ def _token_in_url_leaks() -> list[str]:
     log format does), asked for /ws?token=…: the line it writes."""
     from aiohttp import web
 
-    from ..runtime.server import serve
 
     lines: list[str] = []
 
@@ -895,11 +870,9 @@ class LinkResume:
 def resume_across_a_link(rtt_ms: float = 100.0, backlog: int = 50) -> LinkResume:
     """A client that was offline comes back across an emulated link: login (a TCP connection and a request),
     the WebSocket handshake (another connection and the upgrade), then resume_after and the replay."""
-    from ..apps.chat import ChatServer
-    from ..network.link import link
 
-    with _tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d, link(rtt_ms=rtt_ms) as net:
-        server = ChatServer(_os.path.join(d, "server.db"), page=50,
+    with tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d, link(rtt_ms=rtt_ms) as net:
+        server = ChatServer(os.path.join(d, "server.db"), page=50,
                             allowed_origins=None)
         server.add_user("ada", "correct horse", ("general",))
         server.add_user("bob", "battery staple", ("general",))
@@ -912,7 +885,7 @@ def resume_across_a_link(rtt_ms: float = 100.0, backlog: int = 50) -> LinkResume
             t0 = time.perf_counter()
             status, cookie, _ = login(srv.host, srv.port, "ada", "correct horse")
             t_login = time.perf_counter()
-            with RawClient(_Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}", nodelay=True,
+            with RawClient(Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}", nodelay=True,
                            extra_headers=(f"Cookie: session={cookie}",)) as ws:
                 t_open = time.perf_counter()
                 ws.send(Frame(Opcode.TEXT, b'{"resume_after": 0}'))
@@ -940,14 +913,14 @@ def bad_inputs() -> list[tuple[str, str]]:
         own = f"http://127.0.0.1:{srv.port}"
         cookie = login(srv.host, srv.port, "ada", "correct horse")[1]
         for value in ("-1", '"7"', "1.5", "true", "999"):
-            with RawClient(_Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
+            with RawClient(Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
                 ws.send(Frame(Opcode.TEXT, ('{"resume_after": %s}' % value).encode()))
                 ws.sock.settimeout(3)
                 events = ws.receive(2)
             error = next((json.loads(e.payload).get("error", "") for e in events if isinstance(e, Message)), "")
             code = next((e.code for e in events if isinstance(e, CloseReceived)), None)
             out.append((f"resume_after {value}", f"close {code}: {error}"))
-        with RawClient(_Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
+        with RawClient(Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
             ws.send(Frame(Opcode.TEXT, b'{"resume_after": 0}'))
             ws.send(Frame(Opcode.TEXT, b"x" * (server.max_message + 1)))
             ws.sock.settimeout(3)

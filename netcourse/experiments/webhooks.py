@@ -9,10 +9,7 @@ directory that is removed at the end, and stops every server before it returns.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import socket
@@ -40,6 +37,7 @@ from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture
 from ..traffic.wire import tcp_payload_streams
 from .registry import scenario
+from .websockets import head_size
 
 __all__ = [
     "Delivery", "one_delivery", "Forgery", "forgeries", "Outage", "receiver_down", "Unreachable", "behind_a_firewall",
@@ -104,7 +102,6 @@ def one_delivery() -> Delivery:
 
 def exercise_signature_by_hand(delivery: Delivery) -> Exercise:
     """Compute the captured delivery's signature from its id, timestamp and body."""
-    msg_id, ts = delivery.header("webhook-id"), delivery.header("webhook-timestamp")
     expected = delivery.header("webhook-signature")
     return Exercise(
         "Your capture holds one delivery: its webhook-id, webhook-timestamp and body. Compute its signature with "
@@ -120,10 +117,9 @@ def exercise_signature_by_hand(delivery: Delivery) -> Exercise:
 
 
 def signature_by_hand(delivery: Delivery) -> str:
-    """The worked answer: the signature computed from the captured bytes, step by step."""
-    key = base64.b64decode(delivery.secret[len("whsec_"):])
-    content = f"{delivery.header('webhook-id')}.{delivery.header('webhook-timestamp')}.".encode() + delivery.body
-    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+    """The worked answer: the signature computed again from the captured id, timestamp and body."""
+    return sign(delivery.secret, delivery.header("webhook-id"), int(delivery.header("webhook-timestamp")),
+                delivery.body)
 
 
 # -- 2. signatures matter: forged and broken deliveries ----------------------------------------------------
@@ -592,14 +588,14 @@ def noise(way: str = "one", *, events: int = 1000, batch: int = 50, window_ms: f
 
 
 def _response_head_bytes(resp: aiohttp.ClientResponse) -> int:
-    """Bytes of a response's head as received: status line, header lines, the blank line."""
-    line = f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} {resp.reason}"
-    return len(line) + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in resp.raw_headers) + 2
+    """Bytes of a response's head as received (``websockets.head_size`` counts it)."""
+    return head_size(f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} {resp.reason}", resp.raw_headers)
 
 
 def _head_bytes(request: web.Request) -> int:
+    """Bytes of a request's head as the server received it."""
     line = f"{request.method} {request.raw_path} HTTP/{request.version.major}.{request.version.minor}"
-    return len(line) + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in request.raw_headers) + 2
+    return head_size(line, request.raw_headers)
 
 
 WINDOWS = (0, 5, 20, 50, 100, 200)

@@ -65,6 +65,15 @@ BROWSER_HEADERS = (
 )
 
 
+@dataclass(frozen=True)
+class Address:
+    """Where a server listens, for ``RawClient`` when there is no ``Server`` object at hand (a child process,
+    a server on the far side of a link)."""
+
+    host: str
+    port: int
+
+
 class RawClient:
     """A WebSocket client made of a plain socket and the course's sans-I/O connection. Every byte is visible.
 
@@ -505,7 +514,7 @@ def across_a_link(rtt_ms: float = 100.0, *, echoes: int = 5, size: int = 20) -> 
         return net.near(measure, timeout=60 + 10 * rtt_ms / 100)
 
 
-def _head_size(first_line: str, raw_headers) -> int:
+def head_size(first_line: str, raw_headers) -> int:
     """Bytes of an HTTP/1.1 head: the first line, "Name: value" lines, the empty line (RFC 9112 §2.1)."""
     return len(first_line) + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in raw_headers) + 2
 
@@ -518,7 +527,7 @@ def overhead(size: int = 20) -> Overhead:
 
     async def echo_and_measure(request: web.Request) -> web.Response:
         line = f"{request.method} {request.raw_path} HTTP/{request.version.major}.{request.version.minor}"
-        sizes["request"] = _head_size(line, request.raw_headers)
+        sizes["request"] = head_size(line, request.raw_headers)
         return web.Response(body=await request.read(), headers={"Server": "netcourse"})
 
     app = safe_app()
@@ -529,7 +538,7 @@ def overhead(size: int = 20) -> Overhead:
             async with aiohttp.ClientSession() as s:
                 async with s.post(srv.url + "/echo", data=bytes(size)) as r:
                     await r.read()
-                    sizes["response"] = _head_size(f"HTTP/1.1 {r.status} {r.reason}", r.raw_headers)
+                    sizes["response"] = head_size(f"HTTP/1.1 {r.status} {r.reason}", r.raw_headers)
 
         run_async(go())
     return Overhead(header_length(size, True), header_length(size, False), sizes["request"], sizes["response"])
