@@ -228,7 +228,9 @@ def test_websocket_and_http_round_trips_across_a_link(monkeypatch, tap):
     result = ws.across_a_link(rtt_ms=40, echoes=3)
     assert result.mode == ("tap" if tap else "relay")
     for what, ms, round_trips in result.rows():
-        assert 40 * round_trips - 1 <= ms <= 40 * round_trips + 8, (what, ms)
+        # Nothing beats the physics; the upper bound only has to tell n round trips from n + 1, so it is
+        # half a round trip (a busy CI machine once added 10 ms to the relay's three round trips).
+        assert 40 * round_trips - 1 <= ms < 40 * round_trips + 20, (what, ms)
 
 
 @pytest.mark.parametrize("tap", [pytest.param(True, marks=tap_only), False])
