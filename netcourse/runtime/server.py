@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+from asyncio import sslproto
 import concurrent.futures
 import errno
 import ipaddress
 import logging
 import socket
+import ssl as _ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, Union
@@ -115,6 +117,9 @@ class Server:
         header_timeout: seconds a connection to an aiohttp app has to send its first request head.
         namespace: path of a network namespace (``/run/netns/NAME``) the server's thread enters
             before it binds; None for the machine's own. Used by the emulated link.
+        ssl: an ``ssl.SSLContext`` (server side) to serve TLS; ``url`` then starts with ``https``.
+        ssl_handshake_timeout: seconds a client has to finish the TLS handshake; a client that stops
+            half-way is disconnected after it and holds nothing longer.
 
     Attributes:
         host: the bound address.
@@ -138,6 +143,8 @@ class Server:
         max_connections: int = MAX_CONNECTIONS,
         header_timeout: float = HEADER_TIMEOUT,
         namespace: str | None = None,
+        ssl: Any = None,
+        ssl_handshake_timeout: float = 5.0,
     ) -> None:
         global _counter
         if not isinstance(app, web.Application) and not callable(app):
@@ -166,6 +173,10 @@ class Server:
         self.shutdown_timeout = shutdown_timeout
         self.handler_cancellation = handler_cancellation
         self.namespace = namespace
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise ServerStartError(f"ssl= takes an ssl.SSLContext made for a server, not {type(ssl).__name__}.")
+        self.ssl = ssl
+        self.ssl_handshake_timeout = ssl_handshake_timeout
         self.admission = Admission(
             max_connections=max_connections,
             header_timeout=header_timeout,
@@ -198,7 +209,7 @@ class Server:
     def url(self) -> str:
         """Base URL of the server, e.g. ``http://127.0.0.1:40123``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl is not None else 'http'}://{host}:{self.port}"
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -411,7 +422,8 @@ class Server:
             await runner.setup()
             assert runner.server is not None
             loop = asyncio.get_running_loop()
-            self._tcp_server = await loop.create_server(self.admission.wrap(runner.server), sock=self._listen_sock)
+            self._tcp_server = await loop.create_server(self._with_tls(self.admission.wrap(runner.server)),
+                                                        sock=self._listen_sock)
         else:
             handler = self.app
             writers = self._writers
@@ -426,7 +438,30 @@ class Server:
                     writers.discard(writer)
                     writer.close()
 
-            self._tcp_server = await asyncio.start_server(tracked, sock=self._listen_sock)
+            loop = asyncio.get_running_loop()
+
+            def stream_protocol() -> asyncio.StreamReaderProtocol:  # what asyncio.start_server builds
+                return asyncio.StreamReaderProtocol(asyncio.StreamReader(), tracked)
+
+            self._tcp_server = await loop.create_server(self._with_tls(stream_protocol), sock=self._listen_sock)
+
+    def _with_tls(self, factory: Callable[[], Any]) -> Callable[[], Any]:
+        """The protocol factory, wrapped in TLS when the server has an ``ssl`` context.
+
+        asyncio's own TLS (``create_server(ssl=...)``) closes a failed handshake without sending the alert
+        OpenSSL wrote (CPython gh-98078, fixed in 2026): the peer sees only EOF, never *why*. RFC 8446 §6.2
+        says the side that detects an error sends the alert, so the course's servers flush it first.
+        """
+        if self.ssl is None:
+            return factory
+        loop = asyncio.get_running_loop()
+        context, handshake_timeout = self.ssl, self.ssl_handshake_timeout
+
+        def tls_protocol() -> Any:
+            return _AlertingSSLProtocol(loop, factory(), context, None, server_side=True,
+                                        ssl_handshake_timeout=handshake_timeout, ssl_shutdown_timeout=1.0)
+
+        return tls_protocol
 
     async def _acleanup(self) -> None:
         if self._runner is not None and self._tcp_server is not None:
@@ -453,6 +488,18 @@ class Server:
         exc = context.get("exception")
         message = context.get("message", "error in the server's event loop")
         self.record_error(f"{message}: {exc!r}" if exc else message)
+
+
+class _AlertingSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS protocol, which also sends the alert of a failed handshake before closing."""
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            try:
+                self._process_outgoing()  # the alert OpenSSL left in the outgoing buffer (3.11+)
+            except Exception:  # an older asyncio, or the transport already gone: close as asyncio does
+                pass
+        super()._on_handshake_complete(handshake_exc)
 
 
 def serve(app: AppLike, **options: Any) -> Server:

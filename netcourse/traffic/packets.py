@@ -16,6 +16,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
 from ..protocols.beat import BeatProtocolError, Decoder as BeatDecoder, Kind as BeatKind
+from ..protocols.tlsrecord import RecordDecoder, TLSRecordError
 from ..protocols.wsframe import FrameDecoder, Opcode, ProtocolError, parse_close
 
 __all__ = ["PacketRow", "PacketTable", "packet_rows", "in_flight", "retransmissions", "presumed_lost", "resends", "Resend",
@@ -144,13 +145,17 @@ class _AppReader:
     """Names what the application sent on each TCP connection, segment by segment.
 
     HTTP/1.1 request and status lines are recognised where a message starts; after a ``101`` the
-    bytes are WebSocket frames, decoded in order (a resent segment is not decoded twice).
+    bytes are WebSocket frames, decoded in order (a resent segment is not decoded twice). A connection
+    whose first bytes are a TLS handshake record is read as TLS records (``protocols.tlsrecord``): the
+    messages still in clear are named, the rest is "encrypted".
     """
 
     def __init__(self) -> None:
         self._next: dict[tuple, int] = {}  # (src, sport, dst, dport) -> next relative seq expected
         self._ws: dict[tuple, FrameDecoder | None] = {}  # per direction, once upgraded
         self._upgraded: set[frozenset] = set()
+        self._tls: dict[tuple, RecordDecoder | None] = {}  # per direction of a TLS connection
+        self._tls_conns: set[frozenset] = set()
 
     def label(self, key: tuple, seq: int, data: bytes, complete: bool, direction: str) -> str:
         if not data:
@@ -160,6 +165,10 @@ class _AppReader:
             return ""  # a resend, or out of order: already named (or not nameable)
         self._next[key] = seq + len(data)
         conn = frozenset((key[:2], key[2:]))
+        if seq == 1 and conn not in self._tls_conns and len(data) >= 3 and data[0] == 22 and data[1] == 3:
+            self._tls_conns.add(conn)  # a handshake record opens the connection: TLS (RFC 8446 §5.1)
+        if conn in self._tls_conns:
+            return self._tls_label(key, data, complete)
         if conn in self._upgraded:
             if not complete:  # the capture kept only headers: the frames cannot be read
                 self._ws[key] = None
@@ -182,6 +191,23 @@ class _AppReader:
                 self._upgraded.add(conn)
             return status
         return _beat_label(data) if complete else ""
+
+
+    def _tls_label(self, key: tuple, data: bytes, complete: bool) -> str:
+        decoder = self._tls.setdefault(key, RecordDecoder() if complete else None)
+        if decoder is None or not complete:
+            self._tls[key] = None  # bytes missing from the capture: the records cannot be followed
+            return ""
+        try:
+            records = decoder.feed(data)
+        except TLSRecordError:
+            self._tls[key] = None
+            return "not TLS"
+        names = [r.label for r in records]
+        text = ", ".join(names[:3]) + (" …" if len(names) > 3 else "")
+        if decoder.pending:
+            text += (" + " if text else "") + "part of a record"
+        return text
 
 
 def _beat_label(data: bytes) -> str:

@@ -117,8 +117,13 @@ def write(
     complete: bool,
     kernel_drops: int | None = None,
     lost: int | None = None,
+    annotations: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """Save packets and their metadata as a recording; returns the (pcap, json) paths."""
+    """Save packets and their metadata as a recording; returns the (pcap, json) paths.
+
+    ``annotations`` is whatever else a replay needs, as JSON (notebook 09 keeps the TLS key log of its
+    recorded handshakes there, so a replay decrypts them too).
+    """
     from scapy.utils import PcapWriter
 
     from .. import __version__  # noqa: the package root holds only the version and lazy names
@@ -141,6 +146,8 @@ def write(
         info["kernel_drops"] = kernel_drops
     if lost is not None:
         info["lost"] = lost  # frames an emulated link lost on their way out (not in the pcap)
+    if annotations:
+        info["annotations"] = annotations
     meta.write_text(json.dumps(info, indent=2) + "\n")
     return pcap, meta
 

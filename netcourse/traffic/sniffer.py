@@ -193,6 +193,8 @@ class Capture:
         packets: the captured packets, a scapy ``PacketList`` (filled when the block ends).
         notice: one line saying where the packets came from.
         recorded_at: for a replay, when the recording was made (ISO 8601, UTC).
+        annotations: what the experiment adds to its recording for a replay (JSON values), set inside
+            the block; in a replay, the recording's own.
         ready_s: seconds it took the live sniffer to be ready.
     """
 
@@ -240,6 +242,7 @@ class Capture:
         self.lost: Any = None  # on an emulated link: frames the wire lost on their way out
         self.lost_count: int | None = None  # how many (also known for a replayed link recording)
         self.t0 = 0.0
+        self.annotations: dict[str, Any] = {}
         self._sniffer: Any = None
         self._sock: Any = None
         self._marker: socket.socket | None = None
@@ -283,6 +286,7 @@ class Capture:
                     server_ports=self.server_ports,
                     complete=self.complete,
                     kernel_drops=self.kernel_drops,
+                    annotations=self.annotations,
                 )
             if self.show_notice:
                 announce(self.notice, kind="live")
@@ -436,6 +440,7 @@ class Capture:
         assert self.scenario is not None
         self._read_recording(self.scenario, None)
         self.lost_count = self._meta.get("lost")
+        self.annotations = dict(self._meta.get("annotations", {}))  # the recording's, not this run's
         self.notice = (
             f"Replayed recording of scenario {self.scenario!r} ({len(self.packets)} packets, "
             f"recorded {recordings.recorded_when(self._meta)} on {self._meta.get('kernel', 'Linux')}). Your server "
