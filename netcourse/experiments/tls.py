@@ -182,10 +182,11 @@ REQUEST = b"GET /page HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer cours
 
 
 def request(ctx: ssl.SSLContext, host: str, port: int, payload: bytes = REQUEST, *, session: Any = None,
-            server_hostname: str = "localhost") -> tuple[bytes, ssl.SSLSocket | None, Any]:
+            server_hostname: str = "localhost") -> tuple[bytes, tuple[Any, bool, str, tuple]]:
     """Send ``payload`` over a fresh TLS connection and read until the server closes.
 
-    Returns (response bytes, None, the TLS session for resumption, after the response).
+    Returns (response bytes, (the TLS session for resumption, whether this one was resumed, the version,
+    the cipher)).
     """
     with socket.create_connection((host, port), timeout=TIMEOUT) as raw:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -194,13 +195,13 @@ def request(ctx: ssl.SSLContext, host: str, port: int, payload: bytes = REQUEST,
             data = b""
             while len(data) < 1_000_000 and (chunk := tls.recv(65536)):
                 data += chunk
-            return data, None, (tls.session, tls.session_reused, tls.version(), tls.cipher())
+            return data, (tls.session, tls.session_reused, tls.version(), tls.cipher())
 
 
 def fetch(ctx: ssl.SSLContext, url_host: str, port: int, path: str = "/hello", *, headers: str = "") -> str:
     """GET ``path`` over TLS and return the status line and body, as text."""
     payload = f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n".encode()
-    data, _, _ = request(ctx, url_host, port, payload)
+    data, _ = request(ctx, url_host, port, payload)
     head, _, body = data.partition(b"\r\n\r\n")
     return head.split(b"\r\n", 1)[0].decode("latin-1") + " | " + body.decode("utf-8", "replace").strip()
 
@@ -328,10 +329,10 @@ def handshake(version: str = "1.3", *, scenario_name: str | None = None) -> Hand
         keylog_path = pki.keylog_path()
         ctx = client_context(pki, keylog=keylog_path)  # a default client: it offers 1.3 and 1.2
         with capture(srv.port, scenario=scenario_name) as cap:
-            _, _, (session, _, negotiated, cipher) = request(ctx, srv.host, srv.port)
+            _, (session, _, negotiated, cipher) = request(ctx, srv.host, srv.port)
             resumed = None
             if version == "1.3":
-                _, _, (_, resumed, _, _) = request(ctx, srv.host, srv.port, session=session)
+                _, (_, resumed, _, _) = request(ctx, srv.host, srv.port, session=session)
             if cap.live:
                 cap.annotations["tls_keylog"] = keylog_path.read_text()
         keylog = cap.annotations.get("tls_keylog", "")
@@ -506,7 +507,7 @@ def failures() -> list[Failure]:
             for case, ctx, which, name in cases:
                 srv = servers[which]
                 try:
-                    data, _, (_, _, version, _) = request(
+                    data, (_, _, version, _) = request(
                         ctx, srv.host, srv.port, b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
                         server_hostname=name)
                     out.append(Failure(case, f"OK, {version}: " + data.split(b"\r\n", 1)[0].decode()))

@@ -290,6 +290,24 @@ def offline_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
+def tls_rows() -> list[tuple[str, str, str]]:
+    """Notebook 09: handshakes per second (full and resumed) and the record layer's throughput."""
+    from ..experiments.tls_cost import handshake_cpu, handshakes_per_second, throughput
+
+    rate = handshakes_per_second(3.0)
+    cpu = handshake_cpu(200)
+    bulk = throughput(256)
+    return [
+        ("TLS 1.3 handshakes per second, one client, loopback (full / resumed)",
+         f"{rate['full']:,.0f} / {rate['resumed']:,.0f}", "report"),
+        ("TLS 1.3 handshake CPU in memory, client + server (full / resumed)",
+         f"{cpu.full_client_ms + cpu.full_server_ms:.2f} / {cpu.resumed_client_ms + cpu.resumed_server_ms:.2f} ms",
+         "report"),
+        (f"bulk transfer {bulk.megabytes} MB over loopback: plain TCP / TLS 1.3",
+         f"{bulk.plain_mb_s:,.0f} / {bulk.tls_mb_s:,.0f} MB/s", "report"),
+    ]
+
+
 def course_seconds(workers: int = 2) -> float:
     """Wall seconds to execute every notebook headless, ``workers`` at a time (each in its own kernel)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -415,6 +433,7 @@ def main() -> int:
     rows.extend(streaming_rows())
     rows.extend(webhook_rows())
     rows.extend(offline_rows())
+    rows.extend(tls_rows())
 
     rows.append(("capture under a UDP flood, 20 runs per filter (namespace)", loadbench.flood_capture(), "0 silent losses"))
     answered, asked, median_s, closed = loadbench.slow_clients()

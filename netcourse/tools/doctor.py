@@ -14,7 +14,7 @@ from pathlib import Path
 
 __all__ = ["Check", "Report", "run_checks"]
 
-REQUIRED = ["jupyterlab", "ipywidgets", "matplotlib", "scapy", "aiohttp", "nbval"]
+REQUIRED = ["jupyterlab", "ipywidgets", "matplotlib", "scapy", "aiohttp", "nbval", "trustme", "cryptography"]
 MIN_PYTHON = (3, 10)
 
 
@@ -156,10 +156,20 @@ def _lab_widgets() -> Check:
     return Check("lab widgets extension", "OK", f"jupyterlab_widgets {metadata.version('jupyterlab_widgets')}")
 
 
+def _tls() -> Check:
+    import shutil
+    import ssl
+
+    tshark = shutil.which("tshark")
+    detail = f"{ssl.OPENSSL_VERSION}; " + (f"tshark at {tshark} (notebook 09's cross-check)" if tshark else
+                                           "no tshark: notebook 09 runs; its Wireshark cross-check test skips")
+    return Check("TLS", "OK" if ssl.HAS_TLSv1_3 else "WARN", detail if ssl.HAS_TLSv1_3 else "no TLS 1.3 in this OpenSSL")
+
+
 def run_checks() -> Report:
     """Run every check and return the report."""
     checks = [_python()] + [_package(n) for n in REQUIRED]
-    checks += [_loopback(), _capture(), _kernel_filter(), _capability(), _link_modes(), _lab_widgets()]
+    checks += [_loopback(), _capture(), _kernel_filter(), _capability(), _link_modes(), _lab_widgets(), _tls()]
     return Report(checks)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocols.tlsrecord import HEADER, ContentType, RecordDecoder, TLSRecordError
+from ..protocols.tlsrecord import HEADER, RecordDecoder, TLSRecordError
 from .packets import C2S
 
 __all__ = ["TLSRecordView", "TLSConnection", "tls_records", "suite_name", "group_name"]
@@ -54,10 +54,10 @@ class TLSRecordView:
 
     @property
     def label(self) -> str:
-        """The record as a ladder shows it: ``Certificate (encrypted) 602 B``."""
+        """The record as a ladder shows it: ``Certificate (decrypted) · 572 B``."""
         names = ", ".join(self.messages)
         if self.decrypted:
-            names += " 🔓"
+            names += " (decrypted)"
         return f"{names} · {self.size} B"
 
 
