@@ -111,6 +111,8 @@ def test_references_to_notebooks_exist_or_say_coming():
         for m in re.finditer(r"[Nn]otebooks? (\d\d)(?!\d)('s)?( \(coming\))?", text):
             if m.group(1) not in existing:
                 assert m.group(3), f"{where}: notebook {m.group(1)} does not exist yet; say '(coming)'"
+            else:
+                assert not m.group(3), f"{where}: notebook {m.group(1)} exists now; drop '(coming)'"
 
 
 # -- predictions and capture questions, against answers computed another way -----------------------

@@ -500,7 +500,7 @@ def failures() -> list[Failure]:
                 ("the course CA trusted, name localhost", client_context(pki), "good", "localhost"),
                 ("only the system's CAs trusted (unknown CA)", system, "good", "localhost"),
                 ("connect by a name not in the SAN", client_context(pki), "good", "example.com"),
-                ("connect by 127.0.0.1, the SAN has no IP", client_context(pki), "no_ip", "127.0.0.1"),
+                ("by 127.0.0.1, a cert for localhost only", client_context(pki), "no_ip", "127.0.0.1"),
                 ("an expired certificate", client_context(pki), "expired", "localhost"),
                 ("a self-signed certificate", client_context(pki), "self", "localhost"),
             ]
