@@ -117,9 +117,20 @@ class VersionFloor:
     alert_bytes: bytes
     alert: str
 
+    @property
+    def refused_by_own_openssl(self) -> bool:
+        """True when the client's OpenSSL refused before sending anything (it depends on its build and its
+        configuration: Debian's system Python, for one, sends the old ClientHello and lets the server refuse)."""
+        return "ALERT" not in self.own_floor
+
+    def first_try(self) -> str:
+        """What happened to the client that only asked for TLS 1.0-1.1, in a sentence."""
+        if self.refused_by_own_openssl:
+            return f"The client's own OpenSSL refused before sending a byte: {self.own_floor}."
+        return f"The client's OpenSSL sent the old ClientHello, and the server refused it: {self.own_floor}."
+
     def __repr__(self) -> str:
-        return (f"the client's own OpenSSL (asked for TLS 1.0-1.1): {self.own_floor}\n"
-                f"the course's server (client floor lowered):      {self.lowered}\n"
+        return (f"the course's server (client floor lowered): {self.lowered}\n"
                 f"the server's answer on the wire: {self.alert_bytes.hex(' ')}  =  {self.alert}")
 
 
