@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import NetcourseError
 
-__all__ = ["Knob"]
+__all__ = ["Knob", "Remeasure"]
 
 
 class _Controls:
@@ -102,3 +102,52 @@ class _Message:
 
     def __repr__(self) -> str:
         return self.text
+
+
+class Remeasure:
+    """A button that runs a measurement again, live, and redraws its picture in place.
+
+    The picture first shown is ``draw(stored)`` (a measurement made earlier and labelled as such); a click
+    runs ``measure()`` (a few seconds), then shows ``draw(result)`` instead, and says how long it took.
+
+    Args:
+        measure: ``fn() -> result``: the live measurement. It must end by itself.
+        draw: ``fn(result) -> anything displayable``.
+        stored: the earlier result drawn before any click.
+        label: the button's text.
+    """
+
+    def __init__(self, measure: Callable[[], Any], draw: Callable[[Any], Any], *, stored: Any, label: str) -> None:
+        self.measure, self.draw, self.stored, self.label = measure, draw, stored, label
+        self.last: Any = None
+        self.last_seconds = 0.0
+        self._handle = None
+        self._button = None
+
+    def click(self, _button: Any = None) -> None:
+        """Measure again and redraw (what the button does; callable from a test)."""
+        if self._button is not None:
+            self._button.disabled = True
+            self._button.description = "measuring…"
+        start = time.perf_counter()
+        try:
+            self.last = self.measure()
+            picture = self.draw(self.last)
+        except Exception as exc:  # shown in the cell, not lost in a log
+            picture = _Message(f"⚠️ The measurement failed: {type(exc).__name__}: {exc}")
+        self.last_seconds = time.perf_counter() - start
+        if self._handle is not None:
+            self._handle.update(picture)
+        if self._button is not None:
+            self._button.disabled = False
+            self._button.description = f"{self.label} (last: {self.last_seconds:.1f} s)"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+        from ipywidgets import Button
+
+        self._button = Button(description=self.label, layout={"width": "auto"})
+        self._button.add_class("netcourse-remeasure")
+        self._button.on_click(self.click)
+        display(_Controls(self._button, self.label))
+        self._handle = display(self.draw(self.stored), display_id=True)

@@ -22,7 +22,8 @@ from .exercises import sig3
 from ..traffic.wire import LAYER_LABELS, LAYERS, WireBytes
 
 __all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs", "reconnect_storm", "stream_delays", "chunks_and_segments", "webhook_attempts", "webhook_noise", "offline_timeline", "soak_result",
-           "tls_timeline", "tls_ladder", "tls_round_trips", "tls_overhead", "byte_histogram"]
+           "tls_timeline", "tls_ladder", "tls_round_trips", "tls_overhead", "byte_histogram",
+           "latency_cdf", "transport_costs", "transport_sweep", "away_and_back", "scale_out"]
 
 LAYER_COLOURS = {
     "link": "#9e9e9e",
@@ -951,4 +952,111 @@ def byte_histogram(plaintext: bytes, ciphertext: bytes, *, ax: Axes | None = Non
         a.set_xlabel("byte value")
         a.spines[["top", "right"]].set_visible(False)
     axes[0].set_ylabel("count")
+    return fig
+
+
+# -- notebook 10: choosing a transport --------------------------------------------------------------------
+
+TRANSPORT_COLOURS = {"short polling": "#9e9e9e", "long polling": "#616161", "SSE": "#ef6c00", "WebSocket": "#1565c0",
+                     "raw TCP": "#2e7d32", "UDP": "#6a1b9a", "webhooks": "#c62828"}
+
+
+def latency_cdf(runs, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """The share of messages delivered within x ms, one line per transport (x on a log scale)."""
+    fig, ax = _figure(ax, (8, 3.6))
+    for name, run in runs.items():
+        values = sorted(1000 * v for v in run.latencies)
+        if not values:
+            continue
+        ys = [(i + 1) / run.expected for i in range(len(values))]
+        ax.step(values, ys, where="post", label=name, color=TRANSPORT_COLOURS.get(name), lw=1.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("publication to receipt, ms (log scale)")
+    ax.set_ylabel("share of messages delivered")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.spines[["top", "right"]].set_visible(False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def transport_costs(runs, *, ax: Axes | None = None) -> Figure:
+    """Three panels per transport: bytes on the wire, requests or frames, and server CPU per message."""
+    if ax is None:
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), layout="constrained")
+        plt.close(fig)
+    else:
+        fig, axes = ax.figure, [ax, ax, ax]
+    names = list(runs)
+    colours = [TRANSPORT_COLOURS.get(n, "#1565c0") for n in names]
+    panels = [([r.bytes_per_message for r in runs.values()], "bytes on the wire per message"),
+              ([r.units_per_message for r in runs.values()], "requests, frames or datagrams per message"),
+              ([r.cpu_us_per_message for r in runs.values()], "server CPU per message, µs")]
+    for a, (values, label) in zip(axes, panels):
+        a.bar(names, values, color=colours, width=0.65)
+        a.set_title(label, fontsize=10)
+        a.tick_params(axis="x", labelrotation=40, labelsize=8)
+        a.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def transport_sweep(data, dimension: str, key: str) -> Figure:
+    """Bytes per message and median latency of every transport as one workload dimension varies."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    plt.close(fig)
+    series = data["sweeps"][dimension]
+    labels = {"rate": "messages per second", "clients": "clients", "size": "message bytes", "rtt_ms": "round trip, ms"}
+    for name, by_value in series.items():
+        xs = sorted(by_value, key=float)
+        x = [max(float(v), 0.05) for v in xs]
+        colour = TRANSPORT_COLOURS.get(name)
+        left.plot(x, [by_value[v]["bytes_per_msg"] for v in xs], "o-", ms=3, color=colour, label=name)
+        right.plot(x, [by_value[v]["p50_ms"] for v in xs], "o-", ms=3, color=colour, label=name)
+    chosen = max(float(key), 0.05)
+    for a, ylabel in ((left, "bytes on the wire per message"), (right, "median latency, ms")):
+        a.axvline(chosen, color="#9e9e9e", ls=":")
+        if dimension in ("rate", "size", "clients"):
+            a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel(labels[dimension] + (" (log)" if dimension != "rtt_ms" else ""))
+        a.set_ylabel(ylabel)
+        a.spines[["top", "right"]].set_visible(False)
+    right.legend(fontsize=7, frameon=False, loc="best")
+    left.set_title(f"measured by make bench on {data['measured_at']}", fontsize=9)
+    right.set_title(f"{labels[dimension]} = {float(key):g}: marked", fontsize=9)
+    return fig
+
+
+def away_and_back(runs, *, ax: Axes | None = None) -> Figure:
+    """For the client that went away: messages published meanwhile, delivered late or lost."""
+    fig, ax = _figure(ax, (8, 3.0))
+    names = list(runs)
+    late = [runs[n].caught_up for n in names]
+    lost = [runs[n].while_away - runs[n].caught_up for n in names]
+    ax.bar(names, late, color="#2e7d32", label="delivered when it came back")
+    ax.bar(names, lost, bottom=late, color="#c62828", label="lost")
+    ax.set_ylabel("messages published while away")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def scale_out(without, with_broker, *, ax: Axes | None = None) -> Figure:
+    """Messages received by the clients of node A and node B, without and with a broker."""
+    fig, ax = _figure(ax, (7, 3.0))
+    xs = [0, 1, 3, 4]
+    values = [without.received["A"], without.received["B"], with_broker.received["A"], with_broker.received["B"]]
+    expected = [without.expected_per_node["A"], without.expected_per_node["B"],
+                with_broker.expected_per_node["A"], with_broker.expected_per_node["B"]]
+    ax.bar(xs, expected, color="#e0e0e0", width=0.8, label="expected")
+    ax.bar(xs, values, color=["#1565c0", "#ef6c00"] * 2, width=0.5, label="received")
+    ax.set_xticks(xs, ["node A", "node B", "node A", "node B"])
+    ax.text(0.5, max(expected) * 1.08, "no broker", ha="center")
+    ax.text(3.5, max(expected) * 1.08, "Redis pub/sub", ha="center")
+    ax.set_ylim(0, max(expected) * 1.25)
+    ax.set_ylabel("messages received by its clients")
+    ax.spines[["top", "right"]].set_visible(False)
     return fig

@@ -215,9 +215,14 @@ class Link:
 
     # -- the two ends --------------------------------------------------------------------------------
 
-    def serve(self, app: Any, **options: Any) -> Server:
+    def serve(self, app: Any, *, meter: Any = None, **options: Any) -> Server:
         """Run ``app`` at the far end (as ``serve()`` does); the returned server's ``url`` reaches it
-        across the link. It stops with the link at the latest."""
+        across the link. It stops with the link at the latest.
+
+        ``meter`` (a ``relay.Meter``, relay mode only) counts the bytes and segments clients exchange with it.
+        """
+        if meter is not None and self.mode == "tap":
+            raise LinkError("meter= counts at the relay: use it with mode='relay'.")
         if self.mode == "tap":
             srv = serve(app, host=FAR_IP, namespace=self._path(1), **options)
             self._servers.append(srv)
@@ -226,7 +231,7 @@ class Link:
             raise LinkError("The link is not open: use it inside its with-block.")
         srv = serve(app, **options)
         self._servers.append(srv)
-        relay = serve(make_relay(srv.host, srv.port, rtt=self.rtt, rate=self.rate), name="link relay")
+        relay = serve(make_relay(srv.host, srv.port, rtt=self.rtt, rate=self.rate, meter=meter), name="link relay")
         self._servers.append(relay)
         srv.direct_port = srv.port  # type: ignore[attr-defined]
         srv.port = relay.port  # clients reach the server through the relay

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-__all__ = ["make_relay"]
+__all__ = ["make_relay", "Meter"]
 
 CHUNK = 65536
 MAX_BUFFERED = 1 << 20  # bytes waiting to be written before the relay stops reading
@@ -66,16 +66,72 @@ async def _pump(
             await writer.drain()
 
 
-def make_relay(target_host: str, target_port: int, *, rtt: float, rate: float = 0.0):
+class Meter:
+    """Bytes and TCP segments between clients and the relay, read from the kernel (TCP_INFO) of the relay's
+    client-facing sockets: what crossed the near side of the emulated wire, both ways.
+
+    Attributes:
+        connections: connections seen in all.
+    """
+
+    def __init__(self) -> None:
+        self._open: set = set()  # asyncio's TransportSocket wrappers
+        self._closed = [0, 0]  # bytes, segments of connections already ended
+        self.connections = 0
+
+    def _add(self, sock: socket.socket) -> None:
+        self._open.add(sock)
+        self.connections += 1
+
+    def _end(self, sock: socket.socket) -> None:
+        if sock in self._open:
+            self._open.discard(sock)
+            b, s = _counts(sock)
+            self._closed[0] += b
+            self._closed[1] += s
+
+    def totals(self) -> tuple[int, int]:
+        """(payload bytes, segments) so far, both directions, open connections included."""
+        b, s = self._closed
+        for sock in list(self._open):
+            ob, os_ = _counts(sock)
+            b, s = b + ob, s + os_
+        return b, s
+
+
+def _counts(sock: socket.socket) -> tuple[int, int]:
+    from ..runtime.tcpinfo import tcp_info
+
+    try:
+        info = tcp_info(sock)
+    except OSError:
+        return 0, 0
+    if info is None:
+        return 0, 0
+    return info.bytes_acked + info.bytes_received, info.segs_in + info.segs_out
+
+
+def make_relay(target_host: str, target_port: int, *, rtt: float, rate: float = 0.0, meter: Meter | None = None):
     """A stream handler for ``serve()`` that relays to ``target`` across an emulated distance.
 
     Args:
         target_host, target_port: the real server.
         rtt: round-trip time to emulate, seconds (half of it each way).
         rate: bits per second each way; 0 for no limit.
+        meter: counts what crosses between the clients and the relay, if given.
     """
 
     async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        client_sock = client_writer.get_extra_info("socket")
+        if meter is not None and client_sock is not None:
+            meter._add(client_sock)
+        try:
+            await _relay(client_reader, client_writer)
+        finally:
+            if meter is not None and client_sock is not None:
+                meter._end(client_sock)
+
+    async def _relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         server_reader, server_writer = await asyncio.open_connection(target_host, target_port)
         for w in (client_writer, server_writer):
             # The relay is the wire, not an application: it must not add Nagle's wait to what it carries.

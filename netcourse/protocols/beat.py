@@ -53,11 +53,12 @@ class Frame:
         return f"{self.kind.name} {self.body!r}"
 
 
-def encode(kind: Kind, body: bytes = b"") -> bytes:
-    """The bytes of one frame."""
+def encode(kind: Kind, body: bytes = b"", *, max_frame: int = MAX_FRAME) -> bytes:
+    """The bytes of one frame. ``max_frame`` (at most 65,535: the length field has 16 bits) raises the limit
+    for a peer whose ``Decoder`` accepts as much."""
     size = 1 + len(body)
-    if size > MAX_FRAME:
-        raise BeatProtocolError(f"a frame carries at most {MAX_FRAME - 1} bytes of body, not {len(body)}")
+    if size > min(max_frame, 0xFFFF):
+        raise BeatProtocolError(f"a frame carries at most {min(max_frame, 0xFFFF) - 1} bytes of body, not {len(body)}")
     return size.to_bytes(HEADER, "big") + kind.value + body
 
 

@@ -6,7 +6,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["LOOPBACK", "connected_pairs"]
+__all__ = ["LOOPBACK", "connected_pairs", "no_delay"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -40,3 +40,20 @@ def connected_pairs(n: int = 1, *, timeout: float = 5.0) -> Iterator[tuple[socke
         finally:
             for s in opened:
                 s.close()
+
+
+def no_delay(handler):
+    """Wrap a stream handler so each connection has ``TCP_NODELAY`` (Nagle off), as aiohttp's server does.
+
+    Without it, a server that writes small messages one after another waits, for the second, on the
+    client's delayed ACK (up to 40 ms on Linux): notebook 05 shows the stall.
+    """
+
+    async def wrapped(reader, writer) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await handler(reader, writer)
+
+    wrapped.__name__ = getattr(handler, "__name__", "handler")
+    return wrapped

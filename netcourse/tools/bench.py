@@ -308,6 +308,37 @@ def tls_rows() -> list[tuple[str, str, str]]:
     ]
 
 
+def transport_rows() -> list[tuple[str, str, str]]:
+    """Notebook 10: one table, every transport on one workload; the sweeps the notebook's knobs read; the
+    fan-out through Redis to 1,000 and 10,000 subscribers (both saved in netcourse/measured/)."""
+    from ..apps.broker import find_redis_server
+    from ..experiments import choosing, scaleout
+
+    workload = choosing.Workload(clients=20, messages=100, rate=50, size=100, rtt_ms=50, interval=0.25)
+    runs = choosing.compare(workload)
+    held = {h.transport: h for h in choosing.memory_per_client(1000)}
+    rows = []
+    for name, run in runs.items():
+        memory = f"{held[name].bytes_per_client / 1024:.1f} KiB" if name in held else "-"
+        rows.append((f"{name}: 20 clients, 100 msgs at 50/s, 100 B, 50 ms RTT",
+                     f"p50 {run.percentile(50):.1f} ms, p99 {run.percentile(99):.1f} ms; {run.bytes_per_message:.0f} B/msg; "
+                     f"{run.cpu_us_per_message:.0f} µs CPU/msg; {memory} per held client (of 1,000); "
+                     f"{run.delivered}/{run.expected} delivered", "report"))
+    data = choosing.measure_sweeps()
+    rate = choosing.crossover(data)
+    rows.append(("sweeps for notebook 10's knobs (rate, clients, size, RTT)",
+                 f"saved; short polling cheaper per message than WebSocket above "
+                 f"{rate:.1f} msg/s" if rate else "saved; no crossover in range", "report"))
+    if find_redis_server()[0] is None:
+        rows.append(("fan-out through Redis", "skipped: no redis-server here", "report"))
+        return rows
+    for r in scaleout.bench_fan_out():
+        rows.append((f"fan-out through Redis to {r['subscribers']:,} subscribers on 2 nodes",
+                     f"{r['received']:,}/{r['expected']:,} received; last reached {r['fan_out_ms']:.0f} ms, "
+                     f"median {r['p50_ms']:.0f} ms", "report"))
+    return rows
+
+
 def course_seconds(workers: int = 2) -> float:
     """Wall seconds to execute every notebook headless, ``workers`` at a time (each in its own kernel)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -434,6 +465,7 @@ def main() -> int:
     rows.extend(webhook_rows())
     rows.extend(offline_rows())
     rows.extend(tls_rows())
+    rows.extend(transport_rows())
 
     rows.append(("capture under a UDP flood, 20 runs per filter (namespace)", loadbench.flood_capture(), "0 silent losses"))
     answered, asked, median_s, closed = loadbench.slow_clients()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 __all__ = ["Check", "Report", "run_checks"]
 
-REQUIRED = ["jupyterlab", "ipywidgets", "matplotlib", "scapy", "aiohttp", "nbval", "trustme", "cryptography"]
+REQUIRED = ["jupyterlab", "ipywidgets", "matplotlib", "scapy", "aiohttp", "nbval", "trustme", "cryptography", "redis"]
 MIN_PYTHON = (3, 10)
 
 
@@ -166,10 +166,19 @@ def _tls() -> Check:
     return Check("TLS", "OK" if ssl.HAS_TLSv1_3 else "WARN", detail if ssl.HAS_TLSv1_3 else "no TLS 1.3 in this OpenSSL")
 
 
+def _redis() -> Check:
+    from ..apps.broker import find_redis_server
+
+    binary, where = find_redis_server()
+    if binary is None:
+        return Check("Redis", "WARN", f"{where}: notebook 10's scale-out shows its recorded run")
+    return Check("Redis", "OK", f"{where}: notebook 10's scale-out runs live")
+
+
 def run_checks() -> Report:
     """Run every check and return the report."""
     checks = [_python()] + [_package(n) for n in REQUIRED]
-    checks += [_loopback(), _capture(), _kernel_filter(), _capability(), _link_modes(), _lab_widgets(), _tls()]
+    checks += [_loopback(), _capture(), _kernel_filter(), _capability(), _link_modes(), _lab_widgets(), _tls(), _redis()]
     return Report(checks)
 
 

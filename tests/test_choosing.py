@@ -1,0 +1,188 @@
+"""Notebook 10: every transport on one workload, the sweeps, failure behaviour, the decision table, and the
+scale-out with a real Redis."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from netcourse.apps.broker import find_redis_server, redis_broker
+from netcourse.errors import ServerStartError
+from netcourse.experiments import choosing, decision, scaleout
+from netcourse.network.link import link
+from netcourse.network.relay import Meter
+
+REDIS, WHERE = find_redis_server()
+needs_redis = pytest.mark.skipif(REDIS is None, reason=f"no Redis here: {WHERE}")
+
+SMALL = choosing.Workload(clients=2, messages=6, rate=50, size=60, rtt_ms=20, interval=0.1)
+
+
+@pytest.mark.parametrize("name", choosing.TRANSPORTS)
+def test_every_transport_delivers_every_message_once_at_the_expected_latency(name):
+    run = choosing.run_transport(name, SMALL)
+    assert run.delivered == run.expected == 12 and run.lost == 0 and run.duplicates == 0
+    assert run.wire > run.expected * 60  # every message's text crossed, with headers
+    assert run.units > 0 and run.server_cpu_s >= 0
+    lowest = min(run.latencies) * 1000
+    assert lowest >= 10 - 1  # nothing beats the one-way delay (half of 20 ms)
+    if name in ("SSE", "WebSocket", "raw TCP", "UDP"):
+        assert run.percentile(50) < 10 + 15, run  # a push: one way
+    assert repr(run).startswith(name)
+
+
+def test_an_unknown_transport_is_named_in_the_error():
+    with pytest.raises(ValueError, match="choose from"):
+        choosing.run_transport("carrier pigeon", SMALL)
+
+
+def test_a_client_away_catches_up_only_where_there_is_a_cursor_or_retries():
+    from dataclasses import replace
+
+    workload = replace(SMALL, clients=2, messages=20, rate=50, away=(0.05, 0.25))
+    runs = choosing.compare(workload)
+    for name, run in runs.items():
+        assert run.while_away > 0 and run.duplicates == 0, name
+        if name in ("short polling", "long polling", "SSE", "webhooks"):
+            assert run.caught_up == run.while_away and run.lost == 0, (name, run.caught_up, run.while_away)
+        else:
+            assert run.caught_up == 0 and run.lost >= run.while_away, (name, run.lost, run.while_away)
+
+
+def test_memory_per_held_client_is_measured_for_each_held_transport():
+    held = choosing.memory_per_client(20)
+    assert [h.transport for h in held] == ["long polling", "SSE", "WebSocket", "raw TCP"]
+    assert all(500 < h.bytes_per_client < 200_000 for h in held), held
+
+
+def test_the_relay_meter_counts_bytes_and_segments_from_the_kernel():
+    async def echo(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+    meter = Meter()
+    with link(rtt_ms=0, mode="relay") as net:
+        srv = net.serve(echo, meter=meter)
+        with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+            s.sendall(b"x" * 5000)
+            got = b""
+            while len(got) < 5000:
+                got += s.recv(65536)
+    payload, segments = meter.totals()  # the connection has ended: its final counts
+    assert payload >= 10_000 and segments >= 4  # both ways; SYN, data, ACKs
+    assert choosing.wire_bytes(meter) == payload + choosing.HEADERS * segments and meter.connections == 1
+
+
+def test_sweeps_crossover_and_knob():
+    data = {"measured_at": "test", "sweeps": {"rate": {
+        "short polling": {"1.0": {"bytes_per_msg": 900.0, "p50_ms": 500.0}, "10.0": {"bytes_per_msg": 300.0, "p50_ms": 500.0},
+                          "100.0": {"bytes_per_msg": 60.0, "p50_ms": 500.0}},
+        "WebSocket": {"1.0": {"bytes_per_msg": 200.0, "p50_ms": 25.0}, "10.0": {"bytes_per_msg": 200.0, "p50_ms": 25.0},
+                      "100.0": {"bytes_per_msg": 200.0, "p50_ms": 25.0}}}}}
+    rate = choosing.crossover(data)
+    assert 10 < rate < 100  # 300 > 200 at 10/s, 60 < 200 at 100/s
+    assert choosing.crossover(data, "WebSocket", "short polling") is None  # WebSocket is never the dearer
+    assert len(choosing.sweep_knob(data, "rate", 10.0).axes) == 2
+    with pytest.raises(ValueError, match="measured"):
+        choosing.sweep_knob(data, "rate", 3.0)
+    stored = choosing.load_sweeps()
+    assert set(stored["sweeps"]) == set(choosing.SWEEPS)
+    for dim, values in choosing.SWEEPS.items():
+        for transport in choosing.TRANSPORTS:
+            assert set(stored["sweeps"][dim][transport]) == {str(v) for v in values}
+    small = choosing.sweep("rate", (50.0,), choosing.Workload(clients=1, rtt_ms=0), transports=("WebSocket",))
+    assert small["WebSocket"]["50.0"]["delivered"] == small["WebSocket"]["50.0"]["expected"]
+
+
+def test_the_button_measures_again_and_reports_a_failure_in_the_cell():
+    from netcourse.course.knobs import Remeasure
+
+    button = Remeasure(lambda: 42, lambda result: f"drawn {result}", stored=1, label="again")
+    button.click()
+    assert button.last == 42 and button.last_seconds >= 0
+
+    def broken():
+        raise OSError("no network")
+
+    failing = Remeasure(broken, str, stored=1, label="again")
+    failing.click()  # no exception escapes a widget callback
+    assert failing.last is None
+
+
+def test_decision_table_and_the_notes_checked_are_built_from_runs():
+    runs = {n: choosing.TransportRun(n, SMALL, latencies=[0.010 + i / 1000 for i in range(12)], wire=3000, units=12)
+            for n in choosing.TRANSPORTS}
+    away = {n: choosing.TransportRun(n, SMALL, while_away=5, caught_up=5 if "poll" in n else 0) for n in choosing.TRANSPORTS}
+    table = decision.decision_table(runs, away)
+    assert table[0][0] == "median latency on the link" and table[0][1]["WebSocket"] == "15 ms"  # nearest rank of 10..21 ms
+    assert dict(table)["after 'away': missed messages delivered"]["short polling"] == "5/5"
+    assert "<table" in table._repr_html_() and "WebSocket" in repr(table)
+    scale = {"without": scaleout.FanOut("none", 4, 2, {"A": 4, "B": 0}, {"A": 4, "B": 4}),
+             "with": scaleout.FanOut("redis", 4, 2, {"A": 4, "B": 4}, {"A": 4, "B": 4})}
+    checked = decision.notes_checked(runs, runs, away, scale)
+    assert len(checked) == 9 and "node B's clients got 0 of 4" in dict(checked)["WebSocket con: 'scalability problem'"]
+
+
+@pytest.mark.replayable
+def test_one_message_on_the_wire_per_transport_and_its_exercises():
+    one = decision.one_message_each()
+    ws = decision.segment_carrying(one, "WebSocket")
+    poll = decision.segment_carrying(one, "long polling")
+    assert ws == 2 + len(decision.MESSAGE)  # a server's frame: no mask
+    assert poll > 150  # an HTTP head and a JSON body
+    q1, q2 = decision.exercise_long_poll_bytes(one), decision.exercise_websocket_bytes(one)
+    assert q1.check(poll) and not q1.check(poll - 1)
+    assert q2.check(2 + len(decision.MESSAGE)) and not q2.check(6 + len(decision.MESSAGE))  # a client's would be 6
+
+
+def test_without_redis_the_scale_out_section_shows_its_recorded_run(monkeypatch):
+    monkeypatch.setattr(scaleout, "find_redis_server", lambda: (None, "pretending there is none"))
+    scale = scaleout.scale_out()
+    assert scale["source"].startswith("Recorded on") and "pretending there is none" in scale["source"]
+    assert scale["without"].received["B"] == 0 and scale["with"].received["B"] == scale["with"].expected_per_node["B"]
+    assert scale["streams"].pubsub_got == 0 and scale["streams"].stream_got == scale["streams"].published
+
+
+@needs_redis
+def test_two_nodes_need_a_broker_and_redis_gives_reach_not_memory():
+    without = scaleout.fan_out(10, 4, broker=False)
+    assert without.received == {"A": 20, "B": 0}
+    with_redis = scaleout.fan_out(10, 4, broker=True)
+    assert with_redis.received == {"A": 20, "B": 20} and with_redis.redis.startswith("Redis ")
+    streams = scaleout.streams_catch_up(7)
+    assert streams.pubsub_got == 0 and streams.stream_got == 7
+
+
+@needs_redis
+def test_the_broker_listens_on_loopback_only_and_is_gone_after_its_block():
+    with redis_broker() as broker:
+        client = broker.client()
+        assert client.ping() and client.config_get("bind")["bind"] == "127.0.0.1"
+        assert client.config_get("save")["save"] == "" and client.config_get("appendonly")["appendonly"] == "no"
+        client.close()
+        port = broker.port
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_no_redis_is_a_clear_error(monkeypatch):
+    from netcourse.apps import broker as broker_module
+
+    monkeypatch.setattr(broker_module, "find_redis_server", lambda: (None, "none here"))
+    with pytest.raises(ServerStartError, match="Redis is not available: none here"):
+        with broker_module.redis_broker():
+            pass
+
+
+def test_a_fan_out_node_stops_when_its_parent_closes_stdin():
+    node = scaleout.Node()
+    assert node.port > 0
+    node.stop()
+    assert node.proc.poll() is not None
+    bad = subprocess.run([sys.executable, "-m", "netcourse.apps.fanout", "--redis-port", "1"],
+                         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert bad.returncode != 0  # no Redis on port 1: it fails to start rather than serve half a node
