@@ -48,6 +48,8 @@ def test_a_client_away_catches_up_only_where_there_is_a_cursor_or_retries():
         assert run.while_away > 0 and run.duplicates == 0, name
         if name in ("short polling", "long polling", "SSE", "webhooks"):
             assert run.caught_up == run.while_away and run.lost == 0, (name, run.caught_up, run.while_away)
+        elif name == "UDP":  # a datagram sent just before the client came back is still in flight: it arrives
+            assert run.caught_up <= 2 and run.lost >= run.while_away - run.caught_up, (name, run.caught_up, run.lost)
         else:
             assert run.caught_up == 0 and run.lost >= run.while_away, (name, run.lost, run.while_away)
 
@@ -118,12 +120,14 @@ def test_decision_table_and_the_notes_checked_are_built_from_runs():
             for n in choosing.TRANSPORTS}
     away = {n: choosing.TransportRun(n, SMALL, while_away=5, caught_up=5 if "poll" in n else 0) for n in choosing.TRANSPORTS}
     table = decision.decision_table(runs, away)
-    assert table[0][0] == "median latency on the link" and table[0][1]["WebSocket"] == "15 ms"  # nearest rank of 10..21 ms
-    assert dict(table)["after 'away': missed messages delivered"]["short polling"] == "5/5"
+    assert table[0][0] == "median latency (50/s, poll every 0.1 s)"
+    assert table[0][1]["WebSocket"] == "15 ms"  # nearest rank of 10..21 ms
+    assert dict(table)["missed while away, delivered when back"]["short polling"] == "5/5"
+    assert all("(protocol" in label for label, _ in table[-3:])
     assert "<table" in table._repr_html_() and "WebSocket" in repr(table)
     scale = {"without": scaleout.FanOut("none", 4, 2, {"A": 4, "B": 0}, {"A": 4, "B": 4}),
              "with": scaleout.FanOut("redis", 4, 2, {"A": 4, "B": 4}, {"A": 4, "B": 4})}
-    checked = decision.notes_checked(runs, runs, away, scale)
+    checked = decision.notes_checked(runs, runs, away, scale, 6.5)
     assert len(checked) == 9 and "node B's clients got 0 of 4" in dict(checked)["WebSocket con: 'scalability problem'"]
 
 

@@ -26,6 +26,7 @@ from .registry import scenario
 
 __all__ = ["OneMessage", "one_message_each", "segment_carrying", "predict_push_latency",
            "exercise_long_poll_bytes", "exercise_websocket_bytes", "decision_table", "DecisionTable", "format_table",
+           "rows_of", "notes_checked",
            "FACTS"]
 
 MESSAGE = "order 1042 shipped"
@@ -171,20 +172,33 @@ def decision_table(link_runs: dict[str, TransportRun], away_runs: dict[str, Tran
                    sweeps: dict | None = None) -> DecisionTable:
     """Rows of (criterion, {transport: cell}), each cell from a measurement (or ``FACTS``, marked as such)."""
     names = list(link_runs)
+    w = next(iter(link_runs.values())).workload
+    at = f"{w.rate:g}/s, poll every {w.interval:g} s"
     rows = [
-        ("median latency on the link", {n: f"{link_runs[n].percentile(50):.0f} ms" for n in names}),
-        ("p99 latency on the link", {n: f"{link_runs[n].percentile(99):.0f} ms" for n in names}),
-        ("bytes on the wire per message", {n: f"{link_runs[n].bytes_per_message:.0f} B" for n in names}),
+        (f"median latency ({at})", {n: f"{link_runs[n].percentile(50):.0f} ms" for n in names}),
+        (f"p99 latency ({at})", {n: f"{link_runs[n].percentile(99):.0f} ms" for n in names}),
+        (f"bytes per message ({at})", {n: f"{link_runs[n].bytes_per_message:.0f} B" for n in names}),
     ]
     if sweeps is not None:
         rate_sweep = sweeps["sweeps"]["rate"]
+        poll = sweeps["base"].get("interval", 1.0)
         low, high = min(rate_sweep[names[0]], key=float), max(rate_sweep[names[0]], key=float)
-        for label, key in ((f"bytes per message at {float(low):g}/s", low), (f"bytes per message at {float(high):g}/s", high)):
+        for key in (low, high):
+            label = f"bytes per message (bench sweep: {float(key):g}/s, poll every {poll:g} s)"
             rows.append((label, {n: f"{rate_sweep[n][key]['bytes_per_msg']:.0f} B" if n in rate_sweep else "-" for n in names}))
-    rows.append(("after 'away': missed messages delivered",
-                 {n: (f"{away_runs[n].caught_up}/{away_runs[n].while_away}" if n in away_runs else "-") for n in names}))
-    for fact, label in (("bidirectional", "bidirectional (protocol)"), ("proxies", "through proxies (06, 07)"),
-                        ("browser", "in a browser")):
+
+    def away_cell(n: str) -> str:
+        if n not in away_runs:
+            return "-"
+        run = away_runs[n]
+        cell = f"{run.caught_up}/{run.while_away}"
+        if n == "UDP" and run.caught_up:
+            cell += " (in flight, not recovered)"
+        return cell
+
+    rows.append(("missed while away, delivered when back", {n: away_cell(n) for n in names}))
+    for fact, label in (("bidirectional", "bidirectional (protocol)"), ("proxies", "through proxies (protocol; 06, 07)"),
+                        ("browser", "in a browser (protocol)")):
         rows.append((label, {n: FACTS[n][fact] for n in names}))
     return DecisionTable(rows)
 
@@ -201,24 +215,28 @@ def format_table(rows: list[tuple[str, dict[str, str]]]) -> str:
 
 
 def notes_checked(link_runs: dict[str, TransportRun], loopback_runs: dict[str, TransportRun],
-                  away_runs: dict[str, TransportRun], scale: dict) -> list[tuple[str, str]]:
+                  away_runs: dict[str, TransportRun], scale: dict, crossover_rate: float | None = None) -> list[tuple[str, str]]:
     """The notes' claims about each transport, each with what this notebook measured."""
-    r, lo, away = link_runs, loopback_runs, away_runs
+    r, away = link_runs, away_runs
     without, with_broker = scale["without"], scale["with"]
     rtt = next(iter(r.values())).workload.rtt_ms
     return [
         ("Short polling: 'send after some small amount of time'",
-         f"{r['short polling'].units_per_message:.2f} requests per message, median {r['short polling'].percentile(50):.0f} ms: "
-         f"the interval ({r['short polling'].workload.interval * 1000:.0f} ms) is the latency, at any distance"),
+         f"{r['short polling'].units_per_message:.2f} requests per message; median {r['short polling'].percentile(50):.0f} ms, "
+         f"p99 {r['short polling'].percentile(99):.0f} ms: a message waits for the next poll (on average half of the "
+         f"{r['short polling'].workload.interval * 1000:.0f} ms interval plus a round trip between polls), then the way back"),
         ("Long polling: 'after receive data, immediately send another request'",
-         f"median {r['long polling'].percentile(50):.0f} ms, p99 {r['long polling'].percentile(99):.0f} ms: a message that "
-         "arrives while the next request is on its way waits for it (about 1.5 round trips)"),
+         f"median {r['long polling'].percentile(50):.0f} ms, p99 {r['long polling'].percentile(99):.0f} ms: at "
+         f"{r['long polling'].workload.rate:g} messages a second most arrive while the next request is on its way, "
+         "and wait for it: about a round trip"),
         ("WebSocket pro: 'low latency'",
          f"median {r['WebSocket'].percentile(50):.0f} ms on a {rtt:g} ms link (half a round trip), against "
          f"{r['short polling'].percentile(50):.0f} ms for short polling and {r['long polling'].percentile(50):.0f} ms for long polling"),
         ("WebSocket pro: 'reduced overhead of http requests'",
          f"{r['WebSocket'].bytes_per_message:.0f} bytes per message against {r['long polling'].bytes_per_message:.0f} for long "
-         f"polling and {r['webhooks'].bytes_per_message:.0f} for webhooks"),
+         f"polling and {r['webhooks'].bytes_per_message:.0f} for webhooks, but {r['short polling'].bytes_per_message:.0f} for "
+         "short polling, which batches: true per request, and per message only at low rates"
+         + (f" (below about {crossover_rate:.1f} messages a second with a 1 s poll, section 3)" if crossover_rate else "")),
         ("WebSocket con: 'client responsible for connections'",
          f"a client away and back got {away['WebSocket'].caught_up} of the {away['WebSocket'].while_away} messages it missed: "
          "reconnecting is the client's job, and catching up needs a cursor (notebooks 03 and 08)"),
@@ -230,10 +248,18 @@ def notes_checked(link_runs: dict[str, TransportRun], loopback_runs: dict[str, T
          f"absence, Last-Event-ID gave {away['SSE'].caught_up} of {away['SSE'].while_away} missed messages"),
         ("UDP: 'lighter header -> faster/low latency'",
          f"8 header bytes against TCP's 32; {r['UDP'].bytes_per_message:.0f} against {r['raw TCP'].bytes_per_message:.0f} bytes "
-         f"per message (raw TCP, ACKs included). Median on loopback {lo['UDP'].percentile(50):.2f} ms against "
-         f"{lo['raw TCP'].percentile(50):.2f} ms, on the link both half a round trip: the header is not where speed comes "
-         "from; no handshake and no waiting for retransmissions are"),
+         f"per message (raw TCP, ACKs included). Median on the link {r['UDP'].percentile(50):.1f} ms against "
+         f"{r['raw TCP'].percentile(50):.1f} ms: both half a round trip. The header is not where speed comes from; no "
+         "handshake and no waiting for retransmissions are"),
         ("Webhooks pitfall: 'failures: ensure delivery through retries'",
          f"a receiver answering 503 while away got {away['webhooks'].caught_up} of {away['webhooks'].while_away} later, "
-         "by the sender's retries"),
+         "by the sender's retries; the price is the dearest delivery per message at moderate and high rates"),
     ]
+
+
+def rows_of(one: OneMessage, transport: str):
+    """The capture's rows of one transport's connection (by its server port), for a ladder of its own."""
+    from ..traffic.packets import PacketTable
+
+    port = f":{one.ports[transport]}"
+    return PacketTable(r for r in one.capture.table() if r.src.endswith(port) or r.dst.endswith(port))

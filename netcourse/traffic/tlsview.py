@@ -156,12 +156,17 @@ def tls_records(capture: Any, *, keylog: str | None = None) -> list[TLSConnectio
                 state["side"] = row.direction
             wire = bytes([record.content_type]) + record.version.to_bytes(2, "big") + len(record.fragment).to_bytes(
                 2, "big") + record.fragment
-            state["conn"].records.append(_view(TLS(wire, tls_session=state["session"]), record, row, state["conn"]))
+            state["conn"].records.append(_view(TLS(wire, tls_session=state["session"]), record, row, state["conn"],
+                                               keyed=keys is not None))
     return [conns[p]["conn"] for p in order]
 
 
-def _view(parsed: Any, record: Any, row: Any, conn: TLSConnection) -> TLSRecordView:
-    if type(parsed).__name__ == "TLS13":  # an encrypted TLS 1.3 record: opened only with the keys
+def _view(parsed: Any, record: Any, row: Any, conn: TLSConnection, *, keyed: bool) -> TLSRecordView:
+    if record.encrypted and not keyed:
+        # Without keys nothing encrypted can be opened. (scapy would still "parse" the ciphertext as if it were
+        # plaintext, and now and then random bytes look like a message: never trust that.)
+        opened, objects, inner_type = False, [], None
+    elif type(parsed).__name__ == "TLS13":  # an encrypted TLS 1.3 record: opened only with the keys
         inner = getattr(parsed, "inner", None)
         opened = inner is not None and getattr(inner, "type", None) is not None and bool(inner.msg)
         objects = list(inner.msg) if opened else []
