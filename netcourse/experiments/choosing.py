@@ -253,6 +253,36 @@ async def _come_and_go(i: int, workload: Workload, absence: _Absence, connect) -
         task.cancel()
 
 
+def _serve_run(workload: Workload, run: TransportRun, inbox: _Inbox, absence: _Absence, srv: Any, meter: Meter,
+               client, publish, *, ready=None, session: bool = True, grace: float = 0.0) -> None:
+    """The common run of a TCP transport: start every client (``client(i, session)``, or ``client(i)``), wait
+    until ``ready()`` says they are all subscribed (or a moment, without it), publish on schedule, wait for the
+    deliveries, and count the server thread's CPU meanwhile; then settle ``run``."""
+
+    async def clients_then_publish(session_: aiohttp.ClientSession | None) -> None:
+        tasks = [asyncio.create_task(client(i, session_) if session else client(i)) for i in range(workload.clients)]
+        if ready is None:
+            await asyncio.sleep(0.05 + workload.rtt_ms / 500)  # held requests and streams are on their way
+        else:
+            deadline = time.monotonic() + 5 + workload.rtt_ms / 100
+            while not ready() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        cpu0 = _thread_cpu(_server_thread(srv))
+        await _publish(workload, publish, absence)
+        await _finish(tasks, inbox, run.expected, GRACE + grace + workload.rtt_ms / 250)
+        run.server_cpu_s = _thread_cpu(_server_thread(srv)) - cpu0
+
+    async def main() -> None:
+        if not session:
+            await clients_then_publish(None)
+            return
+        async with aiohttp.ClientSession() as session_:
+            await clients_then_publish(session_)
+
+    run_async(main(), 60)
+    _settle(run, inbox, absence, wire_bytes(meter))
+
+
 def _settle(run: TransportRun, inbox: _Inbox, absence: _Absence, wire: int) -> None:
     run.latencies, run.duplicates, run.wire = list(inbox.seen.values()), inbox.duplicates, wire
     run.while_away = len(absence.messages)
@@ -286,17 +316,8 @@ def _polling(workload: Workload, net: Any, run: TransportRun, *, long: bool) -> 
             if not long:
                 await asyncio.sleep(workload.interval)
 
-    async def main() -> None:
-        async with aiohttp.ClientSession() as session:
-            tasks = [asyncio.create_task(client(i, session)) for i in range(workload.clients)]
-            await asyncio.sleep(0.05 + workload.rtt_ms / 500)
-            cpu0 = _thread_cpu(_server_thread(srv))
-            await _publish(workload, lambda text: srv.loop.call_soon_threadsafe(log.append, text), absence)
-            await _finish(tasks, inbox, run.expected, GRACE + workload.interval + workload.rtt_ms / 250)
-            run.server_cpu_s = _thread_cpu(_server_thread(srv)) - cpu0
-
-    run_async(main(), 60)
-    _settle(run, inbox, absence, wire_bytes(meter))
+    _serve_run(workload, run, inbox, absence, srv, meter, client,
+               lambda text: srv.loop.call_soon_threadsafe(log.append, text), grace=workload.interval)
 
 
 def _sse(workload: Workload, net: Any, run: TransportRun) -> None:
@@ -335,17 +356,8 @@ def _sse(workload: Workload, net: Any, run: TransportRun) -> None:
         finally:
             reading.cancel()
 
-    async def main() -> None:
-        async with aiohttp.ClientSession() as session:
-            tasks = [asyncio.create_task(client(i, session)) for i in range(workload.clients)]
-            await asyncio.sleep(0.05 + workload.rtt_ms / 500)
-            cpu0 = _thread_cpu(_server_thread(srv))
-            await _publish(workload, lambda text: srv.loop.call_soon_threadsafe(log.append, text), absence)
-            await _finish(tasks, inbox, run.expected, GRACE + workload.rtt_ms / 250)
-            run.server_cpu_s = _thread_cpu(_server_thread(srv)) - cpu0
-
-    run_async(main(), 60)
-    _settle(run, inbox, absence, wire_bytes(meter))
+    _serve_run(workload, run, inbox, absence, srv, meter, client,
+               lambda text: srv.loop.call_soon_threadsafe(log.append, text))
 
 
 def _websocket(workload: Workload, net: Any, run: TransportRun) -> None:
@@ -366,20 +378,9 @@ def _websocket(workload: Workload, net: Any, run: TransportRun) -> None:
     async def client(i: int, session: aiohttp.ClientSession) -> None:
         await _come_and_go(i, workload, absence, lambda: connection(i, session))
 
-    async def main() -> None:
-        async with aiohttp.ClientSession() as session:
-            tasks = [asyncio.create_task(client(i, session)) for i in range(workload.clients)]
-            deadline = time.monotonic() + 5 + workload.rtt_ms / 100
-            while hub.count < workload.clients and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            cpu0 = _thread_cpu(_server_thread(srv))
-            await _publish(workload, lambda text: asyncio.run_coroutine_threadsafe(
-                hub.broadcast(text.encode(), Opcode.TEXT), srv.loop), absence)
-            await _finish(tasks, inbox, run.expected, GRACE + workload.rtt_ms / 250)
-            run.server_cpu_s = _thread_cpu(_server_thread(srv)) - cpu0
-
-    run_async(main(), 60)
-    _settle(run, inbox, absence, wire_bytes(meter))
+    _serve_run(workload, run, inbox, absence, srv, meter, client,
+               lambda text: asyncio.run_coroutine_threadsafe(hub.broadcast(text.encode(), Opcode.TEXT), srv.loop),
+               ready=lambda: hub.count >= workload.clients)
 
 
 def _raw_tcp(workload: Workload, net: Any, run: TransportRun) -> None:
@@ -418,18 +419,9 @@ def _raw_tcp(workload: Workload, net: Any, run: TransportRun) -> None:
         finally:
             writer.close()
 
-    async def main() -> None:
-        tasks = [asyncio.create_task(client(i)) for i in range(workload.clients)]
-        deadline = time.monotonic() + 5 + workload.rtt_ms / 100
-        while len(writers) < workload.clients and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        cpu0 = _thread_cpu(_server_thread(srv))
-        await _publish(workload, lambda text: srv.loop.call_soon_threadsafe(push, text), absence)
-        await _finish(tasks, inbox, run.expected, GRACE + workload.rtt_ms / 250)
-        run.server_cpu_s = _thread_cpu(_server_thread(srv)) - cpu0
-
-    run_async(main(), 60)
-    _settle(run, inbox, absence, wire_bytes(meter))
+    _serve_run(workload, run, inbox, absence, srv, meter, client,
+               lambda text: srv.loop.call_soon_threadsafe(push, text), ready=lambda: len(writers) >= workload.clients,
+               session=False)
 
 
 def _udp(workload: Workload, run: TransportRun) -> None:

@@ -192,15 +192,22 @@ async def _run(ports: dict[str, int], clients: int, messages: int, size: int, ga
 
 def fan_out(clients: int = 20, messages: int = 10, *, broker: bool, size: int = 100, gap: float = 0.02) -> FanOut:
     """Two nodes, ``clients`` split between them, ``messages`` published on node A; with or without Redis."""
+
+    def on_two_nodes(redis_port: int) -> FanOut:
+        a, b = Node.several([redis_port, redis_port])
+        try:
+            return run_async(_run({"A": a.port, "B": b.port}, clients, messages, size, gap), 120 + clients / 50)
+        finally:
+            a.stop()
+            b.stop()
+
     if not broker:
-        with Node() as a, Node() as b:
-            result = run_async(_run({"A": a.port, "B": b.port}, clients, messages, size, gap), 120 + clients / 50)
+        result = on_two_nodes(0)
         result.broker = "none"
         return result
-    with redis_broker() as redis, Node(redis_port=redis.port) as a, Node(redis_port=redis.port) as b:
-        result = run_async(_run({"A": a.port, "B": b.port}, clients, messages, size, gap), 120 + clients / 50)
-        result.broker = "redis"
-        result.redis = f"Redis {redis.version} ({redis.source})"
+    with redis_broker() as redis:
+        result = on_two_nodes(redis.port)
+        result.broker, result.redis = "redis", f"Redis {redis.version} ({redis.source})"
     return result
 
 

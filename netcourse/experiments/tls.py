@@ -36,7 +36,7 @@ __all__ = [
     "Interception", "man_in_the_middle",
     "Mutual", "mutual_tls",
     "predict_first_byte", "exercise_certificate_length", "exercise_request_overhead",
-    "request", "fetch",
+    "request", "fetch", "client_hello",
 ]
 
 TIMEOUT = 10.0  # seconds any one client operation may take
@@ -158,6 +158,16 @@ def _old_client(lowered: bool) -> ssl.SSLContext:
     return ctx
 
 
+def client_hello(ctx: ssl.SSLContext) -> bytes:
+    """The bytes of the first flight (the ClientHello record) that ``ctx`` would send, made in memory."""
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="localhost")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass  # waiting for the ServerHello, as expected
+    return outgoing.read()
+
+
 def old_versions() -> VersionFloor:
     """Ask for TLS 1.0/1.1: first the client's own OpenSSL refuses; lowered, the course's server does."""
     from ..protocols.tlsrecord import RecordDecoder
@@ -172,13 +182,8 @@ def old_versions() -> VersionFloor:
             except (ssl.SSLError, OSError) as exc:
                 errors.append(_short(exc))
         # The same lowered ClientHello by hand, to read the server's answer off the socket.
-        obj = _old_client(True).wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="localhost")
-        try:
-            obj.do_handshake()
-        except ssl.SSLWantReadError:
-            pass
         with socket.create_connection((srv.host, srv.port), timeout=TIMEOUT) as raw:
-            raw.sendall(outgoing.read())
+            raw.sendall(client_hello(_old_client(True)))
             answer = b""
             while len(answer) < 7 and (chunk := raw.recv(4096)):
                 answer += chunk

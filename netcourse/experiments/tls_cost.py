@@ -22,6 +22,7 @@ from ..protocols.httpwire import parse_head, split_head
 from ..protocols.tlsrecord import RecordDecoder, TLSRecordError
 from ..runtime.server import serve
 from ..runtime.waiting import run_async
+from .tls import client_hello, fetch
 
 __all__ = [
     "Overhead", "record_overhead", "overhead_knob", "SIZES",
@@ -35,17 +36,25 @@ SIZES = (0, 16, 100, 1000, 4000, 16_000, 16_384, 16_385, 40_000, 60_000)  # body
 
 
 class _MemoryClient:
-    """A TLS client whose records pass through memory buffers on their way to a real socket, counted."""
+    """A TLS client whose records pass through memory buffers on their way to a real socket: every byte and
+    every record it sends and receives is counted."""
 
     def __init__(self, ctx: ssl.SSLContext, sock: socket.socket) -> None:
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
         self.sock = sock
         self.sent = self.received = 0
+        self._out, self._in = _Counter(), _Counter()
+
+    @property
+    def records(self) -> int:
+        """Records sent and received so far."""
+        return self._out.records + self._in.records
 
     def _flush(self) -> None:
         data = self.outgoing.read()
         if data:
+            self._out.feed(data)
             self.sock.sendall(data)
             self.sent += len(data)
 
@@ -53,6 +62,7 @@ class _MemoryClient:
         data = self.sock.recv(65536)
         if not data:
             raise ConnectionError("the server closed the connection")
+        self._in.feed(data)
         self.received += len(data)
         self.incoming.write(data)
 
@@ -137,7 +147,7 @@ def _measure_records(ctx: ssl.SSLContext, host: str, port: int, sizes: tuple[int
     """{body: (plaintext bytes, TLS bytes on the wire, records)} for each size, over one connection."""
     out = {}
     with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
-        client = _CountingClient(ctx, sock)
+        client = _MemoryClient(ctx, sock)
         client.handshake()
         client.exchange(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")  # TLS 1.3 session tickets arrive here
         for size in sizes:
@@ -148,33 +158,6 @@ def _measure_records(ctx: ssl.SSLContext, host: str, port: int, sizes: tuple[int
             out[size] = (len(request) + len(response), client.sent + client.received - before[0] - before[1],
                          client.records - before[2])
     return out
-
-
-class _CountingClient(_MemoryClient):
-    """``_MemoryClient`` that also counts the records it sends and receives."""
-
-    def __init__(self, ctx: ssl.SSLContext, sock: socket.socket) -> None:
-        super().__init__(ctx, sock)
-        self._out, self._in = _Counter(), _Counter()
-
-    @property
-    def records(self) -> int:
-        return self._out.records + self._in.records
-
-    def _flush(self) -> None:
-        data = self.outgoing.read()
-        if data:
-            self._out.feed(data)
-            self.sock.sendall(data)
-            self.sent += len(data)
-
-    def _pull(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("the server closed the connection")
-        self._in.feed(data)
-        self.received += len(data)
-        self.incoming.write(data)
 
 
 def overhead_knob(rows: list[Overhead], body: int = 1000):
@@ -221,36 +204,33 @@ def _pair(cctx: ssl.SSLContext, sctx: ssl.SSLContext, session=None) -> tuple[ssl
     c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     client = cctx.wrap_bio(c_in, c_out, server_hostname="localhost", session=session)
     server = sctx.wrap_bio(s_in, s_out, server_side=True)
-    cpu_c = cpu_s = 0.0
-    client_done = server_done = False
+    cpu = {client: 0.0, server: 0.0}
+    done = {client: False, server: False}
+
+    def step(side: ssl.SSLObject) -> None:  # one side's turn, timed in CPU seconds
+        t = time.process_time()
+        if not done[side]:
+            try:
+                side.do_handshake()
+                done[side] = True
+            except ssl.SSLWantReadError:
+                pass
+        cpu[side] += time.process_time() - t
+
     for _ in range(20):  # a handshake takes a handful of flights
-        t = time.process_time()
-        if not client_done:
-            try:
-                client.do_handshake()
-                client_done = True
-            except ssl.SSLWantReadError:
-                pass
-        cpu_c += time.process_time() - t
+        step(client)
         s_in.write(c_out.read())
-        t = time.process_time()
-        if not server_done:
-            try:
-                server.do_handshake()
-                server_done = True
-            except ssl.SSLWantReadError:
-                pass
-        cpu_s += time.process_time() - t
+        step(server)
         c_in.write(s_out.read())
-        if client_done and server_done:
+        if all(done.values()):
             break
     t = time.process_time()
     try:
         client.read(1)  # takes in the session tickets
     except ssl.SSLWantReadError:
         pass
-    cpu_c += time.process_time() - t
-    return client, cpu_c, cpu_s
+    cpu[client] += time.process_time() - t
+    return client, cpu[client], cpu[server]
 
 
 def handshake_cpu(n: int = 50) -> HandshakeCost:
@@ -305,15 +285,13 @@ def bad_inputs(*, handshakes: int = 200, handshake_timeout: float = 1.0) -> list
         ctx = client_context(pki)
 
         def still_serving() -> str:
-            from .tls import fetch
-
             return fetch(ctx, srv.host, srv.port).split(" | ")[0]
 
         what, _ = _answer(srv.host, srv.port, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         rows.append(("plain HTTP sent to the TLS port", f"{what}; next client: {still_serving()}"))
         what, _ = _answer(srv.host, srv.port, bytes(range(256)) * 4)
         rows.append(("1 KiB of bytes that are not TLS", f"{what}; next client: {still_serving()}"))
-        hello = _client_hello(ctx)
+        hello = client_hello(ctx)
         what, took = _answer(srv.host, srv.port, hello[: len(hello) // 2], wait=handshake_timeout + 3)
         rows.append((f"half a ClientHello, then silence (timeout {handshake_timeout:g} s)",
                      f"{what} after {took:.1f} s; next client: {still_serving()}"))
@@ -321,15 +299,6 @@ def bad_inputs(*, handshakes: int = 200, handshake_timeout: float = 1.0) -> list
         rows.append((f"{handshakes} handshakes at once", f"{ok} of {handshakes} completed in {took:.2f} s; "
                      f"next client: {still_serving()}"))
     return rows
-
-
-def _client_hello(ctx: ssl.SSLContext) -> bytes:
-    obj = ctx.wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO(), server_hostname="localhost")
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return out.read()
 
 
 async def _crowd(ctx: ssl.SSLContext, host: str, port: int, n: int) -> tuple[int, float]:

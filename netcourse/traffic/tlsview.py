@@ -102,13 +102,9 @@ def group_name(code: int) -> str:
 
 
 def _load_scapy_tls() -> None:
-    from scapy.config import conf
-
-    if "tls" not in conf.load_layers:  # pragma: no cover - scapy lists it by default
-        conf.load_layers.append("tls")
     from scapy.main import load_layer
 
-    load_layer("tls")
+    load_layer("tls")  # the TLS classes; here they dissect reassembled records, not packets scapy routes by port
 
 
 def tls_records(capture: Any, *, keylog: str | None = None) -> list[TLSConnection]:
