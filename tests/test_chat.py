@@ -1,4 +1,4 @@
-"""Notebook 08's machinery (in progress): the chat server's log, sessions and resume protocol; the client's
+"""Notebook 08's machinery: the chat server's log, sessions and resume protocol; the client's
 local store and outbox."""
 
 from __future__ import annotations
@@ -156,12 +156,26 @@ def test_revoking_a_session_closes_its_open_socket(chat):
 
 
 def test_faults_lose_nothing_and_duplicate_nothing():
-    from netcourse.experiments.offline import fault_soak
+    from netcourse.experiments.offline import FAULT_KINDS, fault_soak
 
-    soak = fault_soak(messages=300, faults=6, seed=3)
-    assert len(soak.faults) == 6 and len(soak.published) == 300
+    soak = fault_soak(messages=300, faults=12, seed=3)
+    assert len(soak.faults) == 12 and len(soak.published) == 300
+    assert soak.during_stream == 12, soak  # every fault struck while messages were being published
+    assert {k for _, k, _ in soak.faults} == set(FAULT_KINDS), soak.faults  # this seed draws all three kinds
+    cuts = sum(1 for _, k, _ in soak.faults if k == "connection cut mid-frame")
+    assert len(soak.cut_frames) == cuts and set(soak.cut_frames) <= set(soak.held)  # cut in half, then resent
     assert soak.lost == [] and soak.duplicated == 0 and soak.in_order, soak
     assert not live_servers()
+
+
+def test_the_soak_verdict_can_fail():
+    from netcourse.experiments.offline import Soak
+
+    assert Soak([1, 2, 3], [1, 2, 3], []).in_order
+    assert not Soak([1, 2, 3], [1, 3, 2], []).in_order  # all there, but not in the server's order
+    missing = Soak([1, 2, 3], [1, 3], [])
+    assert missing.lost == [2] and not missing.in_order
+    assert Soak([1, 2], [1, 2, 2], []).duplicated == 1
 
 
 def test_catch_up_reads_the_whole_backlog_in_pages():
@@ -192,7 +206,11 @@ def test_the_happy_path_capture_and_its_questions():
     run = off.happy_path(backlog=5, live=3)
     assert run.replayed == 5 and run.live == 3 and run.same
     assert "HttpOnly" in run.set_cookie and "SameSite=Lax" in run.set_cookie
-    assert off.exercise_cookie_age(run).check(3600)
+    rows = run.capture.table()
+    t204 = next(r.t for r in rows if r.app.startswith("204"))
+    t101 = next(r.t for r in rows if r.app.startswith("101"))
+    q = off.exercise_login_to_socket(run)
+    assert q.check((t101 - t204) * 1000) and not q.check((t101 - t204) * 1000 + 0.2)
     line = next(l for l in run.handshake.split("\r\n") if l.lower().startswith("cookie:"))
     assert off.exercise_cookie_bytes(run).check(len(line) + 2)
 
@@ -227,3 +245,18 @@ def test_resuming_across_a_link_costs_five_round_trips():
     run = off.resume_across_a_link(rtt_ms=100, backlog=20)
     assert run.messages == 20
     assert 190 <= run.login_ms <= 300 and 390 <= run.handshake_ms <= 550 and 490 <= run.first_message_ms <= 700, run
+
+
+def test_a_resend_after_lost_acks_is_stored_once_with_keys_and_twice_without():
+    from netcourse.experiments import offline as off
+
+    run = off.outbox_resend(written=3)
+    assert (run.sent, run.stored_with_keys, run.stored_without_keys, run.unacked) == (6, 3, 6, 0), run
+    assert not live_servers()
+
+
+def test_the_repeats_prediction_is_checked_against_the_soak():
+    from netcourse.experiments.offline import Soak, predict_repeats
+
+    run = Soak([1, 2], [1, 2], [], repeats=0)
+    assert predict_repeats().check(0, run) and not predict_repeats().check(1, run)

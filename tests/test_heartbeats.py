@@ -140,13 +140,17 @@ def test_heartbeat_costs_add_up():
 
 
 @pytest.mark.replayable
-def test_duplex_ticks_arrive_unasked_and_the_tick_question_reads_the_capture():
+def test_duplex_ticks_arrive_unasked_and_the_echo_question_reads_the_capture():
     run = hb.duplex_ticks()
     assert run.requested_nothing and len(run.sent) == 3 and len(run.echoes) == 3
     ticks = [r.t for r in run.capture.table() if r.app.startswith("TICK")]
     gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
-    assert hb.exercise_tick_gap(run).check(gaps[len(gaps) // 2] * 1000)
     assert 0.15 < gaps[len(gaps) // 2] < 0.25
+    rows = run.capture.table()
+    sent = next(r for r in rows if r.direction == "C→S" and r.app.startswith("MSG"))
+    echo = next(r for r in rows if r.direction == "S→C" and r.app.startswith("MSG") and r.t >= sent.t)
+    q = hb.exercise_echo_time(run)
+    assert q.check((echo.t - sent.t) * 1000) and not q.check((echo.t - sent.t) * 1000 + 0.2)
 
 
 @pytest.mark.replayable
@@ -212,3 +216,67 @@ def test_live_pipe_sends_on_click_and_stops_everything_by_itself():
     with pytest.raises(ValueError):
         hb.LivePipe(seconds=0)
     assert "live pipe" in repr(hb.LivePipe()._repr_mimebundle_()["text/plain"])
+
+
+# -- the heartbeat helper, and a client that closes and reconnects -------------------------------------------
+
+
+def _beat(delay: float | None, *, interval: float = 0.02, timeout: float = 0.05, beats: int = 3, answer_old=False):
+    """Run a Heartbeat whose peer answers each ping after ``delay`` s (None: never)."""
+    import asyncio
+
+    from netcourse.runtime.heartbeat import Heartbeat
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        beat = None
+
+        async def ping(n: int) -> None:
+            if delay is not None:
+                loop.call_later(delay, beat.pong, n - 1 if answer_old and n > 1 else n)
+
+        beat = Heartbeat(ping, interval=interval, timeout=timeout)
+        reason = await beat.run(beats=beats)
+        await asyncio.sleep(0.12)  # let any late pong arrive
+        return reason, beat, len(asyncio.all_tasks()) - 1
+
+    return asyncio.run(main())
+
+
+def test_the_heartbeat_counts_pongs_in_time_and_declares_a_late_one_dead():
+    reason, beat, tasks = _beat(0.005)
+    assert reason is None and beat.answered == 3 and len(beat.round_trips) == 3 and tasks == 0
+    assert all(0.004 < rt < 0.05 for rt in beat.round_trips)
+    reason, beat, tasks = _beat(0.08)  # answered, but after the 0.05 s timeout: a late pong is a death
+    assert reason == "no pong to ping 1 within 0.05 s" and beat.answered == 0 and beat.late == 1 and tasks == 0
+    reason, beat, _ = _beat(None)
+    assert reason.startswith("no pong to ping 1") and beat.late == 0
+
+
+def test_the_heartbeat_ignores_a_pong_for_an_older_ping():
+    reason, beat, _ = _beat(0.03, interval=0.01, timeout=0.05, answer_old=True)  # ping 2 is answered "1"
+    assert reason == "no pong to ping 2 within 0.05 s" and beat.answered == 1 and beat.late >= 1
+    with pytest.raises(ValueError):
+        from netcourse.runtime.heartbeat import Heartbeat
+
+        Heartbeat(lambda n: None, interval=0, timeout=1)
+
+
+def test_the_client_closes_a_dead_connection_and_reconnects_with_back_off():
+    run = hb.heartbeat_reconnect(interval=0.2, timeout=0.3, freeze_at=0.3, frozen_for=0.8, run_for=1.5)
+    assert run.froze_at is not None and run.thawed_at is not None
+    assert run.false_alarms == 0, run.events
+    assert 0.3 - 0.02 <= run.detected_after <= 0.2 + 0.3 + 0.15, run  # between timeout and interval + timeout
+    dead = run.times("dead")
+    assert len(dead) >= 2 and len(run.times("connected")) == len(dead) + 1  # reconnected after every death
+    assert any(w.startswith("waiting") and "back-off" in w for _, w in run.events)
+    assert run.times("first pong")[-1] >= run.thawed_at - 0.05  # steady again once the peer thawed
+    assert run.leftover_tasks == 0
+
+
+def test_a_timeout_shorter_than_the_round_trip_kills_a_healthy_connection():
+    short, enough = hb.heartbeat_across_a_link(rtt_ms=100, timeouts=(0.05, 0.3), interval=0.2, run_for=0.8)
+    assert len(short.times("dead")) >= 2 and short.round_trips == [] and short.false_alarms == len(short.times("dead"))
+    assert enough.times("dead") == [] and len(enough.round_trips) >= 2
+    assert all(0.099 <= rt < 0.16 for rt in enough.round_trips), enough.round_trips
+    assert short.leftover_tasks == enough.leftover_tasks == 0

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ..protocols.wsframe import Frame, Opcode, encode
 from .safety import own_origins, safe_app
 
 __all__ = ["ChatServer", "SESSION_COOKIE", "SESSION_SECONDS", "SEAMS"]
@@ -84,6 +85,8 @@ class ChatServer:
         self.allowed_origins = allowed_origins
         self.sockets: list[_Socket] = []
         self.closed_for_revocation: list[float] = []  # seconds from revoke() to the socket's close
+        self.cut_mid_frame: list[int] = []  # ids of the messages whose frame was cut in half (cut_mid_frame())
+        self._cuts_armed = 0
         self._db: sqlite3.Connection | None = None
         with contextlib.closing(sqlite3.connect(db_path)) as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -225,7 +228,8 @@ class ChatServer:
                         break
                     msg = get.result()
                     if msg["id"] > sock.sent_up_to or self.seam == "replay after subscribing, no dedup":
-                        await ws.send_json(msg)
+                        if not await self._send(sock, msg):
+                            break
                         sock.sent_up_to = max(sock.sent_up_to, msg["id"])
             finally:
                 reader.cancel()
@@ -237,7 +241,8 @@ class ChatServer:
             with contextlib.suppress(ValueError):
                 self.sockets.remove(sock)
             if not ws.closed:
-                await ws.close()
+                with contextlib.suppress(ConnectionError):  # a cut connection has nobody to say goodbye to
+                    await ws.close()
         return ws
 
     def _resume_cursor(self, msg) -> int | str:
@@ -265,12 +270,28 @@ class ChatServer:
                 "(SELECT conversation FROM members WHERE user = ?) ORDER BY id LIMIT ?",
                 (sock.sent_up_to, upto if upto is not None else 2 ** 62, sock.user, self.page)).fetchall()
             for msg_id, conversation, sender, text in rows:
-                await sock.ws.send_json({"id": msg_id, "conversation": conversation, "sender": sender, "text": text})
+                if not await self._send(sock, {"id": msg_id, "conversation": conversation, "sender": sender,
+                                               "text": text}):
+                    raise ConnectionResetError("cut mid-frame")
                 sock.sent_up_to = msg_id
             if len(rows) < self.page:
                 return
             await asyncio.sleep(0)  # let other connections (and publishers) run between pages: a long
             # backlog must not stall the server, and new messages do arrive mid-replay
+
+    async def _send(self, sock: _Socket, msg: dict) -> bool:
+        """Send one message; False if a cut was armed and this frame was the one cut in half."""
+        if not self._cuts_armed:
+            await sock.ws.send_json(msg)
+            return True
+        self._cuts_armed -= 1
+        self.cut_mid_frame.append(msg["id"])
+        transport = sock.ws._req.transport if sock.ws._req is not None else None  # noqa: SLF001
+        if transport is not None:
+            frame = encode(Frame(Opcode.TEXT, json.dumps(msg).encode()))  # a server frame: unmasked (§5.1)
+            transport.write(frame[:len(frame) // 2])  # the socket's buffer is empty: this goes out now
+            transport.abort()
+        return False
 
     async def _read(self, sock: _Socket) -> None:
         """The client's frames after the resume: messages to post."""
@@ -306,8 +327,16 @@ class ChatServer:
                 s.live.put_nowait(msg)
         return msg_id
 
+    def arm_cut_mid_frame(self) -> None:
+        """Cut the connection in the middle of the next message frame the server sends, to any client: half
+        the frame's bytes go out, then the TCP connection is aborted (no close frame). The client holds half
+        a frame it must throw away; the message comes again in its next catch-up."""
+        self._cuts_armed += 1
+
     async def cut_all(self) -> int:
-        """Abort every open socket's TCP connection, mid-stream and without a close frame (a cable pulled)."""
+        """Abort every open socket's TCP connection without a close frame, as the kernel does for a server
+        process that crashed: the client sees the connection end (a FIN, or an RST if data it sent was
+        still unread), never a WebSocket close."""
         n = 0
         for s in list(self.sockets):
             transport = s.ws._req.transport if s.ws._req is not None else None  # noqa: SLF001

@@ -21,7 +21,7 @@ from ..protocols.headers import HeaderLayout
 from .exercises import sig3
 from ..traffic.wire import LAYER_LABELS, LAYERS, WireBytes
 
-__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs", "reconnect_storm", "stream_delays", "chunks_and_segments", "webhook_attempts", "webhook_noise", "offline_timeline", "soak_result",
+__all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs", "heartbeat_connections", "reconnect_storm", "stream_delays", "chunks_and_segments", "webhook_attempts", "webhook_noise", "offline_timeline", "soak_result",
            "tls_timeline", "tls_ladder", "tls_round_trips", "tls_overhead", "byte_histogram",
            "latency_cdf", "transport_costs", "transport_sweep", "away_and_back", "scale_out"]
 
@@ -423,6 +423,45 @@ def heartbeat_tradeoff(interval: float, timeout: float, *, clients: int = 100_00
     return fig
 
 
+def heartbeat_connections(runs: Sequence, labels: Sequence[str], *, title: str | None = None) -> Figure:
+    """Reconnecting heartbeat clients (``heartbeats.Reconnecting``), one lane each: every connection as a bar
+    from its connect to its end (green once a pong came), each "declared dead" as a cross, and the time the
+    peer was frozen shaded."""
+    if len(runs) != len(labels) or not runs:
+        raise ValueError("give one label per run")
+    fig, ax = plt.subplots(figsize=(9, 0.7 * len(runs) + 1.3), layout="constrained")
+    plt.close(fig)
+    end = max(max((t for t, _ in r.events), default=0.0) for r in runs) + 0.1
+    for lane, run in enumerate(runs):
+        y = len(runs) - 1 - lane
+        if run.froze_at is not None:
+            ax.broken_barh([(run.froze_at, (run.thawed_at or end) - run.froze_at)], (y - 0.4, 0.8),
+                           color="#eceff1", zorder=0)
+            ax.text(run.froze_at + 0.01, y + 0.28, "peer frozen (SIGSTOP)", fontsize=7, color="#546e7a")
+        opened, ponged = None, None
+        for t, what in run.events + [(end, "end")]:
+            if what == "connected":
+                opened, ponged = t, None
+            elif what.startswith("first pong"):
+                ponged = t
+            elif opened is not None and (what.startswith(("dead", "closed")) or what == "end"):
+                if ponged is None:
+                    ax.broken_barh([(opened, t - opened)], (y - 0.15, 0.3), color="#ffcdd2")
+                else:
+                    ax.broken_barh([(opened, ponged - opened), (ponged, t - ponged)], (y - 0.15, 0.3),
+                                   color=["#ffcdd2", "#81c784"])
+                opened = None
+            if what.startswith("dead"):
+                ax.plot([t], [y], "X", color="#c62828", ms=8)
+    ax.set_yticks(range(len(runs)), list(reversed(labels)), fontsize=8)
+    ax.set_ylim(-0.6, len(runs) - 0.4)
+    ax.set_xlim(0, end)
+    ax.set_xlabel("seconds (bars: connections, green once pongs come; X: declared dead and closed)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title or "A heartbeat that closes and reconnects", fontsize=10)
+    return fig
+
+
 def reconnect_storm(storm, *, width: float = 0.025) -> Figure:
     """Connection attempts over time when many clients lost their server at once: one panel per back-off
     schedule (a ``heartbeats.Storm``), refused attempts and successful connects stacked in ``width``-s bins."""
@@ -567,21 +606,26 @@ def offline_timeline(run, *, title: str | None = None) -> Figure:
 
 
 def soak_result(soak, *, title: str | None = None) -> Figure:
-    """A fault soak (an ``offline.Soak``): the faults on a time line, and the verdict."""
-    fig, ax = plt.subplots(figsize=(8, 1.9), layout="constrained")
+    """A fault soak (an ``offline.Soak``): the messages published over time, each fault where it struck,
+    and the verdict."""
+    fig, ax = plt.subplots(figsize=(9, 2.3), layout="constrained")
     plt.close(fig)
-    marks = {"client killed (SIGKILL)": ("X", "#c62828"), "server restarted": ("s", "#ef6c00"),
-             "connections cut": ("v", "#6a1b9a")}
+    ax.axvspan(0, soak.streaming_until, color="#e3f2fd", label="messages streaming")
+    marks = {"client killed (SIGKILL)": ("X", "#c62828"), "server crashed and restarted": ("s", "#ef6c00"),
+             "connection cut mid-frame": ("v", "#6a1b9a")}
     for kind, (marker, colour) in marks.items():
-        ts = [t for t, k in soak.faults if k.startswith(kind)]
-        ax.plot(ts, [0] * len(ts), marker, color=colour, ms=9, linestyle="none", label=f"{kind} ({len(ts)})")
-    ax.set_yticks([])
+        pts = [(t, n) for t, k, n in soak.faults if k == kind]
+        ax.plot([t for t, _ in pts], [n for _, n in pts], marker, color=colour, ms=8, linestyle="none",
+                label=f"{kind} ({len(pts)})")
     ax.set_xlabel("seconds into the run")
-    ax.set_xlim(0, max([t for t, _ in soak.faults] + [0.5]) * 1.1)
-    ax.legend(loc="upper center", fontsize=8, frameon=False, ncol=3, bbox_to_anchor=(0.5, 1.45))
-    ax.spines[["top", "right", "left"]].set_visible(False)
-    verdict = f"{len(soak.published):,} messages: {len(soak.lost)} lost, {soak.duplicated} duplicated"
-    ax.set_title(title or verdict, fontsize=10, pad=26)
+    ax.set_ylabel("published so far")
+    ax.set_xlim(0, max([t for t, _, _ in soak.faults] + [soak.streaming_until, 0.5]) * 1.05)
+    ax.set_ylim(0, max(len(soak.published), 1) * 1.05)
+    ax.legend(loc="center left", fontsize=8, frameon=False, bbox_to_anchor=(1.01, 0.5))
+    ax.spines[["top", "right"]].set_visible(False)
+    verdict = (f"{len(soak.published):,} messages: {len(soak.lost)} lost, {soak.duplicated} duplicated, "
+               f"{'in order' if soak.in_order else 'OUT OF ORDER'}")
+    ax.set_title(title or verdict, fontsize=10)
     return fig
 
 

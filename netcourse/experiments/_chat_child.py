@@ -1,6 +1,7 @@
 """The offline client in a process of its own (started by ``offline.fault_soak``): it syncs, reconnecting
-with capped exponential back-off and full jitter, until it is killed or its stdin closes. Its only state is
-its SQLite file: a SIGKILL at any instant loses nothing that was committed.
+with capped exponential back-off and full jitter, until it is killed or its stdin closes. It prints "ready"
+once imported and starts when a line arrives on its stdin (the soak keeps one such spare warm). Its only
+state is its SQLite file: a SIGKILL at any instant loses nothing that was committed.
 
     python -m netcourse.experiments._chat_child DB HOST PORT USER PASSWORD
 """
@@ -17,10 +18,16 @@ def main(argv: list[str]) -> int:
     from .offline import ChatClient, LocalStore
 
     db, host, port, user, password = argv
-    store = LocalStore(db)
-    client = ChatClient(store, host, int(port), user, password)
     backoff = Backoff(0.02, 0.3)
     print("ready", flush=True)
+    line = b""  # a warm spare: imported and waiting, so a killed client is replaced in milliseconds
+    while not line.endswith(b"\n"):
+        byte = os.read(sys.stdin.fileno(), 1)
+        if not byte:
+            return 0
+        line += byte
+    store = LocalStore(db)  # opened only now: the process it replaces may have just been killed mid-write
+    client = ChatClient(store, host, int(port), user, password)
     while True:
         if select.select([sys.stdin], [], [], 0)[0] and not os.read(sys.stdin.fileno(), 1):
             return 0  # the parent closed our stdin: stop

@@ -33,6 +33,7 @@ from ..course.exercises import Exercise, Prediction
 from ..errors import NetcourseError, NetcourseTimeout
 from ..network.link import link
 from ..protocols.beat import Decoder, Frame, Kind, detection_bounds, encode, heartbeat_cost
+from ..runtime.backoff import Backoff
 from ..runtime.server import serve
 from ..runtime.tcpinfo import tcp_info
 from ..traffic.packets import C2S, S2C
@@ -41,9 +42,9 @@ from .registry import scenario
 
 __all__ = [
     "BeatClient", "peer_process", "DuplexTicks", "duplex_ticks", "Death", "peer_deaths", "Detection",
-    "heartbeat_detection", "aiohttp_heartbeat_detection", "compare_heartbeats", "TcpDetection", "keepalive_detection", "user_timeout_detection", "keepalive_defaults",
+    "heartbeat_detection", "aiohttp_heartbeat_detection", "compare_heartbeats", "Reconnecting", "keep_connected", "heartbeat_reconnect", "heartbeat_across_a_link", "coming_back", "TcpDetection", "keepalive_detection", "user_timeout_detection", "keepalive_defaults",
     "heartbeat_cost", "detection_bounds", "predict_worst_detection", "predict_frozen_unacked", "exercise_probe_seq",
-    "exercise_tick_gap", "tradeoff_knob", "HalfOpen", "half_open", "Storm", "reconnect_storm", "predict_storm_return",
+    "exercise_echo_time", "tradeoff_knob", "HalfOpen", "half_open", "Storm", "reconnect_storm", "predict_storm_return",
     "LivePipe",
 ]
 
@@ -533,6 +534,227 @@ def compare_heartbeats(interval: float = 0.2, timeout: float = 0.3, *, trials: i
         return [f.result() for f in futures]
 
 
+# -- 3b. a heartbeat that closes and reconnects -----------------------------------------------------------
+
+
+@dataclass
+class Reconnecting:
+    """A client that keeps one heartbeat connection up: what happened, in order.
+
+    Attributes:
+        interval, timeout: the heartbeat's settings, seconds.
+        events: (seconds since the start, what happened).
+        froze_at, thawed_at: when the peer was frozen and thawed (None: it never was).
+        round_trips: seconds from each answered ping to its pong, over all connections.
+        leftover_tasks: asyncio tasks still alive when the client returned (0: nothing leaked).
+    """
+
+    interval: float
+    timeout: float
+    events: list[tuple[float, str]] = field(default_factory=list)
+    froze_at: float | None = None
+    thawed_at: float | None = None
+    round_trips: list[float] = field(default_factory=list)
+    leftover_tasks: int = 0
+
+    def times(self, what: str) -> list[float]:
+        return [t for t, e in self.events if e.startswith(what)]
+
+    @property
+    def detected_after(self) -> float | None:
+        """Seconds from the freeze to the first connection declared dead."""
+        if self.froze_at is None:
+            return None
+        dead = [t for t in self.times("dead") if t >= self.froze_at]
+        return dead[0] - self.froze_at if dead else None
+
+    @property
+    def false_alarms(self) -> int:
+        """Connections declared dead while the peer was not frozen."""
+        def frozen(t: float) -> bool:
+            return self.froze_at is not None and self.froze_at <= t <= (self.thawed_at or float("inf")) + self.timeout
+        return sum(1 for t in self.times("dead") if not frozen(t))
+
+    def __repr__(self) -> str:
+        rtt = sorted(self.round_trips)
+        median = f"{rtt[len(rtt) // 2] * 1000:.1f} ms" if rtt else "none"
+        detected = f"; dead {self.detected_after:.2f} s after the freeze" if self.detected_after is not None else ""
+        return (f"interval {self.interval:g} s, timeout {self.timeout:g} s: {len(self.times('connected'))} "
+                f"connections, {len(self.times('dead'))} declared dead ({self.false_alarms} while the peer was "
+                f"alive){detected}; {len(rtt)} pongs, median ping round trip {median}; "
+                f"{self.leftover_tasks} tasks left behind")
+
+
+async def _one_connection(host: str, port: int, interval: float, timeout: float, until: float,
+                          note, round_trips: list[float], connect_timeout: float = 3.0) -> bool:
+    """Connect, heartbeat until the peer is declared dead (or ``until`` on the loop's clock); close at once.
+    True if at least one pong came."""
+    from ..runtime.heartbeat import Heartbeat
+
+    loop = asyncio.get_running_loop()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), connect_timeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        note(f"connect failed: {type(exc).__name__}")
+        return False
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    note("connected")
+
+    async def ping(n: int) -> None:
+        writer.write(encode(Kind.PING, str(n).encode()))
+        await writer.drain()
+
+    beat = Heartbeat(ping, interval=interval, timeout=timeout)
+    first_pong: list[bool] = []
+
+    async def read() -> str:
+        decoder = Decoder()
+        while True:
+            data = await reader.read(4096)
+            if not data:
+                return "closed: the peer closed the connection"
+            try:
+                frames = decoder.feed(data)
+            except Exception as exc:  # the framing broke: nothing after it can be trusted
+                return f"closed: bad framing ({exc})"
+            for f in frames:
+                if f.kind is Kind.PONG and f.body.isdigit():
+                    beat.pong(int(f.body))
+                    if beat.answered == 1 and len(beat.round_trips) == 1 and not first_pong:
+                        first_pong.append(True)
+                        note(f"first pong, {beat.round_trips[0] * 1000:.0f} ms after its ping")
+                elif f.kind is Kind.CLOSE:
+                    return f"closed by the peer: {f.body.decode(errors='replace')}"
+
+    reading = asyncio.create_task(read())
+    beating = asyncio.create_task(beat.run())
+    try:
+        done, _ = await asyncio.wait({reading, beating}, timeout=max(0.0, until - loop.time()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if beating in done:
+            note(f"dead: {beating.result()}; connection closed")
+        elif reading in done:
+            note(reading.result())
+    finally:
+        for task in (reading, beating):
+            task.cancel()
+        await asyncio.gather(reading, beating, return_exceptions=True)
+        writer.transport.abort()  # close now: a frozen peer would never read a polite goodbye
+        round_trips += beat.round_trips
+    return beat.answered > 0
+
+
+async def keep_connected(host: str, port: int, *, interval: float, timeout: float, run_for: float,
+                         backoff: Backoff | None = None, events: list[tuple[float, str]] | None = None,
+                         round_trips: list[float] | None = None, started: float | None = None) -> int:
+    """Keep a heartbeat connection to a beat server for ``run_for`` seconds: when a pong is late, close the
+    connection and connect again after a capped, jittered back-off delay (reset once a connection has had a
+    pong). Events go to ``events`` as (seconds since ``started``, text). Every wait has a deadline: the
+    connect (3 s), each ping's pong (``timeout``), the back-off. Returns how many asyncio tasks it started
+    are still alive when it ends (0: nothing leaked)."""
+    loop = asyncio.get_running_loop()
+    before = asyncio.all_tasks()
+    t0 = loop.time() if started is None else started
+    until = t0 + run_for
+    backoff = backoff or Backoff(0.05, 0.4)
+    events = [] if events is None else events
+    round_trips = [] if round_trips is None else round_trips
+
+    def note(text: str) -> None:
+        events.append((loop.time() - t0, text))
+
+    while loop.time() < until:
+        if await _one_connection(host, port, interval, timeout, until, note, round_trips):
+            backoff.reset()
+        if loop.time() >= until:
+            break
+        delay = min(backoff.next(), max(0.0, until - loop.time()))
+        note(f"waiting {delay * 1000:.0f} ms (back-off) before connecting again")
+        await asyncio.sleep(delay)
+    return len(asyncio.all_tasks() - before)
+
+
+def heartbeat_reconnect(interval: float = 0.2, timeout: float = 0.3, *, freeze_at: float = 0.6,
+                        frozen_for: float = 1.2, run_for: float = 2.8, seed: int = 4) -> Reconnecting:
+    """A heartbeat client against a peer process that freezes (SIGSTOP) for ``frozen_for`` s and thaws: the
+    client declares the connection dead, closes it, reconnects with back-off (the frozen peer's kernel still
+    completes the TCP handshake, so each new connection opens, and dies the same way), and is back to steady
+    pongs once the peer thaws."""
+    from ..runtime.waiting import run_async
+
+    _check_settings(interval, timeout)
+    if not 0 < freeze_at < run_for or frozen_for <= 0 or run_for > 30:
+        raise ValueError("need 0 < freeze_at < run_for <= 30 and frozen_for > 0")
+    result = Reconnecting(interval, timeout)
+    with peer_process(tick=0.0) as peer:
+        t0 = time.monotonic()
+        stop = threading.Event()
+
+        def freezer() -> None:
+            if stop.wait(freeze_at):
+                return
+            result.froze_at = time.monotonic() - t0
+            peer.freeze()
+            stop.wait(frozen_for)
+            peer.thaw()
+            result.thawed_at = time.monotonic() - t0
+
+        thread = threading.Thread(target=freezer, daemon=True)
+
+        async def main() -> int:
+            loop = asyncio.get_running_loop()
+            started = loop.time() - (time.monotonic() - t0)  # the same origin as the freezer's times
+            return await keep_connected("127.0.0.1", peer.port, interval=interval, timeout=timeout,
+                                        run_for=run_for, backoff=Backoff(0.05, 0.4, rng=random.Random(seed)),
+                                        events=result.events, round_trips=result.round_trips, started=started)
+
+        thread.start()
+        try:
+            result.leftover_tasks = run_async(main(), run_for + 10)
+        finally:
+            stop.set()
+            thread.join(frozen_for + 5)
+            peer.thaw()
+    return result
+
+
+def heartbeat_across_a_link(rtt_ms: float = 100.0, timeouts: tuple[float, ...] = (0.05, 0.3), *,
+                            interval: float = 0.2, run_for: float = 1.2) -> list[Reconnecting]:
+    """The same reconnecting heartbeat across an emulated link to a live, healthy server, once per timeout:
+    a timeout shorter than the round trip declares a healthy peer dead at every ping."""
+    if not timeouts or any(t <= 0 for t in timeouts):
+        raise ValueError("give at least one positive timeout")
+    out = []
+    with link(rtt_ms=rtt_ms) as net:
+        net.announce()
+        srv = net.serve(make_beat_handler(tick=None, idle_timeout=3.0, max_pings=50.0), name="heartbeat")
+        for timeout in timeouts:
+            result = Reconnecting(interval, timeout)
+
+            async def main(result=result) -> int:
+                return await keep_connected(srv.host, srv.port, interval=interval, timeout=result.timeout,
+                                            run_for=run_for, backoff=Backoff(0.05, 0.2, rng=random.Random(1)),
+                                            events=result.events, round_trips=result.round_trips)
+
+            result.leftover_tasks = net.run(main(), run_for + 10)
+            out.append(result)
+    return out
+
+
+def coming_back(rtt_ms: float = 100.0, timeouts: tuple[float, ...] = (0.05, 0.3), *, interval: float = 0.2,
+                timeout: float = 0.3, freeze_at: float = 0.3, frozen_for: float = 0.8,
+                run_for: float = 1.5, link_run_for: float = 0.8) -> tuple[Reconnecting, list[Reconnecting]]:
+    """``heartbeat_reconnect`` (in a worker thread: it prints nothing) and ``heartbeat_across_a_link`` (here)
+    at the same time: they share nothing, and together they take as long as the longer one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="heartbeat-reconnect") as pool:
+        near = pool.submit(heartbeat_reconnect, interval, timeout, freeze_at=freeze_at, frozen_for=frozen_for,
+                           run_for=run_for)
+        far = heartbeat_across_a_link(rtt_ms, timeouts, interval=interval, run_for=link_run_for)
+        return near.result(), far
+
+
 # -- 4. TCP's own mechanisms, on the emulated link -------------------------------------------------------
 
 
@@ -692,20 +914,24 @@ def exercise_probe_seq(det: TcpDetection) -> Exercise:
     )
 
 
-def exercise_tick_gap(run: DuplexTicks) -> Exercise:
-    """The server's tick period, from the learner's own capture."""
-    times = [r.t for r in run.capture.table() if r.direction == S2C and r.app.startswith("TICK")]
-    gaps = sorted(b - a for a, b in zip(times, times[1:]))
-    median = gaps[len(gaps) // 2] * 1000 if gaps else 0.0
+def exercise_echo_time(run: DuplexTicks) -> Exercise:
+    """The time from the client's first message to its echo, from the learner's own capture."""
+    rows = run.capture.table()
+    sent = next((r for r in rows if r.direction == C2S and r.app.startswith("MSG")), None)
+    echo = next((r for r in rows if sent is not None and r.direction == S2C and r.app.startswith("MSG")
+                 and r.t >= sent.t), None)
+    if sent is None or echo is None:
+        raise NetcourseError("the capture holds no message and echo: run duplex_ticks() again")
+    ms = round((echo.t - sent.t) * 1000, 3)
     return Exercise(
-        "In your capture the server sent TICK frames nobody asked for. What is the median time between two "
-        "ticks, in milliseconds (within 5 ms)?",
-        answer=round(median, 1),
-        tolerance=5.0,
-        hint="Take the S→C rows of duplex.capture.table() whose app starts with 'TICK'; compute the differences "
-        "of their t, sort them and take the middle one.",
-        explanation=f"{median:.0f} ms: the server's tick period. The client never asked: a persistent, full-duplex "
-        "connection lets the server speak first.",
+        "In your capture the client sent MSG frames and the server echoed them, between its TICKs. How many "
+        "milliseconds passed from the client's first MSG packet to the server's echo of it (within 0.05 ms)?",
+        answer=ms,
+        tolerance=0.05,
+        hint="In duplex.capture.table(), find the first C→S row whose app starts with 'MSG', then the first S→C "
+        "row after it whose app starts with 'MSG'; subtract their t.",
+        explanation=f"{ms:.3f} ms: one trip through two kernels and the server's event loop, on loopback. The "
+        "ticks kept coming meanwhile: the two directions of one connection are independent.",
         kind="capture",
     )
 
@@ -726,8 +952,9 @@ def predict_frozen_unacked() -> Prediction:
                 "application can notice that nobody reads: an application heartbeat.")
 
     return Prediction(
-        "The peer process is frozen (SIGSTOP) while its connection stays open. The client writes 100 bytes. "
-        "0.2 s later, how many of the client's segments are still waiting to be acknowledged?",
+        "The peer process is frozen (SIGSTOP) while its connection stays open. The client writes 100 bytes, and "
+        "0.1 s later 100 bytes more. 0.1 s after that, how many of the client's segments are still waiting to be "
+        "acknowledged?",
         measure=lambda deaths: next(d.unacked for d in deaths if d.kind == "frozen process"),
         unit="segments", tolerance=0.0, explain=explain,
     )

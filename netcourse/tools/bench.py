@@ -274,7 +274,7 @@ def webhook_rows() -> list[tuple[str, str, str]]:
 
 
 def offline_rows() -> list[tuple[str, str, str]]:
-    """Notebook 08 (in progress): catch-up throughput, and the fault soak at its full size."""
+    """Notebook 08: catch-up throughput, and the fault soak at its full size."""
     from ..experiments.offline import catch_up, fault_soak
 
     rows = []
@@ -283,10 +283,10 @@ def offline_rows() -> list[tuple[str, str, str]]:
         rows.append((f"offline client catching up {n:,} messages (pages of 500)",
                      f"{run.per_second:,.0f} messages/s; server DB {run.server_db_bytes / 1e6:.1f} MB", "report"))
     soak = fault_soak(20_000, 200, rate=500, settle=30)
-    rows.append(("fault soak: 20,000 messages, 200 faults (SIGKILL, server restart, cut)",
+    rows.append(("fault soak: 20,000 messages, 200 faults (SIGKILL, server crash, cut mid-frame)",
                  f"{len(soak.lost)} lost, {soak.duplicated} stored twice, {soak.repeats} received twice; "
-                 f"{soak.during_stream} faults while streaming; stored ids "
-                 f"{'equal the server' if soak.in_order else 'differ'}", "0 lost, 0 duplicated"))
+                 f"{soak.during_stream} faults while streaming; "
+                 f"{'stored in the server order' if soak.in_order else 'order or set DIFFERS'}", "0 lost, 0 duplicated"))
     return rows
 
 
