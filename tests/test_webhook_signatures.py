@@ -1,5 +1,6 @@
-"""Webhook signatures (Standard Webhooks v1): the specification's example reproduced, every check's error,
-and the reference library ``standardwebhooks`` as an oracle for signatures and verdicts."""
+"""Webhook signatures (Standard Webhooks v1): the reference libraries' shared test vector reproduced (the
+specification's own example header comes without its secret, so it cannot be), every check's error, and the
+reference library ``standardwebhooks`` as an oracle for signatures and verdicts."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ MSG_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
 BODY = b'{"test": 2432232314}'
 
 
-def test_the_published_example_reproduces_exactly():
+def test_the_libraries_shared_test_vector_reproduces_exactly():
     # the libraries' shared test vector (Go, JavaScript, C#, Java, PHP tests of standard-webhooks)
     assert wh.sign(SECRET, MSG_ID, 1614265330, BODY) == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 

@@ -134,16 +134,23 @@ def test_forgeries_are_refused_and_the_genuine_one_processed_once():
     verdicts = {f.case: f for f in wx.forgeries()}
     assert verdicts["genuine"].status == 202 and verdicts["genuine"].processed
     assert verdicts["the genuine delivery, again"].status == 200
+    assert not verdicts["the genuine delivery, again"].processed  # acknowledged, not processed by this request
     for case, f in verdicts.items():
         if case not in ("genuine", "the genuine delivery, again"):
             assert 400 <= f.status < 500 and not f.processed, f
+    assert "malformed" in verdicts["a malformed signature (not base64)"].answer.lower() or \
+        "no signature matched" in verdicts["a malformed signature (not base64)"].answer
+    assert verdicts["a signature list with no v1 entry"].status == 401
 
 
 @pytest.mark.replayable
 def test_the_captured_delivery_and_its_signature_exercise():
     d = wx.one_delivery()
     assert d.response_status.startswith("HTTP/1.1 202")
-    assert wx.exercise_signature_by_hand(d).check(wx.signature_by_hand(d))
+    q = wx.exercise_signature_by_hand(d)
+    assert q.check(wx.signature_by_hand(d, later=5))
+    assert not q.check(wx.signature_by_hand(d))  # the captured header itself is the first attempt's, not the retry's
+    assert wx.signature_by_hand(d) == d.header("webhook-signature")
     assert json.loads(d.body)["type"] == "invoice.paid"
     head = len(d.request_head.encode("latin-1"))
     assert wx.exercise_head_share(d).check(round(100 * head / (head + len(d.body)), 1))
@@ -156,6 +163,11 @@ def test_unreachable_receiver_and_its_workarounds():
     assert all(len(d) == 5 for d in u.latency_ms.values())
     assert statistics.median(u.latency_ms["long polling"]) < 50
     assert u.requests["relay + event stream (smee-style)"] == 1 and u.relay_posts == 5
+    assert u.requests["event stream held to the sender"] == 1
+    assert statistics.median(u.latency_ms["event stream held to the sender"]) < 50
+    rows = wx.comparison(u)
+    assert [r[0] for r in rows] == list(u.latency_ms) and len(rows) == 5
+    assert dict((r[0], r[1]) for r in rows)["webhook, had the receiver been reachable"] == "1.0"
 
 
 def test_noise_batching_cuts_requests_and_thin_events_add_fetches():
@@ -221,3 +233,44 @@ def test_the_sender_does_not_spin_while_an_attempt_is_in_flight(tmp_path):
         run_async(sender.run(limit=5), 10)
         cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
     assert sender.counts() == {"delivered": 1} and cpu < 0.25, cpu
+
+
+def test_a_restarted_receiver_keeps_its_dedup_set(tmp_path):
+    db = str(tmp_path / "in.db")
+    body = b'{"type":"t"}'
+    first = Receiver(db, SECRET)
+    with serve(first.app()) as srv:
+        assert _post(srv.url + "/webhook", body, headers_for(SECRET, "msg_keep", body))[0] == 202
+        deadline = time.monotonic() + 3
+        while first.processed == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    again = Receiver(db, SECRET)  # a new process, the same inbox file
+    with serve(again.app()) as srv:
+        assert _post(srv.url + "/webhook", body, headers_for(SECRET, "msg_keep", body)) == \
+            (200, {"duplicate": True, "id": "msg_keep"})
+        time.sleep(0.05)
+    assert again.processed == 0 and again.duplicates == 1 and again.worked == {}
+
+
+def test_a_malformed_signature_over_http_is_refused_with_a_reason(tmp_path):
+    rec = Receiver(str(tmp_path / "in.db"), SECRET)
+    body = b'{"type":"t"}'
+    with serve(rec.app()) as srv:
+        for bad in ("v1,not-base64!!", "v2,abc", "nonsense"):
+            status, answer = _post(srv.url + "/webhook", body, {**headers_for(SECRET, "msg_b", body),
+                                                               "webhook-signature": bad})
+            assert status == 401 and answer["error"].startswith("signature refused: "), (bad, answer)
+    assert rec.accepted == 0 and rec.processed == 0
+
+
+def test_slow_work_is_acknowledged_at_once_and_never_retried():
+    run = wx.slow_work(events=3, work_seconds=0.2, timeout=0.15)
+    assert run.attempts == 3  # one attempt per event: the 202 came long before the sender's timeout
+    assert max(run.acked_ms) < 150 and len(run.processed_ms) == 3
+    assert max(run.processed_ms) >= 3 * 200 - 20  # the work ran after the answers, one after another
+
+
+def test_dead_letters_are_delivered_when_an_operator_replays_them():
+    run = wx.dead_letters_replayed(events=2, max_attempts=3)
+    assert len(run.dead_before) == 2 and run.replayed == 2 and run.delivered_after == 2 and run.processed == 2
+    assert not live_servers()

@@ -131,6 +131,7 @@ class Receiver:
         duplicates: deliveries of an id already stored (acknowledged, not processed again).
         refused: reason -> count of deliveries refused (4xx).
         processed: events the worker has finished.
+        worked: id -> how many times its work ran (the dedup's proof: never more than 1).
         failed_on_purpose: 500s answered because of ``fail_rate``.
     """
 
@@ -151,6 +152,7 @@ class Receiver:
         self._rng = random.Random(seed)
         self.accepted = self.duplicates = self.processed = self.failed_on_purpose = 0
         self.refused: dict[str, int] = {}
+        self.worked: dict[str, int] = {}  # id -> times its work ran (more than 1 would be processing twice)
         self.request_bytes = 0
         self._db: sqlite3.Connection | None = None
         self._queue: asyncio.Queue | None = None
@@ -230,8 +232,12 @@ class Receiver:
         assert self._queue is not None and self._db is not None
         while True:
             msg_id = await self._queue.get()
+            done = self._db.execute("SELECT processed FROM inbox WHERE id = ?", (msg_id,)).fetchone()
+            if done is None or done[0] is not None:
+                continue  # already done (queued twice somehow): the work is not repeated
             if self.work_seconds:
                 await asyncio.sleep(self.work_seconds)
+            self.worked[msg_id] = self.worked.get(msg_id, 0) + 1  # the work itself, counted per id
             cur = self._db.execute("UPDATE inbox SET processed = ? WHERE id = ? AND processed IS NULL",
                                    (time.time(), msg_id))
             self._db.commit()

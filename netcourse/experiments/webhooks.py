@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import statistics
 import tempfile
 import threading
@@ -42,7 +43,7 @@ from .websockets import head_size
 __all__ = [
     "Delivery", "one_delivery", "Forgery", "forgeries", "Outage", "receiver_down", "Unreachable", "behind_a_firewall",
     "Noise", "noise", "noise_grid", "noise_knob", "predict_attempt_times", "exercise_signature_by_hand",
-    "exercise_dedup", "SECRET", "planned_times", "Restart", "restart_mid_retry", "signature_by_hand", "comparison", "LinkDelivery", "across_a_link", "exercise_head_share",
+    "exercise_dedup", "SECRET", "planned_times", "Restart", "restart_mid_retry", "signature_by_hand", "comparison", "SlowWork", "slow_work", "Replayed", "dead_letters_replayed", "LinkDelivery", "across_a_link", "exercise_head_share",
 ]
 
 # a fixed, published-looking secret so that the stored notebook and its recording agree (a course secret,
@@ -101,24 +102,29 @@ def one_delivery() -> Delivery:
 
 
 def exercise_signature_by_hand(delivery: Delivery) -> Exercise:
-    """Compute the captured delivery's signature from its id, timestamp and body."""
-    expected = delivery.header("webhook-signature")
+    """Sign a retry of the captured delivery: same id and body, a timestamp 5 s later."""
+    msg_id, ts = delivery.header("webhook-id"), int(delivery.header("webhook-timestamp"))
+    expected = sign(delivery.secret, msg_id, ts + 5, delivery.body)
     return Exercise(
-        "Your capture holds one delivery: its webhook-id, webhook-timestamp and body. Compute its signature with "
-        "the secret (delivery.secret): base64 of HMAC-SHA256 over '{id}.{timestamp}.{body}', with the key being "
-        "the base64-decoded part after 'whsec_'. Answer the whole 'v1,...' string.",
+        "Your capture holds one delivery: its webhook-id, webhook-timestamp and body. Suppose the receiver had not "
+        "answered, and the sender retried 5 seconds later: same id, same body, webhook-timestamp 5 higher. What "
+        "webhook-signature does that retry carry? Compute it with the secret (delivery.secret): base64 of "
+        "HMAC-SHA256 over '{id}.{timestamp}.{body}', keyed with the base64-decoded part after 'whsec_'. Answer the "
+        "whole 'v1,...' string.",
         answer=expected,
-        hint="key = base64.b64decode(secret[6:]); hmac.new(key, f'{id}.{ts}.'.encode() + body, hashlib.sha256)"
-        ".digest(), then base64.b64encode(...).decode() with 'v1,' in front.",
-        explanation=f"{expected}: what the header says. The receiver computes exactly this from the bytes it got; "
-        "a changed byte, id or timestamp gives a different one.",
+        hint="key = base64.b64decode(secret[6:]); hmac.new(key, f'{id}.{ts + 5}.'.encode() + body, hashlib.sha256)"
+        ".digest(), then base64.b64encode(...).decode() with 'v1,' in front. Check your code first: with the "
+        "captured timestamp itself it must give the captured header.",
+        explanation=f"{expected}: nothing like the first attempt's, although only the timestamp changed. Every "
+        "attempt is signed afresh, so a receiver can refuse an old attempt replayed (the timestamp check) without "
+        "refusing the sender's genuine retries.",
         kind="capture",
     )
 
 
-def signature_by_hand(delivery: Delivery) -> str:
-    """The worked answer: the signature computed again from the captured id, timestamp and body."""
-    return sign(delivery.secret, delivery.header("webhook-id"), int(delivery.header("webhook-timestamp")),
+def signature_by_hand(delivery: Delivery, later: int = 0) -> str:
+    """The signature computed again from the captured id, timestamp (+ ``later`` seconds) and body."""
+    return sign(delivery.secret, delivery.header("webhook-id"), int(delivery.header("webhook-timestamp")) + later,
                 delivery.body)
 
 
@@ -132,7 +138,7 @@ class Forgery:
     case: str
     status: int
     answer: str
-    processed: bool
+    processed: bool  # this request's event was processed by it (a duplicate's was not)
 
 
 def forgeries() -> list[Forgery]:
@@ -150,7 +156,10 @@ def forgeries() -> list[Forgery]:
          body),
         ("no webhook-signature header", {k: v for k, v in headers_for(SECRET, "msg_x", body).items()
                                          if k != "webhook-signature"}, body),
-        ("an empty signature list", {**headers_for(SECRET, "msg_y", body), "webhook-signature": " "}, body),
+        ("a signature list with no v1 entry", {**headers_for(SECRET, "msg_y", body), "webhook-signature": "v2,abc"},
+         body),
+        ("a malformed signature (not base64)", {**headers_for(SECRET, "msg_m", body),
+                                                "webhook-signature": "v1,not-base64!!"}, body),
         ("a timestamp that is not a number", {**headers_for(SECRET, "msg_z", body), "webhook-timestamp": "yesterday"},
          body),
         ("signed, but not JSON", headers_for(SECRET, "msg_text", b"hello"), b"hello"),
@@ -177,7 +186,8 @@ def forgeries() -> list[Forgery]:
             stored = receiver.stored()
     for (case, headers, _), (status, text) in zip(cases, answers):
         msg = headers.get("webhook-id", "")
-        out.append(Forgery(case, status, _reason(text), msg in stored and stored[msg][1] is not None))
+        processed = status == 202 and msg in stored and stored[msg][1] is not None  # a 200 duplicate is not
+        out.append(Forgery(case, status, _reason(text), processed))
     return out
 
 
@@ -278,6 +288,89 @@ def _run(sender: Sender, limit: float):
         return exc
 
 
+@dataclass(frozen=True)
+class SlowWork:
+    """Deliveries to a receiver whose work is slow: ms from publication to the 2xx, and to the work done."""
+
+    events: int
+    attempts: int
+    acked_ms: list[float]
+    processed_ms: list[float]
+    work_seconds: float
+    sender_timeout: float
+
+    def __repr__(self) -> str:
+        return (f"{self.events} events, {self.work_seconds * 1000:.0f} ms of work each, sender timeout "
+                f"{self.sender_timeout * 1000:.0f} ms: {self.attempts} attempts; acknowledged after "
+                f"{max(self.acked_ms):.0f} ms at most, all processed after {max(self.processed_ms):.0f} ms")
+
+
+def slow_work(events: int = 4, work_seconds: float = 0.2, timeout: float = 0.15) -> SlowWork:
+    """A receiver whose processing takes longer than the sender waits for an answer: it stores the event,
+    answers 202 at once, and works from its queue afterwards, so no attempt times out and nothing is retried."""
+    if not 1 <= events <= 20 or not 0 < work_seconds <= 1 or timeout <= 0:
+        raise ValueError("need 1 <= events <= 20, 0 < work_seconds <= 1 and timeout > 0")
+    with _workdir() as d:
+        receiver = Receiver(os.path.join(d, "inbox.db"), SECRET, work_seconds=work_seconds)
+        with serve(receiver.app(), name="webhook receiver") as srv:
+            sender = Sender(os.path.join(d, "outbox.db"), allow=COURSE_ALLOW, timeout=timeout, jitter=False)
+            sender.add_endpoint(f"{srv.url}/webhook", SECRET)
+            ids = [sender.publish("report.requested", {"report": i}) for i in range(events)]
+            run_async(sender.run(limit=10), 15)
+            deadline = time.monotonic() + events * work_seconds + 5
+            while receiver.processed < events and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stored = receiver.stored()
+        with contextlib.closing(sqlite3.connect(sender.db_path)) as db:
+            times = {m: (pub, dlv) for m, pub, dlv in db.execute("SELECT msg_id, published, delivered FROM outbox")}
+    acked = [(times[m][1] - times[m][0]) * 1000 for m in ids]
+    processed = [(stored[m][1] - times[m][0]) * 1000 for m in ids if stored.get(m) and stored[m][1] is not None]
+    return SlowWork(events, len(sender.attempts), acked, processed, work_seconds, timeout)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """Messages that ran out of attempts, and an operator's replay once the receiver was back."""
+
+    dead_before: list[tuple[str, int, int, str]]
+    replayed: int
+    delivered_after: int
+    processed: int
+
+    def __repr__(self) -> str:
+        why = self.dead_before[0][3].split(":")[0] if self.dead_before else "-"
+        return (f"{len(self.dead_before)} dead letter(s) after their attempts ran out ({why}); replayed "
+                f"{self.replayed} once the receiver was back: {self.delivered_after} delivered, "
+                f"{self.processed} processed")
+
+
+def dead_letters_replayed(events: int = 2, max_attempts: int = 3) -> Replayed:
+    """The receiver stays down for all ``max_attempts`` attempts, so the messages become dead letters. The
+    receiver comes back; an operator inspects the dead letters and replays them (``Sender.replay``)."""
+    if not 1 <= events <= 20 or not 1 <= max_attempts <= 5:
+        raise ValueError("need 1 <= events <= 20 and 1 <= max_attempts <= 5")
+    with _workdir() as d:
+        with socket.socket() as placeholder:  # a free port; nothing listens there while the attempts run
+            placeholder.bind(("127.0.0.1", 0))
+            port = placeholder.getsockname()[1]
+        sender = Sender(os.path.join(d, "outbox.db"), allow=COURSE_ALLOW, timeout=0.2, jitter=False,
+                        max_attempts=max_attempts, schedule=(0, 0.01, 0.02, 0.04, 0.08), scale=1.0)
+        sender.add_endpoint(f"http://127.0.0.1:{port}/webhook", SECRET)
+        for i in range(events):
+            sender.publish("invoice.overdue", {"invoice": i})
+        run_async(sender.run(limit=5), 10)
+        dead = sender.dead_letters()
+        receiver = Receiver(os.path.join(d, "inbox.db"), SECRET)
+        with serve(receiver.app(), name="webhook receiver", port=port):
+            replayed = sender.replay()
+            run_async(sender.run(limit=5), 10)
+            deadline = time.monotonic() + 3
+            while receiver.processed < events and time.monotonic() < deadline:
+                time.sleep(0.01)
+            processed = receiver.processed
+        return Replayed(dead, replayed, sender.counts().get("delivered", 0), processed)
+
+
 def planned_times(scale: float = 0.001, attempts: int = 4) -> list[float]:
     """Seconds from publication to each attempt without jitter: the schedule's running sum, scaled."""
     out, t = [], 0.0
@@ -294,7 +387,8 @@ def predict_attempt_times(scale: float = 0.001) -> Prediction:
     def explain(given: float, measured: float) -> str:
         return (f"The schedule waits 0, then 5 s, then 5 min: attempt 1 at once, attempt 2 at 5 s, attempt 3 at "
                 f"5 s + 300 s = 305 s. Scaled by {scale:g}: {plan[1] * 1000:.0f} ms and {plan[2] * 1000:.0f} ms. The "
-                "run is a few ms later: each failed attempt itself takes a moment before the wait begins.")
+                "run is 10 to 20 ms later: the sender's outbox loop looks for due messages every 10 ms, and each attempt "
+                "goes out at the first look after it is due.")
 
     return Prediction(
         f"A sender follows the Standard Webhooks schedule (immediately, 5 s, 5 min, 30 min, ...) scaled by {scale:g} "
@@ -344,16 +438,21 @@ class Unreachable:
         rows = [f"{self.events} events; the direct webhook: {len(self.direct)} attempts, all failed "
                 f"({self.direct[0] if self.direct else '-'})"]
         for way, delays in self.latency_ms.items():
-            rows.append(f"  {way:<34} median {statistics.median(delays):6.0f} ms, worst {max(delays):6.0f} ms, "
-                        f"{self.requests[way]:>3} request(s) by the receiver")
-        rows.append(f"  (the relay also took {self.relay_posts} webhook POSTs from the sender)")
+            who = (f"{self.relay_posts:>3} POST(s) by the sender" if way.startswith("webhook") else
+                   f"{self.requests[way]:>3} request(s) by the receiver")
+            rows.append(f"  {way:<40} median {statistics.median(delays):6.0f} ms, worst {max(delays):6.0f} ms, {who}")
+        rows.append(f"  (the relay took {self.relay_posts} webhook POSTs from the sender: the last row's times are "
+                    "when they arrived)")
         return "\n".join(rows)
 
 
 def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float = 0.5) -> Unreachable:
     """A receiver the sender cannot connect to (its port is closed to the outside: here nothing listens there),
-    and three ways around it that only need the receiver to connect *out*: short polling, long polling, and a
-    relay the receiver holds an event stream open to (the way smee.io or a tunnel works)."""
+    and four ways around it that only need the receiver to connect *out*: short polling and long polling of
+    the sender's events endpoint, an event stream the receiver holds open to the sender itself, and a relay
+    that takes the sender's webhooks and passes them down an event stream the receiver holds open to it (the
+    way smee.io or a tunnel works). The relay's receipt of each webhook POST also gives the row a reachable
+    receiver would have had: the same events, the same moments."""
     if not 1 <= events <= 100 or not 0 < gap <= 1 or not 0.05 <= poll_interval <= 5:
         raise ValueError("need 1 <= events <= 100, 0 < gap <= 1 s and 0.05 <= poll_interval <= 5 s")
     duration = events * gap + 0.3
@@ -370,12 +469,14 @@ def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float =
         direct = [a.outcome for a in sender.attempts]
 
         # the workarounds: the events go into the sender's own log, the receiver connects out to fetch them
-        poll_log, stream_log = MessageLog(), MessageLog()
+        poll_log, stream_log, own_log = MessageLog(), MessageLog(), MessageLog()
         relay = streaming_app(stream_log, keepalive=5)
         hooks = {"posts": 0}
+        hooked: dict[str, float] = {}
 
         async def take_hook(request: web.Request) -> web.Response:
             hooks["posts"] += 1
+            hooked.setdefault(request.headers.get("webhook-id", ""), time.perf_counter())
             body = await request.read()
             forwarded = {"headers": {k: v for k, v in request.headers.items() if k.lower().startswith("webhook-")},
                          "body": body.decode()}
@@ -385,7 +486,8 @@ def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float =
         relay.router.add_post("/hooks/learner", take_hook)
         latency: dict[str, list[float]] = {}
         requests: dict[str, int] = {}
-        with serve(polling_app(poll_log), name="events endpoint") as polls, serve(relay, name="relay") as relay_srv:
+        with serve(polling_app(poll_log), name="events endpoint") as polls, serve(relay, name="relay") as relay_srv, \
+                serve(streaming_app(own_log, keepalive=5), name="sender's event stream") as own_srv:
             relay_sender = Sender(os.path.join(d, "relay-outbox.db"), allow=COURSE_ALLOW, timeout=2)
             relay_sender.add_endpoint(f"{relay_srv.url}/hooks/learner", SECRET)
             published: dict[str, float] = {}
@@ -397,23 +499,29 @@ def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float =
                     msg_id = f"msg_{i + 1}"
                     published[msg_id] = time.perf_counter()
                     polls.loop.call_soon_threadsafe(poll_log.append, msg_id)
+                    own_srv.loop.call_soon_threadsafe(own_log.append, msg_id)
                     relay_sender.publish("ping", {"n": i + 1}, msg_id=msg_id)
                     await relay_sender.run(limit=5)
 
-            async def sse_receiver(until: float) -> int:
+            received_own: dict[str, float] = {}
+
+            async def sse_receiver(url: str, until: float, received: dict[str, float], relayed: bool) -> int:
                 decoder, connections = SSEDecoder(), 0
                 async with aiohttp.ClientSession() as session:
                     connections += 1
-                    async with session.get(f"{relay_srv.url}/events") as resp:
-                        while time.perf_counter() < until and len(received_sse) < events:
+                    async with session.get(f"{url}/events") as resp:
+                        while time.perf_counter() < until and len(received) < events:
                             try:
                                 piece = await asyncio.wait_for(resp.content.readany(), max(0.01, until - time.perf_counter()))
                             except asyncio.TimeoutError:
                                 break
                             for event in decoder.feed(piece):
-                                forwarded = json.loads(event.data)
-                                msg_id, _ = verify(SECRET, forwarded["headers"], forwarded["body"].encode())
-                                received_sse[msg_id] = time.perf_counter()  # verified end to end
+                                if relayed:
+                                    forwarded = json.loads(event.data)
+                                    msg_id, _ = verify(SECRET, forwarded["headers"], forwarded["body"].encode())
+                                else:  # the sender's own stream, on the receiver's own (authenticated) connection
+                                    msg_id = event.data
+                                received[msg_id] = time.perf_counter()  # the relayed ones verified end to end
                 return connections
 
             async def everyone():
@@ -421,17 +529,23 @@ def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float =
                 until = start + duration + 1.0
                 results = await asyncio.gather(
                     short_poller(polls.url, poll_interval, until), long_poller(polls.url, 10.0, until),
-                    sse_receiver(until), publish_all())
+                    sse_receiver(relay_srv.url, until, received_sse, True),
+                    sse_receiver(own_srv.url, until, received_own, False), publish_all())
                 return results
 
-            short, long_, sse_connections, _ = run_async(everyone(), duration + 20)
+            short, long_, sse_connections, own_connections, _ = run_async(everyone(), duration + 20)
         by_id = {i + 1: published[f"msg_{i + 1}"] for i in range(events)}
         latency[f"short polling every {poll_interval:g} s"] = [(t - by_id[i]) * 1000 for i, t in short.received]
         latency["long polling"] = [(t - by_id[i]) * 1000 for i, t in long_.received]
+        latency["event stream held to the sender"] = [(received_own[m] - published[m]) * 1000 for m in received_own]
         latency["relay + event stream (smee-style)"] = [(received_sse[m] - published[m]) * 1000 for m in received_sse]
+        latency["webhook, had the receiver been reachable"] = [(hooked[m] - published[m]) * 1000 for m in hooked
+                                                               if m in published]
         requests[f"short polling every {poll_interval:g} s"] = short.requests
         requests["long polling"] = long_.requests
+        requests["event stream held to the sender"] = own_connections
         requests["relay + event stream (smee-style)"] = sse_connections
+        requests["webhook, had the receiver been reachable"] = 0
     return Unreachable(direct, latency, requests, events, hooks["posts"])
 
 
@@ -664,21 +778,21 @@ def restart_mid_retry(events: int = 3) -> Restart:
         return Restart(first.attempts, second.attempts, done, events)
 
 
-def comparison(one: Noise, unreachable: Unreachable) -> list[tuple[str, str, str, str, str]]:
-    """Webhooks against polling and a held connection, from this notebook's measurements: (way, requests per
-    event, median delay, who connects to whom, what it needs)."""
-    from ..protocols.wsframe import header_length
-
-    rows = [("webhook (one POST per event)", f"{one.requests / one.events:.1f}", f"{statistics.median(one.delays_ms):.0f} ms",
-             "sender → receiver", "a public, reachable receiver; retries and dedup")]
+def comparison(unreachable: Unreachable) -> list[tuple[str, str, str, str, str]]:
+    """Every way of section 4, on the same events: (way, requests per event, median delay, who connects to
+    whom, what it needs)."""
+    needs = {
+        "short": ("receiver → sender", "a cursor; latency up to the interval"),
+        "long": ("receiver → sender", "a cursor (notebook 03); a request held"),
+        "event stream held": ("receiver → sender (held)", "a held connection (notebooks 05, 06)"),
+        "relay": ("receiver → relay (held)", "a relay; a held connection"),
+        "webhook": ("sender → receiver", "a reachable receiver; retries and dedup"),
+    }
+    rows = []
     for way, delays in unreachable.latency_ms.items():
-        per = unreachable.requests[way] / unreachable.events
-        who = "receiver → relay (held)" if "relay" in way else "receiver → sender"
-        need = "a relay; a held connection" if "relay" in way else ("a cursor (notebook 03)" if "long" in way else
-                                                                       "a cursor; latency up to the interval")
+        who, need = next(v for k, v in needs.items() if k in way)
+        per = (unreachable.relay_posts if way.startswith("webhook") else unreachable.requests[way]) / unreachable.events
         rows.append((way, f"{per:.1f}", f"{statistics.median(delays):.0f} ms", who, need))
-    rows.append(("WebSocket (notebook 05)", "0 (frames)", "one transit",
-                 "client → server (held)", f"a held connection; {header_length(20, False)}-byte frame header"))
     return rows
 
 

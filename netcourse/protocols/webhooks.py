@@ -1,6 +1,8 @@
 """Webhook signatures as the Standard Webhooks specification (v1, standardwebhooks.com) defines them, sans-I/O.
 
-A sender POSTs the event's JSON to the receiver's URL with three headers:
+A sender POSTs the event's JSON to the receiver's URL with three headers (the specification's example
+headers; it does not publish the secret behind that signature, so the course's tests check ``sign`` against
+the test vector the reference libraries share instead):
 
     webhook-id: msg_2KWPBgLlAfxdpx2AI54pPJ85f4W   the event's id: the same on every retry (an idempotency key)
     webhook-timestamp: 1674087231                  this attempt's time, integer Unix seconds
