@@ -93,6 +93,16 @@ def test_bad_input_is_refused_with_the_problem_named(wire, words):
     assert info.value.status == 400
 
 
+def test_a_size_line_exactly_at_the_limit_passes_whatever_the_split():
+    line = b"1;" + b"x" * 1022  # 1,024 bytes, the limit
+    wire = line + b"\r\n" + b"a\r\n0\r\n\r\n"
+    for cut in range(len(wire) + 1):
+        events, _ = _decode_all([wire[:cut], wire[cut:]])  # the CR at byte 1,024 may arrive without its LF
+        assert type(events[-1]).__name__ == "End" and b"".join(e.data for e in events if isinstance(e, Data)) == b"a"
+    with pytest.raises(ChunkedParseError, match="longer than 1024"):
+        _decode_all([b"1;" + b"x" * 1023 + b"\r", b"\n"])  # 1,025 bytes before the CRLF
+
+
 def test_limits_are_keyword_options():
     with pytest.raises(ChunkedParseError, match="over the limit of 16"):
         ChunkedDecoder(max_size=16).feed(b"11\r\n")

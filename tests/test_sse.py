@@ -1,4 +1,4 @@
-"""Server-Sent Events: the WHATWG standard's own examples (§9.2.4, §9.2.6), every split of the input, and two
+"""Server-Sent Events: the WHATWG standard's own examples (§9.2.1, §9.2.6), every split of the input, and two
 independent implementations as oracles (aiohttp-sse writing, httpx-sse's decoder reading)."""
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ def test_encode_round_trips():
 
 
 def _random_stream(rng: random.Random) -> bytes:
-    """A well-formed stream: every event has data; ids without NULL; retry all digits; mixed line ends."""
+    """A stream with every event carrying data, mixed line ends, and now and then the rules' corner cases:
+    a field name with no colon, an id holding NULL (ignored), a retry that is not all digits (ignored), an
+    unknown field (ignored)."""
     out = []
     if rng.random() < 0.3:
         out.append("\ufeff")
@@ -148,7 +150,16 @@ def _random_stream(rng: random.Random) -> bytes:
             lines.append(f"event: e{rng.randint(0, 3)}")
         if rng.random() < 0.2:
             lines.append(f"retry: {rng.randint(0, 5000)}")
+        if rng.random() < 0.15:
+            lines.append(f"id: {rng.randint(0, 9)}\0{rng.randint(0, 9)}")  # NULL in an id: ignored
+        if rng.random() < 0.15:
+            lines.append(f"retry: {rng.randint(0, 9)}x{rng.randint(0, 9)}")  # not all digits: ignored
+        if rng.random() < 0.15:
+            lines.append(rng.choice(["event", "id", "foo: bar", "retry"]))  # no colon, or an unknown field
         for _ in range(rng.randint(1, 3)):
+            if rng.random() < 0.15:
+                lines.append("data")  # no colon: the field with an empty value
+                continue
             sep = rng.choice([":", ": ", ":  "])
             lines.append("data" + sep + "".join(rng.choices(alphabet, k=rng.randint(0, 8))))
         rng.shuffle(lines)
@@ -163,7 +174,9 @@ def test_httpx_sse_reads_the_same_events_from_random_streams():
     rng = random.Random(11)
     for _ in range(300):
         stream = _random_stream(rng)
-        ours = SSEDecoder().feed(stream)
+        byte_cut = rng.randint(0, len(stream))  # ours gets bytes, cut anywhere (inside a UTF-8 sequence too)
+        decoder = SSEDecoder()
+        ours = decoder.feed(stream[:byte_cut]) + decoder.feed(stream[byte_cut:])
         lines, theirs = SSELineDecoder(), TheirDecoder()
         text = stream.decode("utf-8")
         text = text[1:] if text.startswith("\ufeff") else text  # httpx strips the BOM when it decodes the body

@@ -18,7 +18,8 @@ from netcourse.protocols.chunked import Chunk, ChunkedDecoder, Data
 from netcourse.protocols.sse import SSEDecoder
 from netcourse.runtime.server import live_servers, serve
 from netcourse.runtime.waiting import run_async
-from netcourse.traffic.packets import PacketRow, presumed_lost
+from netcourse.traffic.packets import C2S, PacketRow, presumed_lost
+from netcourse.traffic.wire import tcp_payload_streams
 
 
 def _get(port: int, path: str, headers: str = "") -> bytes:
@@ -68,6 +69,20 @@ def test_sse_resume_delivers_every_event_exactly_once_across_drops():
     assert [i for i, _, _ in run.received] == run.published and not run.lost and not run.duplicated
     assert len(run.connections) == 3 and [c[1] for c in run.connections] == [None, "4", "8"]
     assert all(100 <= g <= 400 for g in run.gaps_ms()), run.gaps_ms()
+
+
+@pytest.mark.replayable
+def test_the_captured_stream_carries_event_types_and_the_reconnection_head_question():
+    run = st.sse_resume()
+    text = run.first_response_text()
+    assert "id: 3\nevent: alert\ndata: event 3\n\n" in text and "event: alert\ndata: event 1\n" not in text
+    events = SSEDecoder().feed(text.encode())
+    assert [e.event for e in events if e.data] == ["message", "message", "alert", "message"]
+    requests = tcp_payload_streams(run.capture.packets, run.capture.table())[C2S]
+    second = [h for h in requests.split(b"\r\n\r\n") if h.startswith(b"GET /events")][1]
+    assert b"Last-Event-ID: 4" in second
+    q = st.exercise_reconnect_head(run)
+    assert q.check(len(second) + 4) and not q.check(len(second))
 
 
 def test_retry_sets_the_reconnection_delay():
@@ -184,7 +199,10 @@ def test_an_event_costs_half_a_round_trip_across_the_link():
 def test_per_message_bytes_and_the_exercises():
     sizes = st.per_message_bytes(20)
     assert sizes["WebSocket frame (server → client)"] == 2
-    assert 15 < sizes["SSE (id, data, chunk framing)"] < 40 < sizes["long polling (request + response heads, notebook 05's POST echo)"]
+    poll = st.long_poll_bytes(20)
+    assert 100 < poll["request head"] < 300 and 100 < poll["response head"] < 300 and 20 < poll["JSON around the message"]
+    assert 15 < sizes["SSE (id, data, chunk framing)"] < 40 < \
+        sizes["long poll (request + response heads + JSON, notebook 03's server)"] == sum(poll.values())
     assert st.exercise_replay_first().check(8)
     p = st.predict_first_event_delay()
     b = st.Buffering({"proxy buffers 4 KiB": [560.0] * 10}, 10, 0.06, 100)

@@ -193,8 +193,10 @@ async def _events(request: web.Request) -> web.StreamResponse:
             if not found:
                 await _write(request, resp, comment("keep-alive"))
                 continue
+            typed = settings["event_type"]
             for msg_id, text, _ in found:
-                await _write(request, resp, encode(data=text, id=str(msg_id)))
+                await _write(request, resp, encode(data=text, id=str(msg_id),
+                                                   event_type=typed(msg_id, text) if typed else None))
                 cursor = msg_id
                 sent += 1
                 if drop and sent >= drop:
@@ -212,13 +214,19 @@ def _resync(reason: str, cursor: int) -> bytes:
 
 
 def make_app(log: MessageLog | None = None, *, retry_ms: int = 1000, keepalive: float = 15.0,
-             max_streams: int = 100) -> web.Application:
-    """The streaming app. Pass a ``MessageLog`` to publish into it from the experiment (on the server's loop)."""
+             max_streams: int = 100, event_type=None) -> web.Application:
+    """The streaming app. Pass a ``MessageLog`` to publish into it from the experiment (on the server's loop).
+
+    ``event_type(msg_id, text)`` names an event's type (its ``event:`` field); None, or a function that
+    returns None, leaves the field out, and the event's type is then "message"."""
     if not 0 <= retry_ms <= 60_000 or not 0 < keepalive <= 60 or max_streams < 1:
         raise ValueError("need 0 <= retry_ms <= 60000, 0 < keepalive <= 60 and max_streams >= 1")
+    if event_type is not None and not callable(event_type):
+        raise TypeError("event_type is a function (msg_id, text) -> str | None")
     app = safe_app()
     app[LOG_KEY] = log or MessageLog()
-    app[_SETTINGS] = {"retry_ms": retry_ms, "keepalive": keepalive, "max_streams": max_streams, "open": 0}
+    app[_SETTINGS] = {"retry_ms": retry_ms, "keepalive": keepalive, "max_streams": max_streams, "open": 0,
+                      "event_type": event_type}
     app.router.add_get("/chunked", _chunked)
     app.router.add_get("/fixed", _fixed)
     app.router.add_get("/burst", _burst)

@@ -39,8 +39,8 @@ from .registry import scenario
 __all__ = [
     "StreamCapture", "chunked_on_the_wire", "ChunkView", "chunk_view", "Boundaries", "chunk_boundaries",
     "SSERun", "sse_resume", "retry_delays", "Buffering", "buffering", "BUFFERING_CASES", "buffer_grid",
-    "buffer_knob", "ConnectionLimit", "connection_limit", "LinkDelivery", "sse_across_a_link", "per_message_bytes",
-    "predict_first_event_delay", "exercise_framing_bytes", "resync_demo", "BUFFER_SIZES", "event_body_bytes", "exercise_resume_id", "exercise_replay_first",
+    "buffer_knob", "ConnectionLimit", "connection_limit", "LinkDelivery", "sse_across_a_link", "long_poll_bytes", "per_message_bytes",
+    "predict_first_event_delay", "exercise_framing_bytes", "resync_demo", "BUFFER_SIZES", "event_body_bytes", "exercise_reconnect_head", "alert_every_third", "exercise_replay_first",
 ]
 
 UA = {"User-Agent": "netcourse-stream-client"}
@@ -224,7 +224,8 @@ class Boundaries:
                 lo, hi = max(a, c), min(b, d)
                 if lo < hi:
                     inside.append(f"chunk {n}" + ("" if (lo, hi) == (c, d) else f" (bytes {lo - c}–{hi - c})"))
-            out.append(f"segment {i}: {b - a:>4} bytes: " + (", ".join(inside) or "framing only"))
+            empty = "the response head (and the first size line)" if a == 0 else "framing only (size lines, CRLFs)"
+            out.append(f"segment {i}: {b - a:>4} bytes: " + (", ".join(inside) or empty))
         return out
 
 
@@ -405,13 +406,18 @@ async def _publish(log: MessageLog, count: int, gap: float, size: int = 0) -> No
         log.append(text + (" " + "." * max(0, size - len(text) - 1) if size > len(text) else ""))
 
 
+def alert_every_third(msg_id: int, text: str) -> str | None:
+    """The event types of section 3's stream: every third event is an "alert", the rest plain messages."""
+    return "alert" if msg_id % 3 == 0 else None
+
+
 def _sse_run(events: int, gap: float, drop: int, retry_ms: int, keep: int, scenario_name: str | None) -> SSERun:
     log = MessageLog(limit=keep)
     received: list[tuple[int, float, int]] = []
     resyncs: list[str] = []
     connections: list[tuple[float, str | None, float]] = []
     decoder = SSEDecoder()
-    with serve(make_app(log, retry_ms=retry_ms), name="sse") as srv:
+    with serve(make_app(log, retry_ms=retry_ms, event_type=alert_every_third), name="sse") as srv:
 
         async def go() -> None:
             t0 = asyncio.get_running_loop().time()
@@ -444,19 +450,20 @@ def retry_delays(retries_ms: tuple[int, ...] = (100, 400)) -> dict[int, list[flo
     return {retry: _sse_run(6, 0.03, 2, retry, 100, None).gaps_ms() for retry in retries_ms}
 
 
-def exercise_resume_id(run: SSERun) -> Exercise:
-    """The Last-Event-ID the client sent on its first reconnection, read from the capture."""
+def exercise_reconnect_head(run: SSERun) -> Exercise:
+    """The size of the first reconnection's request head, read from the learner's capture."""
     stream = tcp_payload_streams(run.capture.packets, run.capture.table())[C2S] if run.capture else b""
-    sent = [line.split(b":", 1)[1].strip().decode() for line in stream.split(b"\r\n")
-            if line.lower().startswith(b"last-event-id:")]
+    heads = [h + b"\r\n\r\n" for h in stream.split(b"\r\n\r\n") if h.startswith(b"GET /events")]
+    size = len(heads[1]) if len(heads) > 1 else None
     return Exercise(
-        "In your capture, the client's requests for /events are in the C→S bytes. What Last-Event-ID did it "
-        "send the first time it reconnected?",
-        answer=sent[0] if sent else None,
-        hint="tcp_payload_streams(sse.capture.packets, sse.capture.table())['C→S'] holds every request; find the "
-        "first 'Last-Event-ID:' line.",
-        explanation=f"{sent[0] if sent else '?'}: the id of the last event the client had received before the "
-        "server ended the stream. The server answers with the events after it, then goes on live.",
+        "In your capture, the client's requests for /events are in the C→S bytes. How many bytes long is the head "
+        "of its first reconnection request (the request line, the headers and the blank line that ends them)?",
+        answer=size,
+        hint="tcp_payload_streams(sse.capture.packets, sse.capture.table())['C→S'] holds every request; split it at "
+        "b'\\r\\n\\r\\n' and take the second piece that starts with b'GET /events', plus the 4 bytes of the split.",
+        explanation=f"{size} bytes, of which the Last-Event-ID line is about 20: what every reconnection costs "
+        "before the first replayed event, besides the TCP handshake. An open stream costs no request per event; "
+        "each drop costs one whole request head.",
         kind="capture",
     )
 
@@ -622,12 +629,13 @@ def event_body_bytes(size: int = 100, msg_id: int = 10) -> int:
 
 def predict_first_event_delay(events: int = 10, gap: float = 0.06, size: int = 100, buffer: int = 4096) -> Prediction:
     """Predict when the first event reaches a client behind a buffering proxy."""
-    each = event_body_bytes(size)
-    total = events * each
+    sizes = [event_body_bytes(size, n) for n in range(1, events + 1)]
+    each = f"{sizes[0]}" if sizes[0] == sizes[-1] else f"{sizes[0]} to {sizes[-1]}"
+    total = sum(sizes)
 
     def explain(given: float, measured: float) -> str:
         return (f"{events} events of {each} bytes each in the body (the `id:` and `data:` lines and the blank line) "
-                f"make about {total} bytes, less than the proxy's {buffer}-byte buffer: the proxy holds every event "
+                f"make {total} bytes, less than the proxy's {buffer}-byte buffer: the proxy holds every event "
                 "until the buffer fills or the response ends. Here the server ends the stream after the last event, "
                 f"so all arrive together at the end: the first, published {(events - 1) * gap * 1000:.0f} ms before "
                 "the last, waits at least that long. A stream that never ends would never arrive at all.")
@@ -739,19 +747,52 @@ def sse_across_a_link(rtt_ms: float = 100.0, events: int = 8, gap: float = 0.05)
     return LinkDelivery(rtt_ms, [(got[i] - published[i]) * 1000 for i in sorted(got)], mode)
 
 
+def long_poll_bytes(size: int = 20) -> dict[str, int]:
+    """One long poll that brings one ``size``-byte message, against the course's polling server (notebook 03),
+    on a kept-alive connection: its request head, response head, and the JSON around the message, in bytes.
+    The heads are rebuilt byte for byte from what aiohttp sent and received."""
+    from ..apps.polling import make_app as polling_app
+
+    if not 1 <= size <= 10_000:
+        raise ValueError("size is 1 to 10,000 bytes")
+    log = MessageLog()
+    heads: list[int] = []
+
+    async def sent(session, ctx, params) -> None:
+        lines = [f"{params.method} {params.url.raw_path_qs} HTTP/1.1"] + [f"{k}: {v}" for k, v in params.headers.items()]
+        heads.append(len("\r\n".join(lines).encode("latin-1")) + 4)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(sent)
+    with serve(polling_app(log), name="long polling") as srv:
+        async def poll() -> tuple[int, int]:
+            async with aiohttp.ClientSession(trace_configs=[trace], headers=UA) as session:
+                async with session.get(f"{srv.url}/messages?after=0&wait=1") as warm:  # the connection, set up
+                    await warm.read()
+                heads.clear()
+                srv.loop.call_later(0.05, log.append, "x" * size)
+                async with session.get(f"{srv.url}/messages?after={log.last_id}&wait=5") as resp:
+                    body = await resp.read()
+                    head = len(f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} {resp.reason}\r\n")
+                    head += sum(len(k) + 2 + len(v) + 2 for k, v in resp.raw_headers) + 2
+                    return head, len(body) - size
+
+        response_head, json_bytes = run_async(poll(), 15)
+    return {"request head": heads[0], "response head": response_head, "JSON around the message": json_bytes}
+
+
 def per_message_bytes(size: int = 20) -> dict[str, int]:
     """Bytes of protocol overhead per ``size``-byte message pushed to the client (TCP/IP headers aside):
     SSE (its ``id:``/``data:`` lines and blank line, plus the chunk's size line and CRLFs), a WebSocket frame,
-    and a long poll (a request head and a response head per message, measured in notebook 05's echo)."""
+    and a long poll (its request head, response head and JSON, measured against notebook 03's server)."""
     from ..protocols.sse import encode
     from ..protocols.wsframe import header_length
-    from .websockets import overhead
 
     body = encode(data="x" * size, id="1234")
     sse = len(body) - size + len(f"{len(body):x}\r\n\r\n")
-    http = overhead(size)
+    poll = long_poll_bytes(size)
     return {"SSE (id, data, chunk framing)": sse, "WebSocket frame (server → client)": header_length(size, False),
-            "long polling (request + response heads, notebook 05's POST echo)": http.http_total}
+            "long poll (request + response heads + JSON, notebook 03's server)": sum(poll.values())}
 
 
 def resync_demo(keep: int = 3, published: int = 10, asks: tuple[str, ...] = ("2", "9", "banana")) -> list[tuple[str, list[Event]]]:

@@ -139,7 +139,8 @@ class ChunkedDecoder:
             lf = self._buffer.find(b"\n")
             if lf >= 0:
                 raise ChunkedParseError(f"the {what} ends in a bare LF, not CRLF (byte {lf} of it)")
-            if len(self._buffer) > limit:
+            pending = len(self._buffer) - (1 if self._buffer.endswith(b"\r") else 0)  # a CR may begin the CRLF
+            if pending > limit:
                 raise ChunkedParseError(f"the {what} is longer than {limit} bytes and still not ended by CRLF")
             return None
         if end > limit:
