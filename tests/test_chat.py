@@ -163,7 +163,8 @@ def test_faults_lose_nothing_and_duplicate_nothing():
     assert soak.during_stream == 12, soak  # every fault struck while messages were being published
     assert {k for _, k, _ in soak.faults} == set(FAULT_KINDS), soak.faults  # this seed draws all three kinds
     cuts = sum(1 for _, k, _ in soak.faults if k == "connection cut mid-frame")
-    assert len(soak.cut_frames) == cuts and set(soak.cut_frames) <= set(soak.held)  # cut in half, then resent
+    assert len(soak.cut_frames) == cuts and any(reached for _, reached in soak.cut_frames)  # half a frame on the wire
+    assert {i for i, _ in soak.cut_frames} <= set(soak.held)  # and the message came again, whole
     assert soak.lost == [] and soak.duplicated == 0 and soak.in_order, soak
     assert not live_servers()
 
@@ -260,3 +261,35 @@ def test_the_repeats_prediction_is_checked_against_the_soak():
 
     run = Soak([1, 2], [1, 2], [], repeats=0)
     assert predict_repeats().check(0, run) and not predict_repeats().check(1, run)
+
+
+def test_a_cut_mid_frame_leaves_the_client_half_a_frame_and_a_crash_cuts_sockets_not_yet_resumed(chat):
+    from netcourse.protocols.wsframe import FrameDecoder, encode
+
+    server, srv, _ = chat
+    _, cookie, _ = login(srv.host, srv.port, "ada", "pw-ada")
+    own = f"http://127.0.0.1:{srv.port}"
+    with RawClient(Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
+        ws.send(Frame(Opcode.TEXT, json.dumps({"resume_after": 0}).encode()))
+        deadline = time.monotonic() + 3
+        while not server.sockets and time.monotonic() < deadline:
+            time.sleep(0.005)
+        server.arm_cut_mid_frame()
+        _post(server, srv, 1)
+        ws.sock.settimeout(3)
+        data = b""
+        while chunk := ws.sock.recv(4096):
+            data += chunk
+    msg = {"id": 1, "conversation": "general", "sender": "bob", "text": "general 0"}
+    frame = encode(Frame(Opcode.TEXT, json.dumps(msg).encode()))
+    assert server.cut_mid_frame == [(1, True)]
+    assert data == frame[: len(frame) // 2] and FrameDecoder(role="client").feed(data) == []  # half, no frame
+
+    # a socket upgraded but still waiting for its resume_after is cut too (no close frame): a crash spares none
+    with RawClient(Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
+        deadline = time.monotonic() + 3
+        while not server._open and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert asyncio.run_coroutine_threadsafe(server.cut_all(), srv.loop).result(5) == 1
+        ws.sock.settimeout(3)
+        assert ws.sock.recv(4096) == b""  # the end of the stream, and no close frame before it

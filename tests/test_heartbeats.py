@@ -281,3 +281,27 @@ def test_a_timeout_shorter_than_the_round_trip_kills_a_healthy_connection():
     rts = sorted(enough.round_trips)  # (through the relay the first ping also waits for the relay's own connect)
     assert rts[0] >= 0.099 and 0.099 <= rts[len(rts) // 2] < 0.16, enough.round_trips
     assert short.leftover_tasks == enough.leftover_tasks == 0
+
+
+def test_a_crashed_peer_ends_the_connection_with_a_reason_and_the_client_keeps_trying():
+    import asyncio
+    import random
+
+    from netcourse.runtime.backoff import Backoff
+    from netcourse.runtime.waiting import run_async
+
+    events: list[tuple[float, str]] = []
+    with hb.peer_process(tick=0.0) as peer:
+        async def main() -> int:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.2, peer.freeze)  # pings pile up unread in the frozen peer's socket ...
+            loop.call_later(0.3, peer.kill)  # ... so at the SIGKILL its kernel answers with an RST, not a FIN
+            return await hb.keep_connected("127.0.0.1", peer.port, interval=0.05, timeout=0.3, run_for=1.0,
+                                           backoff=Backoff(0.05, 0.1, rng=random.Random(2)), events=events)
+
+        leftover = run_async(main(), 10)
+    texts = [e for _, e in events]
+    assert texts[0] == "connected" and leftover == 0
+    after = [e for t, e in events if t > 0.3]
+    assert after and after[0].startswith("closed: ConnectionResetError"), events  # noticed at once, with a reason
+    assert any(e.startswith("connect failed") for e in after), events  # and the client went on trying

@@ -42,7 +42,8 @@ def test_a_good_delivery_verifies_and_returns_its_id():
     ({"webhook-timestamp": +600}, BODY, "future"),  # a long suite once ran this one 7 minutes later)
     ({"webhook-signature": "   "}, BODY, "lists no signature"),
     ({"webhook-signature": "v2,abc v1a,xyz"}, BODY, "no 'v1,' entry"),
-    ({"webhook-signature": "v1,not-base64!!"}, BODY, "no signature matched"),
+    ({"webhook-signature": "v1,not-base64!!"}, BODY, "no v1 signature is valid base64"),
+    ({"webhook-signature": "v1,not-base64!! v1,AAAA"}, BODY, "no signature matched"),
     ({}, BODY[:-1] + b"5", "no signature matched"),
 ])
 def test_each_failed_check_is_named(change, body, words):

@@ -85,7 +85,8 @@ class ChatServer:
         self.allowed_origins = allowed_origins
         self.sockets: list[_Socket] = []
         self.closed_for_revocation: list[float] = []  # seconds from revoke() to the socket's close
-        self.cut_mid_frame: list[int] = []  # ids of the messages whose frame was cut in half (cut_mid_frame())
+        self.cut_mid_frame: list[tuple[int, bool]] = []  # (message id, its half frame reached the kernel) per cut
+        self._open: set[web.WebSocketResponse] = set()  # every upgraded socket, resumed or not (for cut_all)
         self._cuts_armed = 0
         self._db: sqlite3.Connection | None = None
         with contextlib.closing(sqlite3.connect(db_path)) as db:
@@ -198,6 +199,7 @@ class ChatServer:
         user, token_hash = found
         ws = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=None)
         await ws.prepare(request)
+        self._open.add(ws)
         sock_ = request.transport.get_extra_info("socket") if request.transport else None
         if sock_ is not None:  # small frames go out at once, not after the previous one's ACK (Nagle, notebook 05)
             import socket as _socket
@@ -238,6 +240,7 @@ class ChatServer:
         except (asyncio.TimeoutError, ConnectionError):
             pass
         finally:
+            self._open.discard(ws)
             with contextlib.suppress(ValueError):
                 self.sockets.remove(sock)
             if not ws.closed:
@@ -285,12 +288,14 @@ class ChatServer:
             await sock.ws.send_json(msg)
             return True
         self._cuts_armed -= 1
-        self.cut_mid_frame.append(msg["id"])
         transport = sock.ws._req.transport if sock.ws._req is not None else None  # noqa: SLF001
+        reached = False
         if transport is not None:
             frame = encode(Frame(Opcode.TEXT, json.dumps(msg).encode()))  # a server frame: unmasked (§5.1)
-            transport.write(frame[:len(frame) // 2])  # the socket's buffer is empty: this goes out now
-            transport.abort()
+            transport.write(frame[:len(frame) // 2])
+            reached = transport.get_write_buffer_size() == 0  # all of it handed to the kernel, which sends it
+            transport.abort()  # (abort drops only what is still in asyncio's buffer)
+        self.cut_mid_frame.append((msg["id"], reached))
         return False
 
     async def _read(self, sock: _Socket) -> None:
@@ -338,8 +343,8 @@ class ChatServer:
         process that crashed: the client sees the connection end (a FIN, or an RST if data it sent was
         still unread), never a WebSocket close."""
         n = 0
-        for s in list(self.sockets):
-            transport = s.ws._req.transport if s.ws._req is not None else None  # noqa: SLF001
+        for ws in list(self._open):  # resumed or still waiting for resume_after: every upgraded socket
+            transport = ws._req.transport if ws._req is not None else None  # noqa: SLF001
             if transport is not None:
                 transport.abort()
                 n += 1

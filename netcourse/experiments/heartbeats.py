@@ -610,7 +610,10 @@ async def _one_connection(host: str, port: int, interval: float, timeout: float,
     async def read() -> str:
         decoder = Decoder()
         while True:
-            data = await reader.read(4096)
+            try:
+                data = await reader.read(4096)
+            except (ConnectionError, OSError) as exc:  # an RST: a crashed peer's kernel answering our pings
+                return f"closed: {type(exc).__name__} (the peer's kernel reset the connection)"
             if not data:
                 return "closed: the peer closed the connection"
             try:
@@ -632,7 +635,9 @@ async def _one_connection(host: str, port: int, interval: float, timeout: float,
         done, _ = await asyncio.wait({reading, beating}, timeout=max(0.0, until - loop.time()),
                                      return_when=asyncio.FIRST_COMPLETED)
         if beating in done:
-            note(f"dead: {beating.result()}; connection closed")
+            failed = beating.exception()
+            note(f"closed: {type(failed).__name__} while sending a ping" if failed is not None else
+                 f"dead: {beating.result()}; connection closed")
         elif reading in done:
             note(reading.result())
     finally:
@@ -664,7 +669,12 @@ async def keep_connected(host: str, port: int, *, interval: float, timeout: floa
         events.append((loop.time() - t0, text))
 
     while loop.time() < until:
-        if await _one_connection(host, port, interval, timeout, until, note, round_trips):
+        try:
+            answered = await _one_connection(host, port, interval, timeout, until, note, round_trips)
+        except OSError as exc:  # anything the connection's own handling missed: still a reason, never a crash
+            note(f"closed: {type(exc).__name__}")
+            answered = False
+        if answered:
             backoff.reset()
         if loop.time() >= until:
             break

@@ -223,7 +223,7 @@ class Soak:
         in_order: the client first stored the messages in the server's order, and holds exactly the
             server's ids.
         streaming_until: seconds into the run when the last message was published.
-        cut_frames: ids of the messages whose frame was cut in half.
+        cut_frames: (message id, the half frame reached the kernel) for each frame cut in half.
     """
 
     published: list[int]
@@ -231,7 +231,7 @@ class Soak:
     faults: list[tuple[float, str, int]]
     repeats: int = 0
     streaming_until: float = 0.0
-    cut_frames: list[int] = field(default_factory=list)
+    cut_frames: list[tuple[int, bool]] = field(default_factory=list)
 
     @property
     def during_stream(self) -> int:
@@ -403,7 +403,8 @@ class CatchUp:
         peak = "" if self.peak_kib is None else f"; Python heap peak {self.peak_kib:,.0f} KiB"
         return (f"{self.messages:,} messages in pages of {self.page:,} caught up in {self.seconds:.2f} s "
                 f"({self.per_second:,.0f}/s); server database {self.server_db_bytes / 1e6:.1f} MB, client database "
-                f"{self.client_db_bytes / 1e6:.1f} MB{peak}")
+                f"{self.client_db_bytes / 1e6:.1f} MB ({self.server_db_bytes / self.messages:.0f} and "
+                f"{self.client_db_bytes / self.messages:.0f} bytes per message){peak}")
 
 
 def catch_up(messages: int = 10_000, *, page: int = 500, size: int = 60, trace_memory: bool = False) -> CatchUp:
@@ -432,8 +433,11 @@ def catch_up(messages: int = 10_000, *, page: int = 500, size: int = 60, trace_m
                 tracemalloc.start()
             try:
                 t = time.perf_counter()
-                got = client.connect(idle=0.3, limit=600)
-                seconds = time.perf_counter() - t - 0.3  # the idle wait that ends the sync is not catch-up time
+                got, syncs = 0, 0
+                while got < messages and syncs < 20 and time.perf_counter() - t < 600:
+                    got += client.connect(idle=0.3, limit=600)  # a stall longer than idle: it resumes, as designed
+                    syncs += 1
+                seconds = time.perf_counter() - t - 0.3 * syncs  # the idle waits that end each sync are not catch-up
                 peak = tracemalloc.get_traced_memory()[1] / 1024 if trace_memory else None
             finally:
                 if trace_memory:

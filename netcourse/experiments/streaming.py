@@ -224,7 +224,7 @@ class Boundaries:
                 lo, hi = max(a, c), min(b, d)
                 if lo < hi:
                     inside.append(f"chunk {n}" + ("" if (lo, hi) == (c, d) else f" (bytes {lo - c}–{hi - c})"))
-            empty = "the response head (and the first size line)" if a == 0 else "framing only (size lines, CRLFs)"
+            empty = "the response head" if a == 0 else "framing only (size lines, CRLFs)"
             out.append(f"segment {i}: {b - a:>4} bytes: " + (", ".join(inside) or empty))
         return out
 

@@ -27,12 +27,15 @@ from ..apps.polling import MessageLog, long_poller, short_poller
 from ..apps.polling import make_app as polling_app
 from ..apps.streaming import make_app as streaming_app
 from ..apps.webhooks import COURSE_ALLOW, STANDARD_SCHEDULE, Attempt, Receiver, Sender
+from ..apps.wsserver import Hub, make_ws_handler
 from ..course.exercises import Exercise, Prediction
 from ..errors import NetcourseError
 from ..protocols.httpwire import parse_head, split_head
 from ..protocols.sse import SSEDecoder
 from ..protocols.webhooks import SignatureError, headers_for, new_secret, sign, verify
+from ..protocols.wsframe import Opcode
 from ..runtime.server import serve
+from ..runtime.sockets import no_delay
 from ..runtime.waiting import run_async
 from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture
@@ -435,8 +438,8 @@ class Unreachable:
     relay_posts: int = 0
 
     def __repr__(self) -> str:
-        rows = [f"{self.events} events; the direct webhook: {len(self.direct)} attempts, all failed "
-                f"({self.direct[0] if self.direct else '-'})"]
+        rows = [f"a direct webhook first (one event): {len(self.direct)} attempts, all failed "
+                f"({self.direct[0] if self.direct else '-'}); then {self.events} events, each way:"]
         for way, delays in self.latency_ms.items():
             who = (f"{self.relay_posts:>3} POST(s) by the sender" if way.startswith("webhook") else
                    f"{self.requests[way]:>3} request(s) by the receiver")
@@ -448,8 +451,8 @@ class Unreachable:
 
 def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float = 0.5) -> Unreachable:
     """A receiver the sender cannot connect to (its port is closed to the outside: here nothing listens there),
-    and four ways around it that only need the receiver to connect *out*: short polling and long polling of
-    the sender's events endpoint, an event stream the receiver holds open to the sender itself, and a relay
+    and five ways around it that only need the receiver to connect *out*: short polling and long polling of
+    the sender's events endpoint, an event stream or a WebSocket the receiver holds open to the sender, and a relay
     that takes the sender's webhooks and passes them down an event stream the receiver holds open to it (the
     way smee.io or a tunnel works). The relay's receipt of each webhook POST also gives the row a reachable
     receiver would have had: the same events, the same moments."""
@@ -486,8 +489,10 @@ def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float =
         relay.router.add_post("/hooks/learner", take_hook)
         latency: dict[str, list[float]] = {}
         requests: dict[str, int] = {}
+        hub = Hub()
         with serve(polling_app(poll_log), name="events endpoint") as polls, serve(relay, name="relay") as relay_srv, \
-                serve(streaming_app(own_log, keepalive=5), name="sender's event stream") as own_srv:
+                serve(streaming_app(own_log, keepalive=5), name="sender's event stream") as own_srv, \
+                serve(no_delay(make_ws_handler(hub)), name="sender's WebSocket") as ws_srv:
             relay_sender = Sender(os.path.join(d, "relay-outbox.db"), allow=COURSE_ALLOW, timeout=2)
             relay_sender.add_endpoint(f"{relay_srv.url}/hooks/learner", SECRET)
             published: dict[str, float] = {}
@@ -500,8 +505,11 @@ def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float =
                     published[msg_id] = time.perf_counter()
                     polls.loop.call_soon_threadsafe(poll_log.append, msg_id)
                     own_srv.loop.call_soon_threadsafe(own_log.append, msg_id)
+                    asyncio.run_coroutine_threadsafe(hub.broadcast(msg_id.encode(), Opcode.TEXT), ws_srv.loop)
                     relay_sender.publish("ping", {"n": i + 1}, msg_id=msg_id)
-                    await relay_sender.run(limit=5)
+                    # the sender works on a loop of its own: its SQLite outbox must not stall the receivers' loop
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, lambda: run_async(relay_sender.run(limit=5), 10))
 
             received_own: dict[str, float] = {}
 
@@ -524,26 +532,48 @@ def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float =
                                 received[msg_id] = time.perf_counter()  # the relayed ones verified end to end
                 return connections
 
+            received_ws: dict[str, float] = {}
+
+            async def ws_receiver(until: float) -> int:
+                async with aiohttp.ClientSession() as session:
+                    async with session.ws_connect(f"http://127.0.0.1:{ws_srv.port}/") as conn:
+                        while time.perf_counter() < until and len(received_ws) < events:
+                            try:
+                                msg = await conn.receive(timeout=max(0.01, until - time.perf_counter()))
+                            except asyncio.TimeoutError:
+                                break
+                            if msg.type != aiohttp.WSMsgType.TEXT:
+                                break
+                            received_ws[msg.data] = time.perf_counter()
+                return 1
+
             async def everyone():
                 start = time.perf_counter()
                 until = start + duration + 1.0
-                results = await asyncio.gather(
+                receivers = [asyncio.create_task(c) for c in (
                     short_poller(polls.url, poll_interval, until), long_poller(polls.url, 10.0, until),
                     sse_receiver(relay_srv.url, until, received_sse, True),
-                    sse_receiver(own_srv.url, until, received_own, False), publish_all())
-                return results
+                    sse_receiver(own_srv.url, until, received_own, False), ws_receiver(until))]
+                deadline = time.perf_counter() + 5
+                while hub.count < 1 and time.perf_counter() < deadline:  # every receiver connected first
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(0.05)
+                await publish_all()
+                return await asyncio.gather(*receivers)
 
-            short, long_, sse_connections, own_connections, _ = run_async(everyone(), duration + 20)
+            short, long_, sse_connections, own_connections, ws_connections = run_async(everyone(), duration + 20)
         by_id = {i + 1: published[f"msg_{i + 1}"] for i in range(events)}
         latency[f"short polling every {poll_interval:g} s"] = [(t - by_id[i]) * 1000 for i, t in short.received]
         latency["long polling"] = [(t - by_id[i]) * 1000 for i, t in long_.received]
         latency["event stream held to the sender"] = [(received_own[m] - published[m]) * 1000 for m in received_own]
+        latency["WebSocket held to the sender"] = [(received_ws[m] - published[m]) * 1000 for m in received_ws]
         latency["relay + event stream (smee-style)"] = [(received_sse[m] - published[m]) * 1000 for m in received_sse]
         latency["webhook, had the receiver been reachable"] = [(hooked[m] - published[m]) * 1000 for m in hooked
                                                                if m in published]
         requests[f"short polling every {poll_interval:g} s"] = short.requests
         requests["long polling"] = long_.requests
         requests["event stream held to the sender"] = own_connections
+        requests["WebSocket held to the sender"] = ws_connections
         requests["relay + event stream (smee-style)"] = sse_connections
         requests["webhook, had the receiver been reachable"] = 0
     return Unreachable(direct, latency, requests, events, hooks["posts"])
@@ -784,7 +814,8 @@ def comparison(unreachable: Unreachable) -> list[tuple[str, str, str, str, str]]
     needs = {
         "short": ("receiver → sender", "a cursor; latency up to the interval"),
         "long": ("receiver → sender", "a cursor (notebook 03); a request held"),
-        "event stream held": ("receiver → sender (held)", "a held connection (notebooks 05, 06)"),
+        "event stream held": ("receiver → sender (held)", "a held connection (notebook 06)"),
+        "WebSocket held": ("receiver → sender (held)", "a held connection (notebook 05)"),
         "relay": ("receiver → relay (held)", "a relay; a held connection"),
         "webhook": ("sender → receiver", "a reachable receiver; retries and dedup"),
     }

@@ -111,13 +111,17 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance: i
     ours = [e.split(",", 1)[1] for e in entries if e.startswith("v1,")]
     if not ours:
         raise SignatureError("webhook-signature has no 'v1,' entry (the only scheme this receiver accepts)")
+    malformed = 0
     for candidate in ours:
         try:
             given = base64.b64decode(candidate, validate=True)
         except (binascii.Error, ValueError):
+            malformed += 1
             continue  # a malformed entry matches nothing
         if hmac.compare_digest(given, expected):  # time independent of where the bytes differ
             return msg_id, ts
+    if malformed == len(ours):
+        raise SignatureError("no v1 signature is valid base64: the header is malformed")
     raise SignatureError("no signature matched: wrong secret, or the id, timestamp or body was changed")
 
 

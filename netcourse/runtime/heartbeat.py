@@ -2,8 +2,9 @@
 
 ``Heartbeat`` pings every ``interval`` seconds and declares the peer dead when the answer to a ping has not
 come ``timeout`` seconds after it was sent. It knows nothing of the protocol: it is given a coroutine that
-sends ping number n, and is told of each pong with ``pong(n)``. So the same object drives the course's
-length-prefixed PING/PONG and WebSocket ping/pong control frames.
+sends ping number n, and is told of each pong with ``pong(n)``, so it fits any protocol with a ping and a
+pong that echoes it (WebSocket's control frames, RFC 6455 §5.5.2-3, as well). The course's reconnecting
+client, ``experiments.heartbeats.keep_connected``, drives it with notebook 04's length-prefixed PING/PONG.
 
 Honest about time:
 
