@@ -297,3 +297,34 @@ def test_the_proxy_refuses_forbidden_framing_and_caps_its_clients():
         finally:
             for s in idle:
                 s.close()
+
+
+def test_request_head_sizes_match_the_bytes_on_the_socket():
+    """The rebuilt head size against an oracle: what a raw socket server actually received."""
+    received: list[bytes] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(4096)
+                received.append(data)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        trace, heads = st.request_head_sizes()
+
+        async def go() -> None:
+            async with aiohttp.ClientSession(trace_configs=[trace], headers=st.UA) as session:
+                async with session.get(f"http://127.0.0.1:{port}/messages?after=12&wait=5") as resp:
+                    await resp.read()
+
+        run_async(go(), 10)
+        server.join(5)
+    assert heads == [received[0].index(b"\r\n\r\n") + 4]

@@ -747,6 +747,20 @@ def sse_across_a_link(rtt_ms: float = 100.0, events: int = 8, gap: float = 0.05)
     return LinkDelivery(rtt_ms, [(got[i] - published[i]) * 1000 for i in sorted(got)], mode)
 
 
+def request_head_sizes() -> tuple[aiohttp.TraceConfig, list[int]]:
+    """A trace config for an aiohttp session, and the list it fills: the size in bytes of each request head
+    the session sends (request line, headers, blank line), rebuilt from the headers aiohttp reports sent."""
+    heads: list[int] = []
+
+    async def sent(session, ctx, params) -> None:
+        lines = [f"{params.method} {params.url.raw_path_qs} HTTP/1.1"] + [f"{k}: {v}" for k, v in params.headers.items()]
+        heads.append(len("\r\n".join(lines).encode("latin-1")) + 4)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(sent)
+    return trace, heads
+
+
 def long_poll_bytes(size: int = 20) -> dict[str, int]:
     """One long poll that brings one ``size``-byte message, against the course's polling server (notebook 03),
     on a kept-alive connection: its request head, response head, and the JSON around the message, in bytes.
@@ -756,14 +770,7 @@ def long_poll_bytes(size: int = 20) -> dict[str, int]:
     if not 1 <= size <= 10_000:
         raise ValueError("size is 1 to 10,000 bytes")
     log = MessageLog()
-    heads: list[int] = []
-
-    async def sent(session, ctx, params) -> None:
-        lines = [f"{params.method} {params.url.raw_path_qs} HTTP/1.1"] + [f"{k}: {v}" for k, v in params.headers.items()]
-        heads.append(len("\r\n".join(lines).encode("latin-1")) + 4)
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(sent)
+    trace, heads = request_head_sizes()
     with serve(polling_app(log), name="long polling") as srv:
         async def poll() -> tuple[int, int]:
             async with aiohttp.ClientSession(trace_configs=[trace], headers=UA) as session:
