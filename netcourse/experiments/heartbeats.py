@@ -605,7 +605,6 @@ async def _one_connection(host: str, port: int, interval: float, timeout: float,
         await writer.drain()
 
     beat = Heartbeat(ping, interval=interval, timeout=timeout)
-    first_pong: list[bool] = []
 
     async def read() -> str:
         decoder = Decoder()
@@ -622,9 +621,9 @@ async def _one_connection(host: str, port: int, interval: float, timeout: float,
                 return f"closed: bad framing ({exc})"
             for f in frames:
                 if f.kind is Kind.PONG and f.body.isdigit():
+                    before = beat.answered
                     beat.pong(int(f.body))
-                    if beat.answered == 1 and len(beat.round_trips) == 1 and not first_pong:
-                        first_pong.append(True)
+                    if before == 0 and beat.answered == 1:
                         note(f"first pong, {beat.round_trips[0] * 1000:.0f} ms after its ping")
                 elif f.kind is Kind.CLOSE:
                     return f"closed by the peer: {f.body.decode(errors='replace')}"

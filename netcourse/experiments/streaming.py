@@ -35,6 +35,7 @@ from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture
 from ..traffic.wire import tcp_payload_streams
 from .registry import scenario
+from .websockets import head_size, response_head_size
 
 __all__ = [
     "StreamCapture", "chunked_on_the_wire", "ChunkView", "chunk_view", "Boundaries", "chunk_boundaries",
@@ -753,8 +754,7 @@ def request_head_sizes() -> tuple[aiohttp.TraceConfig, list[int]]:
     heads: list[int] = []
 
     async def sent(session, ctx, params) -> None:
-        lines = [f"{params.method} {params.url.raw_path_qs} HTTP/1.1"] + [f"{k}: {v}" for k, v in params.headers.items()]
-        heads.append(len("\r\n".join(lines).encode("latin-1")) + 4)
+        heads.append(head_size(f"{params.method} {params.url.raw_path_qs} HTTP/1.1", params.headers.items()))
 
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(sent)
@@ -764,7 +764,7 @@ def request_head_sizes() -> tuple[aiohttp.TraceConfig, list[int]]:
 def long_poll_bytes(size: int = 20) -> dict[str, int]:
     """One long poll that brings one ``size``-byte message, against the course's polling server (notebook 03),
     on a kept-alive connection: its request head, response head, and the JSON around the message, in bytes.
-    The heads are rebuilt byte for byte from what aiohttp sent and received."""
+    The heads are sized (``websockets.head_size``) from the header lines aiohttp sent and received."""
     from ..apps.polling import make_app as polling_app
 
     if not 1 <= size <= 10_000:
@@ -780,9 +780,7 @@ def long_poll_bytes(size: int = 20) -> dict[str, int]:
                 srv.loop.call_later(0.05, log.append, "x" * size)
                 async with session.get(f"{srv.url}/messages?after={log.last_id}&wait=5") as resp:
                     body = await resp.read()
-                    head = len(f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} {resp.reason}\r\n")
-                    head += sum(len(k) + 2 + len(v) + 2 for k, v in resp.raw_headers) + 2
-                    return head, len(body) - size
+                    return response_head_size(resp), len(body) - size
 
         response_head, json_bytes = run_async(poll(), 15)
     return {"request head": heads[0], "response head": response_head, "JSON around the message": json_bytes}

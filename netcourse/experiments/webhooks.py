@@ -41,7 +41,7 @@ from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture
 from ..traffic.wire import tcp_payload_streams
 from .registry import scenario
-from .websockets import head_size
+from .websockets import head_size, response_head_size
 
 __all__ = [
     "Delivery", "one_delivery", "Forgery", "forgeries", "Outage", "receiver_down", "Unreachable", "behind_a_firewall",
@@ -419,15 +419,18 @@ def exercise_dedup() -> Exercise:
 # -- 4. a receiver the sender cannot reach ---------------------------------------------------------------------
 
 
+REACHABLE = "webhook, had the receiver been reachable"  # the row timed at the relay's receipt of each POST
+
+
 @dataclass
 class Unreachable:
-    """The same events delivered to a receiver behind a firewall, four ways.
+    """The same events delivered to a receiver behind a firewall, each way around it.
 
     Attributes:
         direct: what the sender's attempts to the firewalled receiver met (outcomes).
         latency_ms: way -> publish-to-receipt delays in ms, one per event.
-        requests: way -> HTTP requests the receiver made for these events (polls, or its one event stream).
-        relay_posts: the sender's POSTs to the relay (one per event: the webhooks themselves).
+        requests: way -> HTTP requests made for these events: the receiver's (polls, or its one held
+            connection), and for the webhook row the sender's POSTs.
         events: how many.
     """
 
@@ -435,14 +438,17 @@ class Unreachable:
     latency_ms: dict[str, list[float]]
     requests: dict[str, int]
     events: int
-    relay_posts: int = 0
+
+    @property
+    def relay_posts(self) -> int:
+        """The sender's webhook POSTs to the relay (one per event)."""
+        return self.requests.get(REACHABLE, 0)
 
     def __repr__(self) -> str:
         rows = [f"a direct webhook first (one event): {len(self.direct)} attempts, all failed "
                 f"({self.direct[0] if self.direct else '-'}); then {self.events} events, each way:"]
         for way, delays in self.latency_ms.items():
-            who = (f"{self.relay_posts:>3} POST(s) by the sender" if way.startswith("webhook") else
-                   f"{self.requests[way]:>3} request(s) by the receiver")
+            who = f"{self.requests[way]:>3} {'POST(s) by the sender' if way == REACHABLE else 'request(s) by the receiver'}"
             rows.append(f"  {way:<40} median {statistics.median(delays):6.0f} ms, worst {max(delays):6.0f} ms, {who}")
         rows.append(f"  (the relay took {self.relay_posts} webhook POSTs from the sender: the last row's times are "
                     "when they arrived)")
@@ -568,15 +574,15 @@ def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float =
         latency["event stream held to the sender"] = [(received_own[m] - published[m]) * 1000 for m in received_own]
         latency["WebSocket held to the sender"] = [(received_ws[m] - published[m]) * 1000 for m in received_ws]
         latency["relay + event stream (smee-style)"] = [(received_sse[m] - published[m]) * 1000 for m in received_sse]
-        latency["webhook, had the receiver been reachable"] = [(hooked[m] - published[m]) * 1000 for m in hooked
+        latency[REACHABLE] = [(hooked[m] - published[m]) * 1000 for m in hooked
                                                                if m in published]
         requests[f"short polling every {poll_interval:g} s"] = short.requests
         requests["long polling"] = long_.requests
         requests["event stream held to the sender"] = own_connections
         requests["WebSocket held to the sender"] = ws_connections
         requests["relay + event stream (smee-style)"] = sse_connections
-        requests["webhook, had the receiver been reachable"] = 0
-    return Unreachable(direct, latency, requests, events, hooks["posts"])
+        requests[REACHABLE] = hooks["posts"]  # the sender's POSTs
+    return Unreachable(direct, latency, requests, events)
 
 
 # -- 5. noise: a burst of events -----------------------------------------------------------------------------
@@ -647,7 +653,7 @@ def noise(way: str = "one", *, events: int = 1000, batch: int = 50, window_ms: f
         async with app[_GATE]:
             async with app[_SESSION].get(f"{app[_API]}/events/{i}") as r:
                 await r.read()
-                stats["heads"] += _response_head_bytes(r)
+                stats["heads"] += response_head_size(r)
         arrived.setdefault(i, time.perf_counter())
 
     async def hook(request: web.Request) -> web.Response:
@@ -693,7 +699,7 @@ def noise(way: str = "one", *, events: int = 1000, batch: int = 50, window_ms: f
                     headers = {**headers_for(SECRET, msg_id, body), "Content-Type": "application/json"}
                     async with session.post(f"{srv.url}/webhook", data=body, headers=headers) as r:
                         await r.read()
-                        stats["heads"] += _response_head_bytes(r)
+                        stats["heads"] += response_head_size(r)
 
             async def go() -> None:
                 gate = asyncio.Semaphore(concurrency)
@@ -729,11 +735,6 @@ def noise(way: str = "one", *, events: int = 1000, batch: int = 50, window_ms: f
     if len(delays) != events:
         raise NetcourseError(f"{events - len(delays)} events did not arrive ({name})")
     return Noise(name, events, stats["requests"], stats["bodies"], stats["heads"], delays)
-
-
-def _response_head_bytes(resp: aiohttp.ClientResponse) -> int:
-    """Bytes of a response's head as received (``websockets.head_size`` counts it)."""
-    return head_size(f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} {resp.reason}", resp.raw_headers)
 
 
 def _head_bytes(request: web.Request) -> int:
@@ -822,7 +823,7 @@ def comparison(unreachable: Unreachable) -> list[tuple[str, str, str, str, str]]
     rows = []
     for way, delays in unreachable.latency_ms.items():
         who, need = next(v for k, v in needs.items() if k in way)
-        per = (unreachable.relay_posts if way.startswith("webhook") else unreachable.requests[way]) / unreachable.events
+        per = unreachable.requests[way] / unreachable.events
         rows.append((way, f"{per:.1f}", f"{statistics.median(delays):.0f} ms", who, need))
     return rows
 

@@ -519,6 +519,11 @@ def head_size(first_line: str, raw_headers) -> int:
     return len(first_line) + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in raw_headers) + 2
 
 
+def response_head_size(resp) -> int:
+    """Bytes of an aiohttp client response's head, as received."""
+    return head_size(f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} {resp.reason}", resp.raw_headers)
+
+
 def overhead(size: int = 20) -> Overhead:
     """Measure one ``size``-byte echo over HTTP (aiohttp client and server, kept-alive connection) and
     compare its heads with WebSocket frame headers. The heads are sized from the raw header lines each

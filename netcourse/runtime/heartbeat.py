@@ -14,7 +14,7 @@ Honest about time:
   counts as unanswered;
 - only the answer to the *latest* ping counts: a pong for an older ping is late and proves nothing new
   (RFC 6455 §5.5.3 lets a peer answer only the latest ping, too);
-- ``run()`` creates no task: when it returns or is cancelled, nothing of it is left running.
+- ``run()`` leaves no task behind: when it returns or is cancelled, nothing of it is left running.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ class Heartbeat:
 
     Attributes:
         sent: pings sent so far.
-        answered: pongs for the latest ping received in time.
-        round_trips: seconds from each answered ping to its pong.
+        round_trips: seconds from each answered ping to its pong (one per pong received in time).
+        answered: how many pings were answered in time (``len(round_trips)``).
         late: pongs that came for a ping other than the latest (ignored).
     """
 
@@ -45,16 +45,19 @@ class Heartbeat:
             raise ValueError("interval and timeout must be between 0 and 3600 seconds")
         self._ping = ping
         self.interval, self.timeout = interval, timeout
-        self.sent = self.answered = self.late = 0
+        self.sent = self.late = 0
         self.round_trips: list[float] = []
         self._waiting: asyncio.Event | None = None
         self._sent_at = 0.0
+
+    @property
+    def answered(self) -> int:
+        return len(self.round_trips)
 
     def pong(self, n: int) -> None:
         """Call when a pong for ping ``n`` arrives."""
         if self._waiting is not None and n == self.sent and not self._waiting.is_set():
             self.round_trips.append(asyncio.get_running_loop().time() - self._sent_at)
-            self.answered += 1
             self._waiting.set()
         else:
             self.late += 1
