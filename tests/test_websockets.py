@@ -288,7 +288,7 @@ def test_half_sent_handshakes_are_dropped_and_connections_capped():
     import socket
     import time
 
-    with serve(make_ws_handler(handshake_timeout=0.3, max_connections=2)) as srv:
+    with serve(make_ws_handler(handshake_timeout=0.3), max_connections=2) as srv:
         with socket.create_connection((srv.host, srv.port), timeout=5) as s:
             s.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1")  # and nothing more
             t = time.perf_counter()
@@ -296,8 +296,9 @@ def test_half_sent_handshakes_are_dropped_and_connections_capped():
             assert time.perf_counter() - t < 2
         with lab.RawClient(srv) as a, lab.RawClient(srv) as b:
             assert a.accepted and b.accepted
-            with lab.RawClient(srv) as c:
-                assert not c.accepted and c.response.startswith(b"HTTP/1.1 503")
+            with lab.RawClient(srv) as c:  # a third makes room: the oldest busy connection goes
+                assert c.accepted
+            assert srv.admission.evictions == {"over the cap": 1}
 
 
 # -- found by attacking the server (each failed before its fix) -------------------------------------

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             await hub.broadcast(text, Opcode.TEXT)
         return None
 
-    handler = make_ws_handler(hub, on_message=on_message, max_connections=20_000)
+    handler = make_ws_handler(hub, on_message=on_message)
     srv = serve(no_delay(handler), name="fanout node", max_connections=20_000)
 
     async def join_redis() -> None:

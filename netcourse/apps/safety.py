@@ -14,9 +14,12 @@ any page the browser shows may send requests to ``127.0.0.1:<port>``:
   state-changing request whose Origin is not this server's own is refused with **403**. Requests
   without an Origin (the course's own Python clients) pass.
 
-``safe_app()`` builds an aiohttp application with this guard and a small body limit; every app in
-``apps`` and every HTTP app a lesson serves is made with it. The raw WebSocket server applies the
-same two checks with ``host_problem`` and ``origin_problem``.
+``safe_app()`` builds an aiohttp application with this guard and small limits: a request head of at
+most ``MAX_HEAD`` bytes (431 past it, RFC 6585 §5), a body of at most ``max_body`` (413) that must
+arrive within ``BODY_TIMEOUT`` (408; while it arrives the connection *owes* it, so past the connection
+cap it is among the first closed, see ``runtime.admission``). Every app in ``apps`` and every HTTP app
+a lesson serves is made with it. The raw WebSocket server applies the same Host and Origin checks
+with ``host_problem`` and ``origin_problem``.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-__all__ = ["safe_app", "guard", "host_problem", "origin_problem", "own_origins", "MAX_BODY"]
+from ..runtime.admission import owing
+
+__all__ = ["safe_app", "guard", "host_problem", "origin_problem", "own_origins", "head_problem", "MAX_BODY",
+           "MAX_HEAD"]
 
 MAX_BODY = 64 * 1024  # bytes: the largest request body a course app reads
+MAX_HEAD = 8 * 1024  # bytes: the largest request head (start line and header fields) a course app reads
 BODY_TIMEOUT = 10.0  # seconds a request body may take to arrive
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}  # RFC 9110 §9.2.1: they change nothing
@@ -49,11 +56,16 @@ def host_problem(host: str | None, port: int, *, local_address: str | None = Non
     """
     if host is None:
         return "the request has no Host header (HTTP/1.1 requires one, RFC 9112 §3.2)"
-    name = host.lower()
+    name, port_text = host.lower(), ""
     if name.startswith("["):
-        name = name[: name.find("]") + 1]
-    else:
-        name = name.rsplit(":", 1)[0] if ":" in name else name
+        end = name.find("]") + 1
+        name, port_text = name[:end], name[end:]
+    elif ":" in name:
+        name, port_text = name.rsplit(":", 1)
+        port_text = ":" + port_text
+    if port_text and not (port_text[:1] == ":" and port_text[1:].isascii() and port_text[1:].isdigit()
+                          and len(port_text) <= 6):
+        return f"Host {host!r} is not a host name with an optional port (RFC 9110 §7.2)"
     allowed = set(LOOPBACK_NAMES) | ({local_address, f"[{local_address}]"} if local_address else set())
     if name not in allowed:
         return f"Host {host!r} is not this server (127.0.0.1:{port}): refused against DNS rebinding"
@@ -72,6 +84,15 @@ def origin_problem(origins: list[str], port: int) -> str | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def head_problem(request: web.BaseRequest) -> str | None:
+    """Why a request's head is too large, or None: its start line and fields, as sent, over ``MAX_HEAD``."""
+    size = len(request.method) + len(request.raw_path) + len(" HTTP/1.1\r\n")
+    size += sum(len(name) + len(value) + 4 for name, value in request.raw_headers) + 2
+    if size > MAX_HEAD:
+        return f"the request head is {size:,} bytes; this server reads at most {MAX_HEAD:,}"
+    return None
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse a foreign Host (421) on every request, and a foreign Origin (403) on state-changing ones."""
@@ -85,13 +106,17 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     problem = "more than one Host header" if len(hosts) > 1 else host_problem(host, port, local_address=address)
     if problem:
         return _refuse(421, problem)
+    problem = head_problem(request)
+    if problem:
+        return _refuse(431, problem)
     if request.method not in SAFE_METHODS:
         problem = origin_problem(request.headers.getall("Origin", []), port)
         if problem:
             return _refuse(403, problem)
     if request.can_read_body:  # the whole body now, with a deadline: nobody may dribble it forever
         try:
-            await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+            with owing(request.transport, "a request body"):
+                await asyncio.wait_for(request.read(), BODY_TIMEOUT)
         except asyncio.TimeoutError:
             return _refuse(408, f"the request body did not arrive within {BODY_TIMEOUT:g} s")
         except web.RequestPayloadError as exc:  # bad chunking or a body that does not decompress

@@ -32,16 +32,18 @@ from ..protocols.wsconn import (
     refusal,
 )
 from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
+from ..runtime.admission import owing
 from .safety import host_problem
 
-__all__ = ["Hub", "make_ws_handler", "MAX_HEAD", "HANDSHAKE_TIMEOUT", "CLOSE_TIMEOUT"]
+__all__ = ["Hub", "make_ws_handler", "MAX_HEAD", "HANDSHAKE_TIMEOUT", "CLOSE_TIMEOUT", "HANDSHAKE"]
+
+HANDSHAKE = "a WebSocket handshake"  # what a new connection owes (runtime.admission)
 
 MAX_HEAD = 8192  # bytes: a longer handshake head is refused with 431
 HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to send its whole handshake head
 CLOSE_TIMEOUT = 2.0  # seconds the closing steps may take, in all, before the connection is dropped
 WRITE_TIMEOUT = 5.0  # seconds one write may wait for a peer that does not read
 MAX_CLOSES_KEPT = 1000
-MAX_CONNECTIONS = 2000  # open WebSocket connections per server; more are refused with 503
 
 
 @dataclass
@@ -129,7 +131,6 @@ def make_ws_handler(
     max_size: int = 1 << 16,
     on_message: OnMessage = echo,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
-    max_connections: int = MAX_CONNECTIONS,
     write_timeout: float = WRITE_TIMEOUT,
 ):
     """A stream handler for ``serve()`` that speaks WebSocket on any path.
@@ -140,8 +141,9 @@ def make_ws_handler(
         max_size: largest message accepted, in bytes; larger closes with 1009.
         on_message: ``async fn(opcode, payload)`` returning a reply payload, or None for no reply.
             If it raises, the connection closes with 1011.
-        handshake_timeout: seconds a client gets to send its handshake head.
-        max_connections: open connections allowed at once; the next handshake answers 503.
+        handshake_timeout: seconds a client gets to send its handshake head. Until it has, the connection
+            owes "a WebSocket handshake", and past ``serve()``'s connection cap it is among the first closed
+            (``runtime.admission``); that cap (``serve(..., max_connections=)``) counts every connection.
         write_timeout: seconds one write may wait for a peer that does not read; then it is dropped.
 
     Besides the WebSocket checks, the handshake's ``Host`` must name this server on loopback (421
@@ -151,7 +153,8 @@ def make_ws_handler(
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head, rest = await asyncio.wait_for(_read_head(reader), handshake_timeout)
+            with owing(writer.transport, HANDSHAKE):
+                head, rest = await asyncio.wait_for(_read_head(reader), handshake_timeout)
         except (asyncio.TimeoutError, ConnectionError):
             return  # a handshake that never finished: drop the connection
         except HttpParseError as exc:
@@ -166,9 +169,6 @@ def make_ws_handler(
         problem = "more than one Host header" if len(hosts) > 1 else host_problem(hosts[0] if hosts else None, port, local_address=address)
         if problem:
             await _refuse(writer, 421, problem)
-            return
-        if hub.count >= max_connections:
-            await _refuse(writer, 503, f"this server already holds {max_connections} connections")
             return
         try:
             _, response = accept_request(head, allowed_origins=allowed_origins)

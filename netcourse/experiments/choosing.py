@@ -719,7 +719,7 @@ def memory_per_client(n: int = 100, transports: tuple[str, ...] = ("long polling
 
         app = {"long polling": lambda: polling_app.make_app(log),
                "SSE": lambda: streaming_app.make_app(log, max_streams=n + 10, keepalive=60.0),
-               "WebSocket": lambda: make_ws_handler(hub, max_connections=n + 10),
+               "WebSocket": lambda: make_ws_handler(hub),
                "raw TCP": lambda: raw}[name]()
         with serve(app, name=f"{name} memory", max_connections=n + 50) as srv:
             held = {"long polling": lambda: log.waiting, "SSE": lambda: 0,  # SSE: counted by readable sockets

@@ -638,25 +638,26 @@ def idle_connections(n: int = 100, *, timeout: float = 30.0) -> IdleCost:
 
 def _idle_connections(n: int, timeout: float) -> IdleCost:
     hub = Hub()
-    handler = make_ws_handler(hub, allowed_origins={ORIGIN}, max_connections=n + 10)
+    handler = make_ws_handler(hub, allowed_origins={ORIGIN})
     clients: list[RawClient] = []
     import tracemalloc
 
     tracing = tracemalloc.is_tracing()
-    with serve(handler, name="ws hub") as srv:
+    # One try for everything opened: an interrupt (or a timeout) at any point closes every client.
+    with serve(handler, name="ws hub", max_connections=n + 10) as srv:
         try:
-            if not tracing:
-                tracemalloc.start()
-            heap0, rss0, pages0 = tracemalloc.get_traced_memory()[0], _rss_bytes(), _tcp_kernel_pages()
-            for _ in range(n):
-                clients.append(RawClient(srv, timeout=timeout))
-            if not wait_until(lambda: hub.count >= n, timeout):
-                raise NetcourseTimeout(f"Only {hub.count} of {n} WebSocket connections opened within {timeout} s.")
-            heap1, rss1, pages1 = tracemalloc.get_traced_memory()[0], _rss_bytes(), _tcp_kernel_pages()
-        finally:
-            if not tracing:
-                tracemalloc.stop()
-        try:
+            try:
+                if not tracing:
+                    tracemalloc.start()
+                heap0, rss0, pages0 = tracemalloc.get_traced_memory()[0], _rss_bytes(), _tcp_kernel_pages()
+                for _ in range(n):
+                    clients.append(RawClient(srv, timeout=timeout))
+                if not wait_until(lambda: hub.count >= n, timeout):
+                    raise NetcourseTimeout(f"Only {hub.count} of {n} WebSocket connections opened within {timeout} s.")
+                heap1, rss1, pages1 = tracemalloc.get_traced_memory()[0], _rss_bytes(), _tcp_kernel_pages()
+            finally:
+                if not tracing:
+                    tracemalloc.stop()
             with selectors.DefaultSelector() as sel:
                 for c in clients:
                     c.sock.setblocking(False)

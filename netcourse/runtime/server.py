@@ -42,7 +42,9 @@ from aiohttp import web
 
 from ..errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
 from . import cellhook, netns
-from .admission import HEADER_TIMEOUT, MAX_CONNECTIONS, Admission
+from .admission import HEADER_TIMEOUT, MAX_CONNECTIONS, Admission, Slot
+
+TLS_HANDSHAKE = "a TLS handshake"
 from .waiting import cancel_all_tasks, within
 
 __all__ = ["Server", "serve", "stop_all", "live_servers", "MAX_ERRORS"]
@@ -92,10 +94,43 @@ _LOGGER.handlers[:] = [_ToOwningServer()]
 
 
 def _aiohttp_progress(protocol: Any) -> tuple[int, bool]:
-    """(request heads received, serving one now) of aiohttp's RequestHandler (its own counters)."""
-    return getattr(protocol, "_request_count", 0), bool(getattr(protocol, "_request_in_progress", False))
+    """(request heads received, serving one now) of aiohttp's RequestHandler (its own counters).
+
+    aiohttp has no public way to ask either, so these are private attributes; ``check_private_apis``
+    makes sure, once, that they still exist, and a server refuses to start if they do not.
+    """
+    return protocol._request_count, protocol._request_in_progress  # noqa: SLF001
 
 
+# Private attributes the runtime relies on, where no public API exists: (owner, attribute, what for).
+_PRIVATE_APIS = (
+    ("aiohttp.web_protocol.RequestHandler", "_request_count", "the head deadline counts request heads"),
+    ("aiohttp.web_protocol.RequestHandler", "_request_in_progress", "the head deadline skips bodies and upgrades"),
+    ("asyncio.sslproto.SSLProtocol", "_on_handshake_complete", "a failed TLS handshake sends its alert"),
+    ("asyncio.sslproto.SSLProtocol", "_process_outgoing", "a failed TLS handshake sends its alert"),
+)
+_private_apis_checked = False
+
+
+def check_private_apis() -> None:
+    """Fail loudly, once, if aiohttp or asyncio no longer has a private attribute the runtime needs."""
+    global _private_apis_checked
+    if _private_apis_checked:
+        return
+    from aiohttp import __version__ as aiohttp_version
+    from aiohttp.web_protocol import RequestHandler
+
+    owners = {"aiohttp.web_protocol.RequestHandler": RequestHandler, "asyncio.sslproto.SSLProtocol": sslproto.SSLProtocol}
+    missing = [f"{owner}.{name} ({why})" for owner, name, why in _PRIVATE_APIS if not hasattr(owners[owner], name)]
+    if missing:
+        raise ServerStartError(
+            f"This aiohttp ({aiohttp_version}) or Python no longer has what netcourse's servers rely on: "
+            + "; ".join(missing) + ". Install the versions pyproject.toml names (make setup), or report it."
+        )
+    _private_apis_checked = True
+
+
+MAX_HEAD_LINE = 64 * 1024  # bytes: aiohttp's own limit on one head line, above every app's head limit
 KEEPALIVE_TIMEOUT = 30.0  # seconds an idle keep-alive connection stays open (aiohttp's default: an hour)
 
 
@@ -112,9 +147,11 @@ class Server:
         shutdown_timeout: seconds that in-flight handlers get to finish when the server stops.
         handler_cancellation: cancel an aiohttp handler when its client disconnects (aiohttp's own
             default is not to, so a long-poll handler would wait on for a client that is gone).
-        max_connections: open connections an aiohttp app accepts at once; past it the slowest
-            connection still sending its first request head is closed (``runtime.admission``).
-        header_timeout: seconds a connection to an aiohttp app has to send its first request head.
+        max_connections: open connections the server holds at once, exactly; past it a newcomer makes
+            room by closing the connection that has owed a head, body or handshake longest, else the
+            oldest idle one, else the oldest busy one (``runtime.admission``).
+        header_timeout: seconds an aiohttp app's client has to send a request head, from its first
+            byte (never applied to a body or an upgraded connection).
         namespace: path of a network namespace (``/run/netns/NAME``) the server's thread enters
             before it binds; None for the machine's own. Used by the emulated link.
         ssl: an ``ssl.SSLContext`` (server side) to serve TLS; ``url`` then starts with ``https``.
@@ -180,7 +217,7 @@ class Server:
         self.admission = Admission(
             max_connections=max_connections,
             header_timeout=header_timeout,
-            progress=_aiohttp_progress,
+            progress=_aiohttp_progress if isinstance(app, web.Application) else None,
         )
         self.errors: list[str] = []
         self.rejected = 0  # malformed requests answered 4xx (not errors of the server)
@@ -196,7 +233,8 @@ class Server:
         self._start_error: BaseException | None = None
         self._runner: web.AppRunner | None = None
         self._tcp_server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._cleanup_began = False  # the app's on_cleanup handlers have started
+        self._state_lock = threading.Lock()
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -226,10 +264,14 @@ class Server:
 
     def start(self) -> "Server":
         """Start listening; returns self. Raises ``ServerStartError`` if the server cannot start."""
-        if self.state != "new":
-            raise ServerStartError(f"{self!r} was already started once; create a new server instead.")
-        self.state = "starting"
-        self.owner = cellhook.current_cell()
+        with self._state_lock:
+            if self.state != "new":
+                raise ServerStartError(f"{self!r} was already started once; create a new server instead.")
+            self.state = "starting"
+        check_private_apis()
+        # A server started from a widget callback or a helper thread belongs to no cell: re-running
+        # whichever cell ran last must not stop it.
+        self.owner = cellhook.current_cell() if threading.current_thread() is threading.main_thread() else None
         self._thread = threading.Thread(
             target=self._thread_main, name=f"netcourse-server-{self._id}", daemon=True
         )
@@ -391,6 +433,7 @@ class Server:
                 loop.run_until_complete(self._acleanup())
                 cancel_all_tasks(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())  # threads of run_in_executor
             except BaseException as exc:  # keep going: the loop must close
                 self.record_error(f"error while stopping: {exc!r}")
             finally:
@@ -410,6 +453,7 @@ class Server:
         self._listen_sock = socket.create_server((self.host, self.port), family=family)
         self.port = self._listen_sock.getsockname()[1]
         if isinstance(self.app, web.Application):
+            self.app.on_cleanup.insert(0, self._note_cleanup)
             runner = web.AppRunner(
                 self.app,
                 access_log=None,
@@ -417,25 +461,25 @@ class Server:
                 shutdown_timeout=self.shutdown_timeout,
                 handler_cancellation=self.handler_cancellation,
                 keepalive_timeout=KEEPALIVE_TIMEOUT,
+                # aiohttp refuses a header line past 8,190 bytes with a bare 400; a course app's guard
+                # (apps.safety) measures the whole head and answers 431 with the reason instead.
+                max_line_size=MAX_HEAD_LINE,
+                max_field_size=MAX_HEAD_LINE,
             )
             self._runner = runner
             await runner.setup()
             assert runner.server is not None
             loop = asyncio.get_running_loop()
-            self._tcp_server = await loop.create_server(self._with_tls(self.admission.wrap(runner.server)),
-                                                        sock=self._listen_sock)
+            self._tcp_server = await loop.create_server(self._with_tls(runner.server), sock=self._listen_sock)
         else:
             handler = self.app
-            writers = self._writers
 
             async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                writers.add(writer)
                 try:
                     await handler(reader, writer)
                 except ConnectionError:
                     pass  # the peer went away: normal for a lesson server
                 finally:
-                    writers.discard(writer)
                     writer.close()
 
             loop = asyncio.get_running_loop()
@@ -445,26 +489,33 @@ class Server:
 
             self._tcp_server = await loop.create_server(self._with_tls(stream_protocol), sock=self._listen_sock)
 
+    async def _note_cleanup(self, app: web.Application) -> None:
+        self._cleanup_began = True
+
     def _with_tls(self, factory: Callable[[], Any]) -> Callable[[], Any]:
-        """The protocol factory, wrapped in TLS when the server has an ``ssl`` context.
+        """The protocol factory, guarded by admission, and wrapped in TLS when the server has an ``ssl`` context.
 
         asyncio's own TLS (``create_server(ssl=...)``) closes a failed handshake without sending the alert
-        OpenSSL wrote (CPython gh-98078, fixed in 2026): the peer sees only EOF, never *why*. RFC 8446 §6.2
-        says the side that detects an error sends the alert, so the course's servers flush it first.
+        OpenSSL wrote (CPython gh-98078): the peer sees only EOF, never *why*. RFC 8446 §6.2 says the side
+        that detects an error sends the alert, so the course's servers flush it first. Building the TLS
+        protocol here (not with ``TCPSite``) also lets admission count a connection from its first byte:
+        a client stalled half-way through a handshake holds a slot, and is among the first to go.
         """
+        guarded = self.admission.wrap(factory)
         if self.ssl is None:
-            return factory
+            return guarded
         loop = asyncio.get_running_loop()
-        context, handshake_timeout = self.ssl, self.ssl_handshake_timeout
+        context, handshake_timeout, admission = self.ssl, self.ssl_handshake_timeout, self.admission
 
         def tls_protocol() -> Any:
-            return _AlertingSSLProtocol(loop, factory(), context, None, server_side=True,
-                                        ssl_handshake_timeout=handshake_timeout, ssl_shutdown_timeout=1.0)
+            return _AlertingSSLProtocol(loop, guarded(), context, None, server_side=True,
+                                        ssl_handshake_timeout=handshake_timeout, ssl_shutdown_timeout=1.0,
+                                        admission=admission)
 
         return tls_protocol
 
     async def _acleanup(self) -> None:
-        if self._runner is not None and self._tcp_server is not None:
+        if self._tcp_server is not None:
             self._tcp_server.close()  # stop accepting before the app shuts down
         if self._runner is not None:
             runner, self._runner = self._runner, None
@@ -472,11 +523,20 @@ class Server:
                 await within(runner.cleanup(), self.shutdown_timeout + 2.0, "The app's clean-up")
             except Exception as exc:  # keep stopping; report it
                 self.record_error(f"error while stopping: {exc!r}")
+                # What would not close is cut, and the app's on_cleanup (which closes its databases)
+                # still runs, even if on_shutdown was what hung.
+                self.admission.abort_all()
+                if not self._cleanup_began and isinstance(self.app, web.Application):
+                    try:
+                        await within(self.app.cleanup(), 2.0, "The app's on_cleanup")
+                    except Exception as exc2:
+                        self.record_error(f"error while stopping: {exc2!r}")
+        # A connection whose client stopped reading never finishes a graceful close (its send buffer
+        # never drains): every connection still open ends now, with a reset.
+        self.admission.abort_all()
         if self._tcp_server is not None:
             server, self._tcp_server = self._tcp_server, None
             server.close()
-            for writer in list(self._writers):  # open connections end with the server
-                writer.transport.abort()
             try:
                 await within(server.wait_closed(), self.shutdown_timeout, "Closing the listener")
             except NetcourseTimeout as exc:
@@ -491,7 +551,23 @@ class Server:
 
 
 class _AlertingSSLProtocol(sslproto.SSLProtocol):
-    """asyncio's TLS protocol, which also sends the alert of a failed handshake before closing."""
+    """asyncio's TLS protocol, which also sends the alert of a failed handshake before closing, and
+    holds an admission slot from the first byte (owing "a TLS handshake" until it is done)."""
+
+    def __init__(self, *args: Any, admission: Admission, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._admission = admission
+        self._guard = args[1]  # the app's guarded protocol: it takes over the slot after the handshake
+        self._slot: Slot | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._slot = self._guard.slot = self._admission.admit(transport, owes=TLS_HANDSHAKE)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._slot is not None:
+            self._admission.release(self._slot)
+        super().connection_lost(exc)
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         if handshake_exc is not None:

@@ -108,7 +108,7 @@ def broadcast_with_a_stalled_peer(n: int = 1000, payload: int = 64 * 1024, round
     Returns (median ms per broadcast, max ms, peers reached by the last broadcast, peers evicted).
     """
     hub = Hub(max_buffered=512 * 1024, write_timeout=1.0)
-    with _file_limit(2 * n + 300), serve(make_ws_handler(hub, max_size=1 << 20, max_connections=n + 10)) as srv:
+    with _file_limit(2 * n + 300), serve(make_ws_handler(hub, max_size=1 << 20), max_connections=n + 10) as srv:
         key = base64.b64encode(bytes(16)).decode()
         request = client_request(srv.host, srv.port, key)
         peers = []
