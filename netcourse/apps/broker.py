@@ -9,7 +9,8 @@
 
 ``redis_broker()`` starts it on 127.0.0.1, on a free port, with no persistence (``save ""``, no AOF), no
 password but ``protected-mode`` on and bound to loopback only, in a temporary directory; it stops it (and
-removes the directory) when the block ends, or when the start fails.
+removes the directory) when the block ends, or when the start fails. ``Broker.restart()`` kills it (SIGKILL, as a
+crash would) and starts it again on the same port, for the lesson's "the broker went away" case.
 """
 
 from __future__ import annotations
@@ -55,6 +56,25 @@ class Broker:
     port: int
     source: str
     version: str
+    _proc: subprocess.Popen | None = None
+    _binary: str = ""
+    _folder: str = ""
+
+    def restart(self, down: float = 0.0) -> None:
+        """Kill the server (SIGKILL: no goodbye to its clients), wait ``down`` seconds, and start a fresh one on
+        the same port."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+            if self._proc.stderr is not None:
+                self._proc.stderr.close()
+            self._proc = None
+        time.sleep(down)
+        proc, version = _launch(self._binary, self.port, self._folder)
+        if version is None:
+            _stop(proc)
+            raise ServerStartError(f"redis-server did not start again on port {self.port}.")
+        self._proc, self.version = proc, version
 
     @property
     def url(self) -> str:
@@ -80,42 +100,50 @@ def redis_broker() -> Iterator[Broker]:
     Raises:
         ServerStartError: no redis-server here, or it did not start (the message says why).
     """
-    import redis
-
     binary, source = find_redis_server()
     if binary is None:
         raise ServerStartError(f"Redis is not available: {source}.")
     folder = tempfile.mkdtemp(prefix="netcourse-redis-")
-    proc = None
+    broker = None
     try:
         for _ in range(3):  # the free port can be taken between the check and the bind: try again
             port = _free_port()
-            proc = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-                 "--save", "", "--appendonly", "no", "--dir", folder, "--daemonize", "no",
-                 "--loglevel", "warning", "--databases", "1"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
-            deadline = time.monotonic() + START_TIMEOUT
-            version = None
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    version = client.info("server")["redis_version"]
-                    break
-                except redis.exceptions.ConnectionError:
-                    time.sleep(0.02)
-            client.close()
+            proc, version = _launch(binary, port, folder)
             if version is not None:
+                broker = Broker("127.0.0.1", port, source, version, proc, binary, folder)
                 break
             _stop(proc)
-            proc = None
-        if proc is None:
+        if broker is None:
             raise ServerStartError(f"redis-server ({source}) did not start on 127.0.0.1 within {START_TIMEOUT:g} s.")
-        yield Broker("127.0.0.1", port, source, version)
+        yield broker
     finally:
-        if proc is not None:
-            _stop(proc)
+        if broker is not None and broker._proc is not None:
+            _stop(broker._proc)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _launch(binary: str, port: int, folder: str) -> tuple[subprocess.Popen, str | None]:
+    """Start redis-server on 127.0.0.1:port; (the process, its version once it answers, or None)."""
+    import redis
+
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+         "--save", "", "--appendonly", "no", "--dir", folder, "--daemonize", "no",
+         "--loglevel", "warning", "--databases", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    deadline = time.monotonic() + START_TIMEOUT
+    version = None
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                version = client.info("server")["redis_version"]
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+    finally:
+        client.close()
+    return proc, version
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -11,17 +11,23 @@ A client publishes by sending a TEXT message ``PUB <text>``:
   node never sees it;
 - with ``--redis-port``, the node PUBLISHes ``<text>`` on the channel of a Redis on 127.0.0.1, and every
   node broadcasts to its clients what its subscription to that channel receives (this node included).
+
+If Redis goes away, a publish fails (the client's socket closes with 1011) and the subscription ends; the node
+says so on its standard error, tries again with a capped back-off, and once it has subscribed again prints
+``re-subscribed``. Messages published while it was away are gone: pub/sub keeps nothing (notebook 10).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import threading
 
-from .wsserver import Hub, make_ws_handler
 from ..protocols.wsframe import Opcode
+from ..runtime.backoff import Backoff
+from .wsserver import Hub, make_ws_handler
 
 __all__ = ["main", "PREFIX"]
 
@@ -55,19 +61,41 @@ def main(argv: list[str] | None = None) -> int:
 
     async def join_redis() -> None:
         import redis.asyncio as aioredis
+        import redis.exceptions as aioredis_errors
 
         publisher = aioredis.Redis(host="127.0.0.1", port=args.redis_port)
         subscriber = aioredis.Redis(host="127.0.0.1", port=args.redis_port)
-        pubsub = subscriber.pubsub()
-        await pubsub.subscribe(args.channel)
-        await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+        subscribed = asyncio.get_running_loop().create_future()
 
         async def forward() -> None:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    await hub.broadcast(message["data"], Opcode.TEXT)
+            backoff = Backoff(base=0.1, cap=2.0)
+            lost = False
+            while True:
+                pubsub = subscriber.pubsub()
+                try:
+                    await pubsub.subscribe(args.channel)
+                    await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+                    if lost:
+                        print(f"fanout: re-subscribed to {args.channel!r}", file=sys.stderr, flush=True)
+                    lost = False
+                    backoff.reset()
+                    if not subscribed.done():
+                        subscribed.set_result(None)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await hub.broadcast(message["data"], Opcode.TEXT)
+                except (aioredis_errors.ConnectionError, aioredis_errors.TimeoutError, OSError) as exc:
+                    if not lost:
+                        print(f"fanout: lost Redis ({type(exc).__name__}); subscribing again", file=sys.stderr,
+                              flush=True)
+                    lost = True
+                    await asyncio.sleep(backoff.next())
+                finally:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
 
         state["task"] = asyncio.get_running_loop().create_task(forward())
+        await asyncio.wait_for(subscribed, 5)
         state["redis"] = publisher
 
     if args.redis_port:

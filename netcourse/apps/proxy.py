@@ -26,7 +26,10 @@ And the escape hatches, as real proxies treat them:
 deadline, and the whole exchange one too; at most ``max_connections`` clients are served at once. An
 upstream that cannot be reached, or answers with framing the RFCs forbid (two Content-Lengths, a coding
 other than chunked, CR/LF/NUL in a value, a 1xx), gets the client a 502 with the reason, or, once the
-response has begun, an aborted connection (never an error message inside the body).
+response has begun, an aborted connection (never an error message inside the body). A client's own malformed
+request gets the 4xx its parser names (400, or 431 for a head over ``MAX_HEAD``), never a 502. An upstream that
+sends both Content-Length and Transfer-Encoding is framed by the latter, and its Content-Length is not
+forwarded (RFC 9112 §6.3).
 """
 
 from __future__ import annotations
@@ -85,12 +88,16 @@ def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = 
                     w.close()
 
     async def _serve(reader, writer, state) -> None:
-        head, rest = await asyncio.wait_for(_read_head(reader), timeout)
-        request = parse_head(head)
-        if rest or request.header("Content-Length") not in (None, "0") or request.header("Transfer-Encoding"):
-            await _answer(writer, 400, "this proxy forwards requests without a body only")
+        try:  # the client's own mistakes are answered 4xx (431 for a head over the limit), never 502
+            head, rest = await asyncio.wait_for(_read_head(reader), timeout)
+            request = parse_head(head)
+            if rest or request.header("Content-Length") not in (None, "0") or request.header("Transfer-Encoding"):
+                await _answer(writer, 400, "this proxy forwards requests without a body only")
+                return
+            named = {t.strip().lower() for t in (request.header("Connection") or "").split(",")}
+        except HttpParseError as exc:
+            await _answer(writer, exc.status, f"bad request: {exc}")
             return
-        named = {t.strip().lower() for t in (request.header("Connection") or "").split(",")}
         lines = [request.start_line] + [f"{k}: {v}" for k, v in request.headers
                                         if k.lower() not in _HOP_BY_HOP | named] + ["Connection: close"]
         accepts_gzip = "gzip" in (request.header("Accept-Encoding") or "").lower()
@@ -114,7 +121,13 @@ def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = 
     async def _relay(response, body_start: bytes, up_reader, writer, accepts_gzip: bool, *, no_body: bool,
                      state: dict) -> None:
         fields = {k.lower(): v for k, v in response.headers}
-        lengths = set(response.all("Content-Length"))
+        # Several Transfer-Encoding lines make one list (RFC 9110 §5.3): "gzip" then "chunked" is "gzip, chunked".
+        if response.all("Transfer-Encoding"):
+            fields["transfer-encoding"] = ", ".join(response.all("Transfer-Encoding"))
+            # RFC 9112 §6.3: with Transfer-Encoding, Content-Length is ignored, and an intermediary that
+            # forwards the message must remove it (it would frame the body wrongly downstream).
+            fields.pop("content-length", None)
+        lengths = set(response.all("Content-Length")) if "content-length" in fields else set()
         if len(lengths) > 1 or any(not (v.isascii() and v.isdigit()) for v in lengths):
             raise HttpParseError(f"the upstream's Content-Length is not one number: {sorted(lengths)}")
         codings = [c.strip().lower() for c in fields.get("transfer-encoding", "").split(",") if c.strip()]
@@ -128,7 +141,7 @@ def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = 
                     and not (event_stream and not compress_event_stream))
         keep = [(k, v) for k, v in response.headers
                 if k.lower() not in _HOP_BY_HOP | named and k.lower() != "x-accel-buffering"
-                and not (compress and k.lower() == "content-length")]
+                and not ((compress or "content-length" not in fields) and k.lower() == "content-length")]
         if compress:
             keep += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
         chunked_out = not no_body and (compress or "content-length" not in fields)
