@@ -115,7 +115,11 @@ class peer_process:
         arg = "ws" if protocol == "websocket" else str(tick)
         self.proc = subprocess.Popen([sys.executable, "-m", "netcourse.apps.beat", arg], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        line = self._first_line(timeout)
+        try:
+            line = self._first_line(timeout)
+        except BaseException:  # an interrupt while it starts: the child goes too
+            self.kill()
+            raise
         try:
             self.port = int(line)
         except ValueError:

@@ -285,9 +285,12 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
         children: list[subprocess.Popen] = []
 
         def spawn() -> subprocess.Popen:
+            # In a session of its own: a notebook's interrupt (SIGINT to the kernel's process group) reaches
+            # this function, whose clean-up kills and reaps the child, not the child half-way.
             proc = subprocess.Popen([sys.executable, "-m", "netcourse.experiments._chat_child", client_db,
                                      "127.0.0.1", str(port), "ada", "pw-ada"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
             children.append(proc)
             return proc
 
@@ -314,13 +317,16 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
         due: queue.Queue[int] = queue.Queue()  # publisher -> faults: "message n is next"
         resume: queue.Queue[bool] = queue.Queue()  # faults -> publisher: "done, go on"
         stopping = threading.Event()
-        srv = serve(server.app(), name="chat", port=port)
-        spare = spawn()
-        client = go(spawn())
-        start = time.monotonic()
+        srv = None
+        pub: threading.Thread | None = None
         published = 0
         last_publish: list[float] = []
-        try:
+        try:  # everything this run starts is started inside it: an interrupt anywhere releases all of it
+            srv = serve(server.app(), name="chat", port=port)
+            spare = spawn()
+            client = go(spawn())
+            start = time.monotonic()
+
             def publisher() -> None:
                 nonlocal published
                 pending, next_at = list(at), time.monotonic()
@@ -380,7 +386,10 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
             resume.put(False)
             for proc in children:
                 stop(proc)
-            srv.stop()
+            if srv is not None:
+                srv.stop()
+            if pub is not None:
+                pub.join(6)  # its one wait on the server is bounded by 5 s
         return Soak(expected, held, log, repeats, streaming_until, list(server.cut_mid_frame))
 
 

@@ -49,7 +49,11 @@ class Node:
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:  # an interrupt while it starts: the child goes too
+                self.stop()
+                raise
 
     @classmethod
     def several(cls, redis_ports: list[int]) -> list["Node"]:

@@ -1,0 +1,103 @@
+"""A learner presses Stop: the heaviest experiments, interrupted mid-run, leave nothing behind.
+
+A real SIGINT is sent to the main thread while the experiment runs (what JupyterLab's interrupt does to the
+kernel); then no server, thread, file descriptor, listening socket or child process of the run may remain.
+Findings 7 and 8 of ../shared/reviews/attack.md (``idle_connections`` left 400-500 sockets; the fault soak left a
+chat server listening, zombies and file descriptors) each failed here before their fix.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from netcourse.runtime.server import live_servers
+from netcourse.runtime.waiting import wait_until
+
+from .conftest import own_listening_ports
+
+pytestmark = pytest.mark.slow
+
+
+def _children() -> list[int]:
+    """This process's child processes, zombies included."""
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                found += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("netcourse")}
+
+
+def _interrupt(fn: Callable[[], object], after: float) -> KeyboardInterrupt | None:
+    """Run ``fn``, sending SIGINT to this (main) thread ``after`` seconds in; the interrupt if it landed in it."""
+    armed = threading.Event()
+    armed.set()
+    main = threading.main_thread().ident
+
+    def handler(signum, frame):
+        if armed.is_set():
+            raise KeyboardInterrupt
+    old = signal.signal(signal.SIGINT, handler)
+    timer = threading.Timer(after, lambda: armed.is_set() and signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    try:
+        fn()
+        return None
+    except KeyboardInterrupt as exc:
+        return exc
+    finally:
+        armed.clear()
+        timer.cancel()
+        signal.signal(signal.SIGINT, old)
+
+
+def _cases() -> dict[str, tuple[Callable[[], object], float]]:
+    from netcourse.experiments import choosing, heartbeats, offline, scaleout, webhooks, websockets
+
+    return {
+        "05 idle_connections(1000)": (lambda: websockets.idle_connections(1000), 0.4),
+        "08 fault_soak, starting": (lambda: offline.fault_soak(messages=300, faults=6), 0.2),
+        "08 fault_soak, streaming": (lambda: offline.fault_soak(messages=300, faults=6), 1.5),
+        "08 naive_variants": (lambda: offline.naive_variants(), 0.8),
+        "07 behind_a_firewall": (lambda: webhooks.behind_a_firewall(), 0.8),
+        "07 noise": (lambda: webhooks.noise("one", events=1000), 0.3),
+        "04 peer_deaths": (lambda: heartbeats.peer_deaths(), 0.5),
+        "04 reconnect_storm": (lambda: heartbeats.reconnect_storm(), 0.4),
+        "10 compare": (lambda: choosing.compare(choosing.Workload(rtt_ms=0.0)), 0.8),
+        "10 memory_per_client": (lambda: choosing.memory_per_client(200), 0.3),
+        "10 fan_out": (lambda: scaleout.fan_out(clients=20, messages=10, broker=False), 0.6),
+    }
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+def test_an_interrupted_experiment_leaves_nothing_behind(case):
+    fn, after = _cases()[case]
+    gc.collect()
+    fds, listening, threads = _fds(), own_listening_ports(), _threads()
+    # Kept alive through the checks, as IPython keeps sys.last_traceback: the run's frames stay referenced, so
+    # only an explicit clean-up, never the garbage collector, can have released what they hold.
+    landed = _interrupt(fn, after)
+    assert landed is not None, f"{case} finished before the interrupt: interrupt it earlier"
+    gc.collect()
+    assert wait_until(lambda: not live_servers(), 10), live_servers()
+    assert wait_until(lambda: _threads() <= threads, 10), _threads() - threads
+    assert wait_until(lambda: not _children(), 10), _children()
+    assert wait_until(lambda: own_listening_ports() <= listening, 5), own_listening_ports() - listening
+    assert wait_until(lambda: _fds() <= fds + 2, 10), (fds, _fds())  # +2: lazily opened files (selectors, logs)
