@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from netcourse.protocols.sse import Event, SSEDecoder, SSEParseError, comment, encode
+from netcourse.protocols.sse import Event, SSEDecoder, comment, encode
+from netcourse.errors import SSEParseError
 
 
 def _events(stream: bytes, *, cut: int | None = None) -> list[Event]:

@@ -10,17 +10,10 @@ import subprocess
 import pytest
 
 from netcourse.apps.tls import Pki, client_context, make_tls_app, server_context
-from netcourse.errors import ServerStartError
+from netcourse.errors import ServerStartError, TLSRecordError
 from netcourse.experiments import tls, tls_cost
 from netcourse.network.link import modes
-from netcourse.protocols.tlsrecord import (
-    ContentType,
-    HandshakeType,
-    RecordDecoder,
-    TLSRecordError,
-    handshake_messages,
-    parse_alert,
-)
+from netcourse.protocols.tlsrecord import ContentType, HandshakeType, RecordDecoder, handshake_messages, parse_alert
 from netcourse.runtime.server import serve
 from netcourse.traffic import recordings
 from netcourse.traffic.tlsview import tls_records
@@ -201,14 +194,19 @@ def test_round_trips_to_the_first_byte_match_the_handshakes(monkeypatch, tap):
 
     if not tap:
         monkeypatch.setattr(link_module, "modes", lambda: {"tap": "pretending to have no root", "relay": None})
-    run = tls.round_trips(rtt_ms=40)
-    assert run.mode == ("tap" if tap else "relay")
-    assert [c for c, _, _ in run.rows] == ["HTTP, no TLS", "TLS 1.2", "TLS 1.3", "TLS 1.3 resumed"]
-    for case, rtts, ms in run.rows:
-        assert 40 * rtts - 1 <= ms < 40 * rtts + 20, (case, ms)  # tells n round trips from n + 1
+    seen = []
+    for _ in range(3):  # a busy machine (or a cold first handshake) can delay one run; the claim must hold in one
+        run = tls.round_trips(rtt_ms=40)
+        assert run.mode == ("tap" if tap else "relay")
+        assert [c for c, _, _ in run.rows] == ["HTTP, no TLS", "TLS 1.2", "TLS 1.3", "TLS 1.3 resumed"]
+        seen.append([(case, round(ms, 1)) for case, _, ms in run.rows])
+        predict = tls.predict_first_byte(40)
+        if all(40 * rtts - 1 <= ms < 40 * rtts + 20 for _, rtts, ms in run.rows) and predict.check(160, run):
+            break  # n round trips, not n + 1; and the right prediction is judged right
+    else:
+        pytest.fail(f"first-byte times off their round-trip counts in 3 runs: {seen}")
     assert not tls.EARLY_DATA_IN_PYTHON
-    predict = tls.predict_first_byte(40)
-    assert predict.check(160, run) and not predict.check(120, run)
+    assert not predict.check(120, run)
 
 
 # -- authentication ----------------------------------------------------------------------------------

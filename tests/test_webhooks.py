@@ -10,9 +10,10 @@ import time
 import aiohttp
 import pytest
 
-from netcourse.apps.webhooks import COURSE_ALLOW, EndpointRefused, Receiver, Sender, endpoint_problem
+from netcourse.apps.webhooks import COURSE_ALLOW, Receiver, Sender, endpoint_problem
+from netcourse.errors import EndpointRefused, SignatureError
 from netcourse.experiments import webhooks as wx
-from netcourse.protocols.webhooks import SignatureError, headers_for, new_secret
+from netcourse.protocols.webhooks import headers_for, new_secret
 from netcourse.runtime.server import live_servers, serve
 from netcourse.runtime.waiting import run_async
 

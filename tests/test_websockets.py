@@ -13,7 +13,8 @@ from netcourse.experiments import websockets as lab
 from netcourse.runtime.waiting import run_async
 from netcourse.protocols.wsframe import Frame, FrameDecoder, Opcode, accept_key, encode
 from netcourse.apps.wsserver import make_ws_handler
-from netcourse.protocols.wsconn import CloseReceived, HandshakeError, Message, Pong, accept_request, client_request
+from netcourse.protocols.wsconn import CloseReceived, Message, Pong, accept_request, client_request
+from netcourse.errors import HandshakeError
 
 websockets_frames = pytest.importorskip("websockets.frames")
 websockets_streams = pytest.importorskip("websockets.streams")

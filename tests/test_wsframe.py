@@ -6,19 +6,8 @@ import random
 
 import pytest
 
-from netcourse.protocols.wsframe import (
-    CloseCode,
-    Frame,
-    FrameDecoder,
-    Opcode,
-    ProtocolError,
-    accept_key,
-    apply_mask,
-    close_payload,
-    encode,
-    header_length,
-    parse_close,
-)
+from netcourse.protocols.wsframe import CloseCode, Frame, FrameDecoder, Opcode, accept_key, apply_mask, close_payload, encode, header_length, parse_close
+from netcourse.errors import FrameError
 
 KEY = bytes.fromhex("37fa213d")  # the masking key of RFC 6455 §5.7's examples
 
@@ -125,17 +114,17 @@ def test_fragmented_message_with_a_ping_in_between():
 )
 def test_strict_decoding_gives_the_right_close_code(role, wire, code):
     decoder = FrameDecoder(role)
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(FrameError) as info:
         decoder.feed(wire)
     assert info.value.close_code == code
-    with pytest.raises(ProtocolError):  # and it stays failed
+    with pytest.raises(FrameError):  # and it stays failed
         decoder.feed(b"")
 
 
 def test_message_too_big():
     d = FrameDecoder("client", max_size=10)
     d.feed(encode(Frame(Opcode.BINARY, bytes(6), fin=False)))
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(FrameError) as info:
         d.feed(encode(Frame(Opcode.CONTINUATION, bytes(6))))
     assert info.value.close_code == CloseCode.MESSAGE_TOO_BIG
 
@@ -144,9 +133,9 @@ def test_close_payloads():
     assert parse_close(close_payload(1000, "done")) == (1000, "done")
     assert parse_close(b"") == (1005, "")
     assert parse_close(close_payload(4000)) == (4000, "")
-    with pytest.raises(ProtocolError):
+    with pytest.raises(FrameError):
         close_payload(1000, "x" * 124)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(FrameError):
         Frame(Opcode.PING, bytes(126))
     with pytest.raises(ValueError):
         FrameDecoder("proxy")

@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import sys
 
-from ..protocols.beat import BeatProtocolError, Decoder, Kind, encode
+from ..protocols.beat import Decoder, Kind, encode
+from ..errors import BeatProtocolError
 
 __all__ = ["make_beat_handler", "Closed"]
 

@@ -35,13 +35,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from ..errors import CursorTooOld
 from .safety import safe_app
 
 __all__ = [
     "MAX_WAIT",
     "MAX_MESSAGES",
     "MAX_PAGE",
-    "CursorTooOld",
     "MessageLog",
     "make_app",
     "Publisher",
@@ -59,15 +59,6 @@ MAX_PAGE = 100  # messages in one answer
 MAX_TEXT = 10_000  # characters in one message
 
 
-class CursorTooOld(LookupError):
-    """The messages after this cursor were evicted; ``resync_after`` is where to start again."""
-
-    def __init__(self, cursor: int, resync_after: int) -> None:
-        super().__init__(
-            f"after={cursor} is older than the oldest message kept (id {resync_after + 1}): "
-            f"messages were lost to you; start again from after={resync_after}"
-        )
-        self.resync_after = resync_after
 CLIENT_HEADERS = {"User-Agent": "netcourse-poller", "Accept-Encoding": "identity"}
 
 

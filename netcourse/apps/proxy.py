@@ -38,8 +38,9 @@ import asyncio
 import contextlib
 import zlib
 
-from ..protocols.chunked import LAST_CHUNK, ChunkedDecoder, ChunkedParseError, Data, encode_chunk
-from ..protocols.httpwire import HttpParseError, parse_head, split_head
+from ..protocols.chunked import LAST_CHUNK, ChunkedDecoder, Data, encode_chunk
+from ..errors import ChunkedParseError, HttpParseError
+from ..protocols.httpwire import parse_head, split_head
 
 __all__ = ["make_proxy", "MAX_HEAD", "TIMEOUT", "MAX_CONNECTIONS", "MAX_SECONDS"]
 

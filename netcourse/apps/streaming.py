@@ -40,7 +40,8 @@ import json
 from aiohttp import web
 
 from ..protocols.sse import MEDIA_TYPE, comment, encode
-from .polling import CursorTooOld, MessageLog
+from ..errors import CursorTooOld
+from .polling import MessageLog
 from .safety import safe_app
 
 __all__ = ["make_app", "LOG_KEY", "MAX_STREAM_SECONDS", "MAX_PIECES", "MAX_PIECE", "MAX_GAP", "MAX_BODY", "WRITE_TIMEOUT"]

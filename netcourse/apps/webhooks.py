@@ -46,10 +46,11 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from ..protocols.webhooks import SignatureError, address_problem, headers_for, parse_secret, verify
+from ..errors import EndpointRefused, SignatureError
+from ..protocols.webhooks import address_problem, headers_for, parse_secret, verify
 from .safety import safe_app
 
-__all__ = ["Receiver", "Sender", "endpoint_problem", "EndpointRefused", "STANDARD_SCHEDULE", "COURSE_ALLOW",
+__all__ = ["Receiver", "Sender", "endpoint_problem", "STANDARD_SCHEDULE", "COURSE_ALLOW",
            "MAX_BODY", "Attempt"]
 
 STANDARD_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)  # seconds before attempt n+1
@@ -76,10 +77,6 @@ class _GuardedResolver(aiohttp.abc.AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-class EndpointRefused(ValueError):
-    """The endpoint URL is not one a webhook may be sent to (the message says why)."""
 
 
 def endpoint_problem(url: str, allow: frozenset[str] | set[str] = frozenset()) -> str | None:

@@ -22,15 +22,9 @@ import collections
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..protocols.httpwire import HttpParseError, parse_head, split_head
-from ..protocols.wsconn import (
-    Connection,
-    HandshakeError,
-    Message,
-    State,
-    accept_request,
-    refusal,
-)
+from ..protocols.httpwire import parse_head, split_head
+from ..errors import HandshakeError, HttpParseError
+from ..protocols.wsconn import Connection, Message, State, accept_request, refusal
 from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
 from ..runtime.admission import owing
 from .safety import host_problem

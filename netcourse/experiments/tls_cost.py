@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from ..apps.tls import Pki, client_context, make_tls_app, server_context
 from ..protocols.httpwire import parse_head, split_head
-from ..protocols.tlsrecord import RecordDecoder, TLSRecordError
+from ..protocols.tlsrecord import RecordDecoder
+from ..errors import TLSRecordError
 from ..runtime.server import serve
 from ..runtime.waiting import run_async
 from .tls import client_hello, fetch

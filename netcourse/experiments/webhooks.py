@@ -29,10 +29,10 @@ from ..apps.streaming import make_app as streaming_app
 from ..apps.webhooks import COURSE_ALLOW, STANDARD_SCHEDULE, Attempt, Receiver, Sender
 from ..apps.wsserver import Hub, make_ws_handler
 from ..course.exercises import Exercise, Prediction
-from ..errors import NetcourseError
+from ..errors import NetcourseError, SignatureError
 from ..protocols.httpwire import parse_head, split_head
 from ..protocols.sse import SSEDecoder
-from ..protocols.webhooks import SignatureError, headers_for, new_secret, sign, verify
+from ..protocols.webhooks import headers_for, new_secret, sign, verify
 from ..protocols.wsframe import Opcode
 from ..runtime.server import serve
 from ..runtime.sockets import no_delay

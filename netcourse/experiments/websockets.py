@@ -15,11 +15,11 @@ from aiohttp import web
 from ..apps.safety import safe_app
 from ..apps.wsserver import Hub, make_ws_handler
 from ..course.exercises import Exercise, Prediction
-from ..errors import NetcourseTimeout
+from ..errors import FrameError, HandshakeError, HttpParseError, NetcourseTimeout
 from ..network.link import link
-from ..protocols.httpwire import HttpParseError, parse_head, split_head
-from ..protocols.wsconn import CloseReceived, Connection, Event, HandshakeError, State, check_response, client_request, new_key
-from ..protocols.wsframe import Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, header_length
+from ..protocols.httpwire import parse_head, split_head
+from ..protocols.wsconn import CloseReceived, Connection, Event, State, check_response, client_request, new_key
+from ..protocols.wsframe import Frame, FrameDecoder, Opcode, accept_key, close_payload, header_length
 from ..runtime.server import Server, serve
 from ..runtime.waiting import run_async, wait_until
 from ..traffic.packets import C2S, S2C
@@ -310,7 +310,7 @@ class FrameView:
 def explain(data: bytes) -> FrameView:
     """Split one encoded frame into its fields (RFC 6455 §5.2), for display."""
     if len(data) < 2:
-        raise ProtocolError("a frame has at least 2 bytes")
+        raise FrameError("a frame has at least 2 bytes")
     b0, b1 = data[0], data[1]
     fields = [
         ("FIN", str(b0 >> 7), 0, 1),

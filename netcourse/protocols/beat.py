@@ -21,17 +21,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Kind", "Frame", "encode", "Decoder", "BeatProtocolError", "MAX_FRAME", "HEADER", "detection_bounds",
+from ..errors import BeatProtocolError, latching
+
+__all__ = ["Kind", "Frame", "encode", "Decoder", "MAX_FRAME", "HEADER", "detection_bounds",
            "heartbeat_cost", "TCP_HEADERS"]
 
 TCP_HEADERS = 14 + 20 + 32  # bytes of link + IPv4 + TCP (with timestamps) headers per packet on Linux
 
 HEADER = 2  # bytes of length prefix
 MAX_FRAME = 1024  # kind + body, bytes
-
-
-class BeatProtocolError(ValueError):
-    """The peer broke the framing rules; the connection must be closed."""
 
 
 class Kind(bytes, enum.Enum):
@@ -72,6 +70,7 @@ class Decoder:
     def __init__(self, *, max_frame: int = MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buffer = bytearray()
+        self.failed: BeatProtocolError | None = None  # set once feed() has raised: it stays failed
         self._closed = False
 
     @property
@@ -79,6 +78,7 @@ class Decoder:
         """True while some bytes of an unfinished frame are waiting."""
         return bool(self._buffer)
 
+    @latching
     def feed(self, data: bytes) -> list[Frame]:
         """Add bytes; return every frame they complete. Raises ``BeatProtocolError`` on bad input."""
         if self._closed and data:

@@ -24,8 +24,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..errors import ChunkedParseError, latching
+
 __all__ = [
-    "ChunkedParseError", "Chunk", "Data", "Trailers", "End", "ChunkedDecoder", "encode_chunk", "encode_chunked",
+    "Chunk", "Data", "Trailers", "End", "ChunkedDecoder", "encode_chunk", "encode_chunked",
     "dechunk", "LAST_CHUNK",
 ]
 
@@ -37,16 +39,6 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'  # RFC 9110 §5.6.4
 _EXTENSION = re.compile(rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_TOKEN}|{_QUOTED}))?")
 _FIELD = re.compile(rf"({_TOKEN}):[ \t]*([\t \x21-\x7e\x80-\xff]*?)[ \t]*")  # no CR, LF, NUL or controls
-
-
-class ChunkedParseError(ValueError):
-    """The bytes are not a well-formed chunked body; the message names the problem.
-
-    Attributes:
-        status: the HTTP status a server should answer with (400).
-    """
-
-    status = 400
 
 
 @dataclass(frozen=True)
@@ -101,6 +93,7 @@ class ChunkedDecoder:
         self.max_size = max_size
         self.max_trailers = max_trailers
         self.done = False
+        self.failed: ChunkedParseError | None = None  # set once feed() has raised: it stays failed
         self.unused = b""
         self.wire_bytes = 0
         self._buffer = bytearray()
@@ -110,6 +103,7 @@ class ChunkedDecoder:
         self._trailer_bytes = 0
         self._chunks = 0
 
+    @latching
     def feed(self, data: bytes) -> list[Event]:
         """Take more bytes; return the events they complete."""
         if self.done:

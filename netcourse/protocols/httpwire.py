@@ -11,24 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .chunked import ChunkedDecoder, ChunkedParseError, Data
+from .chunked import ChunkedDecoder, Data
 
-__all__ = ["Head", "HttpMessage", "HttpParseError", "parse_head", "split_head", "parse_messages"]
+from ..errors import ChunkedParseError, HttpParseError
+
+__all__ = ["Head", "HttpMessage", "parse_head", "split_head", "parse_messages"]
 
 CRLF = b"\r\n"
 HEAD_END = b"\r\n\r\n"  # RFC 9112 §2.1: the head ends with an empty line
-
-
-class HttpParseError(ValueError):
-    """The bytes are not a well-formed HTTP/1.1 message.
-
-    Attributes:
-        status: the HTTP status a server should answer with (400, or 431 for a head over the limit).
-    """
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -152,8 +142,32 @@ def _dechunk(data: bytes, start: int) -> tuple[bytes, int]:
     return b"".join(e.data for e in events if isinstance(e, Data)), len(data) - len(decoder.unused)
 
 
+def _framing(head: Head, *, responses: bool) -> tuple[list[str], int | None]:
+    """(transfer codings, Content-Length) that frame a message's body, by RFC 9112 §6.3.
+
+    Every Transfer-Encoding line counts (they form one list, RFC 9110 §5.3), and the coding that frames the
+    body is the *last* one: ``chunked`` there, or, in a response, the body runs until the connection closes (a
+    request without a final ``chunked`` cannot be framed: 400). With Transfer-Encoding present, Content-Length
+    is ignored (rule 3). Several Content-Length values must all be the same number (rule 5), else 400.
+    """
+    codings = [c.strip().lower() for v in head.all("Transfer-Encoding") for c in v.split(",") if c.strip()]
+    if codings:
+        if codings[-1] != "chunked" and not responses:
+            raise HttpParseError(f"Transfer-Encoding {', '.join(codings)!r} does not end in chunked: the request's "
+                                 "length cannot be known (RFC 9112 §6.3)")
+        return codings, None
+    values = {v.strip() for line in head.all("Content-Length") for v in line.split(",")}
+    if not values:
+        return [], None
+    if len(values) > 1 or not all(v.isascii() and v.isdigit() for v in values):
+        raise HttpParseError(f"Content-Length {sorted(values)!r} is not one number (RFC 9112 §6.3)")
+    return [], int(values.pop())
+
+
 def parse_messages(stream: bytes, *, responses: bool) -> list[HttpMessage]:
-    """Split one direction of an HTTP/1.1 connection into messages.
+    """Split one direction of an HTTP/1.1 connection into messages (for analysing captures: it is not a client,
+    so it does not know which request a response answers; a response to HEAD, or the frames after a 101, are
+    not framed here).
 
     Args:
         stream: the bytes one side sent, in order.
@@ -172,18 +186,16 @@ def parse_messages(stream: bytes, *, responses: bool) -> list[HttpMessage]:
         lines = [head.start_line]
         headers = list(head.headers)
         body_start = end + len(HEAD_END)
-        fields = {k.lower(): v for k, v in headers}
         status = lines[0].split(" ", 2)
         no_body = responses and len(status) > 1 and (status[1].startswith("1") or status[1] in ("204", "304"))
+        codings, length = _framing(head, responses=responses)
         if no_body:
             body, body_end = b"", body_start
-        elif "chunked" in fields.get("transfer-encoding", "").lower():
+        elif codings and codings[-1] == "chunked":
             body, body_end = _dechunk(stream, body_start)
-        elif "content-length" in fields:
-            text = fields["content-length"]
-            if not (text.isascii() and text.isdigit()):
-                raise HttpParseError(f"bad Content-Length {text!r}")
-            length = int(text)
+        elif codings:  # a response whose last coding is not chunked: its body runs to the connection's end
+            body_end, body = len(stream), stream[body_start:]
+        elif length is not None:
             body_end = body_start + length
             if body_end > len(stream):
                 raise HttpParseError("the stream ends before Content-Length bytes of body")

@@ -38,14 +38,12 @@ import codecs
 import re
 from dataclasses import dataclass
 
-__all__ = ["Event", "SSEDecoder", "SSEParseError", "encode", "comment", "MEDIA_TYPE"]
+from ..errors import SSEParseError, latching
+
+__all__ = ["Event", "SSEDecoder", "encode", "comment", "MEDIA_TYPE"]
 
 MEDIA_TYPE = "text/event-stream"
 _LINE_END = re.compile(r"\r\n|\r|\n")  # the standard's three line endings, CRLF first
-
-
-class SSEParseError(ValueError):
-    """The stream broke a limit the client set (the standard itself rejects nothing)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +82,7 @@ class SSEDecoder:
         self.max_line = max_line
         self.max_event = max_event
         self._data_size = 0
+        self.failed: SSEParseError | None = None  # set once feed() has raised: it stays failed
         self.last_event_id = ""
         self.reconnection_time: int | None = None
         self._id_buffer = ""  # the standard's "last event ID buffer": becomes last_event_id at a blank line
@@ -95,6 +94,7 @@ class SSEDecoder:
         self._type = ""
         self._retry: int | None = None
 
+    @latching
     def feed(self, data: bytes) -> list[Event]:
         """Take more bytes of the stream; return the events they complete."""
         text = self._text.decode(data)
@@ -133,6 +133,7 @@ class SSEDecoder:
         self._line = ""
         self._skip_lf = False
         self._data, self._type, self._retry, self._data_size = [], "", None, 0
+        self.failed = None  # a new connection, a new stream: a limit the last one broke is forgotten
         self._id_buffer = self.last_event_id
 
     def _process(self, line: str) -> Event | None:

@@ -29,13 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from ..errors import TLSRecordError, latching
+
 __all__ = [
     "ContentType",
     "HandshakeType",
     "AlertDescription",
     "Record",
     "RecordDecoder",
-    "TLSRecordError",
     "HEADER",
     "MAX_PLAINTEXT",
     "VERSION_NAMES",
@@ -112,10 +113,6 @@ class AlertDescription(IntEnum):
     NO_APPLICATION_PROTOCOL = 120
 
 
-class TLSRecordError(ValueError):
-    """Bytes that are not a TLS record stream (the message says what is wrong)."""
-
-
 @dataclass(frozen=True)
 class Record:
     """One TLS record as seen on the wire.
@@ -187,9 +184,11 @@ class RecordDecoder:
     def __init__(self, *, max_length: int = MAX_RECORD) -> None:
         self.max_length = max_length
         self._buffer = bytearray()
+        self.failed: TLSRecordError | None = None  # set once feed() has raised: it stays failed
         self.encrypted = False
         self.records = 0
 
+    @latching
     def feed(self, data: bytes) -> list[Record]:
         """Add bytes; return every record now complete. Raises ``TLSRecordError`` on bytes that are not TLS."""
         self._buffer += data

@@ -32,16 +32,14 @@ import ipaddress
 import time
 from collections.abc import Mapping
 
-__all__ = ["SignatureError", "parse_secret", "new_secret", "sign", "verify", "headers_for", "signed_content",
+from ..errors import SignatureError
+
+__all__ = [ "parse_secret", "new_secret", "sign", "verify", "headers_for", "signed_content",
            "address_problem", "PREFIX", "TOLERANCE"]
 
 PREFIX = "whsec_"
 TOLERANCE = 300  # seconds either way: the libraries' default (5 minutes)
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
-
-
-class SignatureError(ValueError):
-    """A delivery that must not be trusted; the message says which check failed."""
 
 
 def parse_secret(secret: str) -> bytes:

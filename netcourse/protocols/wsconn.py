@@ -6,8 +6,8 @@ The caller owns the socket; this object owns the protocol. Bytes from the peer g
 
     conn = Connection("server")
     for event in conn.receive_data(sock.recv(65536)):
-        if isinstance(event, Message):
-            sock.sendall(conn.send(Message(event.opcode, event.payload)))   # echo
+        if isinstance(event, Message) and conn.state is State.OPEN:      # a Close may have come in the
+            sock.sendall(conn.send(Message(event.opcode, event.payload)))   # same read: then no more echoes
     sock.sendall(conn.data_to_send())
 
 States (RFC 6455 §4, §7)::
@@ -27,12 +27,15 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import http
 import secrets
 from dataclasses import dataclass
 from typing import Union
 
 from .httpwire import HttpParseError, parse_head
-from .wsframe import CloseCode, Frame, FrameDecoder, Opcode, ProtocolError, accept_key, close_payload, encode, parse_close
+from .wsframe import CloseCode, Frame, FrameDecoder, Opcode, Role, accept_key, close_payload, encode, parse_close
+
+from ..errors import HandshakeError, ProtocolError
 
 __all__ = [
     "State",
@@ -43,7 +46,6 @@ __all__ = [
     "CloseReceived",
     "ConnectionFailed",
     "Connection",
-    "HandshakeError",
     "client_request",
     "new_key",
     "accept_request",
@@ -122,16 +124,17 @@ class Connection:
     """The protocol state of one WebSocket connection, after a successful opening handshake.
 
     Args:
-        role: "client" (masks what it sends, refuses masked frames) or "server" (the opposite, §5.1).
+        role: ``Role.CLIENT`` or "client" (masks what it sends, refuses masked frames), ``Role.SERVER`` or
+            "server" (the opposite, §5.1); anything else is a ValueError.
         max_size: largest message accepted, in bytes; larger fails the connection with 1009.
     """
 
-    def __init__(self, role: str, *, max_size: int = 1 << 20) -> None:
-        self.role = role
+    def __init__(self, role: Role | str, *, max_size: int = 1 << 20) -> None:
+        self.role = Role.of(role)
         self.state = State.OPEN
         self.close_sent: Close | None = None
         self.close_received: CloseReceived | None = None
-        self._decoder = FrameDecoder("server" if role == "server" else "client", max_size=max_size)
+        self._decoder = FrameDecoder(self.role, max_size=max_size)
         self._outgoing = bytearray()
         self._failure: ConnectionFailed | None = None
         self._parts: list[bytes] = []
@@ -209,7 +212,7 @@ class Connection:
         """
         if frame.opcode == Opcode.CLOSE and self.state is State.OPEN:
             self.state = State.CLOSING
-        mask = self.role == "client" if masked is None else masked
+        mask = self.role is Role.CLIENT if masked is None else masked
         return encode(frame, mask=mask, mask_key=mask_key if mask else None)
 
     def fail(self, code: int, reason: str) -> ConnectionFailed:
@@ -231,7 +234,7 @@ class Connection:
         return data
 
     def _encode(self, frame: Frame) -> bytes:
-        return encode(frame, mask=self.role == "client")
+        return encode(frame, mask=self.role is Role.CLIENT)
 
     def _close_frame(self, close: Close) -> bytes:
         reason = close.reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # fits in 125 bytes
@@ -239,18 +242,10 @@ class Connection:
         return self._encode(Frame(Opcode.CLOSE, close_payload(close.code, reason)))
 
     def __repr__(self) -> str:
-        return f"<Connection {self.role} {self.state.value}>"
+        return f"<Connection {self.role.value} {self.state.value}>"
 
 
 # -- the opening handshake (RFC 6455 §4) ------------------------------------------------------------
-
-
-class HandshakeError(ValueError):
-    """The opening handshake is not acceptable; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 def new_key() -> str:
@@ -319,15 +314,18 @@ def accept_request(head: bytes, *, allowed_origins: set[str] | None) -> tuple[st
     return key, response
 
 
-_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
-            426: "Upgrade Required", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Refused"
 
 
 def refusal(status: int, reason: str) -> bytes:
     """A plain-text HTTP answer that refuses a handshake, closing the connection (RFC 9110 §15 reason phrases)."""
     body = f"{reason}\n".encode("utf-8", "replace")
     return (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Refused')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"HTTP/1.1 {status} {_phrase(status)}\r\nContent-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode("ascii") + body
 

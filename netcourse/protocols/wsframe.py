@@ -21,7 +21,7 @@ The frame layout (RFC 6455 §5.2), one row per 32 bits::
     | Masking-key (continued)       |          Payload Data         |
     +-------------------------------- - - - - - - - - - - - - - - - +
 
-Errors: every ``ProtocolError`` carries ``close_code``, the code (RFC 6455 §7.4.1) a peer should
+Errors: every ``FrameError`` carries ``close_code``, the code (RFC 6455 §7.4.1) a peer should
 close the connection with.
 """
 
@@ -34,11 +34,13 @@ import secrets
 import struct
 from dataclasses import dataclass
 
+from ..errors import FrameError
+
 __all__ = [
+    "Role",
     "Opcode",
     "CloseCode",
     "Frame",
-    "ProtocolError",
     "encode",
     "FrameDecoder",
     "accept_key",
@@ -50,6 +52,22 @@ __all__ = [
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+
+
+class Role(str, enum.Enum):
+    """Which end of the connection this is: it decides masking (RFC 6455 §5.1: a client masks every frame it
+    sends, a server never does, and each refuses the other kind)."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+    @classmethod
+    def of(cls, role: "Role | str") -> "Role":
+        """``role`` as a Role; anything but "client" or "server" (exactly) is a ValueError, never a half-client."""
+        try:
+            return cls(role)
+        except ValueError:
+            raise ValueError(f'role must be "client" or "server", not {role!r}') from None
 
 
 class Opcode(enum.IntEnum):
@@ -101,14 +119,6 @@ FIELDS = (
 )
 
 
-class ProtocolError(ValueError):
-    """Bytes that break RFC 6455. ``close_code`` is what to close the connection with."""
-
-    def __init__(self, message: str, close_code: int = CloseCode.PROTOCOL_ERROR) -> None:
-        super().__init__(message)
-        self.close_code = int(close_code)
-
-
 @dataclass(frozen=True)
 class Frame:
     """One WebSocket frame.
@@ -130,7 +140,7 @@ class Frame:
     def __post_init__(self) -> None:
         object.__setattr__(self, "opcode", Opcode(self.opcode))
         if self.opcode.is_control and (len(self.payload) > 125 or not self.fin):
-            raise ProtocolError("a control frame has at most 125 bytes and is never fragmented (§5.5)")
+            raise FrameError("a control frame has at most 125 bytes and is never fragmented (§5.5)")
 
     def __repr__(self) -> str:
         flags = "".join(n for n, on in (("FIN", self.fin), ("RSV1", self.rsv1), ("RSV2", self.rsv2), ("RSV3", self.rsv3)) if on)
@@ -191,7 +201,7 @@ def close_payload(code: int, reason: str = "") -> bytes:
     """The payload of a close frame: a 2-byte code and a UTF-8 reason (§5.5.1)."""
     data = struct.pack("!H", code) + reason.encode("utf-8")
     if len(data) > 125:
-        raise ProtocolError("a close reason must fit in 123 bytes")
+        raise FrameError("a close reason must fit in 123 bytes")
     return data
 
 
@@ -200,14 +210,14 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     if not payload:
         return CloseCode.NO_STATUS_RECEIVED, ""
     if len(payload) == 1:
-        raise ProtocolError("a close payload of 1 byte cannot hold a status code")
+        raise FrameError("a close payload of 1 byte cannot hold a status code")
     (code,) = struct.unpack("!H", payload[:2])
     if not (code in _SENDABLE or 3000 <= code <= 4999):
-        raise ProtocolError(f"close code {code} may not be sent on the wire")
+        raise FrameError(f"close code {code} may not be sent on the wire")
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ProtocolError("the close reason is not valid UTF-8", CloseCode.INVALID_PAYLOAD) from exc
+        raise FrameError("the close reason is not valid UTF-8", CloseCode.INVALID_PAYLOAD) from exc
     return code, reason
 
 
@@ -226,13 +236,11 @@ class FrameDecoder:
         max_fragments: most frames one message may come in (more: 1009; empty fragments cost memory).
 
     ``feed(data)`` returns the frames completed by ``data`` (payloads unmasked). After a
-    ``ProtocolError`` the decoder refuses further input: the connection must be closed.
+    ``FrameError`` the decoder refuses further input: the connection must be closed.
     """
 
-    def __init__(self, role: str, *, max_size: int = 1 << 20, max_fragments: int = 1024) -> None:
-        if role not in ("server", "client"):
-            raise ValueError('role must be "server" or "client"')
-        self.role = role
+    def __init__(self, role: "Role | str", *, max_size: int = 1 << 20, max_fragments: int = 1024) -> None:
+        self.role = Role.of(role)
         self.max_size = max_size
         self.max_fragments = max_fragments
         self._fragments = 0  # frames of the message being continued
@@ -241,23 +249,23 @@ class FrameDecoder:
         self._fragmented: Opcode | None = None  # opcode of the message being continued
         self._message_size = 0
         self._text_parts: list[bytes] = []
-        self._failed: ProtocolError | None = None
+        self._failed: FrameError | None = None
 
     def feed(self, data: bytes) -> list[Frame]:
-        """Add bytes; return every frame they complete. Raises ``ProtocolError`` on bad input."""
+        """Add bytes; return every frame they complete. Raises ``FrameError`` on bad input."""
         frames, error = self.decode(data)
         if error is not None:
             raise error
         return frames
 
-    def decode(self, data: bytes) -> tuple[list[Frame], ProtocolError | None]:
+    def decode(self, data: bytes) -> tuple[list[Frame], FrameError | None]:
         """Add bytes; return (the frames they complete, the error that stopped decoding or None).
 
         Frames that arrived whole before a bad one are returned with the error, so a peer can act on
         every valid frame before it closes the connection with ``error.close_code``.
         """
         if self._failed is not None:
-            return [], ProtocolError("the decoder already failed: close the connection", self._failed.close_code)
+            return [], FrameError("the decoder already failed: close the connection", self._failed.close_code)
         if self._pos:
             del self._buffer[: self._pos]
             self._pos = 0
@@ -269,7 +277,7 @@ class FrameDecoder:
                 if frame is None:
                     return frames, None
                 frames.append(frame)
-        except ProtocolError as exc:
+        except FrameError as exc:
             self._failed = exc
             return frames, exc
 
@@ -281,20 +289,20 @@ class FrameDecoder:
         fin, rsv = bool(b0 & 0x80), (bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10))
         masked, length = bool(b1 & 0x80), b1 & 0x7F
         if any(rsv):
-            raise ProtocolError("reserved bits set without a negotiated extension (§5.2)")
+            raise FrameError("reserved bits set without a negotiated extension (§5.2)")
         try:
             opcode = Opcode(b0 & 0x0F)
         except ValueError:
-            raise ProtocolError(f"unknown opcode 0x{b0 & 0x0F:x} (§5.2)") from None
-        if self.role == "server" and not masked:
-            raise ProtocolError("a client's frames must be masked (§5.1)")
-        if self.role == "client" and masked:
-            raise ProtocolError("a server's frames must not be masked (§5.1)")
+            raise FrameError(f"unknown opcode 0x{b0 & 0x0F:x} (§5.2)") from None
+        if self.role is Role.SERVER and not masked:
+            raise FrameError("a client's frames must be masked (§5.1)")
+        if self.role is Role.CLIENT and masked:
+            raise FrameError("a server's frames must not be masked (§5.1)")
         if opcode.is_control:
             if not fin:
-                raise ProtocolError("control frames must not be fragmented (§5.5)")
+                raise FrameError("control frames must not be fragmented (§5.5)")
             if length > 125:
-                raise ProtocolError("control frames carry at most 125 bytes (§5.5)")
+                raise FrameError("control frames carry at most 125 bytes (§5.5)")
         offset = 2
         if length == 126:
             if len(buf) - at < 4:
@@ -302,16 +310,16 @@ class FrameDecoder:
             (length,) = struct.unpack_from("!H", buf, at + 2)
             offset = 4
             if length <= 125:
-                raise ProtocolError("payload length not in its shortest form (§5.2)")
+                raise FrameError("payload length not in its shortest form (§5.2)")
         elif length == 127:
             if len(buf) - at < 10:
                 return None
             (length,) = struct.unpack_from("!Q", buf, at + 2)
             offset = 10
             if length >> 63:
-                raise ProtocolError("the 64-bit payload length must have its top bit clear (§5.2)")
+                raise FrameError("the 64-bit payload length must have its top bit clear (§5.2)")
             if length <= 0xFFFF:
-                raise ProtocolError("payload length not in its shortest form (§5.2)")
+                raise FrameError("payload length not in its shortest form (§5.2)")
         if not opcode.is_control:
             self._check_sequence(opcode, fin, length)
         key = b""
@@ -333,15 +341,15 @@ class FrameDecoder:
     def _check_sequence(self, opcode: Opcode, fin: bool, length: int) -> None:
         """Fragmentation rules (§5.4) and the size limit, checked as soon as the header is known."""
         if opcode == Opcode.CONTINUATION and self._fragmented is None:
-            raise ProtocolError("a continuation frame with no message to continue (§5.4)")
+            raise FrameError("a continuation frame with no message to continue (§5.4)")
         if opcode != Opcode.CONTINUATION and self._fragmented is not None:
-            raise ProtocolError("a new message started before the fragmented one finished (§5.4)")
+            raise FrameError("a new message started before the fragmented one finished (§5.4)")
         if opcode == Opcode.CONTINUATION:
             self._fragments += 1
             if self._fragments > self.max_fragments:  # empty fragments cost memory too
-                raise ProtocolError(f"a message in more than {self.max_fragments} fragments", CloseCode.MESSAGE_TOO_BIG)
+                raise FrameError(f"a message in more than {self.max_fragments} fragments", CloseCode.MESSAGE_TOO_BIG)
         if self._message_size + length > self.max_size:
-            raise ProtocolError(f"message larger than {self.max_size} bytes", CloseCode.MESSAGE_TOO_BIG)
+            raise FrameError(f"message larger than {self.max_size} bytes", CloseCode.MESSAGE_TOO_BIG)
 
     def _after(self, frame: Frame) -> None:
         """Track fragmentation and check UTF-8 of text messages and close reasons (§8.1)."""
@@ -359,7 +367,7 @@ class FrameDecoder:
                 try:
                     b"".join(self._text_parts).decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise ProtocolError("a text message is not valid UTF-8 (§8.1)", CloseCode.INVALID_PAYLOAD) from exc
+                    raise FrameError("a text message is not valid UTF-8 (§8.1)", CloseCode.INVALID_PAYLOAD) from exc
             self._fragmented, self._message_size, self._text_parts, self._fragments = None, 0, [], 0
         else:
             self._fragmented = kind

@@ -15,9 +15,10 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
-from ..protocols.beat import BeatProtocolError, Decoder as BeatDecoder, Kind as BeatKind
-from ..protocols.tlsrecord import RecordDecoder, TLSRecordError
-from ..protocols.wsframe import FrameDecoder, Opcode, ProtocolError, parse_close
+from ..protocols.beat import Decoder as BeatDecoder, Kind as BeatKind
+from ..errors import BeatProtocolError, FrameError, TLSRecordError
+from ..protocols.tlsrecord import RecordDecoder
+from ..protocols.wsframe import FrameDecoder, Opcode, parse_close
 
 __all__ = ["PacketRow", "PacketTable", "packet_rows", "in_flight", "retransmissions", "presumed_lost", "resends", "Resend",
            "C2S", "S2C"]
@@ -238,7 +239,7 @@ def _frame_label(frame) -> str:
     if frame.opcode == Opcode.CLOSE:
         try:
             code, _ = parse_close(frame.payload)
-        except ProtocolError:
+        except FrameError:
             return "CLOSE ?"
         return f"CLOSE {code}" if code else "CLOSE"
     if frame.opcode == Opcode.BINARY:
