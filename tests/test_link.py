@@ -15,6 +15,7 @@ from netcourse.errors import LinkError
 from netcourse.network.link import modes
 from netcourse.experiments.slow_start import sink
 from netcourse.tools.linkbench import bound_udp, echo, echo_round_trips
+from netcourse.runtime.waiting import wait_until
 
 TAP = modes()["tap"]
 tap_only = pytest.mark.skipif(TAP is not None, reason=f"tap link unavailable: {TAP}")
@@ -169,6 +170,28 @@ def test_fifty_links_and_a_failing_block_leave_nothing_behind():
     after = (_netns_names(), len(os.listdir("/proc/self/fd")), threading.active_count())
     assert after == before
     assert subprocess.run(["ip", "link"], capture_output=True, text=True).stdout == links_before
+
+
+@tap_only
+def test_a_server_that_will_not_stop_still_leaves_no_namespace_behind(monkeypatch):
+    """code.md §4: a server whose stop() raised left the wire's process, the TAP devices and both namespaces."""
+    from netcourse.errors import NetcourseTimeout
+    from netcourse.runtime.server import Server
+
+    before = _netns_names()
+    real_stop = Server.stop
+
+    def stuck(self, timeout=5.0):
+        real_stop(self, timeout)
+        raise NetcourseTimeout("pretending the server's thread hung")
+
+    monkeypatch.setattr(Server, "stop", stuck)
+    with pytest.raises(NetcourseTimeout, match="pretending"):
+        with link(rtt_ms=1) as net:
+            net.serve(echo)
+            wire = net._forwarder.proc
+    assert wait_until(lambda: _netns_names() == before, 5), _netns_names() - before
+    assert wire.poll() is not None  # the wire's process was stopped and reaped
 
 
 def test_the_relay_link_says_it_cannot_capture():

@@ -26,7 +26,6 @@ one mechanism everywhere keeps lessons identical, so the course always uses its 
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import struct
@@ -40,7 +39,7 @@ from ..errors import LinkError
 from ..runtime import netns
 from ..runtime.notices import announce
 from ..runtime.server import Server, serve
-from ..runtime.waiting import cancel_all_tasks, run_async, within
+from ..runtime.waiting import in_thread, run_async
 from ..traffic import recordings
 from ..traffic.sniffer import Capture
 from .forwarder import Direction, WireProcess
@@ -175,7 +174,7 @@ class Link:
             name = f"{tag}-{side}"
             path = netns.create(name)
             self._namespaces.append(name)
-            fd = netns.run_in(path, _open_tap)
+            fd = in_thread(_open_tap, 10.0, namespace=path)
             self._fds.append(fd)
             fds.append(fd)
             netns.ip("link", "set", DEVICE, "address", mac, "mtu", str(self.mtu), "up", namespace=name)
@@ -192,21 +191,34 @@ class Link:
         self._forwarder = WireProcess(fds[0], fds[1], direction(0), direction(1))
 
     def _teardown(self) -> None:
+        """Stop the servers, the wire, the TAP devices and the namespaces: every step runs even if one before
+        it failed (a server that would not stop must not leave two namespaces behind); the first error is
+        raised at the end."""
         if self._state == "closed":
             return
         self._state = "closed"
+        errors: list[BaseException] = []
+
+        def step(fn: Any, *args: Any) -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # go on tearing down; report it afterwards
+                errors.append(exc)
+
         for srv in self._servers:
-            srv.stop()
+            step(srv.stop)
         self._servers.clear()
         if self._forwarder is not None:
-            self._forwarder.stop()
+            step(self._forwarder.stop)
             self._forwarder = None
         for fd in self._fds:
-            os.close(fd)  # the TAP device disappears with its last descriptor
+            step(os.close, fd)  # the TAP device disappears with its last descriptor
         self._fds.clear()
         for name in self._namespaces:
-            netns.remove(name)
+            step(netns.remove, name)
         self._namespaces.clear()
+        if errors:
+            raise errors[0]
 
     def _path(self, side: int) -> str:
         if self._state != "open":
@@ -239,37 +251,13 @@ class Link:
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         """Run a client coroutine at the near end and return its result (seconds of ``timeout``)."""
-        if self.mode != "tap":
-            return run_async(coro, timeout)
-        path = self._path(0)
-        outcome: dict[str, Any] = {}
-
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                netns.enter(path)
-                outcome["value"] = loop.run_until_complete(within(coro, timeout, "The client code"))
-            except BaseException as exc:  # handed to the caller
-                outcome["error"] = exc
-            finally:
-                cancel_all_tasks(loop)
-                loop.close()
-
-        thread = threading.Thread(target=main, name="netcourse-link-client", daemon=True)
-        thread.start()
-        thread.join(timeout + 5.0)
-        if thread.is_alive():
-            raise LinkError(f"The client code did not finish within {timeout} s.")
-        if "error" in outcome:
-            coro.close()
-            raise outcome["error"]
-        return outcome["value"]
+        return run_async(coro, timeout, namespace=self._path(0) if self.mode == "tap" else None)
 
     def near(self, fn: Any, timeout: float = 30.0) -> Any:
         """Call a plain function at the near end (e.g. code with blocking sockets); returns its result."""
         if self.mode != "tap":
             return fn()
-        return netns.run_in(self._path(0), fn, timeout)
+        return in_thread(fn, timeout, namespace=self._path(0))
 
     def announce(self) -> None:
         """Show the notice in the running cell: which mode ran, and what that means for the lesson."""
@@ -279,7 +267,7 @@ class Link:
         """Call a plain function at the far end (sockets it creates live there); returns its result."""
         if self.mode != "tap":
             return fn()
-        return netns.run_in(self._path(1), fn, timeout)
+        return in_thread(fn, timeout, namespace=self._path(1))
 
     @property
     def addresses(self) -> tuple[str, str]:

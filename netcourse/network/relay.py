@@ -140,14 +140,18 @@ def make_relay(target_host: str, target_port: int, *, rtt: float, rate: float = 
             sock = w.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pumps = [asyncio.ensure_future(_pump(client_reader, server_writer, delay=rtt / 2, rate=rate, first_extra=rtt)),
+                 asyncio.ensure_future(_pump(server_reader, client_writer, delay=rtt / 2, rate=rate, first_extra=0.0))]
         try:
-            await asyncio.gather(
-                _pump(client_reader, server_writer, delay=rtt / 2, rate=rate, first_extra=rtt),
-                _pump(server_reader, client_writer, delay=rtt / 2, rate=rate, first_extra=0.0),
-            )
+            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
+            for pump in done:
+                pump.result()  # a side that went away raises here
         except ConnectionError:
             pass  # one side went away: the relay ends with it
         finally:
+            for pump in pumps:  # the other direction ends too: no orphan task outlives the connection
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
             server_writer.close()
 
     return relay

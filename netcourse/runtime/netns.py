@@ -6,8 +6,10 @@ namespaces of their own, so nothing of the link ever exists in the machine's own
 
 Entering a namespace is per *thread*: ``setns(2)`` moves only the calling thread, and the sockets it
 creates afterwards belong to that namespace. The course enters namespaces only from the threads it
-starts for the purpose (a server's thread, a client's thread); the notebook kernel's main thread
-never changes namespace. Needs root (CAP_SYS_ADMIN) and the ``ip`` command (iproute2).
+starts for the purpose (a server's thread, a client's thread: ``waiting.in_thread(fn, namespace=...)``);
+the notebook kernel's main thread never changes namespace. Work such a thread hands to *another* thread
+(``asyncio.to_thread``, a resolver's executor) runs outside the namespace. Needs root (CAP_SYS_ADMIN) and
+the ``ip`` command (iproute2).
 """
 
 from __future__ import annotations
@@ -16,15 +18,11 @@ import ctypes
 import os
 import shutil
 import subprocess
-import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 from ..errors import NamespaceError
 
-__all__ = ["NETNS_DIR", "available", "create", "remove", "enter", "run_in", "ip"]
+__all__ = ["NETNS_DIR", "available", "create", "remove", "enter", "ip"]
 
-T = TypeVar("T")
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000  # linux/sched.h
 
@@ -75,24 +73,3 @@ def enter(path: str) -> None:
             raise NamespaceError(f"could not enter the network namespace {path}: {os.strerror(err)}")
     finally:
         os.close(fd)
-
-
-def run_in(path: str, fn: Callable[[], T], timeout: float = 10.0) -> T:
-    """Call ``fn()`` in a fresh thread that first enters the namespace at ``path``; return its result."""
-    outcome: dict[str, Any] = {}
-
-    def main() -> None:
-        try:
-            enter(path)
-            outcome["value"] = fn()
-        except BaseException as exc:  # handed to the caller
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=main, name="netcourse-netns", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise NamespaceError(f"work inside the namespace {path} did not finish within {timeout} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
