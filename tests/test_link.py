@@ -288,7 +288,8 @@ def test_slow_start_doubles_the_window_each_round_trip_and_losses_are_repaired()
     data = [r for r in bulk.capture.table() if r.direction == "C→S" and r.payload]
     assert max(r.payload for r in data) == 1448  # MTU 1500 - 20 - 32
     flight = in_flight(bulk.capture.table())
-    first_rtt = max(b for t, b in flight if t < 0.060 + 0.010)
+    start = data[0].t  # the first data segment: one round trip after it, the first ACK of data returns
+    first_rtt = max(b for t, b in flight if start <= t < start + 0.060)
     assert 10 * 1448 <= first_rtt <= 11 * 1448  # RFC 6928: ten segments before the first ACK returns
     cwnds = [c for _, c, _, _ in bulk.samples]
     assert cwnds[0] == 10 and max(cwnds) >= 40

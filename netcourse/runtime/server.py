@@ -39,12 +39,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, Union
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
 from . import cellhook, netns
 from .admission import HEADER_TIMEOUT, MAX_CONNECTIONS, Admission, Slot
-
-TLS_HANDSHAKE = "a TLS handshake"
 from .waiting import cancel_all_tasks, within
 
 __all__ = ["Server", "serve", "stop_all", "live_servers", "MAX_ERRORS"]
@@ -54,6 +53,7 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 AppLike = Union[web.Application, StreamHandler]
 
 LOOPBACK = "127.0.0.1"
+TLS_HANDSHAKE = "a TLS handshake"  # what a TLS connection owes until its handshake is done (runtime.admission)
 MAX_ERRORS = 100  # a server keeps at most this many error messages, the newest
 
 _registry_lock = threading.Lock()
@@ -62,10 +62,8 @@ _by_thread: dict[int, "Server"] = {}  # the same servers, by their thread's iden
 _counter = 0
 
 
-# aiohttp's exceptions for requests it could not parse (http_exceptions): answered 4xx, never ours.
-_CLIENT_ERRORS = {"BadHttpMessage", "BadStatusLine", "LineTooLong", "InvalidHeader", "BadHttpMethod",
-                  "TransferEncodingError", "ContentEncodingError", "ContentLengthError", "PayloadEncodingError",
-                  "RequestPayloadError"}
+# aiohttp's exceptions for requests it could not parse: answered 4xx by aiohttp itself, never ours.
+_CLIENT_ERRORS = (HttpProcessingError, web.RequestPayloadError)
 
 
 class _ToOwningServer(logging.Handler):
@@ -76,7 +74,7 @@ class _ToOwningServer(logging.Handler):
         if server is None:
             return
         exc = record.exc_info[1] if record.exc_info else None
-        if type(exc).__name__ in _CLIENT_ERRORS and getattr(exc, "code", 400) < 500:
+        if isinstance(exc, _CLIENT_ERRORS) and getattr(exc, "code", 400) < 500:
             server.rejected += 1  # a malformed request, answered 4xx: the client's error, not ours
             return
         text = record.getMessage()

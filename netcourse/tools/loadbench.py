@@ -16,12 +16,25 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from aiohttp import web
+
+from ..apps.safety import safe_app
 from ..apps.wsserver import Hub, make_ws_handler
 from ..protocols.wsconn import client_request
 from ..runtime.server import serve
 from ..runtime.waiting import run_async, wait_until
 
-__all__ = ["flood_capture", "slow_clients", "broadcast_with_a_stalled_peer", "close_times"]
+__all__ = ["tiny_app", "flood_capture", "slow_clients", "broadcast_with_a_stalled_peer", "close_times"]
+
+
+def tiny_app() -> web.Application:
+    """An app whose GET / answers "ok": the smallest thing to serve."""
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = safe_app()
+    app.router.add_get("/", ok)
+    return app
 
 
 @contextmanager
@@ -61,8 +74,6 @@ def slow_clients(n: int = 1100, seconds: float = 6.0) -> tuple[int, int, float, 
 
     Returns (normal requests answered, asked, median seconds per answer, dawdlers the server closed).
     """
-    from .bench import tiny_app
-
     with _file_limit(2 * n + 300), serve(tiny_app()) as srv:
         slow: list[socket.socket] = []
         try:
