@@ -10,7 +10,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest
 from aiohttp import web
 
-from netcourse.runtime.server import live_servers, stop_all
+from netcourse.runtime.registry import live_servers, stop_all
 from netcourse.traffic.sniffer import capture_permitted
 
 LIVE = capture_permitted()

@@ -19,7 +19,7 @@ from netcourse import serve
 from netcourse.apps import polling
 from netcourse.apps.safety import safe_app
 from netcourse.errors import ServerStartError
-from netcourse.runtime import server as server_module
+from netcourse.runtime import privates
 from netcourse.runtime.tcpinfo import tcp_sockets
 from netcourse.runtime.waiting import run_async, wait_until
 
@@ -244,7 +244,7 @@ def test_stalled_tls_handshakes_hold_slots_and_go_first():
 def test_a_missing_private_api_stops_the_start_with_the_reason(monkeypatch):
     from aiohttp.web_protocol import RequestHandler
 
-    monkeypatch.setattr(server_module, "_private_apis_checked", False)
+    monkeypatch.setattr(privates, "_checked", False)
     monkeypatch.delattr(RequestHandler, "_request_in_progress")
     with pytest.raises(ServerStartError, match="_request_in_progress"):
         serve(make_ok_app())

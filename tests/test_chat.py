@@ -15,7 +15,8 @@ from netcourse.experiments.offline import ChatClient, LocalStore, handshake_as, 
 from netcourse.experiments.websockets import Address, RawClient
 from netcourse.protocols.wsconn import CloseReceived, Message
 from netcourse.protocols.wsframe import Frame, Opcode
-from netcourse.runtime.server import live_servers, serve
+from netcourse.runtime.registry import live_servers
+from netcourse.runtime.server import serve
 
 
 @pytest.fixture

@@ -131,7 +131,7 @@ def test_a_client_that_stops_reading_is_dropped_with_1013_and_stop_leaves_nothin
         srv.stop()
         took = time.monotonic() - t
     assert took < 2.5 and not [e for e in srv.errors if "clean-up" in e], (took, srv.errors)
-    assert server._db is None  # on_cleanup ran: the database is closed
+    assert not server.log.is_open  # on_cleanup ran: the database is closed
     assert not _server_side(srv.port)
 
 

@@ -197,7 +197,7 @@ def test_reconnect_storm_jitter_spreads_the_clients_that_come_back():
 def test_live_pipe_sends_on_click_and_stops_everything_by_itself():
     import threading
 
-    from netcourse.runtime.server import live_servers
+    from netcourse.runtime.registry import live_servers
 
     pipe = hb.LivePipe(seconds=1.0, tick=0.1)
     view = pipe.widget()

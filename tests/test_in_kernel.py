@@ -11,7 +11,7 @@ jupyter_client = pytest.importorskip("jupyter_client")
 SETUP = """
 from aiohttp import web
 import netcourse
-from netcourse.runtime.server import live_servers, stop_all
+from netcourse.runtime.registry import live_servers, stop_all
 async def ok(request):
     return web.Response(text="ok")
 def make_app():
@@ -128,7 +128,7 @@ def test_cells_are_told_apart_by_id_not_by_source(kernel):
 
 
 def test_a_server_started_by_the_importing_cell_is_stopped_when_that_cell_reruns(kernel):
-    code = "from netcourse.runtime.server import serve as _s, live_servers as _l\nfirst = _s(make_app())\nfirst_ports = globals().setdefault('first_ports', []); first_ports.append(first.port)"
+    code = "from netcourse.runtime.server import serve as _s; from netcourse.runtime.registry import live_servers as _l\nfirst = _s(make_app())\nfirst_ports = globals().setdefault('first_ports', []); first_ports.append(first.port)"
     run(kernel, SETUP)
     run(kernel, "stop_all()")
     run(kernel, code, cell_id="cell-import")

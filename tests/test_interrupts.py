@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from netcourse.runtime.server import live_servers
+from netcourse.runtime.registry import live_servers
 from netcourse.runtime.waiting import wait_until
 
 from .conftest import own_listening_ports

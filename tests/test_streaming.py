@@ -16,7 +16,8 @@ from netcourse.apps.streaming import make_app
 from netcourse.experiments import streaming as st
 from netcourse.protocols.chunked import Chunk, ChunkedDecoder, Data
 from netcourse.protocols.sse import SSEDecoder
-from netcourse.runtime.server import live_servers, serve
+from netcourse.runtime.registry import live_servers
+from netcourse.runtime.server import serve
 from netcourse.runtime.waiting import run_async
 from netcourse.traffic.packets import C2S, PacketRow, presumed_lost
 from netcourse.traffic.wire import tcp_payload_streams

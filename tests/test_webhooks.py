@@ -14,7 +14,8 @@ from netcourse.apps.webhooks import COURSE_ALLOW, Receiver, Sender, endpoint_pro
 from netcourse.errors import EndpointRefused, SignatureError
 from netcourse.experiments import webhooks as wx
 from netcourse.protocols.webhooks import headers_for, new_secret
-from netcourse.runtime.server import live_servers, serve
+from netcourse.runtime.registry import live_servers
+from netcourse.runtime.server import serve
 from netcourse.runtime.waiting import run_async
 
 SECRET = wx.SECRET

@@ -1,15 +1,8 @@
 """Offline messaging for notebook 08: a chat server with a durable message log, cookie sessions checked at
 the WebSocket handshake, and a resume protocol with no gap and no duplicate at the seam.
 
-**State** (SQLite, one file; every query parameterised):
-
-- ``messages(id INTEGER PRIMARY KEY AUTOINCREMENT, conversation, sender, text, key, created)``: ids are
-  persistent and strictly increasing (AUTOINCREMENT never reuses an id, even after the newest row is deleted);
-  never wall-clock timestamps, which tie and step backwards. ``(sender, key)`` is unique: a client's
-  idempotency key, so a resent message is stored once.
-- ``members(conversation, user)``: who may read what.
-- ``users(name, salt, hash)``: passwords hashed with scrypt. ``sessions(token_hash, user, expires, revoked)``:
-  the server stores only the SHA-256 of each session token, so a leaked database holds no usable cookie.
+**State**: a ``ChatLog`` (``apps.chatlog``): the message log, members, users with scrypt hashes, and sessions
+stored as token hashes, in one SQLite file.
 
 **HTTP**: ``POST /login`` (JSON ``{"user", "password"}``) answers 204 with ``Set-Cookie: session=<random>;
 HttpOnly; SameSite=Lax; Path=/; Max-Age=…``; a malformed login is a 400, a wrong one a 401.
@@ -50,11 +43,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import secrets
 import socket
-import sqlite3
 import struct
 import time
 from dataclasses import dataclass, field
@@ -63,6 +54,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
+from .chatlog import SESSION_SECONDS, Busy, ChatLog, scrypt, token_hash
 from .safety import origin_problem, own_origins, safe_app
 
 __all__ = ["ChatServer", "SESSION_COOKIE", "SESSION_SECONDS", "SEAMS", "MAX_SOCKETS_PER_SESSION", "MAX_QUEUED",
@@ -72,16 +64,13 @@ __all__ = ["ChatServer", "SESSION_COOKIE", "SESSION_SECONDS", "SEAMS", "MAX_SOCK
 SEAMS = ("correct", "subscribe after the replay", "replay after subscribing, no dedup")
 
 SESSION_COOKIE = "session"
-SESSION_SECONDS = 3600
 MAX_SOCKETS_PER_SESSION = 8
 MAX_QUEUED = 256  # live messages waiting for one socket
 MAX_UNSENT = 1 << 20  # bytes waiting in one socket's send buffer
 WRITE_TIMEOUT = 5.0  # seconds one write may wait for a socket that does not read
 CLOSE_GRACE = 2.0  # seconds a dropped socket gets to read up to its close frame before it is cut
 CLOSE_TIMEOUT = 1.0  # seconds the close handshakes of revoke() and of a stop may take, in all
-DB_BUSY_TIMEOUT = 0.25  # seconds the server waits for a database another connection has locked
 LOGINS_AT_ONCE = 2  # scrypt hashes computed at once (each takes ~15 ms of CPU, off the event loop)
-SCRYPT = {"n": 2 ** 12, "r": 8, "p": 1}
 _SERVER = web.AppKey("chat", object)
 _TOO_DEEP = RecursionError  # what json.loads raises for deeply nested input
 
@@ -97,14 +86,6 @@ class _Socket:
     dropped: bool = False
     resumed: bool = False
     expiry: asyncio.TimerHandle | None = None
-
-
-class _Busy(Exception):
-    """The database is locked by another connection."""
-
-
-def _scrypt(password: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=salt, **SCRYPT)
 
 
 def _json(data: bytes | str) -> Any:
@@ -157,45 +138,21 @@ class ChatServer:
         self.dropped: list[tuple[int, str]] = []  # (close code, reason) of sockets the server dropped or replaced
         self._open: dict[web.WebSocketResponse, _Socket] = {}  # every upgraded socket, resumed or not, oldest first
         self._cuts_armed = 0
-        self._db: sqlite3.Connection | None = None
+        self.log = ChatLog(db_path)
         self._logins: asyncio.Semaphore | None = None
-        self._dummy = (secrets.token_bytes(16), _scrypt(secrets.token_urlsafe(12), b"\0" * 16))
-        with contextlib.closing(sqlite3.connect(db_path)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript("""
-                CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation TEXT,
-                    sender TEXT, text TEXT, key TEXT, created REAL, UNIQUE (sender, key));
-                CREATE TABLE IF NOT EXISTS members (conversation TEXT, user TEXT, PRIMARY KEY (conversation, user));
-                CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, salt BLOB, hash BLOB);
-                CREATE TABLE IF NOT EXISTS sessions (token_hash TEXT PRIMARY KEY, user TEXT, expires REAL,
-                    revoked INTEGER DEFAULT 0);
-            """)
-            db.commit()
+        self._dummy = (secrets.token_bytes(16), scrypt(secrets.token_urlsafe(12), b"\0" * 16))
 
-    # -- set-up, from any thread (before or while serving) --------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.db_path, timeout=10)
+    # -- set-up and checks, from any thread (before or while serving), each on a connection of its own ---------
 
     def add_user(self, name: str, password: str, conversations: tuple[str, ...] = ()) -> None:
-        salt = secrets.token_bytes(16)
-        digest = hashlib.scrypt(password.encode(), salt=salt, n=2 ** 12, r=8, p=1)
-        with contextlib.closing(self._conn()) as db:
-            db.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?)", (name, salt, digest))
-            for c in conversations:
-                db.execute("INSERT OR IGNORE INTO members VALUES (?, ?)", (c, name))
-            db.commit()
+        self.log.add_user(name, password, conversations)
 
     def last_id(self) -> int:
-        with contextlib.closing(self._conn()) as db:
-            return db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+        return self.log.last_id()
 
     def ids_for(self, user: str) -> list[int]:
         """Every message id ``user`` may read, in order (what a complete client holds)."""
-        with contextlib.closing(self._conn()) as db:
-            return [r[0] for r in db.execute(
-                "SELECT m.id FROM messages m JOIN members b ON b.conversation = m.conversation AND b.user = ? "
-                "ORDER BY m.id", (user,))]
+        return self.log.ids_for(user)
 
     # -- the app ---------------------------------------------------------------------------------------------
 
@@ -210,8 +167,7 @@ class ChatServer:
         return app
 
     async def _start(self, app: web.Application) -> None:
-        # On the event loop, a lock held by another connection must not stall every socket: wait briefly, then 503.
-        self._db = sqlite3.connect(self.db_path, timeout=DB_BUSY_TIMEOUT)
+        self.log.open()  # on the event loop: a lock another connection holds stalls nobody (503 after a moment)
         self._logins = asyncio.Semaphore(LOGINS_AT_ONCE)
         self.loop = asyncio.get_running_loop()
 
@@ -219,9 +175,7 @@ class ChatServer:
         await self._close_sockets(list(self._open.values()), WSCloseCode.GOING_AWAY, "server shutting down")
 
     async def _stop(self, app: web.Application) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self.log.close()
 
     async def _close_sockets(self, socks: list[_Socket], code: int, reason: str) -> None:
         """Close sockets with a close frame, all at once; what has not closed after CLOSE_TIMEOUT is cut."""
@@ -265,56 +219,29 @@ class ChatServer:
             return web.json_response({"error": "a login is JSON: {\"user\": \"...\", \"password\": \"...\"} "
                                       f"({exc})"}, status=400)
         try:
-            row = self._read("SELECT salt, hash FROM users WHERE name = ?", (user,))
-        except _Busy as exc:
+            row = self.log.password(user)
+        except Busy as exc:
             return _busy(exc)
         salt, stored = row if row is not None else self._dummy  # an unknown user costs the same scrypt
         assert self._logins is not None
         async with self._logins:  # a flood queues here, off the loop, instead of stalling every socket
-            digest = await asyncio.get_running_loop().run_in_executor(None, _scrypt, password, salt)
+            digest = await asyncio.get_running_loop().run_in_executor(None, scrypt, password, salt)
         if row is None or not secrets.compare_digest(digest, stored):
             return web.json_response({"error": "wrong user or password"}, status=401)
-        token = secrets.token_urlsafe(32)
         try:
-            self._write("INSERT INTO sessions VALUES (?, ?, ?, 0)", (_hash(token), user, time.time() + SESSION_SECONDS))
-        except _Busy as exc:
+            token = self.log.new_session(user, SESSION_SECONDS)
+        except Busy as exc:
             return _busy(exc)
         resp = web.Response(status=204)
         resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", path="/", max_age=SESSION_SECONDS)
         return resp
 
-    # -- the database, on the loop: short waits, a clear error when another connection holds the lock ----------
-
-    def _read(self, sql: str, args: tuple) -> Any:
-        assert self._db is not None
-        try:
-            return self._db.execute(sql, args).fetchone()
-        except sqlite3.OperationalError as exc:
-            raise _Busy(str(exc)) from exc
-
-    def _write(self, sql: str, args: tuple) -> sqlite3.Cursor:
-        assert self._db is not None
-        try:
-            cur = self._db.execute(sql, args)
-            self._db.commit()
-            return cur
-        except sqlite3.OperationalError as exc:
-            self._db.rollback()
-            raise _Busy(str(exc)) from exc
-
-    def _session(self, token_hash: str) -> tuple[str, float] | None:
-        """(user, expiry as a Unix time) of a live session, or None if it is unknown, revoked or expired."""
-        row = self._read("SELECT user, expires, revoked FROM sessions WHERE token_hash = ?", (token_hash,))
-        if row is None or row[2] or row[1] < time.time():
-            return None
-        return row[0], row[1]
-
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         # authentication and the Origin check happen *before* the upgrade: a refusal is a plain HTTP answer
         token = request.cookies.get(SESSION_COOKIE)
         try:
-            found = self._session(_hash(token)) if token else None
-        except _Busy as exc:
+            found = self.log.session(token_hash(token)) if token else None
+        except Busy as exc:
             return _busy(exc)
         if found is None:
             return web.json_response({"error": "no valid session cookie: log in first"}, status=401)
@@ -325,11 +252,11 @@ class ChatServer:
             why = origin_problem(origins, port) or f"Origin {origins[0] if origins else None!r} is not allowed"
             return web.json_response({"error": f"{why}: it may not open this socket (cross-site WebSocket "
                                       "hijacking, RFC 6455 §10.2)"}, status=403)
-        (user, expires), token_hash = found, _hash(token)
+        (user, expires), hashed = found, token_hash(token)
         # aiohttp closes a message of exactly max_msg_size bytes with 1009; the documented limit is inclusive
         ws = web.WebSocketResponse(max_msg_size=self.max_message + 1, heartbeat=None)
         await ws.prepare(request)
-        sock = _Socket(ws, request.transport, user, token_hash)
+        sock = _Socket(ws, request.transport, user, hashed)
         self._open[ws] = sock
         self._limit_session(sock)
         sock.expiry = self.loop.call_later(max(0.0, expires - time.time()), self._expire, sock)
@@ -358,7 +285,7 @@ class ChatServer:
         first = await asyncio.wait_for(ws.receive(), 10)
         try:
             cursor = self._resume_cursor(first, sock)
-        except _Busy as exc:
+        except Busy as exc:
             cursor = f"the server's database is busy ({exc}); try again"
         if isinstance(cursor, str):
             if not ws.closed:
@@ -367,7 +294,7 @@ class ChatServer:
             return
         sock.sent_up_to, sock.resumed = cursor, True
         if self.seam == "subscribe after the replay":  # a naive server, for notebook 08: the seam leaks
-            await self._replay(sock, upto=self._read("SELECT COALESCE(MAX(id), 0) FROM messages", ())[0])
+            await self._replay(sock, upto=self.log.newest())
             self.sockets.append(sock)  # ... and live messages only from now: those in between are lost
         else:
             self.sockets.append(sock)  # 1. live messages queue up from now on ...
@@ -406,7 +333,7 @@ class ChatServer:
         asyncio.ensure_future(self._close_sockets([sock], WSCloseCode.POLICY_VIOLATION, "session expired"))
 
     def _resume_cursor(self, msg: Any, sock: _Socket) -> int | str:
-        if self._session(sock.token_hash) is None:  # revoked or expired since the handshake
+        if self.log.session(sock.token_hash) is None:  # revoked or expired since the handshake
             return "this session was revoked or has expired: log in again"
         if msg.type != WSMsgType.TEXT:
             return "the first message must be JSON text: {\"resume_after\": <last id you hold>}"
@@ -419,20 +346,14 @@ class ChatServer:
             return f"resume_after must be an integer, not {str(value)[:20]!r}"
         if value < 0:
             return "resume_after cannot be negative"
-        newest = self._read("SELECT COALESCE(MAX(id), 0) FROM messages", ())[0]
+        newest = self.log.newest()
         if value > newest:
             return f"resume_after {value} is ahead of the log (its newest id is {newest})"
         return value
 
     async def _replay(self, sock: _Socket, *, upto: int | None = None) -> None:
-        assert self._db is not None
-        while True:
-            # a range scan of the primary key from the cursor, filtered by membership: each page costs its
-            # own size, however long the log behind the cursor
-            rows = self._db.execute(
-                "SELECT id, conversation, sender, text FROM messages WHERE id > ? AND id <= ? AND conversation IN "
-                "(SELECT conversation FROM members WHERE user = ?) ORDER BY id LIMIT ?",
-                (sock.sent_up_to, upto if upto is not None else 2 ** 62, sock.user, self.page)).fetchall()
+        while True:  # page by page: memory stays bounded by a page, however long the backlog
+            rows = self.log.page(sock.user, sock.sent_up_to, upto, self.page)
             for msg_id, conversation, sender, text in rows:
                 if not await self._send(sock, {"id": msg_id, "conversation": conversation, "sender": sender,
                                                "text": text}):
@@ -482,7 +403,7 @@ class ChatServer:
                 continue
             try:
                 stored = self._store(sock.user, conversation, text, key)
-            except _Busy as exc:
+            except Busy as exc:
                 await sock.ws.send_json({"error": f"the server's database is busy ({exc}); send it again",
                                          "key": key})
                 continue
@@ -498,15 +419,11 @@ class ChatServer:
         """Store a message once per (sender, key) and push it live if it is new: (its id, whether it is new);
         None if the sender is not a member. A key used before returns the stored message's id and pushes
         nothing: what was acknowledged is exactly what the log holds, and nothing that is not in it goes out."""
-        if self._read("SELECT 1 FROM members WHERE conversation = ? AND user = ?", (conversation, sender)) is None:
-            return None  # not a member: nothing stored
-        cur = self._write("INSERT OR IGNORE INTO messages (conversation, sender, text, key, created) "
-                          "VALUES (?, ?, ?, ?, ?)", (conversation, sender, text, key, time.time()))
-        if cur.rowcount == 0:
-            return self._read("SELECT id FROM messages WHERE sender = ? AND key = ?", (sender, key))[0], False
-        msg_id = cur.lastrowid
-        assert self._db is not None
-        members = {u for (u,) in self._db.execute("SELECT user FROM members WHERE conversation = ?", (conversation,))}
+        stored = self.log.store(sender, conversation, text, key)
+        if stored is None or not stored[1]:
+            return stored  # not a member, or a key used before: nothing new to push
+        msg_id = stored[0]
+        members = self.log.members(conversation)
         msg = {"id": msg_id, "conversation": conversation, "sender": sender, "text": text}
         for s in self.sockets:
             if s.user in members and not s.dropped:
@@ -542,15 +459,11 @@ class ChatServer:
     async def revoke(self, user: str) -> int:
         """Revoke every session of ``user`` and close all their sockets, resumed or not (1008); returns how many."""
         t = time.perf_counter()
-        self._write("UPDATE sessions SET revoked = 1 WHERE user = ?", (user,))
+        self.log.revoke(user)
         victims = [s for s in self._open.values() if s.user == user]
         await self._close_sockets(victims, WSCloseCode.POLICY_VIOLATION, "session revoked")
         self.closed_for_revocation += [time.perf_counter() - t] * len(victims)
         return len(victims)
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _busy(exc: Exception) -> web.Response:

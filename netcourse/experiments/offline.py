@@ -889,9 +889,9 @@ def auth_attacks() -> tuple[list[Attack], float, list[str]]:
         out.append(Attack("a forged cookie", handshake_as(srv.host, srv.port, "", cookie="A" * 43, origin=own).status_line))
         _, old, _ = login(srv.host, srv.port, "ada", "correct horse")
         with contextlib.closing(_sqlite3.connect(server.db_path)) as db:
-            from ..apps.chat import _hash
+            from ..apps.chatlog import token_hash
 
-            db.execute("UPDATE sessions SET expires = ? WHERE token_hash = ?", (time.time() - 1, _hash(old)))
+            db.execute("UPDATE sessions SET expires = ? WHERE token_hash = ?", (time.time() - 1, token_hash(old)))
             db.commit()
         out.append(Attack("an expired cookie", handshake_as(srv.host, srv.port, "", cookie=old, origin=own).status_line))
         out.append(Attack("a valid cookie from another site's page (Origin: http://evil.example)",

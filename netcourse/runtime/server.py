@@ -13,11 +13,11 @@ Lifetime rules:
 
 - A server stops when its ``with`` block ends, when ``.stop()`` is called, when the notebook cell that
   started it runs again (so re-running a cell never leaves the old server listening), or at the latest
-  when the interpreter exits (``stop_all`` is registered with ``atexit``).
+  when the interpreter exits (``runtime.registry.stop_all`` is registered with ``atexit``).
 - Stopping closes the listening socket and every open connection, then joins the thread.
 - Start-up errors are raised in the caller, as ``ServerStartError`` (or ``PortInUseError``), and a
   start that fails leaves nothing listening, whatever the timing.
-- ``live_servers()`` lists every server whose thread is alive, including one that failed to stop in
+- ``registry.live_servers()`` lists every server whose thread is alive, including one that failed to stop in
   time (its ``errors`` say why), so nothing runs unseen.
 - Nothing is ever printed from the server's thread: errors inside handlers are collected in
   ``Server.errors`` (the newest ``MAX_ERRORS``) instead of landing in whichever cell runs next.
@@ -26,12 +26,9 @@ Lifetime rules:
 from __future__ import annotations
 
 import asyncio
-import atexit
-from asyncio import sslproto
 import concurrent.futures
 import errno
 import ipaddress
-import logging
 import socket
 import ssl as _ssl
 import threading
@@ -39,93 +36,25 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, Union
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
 from . import cellhook, netns
-from .admission import HEADER_TIMEOUT, MAX_CONNECTIONS, Admission, Slot
+from .admission import HEADER_TIMEOUT, MAX_CONNECTIONS, Admission
+from . import registry
+from .privates import aiohttp_progress, check_private_apis
+from .tlslayer import tls_factory
 from .waiting import cancel_all_tasks, within
 
-__all__ = ["Server", "serve", "stop_all", "live_servers", "MAX_ERRORS"]
+__all__ = ["Server", "serve", "MAX_ERRORS"]
 
 T = TypeVar("T")
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 AppLike = Union[web.Application, StreamHandler]
 
 LOOPBACK = "127.0.0.1"
-TLS_HANDSHAKE = "a TLS handshake"  # what a TLS connection owes until its handshake is done (runtime.admission)
 MAX_ERRORS = 100  # a server keeps at most this many error messages, the newest
 
-_registry_lock = threading.Lock()
-_registry: dict[int, "Server"] = {}  # every server whose thread is alive, by id
-_by_thread: dict[int, "Server"] = {}  # the same servers, by their thread's ident
-_counter = 0
 
-
-# aiohttp's exceptions for requests it could not parse: answered 4xx by aiohttp itself, never ours.
-_CLIENT_ERRORS = (HttpProcessingError, web.RequestPayloadError)
-
-
-class _ToOwningServer(logging.Handler):
-    """Routes aiohttp's log records to the ``errors`` of the server whose thread emitted them."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        server = _by_thread.get(record.thread or 0)
-        if server is None:
-            return
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, _CLIENT_ERRORS) and getattr(exc, "code", 400) < 500:
-            server.rejected += 1  # a malformed request, answered 4xx: the client's error, not ours
-            return
-        text = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            text += f": {record.exc_info[1]!r}"
-        server.record_error(text)
-
-
-# One logger for every server (a logger per server would never be released: the logging module
-# keeps every named logger forever).
-_LOGGER = logging.getLogger("netcourse.server")
-_LOGGER.propagate = False
-_LOGGER.setLevel(logging.WARNING)
-_LOGGER.handlers[:] = [_ToOwningServer()]
-
-
-def _aiohttp_progress(protocol: Any) -> tuple[int, bool]:
-    """(request heads received, serving one now) of aiohttp's RequestHandler (its own counters).
-
-    aiohttp has no public way to ask either, so these are private attributes; ``check_private_apis``
-    makes sure, once, that they still exist, and a server refuses to start if they do not.
-    """
-    return protocol._request_count, protocol._request_in_progress  # noqa: SLF001
-
-
-# Private attributes the runtime relies on, where no public API exists: (owner, attribute, what for).
-_PRIVATE_APIS = (
-    ("aiohttp.web_protocol.RequestHandler", "_request_count", "the head deadline counts request heads"),
-    ("aiohttp.web_protocol.RequestHandler", "_request_in_progress", "the head deadline skips bodies and upgrades"),
-    ("asyncio.sslproto.SSLProtocol", "_on_handshake_complete", "a failed TLS handshake sends its alert"),
-    ("asyncio.sslproto.SSLProtocol", "_process_outgoing", "a failed TLS handshake sends its alert"),
-)
-_private_apis_checked = False
-
-
-def check_private_apis() -> None:
-    """Fail loudly, once, if aiohttp or asyncio no longer has a private attribute the runtime needs."""
-    global _private_apis_checked
-    if _private_apis_checked:
-        return
-    from aiohttp import __version__ as aiohttp_version
-    from aiohttp.web_protocol import RequestHandler
-
-    owners = {"aiohttp.web_protocol.RequestHandler": RequestHandler, "asyncio.sslproto.SSLProtocol": sslproto.SSLProtocol}
-    missing = [f"{owner}.{name} ({why})" for owner, name, why in _PRIVATE_APIS if not hasattr(owners[owner], name)]
-    if missing:
-        raise ServerStartError(
-            f"This aiohttp ({aiohttp_version}) or Python no longer has what netcourse's servers rely on: "
-            + "; ".join(missing) + ". Install the versions pyproject.toml names (make setup), or report it."
-        )
-    _private_apis_checked = True
 
 
 MAX_HEAD_LINE = 64 * 1024  # bytes: aiohttp's own limit on one head line, above every app's head limit
@@ -181,7 +110,6 @@ class Server:
         ssl: Any = None,
         ssl_handshake_timeout: float = 5.0,
     ) -> None:
-        global _counter
         if not isinstance(app, web.Application) and not callable(app):
             raise TypeError(
                 "serve() needs an aiohttp.web.Application or an async handler(reader, writer); "
@@ -195,9 +123,7 @@ class Server:
                 "This aiohttp Application has been served once already, and aiohttp runs an app only "
                 "once. Build a fresh one (call its make_..._app() function again) for each serve()."
             )
-        with _registry_lock:
-            _counter += 1
-            self._id = _counter
+        self._id = registry.next_id()
         self.app = app
         self.host = host
         self.port = port
@@ -215,7 +141,7 @@ class Server:
         self.admission = Admission(
             max_connections=max_connections,
             header_timeout=header_timeout,
-            progress=_aiohttp_progress if isinstance(app, web.Application) else None,
+            progress=aiohttp_progress if isinstance(app, web.Application) else None,
         )
         self.errors: list[str] = []
         self.rejected = 0  # malformed requests answered 4xx (not errors of the server)
@@ -273,8 +199,7 @@ class Server:
         self._thread = threading.Thread(
             target=self._thread_main, name=f"netcourse-server-{self._id}", daemon=True
         )
-        with _registry_lock:  # registered before the thread exists; the thread removes itself
-            _registry[self._id] = self
+        registry.add(self._id, self)  # registered before the thread exists; the thread removes itself
         self._thread.start()
         if not self._started.wait(self.start_timeout):
             self._give_up_start()
@@ -409,8 +334,7 @@ class Server:
             self._serving.set_result(None)
 
     def _thread_main(self) -> None:
-        with _registry_lock:
-            _by_thread[threading.get_ident()] = self
+        registry.owns_thread(self)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         loop.set_exception_handler(self._on_loop_error)
@@ -437,9 +361,7 @@ class Server:
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
-                with _registry_lock:
-                    _registry.pop(self._id, None)
-                    _by_thread.pop(threading.get_ident(), None)
+                registry.remove(self._id)
                 self.state = "stopped"
 
     async def _astart(self) -> None:
@@ -455,7 +377,7 @@ class Server:
             runner = web.AppRunner(
                 self.app,
                 access_log=None,
-                logger=_LOGGER,
+                logger=registry.LOGGER,
                 shutdown_timeout=self.shutdown_timeout,
                 handler_cancellation=self.handler_cancellation,
                 keepalive_timeout=KEEPALIVE_TIMEOUT,
@@ -502,15 +424,8 @@ class Server:
         guarded = self.admission.wrap(factory)
         if self.ssl is None:
             return guarded
-        loop = asyncio.get_running_loop()
-        context, handshake_timeout, admission = self.ssl, self.ssl_handshake_timeout, self.admission
-
-        def tls_protocol() -> Any:
-            return _AlertingSSLProtocol(loop, guarded(), context, None, server_side=True,
-                                        ssl_handshake_timeout=handshake_timeout, ssl_shutdown_timeout=1.0,
-                                        admission=admission)
-
-        return tls_protocol
+        return tls_factory(guarded, context=self.ssl, handshake_timeout=self.ssl_handshake_timeout,
+                           admission=self.admission)
 
     async def _acleanup(self) -> None:
         if self._tcp_server is not None:
@@ -548,40 +463,6 @@ class Server:
         self.record_error(f"{message}: {exc!r}" if exc else message)
 
 
-class _AlertingSSLProtocol(sslproto.SSLProtocol):
-    """asyncio's TLS protocol, which also sends the alert of a failed handshake before closing, and
-    holds an admission slot from the first byte (owing "a TLS handshake" until it is done)."""
-
-    def __init__(self, *args: Any, admission: Admission, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._admission = admission
-        self._guard = args[1]  # the app's guarded protocol: it takes over the slot after the handshake
-        self._slot: Slot | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # aiohttp turns Nagle's algorithm off for its connections, but only once the app protocol starts, after
-        # the handshake. Until then a handshake record written behind an unacknowledged one waited for the
-        # client's delayed ACK (up to 40 ms on Linux): a TLS 1.3 first byte measured 3 round trips + 40 ms.
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)
-        self._slot = self._guard.slot = self._admission.admit(transport, owes=TLS_HANDSHAKE)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._slot is not None:
-            self._admission.release(self._slot)
-        super().connection_lost(exc)
-
-    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
-        if handshake_exc is not None:
-            try:
-                self._process_outgoing()  # the alert OpenSSL left in the outgoing buffer (3.11+)
-            except Exception:  # an older asyncio, or the transport already gone: close as asyncio does
-                pass
-        super()._on_handshake_complete(handshake_exc)
-
-
 def serve(app: AppLike, **options: Any) -> Server:
     """Start ``app`` in the background and return its running ``Server``.
 
@@ -600,40 +481,3 @@ def _check_host(host: str) -> None:
         raise ServerStartError(
             f"host must be an IP address such as {LOOPBACK!r} or '::1', not {host!r}."
         ) from exc
-
-
-def live_servers() -> list[Server]:
-    """Every server whose thread is alive, oldest first: running ones, and any that failed to stop."""
-    with _registry_lock:
-        return [s for _, s in sorted(_registry.items())]
-
-
-def stop_all(timeout: float = 5.0) -> int:
-    """Stop every live server; returns how many were stopped. Runs at interpreter exit too.
-
-    A server that does not stop in time stays listed by ``live_servers()``, its ``errors`` saying so.
-    """
-    stopped = 0
-    for server in live_servers():
-        try:
-            server.stop(timeout)
-            stopped += 1
-        except NetcourseTimeout:
-            pass  # recorded in server.errors; the server stays listed
-    return stopped
-
-
-atexit.register(stop_all)
-
-
-def _stop_owned_by(cell: str) -> None:
-    """Before a cell runs again: stop the servers its previous run started."""
-    for server in live_servers():
-        if server.owner == cell and server.running:
-            try:
-                server.stop()
-            except NetcourseTimeout:
-                pass  # recorded in server.errors; the server stays listed
-
-
-cellhook.on_cell_rerun(_stop_owned_by)
