@@ -372,8 +372,9 @@ class ChatServer:
                 self._drop(sock, f"more than {MAX_UNSENT:,} bytes unsent: the client does not keep up")
                 return False
             try:
-                await asyncio.wait_for(sock.ws.send_json(msg), WRITE_TIMEOUT)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(WRITE_TIMEOUT):  # a timer, not a task per message (wait_for's cost)
+                    await sock.ws.send_json(msg)
+            except TimeoutError:
                 self._drop(sock, f"a write did not drain within {WRITE_TIMEOUT:g} s: the client does not read")
                 return False
             return True

@@ -25,6 +25,10 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 def runtime_rows(runtimebench) -> list[tuple[str, str, str]]:
     """The runtime under abuse and over a session (issue 24): the cap, a slow reader, a login flood, three rounds."""
     rows = []
+    long = runtimebench.long_lived_at_real_scale()
+    rows.append(("WebSocket through serve() at 0, 6, 13, 21 s; a 14 s streamed upload (10 s head deadline)",
+                 f"echoes {', '.join(long['echoes'])}; upload answered {long['upload']}; {long['evicted']} evicted",
+                 "4 echoes, 14000 bytes, 0 evicted"))
     cap = runtimebench.cap_under_a_burst()
     rows.append(("1,200 connections at once against the 512 cap",
                  f"{cap['open']} open ({cap['established']} in the kernel), peak {cap['peak']}, {cap['evicted']} "

@@ -23,7 +23,8 @@ from ..runtime.tcpinfo import tcp_sockets
 from ..runtime.waiting import wait_until
 from .loadbench import _file_limit, tiny_app
 
-__all__ = ["cap_under_a_burst", "slow_chat_reader", "login_flood_lag", "idle_chat_socket", "session_growth"]
+__all__ = ["long_lived_at_real_scale", "cap_under_a_burst", "slow_chat_reader", "login_flood_lag", "idle_chat_socket",
+           "session_growth"]
 
 
 def _rss_mb() -> float:
@@ -32,6 +33,55 @@ def _rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def long_lived_at_real_scale() -> dict:
+    """The issue's own timings, with serve()'s real 10 s head deadline: an aiohttp WebSocket that sends at 0, 6,
+    13 and 21 s, and a request body streamed for 14 s, at the same time. (The tests run the same at 1/20 scale.)"""
+    import aiohttp
+    from aiohttp import web
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("echo " + msg.data)
+        return ws
+
+    async def upload(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.content.read())))
+
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    app.router.add_post("/upload", upload)
+
+    async def talk(url: str) -> list[str]:
+        got = []
+        t0 = time.monotonic()
+        async with aiohttp.ClientSession() as session, session.ws_connect(url + "/ws") as ws:
+            for at in (0, 6, 13, 21):
+                await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+                await ws.send_str(str(at))
+                got.append((await ws.receive(timeout=5)).data)
+        return got
+
+    async def send(url: str) -> str:
+        async def body():
+            for _ in range(14):
+                yield b"x" * 1000
+                await asyncio.sleep(1)
+
+        async with aiohttp.ClientSession() as session, session.post(url + "/upload", data=body()) as resp:
+            return f"{resp.status} {await resp.text()}"
+
+    async def both(url: str) -> tuple:
+        return await asyncio.gather(talk(url), send(url))
+
+    from ..runtime.waiting import run_async
+
+    with serve(app) as srv:
+        echoes, uploaded = run_async(both(srv.url), timeout=40)
+    return {"echoes": echoes, "upload": uploaded, "evicted": srv.admission.evicted}
 
 
 def cap_under_a_burst(burst: int = 1200, cap: int = 512) -> dict:
