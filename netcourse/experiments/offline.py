@@ -30,6 +30,7 @@ from ..errors import NetcourseError
 from ..network.link import link
 from ..protocols.httpwire import split_head
 from ..runtime.server import serve
+from ..runtime.sockets import port_for_a_restart
 from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture
 from ..traffic.wire import tcp_payload_streams
@@ -277,9 +278,7 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
         server = ChatServer(os.path.join(d, "server.db"), page=50)
         server.add_user("ada", "pw-ada", ("general",))
         server.add_user("bob", "pw-bob", ("general",))
-        with socket.socket() as placeholder:
-            placeholder.bind(("127.0.0.1", 0))
-            port = placeholder.getsockname()[1]
+        port = port_for_a_restart()  # the server goes and comes back here: never a client's source port
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         client_db = os.path.join(d, "ada.db")
         children: list[subprocess.Popen] = []

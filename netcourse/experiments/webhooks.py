@@ -35,6 +35,7 @@ from ..protocols.sse import SSEDecoder
 from ..protocols.webhooks import headers_for, new_secret, sign, verify
 from ..protocols.wsframe import Opcode
 from ..runtime.server import serve
+from ..runtime.sockets import port_for_a_restart
 from ..runtime.sockets import no_delay
 from ..runtime.waiting import run_async
 from ..traffic.packets import C2S, S2C
@@ -252,9 +253,7 @@ def receiver_down(events: int = 3, down_for: float = 0.25, *, scale: float = 0.0
         inbox = os.path.join(d, "inbox.db")
         gone = Receiver(os.path.join(d, "gone.db"), SECRET, mode="gone")
         with serve(gone.app(), name="gone receiver") as gone_srv:
-            with socket.socket() as placeholder:  # a free port for the receiver (nothing listens there meanwhile)
-                placeholder.bind(("127.0.0.1", 0))
-                port = placeholder.getsockname()[1]
+            port = port_for_a_restart()  # the server goes and comes back here: never a client's source port
             sender = Sender(os.path.join(d, "outbox.db"), allow=COURSE_ALLOW, timeout=0.15, scale=scale,
                             jitter=jitter, seed=seed)
             sender.add_endpoint(f"http://127.0.0.1:{port}/webhook", SECRET)
@@ -353,9 +352,7 @@ def dead_letters_replayed(events: int = 2, max_attempts: int = 3) -> Replayed:
     if not 1 <= events <= 20 or not 1 <= max_attempts <= 5:
         raise ValueError("need 1 <= events <= 20 and 1 <= max_attempts <= 5")
     with _workdir() as d:
-        with socket.socket() as placeholder:  # a free port; nothing listens there while the attempts run
-            placeholder.bind(("127.0.0.1", 0))
-            port = placeholder.getsockname()[1]
+        port = port_for_a_restart()  # the server goes and comes back here: never a client's source port
         sender = Sender(os.path.join(d, "outbox.db"), allow=COURSE_ALLOW, timeout=0.2, jitter=False,
                         max_attempts=max_attempts, schedule=(0, 0.01, 0.02, 0.04, 0.08), scale=1.0)
         sender.add_endpoint(f"http://127.0.0.1:{port}/webhook", SECRET)
@@ -792,9 +789,7 @@ def restart_mid_retry(events: int = 3) -> Restart:
     opens the same outbox file and finishes the job once the receiver is up: at least once, despite the crash."""
     with _workdir() as d:
         outbox = os.path.join(d, "outbox.db")
-        with socket.socket() as placeholder:
-            placeholder.bind(("127.0.0.1", 0))
-            port = placeholder.getsockname()[1]
+        port = port_for_a_restart()  # the server goes and comes back here: never a client's source port
         first = Sender(outbox, allow=COURSE_ALLOW, timeout=0.2, jitter=False)
         first.add_endpoint(f"http://127.0.0.1:{port}/webhook", SECRET)
         for i in range(events):

@@ -11,6 +11,7 @@ Playwright is a test dependency; this module imports it only when a ``Course`` i
 from __future__ import annotations
 
 import json
+import re
 import os
 import secrets
 import shutil
@@ -220,14 +221,26 @@ class Course:
     def _wait_idle(page, seconds: float) -> None:
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=seconds * 1000)
 
-    @staticmethod
-    def _wait_all_ran(page, code_cells: int, seconds: float) -> None:
+    def _wait_all_ran(self, page, code_cells: int, seconds: float) -> None:
         script = """(n) => {
             const prompts = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'));
             const numbers = prompts.map(p => p.textContent.trim()).filter(t => /^\\[\\d+\\]:$/.test(t));
             return numbers.length >= n && !prompts.some(p => p.textContent.includes('*'));
         }"""
-        page.wait_for_function(script, arg=code_cells, timeout=seconds * 1000, polling=250)
+        try:
+            page.wait_for_function(script, arg=code_cells, timeout=seconds * 1000, polling=250)
+        except Exception as exc:  # say which cells had not run, and keep a picture of the page
+            prompts = page.evaluate("""() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell'))
+                .map((c, i) => [i, (c.querySelector('.jp-InputPrompt') || {}).textContent || '',
+                                (c.querySelector('.jp-InputArea-editor') || {}).textContent || ''])""")
+            waiting = [f"cell {i} {p.strip()} {src[:60]!r}" for i, p, src in prompts if not re.match(r"^\[\d+\]:$", p.strip())]
+            shot = "no screenshot"
+            if self.shots is not None:
+                self.shots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(self.shots / "timeout.png"), full_page=True)
+                shot = f"screenshot: {self.shots / 'timeout.png'}"
+            raise AssertionError(f"Run All did not finish within {seconds:g} s; cells not run or still running: "
+                                 f"{waiting[:6]} ({shot})") from exc
         page.wait_for_timeout(500)  # widgets render just after the last reply
 
     def _inspect(self, page, cells: list[dict], result: NotebookRun) -> None:
