@@ -245,8 +245,8 @@ def test_a_missing_private_api_stops_the_start_with_the_reason(monkeypatch):
     from aiohttp.web_protocol import RequestHandler
 
     monkeypatch.setattr(privates, "_checked", False)
-    monkeypatch.delattr(RequestHandler, "_request_in_progress")
-    with pytest.raises(ServerStartError, match="_request_in_progress"):
+    monkeypatch.delattr(RequestHandler, "_waiter")
+    with pytest.raises(ServerStartError, match="_waiter"):
         serve(make_ok_app())
 
 
@@ -287,3 +287,92 @@ def test_a_host_with_junk_after_the_colon_is_refused():
     assert host_problem("127.0.0.1:8080", 80) is None
     assert host_problem("[::1]:8080", 80) is None
     assert host_problem("[::1]x", 80) is not None
+
+
+# -- found by a review of this change (each failed before its fix) -------------------------------------------
+
+
+class _Transport(asyncio.Transport):
+    """Just enough of a transport to feed aiohttp's protocol by hand, one read at a time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = self.closing = False
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 5555) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return self.closing or self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.closing = True
+
+    def write(self, data) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        pass
+
+
+def test_body_bytes_read_before_the_handler_starts_are_not_a_new_head():
+    """aiohttp counts a head when it parses it, but marks the request in progress only once the handler task
+    runs: body bytes read in between started a head deadline that cut the upload (1 of 5 real uploads)."""
+    from netcourse.runtime.admission import Admission
+    from netcourse.runtime.privates import aiohttp_progress
+
+    async def main() -> tuple:
+        async def handler(request):
+            await request.content.read()
+            return web.Response()
+
+        admission = Admission(max_connections=10, header_timeout=0.3, progress=aiohttp_progress)
+        guarded, transport = admission.wrap(web.Server(handler))(), _Transport()
+        guarded.connection_made(transport)
+        guarded.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        guarded.data_received(b"xx")  # the next read, before the loop has run the handler task
+        owes = guarded.slot.owes
+        await asyncio.sleep(0.45)
+        guarded.connection_lost(None)
+        return owes, transport.aborted, admission.evictions
+
+    assert asyncio.run(main()) == (None, False, {})
+
+
+def test_a_connection_already_closing_is_aborted_when_it_makes_room_and_at_stop():
+    """A closing connection whose client does not read never finishes closing: evicting it freed its slot
+    without aborting it, and it outlived stop() too."""
+
+    async def blurt(reader, writer):
+        await reader.readline()
+        writer.write(b"x" * (8 << 20))  # then return: serve() closes the writer, which waits to drain
+
+    with serve(blurt, max_connections=2) as srv:
+        socks = []
+        try:
+            for _ in range(6):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect(("127.0.0.1", srv.port))
+                s.sendall(b"hi\n")
+                socks.append(s)
+                time.sleep(0.2)
+            assert wait_until(lambda: _established(srv.port) <= 2, 3), _established(srv.port)
+        finally:
+            stopping = socks
+    srv.stop()
+    assert wait_until(lambda: _established(srv.port) == 0, 3), _established(srv.port)
+    for s in stopping:
+        s.close()

@@ -349,3 +349,18 @@ def test_slow_header_clients_cannot_starve_a_server(ok_app):
         finally:
             for s in slow:
                 s.close()
+
+
+def test_a_start_refused_by_the_private_api_check_leaves_the_server_new(monkeypatch):
+    from netcourse.runtime import server as server_module
+
+    def refuse() -> None:
+        raise ServerStartError("pretending aiohttp renamed something")
+
+    monkeypatch.setattr(server_module, "check_private_apis", refuse)
+    srv = Server(make_ok_app())
+    with pytest.raises(ServerStartError, match="pretending"):
+        srv.start()
+    assert srv.state == "new"
+    srv.stop()  # no AssertionError: nothing was started
+    assert srv.state == "stopped"

@@ -275,7 +275,7 @@ def test_the_proxy_refuses_forbidden_framing_and_caps_its_clients():
         await writer.drain()
         writer.close()
 
-    with serve(bad_upstream) as up, serve(handler := make_proxy(up.host, up.port, max_connections=2)) as proxy:
+    with serve(bad_upstream) as up, serve(handler := make_proxy(up.host, up.port), max_connections=2) as proxy:
         for path in ("/two-lengths", "/injected", "/continue", "/coding"):
             answer = _get(proxy.port, path)
             assert answer.startswith(b"HTTP/1.1 502") and b"pwn" not in answer.split(b"\r\n\r\n")[0], (path, answer)
@@ -294,7 +294,9 @@ def test_the_proxy_refuses_forbidden_framing_and_caps_its_clients():
                 time.sleep(0.01)
             assert handler.connections() == 2, handler.connections()
             with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as third:
-                assert third.recv(100) == b""  # full: closed at once
+                third.sendall(b"GET /two-lengths HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert third.recv(100).startswith(b"HTTP/1.1 502")  # served: a silent client made room
+            assert proxy.admission.evictions.get("over the cap", 0) >= 1
         finally:
             for s in idle:
                 s.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServerStartError
+from ..runtime.sockets import port_for_a_restart
 
 __all__ = ["find_redis_server", "redis_broker", "Broker"]
 
@@ -88,9 +88,9 @@ class Broker:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # restart() brings the broker back on the same port while its clients keep trying it: a port below the
+    # ephemeral range, which the kernel never hands out as an outgoing connection's source port
+    return port_for_a_restart()
 
 
 @contextlib.contextmanager

@@ -10,9 +10,10 @@ sessions. ``apps.chat`` serves it; every query is here, and every one is paramet
   only the SHA-256 of each session token is stored, so a leaked database holds no usable cookie.
 
 Two kinds of access: the set-up methods (``add_user``, ``last_id``, ``ids_for``) open a connection of their
-own and may run in any thread; the rest use the server's one connection, on its event loop, which waits at
-most ``DB_BUSY_TIMEOUT`` for a lock another connection holds and then raises ``Busy``: a learner's
-uncommitted transaction must stall nobody.
+own and may run in any thread; the rest use the server's one connection, on its event loop, which never
+waits for a lock (SQLite's busy wait would block the whole loop): a lock another connection holds raises
+``Busy`` at once, and the caller may try again a moment later without blocking (``apps.chat`` does, for up
+to ``DB_BUSY_TIMEOUT`` in all). A learner's uncommitted transaction must stall nobody.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 __all__ = ["ChatLog", "Busy", "scrypt", "token_hash", "DB_BUSY_TIMEOUT", "SESSION_SECONDS"]
 
-DB_BUSY_TIMEOUT = 0.25  # seconds the server waits for a database another connection has locked
+DB_BUSY_TIMEOUT = 0.25  # seconds the server keeps trying a database another connection has locked
 SESSION_SECONDS = 3600
 SCRYPT = {"n": 2 ** 12, "r": 8, "p": 1}
 
@@ -94,7 +95,7 @@ class ChatLog:
     # -- the server's connection, on its event loop ------------------------------------------------------------
 
     def open(self) -> None:
-        self._db = sqlite3.connect(self.path, timeout=DB_BUSY_TIMEOUT)
+        self._db = sqlite3.connect(self.path, timeout=0)  # never SQLite's busy wait on the loop: Busy at once
 
     def close(self) -> None:
         if self._db is not None:

@@ -23,7 +23,8 @@ And the escape hatches, as real proxies treat them:
   only when someone adds the type).
 
 ``make_proxy(host, port, ...)`` returns a stream handler for ``serve()``. Every read and write has a
-deadline, and the whole exchange one too; at most ``max_connections`` clients are served at once. An
+deadline, and the whole exchange one too; how many clients it holds at once is ``serve()``'s cap, where a client
+still sending its head owes it, and is among the first closed past the cap (``runtime.admission``). An
 upstream that cannot be reached, or answers with framing the RFCs forbid (two Content-Lengths, a coding
 other than chunked, CR/LF/NUL in a value, a 1xx), gets the client a 502 with the reason, or, once the
 response has begun, an aborted connection (never an error message inside the body). A client's own malformed
@@ -38,38 +39,35 @@ import asyncio
 import contextlib
 import zlib
 
-from ..protocols.chunked import LAST_CHUNK, ChunkedDecoder, Data, encode_chunk
 from ..errors import ChunkedParseError, HttpParseError
+from ..protocols.chunked import LAST_CHUNK, ChunkedDecoder, Data, encode_chunk
 from ..protocols.httpwire import parse_head, split_head
+from ..runtime.admission import HEAD, owing
 
-__all__ = ["make_proxy", "MAX_HEAD", "TIMEOUT", "MAX_CONNECTIONS", "MAX_SECONDS"]
+__all__ = ["make_proxy", "MAX_HEAD", "TIMEOUT", "MAX_SECONDS"]
 
 MAX_HEAD = 16 * 1024
 TIMEOUT = 30.0  # seconds any one read or write may wait
-MAX_CONNECTIONS = 64  # clients at once
 MAX_SECONDS = 300.0  # the longest one proxied exchange may last
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
 def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = False, gzip_flush: bool = False,
                honour_accel: bool = True, honour_no_transform: bool = True, compress_event_stream: bool = True,
-               timeout: float = TIMEOUT, max_connections: int = MAX_CONNECTIONS, max_seconds: float = MAX_SECONDS):
+               timeout: float = TIMEOUT, max_seconds: float = MAX_SECONDS):
     """A stream handler that proxies to ``host:port`` with the given buffering and compression.
 
-    At most ``max_connections`` clients at once (the next is closed at once), each for at most
-    ``max_seconds``; every read and write waits at most ``timeout``.
+    Each client for at most ``max_seconds``; every read and write waits at most ``timeout``. How many at once
+    is ``serve(..., max_connections=)``'s business; ``handler.connections()`` counts those being served.
     """
     if buffer is not None and not 1 <= buffer <= 1 << 24:
         raise ValueError("buffer must be None or a number of bytes from 1 to 16 MiB")
-    if max_connections < 1 or not 0 < max_seconds <= 3600:
-        raise ValueError("need max_connections >= 1 and 0 < max_seconds <= 3600")
+    if not 0 < max_seconds <= 3600:
+        raise ValueError("need 0 < max_seconds <= 3600")
     open_now = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal open_now
-        if open_now >= max_connections:
-            writer.transport.abort()  # full: no file descriptor is kept for a newcomer
-            return
         open_now += 1
         state = {"head_sent": False, "upstream": None}
         try:
@@ -90,7 +88,8 @@ def make_proxy(host: str, port: int, *, buffer: int | None = 4096, gzip: bool = 
 
     async def _serve(reader, writer, state) -> None:
         try:  # the client's own mistakes are answered 4xx (431 for a head over the limit), never 502
-            head, rest = await asyncio.wait_for(_read_head(reader), timeout)
+            with owing(writer.transport, HEAD):  # a slow head makes room for others past serve()'s cap
+                head, rest = await asyncio.wait_for(_read_head(reader), timeout)
             request = parse_head(head)
             if rest or request.header("Content-Length") not in (None, "0") or request.header("Transfer-Encoding"):
                 await _answer(writer, 400, "this proxy forwards requests without a body only")

@@ -74,8 +74,8 @@ class Admission:
     Args:
         max_connections: open connections allowed at once.
         header_timeout: seconds a request head may take, from its first byte to its last.
-        progress: for HTTP servers, ``fn(protocol) -> (heads received so far, serving a request now)``;
-            None for servers of other protocols (no head deadline; every connection counts as busy).
+        progress: for HTTP servers, ``fn(protocol) -> (heads received so far, idle: waiting for its next
+            request)``; None for servers of other protocols (no head deadline; every connection counts as busy).
 
     Attributes:
         open: the open connections' slots, oldest first.
@@ -128,12 +128,13 @@ class Admission:
         return next(s for s in others if s.peer == greediest)  # its oldest
 
     def evict(self, slot: Slot, reason: str) -> None:
-        """Close a connection now (a TCP reset) and free its slot at once."""
+        """Close a connection now (a TCP reset) and free its slot at once. Aborted even if it is already
+        closing: a graceful close waits for its send buffer to drain, which a client that stopped reading
+        never lets happen (aborting twice is harmless)."""
         if slot in self.open:
             del self.open[slot]
             self.evictions[reason] = self.evictions.get(reason, 0) + 1
-        if not slot.transport.is_closing():
-            slot.transport.abort()
+        slot.transport.abort()
 
     def release(self, slot: Slot) -> None:
         """The connection is gone: free its slot (if a rule had not already)."""
@@ -144,18 +145,12 @@ class Admission:
         slots = list(self.open)
         self.open.clear()
         for slot in slots:
-            if not slot.transport.is_closing() or _still_buffered(slot.transport):
-                slot.transport.abort()
+            slot.transport.abort()
         return len(slots)
 
     @property
     def evicted(self) -> int:
         return sum(self.evictions.values())
-
-
-def _still_buffered(transport: asyncio.BaseTransport) -> bool:
-    size = getattr(transport, "get_write_buffer_size", None)
-    return bool(size and size())
 
 
 class _Guarded(asyncio.Protocol):
@@ -170,7 +165,7 @@ class _Guarded(asyncio.Protocol):
 
     def _busy(self) -> bool:
         progress = self.admission.progress
-        return True if progress is None else progress(self.inner)[1]
+        return True if progress is None else not progress(self.inner)[1]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.inner.connection_made(transport)
@@ -203,7 +198,7 @@ class _Guarded(asyncio.Protocol):
         progress = self.admission.progress
         if progress is None or self.slot is None:
             return
-        heads, serving = progress(self.inner)
+        heads, idle = progress(self.inner)
         if heads > self.heads:  # a head (or more) completed: nothing is owed now
             self.heads = heads
             if self.slot.owes == HEAD:
@@ -211,7 +206,7 @@ class _Guarded(asyncio.Protocol):
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
-        elif self.slot.owes is None and not serving:  # first bytes of a next head on an idle connection
+        elif self.slot.owes is None and idle:  # first bytes of a next head on an idle keep-alive connection
             self._owe(HEAD)
             self._arm()
         # else: a body, WebSocket frames, or pipelined bytes while a request is served: no head deadline

@@ -17,7 +17,7 @@ __all__ = ["aiohttp_progress", "check_private_apis", "PRIVATE_APIS"]
 # (owner, attribute, what for)
 PRIVATE_APIS = (
     ("aiohttp.web_protocol.RequestHandler", "_request_count", "the head deadline counts request heads"),
-    ("aiohttp.web_protocol.RequestHandler", "_request_in_progress", "the head deadline skips bodies and upgrades"),
+    ("aiohttp.web_protocol.RequestHandler", "_waiter", "idle connections are told from busy ones"),
     ("asyncio.sslproto.SSLProtocol", "_on_handshake_complete", "a failed TLS handshake sends its alert"),
     ("asyncio.sslproto.SSLProtocol", "_process_outgoing", "a failed TLS handshake sends its alert"),
 )
@@ -25,12 +25,17 @@ _checked = False
 
 
 def aiohttp_progress(protocol: Any) -> tuple[int, bool]:
-    """(request heads received, serving one now) of aiohttp's RequestHandler (its own counters).
+    """(request heads received, idle) of aiohttp's RequestHandler.
 
-    aiohttp has no public way to ask either, so these are private attributes; ``check_private_apis``
-    makes sure, once, that they still exist, and a server refuses to start if they do not.
+    Idle means what aiohttp itself means by it (its keep-alive check): the handler waits for a next request,
+    on a future it keeps in ``_waiter``. From the moment a head is parsed (the future is done) until the
+    handler loop waits again, the connection is busy: its body, or an upgraded WebSocket's frames, arrive
+    then. (``_request_in_progress`` is set only once the handler task runs, a loop iteration or two later:
+    body bytes in that gap looked like a new head.) aiohttp has no public way to ask either, so these are
+    private attributes; ``check_private_apis`` makes sure, once, that they still exist.
     """
-    return protocol._request_count, protocol._request_in_progress  # noqa: SLF001
+    waiter = protocol._waiter  # noqa: SLF001
+    return protocol._request_count, waiter is not None and not waiter.done()  # noqa: SLF001
 
 
 def check_private_apis() -> None:

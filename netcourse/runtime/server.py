@@ -188,11 +188,11 @@ class Server:
 
     def start(self) -> "Server":
         """Start listening; returns self. Raises ``ServerStartError`` if the server cannot start."""
+        check_private_apis()  # before anything changes: a failed check leaves the server new, not half-started
         with self._state_lock:
             if self.state != "new":
                 raise ServerStartError(f"{self!r} was already started once; create a new server instead.")
             self.state = "starting"
-        check_private_apis()
         # A server started from a widget callback or a helper thread belongs to no cell: re-running
         # whichever cell ran last must not stop it.
         self.owner = cellhook.current_cell() if threading.current_thread() is threading.main_thread() else None
