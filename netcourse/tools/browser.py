@@ -195,7 +195,7 @@ class Course:
             self._wait_idle(page, 60)
             self._command(page, "Edit", "editmenu:clear-all")
             start = time.monotonic()
-            self._command(page, "Run", "runmenu:run-all")
+            self._run_all(page)
             code = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and "".join(c["source"]).strip()]
             result = NotebookRun(name, 0.0, code_cells=len(code))
             # A worked answer's input is collapsed, and so is its prompt: count the prompts on show.
@@ -216,6 +216,21 @@ class Course:
         page.click(f".lm-MenuBar-itemLabel:text-is('{menu}')")
         page.click(f".lm-Menu-item[data-command='{command}']")
         page.wait_for_timeout(100)
+
+    def _run_all(self, page, attempts: int = 3) -> None:
+        """Run All, and make sure it took: now and then (2 of about 60 runs here) JupyterLab walked through the
+        cells without executing any, its kernel idle; then the command is given again."""
+        started = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
+            .some(p => /\[(\*|\d+)\]/.test(p.textContent))"""
+        for attempt in range(attempts):
+            self._command(page, "Run", "runmenu:run-all")
+            try:
+                page.wait_for_function(started, timeout=15_000, polling=100)
+                return
+            except Exception:
+                if attempt == attempts - 1:
+                    raise AssertionError(f"Run All executed no cell, {attempts} times") from None
+                self._wait_idle(page, 60)
 
     @staticmethod
     def _wait_idle(page, seconds: float) -> None:
