@@ -58,7 +58,7 @@ from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
 from .chatlog import DB_BUSY_TIMEOUT, SESSION_SECONDS, Busy, ChatLog, scrypt, token_hash
 from .safety import origin_problem, own_origins, safe_app
 
-__all__ = ["ChatServer", "SESSION_COOKIE", "SESSION_SECONDS", "SEAMS", "MAX_SOCKETS_PER_SESSION", "MAX_QUEUED"]
+__all__ = ["ChatServer", "SESSION_COOKIE", "SEAMS", "MAX_SOCKETS_PER_SESSION", "MAX_QUEUED"]
 
 # how the server joins the replay to the live stream: the right way, and two wrong ones notebook 08 measures
 SEAMS = ("correct", "subscribe after the replay", "replay after subscribing, no dedup")
@@ -119,17 +119,19 @@ class ChatServer:
         db_path: the SQLite file (the log survives a restart of the server).
         page: messages per replay page (memory stays bounded by it, however long the backlog).
         allowed_origins: Origins accepted at the handshake (None: the server's own, set at start).
-        max_message: the largest frame a client may send, bytes.
+        max_message: the largest message a client may send, bytes (one more closes with 1009).
+        session_seconds: how long a login's session lasts; its sockets are closed (1008) when it ends.
     """
 
     def __init__(self, db_path: str, *, page: int = 100, allowed_origins: set[str] | None = None,
-                 max_message: int = 16 * 1024, seam: str = "correct") -> None:
+                 max_message: int = 16 * 1024, seam: str = "correct", session_seconds: float = SESSION_SECONDS) -> None:
         if not 1 <= page <= 10_000 or max_message < 64:
             raise ValueError("need 1 <= page <= 10000 and max_message >= 64")
         if seam not in SEAMS:
             raise ValueError(f"seam is one of {', '.join(SEAMS)}")
         self.seam = seam
         self.db_path, self.page, self.max_message = db_path, page, max_message
+        self.session_seconds = session_seconds
         self.allowed_origins = allowed_origins
         self.sockets: list[_Socket] = []  # resumed sockets: they get live messages
         self.closed_for_revocation: list[float] = []  # seconds from revoke() to the socket's close
@@ -244,11 +246,12 @@ class ChatServer:
         if row is None or not secrets.compare_digest(digest, stored):
             return web.json_response({"error": "wrong user or password"}, status=401)
         try:
-            token = await self._db(self.log.new_session, user, SESSION_SECONDS)
+            token = await self._db(self.log.new_session, user, self.session_seconds)
         except Busy as exc:
             return _busy(exc)
         resp = web.Response(status=204)
-        resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", path="/", max_age=SESSION_SECONDS)
+        resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", path="/",
+                        max_age=int(self.session_seconds))
         return resp
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:

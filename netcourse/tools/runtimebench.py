@@ -110,8 +110,8 @@ def cap_under_a_burst(burst: int = 1200, cap: int = 512) -> dict:
                 s.close()
 
 
-def _chat(d: str) -> ChatServer:
-    server = ChatServer(os.path.join(d, "chat.db"), page=50)
+def _chat(d: str, **options) -> ChatServer:
+    server = ChatServer(os.path.join(d, "chat.db"), page=50, **options)
     server.add_user("bob", "pw-bob", ("c1",))
     return server
 
@@ -215,9 +215,10 @@ def login_flood_lag(logins: int = 200, threads: int = 40) -> dict:
 
 def idle_chat_socket(seconds: float = 3600.0, ping_every: float = 30.0) -> dict:
     """Hold one chat socket idle for ``seconds``, pinging every ``ping_every``; then post one message and see it
-    arrive on that socket. Returns how long it was held, pings answered, and whether the message arrived."""
+    arrive on that socket. Returns how long it was held, pings answered, whether the message arrived, and how
+    the server closed the socket if it did. (The session lasts longer than the wait: its end closes its sockets.)"""
     with tempfile.TemporaryDirectory(prefix="netcourse-bench-") as d:
-        server = _chat(d)
+        server = _chat(d, session_seconds=seconds + 600)
         with serve(server.app()) as srv:
             s, conn = _open_socket(srv.port, _cookie(srv.port))
             decoder = FrameDecoder("client", max_size=1 << 20)
@@ -229,16 +230,18 @@ def idle_chat_socket(seconds: float = 3600.0, ping_every: float = 30.0) -> dict:
                     got = decoder.feed(s.recv(4096))
                     pongs += sum(1 for f in got if f.opcode == Opcode.PONG)
                 asyncio.run_coroutine_threadsafe(server.post("bob", "c1", "after the wait"), srv.loop).result(10)
-                frames = decoder.feed(s.recv(4096))
-                arrived = any(f.opcode == Opcode.TEXT and b"after the wait" in f.payload for f in frames)
+                arrived, closed = False, None
+                while not arrived and closed is None:
+                    for f in decoder.feed(s.recv(4096)):
+                        arrived |= f.opcode == Opcode.TEXT and b"after the wait" in f.payload
+                        if f.opcode == Opcode.CLOSE:
+                            closed = int.from_bytes(f.payload[:2], "big")
             except OSError as exc:
-                arrived = False
-                pongs = -pongs or -1
-                print(f"idle chat socket: {exc!r} after {time.monotonic() - start:.0f} s")
+                arrived, closed = False, repr(exc)
             finally:
                 s.close()
             held = time.monotonic() - start
-    return {"held_s": held, "pongs": pongs, "arrived": arrived, "evicted": srv.admission.evicted}
+    return {"held_s": held, "pongs": pongs, "arrived": arrived, "closed": closed, "evicted": srv.admission.evicted}
 
 
 def session_growth(notebook: str = "08_offline_messaging", count: int = 3) -> str:
