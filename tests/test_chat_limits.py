@@ -392,3 +392,37 @@ def test_sockets_that_vanish_leave_no_task_behind(chat):
     gc.collect()
     assert wait_until(lambda: _on_loop(srv, tasks()) <= before, 3)
     assert not [e for e in srv.errors if "destroyed" in e], srv.errors
+
+
+def test_a_full_live_queue_falls_back_to_the_log_and_loses_nothing(tmp_path, monkeypatch):
+    """A long replay while many messages arrive filled the bounded queue: the socket was dropped (on a slower
+    Python, a test of the course's design failed that way). Now the queue empties and the socket catches up from
+    the log: every id once, in order, and no 1013."""
+    monkeypatch.setattr(chat_module, "MAX_QUEUED", 8)
+    server = ChatServer(str(tmp_path / "s.db"), page=20)
+    server.add_user("ada", "pw-ada", ("general",))
+    server.add_user("bob", "pw-bob", ("general",))
+    with serve(server.app()) as srv:
+
+        def publish(n: int) -> None:
+            async def go() -> None:
+                for i in range(n):
+                    await server.post("bob", "general", f"m{i}")
+                    if i % 5 == 0:
+                        await asyncio.sleep(0)
+
+            _on_loop(srv, go(), 60)
+
+        publish(1000)
+        cookie = login(srv.host, srv.port, "ada", "pw-ada")[1]
+        during = threading.Thread(target=publish, args=(300,))
+        with _open(srv, cookie) as ws:
+            during.start()  # published while the replay runs
+            _resume(ws)
+            got: list[int] = []
+            deadline = time.monotonic() + 20
+            while len(got) < 1300 and time.monotonic() < deadline:
+                got += [json.loads(e.payload)["id"] for e in _events(ws, 1) if isinstance(e, Message)]
+            during.join()
+    assert got == server.ids_for("ada") and len(got) == 1300
+    assert server.fell_behind >= 1 and not server.dropped

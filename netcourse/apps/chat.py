@@ -25,10 +25,12 @@ message over ``max_message`` bytes closes with 1009.
 **Limits** (every one checked by a test):
 
 - a session holds at most ``MAX_SOCKETS_PER_SESSION`` sockets; a newer one closes the oldest (1008);
-- a socket that cannot keep up (more than ``MAX_QUEUED`` messages waiting, or a write that does not drain
-  within ``WRITE_TIMEOUT``; aiohttp's writer itself waits for the send buffer past 64 KiB) is dropped with
-  1013 "try again later": the close frame goes behind what it has not read, and the connection is cut
-  ``CLOSE_GRACE`` later;
+- a socket's queue of live messages holds at most ``MAX_QUEUED``; past that (a long replay while many messages
+  arrive, or a slow reader) the queue is emptied and the socket catches up from the log instead, as a
+  reconnecting client would: the log is the overflow, memory stays bounded, and nothing is lost;
+- a socket whose write does not drain within ``WRITE_TIMEOUT`` (aiohttp's writer waits for the send buffer past
+  64 KiB: the client does not read) is dropped with 1013 "try again later": the close frame goes behind what it
+  has not read, and the connection is cut ``CLOSE_GRACE`` later;
 - revoking a session (``revoke()``) or its expiry closes every socket of it with 1008, resumed or not, and a
   resume on a revoked or expired session is refused;
 - scrypt runs off the event loop (a login flood does not stall the sockets), and an unknown user costs the
@@ -65,7 +67,8 @@ SEAMS = ("correct", "subscribe after the replay", "replay after subscribing, no 
 
 SESSION_COOKIE = "session"
 MAX_SOCKETS_PER_SESSION = 8
-MAX_QUEUED = 256  # live messages waiting for one socket
+MAX_QUEUED = 256  # live messages waiting for one socket; past it, it catches up from the log
+_BEHIND = {"id": -1}  # put in a socket's queue when it overflowed: "catch up from the log", not a message
 WRITE_TIMEOUT = 5.0  # seconds one write may wait for a socket that does not read
 CLOSE_GRACE = 2.0  # seconds a dropped socket gets to read up to its close frame before it is cut
 CLOSE_TIMEOUT = 1.0  # seconds the close handshakes of revoke() and of a stop may take, in all
@@ -137,6 +140,7 @@ class ChatServer:
         self.closed_for_revocation: list[float] = []  # seconds from revoke() to the socket's close
         self.cut_mid_frame: list[tuple[int, bool]] = []  # (message id, its half frame reached the kernel) per cut
         self.dropped: list[tuple[int, str]] = []  # (close code, reason) of sockets the server dropped or replaced
+        self.fell_behind = 0  # times a socket's live queue overflowed and it caught up from the log instead
         self._open: dict[web.WebSocketResponse, _Socket] = {}  # every upgraded socket, resumed or not, oldest first
         self._cuts_armed = 0
         self.log = ChatLog(db_path)
@@ -327,6 +331,9 @@ class ChatServer:
                 if get not in done:
                     break
                 msg = get.result()
+                if msg is _BEHIND:  # its queue overflowed: what it missed is in the log, from its cursor on
+                    await self._replay(sock)
+                    continue
                 if msg["id"] > sock.sent_up_to or self.seam == "replay after subscribing, no dedup":
                     if not await self._send(sock, msg):
                         break
@@ -353,6 +360,14 @@ class ChatServer:
         sock.expiry = None
         self.dropped.append((int(CloseCode.POLICY_VIOLATION), "session expired"))
         self._background(self._close_sockets([sock], WSCloseCode.POLICY_VIOLATION, "session expired"))
+
+    def _fall_behind(self, sock: _Socket) -> None:
+        """A socket's queue is full: empty it and tell its loop to catch up from the log (its cursor is in
+        ``sent_up_to``), so the queue never grows past ``MAX_QUEUED`` and no message is lost."""
+        while not sock.live.empty():
+            sock.live.get_nowait()
+        sock.live.put_nowait(_BEHIND)
+        self.fell_behind += 1
 
     def _background(self, coro: Any) -> None:
         """Run a closing in the background, kept (a task nobody references may be collected mid-way) and
@@ -456,7 +471,7 @@ class ChatServer:
                 try:
                     s.live.put_nowait(msg)
                 except asyncio.QueueFull:
-                    self._drop(s, f"more than {MAX_QUEUED} messages waiting: the client does not keep up")
+                    self._fall_behind(s)
         return msg_id, True
 
     async def post(self, sender: str, conversation: str, text: str, key: str | None = None) -> int | None:
