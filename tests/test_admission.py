@@ -17,7 +17,6 @@ from aiohttp import web
 
 from netcourse import serve
 from netcourse.apps import polling
-from netcourse.apps.safety import safe_app
 from netcourse.errors import ServerStartError
 from netcourse.runtime import privates
 from netcourse.runtime.tcpinfo import tcp_sockets

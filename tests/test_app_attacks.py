@@ -4,7 +4,6 @@ its fix (../shared/reviews/attack.md, findings 6, 9 and 14)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import socket
@@ -97,7 +96,7 @@ DOWN = float(os.environ.get("FANOUT_DOWN", "8"))
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_fan_out_resubscribes_after_a_redis_restart_and_says_so(tmp_path):
     from netcourse.experiments.scaleout import redis_broker
-    from netcourse.experiments.websockets import Address, RawClient
+    from netcourse.clients.websocket import Address, RawClient
     from netcourse.protocols.wsconn import Message
     from netcourse.protocols.wsframe import Frame, Opcode
 

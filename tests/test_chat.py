@@ -11,8 +11,8 @@ import time
 import pytest
 
 from netcourse.apps.chat import ChatServer
-from netcourse.experiments.offline import ChatClient, LocalStore, handshake_as, login
-from netcourse.experiments.websockets import Address, RawClient
+from netcourse.clients.chat import ChatClient, LocalStore, handshake_as, login
+from netcourse.clients.websocket import Address, RawClient
 from netcourse.protocols.wsconn import CloseReceived, Message
 from netcourse.protocols.wsframe import Frame, Opcode
 from netcourse.runtime.registry import live_servers

@@ -15,8 +15,8 @@ import pytest
 
 from netcourse.apps import chat as chat_module
 from netcourse.apps.chat import MAX_QUEUED, MAX_SOCKETS_PER_SESSION, ChatServer
-from netcourse.experiments.offline import login
-from netcourse.experiments.websockets import Address, RawClient
+from netcourse.clients.chat import login
+from netcourse.clients.websocket import Address, RawClient
 from netcourse.protocols.wsconn import CloseReceived, Message
 from netcourse.protocols.wsframe import Frame, FrameDecoder, Opcode
 from netcourse.runtime.server import serve
@@ -92,7 +92,6 @@ def test_a_client_that_stops_reading_is_dropped_with_1013_and_stop_leaves_nothin
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
         s.settimeout(5)
         s.connect((srv.host, srv.port))
-        ws = RawClient.__new__(RawClient)  # the raw client's decoder, on our own small-window socket
         from netcourse.protocols.wsconn import Connection, client_request, new_key
 
         key = new_key()

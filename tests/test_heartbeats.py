@@ -9,6 +9,7 @@ import pytest
 
 from netcourse.apps.beat import make_beat_handler
 from netcourse.errors import LinkError
+from netcourse.clients.beat import BeatClient, keep_connected, peer_process
 from netcourse.experiments import heartbeats as hb
 from netcourse.network.link import link
 from netcourse.protocols.beat import Kind, encode
@@ -30,7 +31,7 @@ def _raw(srv) -> socket.socket:
 
 def test_ping_pong_msg_echo_and_ticks():
     with serve(make_beat_handler(tick=0.05, idle_timeout=None)) as srv:
-        with hb.BeatClient(srv.host, srv.port) as c:
+        with BeatClient(srv.host, srv.port) as c:
             c.send(Kind.PING, b"42")
             c.send(Kind.MSG, b"hello")
             seen = []
@@ -68,8 +69,8 @@ def test_the_server_ends_bad_clients_with_a_reason(case, words):
 
 
 def test_a_late_pong_counts_as_dead_and_nothing_is_left_running():
-    with hb.peer_process() as peer:
-        with hb.BeatClient("127.0.0.1", peer.port) as c:
+    with peer_process() as peer:
+        with BeatClient("127.0.0.1", peer.port) as c:
             peer.freeze()
             t = time.monotonic()
             assert hb._heartbeat_until_dead(c, 0.1, 0.2, limit=3) is not None
@@ -176,7 +177,7 @@ def test_websocket_and_aiohttp_heartbeats_notice_a_frozen_peer():
     with pytest.raises(ValueError):
         hb.compare_heartbeats(0, 1)
     with pytest.raises(ValueError):
-        hb.peer_process(protocol="carrier pigeon")
+        peer_process(protocol="carrier pigeon")
 
 
 def test_reconnect_storm_jitter_spreads_the_clients_that_come_back():
@@ -291,12 +292,12 @@ def test_a_crashed_peer_ends_the_connection_with_a_reason_and_the_client_keeps_t
     from netcourse.runtime.waiting import run_async
 
     events: list[tuple[float, str]] = []
-    with hb.peer_process(tick=0.0) as peer:
+    with peer_process(tick=0.0) as peer:
         async def main() -> int:
             loop = asyncio.get_running_loop()
             loop.call_later(0.2, peer.freeze)  # pings pile up unread in the frozen peer's socket ...
             loop.call_later(0.3, peer.kill)  # ... so at the SIGKILL its kernel answers with an RST, not a FIN
-            return await hb.keep_connected("127.0.0.1", peer.port, interval=0.05, timeout=0.3, run_for=1.0,
+            return await keep_connected("127.0.0.1", peer.port, interval=0.05, timeout=0.3, run_for=1.0,
                                            backoff=Backoff(0.05, 0.1, rng=random.Random(2)), events=events)
 
         leftover = run_async(main(), 10)

@@ -12,7 +12,6 @@ import gc
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -74,7 +73,7 @@ def _cases() -> dict[str, tuple[Callable[[], object], float]]:
     return {
         "05 idle_connections(1000)": (lambda: websockets.idle_connections(1000), 0.4),
         "08 fault_soak, starting": (lambda: offline.fault_soak(messages=300, faults=6), 0.2),
-        "08 fault_soak, streaming": (lambda: offline.fault_soak(messages=300, faults=6), 1.5),
+        "08 fault_soak, streaming": (lambda: offline.fault_soak(messages=2000, faults=6), 1.5),
         "08 naive_variants": (lambda: offline.naive_variants(), 0.8),
         "07 behind_a_firewall": (lambda: webhooks.behind_a_firewall(), 0.8),
         "07 noise": (lambda: webhooks.noise("one", events=1000), 0.3),

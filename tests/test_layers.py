@@ -13,7 +13,7 @@ import netcourse
 
 PACKAGE = Path(netcourse.__file__).parent
 # Highest first. A module may import from its own layer and any layer below it.
-LAYERS = ["tools", "experiments", "course", "apps", "network", "traffic", "runtime", "protocols", "errors"]
+LAYERS = ["tools", "experiments", "course", "apps", "clients", "network", "traffic", "runtime", "protocols", "errors"]
 TOP_LEVEL = {"__init__", "__main__"}  # the entry points may import anything
 
 
@@ -73,6 +73,26 @@ def test_imports_point_down_the_layers():
                 continue
             if LAYERS.index(there) < LAYERS.index(here):
                 wrong.append(f"{name}:{line} imports {target} ({there} is above {here})")
+    assert not wrong, "\n".join(wrong)
+
+
+def _lesson(module: str) -> str:
+    """The lesson an experiment module belongs to: its package under experiments/ (or its own name)."""
+    return module.split(".")[2] if len(module.split(".")) > 2 else ""
+
+
+def test_experiments_never_import_another_lessons_experiments():
+    """One lesson's experiments may use the registry and their own package, never a sibling lesson's: what two
+    lessons share is a client (clients/), a server (apps/) or a protocol (protocols/)."""
+    wrong = []
+    for name, path in _modules():
+        if _layer(name) != "experiments" or name == "netcourse.experiments.registry":
+            continue
+        for line, target in _imports(path, name):
+            if _layer(target) != "experiments" or target in ("netcourse.experiments", "netcourse.experiments.registry"):
+                continue
+            if _lesson(target) != _lesson(name):
+                wrong.append(f"{name}:{line} imports {target}")
     assert not wrong, "\n".join(wrong)
 
 

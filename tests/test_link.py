@@ -14,7 +14,8 @@ from netcourse import link
 from netcourse.errors import LinkError
 from netcourse.network.link import modes
 from netcourse.experiments.slow_start import sink
-from netcourse.tools.linkbench import bound_udp, echo, echo_round_trips
+from netcourse.apps.echo import tcp_echo
+from netcourse.tools.linkbench import bound_udp, echo_round_trips
 from netcourse.runtime.waiting import wait_until
 
 TAP = modes()["tap"]
@@ -142,7 +143,7 @@ def test_goodput_follows_the_rate_limit():
 @tap_only
 def test_the_wire_capture_shows_the_handshake_a_round_trip_apart():
     with link(rtt_ms=30) as net:
-        srv = net.serve(echo)
+        srv = net.serve(tcp_echo)
         with net.capture(srv.port) as cap:
             echo_round_trips(net, srv, n=3)
     rows = cap.table()
@@ -161,10 +162,10 @@ def test_fifty_links_and_a_failing_block_leave_nothing_behind():
     links_before = subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
     for _ in range(50):
         with link(rtt_ms=1) as net:
-            net.serve(echo)
+            net.serve(tcp_echo)
     with pytest.raises(ZeroDivisionError):
         with link(rtt_ms=1) as net:
-            net.serve(echo)
+            net.serve(tcp_echo)
             1 / 0
     time.sleep(0.1)  # the last namespaces go when their last thread has ended
     after = (_netns_names(), len(os.listdir("/proc/self/fd")), threading.active_count())
@@ -188,7 +189,7 @@ def test_a_server_that_will_not_stop_still_leaves_no_namespace_behind(monkeypatc
     monkeypatch.setattr(Server, "stop", stuck)
     with pytest.raises(NetcourseTimeout, match="pretending"):
         with link(rtt_ms=1) as net:
-            net.serve(echo)
+            net.serve(tcp_echo)
             wire = net._forwarder.proc
     assert wait_until(lambda: _netns_names() == before, 5), _netns_names() - before
     assert wire.poll() is not None  # the wire's process was stopped and reaped
@@ -308,7 +309,7 @@ def test_the_relay_keeps_every_byte_in_order(rate_mbit):
 
     payload = _os.urandom(600_000)
     with link(rtt_ms=20, rate_mbit=rate_mbit, mode="relay") as net:
-        srv = net.serve(echo)
+        srv = net.serve(tcp_echo)
 
         def roundtrip() -> bytes:
             s = socket.create_connection((srv.host, srv.port), timeout=20)

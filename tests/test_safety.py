@@ -147,6 +147,7 @@ def test_answers_are_paged():
 def test_a_poller_that_falls_behind_counts_the_gap_and_carries_on():
     import time
 
+    from netcourse.clients.pollers import short_poller
     from netcourse.runtime.waiting import run_async
 
     log = polling.MessageLog(limit=3)
@@ -157,7 +158,7 @@ def test_a_poller_that_falls_behind_counts_the_gap_and_carries_on():
                 log.append(f"m{i}")
 
         srv.run(fill())
-        res = run_async(polling.short_poller(srv.url, 0.05, time.perf_counter() + 0.2))
+        res = run_async(short_poller(srv.url, 0.05, time.perf_counter() + 0.2))
     assert res.gaps == 1 and res.ids == [8, 9, 10]
 
 

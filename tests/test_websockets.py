@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from netcourse import serve
+from netcourse.clients.websocket import RawClient
 from netcourse.experiments import websockets as lab
 from netcourse.runtime.waiting import run_async
 from netcourse.protocols.wsframe import Frame, FrameDecoder, Opcode, accept_key, encode
@@ -36,7 +37,7 @@ def test_our_client_codec_against_aiohttps_server():
     app = web.Application()
     app.router.add_get("/ws", _aiohttp_echo)
     with serve(app) as srv:
-        with lab.RawClient(srv) as client:
+        with RawClient(srv) as client:
             assert client.accepted and client.accept_header == accept_key(client.key)
             client.send(Frame(Opcode.TEXT, "héllo".encode()))
             client.send(Frame(Opcode.BINARY, bytes(range(256)) * 300))  # 76,800 bytes: 64-bit length
@@ -206,7 +207,7 @@ def test_a_handler_that_raises_closes_with_1011():
         raise RuntimeError("bug in the app")
 
     with serve(make_ws_handler(on_message=broken)) as srv:
-        with lab.RawClient(srv) as client:
+        with RawClient(srv) as client:
             client.send(Frame(Opcode.TEXT, b"hi"))
             events = client.receive(1)
     assert events == [CloseReceived(1011, "server error: RuntimeError")]
@@ -268,7 +269,7 @@ def test_a_stalled_peer_does_not_hold_up_a_broadcast():
         stalled = socket.create_connection((srv.host, srv.port), timeout=5)
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads
         stalled.sendall(client_request(srv.host, srv.port, base64.b64encode(bytes(16)).decode()))
-        with lab.RawClient(srv) as reader:
+        with RawClient(srv) as reader:
             assert wait_until(lambda: hub.count == 2, 5)
             payload = bytes(64 * 1024)
             t = time.perf_counter()
@@ -295,9 +296,9 @@ def test_half_sent_handshakes_are_dropped_and_connections_capped():
             t = time.perf_counter()
             assert s.recv(100) == b""  # the server gave up on it
             assert time.perf_counter() - t < 2
-        with lab.RawClient(srv) as a, lab.RawClient(srv) as b:
+        with RawClient(srv) as a, RawClient(srv) as b:
             assert a.accepted and b.accepted
-            with lab.RawClient(srv) as c:  # a third makes room: the oldest busy connection goes
+            with RawClient(srv) as c:  # a third makes room: the oldest busy connection goes
                 assert c.accepted
             assert srv.admission.evictions == {"over the cap": 1}
 

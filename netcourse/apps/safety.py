@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ..protocols.httpwire import head_size
 from ..runtime.admission import owing
 
 __all__ = ["safe_app", "guard", "host_problem", "origin_problem", "own_origins", "head_problem", "MAX_BODY",
@@ -86,8 +87,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def head_problem(request: web.BaseRequest) -> str | None:
     """Why a request's head is too large, or None: its start line and fields, as sent, over ``MAX_HEAD``."""
-    size = len(request.method) + len(request.raw_path) + len(" HTTP/1.1\r\n")
-    size += sum(len(name) + len(value) + 4 for name, value in request.raw_headers) + 2
+    size = head_size(f"{request.method} {request.raw_path} HTTP/{request.version.major}.{request.version.minor}",
+                     request.raw_headers)
     if size > MAX_HEAD:
         return f"the request head is {size:,} bytes; this server reads at most {MAX_HEAD:,}"
     return None

@@ -39,9 +39,9 @@ from ..apps.wsserver import Hub, make_ws_handler
 from ..network.link import link
 from ..network.relay import Meter
 from ..protocols import beat
-from ..protocols.sse import SSEDecoder
 from ..protocols.webhooks import new_secret
 from ..protocols.wsframe import Opcode
+from ..clients.sse import stream_events
 from ..runtime.sockets import no_delay
 from ..runtime.waiting import run_async
 
@@ -330,17 +330,14 @@ def _sse(workload: Workload, net: Any, run: TransportRun) -> None:
     run.unit_name = "events"
 
     async def stream(i: int, session: aiohttp.ClientSession, last: list[str]) -> None:
-        decoder = SSEDecoder()
         headers = {"Last-Event-ID": last[0]} if last[0] else {}
-        async with session.get(f"{srv.url}/events", headers=headers,
-                               timeout=aiohttp.ClientTimeout(total=None)) as resp:
-            async for chunk in resp.content.iter_any():
-                for event in decoder.feed(chunk):
-                    if event.id:
-                        last[0] = event.id  # the browser's EventSource keeps it the same way
-                    if event.data and ":" in event.data:
-                        run.units += 1
-                        inbox.got(i, event.data)
+        async for _, event in stream_events(session, f"{srv.url}/events", headers=headers,
+                                            timeout=aiohttp.ClientTimeout(total=None)):
+            if event.id:
+                last[0] = event.id  # the browser's EventSource keeps it the same way
+            if event.data and ":" in event.data:
+                run.units += 1
+                inbox.got(i, event.data)
 
     async def client(i: int, session: aiohttp.ClientSession) -> None:
         last = [""]

@@ -14,7 +14,6 @@ import json
 import os
 import queue
 import random
-import secrets
 import socket
 import sqlite3
 import subprocess
@@ -37,171 +36,11 @@ from ..traffic.wire import tcp_payload_streams
 from ..protocols.wsconn import CloseReceived, Message
 from ..protocols.wsframe import Frame, Opcode
 from .registry import scenario
-from .websockets import Address, RawClient
+from ..clients.chat import ChatClient, LocalStore, handshake_as, login
+from ..clients.websocket import Address, RawClient
 
-__all__ = ["login", "LocalStore", "ChatClient", "Refusal", "handshake_as", "FAULT_KINDS", "Soak", "fault_soak", "CatchUp", "catch_up", "Variant", "naive_variants", "OutboxRun", "outbox_resend", "HappyPath", "happy_path", "exercise_login_to_socket", "exercise_cookie_bytes", "OfflineRun", "offline_and_back", "predict_replayed", "Attack", "auth_attacks", "predict_repeats", "FAULT_COUNTS", "soak_grid", "soak_knob", "LinkResume", "resume_across_a_link", "bad_inputs"]
+__all__ = ["FAULT_KINDS", "Soak", "fault_soak", "CatchUp", "catch_up", "Variant", "naive_variants", "OutboxRun", "outbox_resend", "HappyPath", "happy_path", "exercise_login_to_socket", "exercise_cookie_bytes", "OfflineRun", "offline_and_back", "predict_replayed", "Attack", "auth_attacks", "predict_repeats", "FAULT_COUNTS", "soak_grid", "soak_knob", "LinkResume", "resume_across_a_link", "bad_inputs"]
 
-
-def login(host: str, port: int, user: str, password: str) -> tuple[int, str | None, str]:
-    """POST /login; returns (status, the session cookie's value or None, the Set-Cookie header as sent)."""
-    conn = http.client.HTTPConnection(host, port, timeout=5)
-    try:
-        body = json.dumps({"user": user, "password": password})
-        conn.request("POST", "/login", body=body, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        resp.read()
-        header = resp.getheader("Set-Cookie") or ""
-        value = header.split(";", 1)[0].split("=", 1)[1] if header.startswith("session=") else None
-        return resp.status, value, header
-    finally:
-        conn.close()
-
-
-class LocalStore:
-    """The client's own database: every message it holds, and its outbox. WAL mode; every insert of a
-    message is ``INSERT OR IGNORE`` on the server's id, so a message received twice is stored once, and the
-    resume point is ``MAX(id)``, read from the same database the messages are in (never a variable a crash
-    can lose, never a counter that can run ahead of what was stored)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.db = sqlite3.connect(path, timeout=10)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript("""
-            CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, conversation TEXT, sender TEXT, text TEXT);
-            CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, conversation TEXT, text TEXT, acked INTEGER);
-            CREATE TABLE IF NOT EXISTS wire (received INTEGER, repeats INTEGER);
-            CREATE TABLE IF NOT EXISTS arrivals (seq INTEGER PRIMARY KEY AUTOINCREMENT, id INTEGER);
-        """)
-        if self.db.execute("SELECT COUNT(*) FROM wire").fetchone()[0] == 0:
-            self.db.execute("INSERT INTO wire VALUES (0, 0)")
-        self.db.commit()
-
-    def last_id(self) -> int:
-        return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
-
-    def store(self, msg: dict) -> bool:
-        """One message, in its own transaction; False if it was already there."""
-        return self.store_many([msg]) == 1
-
-    def store_many(self, msgs: list[dict]) -> int:
-        """Several messages in one transaction (all or none); how many were new. Each new id is also
-        appended to ``arrivals``, so the order in which messages first arrived can be checked later."""
-        with self.db:
-            new = 0
-            for m in msgs:
-                cur = self.db.execute("INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?)",
-                                      (int(m["id"]), m["conversation"], m["sender"], m["text"]))
-                if cur.rowcount == 1:
-                    self.db.execute("INSERT INTO arrivals (id) VALUES (?)", (int(m["id"]),))
-                    new += 1
-            # what came over the wire, in the same transaction (a SIGKILL loses none of this count either)
-            self.db.execute("UPDATE wire SET received = received + ?, repeats = repeats + ?", (len(msgs), len(msgs) - new))
-            return new
-
-    def arrival_order(self) -> list[int]:
-        """The ids in the order they were first stored."""
-        return [r[0] for r in self.db.execute("SELECT id FROM arrivals ORDER BY seq")]
-
-    def wire(self) -> tuple[int, int]:
-        """(messages received over the wire, of which repeats): what dedup absorbed."""
-        return tuple(self.db.execute("SELECT received, repeats FROM wire").fetchone())
-
-    def ids(self) -> list[int]:
-        return [r[0] for r in self.db.execute("SELECT id FROM messages ORDER BY id")]
-
-    def queue(self, conversation: str, text: str) -> str:
-        """Write a message to the outbox (offline or not); its idempotency key."""
-        key = secrets.token_hex(8)
-        self.db.execute("INSERT INTO outbox VALUES (?, ?, ?, 0)", (key, conversation, text))
-        self.db.commit()
-        return key
-
-    def unacked(self) -> list[tuple[str, str, str]]:
-        return self.db.execute("SELECT key, conversation, text FROM outbox WHERE acked = 0").fetchall()
-
-    def ack(self, key: str) -> None:
-        self.db.execute("UPDATE outbox SET acked = 1 WHERE key = ?", (key,))
-        self.db.commit()
-
-    def close(self) -> None:
-        self.db.close()
-
-
-class ChatClient:
-    """One connection's worth of the offline client: log in (if no cookie yet), open the WebSocket with the
-    cookie, resume after the local ``MAX(id)``, flush the outbox, and store what arrives until ``idle``
-    seconds pass with nothing new (or ``limit`` seconds in all)."""
-
-    def __init__(self, store: LocalStore, host: str, port: int, user: str, password: str) -> None:
-        self.store, self.host, self.port, self.user, self.password = store, host, port, user, password
-        self.cookie: str | None = None
-        self.received = 0
-        self.duplicates = 0
-
-    def connect(self, *, idle: float = 0.3, limit: float = 10.0) -> int:
-        """Sync once; returns the number of new messages stored."""
-        if self.cookie is None:
-            status, self.cookie, _ = login(self.host, self.port, self.user, self.password)
-            if status != 204 or not self.cookie:
-                raise NetcourseError(f"login refused ({status})")
-        origin = f"http://127.0.0.1:{self.port}"
-        new = 0
-        with RawClient(Address(self.host, self.port), origin=origin, nodelay=True,
-                       extra_headers=(f"Cookie: session={self.cookie}",)) as ws:
-            if not ws.accepted:
-                status = ws.response.split(b"\r\n", 1)[0].decode("latin-1")
-                raise NetcourseError(f"the handshake was refused: {status}")
-            ws.send(Frame(Opcode.TEXT, json.dumps({"resume_after": self.store.last_id()}).encode()))
-            for key, conversation, text in self.store.unacked():  # resent until acknowledged: stored once
-                ws.send(Frame(Opcode.TEXT, json.dumps({"send": {"conversation": conversation, "text": text,
-                                                                "key": key}}).encode()))
-            deadline = time.monotonic() + limit
-            quiet_since = time.monotonic()
-            while time.monotonic() < deadline and time.monotonic() - quiet_since < idle:
-                ws.sock.settimeout(max(0.01, min(idle, deadline - time.monotonic())))
-                try:
-                    events = ws.receive()
-                except socket.timeout:
-                    continue
-                if not events:
-                    break
-                batch, closed = [], False
-                for event in events:
-                    if isinstance(event, CloseReceived):
-                        closed = True
-                        break
-                    if not isinstance(event, Message):
-                        continue
-                    data = json.loads(event.payload)
-                    if "ack" in data:
-                        self.store.ack(data["ack"])
-                    elif "id" in data:
-                        batch.append(data)
-                # what arrived in one read is stored in one transaction: MAX(id) moves with the rows
-                stored = self.store.store_many(batch) if batch else 0
-                self.received += len(batch)
-                self.duplicates += len(batch) - stored
-                new += stored
-                quiet_since = time.monotonic()
-                if closed:
-                    return new
-        return new
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """How the server answered a handshake attempt."""
-
-    case: str
-    status_line: str
-
-
-def handshake_as(host: str, port: int, case: str, *, cookie: str | None, origin: str | None) -> Refusal:
-    """Try the WebSocket handshake with a given cookie and Origin; the status line the server answered."""
-    extra = (f"Cookie: session={cookie}",) if cookie else ()
-    with RawClient(Address(host, port), origin=origin, extra_headers=extra) as ws:
-        return Refusal(case, ws.response.split(b"\r\n", 1)[0].decode("latin-1"))
 
 
 # -- faults: the real test -----------------------------------------------------------------------------------
@@ -286,7 +125,7 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
         def spawn() -> subprocess.Popen:
             # In a session of its own: a notebook's interrupt (SIGINT to the kernel's process group) reaches
             # this function, whose clean-up kills and reaps the child, not the child half-way.
-            proc = subprocess.Popen([sys.executable, "-m", "netcourse.experiments._chat_child", client_db,
+            proc = subprocess.Popen([sys.executable, "-m", "netcourse.clients.chat_process", client_db,
                                      "127.0.0.1", str(port), "ada", "pw-ada"], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                                     start_new_session=True)

@@ -16,16 +16,8 @@ from ..traffic.sniffer import Capture, capture
 from ..course.exercises import Exercise, Prediction
 from ..protocols.httpwire import parse_messages
 from ..traffic.packets import C2S, S2C
-from ..apps.polling import (
-    CLIENT_HEADERS,
-    MessageLog,
-    PollerResult,
-    Publisher,
-    long_poller,
-    make_app,
-    naive_long_poller,
-    short_poller,
-)
+from ..apps.polling import MessageLog, Publisher, make_app
+from ..clients.pollers import CLIENT_HEADERS, PollerResult, long_poller, naive_long_poller, short_poller
 from .registry import scenario
 from ..network.link import Link, link
 from ..runtime.server import serve

@@ -15,7 +15,6 @@ import html
 import socket
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -24,9 +23,9 @@ from ..apps.polling import MessageLog
 from ..apps.proxy import make_proxy
 from ..apps.streaming import make_app
 from ..course.exercises import Exercise, Prediction
-from ..errors import NetcourseError
 from ..network.link import link
 from ..protocols.chunked import Chunk, ChunkedDecoder, Data
+from ..clients.sse import event_source, stream_events
 from ..protocols.httpwire import split_head
 from ..protocols.sse import Event, SSEDecoder
 from ..runtime.server import serve
@@ -35,7 +34,7 @@ from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture
 from ..traffic.wire import tcp_payload_streams
 from .registry import scenario
-from .websockets import head_size, response_head_size
+from ..protocols.httpwire import head_size, response_head_size
 
 __all__ = [
     "StreamCapture", "chunked_on_the_wire", "ChunkView", "chunk_view", "Boundaries", "chunk_boundaries",
@@ -366,40 +365,6 @@ class SSERun:
                 f"ms (retry: {self.retry_ms} ms)")
 
 
-async def _event_source(url: str, until: Callable[[list], bool], *, limit: float, default_retry_ms: int = 3000,
-                        log: list, resyncs: list, connections: list, t0: float, session: aiohttp.ClientSession,
-                        decoder: SSEDecoder) -> None:
-    """What a browser's EventSource does: read, and when the stream ends, wait the retry time, then reconnect
-    sending Last-Event-ID (WHATWG §9.2.3). Stops when ``until(log)`` or after ``limit`` s."""
-    loop = asyncio.get_running_loop()
-    n = 0
-    while loop.time() - t0 < limit and not until(log):
-        n += 1
-        headers = {"Last-Event-ID": decoder.last_event_id} if decoder.last_event_id else {}
-        opened = loop.time() - t0
-        try:
-            async with session.get(url, headers=headers) as resp:
-                if resp.status != 200 or not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-                    raise NetcourseError(f"the stream answered {resp.status} {resp.headers.get('Content-Type')}")
-                async for piece in resp.content.iter_any():
-                    for event in decoder.feed(piece):
-                        t = loop.time() - t0
-                        if event.event == "resync":
-                            resyncs.append(event.data)
-                        else:
-                            log.append((int(event.id), t, n))
-                    if until(log):
-                        break
-        except aiohttp.ClientPayloadError:
-            pass  # the server dropped mid-stream: reconnect, as a browser does
-        decoder.end_of_stream()  # a half-received event is discarded, never half-counted
-        connections.append((opened, headers.get("Last-Event-ID"), loop.time() - t0))
-        if until(log):
-            return
-        wait = (decoder.reconnection_time if decoder.reconnection_time is not None else default_retry_ms) / 1000
-        await asyncio.sleep(wait)
-
-
 async def _publish(log: MessageLog, count: int, gap: float, size: int = 0) -> None:
     for i in range(count):
         await asyncio.sleep(gap)
@@ -424,7 +389,7 @@ def _sse_run(events: int, gap: float, drop: int, retry_ms: int, keep: int, scena
             t0 = asyncio.get_running_loop().time()
             publishing = asyncio.run_coroutine_threadsafe(_publish(log, events, gap), srv.loop)
             async with aiohttp.ClientSession(headers=UA) as session:
-                await _event_source(f"{srv.url}/events?drop={drop}", lambda got: len(got) >= events,
+                await event_source(f"{srv.url}/events?drop={drop}", lambda got: len(got) >= events,
                                     limit=events * gap + 10, log=received, resyncs=resyncs,
                                     connections=connections, t0=t0, session=session, decoder=decoder)
             await asyncio.wrap_future(publishing)
@@ -557,16 +522,12 @@ def buffering(cases: dict[str, tuple[dict | None, str]] | None = None, *, events
         async def one(session: aiohttp.ClientSession, name: str, ready: asyncio.Event) -> None:
             opts, query = cases[name]
             port = proxies[name].port if opts is not None else srv.port
-            decoder = SSEDecoder()
             # the server ends the stream after the last event (drop=events): a proxy that buffers lets go then
-            async with session.get(f"http://127.0.0.1:{port}/events?retry=1000&drop={events}{query}") as resp:
-                ready.set()
-                async for piece in resp.content.iter_any():
-                    now = time.perf_counter()
-                    for event in decoder.feed(piece):
-                        received[name][int(event.id)] = now
-                    if len(received[name]) >= events:
-                        return
+            async for now, event in stream_events(session, f"http://127.0.0.1:{port}/events?retry=1000&drop={events}"
+                                                  f"{query}", on_open=ready.set):
+                received[name][int(event.id)] = now
+                if len(received[name]) >= events:
+                    return
 
         async def go() -> None:
             async with aiohttp.ClientSession(headers=UA) as session:
@@ -730,17 +691,17 @@ def sse_across_a_link(rtt_ms: float = 100.0, events: int = 8, gap: float = 0.05)
         net.announce()
 
         async def client() -> None:
-            decoder = SSEDecoder()
+            publishing = []
+
+            def publish() -> None:  # once the stream is open: every event is one the client waits for
+                publishing.append(asyncio.run_coroutine_threadsafe(_publish(log, events, gap), srv.loop))
+
             async with aiohttp.ClientSession(headers=UA) as session:
-                async with session.get(f"http://{srv.host}:{srv.port}/events") as resp:
-                    publishing = asyncio.run_coroutine_threadsafe(_publish(log, events, gap), srv.loop)
-                    async for piece in resp.content.iter_any():
-                        now = time.perf_counter()
-                        for e in decoder.feed(piece):
-                            got[int(e.id)] = now
-                        if len(got) >= events:
-                            break
-                    await asyncio.wrap_future(publishing)
+                async for now, e in stream_events(session, f"http://{srv.host}:{srv.port}/events", on_open=publish):
+                    got[int(e.id)] = now
+                    if len(got) >= events:
+                        break
+            await asyncio.wrap_future(publishing[0])
 
         net.run(client(), events * gap + 20)
         mode = net.mode
@@ -764,7 +725,7 @@ def request_head_sizes() -> tuple[aiohttp.TraceConfig, list[int]]:
 def long_poll_bytes(size: int = 20) -> dict[str, int]:
     """One long poll that brings one ``size``-byte message, against the course's polling server (notebook 03),
     on a kept-alive connection: its request head, response head, and the JSON around the message, in bytes.
-    The heads are sized (``websockets.head_size``) from the header lines aiohttp sent and received."""
+    The heads are sized (``protocols.httpwire.head_size``) from the header lines aiohttp sent and received."""
     from ..apps.polling import make_app as polling_app
 
     if not 1 <= size <= 10_000:
@@ -813,19 +774,17 @@ def resync_demo(keep: int = 3, published: int = 10, asks: tuple[str, ...] = ("2"
         asyncio.run_coroutine_threadsafe(fill(), srv.loop).result(5)
 
         async def ask(last_id: str) -> list[Event]:
-            decoder, events = SSEDecoder(), []
+            events: list[Event] = []
             async with aiohttp.ClientSession(headers=UA) as session:
-                async with session.get(f"{srv.url}/events", headers={"Last-Event-ID": last_id}) as resp:
 
-                    async def read() -> None:
-                        nonlocal events
-                        async for piece in resp.content.iter_any():
-                            events += decoder.feed(piece)
+                async def read() -> None:
+                    async for _, event in stream_events(session, f"{srv.url}/events", headers={"Last-Event-ID": last_id}):
+                        events.append(event)
 
-                    try:
-                        await asyncio.wait_for(read(), 0.5)
-                    except asyncio.TimeoutError:
-                        pass  # nothing more is coming (only keep-alive comments): the demo has what it needs
+                try:
+                    await asyncio.wait_for(read(), 0.5)
+                except asyncio.TimeoutError:
+                    pass  # nothing more is coming (only keep-alive comments): the demo has what it needs
             return events
 
         return [(asked, run_async(ask(asked), 10)) for asked in asks]

@@ -17,6 +17,7 @@ from ..protocols.checksum import PROTO_TCP, PROTO_UDP, partial_checksum, transpo
 from ..errors import NetcourseTimeout
 from ..course.exercises import Exercise
 from ..traffic.packets import C2S, PacketRow
+from ..apps.echo import tcp_echo
 from .registry import scenario
 from ..runtime.server import serve
 from ..runtime.waiting import wait_until
@@ -452,14 +453,6 @@ def udp_echo(timeout: float = 5.0) -> Iterator[tuple[str, int]]:
         stop.set()
         thread.join(timeout)
         sock.close()
-
-
-async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A stream handler for ``serve()`` that sends back whatever arrives (Nagle off: echoes leave at once)."""
-    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while data := await reader.read(2048):
-        writer.write(data)
-        await writer.drain()
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

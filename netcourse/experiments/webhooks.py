@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from ..apps.polling import MessageLog, long_poller, short_poller
+from ..apps.polling import MessageLog
+from ..clients.pollers import long_poller, short_poller
 from ..apps.polling import make_app as polling_app
 from ..apps.streaming import make_app as streaming_app
 from ..apps.webhooks import COURSE_ALLOW, STANDARD_SCHEDULE, Attempt, Receiver, Sender
@@ -31,7 +32,6 @@ from ..apps.wsserver import Hub, make_ws_handler
 from ..course.exercises import Exercise, Prediction
 from ..errors import NetcourseError, SignatureError
 from ..protocols.httpwire import parse_head, split_head
-from ..protocols.sse import SSEDecoder
 from ..protocols.webhooks import headers_for, new_secret, sign, verify
 from ..protocols.wsframe import Opcode
 from ..runtime.server import serve
@@ -41,8 +41,9 @@ from ..runtime.waiting import run_async
 from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture
 from ..traffic.wire import tcp_payload_streams
+from ..clients.sse import stream_events
 from .registry import scenario
-from .websockets import head_size, response_head_size
+from ..protocols.httpwire import head_size, response_head_size
 
 __all__ = [
     "Delivery", "one_delivery", "Forgery", "forgeries", "Outage", "receiver_down", "Unreachable", "behind_a_firewall",
@@ -517,23 +518,23 @@ def behind_a_firewall(events: int = 10, gap: float = 0.1, poll_interval: float =
             received_own: dict[str, float] = {}
 
             async def sse_receiver(url: str, until: float, received: dict[str, float], relayed: bool) -> int:
-                decoder, connections = SSEDecoder(), 0
+                async def read(session: aiohttp.ClientSession) -> None:
+                    async for now, event in stream_events(session, f"{url}/events"):
+                        if relayed:
+                            forwarded = json.loads(event.data)
+                            msg_id, _ = verify(SECRET, forwarded["headers"], forwarded["body"].encode())
+                        else:  # the sender's own stream, on the receiver's own (authenticated) connection
+                            msg_id = event.data
+                        received[msg_id] = now  # the relayed ones verified end to end
+                        if len(received) >= events:
+                            return
+
                 async with aiohttp.ClientSession() as session:
-                    connections += 1
-                    async with session.get(f"{url}/events") as resp:
-                        while time.perf_counter() < until and len(received) < events:
-                            try:
-                                piece = await asyncio.wait_for(resp.content.readany(), max(0.01, until - time.perf_counter()))
-                            except asyncio.TimeoutError:
-                                break
-                            for event in decoder.feed(piece):
-                                if relayed:
-                                    forwarded = json.loads(event.data)
-                                    msg_id, _ = verify(SECRET, forwarded["headers"], forwarded["body"].encode())
-                                else:  # the sender's own stream, on the receiver's own (authenticated) connection
-                                    msg_id = event.data
-                                received[msg_id] = time.perf_counter()  # the relayed ones verified end to end
-                return connections
+                    try:
+                        await asyncio.wait_for(read(session), max(0.01, until - time.perf_counter()))
+                    except asyncio.TimeoutError:
+                        pass
+                return 1  # one connection
 
             received_ws: dict[str, float] = {}
 

@@ -15,12 +15,13 @@ from aiohttp import web
 from ..apps.safety import safe_app
 from ..apps.wsserver import Hub, make_ws_handler
 from ..course.exercises import Exercise, Prediction
-from ..errors import FrameError, HandshakeError, HttpParseError, NetcourseTimeout
+from ..errors import FrameError, NetcourseTimeout
 from ..network.link import link
-from ..protocols.httpwire import parse_head, split_head
-from ..protocols.wsconn import CloseReceived, Connection, Event, State, check_response, client_request, new_key
+from ..clients.websocket import ORIGIN, RawClient
+from ..protocols.httpwire import head_size, parse_head, response_head_size, split_head
+from ..protocols.wsconn import CloseReceived, Event
 from ..protocols.wsframe import Frame, FrameDecoder, Opcode, accept_key, close_payload, header_length
-from ..runtime.server import Server, serve
+from ..runtime.server import serve
 from ..runtime.waiting import run_async, wait_until
 from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture
@@ -29,7 +30,6 @@ from .registry import scenario
 
 __all__ = [
     "frame_explorer", "rate_knob", "link_knob",
-    "RawClient",
     "handshake",
     "control_frames",
     "explain",
@@ -52,7 +52,6 @@ __all__ = [
     "exercise_accept",
 ]
 
-ORIGIN = "http://127.0.0.1"  # the origin the course's pages would have
 
 # What a browser adds to its handshake (Chromium's, give or take): a subprotocol the page asked for, the
 # compression extension offered (RFC 7692), and the site's cookies. The course's server declines both
@@ -64,110 +63,6 @@ BROWSER_HEADERS = (
     "Cookie: session=d7c3a1f0",
 )
 
-
-@dataclass(frozen=True)
-class Address:
-    """Where a server listens, for ``RawClient`` when there is no ``Server`` object at hand (a child process,
-    a server on the far side of a link)."""
-
-    host: str
-    port: int
-
-
-class RawClient:
-    """A WebSocket client made of a plain socket and the course's sans-I/O connection. Every byte is visible.
-
-    Use it as a context manager; the socket is closed at the end, and also when the handshake fails
-    on the way (refused connection, timeout).
-
-    Attributes:
-        request, response: the opening handshake's bytes, as sent and as received.
-        key: the Sec-WebSocket-Key sent.
-        conn: the ``wsconn.Connection`` that tracks the protocol's state.
-    """
-
-    def __init__(self, srv: Server, *, origin: str | None = ORIGIN, timeout: float = 5.0, key: str | None = None,
-                 extra_headers: tuple[str, ...] = (), nodelay: bool = False) -> None:
-        self.key = key or new_key()
-        self.request = client_request(srv.host, srv.port, self.key, origin=origin, extra=extra_headers)
-        self.response = b""
-        self.conn = Connection("client", max_size=1 << 24)
-        self._pending: list[Event] = []
-        self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
-        try:
-            if nodelay:  # send small writes at once, without waiting for the previous one's ACK (Nagle)
-                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock.sendall(self.request)
-            buffer = b""
-            while (found := split_head(buffer)) is None:
-                chunk = self.sock.recv(4096)
-                if not chunk:
-                    raise ConnectionError("the server closed the connection during the handshake")
-                buffer += chunk
-            self.response, rest = found
-            if self.accepted and rest:
-                self._pending = self._take(rest)
-        except BaseException:
-            self.sock.close()
-            raise
-
-    def __enter__(self) -> "RawClient":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def accepted(self) -> bool:
-        """True when the server answered 101 Switching Protocols with the right accept key."""
-        try:
-            check_response(self.response, self.key)
-        except HandshakeError:
-            return False
-        return True
-
-    @property
-    def accept_header(self) -> str | None:
-        """The server's Sec-WebSocket-Accept."""
-        try:
-            return parse_head(self.response).header("Sec-WebSocket-Accept")
-        except HttpParseError:
-            return None
-
-    def send(self, frame: Frame, *, mask_key: bytes | None = None, masked: bool = True) -> bytes:
-        """Encode and send one frame (masked, as a client must, unless told otherwise); returns the bytes."""
-        data = self.conn.send_frame(frame, mask_key=mask_key, masked=masked)
-        self.sock.sendall(data)
-        return data
-
-    def _take(self, data: bytes) -> list[Event]:
-        events = self.conn.receive_data(data)
-        reply = self.conn.data_to_send()  # a pong, or the echo of the server's close
-        if reply:
-            self.sock.sendall(reply)
-        return events
-
-    def receive(self, count: int = 1) -> list[Event]:
-        """Read until ``count`` events have arrived (bounded by the socket timeout), e.g. a ``Message``."""
-        events, self._pending = self._pending, []
-        while len(events) < count:
-            data = self.sock.recv(65536)
-            if not data:
-                break
-            events += self._take(data)
-        return events
-
-    def close(self) -> None:
-        """Close the TCP connection; after a close handshake, first let the server close it (§7.1.1)."""
-        try:
-            if self.conn.state is State.CLOSED:  # both close frames crossed: the server's FIN is due
-                self.sock.settimeout(1.0)
-                while self.sock.recv(65536):
-                    pass
-        except OSError:  # a reset or a timeout: the connection ends here either way
-            pass
-        finally:
-            self.sock.close()
 
 
 # -- 1. the handshake, 2. talking by hand ----------------------------------------------------------
@@ -514,15 +409,6 @@ def across_a_link(rtt_ms: float = 100.0, *, echoes: int = 5, size: int = 20) -> 
         return net.near(measure, timeout=60 + 10 * rtt_ms / 100)
 
 
-def head_size(first_line: str, raw_headers) -> int:
-    """Bytes of an HTTP/1.1 head: the first line, "Name: value" lines, the empty line (RFC 9112 §2.1)."""
-    return len(first_line) + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in raw_headers) + 2
-
-
-def response_head_size(resp) -> int:
-    """Bytes of an aiohttp client response's head, as received."""
-    return head_size(f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} {resp.reason}", resp.raw_headers)
-
 
 def overhead(size: int = 20) -> Overhead:
     """Measure one ``size``-byte echo over HTTP (aiohttp client and server, kept-alive connection) and
@@ -543,7 +429,7 @@ def overhead(size: int = 20) -> Overhead:
             async with aiohttp.ClientSession() as s:
                 async with s.post(srv.url + "/echo", data=bytes(size)) as r:
                     await r.read()
-                    sizes["response"] = head_size(f"HTTP/1.1 {r.status} {r.reason}", r.raw_headers)
+                    sizes["response"] = response_head_size(r)
 
         run_async(go())
     return Overhead(header_length(size, True), header_length(size, False), sizes["request"], sizes["response"])

@@ -9,13 +9,15 @@ No socket, asyncio, aiohttp or scapy here: it works on bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .chunked import ChunkedDecoder, Data
 
 from ..errors import ChunkedParseError, HttpParseError
 
-__all__ = ["Head", "HttpMessage", "parse_head", "split_head", "parse_messages"]
+__all__ = ["Head", "HttpMessage", "parse_head", "split_head", "parse_messages", "head_size", "response_head_size"]
 
 CRLF = b"\r\n"
 HEAD_END = b"\r\n\r\n"  # RFC 9112 §2.1: the head ends with an empty line
@@ -216,3 +218,17 @@ def parse_messages(stream: bytes, *, responses: bool) -> list[HttpMessage]:
         )
         pos = body_end
     return messages
+
+
+def head_size(first_line: str, raw_headers: Iterable[tuple[bytes | str, bytes | str]]) -> int:
+    """Bytes of an HTTP/1.1 head: the first line, "Name: value" lines, the empty line (RFC 9112 §2.1).
+
+    ``raw_headers`` are (name, value) pairs as they were on the wire (aiohttp's ``raw_headers``, bytes or str).
+    """
+    return len(first_line) + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in raw_headers) + 2
+
+
+def response_head_size(resp: Any) -> int:
+    """Bytes of a client response's head as received, from its version, status, reason and raw header lines
+    (an aiohttp ``ClientResponse``, or anything with those attributes)."""
+    return head_size(f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} {resp.reason}", resp.raw_headers)

@@ -13,10 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-from aiohttp import web
 
 from ..traffic.sniffer import capture, capture_permitted
 from ..runtime.server import serve
+from ..clients.sse import stream_events
 from .loadbench import tiny_app
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -216,7 +216,6 @@ def _sse_events_per_second(count: int = 10_000) -> float:  # drop= allows at mos
 
     from ..apps.polling import MessageLog
     from ..apps.streaming import make_app
-    from ..protocols.sse import SSEDecoder
     from ..runtime.server import serve
     from ..runtime.waiting import run_async
 
@@ -230,18 +229,14 @@ def _sse_events_per_second(count: int = 10_000) -> float:  # drop= allows at mos
                     await asyncio.sleep(0)
 
         async def read() -> float:
-            decoder, got, first = SSEDecoder(), 0, None
+            got, first = 0, None
             async with aiohttp.ClientSession() as session:
-                async with session.get(srv.url + f"/events?drop={count}") as resp:
-                    if resp.status != 200:
-                        raise RuntimeError(f"the stream answered {resp.status}")
-                    asyncio.run_coroutine_threadsafe(publish(), srv.loop)
-                    async for piece in resp.content.iter_any():
-                        got += len(decoder.feed(piece))
-                        if first is None:
-                            first = time.perf_counter()
-                        if got >= count:
-                            break
+                async for now, _ in stream_events(session, srv.url + f"/events?drop={count}",
+                                                  on_open=lambda: asyncio.run_coroutine_threadsafe(publish(), srv.loop)):
+                    got += 1
+                    first = now if first is None else first
+                    if got >= count:
+                        break
             return got / (time.perf_counter() - first)
 
         return run_async(read(), 120)

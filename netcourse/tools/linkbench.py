@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import statistics
 import struct
@@ -10,22 +9,16 @@ import time
 
 from ..experiments.slow_start import sink
 from ..network.link import Link, link, modes
+from ..apps.echo import tcp_echo
 from ..runtime.server import Server
 from ..runtime.tcpinfo import TcpInfo, tcp_info
 
-__all__ = ["rows", "echo", "echo_round_trips", "bound_udp", "rtt_accuracy"]
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A stream handler that sends back whatever arrives."""
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
+__all__ = ["rows", "echo_round_trips", "bound_udp", "rtt_accuracy"]
 
 
 def echo_round_trips(net: Link, srv: Server, n: int = 20) -> tuple[list[float], TcpInfo | None]:
     """Round trips (seconds) of ``n`` 1-byte echoes over one connection from the near end, and the
-    client's TCP_INFO at the end. ``srv`` serves ``echo`` at the far end."""
+    client's TCP_INFO at the end. ``srv`` serves ``tcp_echo`` (apps.echo) at the far end."""
 
     def measure() -> tuple[list[float], TcpInfo | None]:
         s = socket.create_connection((srv.host, srv.port), timeout=30)
@@ -47,7 +40,7 @@ def echo_round_trips(net: Link, srv: Server, n: int = 20) -> tuple[list[float], 
 def rtt_accuracy(mode: str, rtt_ms: float, n: int = 20) -> tuple[float, float | None]:
     """(median echo round trip ms, TCP_INFO's smoothed RTT ms or None) on a link of ``rtt_ms``."""
     with link(rtt_ms=rtt_ms, mode=mode) as net:
-        rtts, info = echo_round_trips(net, net.serve(echo), n)
+        rtts, info = echo_round_trips(net, net.serve(tcp_echo), n)
     return statistics.median(rtts[1:]) * 1000, (info.rtt_us / 1000 if mode == "tap" and info else None)
 
 

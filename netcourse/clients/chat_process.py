@@ -1,9 +1,9 @@
-"""The offline client in a process of its own (started by ``offline.fault_soak``): it syncs, reconnecting
+"""The offline client in a process of its own (started by ``experiments.offline.fault_soak``): it syncs, reconnecting
 with capped exponential back-off and full jitter, until it is killed or its stdin closes. It prints "ready"
 once imported and starts when a line arrives on its stdin (the soak keeps one such spare warm). Its only
 state is its SQLite file: a SIGKILL at any instant loses nothing that was committed.
 
-    python -m netcourse.experiments._chat_child DB HOST PORT USER PASSWORD
+    python -m netcourse.clients.chat_process DB HOST PORT USER PASSWORD
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 def main(argv: list[str]) -> int:
     from ..runtime.backoff import Backoff
-    from .offline import ChatClient, LocalStore
+    from ..clients.chat import ChatClient, LocalStore
 
     db, host, port, user, password = argv
     backoff = Backoff(0.02, 0.3)
