@@ -10,7 +10,13 @@ import pytest
 from netcourse.apps.beat import make_beat_handler
 from netcourse.errors import LinkError
 from netcourse.clients.beat import BeatClient, keep_connected, peer_process
-from netcourse.experiments import heartbeats as hb
+from netcourse.course.live import LivePipe
+from netcourse.experiments.heartbeats.deaths import half_open, peer_deaths
+from netcourse.experiments.heartbeats.detection import _heartbeat_until_dead, compare_heartbeats, heartbeat_detection, predict_worst_detection
+from netcourse.experiments.heartbeats.duplex import duplex_ticks, exercise_echo_time
+from netcourse.experiments.heartbeats.reconnect import heartbeat_across_a_link, heartbeat_reconnect, reconnect_storm
+from netcourse.experiments.heartbeats.tcp import exercise_probe_seq, keepalive_detection, user_timeout_detection
+from netcourse.protocols.beat import detection_bounds, heartbeat_cost
 from netcourse.network.link import link
 from netcourse.protocols.beat import Kind, encode
 from netcourse.runtime.server import serve
@@ -73,7 +79,7 @@ def test_a_late_pong_counts_as_dead_and_nothing_is_left_running():
         with BeatClient("127.0.0.1", peer.port) as c:
             peer.freeze()
             t = time.monotonic()
-            assert hb._heartbeat_until_dead(c, 0.1, 0.2, limit=3) is not None
+            assert _heartbeat_until_dead(c, 0.1, 0.2, limit=3) is not None
             assert 0.15 < time.monotonic() - t < 1.5
             peer.thaw()
         proc = peer.proc
@@ -81,7 +87,7 @@ def test_a_late_pong_counts_as_dead_and_nothing_is_left_running():
 
 
 def test_peer_deaths_look_as_the_notebook_says():
-    deaths = {d.kind: d for d in hb.peer_deaths(wait=0.6)}
+    deaths = {d.kind: d for d in peer_deaths(wait=0.6)}
     assert deaths["clean close"].read.startswith("a CLOSE frame") and deaths["clean close"].read_ms < 300
     assert "FIN" in deaths["crash"].read or "RST" in deaths["crash"].read
     assert deaths["crash"].read_ms < 300
@@ -94,26 +100,26 @@ def test_peer_deaths_look_as_the_notebook_says():
 
 
 def test_heartbeat_detection_lies_between_timeout_and_interval_plus_timeout():
-    det = hb.heartbeat_detection(0.1, 0.2, trials=3)
-    lo, hi = hb.detection_bounds(0.1, 0.2)
+    det = heartbeat_detection(0.1, 0.2, trials=3)
+    lo, hi = detection_bounds(0.1, 0.2)
     assert len(det.seconds) == 3
     assert all(lo - 0.02 <= s <= hi + 0.15 for s in det.seconds), det.seconds
-    assert hb.predict_worst_detection(0.1, 0.2).check(0.3, det) and not hb.predict_worst_detection(0.1, 0.2).check(0.2, det)
+    assert predict_worst_detection(0.1, 0.2).check(0.3, det) and not predict_worst_detection(0.1, 0.2).check(0.2, det)
 
 
 @pytest.mark.replayable
 def test_keepalive_probes_carry_seq_minus_one():
-    det = hb.keepalive_detection()
+    det = keepalive_detection()
     probes = det.probes()
     assert len(probes) >= 3
-    assert hb.exercise_probe_seq(det).check(-1)
+    assert exercise_probe_seq(det).check(-1)
     if det.seconds is not None:  # live on the tap link: idle 1 s + 3 probes 1 s apart
         assert 3.5 < det.seconds < 6 and "timed out" in det.error
 
 
 @pytest.mark.replayable
 def test_user_timeout_ends_a_connection_whose_data_goes_unacknowledged():
-    det = hb.user_timeout_detection(1000)
+    det = user_timeout_detection(1000)
     rows = det.capture.table()
     data = [r for r in rows if r.direction == "C→S" and r.payload]
     assert len(data) >= 2 and data[-1].seq == data[-2].seq  # the same bytes sent again: unacknowledged
@@ -131,18 +137,18 @@ def test_the_loss_switch_refuses_bad_values_and_the_relay():
 
 
 def test_heartbeat_costs_add_up():
-    c = hb.heartbeat_cost(30)
+    c = heartbeat_cost(30)
     assert c["bytes per beat"] == 3 * 66 + 2 * 5  # PING, PONG, and the bare ACK of the PONG
     assert c["bytes per hour, one connection"] == pytest.approx(208 * 120)
     assert c["packets per second at the server, both ways"] == pytest.approx(3 * 100_000 / 30)
-    assert hb.heartbeat_cost(30, websocket=True)["bytes per beat"] == 3 * 66 + 8 + 4
+    assert heartbeat_cost(30, websocket=True)["bytes per beat"] == 3 * 66 + 8 + 4
     with pytest.raises(ValueError):
-        hb.heartbeat_cost(0)
+        heartbeat_cost(0)
 
 
 @pytest.mark.replayable
 def test_duplex_ticks_arrive_unasked_and_the_echo_question_reads_the_capture():
-    run = hb.duplex_ticks()
+    run = duplex_ticks()
     assert run.requested_nothing and len(run.sent) == 3 and len(run.echoes) == 3
     ticks = [r.t for r in run.capture.table() if r.app.startswith("TICK")]
     gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
@@ -150,13 +156,13 @@ def test_duplex_ticks_arrive_unasked_and_the_echo_question_reads_the_capture():
     rows = run.capture.table()
     sent = next(r for r in rows if r.direction == "C→S" and r.app.startswith("MSG"))
     echo = next(r for r in rows if r.direction == "S→C" and r.app.startswith("MSG") and r.t >= sent.t)
-    q = hb.exercise_echo_time(run)
+    q = exercise_echo_time(run)
     assert q.check((echo.t - sent.t) * 1000) and not q.check((echo.t - sent.t) * 1000 + 0.2)
 
 
 @pytest.mark.replayable
 def test_half_open_connection_meets_an_rst():
-    h = hb.half_open()
+    h = half_open()
     resets = h.resets()
     assert len(resets) == 1
     rows = h.capture.table()
@@ -166,22 +172,22 @@ def test_half_open_connection_meets_an_rst():
 
 
 def test_websocket_and_aiohttp_heartbeats_notice_a_frozen_peer():
-    beat, ws, aio = hb.compare_heartbeats(0.1, 0.2, trials=2)
+    beat, ws, aio = compare_heartbeats(0.1, 0.2, trials=2)
     for det in (beat, ws):
-        lo, hi = hb.detection_bounds(0.1, 0.2)
+        lo, hi = detection_bounds(0.1, 0.2)
         assert len(det.seconds) == 2 and all(lo - 0.02 <= s <= hi + 0.15 for s in det.seconds), det
     assert "WebSocket" in ws.mechanism
     assert (aio.interval, aio.timeout) == (0.1, 0.05)  # aiohttp: the pong is due heartbeat / 2 after the ping
-    lo, hi = hb.detection_bounds(0.1, 0.05)
+    lo, hi = detection_bounds(0.1, 0.05)
     assert len(aio.seconds) == 2 and all(lo - 0.02 <= s <= hi + 0.15 for s in aio.seconds), aio
     with pytest.raises(ValueError):
-        hb.compare_heartbeats(0, 1)
+        compare_heartbeats(0, 1)
     with pytest.raises(ValueError):
         peer_process(protocol="carrier pigeon")
 
 
 def test_reconnect_storm_jitter_spreads_the_clients_that_come_back():
-    storm = hb.reconnect_storm(clients=60, down_for=0.5, base=0.05, cap=0.4)
+    storm = reconnect_storm(clients=60, down_for=0.5, base=0.05, cap=0.4)
     for name, log in storm.attempts.items():
         assert sum(ok for _, ok in log) == 60, name  # every client came back, once
         assert all(not ok for t, ok in log if t < storm.down_for - 0.01), name  # refused while the port was down
@@ -192,7 +198,7 @@ def test_reconnect_storm_jitter_spreads_the_clients_that_come_back():
     assert storm.peak("full jitter", connected=True) < storm.peak("no jitter", connected=True)
     assert storm.back_after("no jitter") > 0
     with pytest.raises(ValueError):
-        hb.reconnect_storm(clients=0)
+        reconnect_storm(clients=0)
 
 
 def test_live_pipe_sends_on_click_and_stops_everything_by_itself():
@@ -200,7 +206,7 @@ def test_live_pipe_sends_on_click_and_stops_everything_by_itself():
 
     from netcourse.runtime.registry import live_servers
 
-    pipe = hb.LivePipe(seconds=1.0, tick=0.1)
+    pipe = LivePipe(seconds=1.0, tick=0.1)
     view = pipe.widget()
     pipe.connect()
     time.sleep(0.35)
@@ -215,8 +221,8 @@ def test_live_pipe_sends_on_click_and_stops_everything_by_itself():
     assert "server → client" in view.children[2].value and view.children[0].children[0].disabled is False
     assert not live_servers() and not [t for t in threading.enumerate() if t.name == "live pipe"]
     with pytest.raises(ValueError):
-        hb.LivePipe(seconds=0)
-    assert "live pipe" in repr(hb.LivePipe()._repr_mimebundle_()["text/plain"])
+        LivePipe(seconds=0)
+    assert "live pipe" in repr(LivePipe()._repr_mimebundle_()["text/plain"])
 
 
 # -- the heartbeat helper, and a client that closes and reconnects -------------------------------------------
@@ -264,7 +270,7 @@ def test_the_heartbeat_ignores_a_pong_for_an_older_ping():
 
 
 def test_the_client_closes_a_dead_connection_and_reconnects_with_back_off():
-    run = hb.heartbeat_reconnect(interval=0.2, timeout=0.3, freeze_at=0.3, frozen_for=0.8, run_for=1.5)
+    run = heartbeat_reconnect(interval=0.2, timeout=0.3, freeze_at=0.3, frozen_for=0.8, run_for=1.5)
     assert run.froze_at is not None and run.thawed_at is not None
     assert run.false_alarms == 0, run.events
     assert 0.3 - 0.02 <= run.detected_after <= 0.2 + 0.3 + 0.15, run  # between timeout and interval + timeout
@@ -276,7 +282,7 @@ def test_the_client_closes_a_dead_connection_and_reconnects_with_back_off():
 
 
 def test_a_timeout_shorter_than_the_round_trip_kills_a_healthy_connection():
-    short, enough = hb.heartbeat_across_a_link(rtt_ms=100, timeouts=(0.05, 0.3), interval=0.2, run_for=0.8)
+    short, enough = heartbeat_across_a_link(rtt_ms=100, timeouts=(0.05, 0.3), interval=0.2, run_for=0.8)
     assert len(short.times("dead")) >= 2 and short.round_trips == [] and short.false_alarms == len(short.times("dead"))
     assert enough.times("dead") == [] and len(enough.round_trips) >= 2
     rts = sorted(enough.round_trips)  # (through the relay the first ping also waits for the relay's own connect)

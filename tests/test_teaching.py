@@ -262,12 +262,12 @@ def test_knobs_redraw_for_several_values():
     assert ws.frame_explorer("Hello", 1, "TEXT", True, True, "37fa213d").fields
     for rtt in (0, 50):
         assert ws.link_knob(rtt).rtt_ms == rtt
-    from netcourse.experiments import heartbeats
+    from netcourse.experiments.heartbeats.detection import Detection, tradeoff_knob
 
-    measured = heartbeats.Detection("test", 0.2, 0.3, [0.35, 0.42])
+    measured = Detection("test", 0.2, 0.3, [0.35, 0.42])
     for interval, timeout in ((0.1, 0.1), (30.0, 5.0)):
-        assert isinstance(heartbeats.tradeoff_knob(measured, interval, timeout), Figure)
-        assert isinstance(heartbeats.tradeoff_knob(None, interval, timeout), Figure)
+        assert isinstance(tradeoff_knob(measured, interval, timeout), Figure)
+        assert isinstance(tradeoff_knob(None, interval, timeout), Figure)
 
 
 def test_polling_knob_looks_up_a_measured_grid():

@@ -14,8 +14,8 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from ..runtime.backoff import Backoff
     from ..clients.chat import ChatClient, LocalStore
+    from ..runtime.backoff import Backoff
 
     db, host, port, user, password = argv
     backoff = Backoff(0.02, 0.3)

@@ -14,7 +14,14 @@ from typing import Protocol
 
 from ..errors import HandshakeError, HttpParseError
 from ..protocols.httpwire import parse_head, split_head
-from ..protocols.wsconn import Connection, Event, State, check_response, client_request, new_key
+from ..protocols.wsconn import (
+    Connection,
+    Event,
+    State,
+    check_response,
+    client_request,
+    new_key,
+)
 from ..protocols.wsframe import Frame
 
 __all__ = ["ORIGIN", "Address", "RawClient", "Endpoint"]

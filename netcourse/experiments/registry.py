@@ -46,9 +46,9 @@ def scenario(name: str) -> Callable[[F], F]:
 def _load_experiments() -> None:
     from .. import experiments
 
-    for info in pkgutil.iter_modules(experiments.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{experiments.__name__}.{info.name}")
+    for info in pkgutil.walk_packages(experiments.__path__, f"{experiments.__name__}."):
+        if not info.name.rsplit(".", 1)[-1].startswith("_"):  # a lesson's modules, and its package's
+            importlib.import_module(info.name)
 
 
 def known_scenarios() -> dict[str, Callable[[], Any]]:

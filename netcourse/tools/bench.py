@@ -100,22 +100,25 @@ def notebook_seconds(name: str = "00_start_here.ipynb") -> float:
 
 def heartbeat_rows() -> list[tuple[str, str, str]]:
     """Detection time against the configured setting, for the three mechanisms of notebook 04."""
-    from ..experiments import heartbeats
+    from ..experiments.heartbeats.detection import compare_heartbeats
+    from ..experiments.heartbeats.reconnect import reconnect_storm
+    from ..experiments.heartbeats.tcp import keepalive_detection, user_timeout_detection
+    from ..protocols.beat import detection_bounds
 
     rows = []
-    for det in heartbeats.compare_heartbeats(0.2, 0.3, trials=20, seed=7):
-        lo, hi = heartbeats.detection_bounds(det.interval, det.timeout)
+    for det in compare_heartbeats(0.2, 0.3, trials=20, seed=7):
+        lo, hi = detection_bounds(det.interval, det.timeout)
         rows.append((f"{det.mechanism} (interval {det.interval:g} s, timeout {det.timeout:g} s), 20 frozen peers",
                      f"mean {det.mean:.3f} s, worst {det.worst:.3f} s", f"within {lo:g}–{hi:g} s"))
-    storm = heartbeats.reconnect_storm()
+    storm = reconnect_storm()
     for name in storm.attempts:
         rows.append((f"100 clients reconnecting, {name}: new connections in the busiest 25 ms; last one back",
                      f"{storm.peak(name, connected=True)}; {storm.back_after(name) * 1000:.0f} ms", "fewer with jitter"))
-    ka = heartbeats.keepalive_detection(1, 1, 3)
+    ka = keepalive_detection(1, 1, 3)
     rows.append(("TCP keepalive (idle 1 s, 3 probes 1 s apart), vanished peer",
                  "needs the tap link (root)" if ka.seconds is None else f"{ka.seconds:.2f} s, {len(ka.probes())} probes",
                  "4 s"))
-    ut = heartbeats.user_timeout_detection(1000)
+    ut = user_timeout_detection(1000)
     rows.append(("TCP_USER_TIMEOUT 1000 ms, data into a vanished peer",
                  "needs the tap link (root)" if ut.seconds is None else f"{ut.seconds:.2f} s", "≥ 1 s (next RTO tick)"))
     return rows
