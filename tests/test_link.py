@@ -244,12 +244,12 @@ def test_the_time_scaled_ladder_slants_each_arrow_by_the_one_way_delay():
 
 @pytest.mark.parametrize("tap", [pytest.param(True, marks=tap_only), False])
 def test_websocket_and_http_round_trips_across_a_link(monkeypatch, tap):
-    from netcourse.experiments import websockets as ws
+    from netcourse.experiments.websockets.cost import across_a_link
     from netcourse.network import link as link_module
 
     if not tap:
         monkeypatch.setattr(link_module, "modes", lambda: {"tap": "pretending to have no root", "relay": None})
-    result = ws.across_a_link(rtt_ms=40, echoes=3)
+    result = across_a_link(rtt_ms=40, echoes=3)
     assert result.mode == ("tap" if tap else "relay")
     for what, ms, round_trips in result.rows():
         # Nothing beats the physics; the upper bound only has to tell n round trips from n + 1, so it is

@@ -11,7 +11,7 @@ from netcourse.apps import polling
 from netcourse.apps.safety import host_problem, origin_problem
 from netcourse.apps.wsserver import make_ws_handler
 from netcourse.experiments import start_here
-from netcourse.experiments import websockets as ws_lab
+from netcourse.experiments.websockets.cost import overhead
 from netcourse.protocols.httpwire import parse_head, split_head
 from netcourse.protocols.wsconn import client_request, new_key
 
@@ -77,7 +77,7 @@ def test_websocket_server_checks_host_too():
 
 
 def test_the_http_apps_of_notebook_05_are_guarded():
-    o = ws_lab.overhead(20)  # runs its app; the guard adds nothing to a normal exchange
+    o = overhead(20)  # runs its app; the guard adds nothing to a normal exchange
     assert o.http_total > 150
 
 

@@ -15,7 +15,9 @@ from scapy.layers.inet import IP, TCP
 
 from netcourse.course.exercises import MARKS
 from netcourse.experiments import connections, polling, retransmission, slow_start, start_here, transport
-from netcourse.experiments import websockets as ws
+from netcourse.experiments.websockets.cost import exercise_fragment_stall, fragment_timing, link_knob, overhead, rate_knob
+from netcourse.experiments.websockets.frames import control_frames, exercise_fragment_segments, frame_explorer, predict_frame_size, sized_echo
+from netcourse.experiments.websockets.handshake import BROWSER_HEADERS, handshake
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -214,20 +216,20 @@ def test_polling_held_delivery_on_a_link():
 
 @pytest.mark.replayable
 def test_websocket_questions():
-    ctl = ws.control_frames()
+    ctl = control_frames()
     segments = [r for r in ctl.capture.table() if r.direction == "C→S" and r.app.startswith(("TEXT", "CONT"))]
-    assert ws.exercise_fragment_segments(ctl).check(len(segments)) and len(segments) == 2  # Nagle joined two
-    stall = ws.exercise_fragment_stall(ctl).answer
+    assert exercise_fragment_segments(ctl).check(len(segments)) and len(segments) == 2  # Nagle joined two
+    stall = exercise_fragment_stall(ctl).answer
     assert 30 < stall < 60  # Nagle's algorithm waiting for a delayed ACK (about 40 ms on Linux)
-    echo = ws.sized_echo(300)
+    echo = sized_echo(300)
     assert len(echo.sent) == 308 and len(echo.echoed) == 304
-    assert ws.predict_frame_size(300).check(308, echo) and not ws.predict_frame_size(300).check(306, echo)
-    assert ws.fragment_timing(True).ms < ws.fragment_timing(False).ms
+    assert predict_frame_size(300).check(308, echo) and not predict_frame_size(300).check(306, echo)
+    assert fragment_timing(True).ms < fragment_timing(False).ms
 
 
 def test_the_handshake_offers_what_a_browser_offers_and_the_server_declines():
-    run = ws.handshake()
-    for line in ws.BROWSER_HEADERS:
+    run = handshake()
+    for line in BROWSER_HEADERS:
         assert line.encode() in run.request
     assert b"Sec-WebSocket-Protocol" not in run.response and b"Sec-WebSocket-Extensions" not in run.response
 
@@ -254,14 +256,14 @@ def test_knobs_redraw_for_several_values():
         assert isinstance(transport.latency_knob(lat, rtt), Figure)
     for rtt, interval in ((0, 0.1), (400, 2.0)):
         assert isinstance(polling.theory_knob(None, rtt, interval), Figure)
-    cost = ws.overhead(20)
+    cost = overhead(20)
     for size, rate in ((1, 1.0), (2000, 10_000.0)):
-        assert isinstance(ws.rate_knob(cost, size, rate), Figure)
-    assert "125 bytes" in ws.frame_explorer("x", 200, "PING")
-    assert "hexadecimal" in ws.frame_explorer(key="zz")
-    assert ws.frame_explorer("Hello", 1, "TEXT", True, True, "37fa213d").fields
+        assert isinstance(rate_knob(cost, size, rate), Figure)
+    assert "125 bytes" in frame_explorer("x", 200, "PING")
+    assert "hexadecimal" in frame_explorer(key="zz")
+    assert frame_explorer("Hello", 1, "TEXT", True, True, "37fa213d").fields
     for rtt in (0, 50):
-        assert ws.link_knob(rtt).rtt_ms == rtt
+        assert link_knob(rtt).rtt_ms == rtt
     from netcourse.experiments.heartbeats.detection import Detection, tradeoff_knob
 
     measured = Detection("test", 0.2, 0.3, [0.35, 0.42])

@@ -10,7 +10,11 @@ from aiohttp import web
 
 from netcourse import serve
 from netcourse.clients.websocket import RawClient
-from netcourse.experiments import websockets as lab
+from netcourse.experiments.websockets.cost import latency, overhead
+from netcourse.experiments.websockets.frames import control_frames, exercise_decode, explain
+from netcourse.experiments.websockets.handshake import exercise_accept, handshake
+from netcourse.experiments.websockets.held import idle_connections
+from netcourse.experiments.websockets.security import security
 from netcourse.runtime.waiting import run_async
 from netcourse.protocols.wsframe import Frame, FrameDecoder, Opcode, accept_key, encode
 from netcourse.apps.wsserver import make_ws_handler
@@ -113,7 +117,7 @@ def test_handshake_validation():
 
 
 def test_security_outcomes():
-    outcomes = {o.case: o.outcome for o in lab.security()}
+    outcomes = {o.case: o.outcome for o in security()}
     assert outcomes["handshake from another site's page (Origin)"].startswith("HTTP/1.1 403")
     assert outcomes["unmasked client frame"] == "close 1002"
     assert outcomes["message over the 1 KiB limit"] == "close 1009"
@@ -122,11 +126,11 @@ def test_security_outcomes():
 
 @pytest.mark.replayable
 def test_handshake_and_control_frames_scenarios():
-    run = lab.handshake()
+    run = handshake()
     assert run.accept == accept_key(run.key)
     assert run.reply == [Message(Opcode.TEXT, b"Hello"), CloseReceived(1000, "")]  # the server echoes the code
     assert run.sent.hex() == "818537fa213d7f9f4d5158"  # RFC 6455 §5.7, on our wire
-    ctl = lab.control_frames()
+    ctl = control_frames()
     assert [f.opcode for f in ctl.client_frames] == [Opcode.PING, Opcode.TEXT, Opcode.CONTINUATION, Opcode.CONTINUATION, Opcode.CLOSE]
     assert [f.opcode for f in ctl.server_frames] == [Opcode.PONG, Opcode.TEXT, Opcode.CLOSE]
     assert ctl.server_frames[1].payload == b"Hello, world"
@@ -136,17 +140,17 @@ def test_handshake_and_control_frames_scenarios():
 
 
 def test_explain_overhead_latency_and_idle_cost():
-    view = lab.explain(encode(Frame(Opcode.TEXT, b"Hello"), mask_key=bytes.fromhex("37fa213d")))
+    view = explain(encode(Frame(Opcode.TEXT, b"Hello"), mask_key=bytes.fromhex("37fa213d")))
     names = [f[0] for f in view.fields]
     assert names == ["FIN", "RSV1", "RSV2", "RSV3", "opcode", "MASK", "payload len", "masking key", "payload"]
     assert "37fa213d" in repr(view) and "<table>" in view._repr_html_()
-    long_view = lab.explain(encode(Frame(Opcode.BINARY, bytes(70000))))
+    long_view = explain(encode(Frame(Opcode.BINARY, bytes(70000))))
     assert ("extended length", "70000 (64 bits)", 16, 64) in long_view.fields
-    o = lab.overhead(20)
+    o = overhead(20)
     assert (o.ws_client, o.ws_server) == (6, 2) and o.http_total > 150
-    lat = lab.latency(20)
+    lat = latency(20)
     assert all(len(v) == 20 for v in lat.values())
-    cost = lab.idle_connections(50)
+    cost = idle_connections(50)
     assert cost.connections == 50 and cost.python_bytes_per_connection > 1000 and cost.broadcast_s < 10
 
 
@@ -155,14 +159,14 @@ def test_exercises_accept_the_rfcs_own_answers():
     # the accept key computed here from the RFC's recipe with hashlib.
     import hashlib
 
-    data = bytes.fromhex(lab.exercise_decode().question.split("bytes ")[1].split(".")[0])
+    data = bytes.fromhex(exercise_decode().question.split("bytes ")[1].split(".")[0])
     key, body = data[2:6], data[6:]
     by_hand = bytes(b ^ key[i % 4] for i, b in enumerate(body)).decode()
-    assert lab.exercise_decode().check(by_hand) and not lab.exercise_decode().check(by_hand.upper())
+    assert exercise_decode().check(by_hand) and not exercise_decode().check(by_hand.upper())
     assert by_hand != "Hello"  # not the RFC's example, which notebook 05 shows decoded
     key = "x3JJHMbDL1EzLkh9GBhXDw=="
     by_recipe = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
-    assert lab.exercise_accept().check(by_recipe)
+    assert exercise_accept().check(by_recipe)
     assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
 
 

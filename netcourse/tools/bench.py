@@ -495,7 +495,7 @@ def main(idle_seconds: float = 3600.0) -> int:
             ours, theirs = r[f"netcourse {op}"], r.get(f"websockets {op}")
             ratio = f" ({ours / theirs:.2f}× websockets' {theirs:,.0f})" if theirs else ""
             rows.append((f"WebSocket codec {op}, {size:,}-byte frames", f"{ours:,.0f} MB/s{ratio}", "report"))
-    from ..experiments.websockets import idle_connections
+    from ..experiments.websockets.held import idle_connections
 
     import resource
 
