@@ -157,7 +157,7 @@ def test_revoking_a_session_closes_its_open_socket(chat):
 
 
 def test_faults_lose_nothing_and_duplicate_nothing():
-    from netcourse.experiments.offline import FAULT_KINDS, fault_soak
+    from netcourse.experiments.offline.faults import FAULT_KINDS, fault_soak
 
     soak = fault_soak(messages=300, faults=12, seed=3)
     assert len(soak.faults) == 12 and len(soak.published) == 300
@@ -171,7 +171,7 @@ def test_faults_lose_nothing_and_duplicate_nothing():
 
 
 def test_the_soak_verdict_can_fail():
-    from netcourse.experiments.offline import Soak
+    from netcourse.experiments.offline.faults import Soak
 
     assert Soak([1, 2, 3], [1, 2, 3], []).in_order
     assert not Soak([1, 2, 3], [1, 3, 2], []).in_order  # all there, but not in the server's order
@@ -181,14 +181,14 @@ def test_the_soak_verdict_can_fail():
 
 
 def test_catch_up_reads_the_whole_backlog_in_pages():
-    from netcourse.experiments.offline import catch_up
+    from netcourse.experiments.offline.catchup import catch_up
 
     run = catch_up(2000, page=100)
     assert run.messages == 2000 and run.per_second > 0 and run.server_db_bytes > 0
 
 
 def test_every_naive_variant_loses_or_duplicates_and_the_course_design_does_neither():
-    from netcourse.experiments.offline import naive_variants
+    from netcourse.experiments.offline.naive import naive_variants
 
     variants = {v.name: v for v in naive_variants(backlog=1000, during=300)}
     for name, v in variants.items():
@@ -203,62 +203,62 @@ def test_every_naive_variant_loses_or_duplicates_and_the_course_design_does_neit
 
 @pytest.mark.replayable
 def test_the_happy_path_capture_and_its_questions():
-    from netcourse.experiments import offline as off
+    from netcourse.experiments.offline.online import exercise_cookie_bytes, exercise_login_to_socket, happy_path
 
-    run = off.happy_path(backlog=5, live=3)
+    run = happy_path(backlog=5, live=3)
     assert run.replayed == 5 and run.live == 3 and run.same
     assert "HttpOnly" in run.set_cookie and "SameSite=Lax" in run.set_cookie
     rows = run.capture.table()
     t204 = next(r.t for r in rows if r.app.startswith("204"))
     t101 = next(r.t for r in rows if r.app.startswith("101"))
-    q = off.exercise_login_to_socket(run)
+    q = exercise_login_to_socket(run)
     assert q.check((t101 - t204) * 1000) and not q.check((t101 - t204) * 1000 + 0.2)
     line = next(l for l in run.handshake.split("\r\n") if l.lower().startswith("cookie:"))
-    assert off.exercise_cookie_bytes(run).check(len(line) + 2)
+    assert exercise_cookie_bytes(run).check(len(line) + 2)
 
 
 def test_offline_and_back_replays_then_goes_live():
-    from netcourse.experiments import offline as off
+    from netcourse.experiments.offline.online import offline_and_back, predict_replayed
 
-    run = off.offline_and_back(held=10, offline=30, live=5, gap=0.02)
+    run = offline_and_back(held=10, offline=30, live=5, gap=0.02)
     assert run.before == 10 and run.replayed == 30 and len(run.arrivals) == 35 and run.same
-    assert off.predict_replayed(10, 30).check(30, run)
+    assert predict_replayed(10, 30).check(30, run)
     ids = [i for _, i, _ in run.arrivals]
     assert ids == sorted(ids) == list(range(11, 46))
 
 
 def test_attacks_and_bad_input_as_the_notebook_shows_them():
-    from netcourse.experiments import offline as off
+    from netcourse.experiments.offline.attacks import auth_attacks, bad_inputs
 
-    attacks, revoked_after, leak = off.auth_attacks()
+    attacks, revoked_after, leak = auth_attacks()
     answers = [a.answer for a in attacks]
     assert answers[:3] == ["HTTP/1.1 401 Unauthorized"] * 3 and answers[3] == "HTTP/1.1 403 Forbidden"
     assert answers[4].endswith("101 Switching Protocols") and answers[5].startswith("closed with 1008")
     assert revoked_after < 0.5 and "token=s3cr3t" in leak[0]
-    bad = dict(off.bad_inputs())
+    bad = dict(bad_inputs())
     assert all(v.startswith("close 1008") for k, v in bad.items() if k.startswith("resume_after"))
     assert any(v == "close 1009" for v in bad.values())
     assert bad["a login that is not JSON"].startswith("400")
 
 
 def test_resuming_across_a_link_costs_five_round_trips():
-    from netcourse.experiments import offline as off
+    from netcourse.experiments.offline.online import resume_across_a_link
 
-    run = off.resume_across_a_link(rtt_ms=100, backlog=20)
+    run = resume_across_a_link(rtt_ms=100, backlog=20)
     assert run.messages == 20
     assert 190 <= run.login_ms <= 300 and 390 <= run.handshake_ms <= 550 and 490 <= run.first_message_ms <= 700, run
 
 
 def test_a_resend_after_lost_acks_is_stored_once_with_keys_and_twice_without():
-    from netcourse.experiments import offline as off
+    from netcourse.experiments.offline.naive import outbox_resend
 
-    run = off.outbox_resend(written=3)
+    run = outbox_resend(written=3)
     assert (run.sent, run.stored_with_keys, run.stored_without_keys, run.unacked) == (6, 3, 6, 0), run
     assert not live_servers()
 
 
 def test_the_repeats_prediction_is_checked_against_the_soak():
-    from netcourse.experiments.offline import Soak, predict_repeats
+    from netcourse.experiments.offline.faults import Soak, predict_repeats
 
     run = Soak([1, 2], [1, 2], [], repeats=0)
     assert predict_repeats().check(0, run) and not predict_repeats().check(1, run)

@@ -68,17 +68,20 @@ def _interrupt(fn: Callable[[], object], after: float) -> KeyboardInterrupt | No
 
 
 def _cases() -> dict[str, tuple[Callable[[], object], float]]:
-    from netcourse.experiments import choosing, heartbeats, offline, scaleout, webhooks, websockets
+    from netcourse.experiments import choosing, scaleout, webhooks
+    from netcourse.experiments.heartbeats import deaths, reconnect
+    from netcourse.experiments.offline import faults, naive
+    from netcourse.experiments.websockets import held
 
     return {
-        "05 idle_connections(1000)": (lambda: websockets.idle_connections(1000), 0.4),
-        "08 fault_soak, starting": (lambda: offline.fault_soak(messages=300, faults=6), 0.2),
-        "08 fault_soak, streaming": (lambda: offline.fault_soak(messages=2000, faults=6), 1.5),
-        "08 naive_variants": (lambda: offline.naive_variants(), 0.8),
+        "05 idle_connections(1000)": (lambda: held.idle_connections(1000), 0.4),
+        "08 fault_soak, starting": (lambda: faults.fault_soak(messages=300, faults=6), 0.2),
+        "08 fault_soak, streaming": (lambda: faults.fault_soak(messages=2000, faults=6), 1.5),
+        "08 naive_variants": (lambda: naive.naive_variants(), 0.8),
         "07 behind_a_firewall": (lambda: webhooks.behind_a_firewall(), 0.8),
         "07 noise": (lambda: webhooks.noise("one", events=1000), 0.3),
-        "04 peer_deaths": (lambda: heartbeats.peer_deaths(), 0.5),
-        "04 reconnect_storm": (lambda: heartbeats.reconnect_storm(), 0.4),
+        "04 peer_deaths": (lambda: deaths.peer_deaths(), 0.5),
+        "04 reconnect_storm": (lambda: reconnect.reconnect_storm(), 0.4),
         "10 compare": (lambda: choosing.compare(choosing.Workload(rtt_ms=0.0)), 0.8),
         "10 memory_per_client": (lambda: choosing.memory_per_client(200), 0.3),
         "10 fan_out": (lambda: scaleout.fan_out(clients=20, messages=10, broker=False), 0.6),

@@ -318,7 +318,8 @@ def webhook_rows() -> list[tuple[str, str, str]]:
 
 def offline_rows() -> list[tuple[str, str, str]]:
     """Notebook 08: catch-up throughput, and the fault soak at its full size."""
-    from ..experiments.offline import catch_up, fault_soak
+    from ..experiments.offline.catchup import catch_up
+    from ..experiments.offline.faults import fault_soak
 
     rows = []
     for n in (10_000, 100_000):

@@ -1,0 +1,245 @@
+"""Notebook 08, sections 1 and 2: login and the cookie-carrying handshake captured; a client offline while 50
+messages are published, back, replayed, then live; the same across a 100 ms link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+from ...apps.chat import ChatServer
+from ...clients.chat import ChatClient, LocalStore, login
+from ...clients.websocket import Address, RawClient
+from ...course.exercises import Exercise, Prediction
+from ...errors import NetcourseError
+from ...network.link import link
+from ...protocols.httpwire import split_head
+from ...protocols.wsconn import Message
+from ...protocols.wsframe import Frame, Opcode
+from ...traffic.packets import C2S, S2C
+from ...traffic.sniffer import Capture, capture
+from ...traffic.wire import tcp_payload_streams
+from ..registry import scenario
+from .common import chat_server, publish, server_last
+
+__all__ = ["HappyPath", "happy_path", "exercise_login_to_socket", "exercise_cookie_bytes", "OfflineRun", "offline_and_back", "predict_replayed", "LinkResume", "resume_across_a_link"]
+
+
+@dataclass
+class HappyPath:
+    """Login, the handshake with its cookie, resume, replay and live messages, captured.
+
+    Attributes:
+        set_cookie: the Set-Cookie header of the login's answer, from the capture.
+        handshake: the WebSocket handshake request's head, from the capture.
+        replayed, live: messages the client got from the backlog, and pushed after it.
+        same: the client's database equals what the server says the user may read.
+        capture: the packets (in replay: the recording).
+    """
+
+    set_cookie: str
+    handshake: str
+    replayed: int
+    live: int
+    same: bool
+    capture: Capture
+
+
+@scenario("chat_happy_path")
+def happy_path(backlog: int = 5, live: int = 3) -> HappyPath:
+    """ada logs in, opens the WebSocket with her cookie, resumes after 0, gets the backlog, then live messages."""
+    with chat_server() as (server, srv, d):
+        publish(server, srv, backlog)
+        store = LocalStore(os.path.join(d, "ada.db"))
+        client = ChatClient(store, srv.host, srv.port, "ada", "correct horse")
+        with capture(srv.port, scenario="chat_happy_path") as cap:
+            first = client.connect(idle=0.2)
+
+            pusher = threading.Thread(target=publish, args=(server, srv, live), kwargs={"gap": 0.05})
+            pusher.start()
+            second = client.connect(idle=0.4)
+            pusher.join()
+        same = store.ids() == server.ids_for("ada")
+        store.close()
+    streams = tcp_payload_streams(cap.packets, cap.table())
+    responses, requests = streams[S2C], streams[C2S]
+    set_cookie = next((line.decode("latin-1") for line in responses.split(b"\r\n")
+                       if line.lower().startswith(b"set-cookie:")), "")
+    start = requests.find(b"GET /ws")
+    found = split_head(requests[start:]) if start >= 0 else None
+    return HappyPath(set_cookie, found[0].decode("latin-1") if found else "", first, second, same, cap)
+
+
+def exercise_login_to_socket(run: HappyPath) -> Exercise:
+    """Time from the login's answer to the socket's 101, read from the learner's capture."""
+    rows = run.capture.table()
+    login = next((r for r in rows if r.direction == S2C and r.app.startswith("204")), None)
+    upgraded = next((r for r in rows if r.direction == S2C and r.app.startswith("101")), None)
+    if login is None or upgraded is None:
+        raise NetcourseError("the capture holds no login answer or no 101: run happy_path() again")
+    ms = round((upgraded.t - login.t) * 1000, 3)
+    return Exercise(
+        "In your capture, find the server's answer to the login (204, the one carrying Set-Cookie) and its first "
+        "'101 Switching Protocols'. How many milliseconds passed from the first to the second?",
+        answer=ms, tolerance=0.05,
+        hint="In run.capture.table(), rows have .t (seconds), .direction and .app (what the payload was).",
+        explanation=f"{ms:.2f} ms on loopback: the client opened a second TCP connection and sent the handshake "
+        "with the cookie, and the server checked the session and the Origin before answering 101. "
+        "Authentication at set-up costs this once per connection, not per message; across a real distance "
+        "it is two round trips (section 2 measures them at 100 ms).",
+        kind="capture",
+    )
+
+
+def exercise_cookie_bytes(run: HappyPath) -> Exercise:
+    """What the cookie costs the handshake, from the learner's capture."""
+    line = next((l for l in run.handshake.split("\r\n") if l.lower().startswith("cookie:")), "")
+    size = len(line) + 2 if line else 0
+    return Exercise(
+        "In your capture, the WebSocket handshake request carries the session in a Cookie header. How many bytes "
+        "does that header line take, its CRLF included?", answer=size,
+        hint="Find the line starting 'Cookie:' in run.handshake; count its characters, plus 2 for CRLF.",
+        explanation=f"{size} bytes, once per connection: authentication happens at the handshake, not on every "
+        "message (the notes' 'auth when the socket is set up'). The price: a session revoked later must be "
+        "enforced by closing the socket, not by refusing the next message.",
+        kind="capture",
+    )
+
+
+@dataclass
+class OfflineRun:
+    """A client that went offline while messages were published, and came back.
+
+    Attributes:
+        before: messages it held before going offline.
+        arrivals: (ms since it reconnected, id, "replayed" or "live") for everything after.
+        same: its database equals the server's view of what it may read.
+    """
+
+    before: int
+    arrivals: list[tuple[float, int, str]]
+    same: bool
+
+    @property
+    def replayed(self) -> int:
+        return sum(1 for _, _, k in self.arrivals if k == "replayed")
+
+    def __repr__(self) -> str:
+        live = len(self.arrivals) - self.replayed
+        return (f"held {self.before} before going offline; on reconnecting: {self.replayed} replayed, then {live} "
+                f"live; the local database {'equals' if self.same else 'DIFFERS from'} the server's")
+
+
+def offline_and_back(held: int = 20, offline: int = 50, live: int = 10, gap: float = 0.03) -> OfflineRun:
+    """The client syncs ``held`` messages, goes offline, ``offline`` are published, it reconnects and then
+    ``live`` more arrive ``gap`` s apart. Every arrival after the reconnect is timed and labelled."""
+    with chat_server(page=20) as (server, srv, d):
+        publish(server, srv, held)
+        store = LocalStore(os.path.join(d, "ada.db"))
+        client = ChatClient(store, srv.host, srv.port, "ada", "correct horse")
+        client.connect(idle=0.2)
+        before = len(store.ids())
+        publish(server, srv, offline)  # the client is offline: nothing connected
+        cut = server_last(server)
+        cookie = client.cookie
+        arrivals: list[tuple[float, int, str]] = []
+
+        with RawClient(Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}", nodelay=True,
+                       extra_headers=(f"Cookie: session={cookie}",)) as ws:
+            t0 = time.perf_counter()
+            ws.send(Frame(Opcode.TEXT, json.dumps({"resume_after": store.last_id()}).encode()))
+            pusher = threading.Thread(target=publish, args=(server, srv, live), kwargs={"gap": gap})
+            started = False
+            while True:
+                ws.sock.settimeout(0.5)
+                try:
+                    events = ws.receive()
+                except socket.timeout:
+                    break
+                batch = [json.loads(e.payload) for e in events if isinstance(e, Message)]
+                store.store_many(batch)
+                now = (time.perf_counter() - t0) * 1000
+                arrivals += [(now, m["id"], "replayed" if m["id"] <= cut else "live") for m in batch]
+                if not started and any(m["id"] >= cut for m in batch):
+                    pusher.start()  # the backlog is in: now publish live ones
+                    started = True
+            if started:
+                pusher.join()
+        same = store.ids() == server.ids_for("ada")
+        store.close()
+    return OfflineRun(before, arrivals, same)
+
+
+def predict_replayed(held: int = 20, offline: int = 50) -> Prediction:
+    def explain(given: float, measured: float) -> str:
+        return (f"The client resumes after its MAX(id), {held}; the server sends every message with a higher id it "
+                f"may read: the {offline} published while it was away. Nothing older (it has those), nothing "
+                "twice (the cursor only moves forward).")
+
+    return Prediction(
+        f"A client holds messages 1 to {held}. It goes offline; {offline} messages are published in its "
+        "conversations. It reconnects and sends its resume_after. How many messages does the replay bring?",
+        measure=lambda run: run.replayed, unit="messages", tolerance=0.0, explain=explain,
+    )
+
+
+@dataclass
+class LinkResume:
+    """Coming back across an emulated link: ms from the start to each step of a reconnection."""
+
+    rtt_ms: float
+    login_ms: float
+    handshake_ms: float
+    first_message_ms: float
+    all_ms: float
+    messages: int
+    mode: str
+
+    def __repr__(self) -> str:
+        return (f"across a {self.rtt_ms:g} ms round trip ({self.mode}): logged in after {self.login_ms:.0f} ms, "
+                f"socket open after {self.handshake_ms:.0f} ms, first replayed message after "
+                f"{self.first_message_ms:.0f} ms, all {self.messages} after {self.all_ms:.0f} ms")
+
+
+def resume_across_a_link(rtt_ms: float = 100.0, backlog: int = 50) -> LinkResume:
+    """A client that was offline comes back across an emulated link: login (a TCP connection and a request),
+    the WebSocket handshake (another connection and the upgrade), then resume_after and the replay."""
+
+    with tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d, link(rtt_ms=rtt_ms) as net:
+        server = ChatServer(os.path.join(d, "server.db"), page=50,
+                            allowed_origins=None)
+        server.add_user("ada", "correct horse", ("general",))
+        server.add_user("bob", "battery staple", ("general",))
+        srv = net.serve(server.app(), name="chat")
+        net.announce()
+        publish(server, srv, backlog)
+        server.allowed_origins = {f"http://127.0.0.1:{srv.port}", f"http://{srv.host}:{srv.port}"}
+
+        def client() -> tuple[float, float, float, float, int]:
+            t0 = time.perf_counter()
+            status, cookie, _ = login(srv.host, srv.port, "ada", "correct horse")
+            t_login = time.perf_counter()
+            with RawClient(Address(srv.host, srv.port), origin=f"http://127.0.0.1:{srv.port}", nodelay=True,
+                           extra_headers=(f"Cookie: session={cookie}",)) as ws:
+                t_open = time.perf_counter()
+                ws.send(Frame(Opcode.TEXT, b'{"resume_after": 0}'))
+                got, first = 0, None
+                while got < backlog:
+                    ws.sock.settimeout(5)
+                    events = ws.receive()
+                    n = sum(1 for e in events if isinstance(e, Message))
+                    if n and first is None:
+                        first = time.perf_counter()
+                    got += n
+                t_all = time.perf_counter()
+            ms = lambda t: (t - t0) * 1000  # noqa: E731
+            return ms(t_login), ms(t_open), ms(first or t_all), ms(t_all), got
+
+        login_ms, open_ms, first_ms, all_ms, got = net.near(client, 30)
+        mode = net.mode
+    return LinkResume(rtt_ms, login_ms, open_ms, first_ms, all_ms, got, mode)
