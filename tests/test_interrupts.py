@@ -68,7 +68,8 @@ def _interrupt(fn: Callable[[], object], after: float) -> KeyboardInterrupt | No
 
 
 def _cases() -> dict[str, tuple[Callable[[], object], float]]:
-    from netcourse.experiments import choosing, scaleout, webhooks
+    from netcourse.experiments import choosing, scaleout
+    from netcourse.experiments.webhooks import firewall, noise
     from netcourse.experiments.heartbeats import deaths, reconnect
     from netcourse.experiments.offline import faults, naive
     from netcourse.experiments.websockets import held
@@ -78,8 +79,8 @@ def _cases() -> dict[str, tuple[Callable[[], object], float]]:
         "08 fault_soak, starting": (lambda: faults.fault_soak(messages=300, faults=6), 0.2),
         "08 fault_soak, streaming": (lambda: faults.fault_soak(messages=2000, faults=6), 1.5),
         "08 naive_variants": (lambda: naive.naive_variants(), 0.8),
-        "07 behind_a_firewall": (lambda: webhooks.behind_a_firewall(), 0.8),
-        "07 noise": (lambda: webhooks.noise("one", events=1000), 0.3),
+        "07 behind_a_firewall": (lambda: firewall.behind_a_firewall(), 0.8),
+        "07 noise": (lambda: noise.noise("one", events=1000), 0.3),
         "04 peer_deaths": (lambda: deaths.peer_deaths(), 0.5),
         "04 reconnect_storm": (lambda: reconnect.reconnect_storm(), 0.4),
         "10 compare": (lambda: choosing.compare(choosing.Workload(rtt_ms=0.0)), 0.8),

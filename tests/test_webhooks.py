@@ -12,13 +12,18 @@ import pytest
 
 from netcourse.apps.webhooks import COURSE_ALLOW, Receiver, Sender, endpoint_problem
 from netcourse.errors import EndpointRefused, SignatureError
-from netcourse.experiments import webhooks as wx
+from netcourse.experiments.webhooks.common import SECRET
+from netcourse.experiments.webhooks.delivery import across_a_link, exercise_head_share, exercise_signature_by_hand, one_delivery, signature_by_hand
+from netcourse.experiments.webhooks.firewall import behind_a_firewall, comparison
+from netcourse.experiments.webhooks.forgeries import forgeries
+from netcourse.experiments.webhooks.noise import noise, noise_grid, noise_knob
+from netcourse.experiments.webhooks.retries import dead_letters_replayed, predict_attempt_times, receiver_down, restart_mid_retry, slow_work
 from netcourse.protocols.webhooks import headers_for, new_secret
 from netcourse.runtime.registry import live_servers
 from netcourse.runtime.server import serve
 from netcourse.runtime.waiting import run_async
 
-SECRET = wx.SECRET
+SECRET = SECRET
 
 
 def _post(url: str, body: bytes, headers: dict) -> tuple[int, dict]:
@@ -117,23 +122,23 @@ def test_ssrf_guard_refuses_internal_urls_unless_allowed(tmp_path):
 
 
 def test_outage_loses_nothing_and_processes_nothing_twice():
-    o = wx.receiver_down(events=3, down_for=0.25)
+    o = receiver_down(events=3, down_for=0.25)
     assert o.counts == {"delivered": 3, "dead": 3} and o.processed == 3 and o.duplicates == 1
     first = {a.msg_id: a.at for a in o.attempts if a.number == 1 and a.endpoint == 1}
     third = [a.at - first[a.msg_id] for a in o.attempts if a.number == 3 and a.endpoint == 1]
     assert all(0.30 <= t <= 0.45 for t in third), third  # 5 s + 300 s of schedule, scaled by 1/1000
-    assert wx.predict_attempt_times().check(305, o)
+    assert predict_attempt_times().check(305, o)
     assert all(why == "endpoint disabled (410 Gone)" for *_, why in o.dead_letters)
 
 
 def test_a_new_sender_finishes_a_crashed_senders_outbox():
-    r = wx.restart_mid_retry(events=3)
+    r = restart_mid_retry(events=3)
     assert r.before and all(a.status is None for a in r.before)
     assert r.delivered == 3 and len({a.msg_id for a in r.after}) == 3
 
 
 def test_forgeries_are_refused_and_the_genuine_one_processed_once():
-    verdicts = {f.case: f for f in wx.forgeries()}
+    verdicts = {f.case: f for f in forgeries()}
     assert verdicts["genuine"].status == 202 and verdicts["genuine"].processed
     assert verdicts["the genuine delivery, again"].status == 200
     assert not verdicts["the genuine delivery, again"].processed  # acknowledged, not processed by this request
@@ -146,48 +151,48 @@ def test_forgeries_are_refused_and_the_genuine_one_processed_once():
 
 @pytest.mark.replayable
 def test_the_captured_delivery_and_its_signature_exercise():
-    d = wx.one_delivery()
+    d = one_delivery()
     assert d.response_status.startswith("HTTP/1.1 202")
-    q = wx.exercise_signature_by_hand(d)
-    assert q.check(wx.signature_by_hand(d, later=5))
-    assert not q.check(wx.signature_by_hand(d))  # the captured header itself is the first attempt's, not the retry's
-    assert wx.signature_by_hand(d) == d.header("webhook-signature")
+    q = exercise_signature_by_hand(d)
+    assert q.check(signature_by_hand(d, later=5))
+    assert not q.check(signature_by_hand(d))  # the captured header itself is the first attempt's, not the retry's
+    assert signature_by_hand(d) == d.header("webhook-signature")
     assert json.loads(d.body)["type"] == "invoice.paid"
     head = len(d.request_head.encode("latin-1"))
-    assert wx.exercise_head_share(d).check(round(100 * head / (head + len(d.body)), 1))
-    assert not wx.exercise_head_share(d).check(10.0)
+    assert exercise_head_share(d).check(round(100 * head / (head + len(d.body)), 1))
+    assert not exercise_head_share(d).check(10.0)
 
 
 def test_unreachable_receiver_and_its_workarounds():
-    u = wx.behind_a_firewall(events=5, gap=0.05, poll_interval=0.2)
+    u = behind_a_firewall(events=5, gap=0.05, poll_interval=0.2)
     assert len(u.direct) == 3 and all("Connect" in o or "refused" in o.lower() for o in u.direct)
     assert all(len(d) == 5 for d in u.latency_ms.values())
     assert statistics.median(u.latency_ms["long polling"]) < 50
     assert u.requests["relay + event stream (smee-style)"] == 1 and u.relay_posts == 5
     assert u.requests["event stream held to the sender"] == 1
     assert statistics.median(u.latency_ms["event stream held to the sender"]) < 50
-    rows = wx.comparison(u)
+    rows = comparison(u)
     assert [r[0] for r in rows] == list(u.latency_ms) and len(rows) == 6
     assert u.requests["WebSocket held to the sender"] == 1
     assert dict((r[0], r[1]) for r in rows)["webhook, had the receiver been reachable"] == "1.0"
 
 
 def test_noise_batching_cuts_requests_and_thin_events_add_fetches():
-    one = wx.noise("one", events=200)
-    batch = wx.noise("batch", events=200, batch=50)
-    thin = wx.noise("thin", events=200)
+    one = noise("one", events=200)
+    batch = noise("batch", events=200, batch=50)
+    thin = noise("thin", events=200)
     assert one.requests == 200 and batch.requests == 4 and thin.requests == 400
     assert batch.total_bytes < one.total_bytes / 2
-    grid = wx.noise_grid((0, 20), events=200)
+    grid = noise_grid((0, 20), events=200)
     assert grid[20].requests < grid[0].requests
     with pytest.raises(ValueError):
-        wx.noise_knob(grid, 7)
+        noise_knob(grid, 7)
 
 
 def test_across_a_link_the_first_delivery_pays_the_handshake():
     runs = []
     for _ in range(3):  # a busy machine can delay one run's timers; the round-trip counts must hold in a quiet one
-        run = wx.across_a_link(rtt_ms=100, events=3, gap=0.3)
+        run = across_a_link(rtt_ms=100, events=3, gap=0.3)
         runs.append(run)
         if (140 <= run.arrival_ms[0] <= 220 and 190 <= run.acked_ms[0] <= 280
                 and all(45 <= a <= 100 for a in run.arrival_ms[1:]) and all(95 <= k <= 160 for k in run.acked_ms[1:])):
@@ -273,13 +278,13 @@ def test_a_malformed_signature_over_http_is_refused_with_a_reason(tmp_path):
 
 
 def test_slow_work_is_acknowledged_at_once_and_never_retried():
-    run = wx.slow_work(events=3, work_seconds=0.2, timeout=0.15)
+    run = slow_work(events=3, work_seconds=0.2, timeout=0.15)
     assert run.attempts == 3  # one attempt per event: the 202 came long before the sender's timeout
     assert max(run.acked_ms) < 150 and len(run.processed_ms) == 3
     assert max(run.processed_ms) >= 3 * 200 - 20  # the work ran after the answers, one after another
 
 
 def test_dead_letters_are_delivered_when_an_operator_replays_them():
-    run = wx.dead_letters_replayed(events=2, max_attempts=3)
+    run = dead_letters_replayed(events=2, max_attempts=3)
     assert len(run.dead_before) == 2 and run.replayed == 2 and run.delivered_after == 2 and run.processed == 2
     assert not live_servers()

@@ -252,7 +252,7 @@ def webhook_rows() -> list[tuple[str, str, str]]:
     import tempfile
 
     from ..apps.webhooks import COURSE_ALLOW, Receiver, Sender
-    from ..experiments.webhooks import SECRET
+    from ..experiments.webhooks.common import SECRET
     from ..runtime.waiting import run_async
 
     rows = []
