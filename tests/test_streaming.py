@@ -13,7 +13,11 @@ import pytest
 from netcourse.apps.polling import MessageLog
 from netcourse.apps.proxy import make_proxy
 from netcourse.apps.streaming import make_app
-from netcourse.experiments import streaming as st
+from netcourse.experiments.streaming.buffering import Buffering, app_streams, buffer_grid, buffering, predict_first_event_delay
+from netcourse.experiments.streaming.chunked import chunk_boundaries, chunk_view, chunked_on_the_wire, exercise_framing_bytes
+from netcourse.experiments.streaming.common import UA, event_body_bytes
+from netcourse.experiments.streaming.cost import connection_limit, long_poll_bytes, per_message_bytes, request_head_sizes
+from netcourse.experiments.streaming.events import _sse_run, exercise_reconnect_head, exercise_replay_first, resync_demo, retry_delays, sse_across_a_link, sse_resume
 from netcourse.protocols.chunked import Chunk, ChunkedDecoder, Data
 from netcourse.protocols.sse import SSEDecoder
 from netcourse.runtime.registry import live_servers
@@ -65,7 +69,7 @@ def test_the_stream_refuses_a_foreign_host_and_too_many_streams():
 
 
 def test_sse_resume_delivers_every_event_exactly_once_across_drops():
-    run = st._sse_run(12, 0.05, 4, 150, 100, None)  # the scenario's run, without its capture
+    run = _sse_run(12, 0.05, 4, 150, 100, None)  # the scenario's run, without its capture
     assert run.published == list(range(1, 13))
     assert [i for i, _, _ in run.received] == run.published and not run.lost and not run.duplicated
     assert len(run.connections) == 3 and [c[1] for c in run.connections] == [None, "4", "8"]
@@ -74,7 +78,7 @@ def test_sse_resume_delivers_every_event_exactly_once_across_drops():
 
 @pytest.mark.replayable
 def test_the_captured_stream_carries_event_types_and_the_reconnection_head_question():
-    run = st.sse_resume()
+    run = sse_resume()
     text = run.first_response_text()
     assert "id: 3\nevent: alert\ndata: event 3\n\n" in text and "event: alert\ndata: event 1\n" not in text
     events = SSEDecoder().feed(text.encode())
@@ -82,17 +86,17 @@ def test_the_captured_stream_carries_event_types_and_the_reconnection_head_quest
     requests = tcp_payload_streams(run.capture.packets, run.capture.table())[C2S]
     second = [h for h in requests.split(b"\r\n\r\n") if h.startswith(b"GET /events")][1]
     assert b"Last-Event-ID: 4" in second
-    q = st.exercise_reconnect_head(run)
+    q = exercise_reconnect_head(run)
     assert q.check(len(second) + 4) and not q.check(len(second))
 
 
 def test_retry_sets_the_reconnection_delay():
-    delays = st.retry_delays((50, 300))
+    delays = retry_delays((50, 300))
     assert all(45 <= g <= 200 for g in delays[50]) and all(290 <= g <= 500 for g in delays[300]), delays
 
 
 def test_a_cursor_too_old_or_foreign_gets_a_resync_never_a_silent_gap():
-    results = dict(st.resync_demo(keep=3, published=10, asks=("2", "9", "banana", "999")))
+    results = dict(resync_demo(keep=3, published=10, asks=("2", "9", "banana", "999")))
     too_old = results["2"]
     assert too_old[0].event == "resync" and "3 to 7" in too_old[0].data and too_old[0].id == "7"
     assert [e.id for e in too_old[1:]] == ["8", "9", "10"]
@@ -118,7 +122,7 @@ def test_an_idle_stream_sends_comments():
 
 
 def test_buffering_proxies_hold_events_and_each_fix_releases_them():
-    b = st.buffering(events=6, gap=0.05, size=100)
+    b = buffering(events=6, gap=0.05, size=100)
     assert b.first("direct") < 50
     for held in ("proxy buffers 4 KiB", "proxy compresses (gzip)"):
         assert b.first(held) > 200 and b.lumps(held) == [6], (held, b.delays[held])
@@ -165,19 +169,19 @@ def test_x_accel_buffering_is_honoured_and_removed():
 
 
 def test_chunked_capture_and_its_exercise():
-    run = st.chunked_on_the_wire(pieces=5, gap=0.02, size=16)
+    run = chunked_on_the_wire(pieces=5, gap=0.02, size=16)
     body = run.captured_chunked_body()
-    view = st.chunk_view(body)
+    view = chunk_view(body)
     assert b"".join(part for _, part in view.parts) == body
     assert [k for k, _ in view.parts][:4] == ["size", "crlf", "data", "crlf"] and view.parts[-1] == ("end", b"\r\n")
-    assert st.exercise_framing_bytes(run).check(35)
+    assert exercise_framing_bytes(run).check(35)
     assert "background" in view._repr_html_()
     assert len(run.chunked_rows()) < len(run.capture.table())
 
 
 @pytest.mark.replayable
 def test_chunks_are_split_and_merged_by_tcp():
-    b = st.chunk_boundaries()
+    b = chunk_boundaries()
     big, small = b.chunks["big chunks"], b.chunks["small chunks, Nagle on"]
     assert [e - s for s, e in big] == [1200] * 3 and [e - s for s, e in small] == [40] * 8
     assert len(b.segments["big chunks"]) >= 9  # each 1,200-byte chunk needs 3 segments at MTU 576
@@ -187,26 +191,26 @@ def test_chunks_are_split_and_merged_by_tcp():
 
 
 def test_six_connections_per_host_make_the_seventh_request_wait():
-    held = st.connection_limit(limit=6, streams=6, hold=0.5)
-    free = st.connection_limit(limit=7, streams=6, hold=0.5)
+    held = connection_limit(limit=6, streams=6, hold=0.5)
+    free = connection_limit(limit=7, streams=6, hold=0.5)
     assert held.waited_ms > 300 and free.waited_ms < 200, (held, free)
 
 
 def test_an_event_costs_half_a_round_trip_across_the_link():
-    run = st.sse_across_a_link(rtt_ms=100, events=4, gap=0.05)
+    run = sse_across_a_link(rtt_ms=100, events=4, gap=0.05)
     assert 45 <= statistics.median(run.delays) <= 90, run
 
 
 def test_per_message_bytes_and_the_exercises():
-    sizes = st.per_message_bytes(20)
+    sizes = per_message_bytes(20)
     assert sizes["WebSocket frame (server → client)"] == 2
-    poll = st.long_poll_bytes(20)
+    poll = long_poll_bytes(20)
     assert 100 < poll["request head"] < 300 and 100 < poll["response head"] < 300 and 20 < poll["JSON around the message"]
     assert 15 < sizes["SSE (id, data, chunk framing)"] < 40 < \
         sizes["long poll (request + response heads + JSON, notebook 03's server)"] == sum(poll.values())
-    assert st.exercise_replay_first().check(8)
-    p = st.predict_first_event_delay()
-    b = st.Buffering({"proxy buffers 4 KiB": [560.0] * 10}, 10, 0.06, 100)
+    assert exercise_replay_first().check(8)
+    p = predict_first_event_delay()
+    b = Buffering({"proxy buffers 4 KiB": [560.0] * 10}, 10, 0.06, 100)
     assert p.check(540, b) and not p.check(5, b)
 
 
@@ -220,8 +224,8 @@ def test_two_connections_starting_at_seq_1_are_not_resends():
 
 
 def test_buffer_sizes_release_events_in_the_lumps_the_notebook_states():
-    grid = st.buffer_grid((0, 128, 256, 1024, 2048), events=10, gap=0.06, size=100)
-    assert st.event_body_bytes(100, 1) == 114 and st.event_body_bytes(100, 10) == 115
+    grid = buffer_grid((0, 128, 256, 1024, 2048), events=10, gap=0.06, size=100)
+    assert event_body_bytes(100, 1) == 114 and event_body_bytes(100, 10) == 115
     assert grid.lumps("0 B") == [1] * 10
     assert grid.lumps("128 B") == [1, 2, 2, 2, 2, 1]  # a 19-byte prelude + 114 fills 128 at once
     assert grid.lumps("256 B") == [3, 3, 3, 1] and grid.lumps("1024 B") == [9, 1] and grid.lumps("2048 B") == [10]
@@ -240,7 +244,7 @@ def test_a_client_that_stops_reading_is_dropped_and_frees_its_slot(monkeypatch):
         sock.sendall(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n\r\n".encode())
         try:
             deadline = __import__("time").monotonic() + 3
-            while st.app_streams(app) < 1 and __import__("time").monotonic() < deadline:
+            while app_streams(app) < 1 and __import__("time").monotonic() < deadline:
                 __import__("time").sleep(0.01)
 
             async def flood() -> None:
@@ -250,9 +254,9 @@ def test_a_client_that_stops_reading_is_dropped_and_frees_its_slot(monkeypatch):
 
             asyncio.run_coroutine_threadsafe(flood(), srv.loop).result(10)
             deadline = __import__("time").monotonic() + 10
-            while st.app_streams(app) and __import__("time").monotonic() < deadline:
+            while app_streams(app) and __import__("time").monotonic() < deadline:
                 __import__("time").sleep(0.05)
-            assert st.app_streams(app) == 0  # the stalled reader was dropped, its slot free again
+            assert app_streams(app) == 0  # the stalled reader was dropped, its slot free again
         finally:
             sock.close()
         assert _get(srv.port, "/fixed?pieces=100&size=65536").startswith(b"HTTP/1.1 400")  # over MAX_BODY
@@ -321,10 +325,10 @@ def test_request_head_sizes_match_the_bytes_on_the_socket():
 
         server = threading.Thread(target=answer, daemon=True)
         server.start()
-        trace, heads = st.request_head_sizes()
+        trace, heads = request_head_sizes()
 
         async def go() -> None:
-            async with aiohttp.ClientSession(trace_configs=[trace], headers=st.UA) as session:
+            async with aiohttp.ClientSession(trace_configs=[trace], headers=UA) as session:
                 async with session.get(f"http://127.0.0.1:{port}/messages?after=12&wait=5") as resp:
                     await resp.read()
 
