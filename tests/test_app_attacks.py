@@ -95,7 +95,7 @@ DOWN = float(os.environ.get("FANOUT_DOWN", "8"))
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_fan_out_resubscribes_after_a_redis_restart_and_says_so(tmp_path):
-    from netcourse.experiments.scaleout import redis_broker
+    from netcourse.apps.broker import redis_broker
     from netcourse.clients.websocket import Address, RawClient
     from netcourse.protocols.wsconn import Message
     from netcourse.protocols.wsframe import Frame, Opcode

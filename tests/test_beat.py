@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from netcourse.protocols.beat import MAX_FRAME, Decoder, Frame, Kind, encode
 from netcourse.errors import BeatProtocolError
+from netcourse.protocols.beat import MAX_FRAME, Decoder, Frame, Kind, encode
 from netcourse.runtime.backoff import Backoff
 
 

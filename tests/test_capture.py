@@ -8,11 +8,11 @@ import warnings
 import pytest
 
 from netcourse import capture, serve
-from netcourse.traffic.sniffer import Capture, _frame_ports
-from netcourse.runtime.notices import ReplayNotice
 from netcourse.errors import CaptureError, CaptureNotPermitted, UnknownScenarioError
 from netcourse.experiments.start_here import http_exchange, make_hello_app
+from netcourse.runtime.notices import ReplayNotice
 from netcourse.traffic.packets import C2S, S2C
+from netcourse.traffic.sniffer import Capture, _frame_ports
 
 from .conftest import LIVE, live
 

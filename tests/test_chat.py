@@ -203,7 +203,11 @@ def test_every_naive_variant_loses_or_duplicates_and_the_course_design_does_neit
 
 @pytest.mark.replayable
 def test_the_happy_path_capture_and_its_questions():
-    from netcourse.experiments.offline.online import exercise_cookie_bytes, exercise_login_to_socket, happy_path
+    from netcourse.experiments.offline.online import (
+        exercise_cookie_bytes,
+        exercise_login_to_socket,
+        happy_path,
+    )
 
     run = happy_path(backlog=5, live=3)
     assert run.replayed == 5 and run.live == 3 and run.same

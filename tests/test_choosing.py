@@ -11,19 +11,51 @@ import pytest
 
 from netcourse.apps.broker import find_redis_server, redis_broker
 from netcourse.errors import ServerStartError
-from netcourse.experiments import choosing, decision, scaleout
+from netcourse.experiments.choosing import scaleout
+from netcourse.experiments.choosing.decision import (
+    MESSAGE,
+    decision_table,
+    exercise_long_poll_bytes,
+    exercise_websocket_bytes,
+    notes_checked,
+    one_message_each,
+    segment_carrying,
+)
+from netcourse.experiments.choosing.harness import (
+    HEADERS,
+    TRANSPORTS,
+    TransportRun,
+    Workload,
+    wire_bytes,
+)
+from netcourse.experiments.choosing.memory import memory_per_client
+from netcourse.experiments.choosing.scaleout import (
+    FanOut,
+    Node,
+    fan_out,
+    scale_out,
+    streams_catch_up,
+)
+from netcourse.experiments.choosing.sweeps import (
+    SWEEPS,
+    crossover,
+    load_sweeps,
+    sweep,
+    sweep_knob,
+)
+from netcourse.experiments.choosing.transports import compare, run_transport
 from netcourse.network.link import link
 from netcourse.network.relay import Meter
 
 REDIS, WHERE = find_redis_server()
 needs_redis = pytest.mark.skipif(REDIS is None, reason=f"no Redis here: {WHERE}")
 
-SMALL = choosing.Workload(clients=2, messages=6, rate=50, size=60, rtt_ms=20, interval=0.1)
+SMALL = Workload(clients=2, messages=6, rate=50, size=60, rtt_ms=20, interval=0.1)
 
 
-@pytest.mark.parametrize("name", choosing.TRANSPORTS)
+@pytest.mark.parametrize("name", TRANSPORTS)
 def test_every_transport_delivers_every_message_once_at_the_expected_latency(name):
-    run = choosing.run_transport(name, SMALL)
+    run = run_transport(name, SMALL)
     assert run.delivered == run.expected == 12 and run.lost == 0 and run.duplicates == 0
     assert run.wire > run.expected * 60  # every message's text crossed, with headers
     assert run.units > 0 and run.server_cpu_s >= 0
@@ -36,14 +68,14 @@ def test_every_transport_delivers_every_message_once_at_the_expected_latency(nam
 
 def test_an_unknown_transport_is_named_in_the_error():
     with pytest.raises(ValueError, match="choose from"):
-        choosing.run_transport("carrier pigeon", SMALL)
+        run_transport("carrier pigeon", SMALL)
 
 
 def test_a_client_away_catches_up_only_where_there_is_a_cursor_or_retries():
     from dataclasses import replace
 
     workload = replace(SMALL, clients=2, messages=20, rate=50, away=(0.05, 0.25))
-    runs = choosing.compare(workload)
+    runs = compare(workload)
     for name, run in runs.items():
         assert run.while_away > 0 and run.duplicates == 0, name
         if name in ("short polling", "long polling", "SSE", "webhooks"):
@@ -55,7 +87,7 @@ def test_a_client_away_catches_up_only_where_there_is_a_cursor_or_retries():
 
 
 def test_memory_per_held_client_is_measured_for_each_held_transport():
-    held = choosing.memory_per_client(20)
+    held = memory_per_client(20)
     assert [h.transport for h in held] == ["long polling", "SSE", "WebSocket", "raw TCP"]
     assert all(500 < h.bytes_per_client < 200_000 for h in held), held
 
@@ -76,7 +108,7 @@ def test_the_relay_meter_counts_bytes_and_segments_from_the_kernel():
                 got += s.recv(65536)
     payload, segments = meter.totals()  # the connection has ended: its final counts
     assert payload >= 10_000 and segments >= 4  # both ways; SYN, data, ACKs
-    assert choosing.wire_bytes(meter) == payload + choosing.HEADERS * segments and meter.connections == 1
+    assert wire_bytes(meter) == payload + HEADERS * segments and meter.connections == 1
 
 
 def test_sweeps_crossover_and_knob():
@@ -85,18 +117,18 @@ def test_sweeps_crossover_and_knob():
                           "100.0": {"bytes_per_msg": 60.0, "p50_ms": 500.0}},
         "WebSocket": {"1.0": {"bytes_per_msg": 200.0, "p50_ms": 25.0}, "10.0": {"bytes_per_msg": 200.0, "p50_ms": 25.0},
                       "100.0": {"bytes_per_msg": 200.0, "p50_ms": 25.0}}}}}
-    rate = choosing.crossover(data)
+    rate = crossover(data)
     assert 10 < rate < 100  # 300 > 200 at 10/s, 60 < 200 at 100/s
-    assert choosing.crossover(data, "WebSocket", "short polling") is None  # WebSocket is never the dearer
-    assert len(choosing.sweep_knob(data, "rate", 10.0).axes) == 2
+    assert crossover(data, "WebSocket", "short polling") is None  # WebSocket is never the dearer
+    assert len(sweep_knob(data, "rate", 10.0).axes) == 2
     with pytest.raises(ValueError, match="measured"):
-        choosing.sweep_knob(data, "rate", 3.0)
-    stored = choosing.load_sweeps()
-    assert set(stored["sweeps"]) == set(choosing.SWEEPS)
-    for dim, values in choosing.SWEEPS.items():
-        for transport in choosing.TRANSPORTS:
+        sweep_knob(data, "rate", 3.0)
+    stored = load_sweeps()
+    assert set(stored["sweeps"]) == set(SWEEPS)
+    for dim, values in SWEEPS.items():
+        for transport in TRANSPORTS:
             assert set(stored["sweeps"][dim][transport]) == {str(v) for v in values}
-    small = choosing.sweep("rate", (50.0,), choosing.Workload(clients=1, rtt_ms=0), transports=("WebSocket",))
+    small = sweep("rate", (50.0,), Workload(clients=1, rtt_ms=0), transports=("WebSocket",))
     assert small["WebSocket"]["50.0"]["delivered"] == small["WebSocket"]["50.0"]["expected"]
 
 
@@ -116,36 +148,36 @@ def test_the_button_measures_again_and_reports_a_failure_in_the_cell():
 
 
 def test_decision_table_and_the_notes_checked_are_built_from_runs():
-    runs = {n: choosing.TransportRun(n, SMALL, latencies=[0.010 + i / 1000 for i in range(12)], wire=3000, units=12)
-            for n in choosing.TRANSPORTS}
-    away = {n: choosing.TransportRun(n, SMALL, while_away=5, caught_up=5 if "poll" in n else 0) for n in choosing.TRANSPORTS}
-    table = decision.decision_table(runs, away)
+    runs = {n: TransportRun(n, SMALL, latencies=[0.010 + i / 1000 for i in range(12)], wire=3000, units=12)
+            for n in TRANSPORTS}
+    away = {n: TransportRun(n, SMALL, while_away=5, caught_up=5 if "poll" in n else 0) for n in TRANSPORTS}
+    table = decision_table(runs, away)
     assert table[0][0] == "median latency (50/s, poll every 0.1 s)"
     assert table[0][1]["WebSocket"] == "15 ms"  # nearest rank of 10..21 ms
     assert dict(table)["missed while away, delivered when back"]["short polling"] == "5/5"
     assert all("(protocol" in label for label, _ in table[-3:])
     assert "<table" in table._repr_html_() and "WebSocket" in repr(table)
-    scale = {"without": scaleout.FanOut("none", 4, 2, {"A": 4, "B": 0}, {"A": 4, "B": 4}),
-             "with": scaleout.FanOut("redis", 4, 2, {"A": 4, "B": 4}, {"A": 4, "B": 4})}
-    checked = decision.notes_checked(runs, runs, away, scale, 6.5)
+    scale = {"without": FanOut("none", 4, 2, {"A": 4, "B": 0}, {"A": 4, "B": 4}),
+             "with": FanOut("redis", 4, 2, {"A": 4, "B": 4}, {"A": 4, "B": 4})}
+    checked = notes_checked(runs, runs, away, scale, 6.5)
     assert len(checked) == 9 and "node B's clients got 0 of 4" in dict(checked)["WebSocket con: 'scalability problem'"]
 
 
 @pytest.mark.replayable
 def test_one_message_on_the_wire_per_transport_and_its_exercises():
-    one = decision.one_message_each()
-    ws = decision.segment_carrying(one, "WebSocket")
-    poll = decision.segment_carrying(one, "long polling")
-    assert ws == 2 + len(decision.MESSAGE)  # a server's frame: no mask
+    one = one_message_each()
+    ws = segment_carrying(one, "WebSocket")
+    poll = segment_carrying(one, "long polling")
+    assert ws == 2 + len(MESSAGE)  # a server's frame: no mask
     assert poll > 150  # an HTTP head and a JSON body
-    q1, q2 = decision.exercise_long_poll_bytes(one), decision.exercise_websocket_bytes(one)
+    q1, q2 = exercise_long_poll_bytes(one), exercise_websocket_bytes(one)
     assert q1.check(poll) and not q1.check(poll - 1)
-    assert q2.check(2 + len(decision.MESSAGE)) and not q2.check(6 + len(decision.MESSAGE))  # a client's would be 6
+    assert q2.check(2 + len(MESSAGE)) and not q2.check(6 + len(MESSAGE))  # a client's would be 6
 
 
 def test_without_redis_the_scale_out_section_shows_its_recorded_run(monkeypatch):
     monkeypatch.setattr(scaleout, "find_redis_server", lambda: (None, "pretending there is none"))
-    scale = scaleout.scale_out()
+    scale = scale_out()
     assert scale["source"].startswith("Recorded on") and "pretending there is none" in scale["source"]
     assert scale["without"].received["B"] == 0 and scale["with"].received["B"] == scale["with"].expected_per_node["B"]
     assert scale["streams"].pubsub_got == 0 and scale["streams"].stream_got == scale["streams"].published
@@ -153,11 +185,11 @@ def test_without_redis_the_scale_out_section_shows_its_recorded_run(monkeypatch)
 
 @needs_redis
 def test_two_nodes_need_a_broker_and_redis_gives_reach_not_memory():
-    without = scaleout.fan_out(10, 4, broker=False)
+    without = fan_out(10, 4, broker=False)
     assert without.received == {"A": 20, "B": 0}
-    with_redis = scaleout.fan_out(10, 4, broker=True)
+    with_redis = fan_out(10, 4, broker=True)
     assert with_redis.received == {"A": 20, "B": 20} and with_redis.redis.startswith("Redis ")
-    streams = scaleout.streams_catch_up(7)
+    streams = streams_catch_up(7)
     assert streams.pubsub_got == 0 and streams.stream_got == 7
 
 
@@ -183,7 +215,7 @@ def test_no_redis_is_a_clear_error(monkeypatch):
 
 
 def test_a_fan_out_node_stops_when_its_parent_closes_stdin():
-    node = scaleout.Node()
+    node = Node()
     assert node.port > 0
     node.stop()
     assert node.proc.poll() is not None

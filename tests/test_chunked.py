@@ -7,8 +7,18 @@ import random
 
 import pytest
 
-from netcourse.protocols.chunked import LAST_CHUNK, Chunk, ChunkedDecoder, Data, End, Trailers, dechunk, encode_chunk, encode_chunked
 from netcourse.errors import ChunkedParseError
+from netcourse.protocols.chunked import (
+    LAST_CHUNK,
+    Chunk,
+    ChunkedDecoder,
+    Data,
+    End,
+    Trailers,
+    dechunk,
+    encode_chunk,
+    encode_chunked,
+)
 
 WIRE = b"5;note=x\r\nHello\r\n7\r\n, world\r\n0\r\nExpires: never\r\nX-Count:  2 \r\n\r\nNEXT"
 

@@ -8,17 +8,29 @@ import time
 import pytest
 
 from netcourse.apps.beat import make_beat_handler
-from netcourse.errors import LinkError
 from netcourse.clients.beat import BeatClient, keep_connected, peer_process
 from netcourse.course.live import LivePipe
+from netcourse.errors import LinkError
 from netcourse.experiments.heartbeats.deaths import half_open, peer_deaths
-from netcourse.experiments.heartbeats.detection import _heartbeat_until_dead, compare_heartbeats, heartbeat_detection, predict_worst_detection
+from netcourse.experiments.heartbeats.detection import (
+    _heartbeat_until_dead,
+    compare_heartbeats,
+    heartbeat_detection,
+    predict_worst_detection,
+)
 from netcourse.experiments.heartbeats.duplex import duplex_ticks, exercise_echo_time
-from netcourse.experiments.heartbeats.reconnect import heartbeat_across_a_link, heartbeat_reconnect, reconnect_storm
-from netcourse.experiments.heartbeats.tcp import exercise_probe_seq, keepalive_detection, user_timeout_detection
-from netcourse.protocols.beat import detection_bounds, heartbeat_cost
+from netcourse.experiments.heartbeats.reconnect import (
+    heartbeat_across_a_link,
+    heartbeat_reconnect,
+    reconnect_storm,
+)
+from netcourse.experiments.heartbeats.tcp import (
+    exercise_probe_seq,
+    keepalive_detection,
+    user_timeout_detection,
+)
 from netcourse.network.link import link
-from netcourse.protocols.beat import Kind, encode
+from netcourse.protocols.beat import Kind, detection_bounds, encode, heartbeat_cost
 from netcourse.runtime.server import serve
 
 

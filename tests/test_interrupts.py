@@ -68,10 +68,11 @@ def _interrupt(fn: Callable[[], object], after: float) -> KeyboardInterrupt | No
 
 
 def _cases() -> dict[str, tuple[Callable[[], object], float]]:
-    from netcourse.experiments import choosing, scaleout
-    from netcourse.experiments.webhooks import firewall, noise
+    from netcourse.experiments.choosing import memory, scaleout, transports
+    from netcourse.experiments.choosing.harness import Workload
     from netcourse.experiments.heartbeats import deaths, reconnect
     from netcourse.experiments.offline import faults, naive
+    from netcourse.experiments.webhooks import firewall, noise
     from netcourse.experiments.websockets import held
 
     return {
@@ -83,8 +84,8 @@ def _cases() -> dict[str, tuple[Callable[[], object], float]]:
         "07 noise": (lambda: noise.noise("one", events=1000), 0.3),
         "04 peer_deaths": (lambda: deaths.peer_deaths(), 0.5),
         "04 reconnect_storm": (lambda: reconnect.reconnect_storm(), 0.4),
-        "10 compare": (lambda: choosing.compare(choosing.Workload(rtt_ms=0.0)), 0.8),
-        "10 memory_per_client": (lambda: choosing.memory_per_client(200), 0.3),
+        "10 compare": (lambda: transports.compare(Workload(rtt_ms=0.0)), 0.8),
+        "10 memory_per_client": (lambda: memory.memory_per_client(200), 0.3),
         "10 fan_out": (lambda: scaleout.fan_out(clients=20, messages=10, broker=False), 0.6),
     }
 

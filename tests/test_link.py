@@ -11,12 +11,12 @@ import time
 import pytest
 
 from netcourse import link
-from netcourse.errors import LinkError
-from netcourse.network.link import modes
-from netcourse.experiments.slow_start import sink
 from netcourse.apps.echo import tcp_echo
-from netcourse.tools.linkbench import bound_udp, echo_round_trips
+from netcourse.errors import LinkError
+from netcourse.experiments.slow_start import sink
+from netcourse.network.link import modes
 from netcourse.runtime.waiting import wait_until
+from netcourse.tools.linkbench import bound_udp, echo_round_trips
 
 TAP = modes()["tap"]
 tap_only = pytest.mark.skipif(TAP is not None, reason=f"tap link unavailable: {TAP}")

@@ -10,10 +10,10 @@ import pytest
 from matplotlib.figure import Figure
 
 from netcourse.course import plots
-from netcourse.tools import doctor
-from netcourse.tools.doctor import Check, Report
 from netcourse.course.exercises import Exercise, Prediction
 from netcourse.errors import ExerciseError
+from netcourse.tools import doctor
+from netcourse.tools.doctor import Check, Report
 from netcourse.traffic.packets import C2S, S2C, PacketRow
 from netcourse.traffic.wire import WireBytes
 

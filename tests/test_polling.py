@@ -9,9 +9,9 @@ import time
 import pytest
 
 from netcourse import serve
-from netcourse.experiments import polling as lab
 from netcourse.apps.polling import MAX_WAIT, MessageLog, Publisher, make_app
 from netcourse.clients.pollers import long_poller, short_poller
+from netcourse.experiments import polling as lab
 from netcourse.runtime.waiting import run_async, wait_until
 
 

@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
-from netcourse.runtime.notices import ReplayNotice
 from netcourse.experiments import retransmission
+from netcourse.runtime.notices import ReplayNotice
 from netcourse.runtime.tcpinfo import listening_ports
 
 LIVE_REASON = retransmission.can_run_live()

@@ -12,10 +12,15 @@ import pytest
 from aiohttp import web
 
 from netcourse import serve
-from netcourse.errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
-from netcourse.runtime.tcpinfo import listening_ports
+from netcourse.errors import (
+    NetcourseTimeout,
+    PortInUseError,
+    ServerStartError,
+    ServerStoppedError,
+)
 from netcourse.runtime.registry import live_servers, stop_all
 from netcourse.runtime.server import Server
+from netcourse.runtime.tcpinfo import listening_ports
 
 from .conftest import make_ok_app, own_listening_ports
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from netcourse.protocols.sse import Event, SSEDecoder, comment, encode
 from netcourse.errors import SSEParseError
+from netcourse.protocols.sse import Event, SSEDecoder, comment, encode
 
 
 def _events(stream: bytes, *, cut: int | None = None) -> list[Event]:
@@ -170,7 +170,8 @@ def _random_stream(rng: random.Random) -> bytes:
 
 def test_httpx_sse_reads_the_same_events_from_random_streams():
     pytest.importorskip("httpx_sse", reason="httpx-sse is a test dependency (pip install -e .[test])")
-    from httpx_sse._decoders import SSEDecoder as TheirDecoder, SSELineDecoder
+    from httpx_sse._decoders import SSEDecoder as TheirDecoder
+    from httpx_sse._decoders import SSELineDecoder
 
     rng = random.Random(11)
     for _ in range(300):

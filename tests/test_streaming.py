@@ -13,11 +13,35 @@ import pytest
 from netcourse.apps.polling import MessageLog
 from netcourse.apps.proxy import make_proxy
 from netcourse.apps.streaming import make_app
-from netcourse.experiments.streaming.buffering import Buffering, app_streams, buffer_grid, buffering, predict_first_event_delay
-from netcourse.experiments.streaming.chunked import chunk_boundaries, chunk_view, chunked_on_the_wire, exercise_framing_bytes
+from netcourse.experiments.streaming.buffering import (
+    Buffering,
+    app_streams,
+    buffer_grid,
+    buffering,
+    predict_first_event_delay,
+)
+from netcourse.experiments.streaming.chunked import (
+    chunk_boundaries,
+    chunk_view,
+    chunked_on_the_wire,
+    exercise_framing_bytes,
+)
 from netcourse.experiments.streaming.common import UA, event_body_bytes
-from netcourse.experiments.streaming.cost import connection_limit, long_poll_bytes, per_message_bytes, request_head_sizes
-from netcourse.experiments.streaming.events import _sse_run, exercise_reconnect_head, exercise_replay_first, resync_demo, retry_delays, sse_across_a_link, sse_resume
+from netcourse.experiments.streaming.cost import (
+    connection_limit,
+    long_poll_bytes,
+    per_message_bytes,
+    request_head_sizes,
+)
+from netcourse.experiments.streaming.events import (
+    _sse_run,
+    exercise_reconnect_head,
+    exercise_replay_first,
+    resync_demo,
+    retry_delays,
+    sse_across_a_link,
+    sse_resume,
+)
 from netcourse.protocols.chunked import Chunk, ChunkedDecoder, Data
 from netcourse.protocols.sse import SSEDecoder
 from netcourse.runtime.registry import live_servers

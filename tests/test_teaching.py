@@ -14,9 +14,28 @@ from matplotlib.figure import Figure
 from scapy.layers.inet import IP, TCP
 
 from netcourse.course.exercises import MARKS
-from netcourse.experiments import connections, polling, retransmission, slow_start, start_here, transport
-from netcourse.experiments.websockets.cost import exercise_fragment_stall, fragment_timing, link_knob, overhead, rate_knob
-from netcourse.experiments.websockets.frames import control_frames, exercise_fragment_segments, frame_explorer, predict_frame_size, sized_echo
+from netcourse.experiments import (
+    connections,
+    polling,
+    retransmission,
+    slow_start,
+    start_here,
+    transport,
+)
+from netcourse.experiments.websockets.cost import (
+    exercise_fragment_stall,
+    fragment_timing,
+    link_knob,
+    overhead,
+    rate_knob,
+)
+from netcourse.experiments.websockets.frames import (
+    control_frames,
+    exercise_fragment_segments,
+    frame_explorer,
+    predict_frame_size,
+    sized_echo,
+)
 from netcourse.experiments.websockets.handshake import BROWSER_HEADERS, handshake
 
 ROOT = Path(__file__).resolve().parent.parent

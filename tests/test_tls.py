@@ -13,7 +13,13 @@ from netcourse.apps.tls import Pki, client_context, make_tls_app, server_context
 from netcourse.errors import ServerStartError, TLSRecordError
 from netcourse.experiments import tls, tls_cost
 from netcourse.network.link import modes
-from netcourse.protocols.tlsrecord import ContentType, HandshakeType, RecordDecoder, handshake_messages, parse_alert
+from netcourse.protocols.tlsrecord import (
+    ContentType,
+    HandshakeType,
+    RecordDecoder,
+    handshake_messages,
+    parse_alert,
+)
 from netcourse.runtime.server import serve
 from netcourse.traffic import recordings
 from netcourse.traffic.tlsview import tls_records

@@ -9,13 +9,17 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from netcourse.course import plots
-from netcourse.protocols.checksum import internet_checksum, ones_complement_sum, partial_checksum, pseudo_header, transport_checksum
 from netcourse.experiments import transport
+from netcourse.protocols.checksum import (
+    internet_checksum,
+    ones_complement_sum,
+    partial_checksum,
+    pseudo_header,
+    transport_checksum,
+)
 from netcourse.protocols.headers import IPV4, LAYOUTS
 from netcourse.protocols.headers import TCP as TCP_LAYOUT
 from netcourse.protocols.headers import UDP as UDP_LAYOUT
-
-
 
 # -- sans-I/O: headers and checksums --------------------------------------------------------------
 

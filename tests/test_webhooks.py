@@ -13,11 +13,23 @@ import pytest
 from netcourse.apps.webhooks import COURSE_ALLOW, Receiver, Sender, endpoint_problem
 from netcourse.errors import EndpointRefused, SignatureError
 from netcourse.experiments.webhooks.common import SECRET
-from netcourse.experiments.webhooks.delivery import across_a_link, exercise_head_share, exercise_signature_by_hand, one_delivery, signature_by_hand
+from netcourse.experiments.webhooks.delivery import (
+    across_a_link,
+    exercise_head_share,
+    exercise_signature_by_hand,
+    one_delivery,
+    signature_by_hand,
+)
 from netcourse.experiments.webhooks.firewall import behind_a_firewall, comparison
 from netcourse.experiments.webhooks.forgeries import forgeries
 from netcourse.experiments.webhooks.noise import noise, noise_grid, noise_knob
-from netcourse.experiments.webhooks.retries import dead_letters_replayed, predict_attempt_times, receiver_down, restart_mid_retry, slow_work
+from netcourse.experiments.webhooks.retries import (
+    dead_letters_replayed,
+    predict_attempt_times,
+    receiver_down,
+    restart_mid_retry,
+    slow_work,
+)
 from netcourse.protocols.webhooks import headers_for, new_secret
 from netcourse.runtime.registry import live_servers
 from netcourse.runtime.server import serve
@@ -217,8 +229,8 @@ def test_every_connection_resolves_through_the_ssrf_guard():
 
 
 def test_retry_after_in_both_forms():
-    from email.utils import format_datetime
     from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
 
     from netcourse.apps.webhooks import _retry_after_seconds
 

@@ -9,17 +9,27 @@ import pytest
 from aiohttp import web
 
 from netcourse import serve
+from netcourse.apps.wsserver import make_ws_handler
 from netcourse.clients.websocket import RawClient
+from netcourse.errors import HandshakeError
 from netcourse.experiments.websockets.cost import latency, overhead
-from netcourse.experiments.websockets.frames import control_frames, exercise_decode, explain
+from netcourse.experiments.websockets.frames import (
+    control_frames,
+    exercise_decode,
+    explain,
+)
 from netcourse.experiments.websockets.handshake import exercise_accept, handshake
 from netcourse.experiments.websockets.held import idle_connections
 from netcourse.experiments.websockets.security import security
-from netcourse.runtime.waiting import run_async
+from netcourse.protocols.wsconn import (
+    CloseReceived,
+    Message,
+    Pong,
+    accept_request,
+    client_request,
+)
 from netcourse.protocols.wsframe import Frame, FrameDecoder, Opcode, accept_key, encode
-from netcourse.apps.wsserver import make_ws_handler
-from netcourse.protocols.wsconn import CloseReceived, Message, Pong, accept_request, client_request
-from netcourse.errors import HandshakeError
+from netcourse.runtime.waiting import run_async
 
 websockets_frames = pytest.importorskip("websockets.frames")
 websockets_streams = pytest.importorskip("websockets.streams")

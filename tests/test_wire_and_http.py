@@ -7,9 +7,9 @@ import socket
 import pytest
 
 from netcourse import tcp_info
+from netcourse.errors import HttpParseError
 from netcourse.experiments import start_here
 from netcourse.protocols.httpwire import parse_messages
-from netcourse.errors import HttpParseError
 from netcourse.runtime.tcpinfo import tcp_sockets
 from netcourse.traffic.wire import from_capture, from_tcp_info
 

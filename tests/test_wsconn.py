@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from netcourse.protocols.wsconn import Close, CloseReceived, Connection, ConnectionFailed, Message, Ping, Pong, State, accept_request, check_response, client_request, new_key
 from netcourse.errors import HandshakeError, ProtocolError
+from netcourse.protocols.wsconn import (
+    Close,
+    CloseReceived,
+    Connection,
+    ConnectionFailed,
+    Message,
+    Ping,
+    Pong,
+    State,
+    accept_request,
+    check_response,
+    client_request,
+    new_key,
+)
 from netcourse.protocols.wsframe import Frame, Opcode, encode
 
 

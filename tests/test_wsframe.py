@@ -6,8 +6,19 @@ import random
 
 import pytest
 
-from netcourse.protocols.wsframe import CloseCode, Frame, FrameDecoder, Opcode, accept_key, apply_mask, close_payload, encode, header_length, parse_close
 from netcourse.errors import FrameError
+from netcourse.protocols.wsframe import (
+    CloseCode,
+    Frame,
+    FrameDecoder,
+    Opcode,
+    accept_key,
+    apply_mask,
+    close_payload,
+    encode,
+    header_length,
+    parse_close,
+)
 
 KEY = bytes.fromhex("37fa213d")  # the masking key of RFC 6455 §5.7's examples
 

@@ -361,11 +361,15 @@ def transport_rows() -> list[tuple[str, str, str]]:
     """Notebook 10: one table, every transport on one workload; the sweeps the notebook's knobs read; the
     fan-out through Redis to 1,000 and 10,000 subscribers (both saved in netcourse/measured/)."""
     from ..apps.broker import find_redis_server
-    from ..experiments import choosing, scaleout
+    from ..experiments.choosing.harness import Workload
+    from ..experiments.choosing.memory import memory_per_client
+    from ..experiments.choosing.scaleout import bench_fan_out
+    from ..experiments.choosing.sweeps import crossover, measure_sweeps
+    from ..experiments.choosing.transports import compare
 
-    workload = choosing.Workload(clients=20, messages=100, rate=50, size=100, rtt_ms=50, interval=0.25)
-    runs = choosing.compare(workload)
-    held = {h.transport: h for h in choosing.memory_per_client(1000)}
+    workload = Workload(clients=20, messages=100, rate=50, size=100, rtt_ms=50, interval=0.25)
+    runs = compare(workload)
+    held = {h.transport: h for h in memory_per_client(1000)}
     rows = []
     for name, run in runs.items():
         memory = f"{held[name].bytes_per_client / 1024:.1f} KiB" if name in held else "-"
@@ -373,15 +377,15 @@ def transport_rows() -> list[tuple[str, str, str]]:
                      f"p50 {run.percentile(50):.1f} ms, p99 {run.percentile(99):.1f} ms; {run.bytes_per_message:.0f} B/msg; "
                      f"{run.cpu_us_per_message:.0f} µs CPU/msg; {memory} per held client (of 1,000); "
                      f"{run.delivered}/{run.expected} delivered", "report"))
-    data = choosing.measure_sweeps()
-    rate = choosing.crossover(data)
+    data = measure_sweeps()
+    rate = crossover(data)
     rows.append(("sweeps for notebook 10's knobs (rate, clients, size, RTT)",
                  f"saved; short polling cheaper per message than WebSocket above "
                  f"{rate:.1f} msg/s" if rate else "saved; no crossover in range", "report"))
     if find_redis_server()[0] is None:
         rows.append(("fan-out through Redis", "skipped: no redis-server here", "report"))
         return rows
-    for r in scaleout.bench_fan_out():
+    for r in bench_fan_out():
         rows.append((f"fan-out through Redis to {r['subscribers']:,} subscribers on 2 nodes",
                      f"{r['received']:,}/{r['expected']:,} received; last reached {r['fan_out_ms']:.0f} ms, "
                      f"median {r['p50_ms']:.0f} ms", "report"))

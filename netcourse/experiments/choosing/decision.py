@@ -11,18 +11,18 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from ..apps import polling as polling_app
-from ..apps import streaming as streaming_app
-from ..apps.wsserver import Hub, make_ws_handler
-from ..course.exercises import Exercise, Prediction
-from ..protocols.wsframe import Opcode
-from ..runtime.server import serve
-from ..runtime.sockets import no_delay
-from ..runtime.waiting import run_async
-from ..traffic.packets import S2C
-from ..traffic.sniffer import Capture, capture
-from .choosing import TransportRun
-from .registry import scenario
+from ...apps import polling as polling_app
+from ...apps import streaming as streaming_app
+from ...apps.wsserver import Hub, make_ws_handler
+from ...course.exercises import Exercise, Prediction
+from ...protocols.wsframe import Opcode
+from ...runtime.server import serve
+from ...runtime.sockets import no_delay
+from ...runtime.waiting import run_async
+from ...traffic.packets import S2C
+from ...traffic.sniffer import Capture, capture
+from ..registry import scenario
+from .harness import TransportRun
 
 __all__ = ["OneMessage", "one_message_each", "segment_carrying", "predict_push_latency",
            "exercise_long_poll_bytes", "exercise_websocket_bytes", "decision_table", "DecisionTable", "format_table",
@@ -259,7 +259,7 @@ def notes_checked(link_runs: dict[str, TransportRun], loopback_runs: dict[str, T
 
 def rows_of(one: OneMessage, transport: str):
     """The capture's rows of one transport's connection (by its server port), for a ladder of its own."""
-    from ..traffic.packets import PacketTable
+    from ...traffic.packets import PacketTable
 
     port = f":{one.ports[transport]}"
     return PacketTable(r for r in one.capture.table() if r.src.endswith(port) or r.dst.endswith(port))

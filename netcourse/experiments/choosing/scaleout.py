@@ -25,16 +25,16 @@ from pathlib import Path
 
 import aiohttp
 
-from ..apps.broker import find_redis_server, redis_broker
-from ..apps.fanout import PREFIX
-from ..errors import ServerStartError
-from ..runtime.waiting import run_async
+from ...apps.broker import find_redis_server, redis_broker
+from ...apps.fanout import PREFIX
+from ...errors import ServerStartError
+from ...runtime.waiting import run_async
 
 __all__ = ["Node", "FanOut", "fan_out", "StreamsCatchUp", "streams_catch_up", "scale_out", "RECORDED",
            "load_bench", "bench_fan_out"]
 
-RECORDED = Path(__file__).resolve().parent.parent / "measured" / "scale_out.json"
-BENCH = Path(__file__).resolve().parent.parent / "measured" / "fanout_bench.json"
+RECORDED = Path(__file__).resolve().parents[2] / "measured" / "scale_out.json"
+BENCH = Path(__file__).resolve().parents[2] / "measured" / "fanout_bench.json"
 START_TIMEOUT = 10.0
 
 

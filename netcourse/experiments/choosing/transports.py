@@ -1,0 +1,340 @@
+"""Notebook 10: each transport delivering the workload across the link: short and long polling, SSE, WebSocket,
+raw TCP, UDP and webhooks, one function each; ``compare`` runs them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import tempfile
+import time
+from typing import Any
+
+import aiohttp
+
+from ...apps import polling as polling_app
+from ...apps import streaming as streaming_app
+from ...apps.webhooks import COURSE_ALLOW, Receiver, Sender
+from ...apps.wsserver import Hub, make_ws_handler
+from ...clients.sse import stream_events
+from ...network.link import link
+from ...network.relay import Meter
+from ...protocols import beat
+from ...protocols.webhooks import new_secret
+from ...protocols.wsframe import Opcode
+from ...runtime.sockets import no_delay
+from ...runtime.waiting import run_async
+from .harness import (
+    GRACE,
+    RAW_MAX,
+    TRANSPORTS,
+    UDP_HEADERS,
+    Absence,
+    Inbox,
+    TransportRun,
+    Workload,
+    come_and_go,
+    finish,
+    publish_on_schedule,
+    serve_run,
+    settle,
+    wire_bytes,
+)
+
+__all__ = ["run_transport", "compare"]
+
+
+def _polling(workload: Workload, net: Any, run: TransportRun, *, long: bool) -> None:
+    log = polling_app.MessageLog()
+    meter = Meter()
+    srv = net.serve(polling_app.make_app(log), meter=meter, name="polling")
+    inbox = Inbox()
+    absence = Absence(workload)
+
+    async def client(i: int, session: aiohttp.ClientSession) -> None:
+        cursor = 0  # kept while away: the client's own state
+        while True:
+            if absence.away_now(i):
+                await absence.until_back()
+            params = {"after": str(cursor)}
+            if long:
+                params["wait"] = "20"
+            async with session.get(f"{srv.url}/messages", params=params) as resp:
+                data = await resp.json()
+            run.units += 1
+            for m in data["messages"]:
+                inbox.got(i, m["text"])
+                cursor = m["id"]
+            if not long:
+                await asyncio.sleep(workload.interval)
+
+    serve_run(workload, run, inbox, absence, srv, meter, client,
+               lambda text: srv.loop.call_soon_threadsafe(log.append, text), grace=workload.interval)
+
+
+def _sse(workload: Workload, net: Any, run: TransportRun) -> None:
+    log = polling_app.MessageLog()
+    meter = Meter()
+    srv = net.serve(streaming_app.make_app(log, keepalive=30.0, max_streams=workload.clients + 10), meter=meter,
+                    name="sse")
+    inbox = Inbox()
+    absence = Absence(workload)
+    run.unit_name = "events"
+
+    async def stream(i: int, session: aiohttp.ClientSession, last: list[str]) -> None:
+        headers = {"Last-Event-ID": last[0]} if last[0] else {}
+        async for _, event in stream_events(session, f"{srv.url}/events", headers=headers,
+                                            timeout=aiohttp.ClientTimeout(total=None)):
+            if event.id:
+                last[0] = event.id  # the browser's EventSource keeps it the same way
+            if event.data and ":" in event.data:
+                run.units += 1
+                inbox.got(i, event.data)
+
+    async def client(i: int, session: aiohttp.ClientSession) -> None:
+        last = [""]
+        reading = asyncio.create_task(stream(i, session, last))
+        if i == 0 and workload.away is not None:
+            await absence.until_leave()
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            await absence.until_back()
+            reading = asyncio.create_task(stream(i, session, last))  # reconnects with Last-Event-ID
+        try:
+            await reading
+        finally:
+            reading.cancel()
+
+    serve_run(workload, run, inbox, absence, srv, meter, client,
+               lambda text: srv.loop.call_soon_threadsafe(log.append, text))
+
+
+def _websocket(workload: Workload, net: Any, run: TransportRun) -> None:
+    hub = Hub()
+    meter = Meter()
+    srv = net.serve(no_delay(make_ws_handler(hub)), meter=meter, name="websocket")
+    inbox = Inbox()
+    absence = Absence(workload)
+    run.unit_name = "frames"
+
+    async def connection(i: int, session: aiohttp.ClientSession) -> None:
+        async with session.ws_connect(f"http://127.0.0.1:{srv.port}/", autoping=True) as ws:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    run.units += 1
+                    inbox.got(i, msg.data)
+
+    async def client(i: int, session: aiohttp.ClientSession) -> None:
+        await come_and_go(i, workload, absence, lambda: connection(i, session))
+
+    serve_run(workload, run, inbox, absence, srv, meter, client,
+               lambda text: asyncio.run_coroutine_threadsafe(hub.broadcast(text.encode(), Opcode.TEXT), srv.loop),
+               ready=lambda: hub.count >= workload.clients)
+
+
+def _raw_tcp(workload: Workload, net: Any, run: TransportRun) -> None:
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.add(writer)
+        try:
+            await reader.read()  # until the client goes
+        finally:
+            writers.discard(writer)
+
+    def push(text: str) -> None:
+        frame = beat.encode(beat.Kind.MSG, text.encode(), max_frame=RAW_MAX)
+        for w in list(writers):
+            if not w.is_closing():
+                w.write(frame)
+
+    meter = Meter()
+    srv = net.serve(no_delay(handler), meter=meter, name="raw tcp")
+    inbox = Inbox()
+    absence = Absence(workload)
+    run.unit_name = "frames"
+
+    async def client(i: int) -> None:
+        await come_and_go(i, workload, absence, lambda: connection(i))
+
+    async def connection(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        decoder = beat.Decoder(max_frame=RAW_MAX)
+        try:
+            while data := await reader.read(65536):
+                for frame in decoder.feed(data):
+                    run.units += 1
+                    inbox.got(i, frame.body.decode())
+        finally:
+            writer.close()
+
+    serve_run(workload, run, inbox, absence, srv, meter, client,
+               lambda text: srv.loop.call_soon_threadsafe(push, text), ready=lambda: len(writers) >= workload.clients,
+               session=False)
+
+
+def _udp(workload: Workload, run: TransportRun) -> None:
+    """Datagrams to each subscriber; the sender holds each for the one-way delay and drops ``loss`` of them."""
+    rng = random.Random(7)
+    inbox = Inbox()
+    absence = Absence(workload)
+    run.unit_name = "datagrams"
+    sockets = []
+    for _ in range(workload.clients):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        sockets.append(s)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    one_way = workload.rtt_ms / 2000
+    sent = [0, 0]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        cpu0 = time.thread_time()
+
+        def send(data: bytes, addr) -> None:
+            sender.sendto(data, addr)
+
+        def publish(text: str) -> None:
+            data = text.encode()
+            for addr in addresses:
+                sent[0] += 1
+                sent[1] += len(data)
+                if rng.random() >= workload.loss:
+                    loop.call_later(one_way, send, data, addr)
+
+        async def receive(i: int) -> None:
+            while True:
+                data = await loop.sock_recv(sockets[i], 65536)
+                run.units += 1
+                inbox.got(i, data.decode())
+
+        async def client(i: int) -> None:
+            reading = asyncio.create_task(receive(i))
+            if i == 0 and workload.away is not None:
+                await absence.until_leave()
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                port = sockets[0].getsockname()[1]
+                sockets[0].close()  # gone: datagrams to its port are dropped (ICMP port unreachable)
+                await absence.until_back()
+                back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                back.bind(("127.0.0.1", port))
+                back.setblocking(False)
+                sockets[0] = back
+                reading = asyncio.create_task(receive(i))
+            try:
+                await reading
+            finally:
+                reading.cancel()
+
+        addresses = [s.getsockname() for s in sockets]
+        tasks = [asyncio.create_task(client(i)) for i in range(len(sockets))]
+        await publish_on_schedule(workload, publish, absence)
+        await finish(tasks, inbox, run.expected, GRACE + workload.rtt_ms / 250)
+        run.server_cpu_s = time.thread_time() - cpu0  # sender and receivers share this thread: an upper bound
+
+    try:
+        run_async(main(), 60)
+    finally:
+        for s in sockets + [sender]:
+            s.close()
+    settle(run, inbox, absence, sent[1] + UDP_HEADERS * sent[0])
+
+
+def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:
+    folder = tempfile.mkdtemp(prefix="netcourse-choosing-")
+    try:
+        secret = new_secret()
+        receivers, meters = [], []
+        sender = Sender(os.path.join(folder, "outbox.db"), allow=COURSE_ALLOW, timeout=2.0, scale=0.001)
+        for i in range(workload.clients):
+            rec = Receiver(os.path.join(folder, f"inbox{i}.db"), secret)
+            meter = Meter()
+            srv = net.serve(rec.app(), meter=meter, name=f"receiver {i}")
+            sender.add_endpoint(f"{srv.url}/webhook", secret)
+            receivers.append(rec)
+            meters.append(meter)
+
+        absence = Absence(workload)
+        away = workload.away[1] - workload.away[0] if workload.away else 0.0
+
+        async def down_and_up() -> None:  # receiver 0 answers 503 while its client is away
+            await absence.until_leave()
+            receivers[0].mode = "busy"
+            await absence.until_back()
+            receivers[0].mode = "ok"
+
+        async def main() -> None:
+            cpu0 = time.thread_time()
+            limit = workload.messages / workload.rate + GRACE + 3 + 3 * away + workload.rtt_ms / 100
+            delivering = asyncio.create_task(sender.run(until_idle=False, limit=limit))
+            outage = asyncio.create_task(down_and_up())
+            count = iter(range(1, workload.messages + 1))
+            await publish_on_schedule(workload, lambda text: sender.publish(
+                "message", {"text": text, "wall": time.time()}, msg_id=f"msg_{next(count)}"), absence)
+            deadline = time.monotonic() + GRACE + 2 + 3 * away + workload.rtt_ms / 100  # retries take a while
+            while sum(r.accepted for r in receivers) < run.expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            delivering.cancel()
+            outage.cancel()
+            await asyncio.gather(delivering, outage, return_exceptions=True)
+            run.server_cpu_s = time.thread_time() - cpu0
+
+        run_async(main(), 60)
+        import json
+        import sqlite3
+
+        for n, rec in enumerate(receivers):
+            with contextlib.closing(sqlite3.connect(rec.db_path)) as db:
+                for msg_id, payload, received in db.execute("SELECT id, payload, received FROM inbox"):
+                    run.latencies.append(received - json.loads(payload)["data"]["wall"])
+                    if n == 0 and int(msg_id.split("_")[1]) in absence.messages:
+                        run.caught_up += 1  # delivered late, by the sender's retries
+            run.units += rec.accepted + rec.duplicates + rec.failed_on_purpose
+            run.duplicates += rec.duplicates
+        run.wire = sum(wire_bytes(m) for m in meters)
+        run.while_away = len(absence.messages)
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_transport(name: str, workload: Workload = Workload()) -> TransportRun:
+    """Run one transport (a name of ``TRANSPORTS``) on ``workload``; every server stops before it returns."""
+    if name not in TRANSPORTS:
+        raise ValueError(f"unknown transport {name!r}; choose from {', '.join(TRANSPORTS)}")
+    run = TransportRun(name, workload)
+    if name == "UDP":
+        _udp(workload, run)
+        return run
+    with link(rtt_ms=workload.rtt_ms, mode="relay") as net:
+        if name in ("short polling", "long polling"):
+            _polling(workload, net, run, long=name == "long polling")
+        elif name == "SSE":
+            _sse(workload, net, run)
+        elif name == "WebSocket":
+            _websocket(workload, net, run)
+        elif name == "raw TCP":
+            _raw_tcp(workload, net, run)
+        else:
+            _webhooks(workload, net, run)
+    return run
+
+
+def compare(workload: Workload = Workload(), transports: tuple[str, ...] = TRANSPORTS, *,
+            parallel: int = 1) -> dict[str, TransportRun]:
+    """Every transport on the same workload: one after the other, or ``parallel`` at a time (for counts, such
+    as who lost what; latencies are best measured one at a time, with the machine to themselves)."""
+    if parallel <= 1:
+        return {name: run_transport(name, workload) for name in transports}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="netcourse-compare") as pool:
+        futures = {name: pool.submit(run_transport, name, workload) for name in transports}
+        return {name: f.result() for name, f in futures.items()}
