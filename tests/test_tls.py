@@ -11,7 +11,41 @@ import pytest
 
 from netcourse.apps.tls import Pki, client_context, make_tls_app, server_context
 from netcourse.errors import ServerStartError, TLSRecordError
-from netcourse.experiments import tls, tls_cost
+from netcourse.experiments.tls.cost import (
+    bad_inputs,
+    handshake_cpu,
+    overhead_knob,
+    record_overhead,
+)
+from netcourse.experiments.tls.handshake import (
+    REQUEST,
+    entropy,
+    exercise_certificate_length,
+    exercise_request_overhead,
+    fetch,
+    handshake_12,
+    handshake_13,
+)
+from netcourse.experiments.tls.round_trips import (
+    CASES,
+    EARLY_DATA_IN_PYTHON,
+    RoundTrips,
+    predict_first_byte,
+    round_trip_knob,
+    round_trips,
+)
+from netcourse.experiments.tls.trust import (
+    certificate_chain,
+    failures,
+    man_in_the_middle,
+    mutual_tls,
+)
+from netcourse.experiments.tls.versions import (
+    TIMELINE,
+    old_versions,
+    server_settings,
+    timeline_table,
+)
 from netcourse.network.link import modes
 from netcourse.protocols.tlsrecord import (
     ContentType,
@@ -80,12 +114,12 @@ def test_serve_speaks_tls_when_given_a_context_and_refuses_anything_else():
         serve(make_tls_app(), ssl="cert.pem")
     with Pki() as pki, serve(make_tls_app(), ssl=server_context(pki)) as srv:
         assert srv.url.startswith("https://127.0.0.1:")
-        assert tls.fetch(client_context(pki), srv.host, srv.port) == "HTTP/1.1 200 OK | hello over TLS"
+        assert fetch(client_context(pki), srv.host, srv.port) == "HTTP/1.1 200 OK | hello over TLS"
     assert not pki.directory.exists()  # key logs and the rest are gone with the Pki
 
 
 def test_a_failed_handshake_is_answered_with_its_alert_not_a_bare_close():
-    floor = tls.old_versions()
+    floor = old_versions()
     # Refused by the client's own OpenSSL, or (Debian's system Python) sent and refused by the server.
     assert floor.own_floor.endswith(("NO_CIPHERS_AVAILABLE", "NO_PROTOCOLS_AVAILABLE", "UNSUPPORTED_PROTOCOL",
                                      "TLSV1_ALERT_PROTOCOL_VERSION"))
@@ -103,7 +137,7 @@ def test_the_server_context_follows_mozilla_intermediate():
         names = [c["name"] for c in ctx.get_ciphers()]
         assert names and all("GCM" in n or "CHACHA20" in n for n in names)
         assert not any("CBC" in n or "SHA1" in n for n in names)
-        settings = {s.name: s.value for s in tls.server_settings(ctx)}
+        settings = {s.name: s.value for s in server_settings(ctx)}
         assert settings["only AEAD"] == "True" and settings["compression"] == "off"
 
 
@@ -112,19 +146,19 @@ def test_the_server_context_follows_mozilla_intermediate():
 
 @pytest.fixture(scope="module")
 def hs13():
-    return tls.handshake_13()
+    return handshake_13()
 
 
 @pytest.fixture(scope="module")
 def hs12():
-    return tls.handshake_12()
+    return handshake_12()
 
 
 @pytest.mark.replayable
 def test_tls13_decrypts_to_the_request_sent_and_hides_the_certificate(hs13):
     assert hs13.negotiated[0] == "TLSv1.3" and hs13.resumed is True
     request, response = hs13.http()
-    assert request == tls.REQUEST
+    assert request == REQUEST
     assert response.startswith(b"HTTP/1.1 200 OK") and response.endswith(b"</p>\n")
     first = [what for _, _, _, what in hs13.records()]
     assert first[:3] == ["ClientHello", "ServerHello", "ChangeCipherSpec"]
@@ -150,9 +184,9 @@ def test_the_hellos_show_what_was_offered_and_chosen(hs13):
 def test_tls12_sends_the_certificate_in_clear_and_the_chain_reads_back(hs12, hs13):
     assert hs12.certificate_in_clear()
     assert hs12.server_hello()["version"] == "TLS 1.2"
-    assert hs12.http()[0] == tls.REQUEST
+    assert hs12.http()[0] == REQUEST
     for hs in (hs12, hs13):
-        (leaf,) = tls.certificate_chain(hs)
+        (leaf,) = certificate_chain(hs)
         assert not leaf.is_ca and "DNS:localhost" in leaf.san and "IP:127.0.0.1" in leaf.san
         assert leaf.issuer == "OU=course CA,O=netcourse" and leaf.key == "ECDSA secp256r1"
 
@@ -161,16 +195,16 @@ def test_tls12_sends_the_certificate_in_clear_and_the_chain_reads_back(hs12, hs1
 def test_without_the_key_log_the_response_looks_random(hs13):
     plain, cipher = hs13.http()[1], hs13.ciphertext()
     assert len(cipher) == len(plain) + 17  # one record: tag and inner content type
-    assert tls.entropy(plain) < 5.5 < 7.5 < tls.entropy(cipher)
-    assert tls.entropy(b"") == 0.0 and tls.entropy(bytes(range(256))) == 8.0
+    assert entropy(plain) < 5.5 < 7.5 < entropy(cipher)
+    assert entropy(b"") == 0.0 and entropy(bytes(range(256))) == 8.0
 
 
 @pytest.mark.replayable
 def test_capture_exercises_take_independent_answers_and_refuse_near_misses(hs12, hs13):
-    cert = tls.exercise_certificate_length(hs12)
+    cert = exercise_certificate_length(hs12)
     size = next(size for _, _, size, what in hs12.records(opaque=True) if what.startswith("Certificate"))
     assert cert.check(size - 9) and not cert.check(size - 5) and not cert.check(size)
-    extra = tls.exercise_request_overhead(hs13)
+    extra = exercise_request_overhead(hs13)
     assert extra.check(22) and not extra.check(21) and not extra.check(16)
 
 
@@ -202,16 +236,16 @@ def test_round_trips_to_the_first_byte_match_the_handshakes(monkeypatch, tap):
         monkeypatch.setattr(link_module, "modes", lambda: {"tap": "pretending to have no root", "relay": None})
     seen = []
     for _ in range(3):  # a busy machine (or a cold first handshake) can delay one run; the claim must hold in one
-        run = tls.round_trips(rtt_ms=40)
+        run = round_trips(rtt_ms=40)
         assert run.mode == ("tap" if tap else "relay")
         assert [c for c, _, _ in run.rows] == ["HTTP, no TLS", "TLS 1.2", "TLS 1.3", "TLS 1.3 resumed"]
         seen.append([(case, round(ms, 1)) for case, _, ms in run.rows])
-        predict = tls.predict_first_byte(40)
+        predict = predict_first_byte(40)
         if all(40 * rtts - 1 <= ms < 40 * rtts + 20 for _, rtts, ms in run.rows) and predict.check(160, run):
             break  # n round trips, not n + 1; and the right prediction is judged right
     else:
         pytest.fail(f"first-byte times off their round-trip counts in 3 runs: {seen}")
-    assert not tls.EARLY_DATA_IN_PYTHON
+    assert not EARLY_DATA_IN_PYTHON
     assert not predict.check(120, run)
 
 
@@ -219,14 +253,14 @@ def test_round_trips_to_the_first_byte_match_the_handshakes(monkeypatch, tap):
 
 
 def test_each_bad_certificate_is_refused_for_its_own_reason():
-    outcomes = {f.case: f.outcome for f in tls.failures()}
+    outcomes = {f.case: f.outcome for f in failures()}
     assert outcomes["the course CA trusted, name localhost"].startswith("OK, TLSv1.3: HTTP/1.1 200 OK")
     codes = [o.rsplit("X509 error ", 1)[-1].rstrip(")") for o in list(outcomes.values())[1:]]
     assert codes == ["20", "62", "64", "10", "18"]  # unknown issuer, name, IP, expired, self-signed
 
 
 def test_a_man_in_the_middle_reads_a_careless_client_and_nothing_of_a_careful_one():
-    result = tls.man_in_the_middle()
+    result = man_in_the_middle()
     assert result.careless == "HTTP/1.1 200 OK | hello over TLS"
     assert b"Authorization: Bearer course-demo-token" in result.careless_leak
     assert result.careful.startswith("refused: unable to get local issuer certificate")
@@ -234,7 +268,7 @@ def test_a_man_in_the_middle_reads_a_careless_client_and_nothing_of_a_careful_on
 
 
 def test_mutual_tls_names_the_alert_and_reads_the_client_identity():
-    result = tls.mutual_tls()
+    result = mutual_tls()
     assert result.without.endswith("TLSV13_ALERT_CERTIFICATE_REQUIRED")
     assert "commonName=ada" in result.with_cert and "email:ada@netcourse.test" in result.with_cert
 
@@ -243,25 +277,25 @@ def test_mutual_tls_names_the_alert_and_reads_the_client_identity():
 
 
 def test_record_overhead_is_22_bytes_in_tls13_and_29_in_tls12_per_record():
-    rows = tls_cost.record_overhead((0, 1000, 16_000, 16_384, 40_000))
+    rows = record_overhead((0, 1000, 16_000, 16_384, 40_000))
     for r in rows:
         assert r.tls13 - r.plain == 22 * r.records13 and r.tls12 - r.plain == 29 * r.records12
     records = {r.body: r.records13 for r in rows}
     assert records[0] == records[1000] == records[16_000] == 2  # one record each way
     assert records[16_384] == 4 and records[40_000] == 6  # 16 KiB of plaintext per record at most
-    assert len(tls_cost.overhead_knob(rows, 1000).axes) == 2
+    assert len(overhead_knob(rows, 1000).axes) == 2
     with pytest.raises(ValueError, match="measured"):
-        tls_cost.overhead_knob(rows, 7)
+        overhead_knob(rows, 7)
 
 
 def test_resumed_handshakes_are_resumed_and_cheaper_for_the_client():
-    cost = tls_cost.handshake_cpu(20)
+    cost = handshake_cpu(20)
     assert cost.resumed == 20
     assert cost.resumed_client_ms < cost.full_client_ms
 
 
 def test_the_server_survives_garbage_a_stalled_handshake_and_a_crowd():
-    rows = dict(tls_cost.bad_inputs(handshakes=100, handshake_timeout=0.5))
+    rows = dict(bad_inputs(handshakes=100, handshake_timeout=0.5))
     assert all(v.endswith("next client: HTTP/1.1 200 OK") for v in rows.values()), rows
     stalled = next(v for k, v in rows.items() if k.startswith("half a ClientHello"))
     assert stalled.startswith("closed")  # the handshake timeout, not the client's 3.5 s patience
@@ -281,14 +315,14 @@ def test_a_client_that_connects_and_says_nothing_is_cut_off_by_the_handshake_tim
 def test_plots_draw_from_the_results(hs13):
     from netcourse.course import plots
 
-    assert len(plots.tls_timeline(tls.TIMELINE).axes) == 1
+    assert len(plots.tls_timeline(TIMELINE).axes) == 1
     assert len(plots.tls_ladder(hs13.first).axes) == 1
     assert len(plots.byte_histogram(b"abc", bytes(range(256))).axes) == 2
-    run = tls.RoundTrips(50, "relay", [(c, n, 50.0 * n + 2) for c, n in tls.CASES])
-    assert len(tls.round_trip_knob({50: run}, 50).axes) == 1
+    run = RoundTrips(50, "relay", [(c, n, 50.0 * n + 2) for c, n in CASES])
+    assert len(round_trip_knob({50: run}, 50).axes) == 1
     with pytest.raises(ValueError):
-        tls.round_trip_knob({50: run}, 60)
-    assert "2018  TLS 1.3" in tls.timeline_table()
+        round_trip_knob({50: run}, 60)
+    assert "2018  TLS 1.3" in timeline_table()
 
 
 def test_tls_records_of_a_capture_with_no_tls_are_empty_of_records():

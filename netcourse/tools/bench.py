@@ -13,10 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-
-from ..traffic.sniffer import capture, capture_permitted
-from ..runtime.server import serve
 from ..clients.sse import stream_events
+from ..runtime.server import serve
+from ..traffic.sniffer import capture, capture_permitted
 from .loadbench import tiny_app
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -193,7 +192,8 @@ def streaming_rows() -> list[tuple[str, str, str]]:
 
     figure = f"{_mb_per_s(sse_ours, len(stream)):,.1f} MB/s"
     try:
-        from httpx_sse._decoders import SSEDecoder as TheirSSE, SSELineDecoder
+        from httpx_sse._decoders import SSEDecoder as TheirSSE
+        from httpx_sse._decoders import SSELineDecoder
 
         text_pieces = [p.decode() for p in pieces]  # every piece ends inside ASCII: safe to decode alone
 
@@ -341,7 +341,7 @@ def offline_rows() -> list[tuple[str, str, str]]:
 
 def tls_rows() -> list[tuple[str, str, str]]:
     """Notebook 09: handshakes per second (full and resumed) and the record layer's throughput."""
-    from ..experiments.tls_cost import handshake_cpu, handshakes_per_second, throughput
+    from ..experiments.tls.cost import handshake_cpu, handshakes_per_second, throughput
 
     rate = handshakes_per_second(3.0)
     cpu = handshake_cpu(200)
@@ -500,9 +500,9 @@ def main(idle_seconds: float = 3600.0) -> int:
             ours, theirs = r[f"netcourse {op}"], r.get(f"websockets {op}")
             ratio = f" ({ours / theirs:.2f}× websockets' {theirs:,.0f})" if theirs else ""
             rows.append((f"WebSocket codec {op}, {size:,}-byte frames", f"{ours:,.0f} MB/s{ratio}", "report"))
-    from ..experiments.websockets.held import idle_connections
-
     import resource
+
+    from ..experiments.websockets.held import idle_connections
 
     most = (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2  # both ends live in this process
     for n in (100, 1_000, 10_000):

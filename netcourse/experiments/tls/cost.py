@@ -17,13 +17,14 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
-from ..apps.tls import Pki, client_context, make_tls_app, server_context
-from ..protocols.httpwire import parse_head, split_head
-from ..protocols.tlsrecord import RecordDecoder
-from ..errors import TLSRecordError
-from ..runtime.server import serve
-from ..runtime.waiting import run_async
-from .tls import client_hello, fetch
+from ...apps.tls import Pki, client_context, make_tls_app, server_context
+from ...errors import TLSRecordError
+from ...protocols.httpwire import parse_head, split_head
+from ...protocols.tlsrecord import RecordDecoder
+from ...runtime.server import serve
+from ...runtime.waiting import run_async
+from .handshake import fetch
+from .versions import client_hello
 
 __all__ = [
     "Overhead", "record_overhead", "overhead_knob", "SIZES",
@@ -163,7 +164,7 @@ def _measure_records(ctx: ssl.SSLContext, host: str, port: int, sizes: tuple[int
 
 def overhead_knob(rows: list[Overhead], body: int = 1000):
     """The knob's picture: bytes on the wire for one message size, plaintext against TLS."""
-    from ..course import plots
+    from ...course import plots
 
     row = next((r for r in rows if r.body == body), None)
     if row is None:
