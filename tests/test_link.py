@@ -13,7 +13,7 @@ import pytest
 from netcourse import link
 from netcourse.apps.echo import tcp_echo
 from netcourse.errors import LinkError
-from netcourse.experiments.slow_start import sink
+from netcourse.experiments.transport.slow_start import sink
 from netcourse.network.link import modes
 from netcourse.runtime.waiting import wait_until
 from netcourse.tools.linkbench import bound_udp, echo_round_trips
@@ -287,7 +287,7 @@ def test_polling_across_a_link_pays_transits(monkeypatch, tap):
 
 @tap_only
 def test_slow_start_doubles_the_window_each_round_trip_and_losses_are_repaired():
-    from netcourse.experiments import slow_start
+    from netcourse.experiments.transport import slow_start
     from netcourse.traffic.packets import in_flight, retransmissions
 
     bulk = slow_start.bulk_transfer(300_000, rtt_ms=60, rate_mbit=20)

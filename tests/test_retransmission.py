@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from netcourse.experiments import retransmission
+from netcourse.experiments.transport import retransmission
 from netcourse.runtime.notices import ReplayNotice
 from netcourse.runtime.tcpinfo import listening_ports
 

@@ -9,7 +9,14 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from netcourse.course import plots
-from netcourse.experiments import transport
+from netcourse.experiments.transport.checksum import check_checksum
+from netcourse.experiments.transport.conversation import tcp_conversation
+from netcourse.experiments.transport.costs import latency, per_message, transport_costs
+from netcourse.experiments.transport.datagrams import (
+    lossy_relay,
+    message_boundaries,
+    refused,
+)
 from netcourse.protocols.checksum import (
     internet_checksum,
     ones_complement_sum,
@@ -94,7 +101,7 @@ def test_header_diagrams_draw_every_field():
 
 @pytest.mark.replayable
 def test_tcp_conversation_handshake_seq_ack_and_syn_options():
-    conv = transport.tcp_conversation()
+    conv = tcp_conversation()
     assert conv.received == b"onetwothree"
     rows = conv.capture.table()
     assert [r.flags for r in rows[:3]] == ["S", "SA", "A"]
@@ -111,33 +118,33 @@ def test_tcp_conversation_handshake_seq_ack_and_syn_options():
 
 @pytest.mark.replayable
 def test_captured_checksums_are_offloaded_and_a_flip_changes_the_full_one():
-    conv = transport.tcp_conversation()
+    conv = tcp_conversation()
     pkt = conv.capture.packets[conv.data_rows()[0].no - 1]
-    check = transport.check_checksum(pkt)
+    check = check_checksum(pkt)
     rebuilt = Ether(bytes(pkt))
     del rebuilt[TCP].chksum
     assert Ether(bytes(rebuilt))[TCP].chksum == check.full
     assert check.offloaded or check.complete  # loopback: offloaded (pseudo-header only)
-    flipped = transport.check_checksum(pkt, flip=len(pkt[TCP]) - 1)
+    flipped = check_checksum(pkt, flip=len(pkt[TCP]) - 1)
     assert flipped.full != check.full and flipped.field == check.field
     assert "checksum field" in repr(check)
 
 
 def test_complete_checksum_is_recognised():
     built = Ether(bytes(Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=1, dport=2) / b"x"))
-    check = transport.check_checksum(built)
+    check = check_checksum(built)
     assert check.complete and not check.offloaded
     with pytest.raises(ValueError):
-        transport.check_checksum(Ether() / IP(proto=1) / b"12345678")
+        check_checksum(Ether() / IP(proto=1) / b"12345678")
 
 
 def test_udp_keeps_boundaries_tcp_does_not():
-    assert transport.message_boundaries() == {"UDP": [b"one", b"two", b"three"], "TCP": [b"onetwothree"]}
+    assert message_boundaries() == {"UDP": [b"one", b"two", b"three"], "TCP": [b"onetwothree"]}
 
 
 @pytest.mark.replayable
 def test_nobody_listening():
-    r = transport.refused()
+    r = refused()
     assert r.udp_unconnected is None
     assert r.udp_connected == "ConnectionRefusedError" and r.tcp == "ConnectionRefusedError"
     protos = [row.proto + row.flags for row in r.capture.table()]
@@ -145,33 +152,33 @@ def test_nobody_listening():
 
 
 def test_lossy_relay_is_seeded_and_bounded():
-    a = transport.lossy_relay(count=50, loss=0.2, seed=7)
-    b = transport.lossy_relay(count=50, loss=0.2, seed=7)
+    a = lossy_relay(count=50, loss=0.2, seed=7)
+    b = lossy_relay(count=50, loss=0.2, seed=7)
     assert a.missing == b.missing and 0 < len(a.missing) < 50
     assert sorted(a.received + a.missing) == list(range(50))
-    assert transport.lossy_relay(count=10, loss=0.0).missing == []
-    assert len(transport.lossy_relay(count=10, loss=1.0).received) == 0
+    assert lossy_relay(count=10, loss=0.0).missing == []
+    assert len(lossy_relay(count=10, loss=1.0).received) == 0
     with pytest.raises(ValueError):
-        transport.lossy_relay(loss=1.5)
+        lossy_relay(loss=1.5)
 
 
 @pytest.mark.replayable
 def test_costs_and_per_message_model():
-    costs = transport.transport_costs(transport.tcp_conversation(), transport.refused())
+    costs = transport_costs(tcp_conversation(), refused())
     assert costs.tcp_data_headers == 66 and costs.tcp_ack == 66 and costs.udp_headers == 42
     assert costs.tcp_setup == 74 + 74 + 66
-    tcp1, udp = transport.per_message(costs, 100, 1)
+    tcp1, udp = per_message(costs, 100, 1)
     assert udp.total == 142 and udp.payload == 100
     assert tcp1.total == pytest.approx(costs.tcp_setup + costs.tcp_teardown + 66 + 100 + 66, abs=0.2)
-    tcp_many, _ = transport.per_message(costs, 100, 1000)
+    tcp_many, _ = per_message(costs, 100, 1000)
     assert tcp_many.total < tcp1.total and tcp_many.total == pytest.approx(232 + (costs.tcp_setup + costs.tcp_teardown) / 1000, abs=0.2)
     with pytest.raises(ValueError):
-        transport.per_message(costs, 10, 0)
+        per_message(costs, 10, 0)
 
 
 def test_latency_samples_and_rtt_model():
     threads = threading.active_count()
-    run = transport.latency(20)
+    run = latency(20)
     assert set(run.samples) == {"TCP, new connection", "TCP, reused connection", "UDP"}
     assert all(len(v) == 20 and all(0 < s < 5 for s in v) for v in run.samples.values())
     shifted = run.with_rtt(10)
@@ -181,7 +188,7 @@ def test_latency_samples_and_rtt_model():
     assert len(fig.axes[0].get_yticklabels()) == 3
     assert threading.active_count() == threads
     with pytest.raises(ValueError):
-        transport.latency(0)
+        latency(0)
 
 
 def test_duplex_timeline_and_port_map_plots():

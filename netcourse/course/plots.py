@@ -828,7 +828,7 @@ def slow_start(transfer, *, ax: Axes | None = None, title: str | None = None) ->
     (from its TCP_INFO samples, when there are some), one grey line per round trip.
 
     Args:
-        transfer: a ``Transfer`` (``netcourse.experiments.slow_start``).
+        transfer: a ``Transfer`` (``netcourse.experiments.transport.slow_start``).
     """
     fig, ax = _figure(ax, (9, 3.6))
     rows = transfer.capture.table()

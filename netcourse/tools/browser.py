@@ -11,8 +11,8 @@ Playwright is a test dependency; this module imports it only when a ``Course`` i
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import secrets
 import shutil
 import socket

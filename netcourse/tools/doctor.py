@@ -83,9 +83,9 @@ def _loopback() -> Check:
 
 
 def _capture() -> Check:
-    from ..traffic.sniffer import HOW_TO_ENABLE, capture_permitted
     from ..experiments.registry import known_scenarios
     from ..traffic.recordings import recording_paths
+    from ..traffic.sniffer import HOW_TO_ENABLE, capture_permitted
 
     if capture_permitted():
         return Check("packet capture", "OK", "live capture permitted")

@@ -7,9 +7,9 @@ import statistics
 import struct
 import time
 
-from ..experiments.slow_start import sink
-from ..network.link import Link, link, modes
 from ..apps.echo import tcp_echo
+from ..experiments.transport.slow_start import sink
+from ..network.link import Link, link, modes
 from ..runtime.server import Server
 from ..runtime.tcpinfo import TcpInfo, tcp_info
 

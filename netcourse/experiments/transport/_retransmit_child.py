@@ -29,9 +29,9 @@ def _nft(*args: str) -> None:
 
 
 def main(directory: str) -> int:
-    from netcourse.traffic.sniffer import capture
-    from netcourse.traffic.recordings import recording
     from netcourse.runtime.server import serve
+    from netcourse.traffic.recordings import recording
+    from netcourse.traffic.sniffer import capture
 
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True, capture_output=True)
     with serve(_echo, name="echo") as srv:

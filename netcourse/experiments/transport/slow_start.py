@@ -16,11 +16,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..course.exercises import Exercise, Prediction
-from ..network.link import link
-from ..runtime.tcpinfo import tcp_info
-from ..traffic.sniffer import Capture
-from .registry import scenario
+from ...course.exercises import Exercise, Prediction
+from ...network.link import link
+from ...runtime.tcpinfo import tcp_info
+from ...traffic.sniffer import Capture
+from ..registry import scenario
 
 __all__ = ["predict_transfer_ms", "exercise_first_window", "first_flight", "windows", "Transfer", "sink", "bulk_transfer", "lossy_transfer", "clean_transfer", "loopback_segments"]
 
@@ -155,7 +155,7 @@ def clean_transfer(size: int = 200_000, *, rtt_ms: float = 50.0, timeout: float 
 
 def loopback_segments(size: int = 1_000_000) -> tuple[int, int]:
     """(data segments, largest payload) to send ``size`` bytes over loopback (MTU 65,536), from TCP_INFO."""
-    from ..runtime.sockets import connected_pairs
+    from ...runtime.sockets import connected_pairs
 
     with connected_pairs(1) as (_, [(client, server)]):
         reader = threading.Thread(target=lambda: _drain(server, size), daemon=True)

@@ -21,11 +21,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..course.exercises import Exercise
-from ..traffic.sniffer import HOW_TO_ENABLE, Capture
-from ..traffic.packets import C2S, PacketRow
-from ..traffic.recordings import RECORDINGS, load_meta, recorded_when, recording_paths, recording_target
-from .registry import scenario
+from ...course.exercises import Exercise
+from ...traffic.packets import C2S, PacketRow
+from ...traffic.recordings import (
+    RECORDINGS,
+    load_meta,
+    recorded_when,
+    recording_paths,
+    recording_target,
+)
+from ...traffic.sniffer import HOW_TO_ENABLE, Capture
+from ..registry import scenario
 
 __all__ = ["Retransmission", "tcp_retransmission", "can_run_live", "exercise_first_resend"]
 
@@ -83,7 +89,7 @@ def can_run_live() -> str | None:
 
 
 def _run_child(directory: Path, timeout: float) -> str | None:
-    cmd = [shutil.which("unshare") or "unshare", "--net", sys.executable, "-m", "netcourse.experiments._retransmit_child", str(directory)]
+    cmd = [shutil.which("unshare") or "unshare", "--net", sys.executable, "-m", "netcourse.experiments.transport._retransmit_child", str(directory)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
