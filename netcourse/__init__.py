@@ -37,10 +37,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .traffic.sniffer import capture
-    from .runtime.server import serve
     from .network.link import link
+    from .runtime.server import serve
     from .runtime.tcpinfo import tcp_info
+    from .traffic.sniffer import capture
 
 
 def __getattr__(name: str) -> Any:

@@ -263,14 +263,14 @@ def test_polling_across_a_link_pays_transits(monkeypatch, tap):
 
     matplotlib.use("Agg")
     from netcourse.course import plots
-    from netcourse.experiments import polling
+    from netcourse.experiments.polling.link import on_a_link
     from netcourse.network import link as link_module
 
     if not tap:
         monkeypatch.setattr(link_module, "modes", lambda: {"tap": "pretending to have no root", "relay": None})
     seen = []
     for _ in range(3):  # a busy machine can delay one run's timers; the claim must hold in a quiet one
-        run = polling.on_a_link(rtt_ms=60, interval=0.3, burst=3, rate=4, duration=2)
+        run = on_a_link(rtt_ms=60, interval=0.3, burst=3, rate=4, duration=2)
         assert run.link_mode == ("tap" if tap else "relay") and run.rtt == 0.06
         assert run.exactly_once_in_order("long") and run.exactly_once_in_order("short 0.3 s")
         assert min(run.latencies("long")) >= 0.030 - 0.002  # nothing beats one transit (never timing luck)

@@ -11,12 +11,19 @@ import pytest
 from netcourse import serve
 from netcourse.apps.polling import MAX_WAIT, MessageLog, Publisher, make_app
 from netcourse.clients.pollers import long_poller, short_poller
-from netcourse.experiments import polling as lab
+from netcourse.experiments.polling.compare import (
+    abandoned_waits,
+    compare,
+    header_sizes,
+    naive_versus_correct,
+    peek,
+)
+from netcourse.experiments.polling.link import exercise_expected_latency
 from netcourse.runtime.waiting import run_async, wait_until
 
 
 def test_bad_parameters_get_a_400_with_a_reason():
-    answers = lab.peek(["/messages?after=-1", "/messages?after=x", "/messages?wait=abc", "/messages?wait=31",
+    answers = peek(["/messages?after=-1", "/messages?after=x", "/messages?wait=abc", "/messages?wait=31",
                         "/messages?wait=nan", "/messages?after=0&wait=30", "/messages?after=%C2%B2",
                         "/messages?after=" + "9" * 40], publish=1)
     statuses = [a[1] for a in answers]
@@ -28,7 +35,7 @@ def test_bad_parameters_get_a_400_with_a_reason():
 
 
 def test_short_and_long_polls_answer_as_documented():
-    (_, s1, _, b1), (_, s2, _, b2), (_, s3, _, b3) = lab.peek(
+    (_, s1, _, b1), (_, s2, _, b2), (_, s3, _, b3) = peek(
         ["/messages?after=0", "/messages?after=1", "/messages?after=2&wait=0.2"], publish=2)
     assert '"id": 1' in b1 and '"id": 2' in b1
     assert '"id": 1' not in b2 and '"id": 2' in b2
@@ -58,7 +65,7 @@ def test_publisher_is_seeded():
 
 
 def test_every_poller_gets_every_message_once_in_order():
-    run = lab.compare(intervals=(0.1, 0.3), wait=5, rate=8, duration=1.5, seed=5, record=False)
+    run = compare(intervals=(0.1, 0.3), wait=5, rate=8, duration=1.5, seed=5, record=False)
     assert len(run.published) > 5
     for p in run.pollers:
         assert run.exactly_once_in_order(p.name), p.name
@@ -75,27 +82,27 @@ def test_every_poller_gets_every_message_once_in_order():
 
 @pytest.mark.replayable
 def test_captured_run_gives_header_sizes():
-    run = lab.compare(intervals=(0.5,), wait=5, rate=4, duration=1.0, seed=1)
-    sizes = lab.header_sizes(run)
+    run = compare(intervals=(0.5,), wait=5, rate=4, duration=1.0, seed=1)
+    sizes = header_sizes(run)
     assert 100 < sizes["request head"] < 300 and 100 < sizes["response head"] < 300
     with pytest.raises(ValueError):
-        lab.header_sizes(lab.compare(intervals=(), duration=0.3, record=False))
+        header_sizes(compare(intervals=(), duration=0.3, record=False))
 
 
 def test_the_notes_long_poller_loses_messages_a_correct_one_does_not():
-    run = lab.naive_versus_correct()
+    run = naive_versus_correct()
     assert run.exactly_once_in_order("long")
     naive = run.poller("long, re-asks only after data")
     assert len(naive.ids) < len(run.published)
 
 
 def test_fifty_abandoned_long_polls_leave_no_waiting_handler():
-    gone = lab.abandoned_waits(50)
+    gone = abandoned_waits(50)
     assert gone.before == 50 and gone.after == 0
 
 
 def test_without_handler_cancellation_abandoned_polls_are_held():
-    stuck = lab.abandoned_waits(10, handler_cancellation=False, wait=1.0)
+    stuck = abandoned_waits(10, handler_cancellation=False, wait=1.0)
     assert stuck.before == 10 and stuck.after == 10
 
 
@@ -141,4 +148,4 @@ def test_short_poller_alone_and_exercises():
         res = run_async(short_poller(srv.url, 0.05, time.perf_counter() + 1.0))  # ~20 polls; a busy machine still makes 3
     assert res.ids == [1, 2, 3] and res.requests >= 3 and res.empty >= 2
     assert res.socket_info is not None and res.socket_info.segs_out > 0
-    assert lab.exercise_expected_latency().check(1.0)
+    assert exercise_expected_latency().check(1.0)

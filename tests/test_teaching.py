@@ -14,14 +14,36 @@ from matplotlib.figure import Figure
 from scapy.layers.inet import IP, TCP
 
 from netcourse.course.exercises import MARKS
-from netcourse.experiments import (
-    connections,
-    polling,
-    retransmission,
-    slow_start,
-    start_here,
-    transport,
+from netcourse.experiments import start_here
+from netcourse.experiments.connections.ports import many_clients
+from netcourse.experiments.connections.sockets import (
+    exercise_bare_packets,
+    exercise_server_fin_ack,
+    full_duplex,
+    predict_server_sockets,
 )
+from netcourse.experiments.connections.time_wait import port_budget_knob
+from netcourse.experiments.polling.compare import compare
+from netcourse.experiments.polling.explore import explore, explore_grid
+from netcourse.experiments.polling.link import (
+    exercise_connections,
+    exercise_hold_time,
+    held_delivery_ms,
+    hold_times_ms,
+    on_a_link,
+    predict_held_delivery,
+    theory_knob,
+)
+from netcourse.experiments.transport import retransmission, slow_start
+from netcourse.experiments.transport.checksum import exercise_checksum
+from netcourse.experiments.transport.conversation import tcp_conversation
+from netcourse.experiments.transport.costs import (
+    latency,
+    latency_knob,
+    overhead_knob,
+    transport_costs,
+)
+from netcourse.experiments.transport.datagrams import loss_knob, refused
 from netcourse.experiments.websockets.cost import (
     exercise_fragment_stall,
     fragment_timing,
@@ -171,18 +193,18 @@ def test_start_here_predictions():
 
 @pytest.mark.replayable
 def test_connections_questions():
-    duplex = connections.full_duplex()
+    duplex = full_duplex()
     packets = duplex.capture.packets
     port = duplex.capture.server_ports[0]
     syn = next(p for p in packets if p[TCP].flags == "S")
     fin = next(p for p in packets if p[TCP].sport == port and p[TCP].flags.F)
     relative = (fin[TCP].ack - syn[TCP].seq) % (1 << 32)
-    q = connections.exercise_server_fin_ack(duplex)
+    q = exercise_server_fin_ack(duplex)
     assert q.check(relative) and not q.check(relative - 1)
     bare = sum(1 for p in packets if len(p[IP]) - p[IP].ihl * 4 - p[TCP].dataofs * 4 == 0)
-    assert connections.exercise_bare_packets(duplex).check(bare)
-    crowd = connections.many_clients(5)
-    p = connections.predict_server_sockets(5)
+    assert exercise_bare_packets(duplex).check(bare)
+    crowd = many_clients(5)
+    p = predict_server_sockets(5)
     assert p.check(6, crowd) and not p.check(5, crowd) and "listening socket" in repr(p.check(5, crowd))
 
 
@@ -190,12 +212,12 @@ def test_connections_questions():
 def test_transport_questions():
     from scapy.layers.l2 import Ether
 
-    conv = transport.tcp_conversation()
+    conv = tcp_conversation()
     pkt = conv.capture.packets[conv.data_rows()[2].no - 1]
     rebuilt = Ether(bytes(pkt))
     del rebuilt[TCP].chksum
     by_scapy = Ether(bytes(rebuilt))[TCP].chksum
-    q = transport.exercise_checksum(conv, 2)
+    q = exercise_checksum(conv, 2)
     assert q.check(by_scapy) and not q.check(by_scapy ^ 1)
     rtx = retransmission.tcp_retransmission()
     first_gap = rtx.gaps_ms()[0]
@@ -217,20 +239,20 @@ def test_slow_start_questions():
 
 @pytest.mark.replayable
 def test_polling_questions():
-    run = polling.compare(intervals=(0.25, 0.5, 1.0), wait=10, rate=3, duration=4, seed=1)
-    assert polling.exercise_connections(run).check(4)  # one kept-alive connection per poller
-    holds = polling.hold_times_ms(run.capture.table())
+    run = compare(intervals=(0.25, 0.5, 1.0), wait=10, rate=3, duration=4, seed=1)
+    assert exercise_connections(run).check(4)  # one kept-alive connection per poller
+    holds = hold_times_ms(run.capture.table())
     assert holds and all(h >= 0 for h in holds)
-    q = polling.exercise_hold_time(run)
+    q = exercise_hold_time(run)
     mean = sum(holds) / len(holds)
     assert q.check(mean) and not q.check(mean + 5)
 
 
 @pytest.mark.replayable
 def test_polling_held_delivery_on_a_link():
-    far = polling.on_a_link(rtt_ms=100, interval=0.5, burst=3, rate=4, duration=2)
-    assert 45 <= polling.held_delivery_ms(far) <= 75
-    assert polling.predict_held_delivery(100).check(50, far)
+    far = on_a_link(rtt_ms=100, interval=0.5, burst=3, rate=4, duration=2)
+    assert 45 <= held_delivery_ms(far) <= 75
+    assert predict_held_delivery(100).check(50, far)
 
 
 @pytest.mark.replayable
@@ -262,19 +284,19 @@ def test_knobs_redraw_for_several_values():
     for rtt in (0, 40):
         assert start_here.budget_knob(rtt).rtt_ms == rtt
     for ports, wait in (((32768, 60999), 60), ((1024, 1024), 1), ((49152, 65535), 240)):
-        fig = connections.port_budget_knob(ports, wait)
+        fig = port_budget_knob(ports, wait)
         assert f"{ports[1] - ports[0] + 1:,} ports" in fig.axes[0].get_title()
-    assert transport.loss_knob(0.0, 3).startswith("received 50 of 50")
-    assert "missing [" in transport.loss_knob(0.5, 3)
-    conv = transport.tcp_conversation()
-    costs = transport.transport_costs(conv, transport.refused())
+    assert loss_knob(0.0, 3).startswith("received 50 of 50")
+    assert "missing [" in loss_knob(0.5, 3)
+    conv = tcp_conversation()
+    costs = transport_costs(conv, refused())
     for payload, messages in ((0, 1), (1400, 200)):
-        assert isinstance(transport.overhead_knob(costs, payload, messages), Figure)
-    lat = transport.latency(20)
+        assert isinstance(overhead_knob(costs, payload, messages), Figure)
+    lat = latency(20)
     for rtt in (0.0, 150.0):
-        assert isinstance(transport.latency_knob(lat, rtt), Figure)
+        assert isinstance(latency_knob(lat, rtt), Figure)
     for rtt, interval in ((0, 0.1), (400, 2.0)):
-        assert isinstance(polling.theory_knob(None, rtt, interval), Figure)
+        assert isinstance(theory_knob(None, rtt, interval), Figure)
     cost = overhead(20)
     for size, rate in ((1, 1.0), (2000, 10_000.0)):
         assert isinstance(rate_knob(cost, size, rate), Figure)
@@ -292,13 +314,13 @@ def test_knobs_redraw_for_several_values():
 
 
 def test_polling_knob_looks_up_a_measured_grid():
-    grid = polling.explore_grid(intervals=(0.1, 0.5), waits=(0.5, 10.0), rates=(5.0, 20.0), duration=1.0)
+    grid = explore_grid(intervals=(0.1, 0.5), waits=(0.5, 10.0), rates=(5.0, 20.0), duration=1.0)
     for interval in grid.intervals:
         for wait in grid.waits:
             for rate in grid.rates:
                 view = grid.view(interval, wait, rate)
                 assert [p.name for p in view.pollers] == [f"short {interval:g} s", f"long {wait:g} s"]
-                fig = polling.explore(grid, interval, wait, rate)
+                fig = explore(grid, interval, wait, rate)
                 assert any("Latency" in ax.get_title() for ax in fig.axes) and len(fig.axes) >= 2
     assert all(run.published for run in grid.runs.values())
 

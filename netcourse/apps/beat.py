@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import sys
 
-from ..protocols.beat import Decoder, Kind, encode
 from ..errors import BeatProtocolError
+from ..protocols.beat import Decoder, Kind, encode
 
 __all__ = ["make_beat_handler", "Closed"]
 

@@ -39,8 +39,8 @@ import json
 
 from aiohttp import web
 
-from ..protocols.sse import MEDIA_TYPE, comment, encode
 from ..errors import CursorTooOld
+from ..protocols.sse import MEDIA_TYPE, comment, encode
 from .polling import MessageLog
 from .safety import safe_app
 

@@ -22,8 +22,8 @@ import collections
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..protocols.httpwire import parse_head, split_head
 from ..errors import HandshakeError, HttpParseError
+from ..protocols.httpwire import parse_head, split_head
 from ..protocols.wsconn import Connection, Message, State, accept_request, refusal
 from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
 from ..runtime.admission import owing

@@ -31,8 +31,8 @@ def first_request_ladder(directory: Path = IMAGES) -> Path:
 
 def header_diagrams(directory: Path = IMAGES) -> list[Path]:
     """The IPv4, TCP and UDP header diagrams, drawn from the field tables in ``netcourse.headers``."""
-    from . import plots
     from ..protocols.headers import LAYOUTS
+    from . import plots
 
     paths = []
     for key, layout in LAYOUTS.items():
@@ -44,9 +44,9 @@ def header_diagrams(directory: Path = IMAGES) -> list[Path]:
 
 def websocket_frame(directory: Path = IMAGES) -> Path:
     """The WebSocket frame layout (RFC 6455 §5.2), drawn from ``netcourse.wsframe.FIELDS``."""
-    from . import plots
     from ..protocols.headers import Field, HeaderLayout
     from ..protocols.wsframe import FIELDS
+    from . import plots
 
     layout = HeaderLayout(
         "WebSocket frame",

@@ -16,10 +16,10 @@ import matplotlib.ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..traffic.packets import C2S, PacketRow, in_flight, presumed_lost
 from ..protocols.headers import HeaderLayout
-from .exercises import sig3
+from ..traffic.packets import C2S, PacketRow, in_flight, presumed_lost
 from ..traffic.wire import LAYER_LABELS, LAYERS, WireBytes
+from .exercises import sig3
 
 __all__ = ["ladder", "overhead_bar", "header_diagram", "duplex_timeline", "port_map", "port_budget", "overhead_at_rate", "latency_distributions", "polling_timeline", "polling_latency", "polling_costs", "heartbeat_connections", "reconnect_storm", "stream_delays", "chunks_and_segments", "webhook_attempts", "webhook_noise", "offline_timeline", "soak_result",
            "tls_timeline", "tls_ladder", "tls_round_trips", "tls_overhead", "byte_histogram",
@@ -712,7 +712,7 @@ def polling_timeline(run, *, ax: Axes | None = None, title: str | None = None) -
     long bars); a dot marks answers that carried messages.
 
     Args:
-        run: a ``PollingRun`` (``netcourse.experiments.polling``).
+        run: a ``PollingRun`` (``netcourse.experiments.polling.compare``).
     """
     lanes = len(run.pollers) + 1
     fig, ax = _figure(ax, (10, 0.55 * lanes + 1.6))

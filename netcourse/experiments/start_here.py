@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..apps.safety import safe_app
+from ..course.exercises import Exercise, Prediction
+from ..errors import NetcourseError, NetcourseTimeout
+from ..network.link import link
 from ..protocols.httpwire import split_head
+from ..runtime.server import Server, serve
+from ..runtime.tcpinfo import TcpInfo, tcp_info
+from ..runtime.waiting import wait_until
 from ..traffic.packets import C2S, S2C
 from ..traffic.sniffer import Capture, capture, capture_permitted
-from ..errors import NetcourseError, NetcourseTimeout
-from ..course.exercises import Exercise, Prediction
-from ..runtime.tcpinfo import TcpInfo, tcp_info
-from .registry import scenario
-from ..network.link import link
-from ..runtime.server import Server, serve
-from ..runtime.waiting import wait_until
 from ..traffic.wire import WireBytes, from_capture, from_tcp_info
+from .registry import scenario
 
 __all__ = [
     "overhead_knob", "budget_knob",

@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .chunked import ChunkedDecoder, Data
-
 from ..errors import ChunkedParseError, HttpParseError
+from .chunked import ChunkedDecoder, Data
 
 __all__ = ["Head", "HttpMessage", "parse_head", "split_head", "parse_messages", "head_size", "response_head_size"]
 

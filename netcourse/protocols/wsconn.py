@@ -32,10 +32,19 @@ import secrets
 from dataclasses import dataclass
 from typing import Union
 
-from .httpwire import HttpParseError, parse_head
-from .wsframe import CloseCode, Frame, FrameDecoder, Opcode, Role, accept_key, close_payload, encode, parse_close
-
 from ..errors import HandshakeError, ProtocolError
+from .httpwire import HttpParseError, parse_head
+from .wsframe import (
+    CloseCode,
+    Frame,
+    FrameDecoder,
+    Opcode,
+    Role,
+    accept_key,
+    close_payload,
+    encode,
+    parse_close,
+)
 
 __all__ = [
     "State",

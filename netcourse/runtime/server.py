@@ -37,10 +37,14 @@ from typing import Any, TypeVar, Union
 
 from aiohttp import web
 
-from ..errors import NetcourseTimeout, PortInUseError, ServerStartError, ServerStoppedError
-from . import cellhook, netns
+from ..errors import (
+    NetcourseTimeout,
+    PortInUseError,
+    ServerStartError,
+    ServerStoppedError,
+)
+from . import cellhook, netns, registry
 from .admission import HEADER_TIMEOUT, MAX_CONNECTIONS, Admission
-from . import registry
 from .privates import aiohttp_progress, check_private_apis
 from .tlslayer import tls_factory
 from .waiting import cancel_all_tasks, within

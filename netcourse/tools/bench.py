@@ -429,7 +429,7 @@ def short_poll_vs_theory(interval: float = 0.2, rate: float = 20.0, duration: fl
 
     Returns (measured mean ms, theory ms, long-poll mean ms, messages).
     """
-    from ..experiments.polling import compare
+    from ..experiments.polling.compare import compare
 
     run = compare(intervals=(interval,), wait=10, rate=rate, duration=duration, seed=11, record=False)
     name = f"short {interval:g} s"

@@ -15,8 +15,9 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
-from ..protocols.beat import Decoder as BeatDecoder, Kind as BeatKind
 from ..errors import BeatProtocolError, FrameError, TLSRecordError
+from ..protocols.beat import Decoder as BeatDecoder
+from ..protocols.beat import Kind as BeatKind
 from ..protocols.tlsrecord import RecordDecoder
 from ..protocols.wsframe import FrameDecoder, Opcode, parse_close
 

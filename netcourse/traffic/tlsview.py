@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocols.tlsrecord import HEADER, RecordDecoder
 from ..errors import TLSRecordError
+from ..protocols.tlsrecord import HEADER, RecordDecoder
 from .packets import C2S
 
 __all__ = ["TLSRecordView", "TLSConnection", "tls_records", "suite_name", "group_name"]
