@@ -227,13 +227,13 @@ def test_the_time_scaled_ladder_slants_each_arrow_by_the_one_way_delay():
     import matplotlib
 
     matplotlib.use("Agg")
-    from netcourse.course import plots
+    from netcourse.course.plots.ladder import ladder_in_time
     from netcourse.traffic.packets import packet_rows
     from netcourse.traffic.recordings import read
 
     packets, meta = read("first_request_link")
     rows = packet_rows(packets, meta["server_ports"], meta["t0"])
-    fig = plots.ladder_in_time(rows, one_way_ms=25)
+    fig = ladder_in_time(rows, one_way_ms=25)
     arrows = [c for c in fig.axes[0].get_children() if type(c).__name__ == "Annotation"]
     assert len(arrows) == len(rows)
     for arrow, row in zip(arrows, rows):
@@ -262,7 +262,7 @@ def test_polling_across_a_link_pays_transits(monkeypatch, tap):
     import matplotlib
 
     matplotlib.use("Agg")
-    from netcourse.course import plots
+    from netcourse.course.plots.polling import polling_on_link, polling_theory
     from netcourse.experiments.polling.link import on_a_link
     from netcourse.network import link as link_module
 
@@ -281,8 +281,8 @@ def test_polling_across_a_link_pays_transits(monkeypatch, tap):
     else:
         pytest.fail(f"a burst's worst long-poll latency exceeded three transits in 3 runs: {seen}")
     assert run.theory_mean("long") == pytest.approx(0.03 * 7 / 3)
-    assert len(plots.polling_on_link(run).axes) == 1
-    assert len(plots.polling_theory(60, 0.3, measured=run).axes) == 1
+    assert len(polling_on_link(run).axes) == 1
+    assert len(polling_theory(60, 0.3, measured=run).axes) == 1
 
 
 @tap_only

@@ -9,8 +9,9 @@ import sys
 import pytest
 from matplotlib.figure import Figure
 
-from netcourse.course import plots
 from netcourse.course.exercises import Exercise, Prediction
+from netcourse.course.plots.ladder import ladder
+from netcourse.course.plots.wire import overhead_bar
 from netcourse.errors import ExerciseError
 from netcourse.tools import doctor
 from netcourse.tools.doctor import Check, Report
@@ -24,7 +25,7 @@ def _row(no, direction, flags, payload=0):
 
 def test_ladder_draws_one_arrow_per_packet():
     rows = [_row(1, C2S, "S"), _row(2, S2C, "SA"), _row(3, C2S, "A"), _row(4, C2S, "PA", 10)]
-    fig = plots.ladder(rows, title="t")
+    fig = ladder(rows, title="t")
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     arrows = [c for c in ax.get_children() if type(c).__name__ == "Annotation" and c.arrow_patch is not None]
@@ -42,7 +43,7 @@ def test_ladder_summarises_long_captures_and_draws_into_given_axes():
 
     fig, ax = plt.subplots()
     rows = [_row(i, C2S if i % 2 else S2C, "A") for i in range(1, 61)]
-    assert plots.ladder(rows, ax=ax, max_packets=10) is fig
+    assert ladder(rows, ax=ax, max_packets=10) is fig
     assert any("50 more packets" in t.get_text() for t in ax.texts)
     plt.close(fig)
 
@@ -50,7 +51,7 @@ def test_ladder_summarises_long_captures_and_draws_into_given_axes():
 def test_overhead_bar_stacks_every_layer():
     w = WireBytes("x", 10, 140, 200, 336, 241, 13, "capture")
     assert w.total == 930 and w.overhead == 917 and round(w.payload_share, 4) == 0.014
-    fig = plots.overhead_bar([w, w], share=True)
+    fig = overhead_bar([w, w], share=True)
     bars = fig.axes[0].patches
     assert len(bars) == 5 * 2
     tops = [b.get_y() + b.get_height() for b in bars[-2:]]

@@ -313,11 +313,12 @@ def test_a_client_that_connects_and_says_nothing_is_cut_off_by_the_handshake_tim
 
 
 def test_plots_draw_from_the_results(hs13):
-    from netcourse.course import plots
+    from netcourse.course.plots.tls import tls_ladder, tls_timeline
+    from netcourse.course.plots.wire import byte_histogram
 
-    assert len(plots.tls_timeline(TIMELINE).axes) == 1
-    assert len(plots.tls_ladder(hs13.first).axes) == 1
-    assert len(plots.byte_histogram(b"abc", bytes(range(256))).axes) == 2
+    assert len(tls_timeline(TIMELINE).axes) == 1
+    assert len(tls_ladder(hs13.first).axes) == 1
+    assert len(byte_histogram(b"abc", bytes(range(256))).axes) == 2
     run = RoundTrips(50, "relay", [(c, n, 50.0 * n + 2) for c, n in CASES])
     assert len(round_trip_knob({50: run}, 50).axes) == 1
     with pytest.raises(ValueError):

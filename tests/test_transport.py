@@ -8,7 +8,8 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from netcourse.course import plots
+from netcourse.course.plots.connections import duplex_timeline
+from netcourse.course.plots.wire import header_diagram, latency_distributions, port_map
 from netcourse.experiments.transport.checksum import check_checksum
 from netcourse.experiments.transport.conversation import tcp_conversation
 from netcourse.experiments.transport.costs import latency, per_message, transport_costs
@@ -90,7 +91,7 @@ def test_partial_checksum_is_the_pseudo_header_sum():
 
 def test_header_diagrams_draw_every_field():
     for layout in LAYOUTS.values():
-        fig = plots.header_diagram(layout)
+        fig = header_diagram(layout)
         texts = {t.get_text() for t in fig.axes[0].texts}
         for f in layout.fields:
             assert f.name in texts or f.name.replace(" ", "\n") in texts
@@ -184,7 +185,7 @@ def test_latency_samples_and_rtt_model():
     shifted = run.with_rtt(10)
     assert shifted["TCP, new connection"][0] == pytest.approx(run.samples["TCP, new connection"][0] * 1000 + 20)
     assert shifted["UDP"][0] == pytest.approx(run.samples["UDP"][0] * 1000 + 10)
-    fig = plots.latency_distributions(shifted)
+    fig = latency_distributions(shifted)
     assert len(fig.axes[0].get_yticklabels()) == 3
     assert threading.active_count() == threads
     with pytest.raises(ValueError):
@@ -195,7 +196,7 @@ def test_duplex_timeline_and_port_map_plots():
     from netcourse.traffic.packets import C2S, S2C, PacketRow
 
     rows = [PacketRow(i, i / 1000, C2S if i % 2 else S2C, "TCP", "a", "b", "PA", 0, 0, 14, 20, 32, 3) for i in range(1, 7)]
-    fig = plots.duplex_timeline(rows)
+    fig = duplex_timeline(rows)
     assert len(fig.axes[0].collections) == 6
-    fig = plots.port_map([40000, 40002, 40010], ephemeral=(32768, 60999))
+    fig = port_map([40000, 40002, 40010], ephemeral=(32768, 60999))
     assert fig.axes[0].get_ylim() == (0, 65535)

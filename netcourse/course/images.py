@@ -18,12 +18,12 @@ IMAGES = Path(__file__).resolve().parents[2] / "images"  # the repository's top-
 
 def first_request_ladder(directory: Path = IMAGES) -> Path:
     """The ladder of the recorded first request (notebook 00), as a PNG."""
-    from . import plots
+    from ..course.plots.ladder import ladder
 
     meta = load_meta("first_request")
     pcap, _ = recording_paths("first_request")
     rows = packet_rows(rdpcap(str(pcap)), meta["server_ports"], meta["t0"])
-    fig = plots.ladder(rows, title="One HTTP request on loopback (recorded)")
+    fig = ladder(rows, title="One HTTP request on loopback (recorded)")
     path = directory / "first_request_ladder.png"
     fig.savefig(path, dpi=100)
     return path
@@ -31,22 +31,22 @@ def first_request_ladder(directory: Path = IMAGES) -> Path:
 
 def header_diagrams(directory: Path = IMAGES) -> list[Path]:
     """The IPv4, TCP and UDP header diagrams, drawn from the field tables in ``netcourse.headers``."""
+    from ..course.plots.wire import header_diagram
     from ..protocols.headers import LAYOUTS
-    from . import plots
 
     paths = []
     for key, layout in LAYOUTS.items():
         path = directory / f"{key}_header.png"
-        plots.header_diagram(layout).savefig(path, dpi=100)
+        header_diagram(layout).savefig(path, dpi=100)
         paths.append(path)
     return paths
 
 
 def websocket_frame(directory: Path = IMAGES) -> Path:
     """The WebSocket frame layout (RFC 6455 §5.2), drawn from ``netcourse.wsframe.FIELDS``."""
+    from ..course.plots.wire import header_diagram
     from ..protocols.headers import Field, HeaderLayout
     from ..protocols.wsframe import FIELDS
-    from . import plots
 
     layout = HeaderLayout(
         "WebSocket frame",
@@ -59,7 +59,7 @@ def websocket_frame(directory: Path = IMAGES) -> Path:
         ),
         note="Payload data (masked if MASK = 1)",
     )
-    fig = plots.header_diagram(layout)
+    fig = header_diagram(layout)
     fig.axes[0].set_title("WebSocket frame header: 2 to 14 bytes (RFC 6455 §5.2)", fontsize=11)
     path = directory / "websocket_frame.png"
     fig.savefig(path, dpi=100)

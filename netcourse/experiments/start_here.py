@@ -427,10 +427,10 @@ def exercise_server_time(exchange: Exchange) -> Exercise:
 
 def overhead_knob(body_size: int = 13):
     """Section 5's knob: a new live request with a ``body_size`` answer, drawn as shares of the bytes."""
-    from ..course import plots
+    from ..course.plots.wire import overhead_bar
 
     exchange = exchange_bytes(body_size)
-    return plots.overhead_bar(exchange, share=True,
+    return overhead_bar(exchange, share=True,
                               title=f"{body_size:,}-byte body (bytes counted from {exchange.source})")
 
 

@@ -90,12 +90,12 @@ def crossover(data: dict, cheap: str = "short polling", push: str = "WebSocket")
 
 def sweep_knob(data: dict, dimension: str, value):
     """The knob's picture: every transport at one value of one swept dimension, beside the whole sweep."""
-    from ...course import plots
+    from ...course.plots.choosing import transport_sweep
 
     key = str(value)
     if key not in next(iter(data["sweeps"][dimension].values())):
         raise ValueError(f"{dimension} = {value} was not measured; measured: {', '.join(map(str, SWEEPS[dimension]))}")
-    return plots.transport_sweep(data, dimension, key)
+    return transport_sweep(data, dimension, key)
 
 
 def live_rate_sweep(rates: tuple[float, ...] = (5.0, 20.0, 100.0),

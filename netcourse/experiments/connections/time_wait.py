@@ -114,6 +114,6 @@ def exercise_who_waits() -> Exercise:
 
 def port_budget_knob(ports: tuple[int, int] = (32768, 60999), time_wait_s: int = 60):
     """Section 5's knob: connections per second to one server address for a port range and TIME_WAIT."""
-    from ...course import plots
+    from ...course.plots.connections import port_budget
 
-    return plots.port_budget(ports[0], ports[1], time_wait_s)
+    return port_budget(ports[0], ports[1], time_wait_s)

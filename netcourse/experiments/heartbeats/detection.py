@@ -247,6 +247,6 @@ def predict_worst_detection(interval: float, timeout: float) -> Prediction:
 
 def tradeoff_knob(measured: Detection | None = None, interval: float = 0.2, timeout: float = 0.3):
     """Section 4's knob: detection time and heartbeat traffic for an interval and a timeout (arithmetic, instant)."""
-    from ...course import plots
+    from ...course.plots.heartbeats import heartbeat_tradeoff
 
-    return plots.heartbeat_tradeoff(interval, timeout, measured=measured)
+    return heartbeat_tradeoff(interval, timeout, measured=measured)

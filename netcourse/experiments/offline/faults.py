@@ -242,8 +242,8 @@ def soak_grid(counts: tuple[int, ...] = FAULT_COUNTS, *, messages: int = 200, ra
 
 
 def soak_knob(grid: dict[int, Soak], faults: int = 3):
-    from ...course import plots
+    from ...course.plots.offline import soak_result
 
     if faults not in grid:
         raise ValueError(f"no run with {faults} faults; measured: {', '.join(map(str, grid))}")
-    return plots.soak_result(grid[faults])
+    return soak_result(grid[faults])

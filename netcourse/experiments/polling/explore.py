@@ -60,11 +60,11 @@ def explore(grid: ExploreGrid, interval: float = 0.5, wait: float = 10.0, rate: 
     """The knob's callback: latency and cost of one short and one long poller, looked up in ``grid``."""
     import matplotlib.pyplot as plt
 
-    from ...course import plots
+    from ...course.plots.polling import polling_costs, polling_latency
 
     small = grid.view(interval, wait, rate)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
     plt.close(fig)
-    plots.polling_latency(small, ax=left, title=f"Latency: interval {interval:g} s, wait {wait:g} s, {rate:g} msg/s")
-    plots.polling_costs(small.summary(), ax=right)
+    polling_latency(small, ax=left, title=f"Latency: interval {interval:g} s, wait {wait:g} s, {rate:g} msg/s")
+    polling_costs(small.summary(), ax=right)
     return fig

@@ -138,6 +138,6 @@ def exercise_expected_latency() -> Exercise:
 
 def theory_knob(measured: PollingRun | None = None, rtt_ms: int = 100, interval: float = 0.5):
     """Section 7's knob: expected latency for a round trip and interval, with ``measured``'s dots when they match."""
-    from ...course import plots
+    from ...course.plots.polling import polling_theory
 
-    return plots.polling_theory(rtt_ms, interval, measured=measured)
+    return polling_theory(rtt_ms, interval, measured=measured)

@@ -147,12 +147,12 @@ def buffer_grid(sizes: tuple[int, ...] = BUFFER_SIZES, **stream) -> Buffering:
 
 def buffer_knob(grid: Buffering, buffer: int = 4096):
     """The knob's picture: per-event delays through a proxy with ``buffer`` bytes, from the measured grid."""
-    from ...course import plots
+    from ...course.plots.streaming import stream_delays
 
     name = f"{buffer} B"
     if name not in grid.delays:
         raise ValueError(f"no measurement for a {buffer}-byte buffer; measured: {', '.join(grid.delays)}")
-    return plots.stream_delays(grid, [name], title=f"Through a proxy that buffers {buffer} bytes" if buffer
+    return stream_delays(grid, [name], title=f"Through a proxy that buffers {buffer} bytes" if buffer
                                else "Through a proxy that does not buffer")
 
 

@@ -164,12 +164,12 @@ def _measure_records(ctx: ssl.SSLContext, host: str, port: int, sizes: tuple[int
 
 def overhead_knob(rows: list[Overhead], body: int = 1000):
     """The knob's picture: bytes on the wire for one message size, plaintext against TLS."""
-    from ...course import plots
+    from ...course.plots.tls import tls_overhead
 
     row = next((r for r in rows if r.body == body), None)
     if row is None:
         raise ValueError(f"no measurement for {body} bytes; measured: {', '.join(str(r.body) for r in rows)}")
-    return plots.tls_overhead(rows, row)
+    return tls_overhead(rows, row)
 
 
 # -- handshake CPU -------------------------------------------------------------------------------------------

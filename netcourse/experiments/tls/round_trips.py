@@ -105,11 +105,11 @@ def round_trip_grid(rtts: tuple[float, ...] = (25, 50, 100)) -> dict[float, Roun
 
 def round_trip_knob(grid: dict[float, RoundTrips], rtt_ms: float = 100):
     """The knob's picture: measured against theory at one RTT of the grid."""
-    from ...course import plots
+    from ...course.plots.tls import tls_round_trips
 
     if rtt_ms not in grid:
         raise ValueError(f"no measurement at {rtt_ms:g} ms; measured: {', '.join(f'{r:g}' for r in grid)}")
-    return plots.tls_round_trips(grid[rtt_ms])
+    return tls_round_trips(grid[rtt_ms])
 
 
 def predict_first_byte(rtt_ms: float = 100.0) -> Prediction:

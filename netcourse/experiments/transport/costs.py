@@ -180,14 +180,14 @@ def latency(n: int = 200, timeout: float = 5.0) -> LatencyRun:
 
 def overhead_knob(costs: TransportCosts, payload: int = 100, messages: int = 1):
     """Section 6's knob: average bytes on the wire per message, for a payload and messages per connection."""
-    from ...course import plots
+    from ...course.plots.wire import overhead_bar
 
-    return plots.overhead_bar(per_message(costs, payload, messages),
+    return overhead_bar(per_message(costs, payload, messages),
                               title=f"Average bytes on the wire per {payload}-byte message")
 
 
 def latency_knob(lat: "LatencyRun", rtt_ms: float = 0.0):
     """Section 7's knob: the measured latencies with ``rtt_ms`` of modelled network round trip added."""
-    from ...course import plots
+    from ...course.plots.wire import latency_distributions
 
-    return plots.latency_distributions(lat.with_rtt(rtt_ms), title=f"With {rtt_ms:g} ms of network round trip added")
+    return latency_distributions(lat.with_rtt(rtt_ms), title=f"With {rtt_ms:g} ms of network round trip added")

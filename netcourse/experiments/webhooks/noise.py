@@ -197,9 +197,9 @@ def noise_grid(windows: tuple[float, ...] = WINDOWS, *, events: int = 1000, rate
 
 def noise_knob(grid: dict[float, Noise], window_ms: float = 20):
     """The knob's picture: requests, bytes and delay for one batch window, beside one POST per event."""
-    from ...course import plots
+    from ...course.plots.webhooks import webhook_noise
 
     if window_ms not in grid:
         raise ValueError(f"no measurement for a {window_ms:g} ms window; measured: {', '.join(f'{w:g}' for w in grid)}")
-    return plots.webhook_noise([grid[0], grid[window_ms]] if window_ms else [grid[0]],
+    return webhook_noise([grid[0], grid[window_ms]] if window_ms else [grid[0]],
                                title=f"{grid[0].events:,} events: one POST each against a {window_ms:g} ms batch window")

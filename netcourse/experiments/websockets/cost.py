@@ -296,9 +296,9 @@ def exercise_fragment_stall(ctl: ControlRun) -> Exercise:
 
 def rate_knob(cost: Overhead, size: int = 20, rate: float = 10.0):
     """Section 6's knob: bytes per second of each design at a message size and rate."""
-    from ...course import plots
+    from ...course.plots.wire import overhead_at_rate
 
-    return plots.overhead_at_rate(cost.ws_total, cost.http_total, size, rate)
+    return overhead_at_rate(cost.ws_total, cost.http_total, size, rate)
 
 
 def link_knob(rtt_ms: int = 100) -> LinkLatency:

@@ -1,0 +1,92 @@
+"""Notebook 10's figures: every transport's cost, the sweeps, a client away and back, scale-out.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .draw import TRANSPORT_COLOURS, figure
+
+__all__ = ["transport_costs", "transport_sweep", "away_and_back", "fan_out_reach"]
+
+
+def transport_costs(runs, *, ax: Axes | None = None) -> Figure:
+    """Three panels per transport: bytes on the wire, requests or frames, and server CPU per message."""
+    if ax is None:
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), layout="constrained")
+        plt.close(fig)
+    else:
+        fig, axes = ax.figure, [ax, ax, ax]
+    names = list(runs)
+    colours = [TRANSPORT_COLOURS.get(n, "#1565c0") for n in names]
+    panels = [([r.bytes_per_message for r in runs.values()], "bytes on the wire per message"),
+              ([r.units_per_message for r in runs.values()], "requests, frames or datagrams per message"),
+              ([r.cpu_us_per_message for r in runs.values()], "server CPU per message, µs")]
+    for a, (values, label) in zip(axes, panels):
+        a.bar(names, values, color=colours, width=0.65)
+        a.set_title(label, fontsize=10)
+        a.tick_params(axis="x", labelrotation=40, labelsize=8)
+        a.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def transport_sweep(data, dimension: str, key: str) -> Figure:
+    """Bytes per message and median latency of every transport as one workload dimension varies."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    plt.close(fig)
+    series = data["sweeps"][dimension]
+    labels = {"rate": "messages per second", "clients": "clients", "size": "message bytes", "rtt_ms": "round trip, ms"}
+    for name, by_value in series.items():
+        xs = sorted(by_value, key=float)
+        x = [max(float(v), 0.05) for v in xs]
+        colour = TRANSPORT_COLOURS.get(name)
+        left.plot(x, [by_value[v]["bytes_per_msg"] for v in xs], "o-", ms=3, color=colour, label=name)
+        right.plot(x, [by_value[v]["p50_ms"] for v in xs], "o-", ms=3, color=colour, label=name)
+    chosen = max(float(key), 0.05)
+    for a, ylabel in ((left, "bytes on the wire per message"), (right, "median latency, ms")):
+        a.axvline(chosen, color="#9e9e9e", ls=":")
+        if dimension in ("rate", "size", "clients"):
+            a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel(labels[dimension] + (" (log)" if dimension != "rtt_ms" else ""))
+        a.set_ylabel(ylabel)
+        a.spines[["top", "right"]].set_visible(False)
+    right.legend(fontsize=7, frameon=False, loc="best")
+    left.set_title(f"measured by make bench on {data['measured_at']}", fontsize=9)
+    right.set_title(f"{labels[dimension]} = {float(key):g}: marked", fontsize=9)
+    return fig
+
+
+def away_and_back(runs, *, ax: Axes | None = None) -> Figure:
+    """For the client that went away: messages published meanwhile, delivered late or lost."""
+    fig, ax = figure(ax, (8, 3.0))
+    names = list(runs)
+    late = [runs[n].caught_up for n in names]
+    lost = [runs[n].while_away - runs[n].caught_up for n in names]
+    ax.bar(names, late, color="#2e7d32", label="delivered when it came back")
+    ax.bar(names, lost, bottom=late, color="#c62828", label="lost")
+    ax.set_ylabel("messages published while away")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def fan_out_reach(without, with_broker, *, ax: Axes | None = None) -> Figure:
+    """Messages received by the clients of node A and node B, without and with a broker."""
+    fig, ax = figure(ax, (7, 3.0))
+    xs = [0, 1, 3, 4]
+    values = [without.received["A"], without.received["B"], with_broker.received["A"], with_broker.received["B"]]
+    expected = [without.expected_per_node["A"], without.expected_per_node["B"],
+                with_broker.expected_per_node["A"], with_broker.expected_per_node["B"]]
+    ax.bar(xs, expected, color="#e0e0e0", width=0.8, label="expected")
+    ax.bar(xs, values, color=["#1565c0", "#ef6c00"] * 2, width=0.5, label="received")
+    ax.set_xticks(xs, ["node A", "node B", "node A", "node B"])
+    ax.text(0.5, max(expected) * 1.08, "no broker", ha="center")
+    ax.text(3.5, max(expected) * 1.08, "Redis pub/sub", ha="center")
+    ax.set_ylim(0, max(expected) * 1.25)
+    ax.set_ylabel("messages received by its clients")
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
