@@ -12,7 +12,8 @@ from netcourse.errors import CaptureError, CaptureNotPermitted, UnknownScenarioE
 from netcourse.experiments.start_here import http_exchange, make_hello_app
 from netcourse.runtime.notices import ReplayNotice
 from netcourse.traffic.packets import C2S, S2C
-from netcourse.traffic.sniffer import Capture, _frame_ports
+from netcourse.traffic.rawsocket import frame_ports
+from netcourse.traffic.sniffer import Capture
 
 from .conftest import LIVE, live
 
@@ -168,10 +169,10 @@ def test_frame_ports_reads_ipv4_tcp_udp_and_rejects_garbage():
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.l2 import Ether
 
-    assert _frame_ports(bytes(Ether() / IP() / TCP(sport=1234, dport=80))) == (6, 1234, 80)
-    assert _frame_ports(bytes(Ether() / IP() / UDP(sport=5, dport=53))) == (17, 5, 53)
-    assert _frame_ports(b"\x00" * 10) is None
-    assert _frame_ports(bytes(Ether(type=0x0806) / (b"\x00" * 28))) is None
+    assert frame_ports(bytes(Ether() / IP() / TCP(sport=1234, dport=80))) == (6, 1234, 80)
+    assert frame_ports(bytes(Ether() / IP() / UDP(sport=5, dport=53))) == (17, 5, 53)
+    assert frame_ports(b"\x00" * 10) is None
+    assert frame_ports(bytes(Ether(type=0x0806) / (b"\x00" * 28))) is None
 
 
 def test_frame_ports_survives_short_ipv6_and_ignores_pings():
@@ -179,14 +180,14 @@ def test_frame_ports_survives_short_ipv6_and_ignores_pings():
     from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPv6
     from scapy.layers.l2 import Ether
 
-    assert _frame_ports(bytes(Ether(type=0x86DD)) + b"\x60\x00") is None  # 16 bytes: killed the sniffer before
+    assert frame_ports(bytes(Ether(type=0x86DD)) + b"\x60\x00") is None  # 16 bytes: killed the sniffer before
     ping = Ether() / IP() / ICMP(type=8) / (b"\x45" + bytes(19) + b"\x04\xd2\x00\x50")  # looks like a quote
-    assert _frame_ports(bytes(ping)) is None
+    assert frame_ports(bytes(ping)) is None
     unreachable = Ether() / IP() / ICMP(type=3, code=3) / IP() / UDP(sport=4000, dport=9)
-    assert _frame_ports(bytes(unreachable)) == (1, 4000, 9)
-    assert _frame_ports(bytes(Ether() / IPv6() / ICMPv6EchoRequest())) is None
+    assert frame_ports(bytes(unreachable)) == (1, 4000, 9)
+    assert frame_ports(bytes(Ether() / IPv6() / ICMPv6EchoRequest())) is None
     v6_unreach = Ether() / IPv6() / ICMPv6DestUnreach() / IPv6() / UDP(sport=4000, dport=9)
-    assert _frame_ports(bytes(v6_unreach)) == (58, 4000, 9)
+    assert frame_ports(bytes(v6_unreach)) == (58, 4000, 9)
 
 
 def test_every_shipped_frame_passes_the_sniffers_port_filter():
@@ -197,7 +198,7 @@ def test_every_shipped_frame_passes_the_sniffers_port_filter():
         packets, meta = read(name)
         ports = set(meta["server_ports"])
         for p in packets:
-            found = _frame_ports(bytes(p))
+            found = frame_ports(bytes(p))
             assert found is not None and ({found[1], found[2]} & ports), (name, p.summary())
 
 
@@ -230,8 +231,8 @@ def test_the_sniffers_socket_keeps_one_copy_of_each_lesson_frame():
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
+    from netcourse.traffic.rawsocket import PACKET_OUTGOING, listen_socket_class
     from netcourse.traffic.recordings import read
-    from netcourse.traffic.sniffer import PACKET_OUTGOING, _listen_socket_class
 
     packets, meta = read("first_request")
     frames = [bytes(p) for p in packets]
@@ -239,7 +240,7 @@ def test_the_sniffers_socket_keeps_one_copy_of_each_lesson_frame():
     queue = []
     for f in frames:  # on lo the kernel hands over every packet twice: leaving, then arriving
         queue += [(f, ("lo", 0x0800, PACKET_OUTGOING), 1.0), (f, ("lo", 0x0800, 0), 1.0), (foreign, ("lo", 0x0800, 0), 1.0)]
-    cls = _listen_socket_class()
+    cls = listen_socket_class()
     sock = cls.__new__(cls)  # no real packet socket: the kernel is the queue above
     sock._ports = set(meta["server_ports"])
     sock.ins = None

@@ -58,6 +58,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
 from .chatlog import DB_BUSY_TIMEOUT, SESSION_SECONDS, Busy, ChatLog, scrypt, token_hash
+from .jsonbody import parse_json, text_field
 from .safety import origin_problem, own_origins, safe_app
 
 __all__ = ["ChatServer", "SESSION_COOKIE", "SEAMS", "MAX_SOCKETS_PER_SESSION", "MAX_QUEUED"]
@@ -74,7 +75,6 @@ CLOSE_GRACE = 2.0  # seconds a dropped socket gets to read up to its close frame
 CLOSE_TIMEOUT = 1.0  # seconds the close handshakes of revoke() and of a stop may take, in all
 LOGINS_AT_ONCE = 2  # scrypt hashes computed at once (each takes ~15 ms of CPU, off the event loop)
 _SERVER = web.AppKey("chat", object)
-_TOO_DEEP = RecursionError  # what json.loads raises for deeply nested input
 
 
 @dataclass(eq=False)
@@ -88,31 +88,6 @@ class _Socket:
     dropped: bool = False
     resumed: bool = False
     expiry: asyncio.TimerHandle | None = None
-
-
-def _json(data: bytes | str) -> Any:
-    """JSON, or ValueError for anything malformed: not UTF-8 (RFC 8259 §8.1; ``json.loads`` would also take
-    UTF-16 and UTF-32), nesting past Python's stack."""
-    try:
-        value = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
-    except _TOO_DEEP:
-        raise ValueError("nested too deeply") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
-def _text(value: Any, name: str, limit: int) -> str:
-    """A JSON string field that SQLite and UTF-8 can hold, or ValueError saying why not."""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{name} holds a lone surrogate (not Unicode text)") from None
-    if not 0 < len(value) <= limit:
-        raise ValueError(f"{name} must be 1 to {limit} characters")
-    return value
 
 
 class ChatServer:
@@ -232,10 +207,10 @@ class ChatServer:
 
     async def _login(self, request: web.Request) -> web.Response:
         try:
-            data = _json(await request.read())
+            data = parse_json(await request.read())
             if not isinstance(data, dict) or "user" not in data or "password" not in data:
                 raise ValueError("missing fields")
-            user, password = _text(data["user"], "user", 100), _text(data["password"], "password", 1000)
+            user, password = text_field(data["user"], "user", 100), text_field(data["password"], "password", 1000)
         except ValueError as exc:
             return web.json_response({"error": "a login is JSON: {\"user\": \"...\", \"password\": \"...\"} "
                                       f"({exc})"}, status=400)
@@ -382,7 +357,7 @@ class ChatServer:
         if msg.type != WSMsgType.TEXT:
             return "the first message must be JSON text: {\"resume_after\": <last id you hold>}"
         try:
-            data = _json(msg.data)
+            data = parse_json(msg.data)
             value = data["resume_after"]
         except (ValueError, KeyError, TypeError):
             return "the first message must be {\"resume_after\": <last id you hold>}"
@@ -435,9 +410,9 @@ class ChatServer:
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
-                send = _json(msg.data)["send"]
-                conversation = _text(send["conversation"], "conversation", 100)
-                text, key = _text(send["text"], "text", self.max_message), _text(send["key"], "key", 100)
+                send = parse_json(msg.data)["send"]
+                conversation = text_field(send["conversation"], "conversation", 100)
+                text, key = text_field(send["text"], "text", self.max_message), text_field(send["key"], "key", 100)
             except (ValueError, KeyError, TypeError) as exc:
                 await sock.ws.send_json({"error": "a post is {\"send\": {\"conversation\", \"text\", \"key\"}} "
                                          f"of strings ({exc})"})

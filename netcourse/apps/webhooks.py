@@ -48,6 +48,7 @@ from aiohttp import web
 
 from ..errors import EndpointRefused, SignatureError
 from ..protocols.webhooks import address_problem, headers_for, parse_secret, verify
+from .jsonbody import parse_json, unicode_text
 from .safety import safe_app
 
 __all__ = ["Receiver", "Sender", "endpoint_problem", "STANDARD_SCHEDULE", "COURSE_ALLOW",
@@ -207,16 +208,12 @@ class Receiver:
                 problems.append(str(exc))
         else:
             return self._refuse(401, f"signature refused: {problems[0]}")
-        try:  # JSON between systems is UTF-8 (RFC 8259 §8.1); json.loads alone would take UTF-16 and UTF-32 too
-            event = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return self._refuse(400, f"the body is not JSON in UTF-8: {exc}")
-        except RecursionError:
-            return self._refuse(400, "the body is not JSON this receiver reads: nested too deeply")
+        try:  # strictly: UTF-8 only (RFC 8259 §8.1), bounded nesting
+            event = parse_json(body)
+        except ValueError as exc:
+            return self._refuse(400, f"the body is not JSON this receiver reads: {exc}")
         kind = event.get("type", "") if isinstance(event, dict) else ""
-        try:
-            str(kind).encode("utf-8")
-        except UnicodeEncodeError:  # "\ud800": valid JSON, but not Unicode text (a lone surrogate)
+        if not unicode_text(str(kind)):  # "\ud800": valid JSON, but not Unicode text (a lone surrogate)
             return self._refuse(400, "the event type holds a lone surrogate: not Unicode text")
         assert self._db is not None and self._queue is not None
         cur = self._db.execute("INSERT OR IGNORE INTO inbox (id, type, payload, received) VALUES (?, ?, ?, ?)",

@@ -100,7 +100,8 @@ def _kernel_filter() -> Check:
     import socket as _socket
 
     from ..traffic import bpf
-    from ..traffic.sniffer import ETH_P_ALL, capture_permitted
+    from ..traffic.rawsocket import ETH_P_ALL
+    from ..traffic.sniffer import capture_permitted
 
     if not capture_permitted():
         return Check("kernel packet filter", "OK", "not needed: captures are replayed")
