@@ -124,3 +124,44 @@ def test_the_top_level_api_is_lazy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["netcourse.runtime.server", "netcourse.traffic.sniffer", "netcourse.runtime.tcpinfo"]
+
+
+def _readme_tree() -> str:
+    text = (PACKAGE.parent / "README.md").read_text()
+    start = text.index("```\nnotebooks/NN_topic.ipynb")
+    return text[start:text.index("```", start + 3)]
+
+
+def test_the_readme_tree_names_every_module_and_nothing_else():
+    import re
+
+    tree = _readme_tree()
+    missing = []
+    for folder in sorted(p for p in PACKAGE.iterdir() if p.is_dir() and (p.name in LAYERS)):
+        for entry in sorted(folder.iterdir()):
+            name = entry.name
+            if name.startswith(("_", ".")) or (entry.is_dir() and not (entry / "__init__.py").exists()):
+                continue
+            shown = f"{name}/" if entry.is_dir() else name
+            if not re.search(rf"(?<![\w/]){re.escape(shown)}", tree):
+                missing.append(f"{folder.name}/{shown}")
+    named = set(re.findall(r"(?<![\w./])(\w+\.py)", tree)) | set(re.findall(r"(?<=\s)([a-z_]+/)(?=\s)", tree))
+    existing = ({p.name for p in PACKAGE.rglob("*.py")} | {f"{p.name}/" for p in PACKAGE.rglob("*") if p.is_dir()}
+                | {f"{p.name}/" for p in PACKAGE.parent.iterdir() if p.is_dir()})
+    stale = sorted(n for n in named if n not in existing)
+    assert not missing and not stale, f"README's tree misses {missing}; names what is not there: {stale}"
+
+
+def test_every_package_init_lists_its_modules():
+    missing = []
+    for init in PACKAGE.rglob("__init__.py"):
+        if init.parent == PACKAGE:
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        for entry in init.parent.iterdir():
+            name = entry.stem if entry.suffix == ".py" else entry.name
+            if name.startswith(("_", ".")) or (entry.suffix != ".py" and not (entry / "__init__.py").exists()):
+                continue
+            if f"``{name}``" not in doc:
+                missing.append(f"{init.parent.relative_to(PACKAGE.parent)}: {name}")
+    assert not missing, "package maps (their __init__ docstrings) miss: " + ", ".join(sorted(missing))

@@ -1,5 +1,15 @@
-"""Servers a lesson talks to, each a ``make_..._app()`` factory or a stream handler for ``serve()``.
+"""Servers a lesson talks to, each a ``make_..._app()`` factory, an app-holding class or a stream handler for
+``serve()``. Every HTTP app is made with ``safety.safe_app()``.
 
-- ``polling``: the message log behind short and long polling.
-- ``wsserver``: the course's strict WebSocket server, on ``protocols.wsconn``.
+- ``safety``: the guard every app shares: Host and Origin checks, head and body limits, deadlines.
+- ``jsonbody``: JSON from a client, read strictly (UTF-8, bounded nesting, Unicode text).
+- ``echo``: TCP echo, the smallest server.
+- ``polling``: the message log behind short and long polling (notebook 03).
+- ``beat``: the heartbeat lesson's server, also run as a child process (notebook 04).
+- ``wsserver``: the course's strict WebSocket server, on ``protocols.wsconn`` (notebook 05).
+- ``streaming``: chunked responses and Server-Sent Events (notebook 06); ``proxy``: a buffering proxy.
+- ``webhooks``: a signed sender with an outbox and a receiver with an inbox (notebook 07).
+- ``chat``: a chat with a durable log, cookie sessions and resume (notebook 08); ``chatlog``: its SQLite.
+- ``tls``: a throwaway CA, Mozilla-intermediate contexts, an HTTPS app, a man in the middle (notebook 09).
+- ``broker``: a throwaway redis-server; ``fanout``: a WebSocket fan-out node in a process of its own (10).
 """

@@ -1,4 +1,8 @@
-"""One module per notebook: the live scenarios that notebook runs, each returning a plain result.
+"""One module or package per notebook: the live scenarios that notebook runs, each returning a plain result.
+A lesson's experiments never import another lesson's (a test checks it): what lessons share lives in
+``clients``, ``apps`` or ``protocols``.
 
-``registry`` names the scenarios whose captures the course records and ships.
+- ``start_here`` (00), ``connections`` (01), ``transport`` (02), ``polling`` (03), ``heartbeats`` (04),
+  ``websockets`` (05), ``streaming`` (06), ``webhooks`` (07), ``offline`` (08), ``tls`` (09), ``choosing`` (10).
+- ``registry``: the scenarios whose captures the course records and ships.
 """

@@ -1,4 +1,10 @@
-"""The commands of ``python -m netcourse``: doctor (can this machine run the course?) and bench.
+"""The commands of ``python -m netcourse`` and the test tools. They sit above the experiments they drive.
 
-They sit above the experiments they drive.
+- ``doctor``: can this machine run the course?
+- ``bench``: ``make bench``'s table; its cases in ``lessonbench`` (each lesson's mechanisms at size),
+  ``loadbench`` and ``runtimebench`` (under load and abuse), ``linkbench`` (the emulated link), ``flood``
+  (capture under a UDP flood, in a namespace).
+- ``soak``: a learner's session: every cell of a notebook run again and again in one kernel.
+- ``browser``: JupyterLab in Chromium: Run All, every knob turned (the browser test and the bench).
+- ``publish``: ``make html`` (static pages) and the Binder link.
 """
