@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.netcourse-installed
 SANITIZE := tests/nbval-sanitize.cfg
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab html test test-browser test-unprivileged test-pythons unit nbval bench doctor record execute images clean setup allow-capture
+.PHONY: lab html quick test test-browser test-unprivileged test-pythons unit nbval bench doctor record execute images clean setup allow-capture
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ lab: $(STAMP)
 # The executed notebooks as static pages (images embedded) and an index from the README's course map.
 html: $(STAMP)
 	$(BIN)/python -m netcourse html
+
+# The fast tier: unit tests that start no link, no child process, no kernel and no notebook (under a minute).
+quick: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests -m "not slow and not browser" -q
 
 # Unit tests and nbval over every notebook, in one pytest run.
 test: $(STAMP)

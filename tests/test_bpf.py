@@ -60,6 +60,7 @@ def test_the_program_keeps_exactly_the_lessons_packets():
     assert not keep(Ether(type=0x0800) / b"\x45")  # too short: the kernel drops it, never reads past
 
 
+@pytest.mark.slow
 def test_same_verdicts_as_libpcap_on_every_frame():
     common = pytest.importorskip("scapy.arch.common")
     try:

@@ -39,6 +39,7 @@ def test_tcp_exchange_matches_tcp_info_exactly(bpf):
     assert any("F" in r.flags for r in sent) and any("F" in r.flags for r in received)
 
 
+@pytest.mark.slow
 @live
 @pytest.mark.parametrize("bpf", bpf_paths)
 def test_ten_thousand_datagrams_each_captured_once(bpf):
@@ -190,6 +191,7 @@ def test_frame_ports_survives_short_ipv6_and_ignores_pings():
     assert frame_ports(bytes(v6_unreach)) == (58, 4000, 9)
 
 
+@pytest.mark.slow
 def test_every_shipped_frame_passes_the_sniffers_port_filter():
     """The sniffer's own parsing, run for everyone on real captured frames (no capture rights needed)."""
     from netcourse.traffic.recordings import read, shipped

@@ -40,6 +40,7 @@ def _post(server, srv, n, conversation="general", sender="bob"):
     asyncio.run_coroutine_threadsafe(go(), srv.loop).result(30)
 
 
+@pytest.mark.slow
 def test_resume_gets_exactly_the_users_messages_and_nothing_of_others(chat):
     server, srv, tmp = chat
     _post(server, srv, 20)
@@ -52,6 +53,7 @@ def test_resume_gets_exactly_the_users_messages_and_nothing_of_others(chat):
     assert not set(store.ids()) & set(server.ids_for("eve"))
 
 
+@pytest.mark.slow
 def test_no_gap_and_no_duplicate_when_messages_arrive_during_the_replay(chat):
     server, srv, tmp = chat
     _post(server, srv, 300)  # a backlog of 43 pages of 7
@@ -66,6 +68,7 @@ def test_no_gap_and_no_duplicate_when_messages_arrive_during_the_replay(chat):
     assert client.duplicates == 0
 
 
+@pytest.mark.slow
 def test_the_outbox_posts_once_even_when_resent(chat):
     server, srv, tmp = chat
     store = LocalStore(str(tmp / "ada.db"))
@@ -156,6 +159,7 @@ def test_revoking_a_session_closes_its_open_socket(chat):
                         origin=f"http://127.0.0.1:{srv.port}").status_line.endswith("401 Unauthorized")
 
 
+@pytest.mark.slow
 def test_faults_lose_nothing_and_duplicate_nothing():
     from netcourse.experiments.offline.faults import FAULT_KINDS, fault_soak
 
@@ -187,6 +191,7 @@ def test_catch_up_reads_the_whole_backlog_in_pages():
     assert run.messages == 2000 and run.per_second > 0 and run.server_db_bytes > 0
 
 
+@pytest.mark.slow
 def test_every_naive_variant_loses_or_duplicates_and_the_course_design_does_neither():
     from netcourse.experiments.offline.naive import naive_variants
 
@@ -201,6 +206,7 @@ def test_every_naive_variant_loses_or_duplicates_and_the_course_design_does_neit
     assert variants["client keeps last_id in memory (lost in a crash)"].duplicated == 100
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_the_happy_path_capture_and_its_questions():
     from netcourse.experiments.offline.online import (
@@ -221,6 +227,7 @@ def test_the_happy_path_capture_and_its_questions():
     assert exercise_cookie_bytes(run).check(len(line) + 2)
 
 
+@pytest.mark.slow
 def test_offline_and_back_replays_then_goes_live():
     from netcourse.experiments.offline.online import offline_and_back, predict_replayed
 
@@ -245,6 +252,7 @@ def test_attacks_and_bad_input_as_the_notebook_shows_them():
     assert bad["a login that is not JSON"].startswith("400")
 
 
+@pytest.mark.slow
 def test_resuming_across_a_link_costs_five_round_trips():
     from netcourse.experiments.offline.online import resume_across_a_link
 
@@ -253,6 +261,7 @@ def test_resuming_across_a_link_costs_five_round_trips():
     assert 190 <= run.login_ms <= 300 and 390 <= run.handshake_ms <= 550 and 490 <= run.first_message_ms <= 700, run
 
 
+@pytest.mark.slow
 def test_a_resend_after_lost_acks_is_stored_once_with_keys_and_twice_without():
     from netcourse.experiments.offline.naive import outbox_resend
 

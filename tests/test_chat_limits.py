@@ -82,6 +82,7 @@ def _server_side(port: int) -> list:
 # -- finding 1: a client that stops reading -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_client_that_stops_reading_is_dropped_with_1013_and_stop_leaves_nothing(tmp_path):
     server = ChatServer(str(tmp_path / "s.db"), page=50)
     server.add_user("bob", "pw-bob", ("c1",))
@@ -134,6 +135,7 @@ def test_a_client_that_stops_reading_is_dropped_with_1013_and_stop_leaves_nothin
     assert not _server_side(srv.port)
 
 
+@pytest.mark.slow
 def test_stop_cuts_a_non_reading_socket_and_closes_the_database_even_if_on_shutdown_hangs(tmp_path):
     """The generic part of finding 1: an app whose on_shutdown never returns still has its on_cleanup run."""
     from aiohttp import web
@@ -178,6 +180,7 @@ def test_revoking_closes_sockets_not_yet_resumed_and_a_resume_after_it_gets_noth
     assert _close_code(got) == 1008
 
 
+@pytest.mark.slow
 def test_a_session_that_expires_closes_its_socket(chat, monkeypatch):
     server, srv, _ = chat
     cookie = login(srv.host, srv.port, "alice", "pw-alice")[1]
@@ -192,6 +195,7 @@ def test_a_session_that_expires_closes_its_socket(chat, monkeypatch):
 # -- finding 3: a reused idempotency key ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_reused_key_gets_the_stored_message_and_publishes_nothing(chat):
     server, srv, _ = chat
     alice = login(srv.host, srv.port, "alice", "pw-alice")[1]
@@ -251,6 +255,7 @@ def test_crafted_logins_get_400_never_500(chat, body):
     assert not srv.errors
 
 
+@pytest.mark.slow
 def test_crafted_frames_get_an_error_and_1008_never_a_crash(chat):
     server, srv, _ = chat
     cookie = login(srv.host, srv.port, "alice", "pw-alice")[1]
@@ -271,6 +276,7 @@ def test_crafted_frames_get_an_error_and_1008_never_a_crash(chat):
     assert not srv.errors, srv.errors
 
 
+@pytest.mark.slow
 def test_the_message_limit_is_inclusive(chat):
     """Finding 15: a message of exactly max_message bytes closed with 1009."""
     server, srv, _ = chat
@@ -302,6 +308,7 @@ def test_two_origin_headers_are_refused_and_a_big_head_gets_431(chat):
 # -- finding 10: a locked database ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_locked_database_gets_503_with_the_reason_not_a_frozen_loop(chat):
     server, srv, _ = chat
     lags: list[float] = []
@@ -333,6 +340,7 @@ def test_a_locked_database_gets_503_with_the_reason_not_a_frozen_loop(chat):
 # -- finding 11: login timing and scrypt on the loop -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unknown_user_costs_the_same_scrypt_and_a_login_flood_does_not_stall_the_loop(chat):
     server, srv, _ = chat
 
@@ -370,6 +378,7 @@ def test_an_unknown_user_costs_the_same_scrypt_and_a_login_flood_does_not_stall_
 # -- finding 13: orphan tasks ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sockets_that_vanish_leave_no_task_behind(chat):
     server, srv, _ = chat
     cookie = login(srv.host, srv.port, "alice", "pw-alice")[1]
@@ -393,6 +402,7 @@ def test_sockets_that_vanish_leave_no_task_behind(chat):
     assert not [e for e in srv.errors if "destroyed" in e], srv.errors
 
 
+@pytest.mark.slow
 def test_a_full_live_queue_falls_back_to_the_log_and_loses_nothing(tmp_path, monkeypatch):
     """A long replay while many messages arrive filled the bounded queue: the socket was dropped (on a slower
     Python, a test of the course's design failed that way). Now the queue empties and the socket catches up from

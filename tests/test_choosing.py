@@ -71,6 +71,7 @@ def test_an_unknown_transport_is_named_in_the_error():
         run_transport("carrier pigeon", SMALL)
 
 
+@pytest.mark.slow
 def test_a_client_away_catches_up_only_where_there_is_a_cursor_or_retries():
     from dataclasses import replace
 
@@ -86,12 +87,14 @@ def test_a_client_away_catches_up_only_where_there_is_a_cursor_or_retries():
             assert run.caught_up == 0 and run.lost >= run.while_away, (name, run.lost, run.while_away)
 
 
+@pytest.mark.slow
 def test_memory_per_held_client_is_measured_for_each_held_transport():
     held = memory_per_client(20)
     assert [h.transport for h in held] == ["long polling", "SSE", "WebSocket", "raw TCP"]
     assert all(500 < h.bytes_per_client < 200_000 for h in held), held
 
 
+@pytest.mark.slow
 def test_the_relay_meter_counts_bytes_and_segments_from_the_kernel():
     async def echo(reader, writer):
         while data := await reader.read(65536):
@@ -111,6 +114,7 @@ def test_the_relay_meter_counts_bytes_and_segments_from_the_kernel():
     assert wire_bytes(meter) == payload + HEADERS * segments and meter.connections == 1
 
 
+@pytest.mark.slow
 def test_sweeps_crossover_and_knob():
     data = {"measured_at": "test", "sweeps": {"rate": {
         "short polling": {"1.0": {"bytes_per_msg": 900.0, "p50_ms": 500.0}, "10.0": {"bytes_per_msg": 300.0, "p50_ms": 500.0},
@@ -183,6 +187,7 @@ def test_without_redis_the_scale_out_section_shows_its_recorded_run(monkeypatch)
     assert scale["streams"].pubsub_got == 0 and scale["streams"].stream_got == scale["streams"].published
 
 
+@pytest.mark.slow
 @needs_redis
 def test_two_nodes_need_a_broker_and_redis_gives_reach_not_memory():
     without = fan_out(10, 4, broker=False)
@@ -214,6 +219,7 @@ def test_no_redis_is_a_clear_error(monkeypatch):
             pass
 
 
+@pytest.mark.slow
 def test_a_fan_out_node_stops_when_its_parent_closes_stdin():
     node = Node()
     assert node.port > 0

@@ -81,6 +81,7 @@ def run(kc, code: str, cell_id: str | None = None) -> tuple[str, list[dict]]:
     return "".join(out), other
 
 
+@pytest.mark.slow
 def test_rerunning_a_cell_stops_the_server_it_started_before(kernel):
     run(kernel, SETUP)
     run(kernel, START)

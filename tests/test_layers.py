@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import netcourse
 
 PACKAGE = Path(netcourse.__file__).parent
@@ -58,6 +60,7 @@ def test_every_module_sits_in_a_known_layer():
         assert _layer(name) in LAYERS or name.split(".")[1] in TOP_LEVEL, name
 
 
+@pytest.mark.slow
 def test_imports_point_down_the_layers():
     wrong = []
     for name, path in _modules():
@@ -102,6 +105,7 @@ def test_the_checker_catches_an_upward_import(tmp_path):
     assert _imports(fake, "netcourse.traffic.m") == [(1, "netcourse.experiments.registry")]
 
 
+@pytest.mark.slow
 def test_protocols_load_no_io_library():
     names = [n for n, _ in _modules() if _layer(n) == "protocols"]
     assert "netcourse.protocols.wsconn" in names
@@ -115,6 +119,7 @@ def test_protocols_load_no_io_library():
     assert json.loads(out.stdout) == []
 
 
+@pytest.mark.slow
 def test_the_top_level_api_is_lazy():
     code = (
         "import sys, netcourse\n"

@@ -22,6 +22,7 @@ TAP = modes()["tap"]
 tap_only = pytest.mark.skipif(TAP is not None, reason=f"tap link unavailable: {TAP}")
 
 
+@pytest.mark.slow
 def test_parameters_are_checked_with_the_valid_range():
     for bad, words in (({"rtt_ms": -1}, "rtt_ms must be a number from 0"), ({"rtt_ms": 10, "loss": 1.5}, "loss must be"),
                        ({"rtt_ms": 10, "mtu": 100}, "mtu must be"), ({"rtt_ms": 10, "jitter_ms": 6}, "at most half"),
@@ -30,6 +31,7 @@ def test_parameters_are_checked_with_the_valid_range():
             link(**bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["relay", pytest.param("tap", marks=tap_only)])
 @pytest.mark.parametrize("rtt_ms", [10, 50])
 def test_measured_rtt_matches_the_configured_one(mode, rtt_ms):
@@ -49,6 +51,7 @@ def test_measured_rtt_matches_the_configured_one(mode, rtt_ms):
         pytest.fail(f"RTT {rtt_ms} ms ± {bound:.2f}: measured (echo, kernel) {seen}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["relay", pytest.param("tap", marks=tap_only)])
 def test_a_fresh_connection_pays_two_round_trips_for_its_first_answer(mode):
     from netcourse.experiments.start_here import make_hello_app
@@ -61,10 +64,14 @@ def test_a_fresh_connection_pays_two_round_trips_for_its_first_answer(mode):
         s.close()
         return time.perf_counter() - t
 
+    seen = []
     with link(rtt_ms=40, mode=mode) as net:
         srv = net.serve(make_hello_app())
-        ttfb = net.near(lambda: first_byte(srv))
-    assert 80 - 2 <= ttfb * 1000 <= 80 + 8, ttfb  # TCP's handshake + the request: 2 RTT
+        for _ in range(3):  # a busy machine can delay one connection's timers; 2 RTT must show in a quiet one
+            seen.append(round(net.near(lambda: first_byte(srv)) * 1000, 1))
+            if 80 - 2 <= seen[-1] <= 80 + 8:  # TCP's handshake + the request: 2 RTT
+                return
+    pytest.fail(f"first byte after 2 RTT (80 ms) not seen in 3 connections: {seen} ms")
 
 
 def _udp_rcvbuf_errors() -> int:
@@ -82,6 +89,7 @@ def _tx_drops(device: str) -> int:
     return 0
 
 
+@pytest.mark.slow
 @tap_only
 def test_loss_rate_over_ten_thousand_datagrams():
     from netcourse.network.link import DEVICE
@@ -121,6 +129,7 @@ def test_loss_rate_over_ten_thousand_datagrams():
     assert elsewhere + stats["out_dropped"] <= 100
 
 
+@pytest.mark.slow
 @tap_only
 def test_goodput_follows_the_rate_limit():
     with link(rtt_ms=2, rate_mbit=10) as net:
@@ -140,6 +149,7 @@ def test_goodput_follows_the_rate_limit():
     assert 9.0 <= goodput <= 10.0, goodput  # headers take ~4% of every 1,514-byte frame
 
 
+@pytest.mark.slow
 @tap_only
 def test_the_wire_capture_shows_the_handshake_a_round_trip_apart():
     with link(rtt_ms=30) as net:
@@ -156,6 +166,7 @@ def _netns_names() -> set[str]:
     return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
 
 
+@pytest.mark.slow
 @tap_only
 def test_fifty_links_and_a_failing_block_leave_nothing_behind():
     before = (_netns_names(), len(os.listdir("/proc/self/fd")), threading.active_count())
@@ -173,6 +184,7 @@ def test_fifty_links_and_a_failing_block_leave_nothing_behind():
     assert subprocess.run(["ip", "link"], capture_output=True, text=True).stdout == links_before
 
 
+@pytest.mark.slow
 @tap_only
 def test_a_server_that_will_not_stop_still_leaves_no_namespace_behind(monkeypatch):
     """code.md §4: a server whose stop() raised left the wire's process, the TAP devices and both namespaces."""
@@ -195,6 +207,7 @@ def test_a_server_that_will_not_stop_still_leaves_no_namespace_behind(monkeypatc
     assert wire.poll() is not None  # the wire's process was stopped and reaped
 
 
+@pytest.mark.slow
 def test_the_relay_link_says_it_cannot_capture():
     with link(rtt_ms=5, mode="relay") as net:
         assert "relay" in net.notice
@@ -257,6 +270,7 @@ def test_websocket_and_http_round_trips_across_a_link(monkeypatch, tap):
         assert 40 * round_trips - 1 <= ms < 40 * round_trips + 20, (what, ms)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tap", [pytest.param(True, marks=tap_only), False])
 def test_polling_across_a_link_pays_transits(monkeypatch, tap):
     import matplotlib
@@ -285,6 +299,7 @@ def test_polling_across_a_link_pays_transits(monkeypatch, tap):
     assert len(polling_theory(60, 0.3, measured=run).axes) == 1
 
 
+@pytest.mark.slow
 @tap_only
 def test_slow_start_doubles_the_window_each_round_trip_and_losses_are_repaired():
     from netcourse.experiments.transport import slow_start
@@ -303,6 +318,7 @@ def test_slow_start_doubles_the_window_each_round_trip_and_losses_are_repaired()
     assert len(retransmissions(lossy.capture.table())) >= len(lossy.capture.lost) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate_mbit", [0, 20])
 def test_the_relay_keeps_every_byte_in_order(rate_mbit):
     import os as _os

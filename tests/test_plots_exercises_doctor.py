@@ -115,12 +115,14 @@ def test_doctor_report_table_and_exit_codes(monkeypatch):
     assert doctor.main() == 1
 
 
+@pytest.mark.slow
 def test_doctor_command_line():
     proc = subprocess.run([sys.executable, "-m", "netcourse", "doctor"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "packet capture" in proc.stdout and "The course can run here." in proc.stdout
 
 
+@pytest.mark.slow
 def test_images_are_drawn_from_shipped_recordings(tmp_path):
     from netcourse.course.images import generate_all
 

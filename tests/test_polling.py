@@ -64,6 +64,7 @@ def test_publisher_is_seeded():
     assert Publisher(0, 2).times() == []
 
 
+@pytest.mark.slow
 def test_every_poller_gets_every_message_once_in_order():
     run = compare(intervals=(0.1, 0.3), wait=5, rate=8, duration=1.5, seed=5, record=False)
     assert len(run.published) > 5
@@ -80,6 +81,7 @@ def test_every_poller_gets_every_message_once_in_order():
     assert all(r["bytes per message"] > 0 for r in summary)
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_captured_run_gives_header_sizes():
     run = compare(intervals=(0.5,), wait=5, rate=4, duration=1.0, seed=1)
@@ -89,6 +91,7 @@ def test_captured_run_gives_header_sizes():
         header_sizes(compare(intervals=(), duration=0.3, record=False))
 
 
+@pytest.mark.slow
 def test_the_notes_long_poller_loses_messages_a_correct_one_does_not():
     run = naive_versus_correct()
     assert run.exactly_once_in_order("long")
@@ -101,11 +104,13 @@ def test_fifty_abandoned_long_polls_leave_no_waiting_handler():
     assert gone.before == 50 and gone.after == 0
 
 
+@pytest.mark.slow
 def test_without_handler_cancellation_abandoned_polls_are_held():
     stuck = abandoned_waits(10, handler_cancellation=False, wait=1.0)
     assert stuck.before == 10 and stuck.after == 10
 
 
+@pytest.mark.slow
 def test_a_restarted_server_is_followed_by_its_clients():
     """Ids restart at 1 after a restart; the epoch tells the client to reset its cursor."""
     first = MessageLog()
@@ -141,6 +146,7 @@ async def _publish(log: MessageLog, n: int) -> None:
         log.append(f"m{i}")
 
 
+@pytest.mark.slow
 def test_short_poller_alone_and_exercises():
     log = MessageLog()
     with serve(make_app(log)) as srv:

@@ -13,6 +13,7 @@ from netcourse.runtime.tcpinfo import listening_ports
 LIVE_REASON = retransmission.can_run_live()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(LIVE_REASON is not None, reason=f"live retransmission unavailable: {LIVE_REASON}")
 def test_live_retransmission_in_a_namespace_resends_the_same_segment():
     before = listening_ports()

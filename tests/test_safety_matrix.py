@@ -79,6 +79,7 @@ def test_a_body_over_the_limit_gets_413(app):
     assert not srv.errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("app", APPS, indirect=True)
 def test_a_dribbled_body_gets_408(app, monkeypatch):
     from .test_admission import _dribble_body

@@ -247,6 +247,7 @@ def test_a_start_that_times_out_while_on_startup_waits_leaves_nothing_running():
     assert live_servers() == []
 
 
+@pytest.mark.slow
 def test_a_start_blocked_in_a_synchronous_call_stays_visible_until_its_thread_ends():
     import time as _time
 
@@ -290,6 +291,7 @@ def test_a_zero_start_timeout_never_leaves_a_server_listening():
     assert own_listening_ports() <= listening
 
 
+@pytest.mark.slow
 def test_a_stop_that_times_out_keeps_the_server_listed_with_the_reason():
     import time as _time
 
@@ -334,6 +336,7 @@ def test_ports_must_be_numbers():
         serve(make_ok_app(), port=True)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_slow_header_clients_cannot_starve_a_server(ok_app):
     """A cap full of dawdlers: the slowest are closed to let a real request in, and the deadline ends the rest."""
     slow = []

@@ -92,6 +92,7 @@ def test_the_stream_refuses_a_foreign_host_and_too_many_streams():
         assert run_async(two(), 10) == (200, 503)
 
 
+@pytest.mark.slow
 def test_sse_resume_delivers_every_event_exactly_once_across_drops():
     run = _sse_run(12, 0.05, 4, 150, 100, None)  # the scenario's run, without its capture
     assert run.published == list(range(1, 13))
@@ -100,6 +101,7 @@ def test_sse_resume_delivers_every_event_exactly_once_across_drops():
     assert all(100 <= g <= 400 for g in run.gaps_ms()), run.gaps_ms()
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_the_captured_stream_carries_event_types_and_the_reconnection_head_question():
     run = sse_resume()
@@ -114,11 +116,13 @@ def test_the_captured_stream_carries_event_types_and_the_reconnection_head_quest
     assert q.check(len(second) + 4) and not q.check(len(second))
 
 
+@pytest.mark.slow
 def test_retry_sets_the_reconnection_delay():
     delays = retry_delays((50, 300))
     assert all(45 <= g <= 200 for g in delays[50]) and all(290 <= g <= 500 for g in delays[300]), delays
 
 
+@pytest.mark.slow
 def test_a_cursor_too_old_or_foreign_gets_a_resync_never_a_silent_gap():
     results = dict(resync_demo(keep=3, published=10, asks=("2", "9", "banana", "999")))
     too_old = results["2"]
@@ -203,6 +207,7 @@ def test_chunked_capture_and_its_exercise():
     assert len(run.chunked_rows()) < len(run.capture.table())
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_chunks_are_split_and_merged_by_tcp():
     b = chunk_boundaries()
@@ -214,17 +219,20 @@ def test_chunks_are_split_and_merged_by_tcp():
     assert sum(b.reads["big chunks"]) == 3600
 
 
+@pytest.mark.slow
 def test_six_connections_per_host_make_the_seventh_request_wait():
     held = connection_limit(limit=6, streams=6, hold=0.5)
     free = connection_limit(limit=7, streams=6, hold=0.5)
     assert held.waited_ms > 300 and free.waited_ms < 200, (held, free)
 
 
+@pytest.mark.slow
 def test_an_event_costs_half_a_round_trip_across_the_link():
     run = sse_across_a_link(rtt_ms=100, events=4, gap=0.05)
     assert 45 <= statistics.median(run.delays) <= 90, run
 
 
+@pytest.mark.slow
 def test_per_message_bytes_and_the_exercises():
     sizes = per_message_bytes(20)
     assert sizes["WebSocket frame (server → client)"] == 2
@@ -247,6 +255,7 @@ def test_two_connections_starting_at_seq_1_are_not_resends():
     assert not [t for t in threading.enumerate() if t.name.startswith("netcourse") and not t.daemon]
 
 
+@pytest.mark.slow
 def test_buffer_sizes_release_events_in_the_lumps_the_notebook_states():
     grid = buffer_grid((0, 128, 256, 1024, 2048), events=10, gap=0.06, size=100)
     assert event_body_bytes(100, 1) == 114 and event_body_bytes(100, 10) == 115
@@ -255,6 +264,7 @@ def test_buffer_sizes_release_events_in_the_lumps_the_notebook_states():
     assert grid.lumps("256 B") == [3, 3, 3, 1] and grid.lumps("1024 B") == [9, 1] and grid.lumps("2048 B") == [10]
 
 
+@pytest.mark.slow
 def test_a_client_that_stops_reading_is_dropped_and_frees_its_slot(monkeypatch):
     import netcourse.apps.streaming as streaming
 

@@ -179,6 +179,7 @@ def test_start_here_questions_agree_with_the_raw_packets():
     assert q2.check(us) and not q2.check(us + 10)
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_start_here_predictions():
     big = start_here.big_response_across(100_000, mtu=1500)
@@ -208,6 +209,7 @@ def test_connections_questions():
     assert p.check(6, crowd) and not p.check(5, crowd) and "listening socket" in repr(p.check(5, crowd))
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_transport_questions():
     from scapy.layers.l2 import Ether
@@ -225,6 +227,7 @@ def test_transport_questions():
     assert retransmission.exercise_first_resend(rtx).check(first_gap)
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_slow_start_questions():
     bulk = slow_start.bulk_transfer()
@@ -237,17 +240,32 @@ def test_slow_start_questions():
     assert 0.2 < clean.seconds < 0.45  # handshake included: about 6 round trips of 50 ms
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_polling_questions():
     run = compare(intervals=(0.25, 0.5, 1.0), wait=10, rate=3, duration=4, seed=1)
     assert exercise_connections(run).check(4)  # one kept-alive connection per poller
-    holds = hold_times_ms(run.capture.table())
+    # The hold times computed here from scapy's raw packets, not with the exercise's helper: a request whose
+    # payload carries "wait=", paired with the next packet with a payload sent back to its client port.
+    server_port = run.capture.server_ports[0]
+    pending: dict[int, float] = {}
+    holds: list[float] = []
+    for pkt in run.capture.packets:
+        if TCP not in pkt or not len(pkt[TCP].payload):
+            continue
+        payload = bytes(pkt[TCP].payload)
+        if pkt[TCP].dport == server_port and payload.startswith(b"GET ") and b"wait=" in payload.split(b"\r\n")[0]:
+            pending[pkt[TCP].sport] = float(pkt.time)
+        elif pkt[TCP].sport == server_port and payload.startswith(b"HTTP/1.1 ") and pkt[TCP].dport in pending:
+            holds.append((float(pkt.time) - pending.pop(pkt[TCP].dport)) * 1000)
     assert holds and all(h >= 0 for h in holds)
-    q = exercise_hold_time(run)
     mean = sum(holds) / len(holds)
+    q = exercise_hold_time(run)
     assert q.check(mean) and not q.check(mean + 5)
+    assert hold_times_ms(run.capture.table()) == pytest.approx(holds, abs=0.01)  # the helper agrees, too
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_polling_held_delivery_on_a_link():
     far = on_a_link(rtt_ms=100, interval=0.5, burst=3, rate=4, duration=2)
@@ -278,6 +296,7 @@ def test_the_handshake_offers_what_a_browser_offers_and_the_server_declines():
 # -- knobs: plain functions, called with several values ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_knobs_redraw_for_several_values():
     for size in (0, 13, 50_000):
         assert isinstance(start_here.overhead_knob(size), Figure)
@@ -313,6 +332,7 @@ def test_knobs_redraw_for_several_values():
         assert isinstance(tradeoff_knob(None, interval, timeout), Figure)
 
 
+@pytest.mark.slow
 def test_polling_knob_looks_up_a_measured_grid():
     grid = explore_grid(intervals=(0.1, 0.5), waits=(0.5, 10.0), rates=(5.0, 20.0), duration=1.0)
     for interval in grid.intervals:
@@ -352,6 +372,7 @@ def test_a_knob_redraws_in_place_and_turns_errors_into_sentences():
 # -- without a kernel: static pages and the Binder link -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_html_export_has_every_notebook_and_an_index_from_the_course_map(tmp_path):
     from netcourse.tools.publish import export_html
 

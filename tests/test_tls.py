@@ -154,6 +154,7 @@ def hs12():
     return handshake_12()
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 def test_tls13_decrypts_to_the_request_sent_and_hides_the_certificate(hs13):
     assert hs13.negotiated[0] == "TLSv1.3" and hs13.resumed is True
@@ -208,6 +209,7 @@ def test_capture_exercises_take_independent_answers_and_refuse_near_misses(hs12,
     assert extra.check(22) and not extra.check(21) and not extra.check(16)
 
 
+@pytest.mark.slow
 @pytest.mark.replayable
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed (CI installs it)")
 def test_wireshark_decrypts_the_recording_to_the_same_request(tmp_path):
@@ -228,6 +230,7 @@ def test_wireshark_decrypts_the_recording_to_the_same_request(tmp_path):
 # -- round trips -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tap", [pytest.param(True, marks=pytest.mark.skipif(TAP is not None, reason=f"{TAP}")), False])
 def test_round_trips_to_the_first_byte_match_the_handshakes(monkeypatch, tap):
     from netcourse.network import link as link_module
@@ -294,6 +297,7 @@ def test_resumed_handshakes_are_resumed_and_cheaper_for_the_client():
     assert cost.resumed_client_ms < cost.full_client_ms
 
 
+@pytest.mark.slow
 def test_the_server_survives_garbage_a_stalled_handshake_and_a_crowd():
     rows = dict(bad_inputs(handshakes=100, handshake_timeout=0.5))
     assert all(v.endswith("next client: HTTP/1.1 200 OK") for v in rows.values()), rows

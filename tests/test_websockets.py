@@ -271,6 +271,7 @@ def test_close_handshake_with_the_websockets_library_is_quick():
     assert elapsed < 0.5, f"close took {elapsed:.3f} s"  # behaviour bound; the figure is in make bench
 
 
+@pytest.mark.slow
 def test_a_stalled_peer_does_not_hold_up_a_broadcast():
     import socket
     import time

@@ -37,7 +37,7 @@ class TcpDetection:
         mechanism: "keepalive" or "user timeout".
         settings: the socket options used.
         seconds: from the switch to the error the application saw (None when replayed: no live run).
-        error: the error ``recv`` raised.
+        error: the error ``recv`` raised; None when nothing ran live (relay mode: the recording is shown).
         capture: the packets at the client's end of the link (tap: live; otherwise the recording).
         mode: the link's mode.
     """
@@ -45,9 +45,14 @@ class TcpDetection:
     mechanism: str
     settings: dict[str, int]
     seconds: float | None
-    error: str
+    error: str | None
     capture: Capture | None
     mode: str
+
+    @property
+    def outcome(self) -> str:
+        """What ``recv`` ended with, in words: the live error, or what the replayed recording stands for."""
+        return self.error if self.error is not None else "(not run here: the recording's probes show how it ends)"
 
     def into_silence(self) -> set[int]:
         """Row numbers of what the client sent into the silence: from the first probe (or resend) on."""
@@ -90,7 +95,7 @@ def _tcp_detection(mechanism: str, name: str, options: dict[str, int], send_data
                 sock.sendall(b"hello")
                 sock.recv(100)
                 if net.mode != "tap":
-                    return None, "(relay: no live run)"
+                    return None, None  # nothing runs live: the recording is what is shown
                 net.set_loss(1.0)
                 t0 = time.monotonic()
                 if send_data:
@@ -105,8 +110,6 @@ def _tcp_detection(mechanism: str, name: str, options: dict[str, int], send_data
 
         with net.capture(srv.port, scenario=name) as cap:
             seconds, error = net.near(client, timeout + 10)
-        if net.mode != "tap":
-            error = "ETIMEDOUT (in the recorded run)"
         return TcpDetection(mechanism, options, seconds, error, cap, net.mode)
 
 
