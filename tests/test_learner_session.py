@@ -14,7 +14,7 @@ pytest.importorskip("jupyter_client")
 
 from netcourse.tools.soak import rounds  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.once]
 
 RSS_BOUND_MB = 60  # growth allowed from the end of round 1 to the end of round 3 (measured: 8 to 20 MB a round)
 
