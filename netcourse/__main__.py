@@ -6,7 +6,7 @@ import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m netcourse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check that this machine can run the course")
@@ -18,55 +18,74 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("images", help="regenerate the pictures in images/ from shipped data")
     sub.add_parser("html", help="export the executed notebooks to static HTML in build/html/")
     sub.add_parser("binder", help="print the Binder badge for this repository's git remote")
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.command == "doctor":
-        from .tools.doctor import main as doctor
 
-        return doctor()
-    if args.command == "record":
-        from .errors import NetcourseError
-        from .experiments.registry import record_all
-        from .traffic.recordings import RECORDINGS
+def _doctor(args) -> int:
+    from .tools.doctor import main as doctor
 
-        try:
-            done = record_all(names=args.names or None)
-        except NetcourseError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"Recorded {len(done)} scenario(s) into {RECORDINGS}: {', '.join(done)}")
-        print("Now re-execute the notebooks (make execute) so their stored outputs match.")
-        return 0
-    if args.command == "images":
-        import matplotlib
+    return doctor()
 
-        matplotlib.use("Agg")
-        from .course.images import generate_all
 
-        for path in generate_all():
-            print(f"wrote {path}")
-        return 0
-    if args.command == "html":
-        from .tools.publish import export_html
+def _record(args) -> int:
+    from .errors import NetcourseError
+    from .experiments.registry import record_all
+    from .traffic.recordings import RECORDINGS
 
-        paths = export_html()
-        print(f"wrote {len(paths)} pages into {paths[0].parent}; open {paths[0]}")
-        return 0
-    if args.command == "binder":
-        from .tools.publish import binder_url
+    try:
+        done = record_all(names=args.names or None)
+    except NetcourseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Recorded {len(done)} scenario(s) into {RECORDINGS}: {', '.join(done)}")
+    print("Now re-execute the notebooks (make execute) so their stored outputs match.")
+    return 0
 
-        url = binder_url()
-        if url is None:
-            print("No GitHub remote named 'origin' here, so no Binder link. Once the course is on GitHub:\n"
-                  "  https://mybinder.org/v2/gh/OWNER/REPO/HEAD?labpath=notebooks%2F00_start_here.ipynb")
-            return 1
-        print(f"[![Binder](https://mybinder.org/badge_logo.svg)]({url})")
-        return 0
-    if args.command == "bench":
-        from .tools.bench import main as bench
 
-        return bench(idle_seconds=args.idle_seconds)
-    return 2
+def _images(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .course.images import generate_all
+
+    for path in generate_all():
+        print(f"wrote {path}")
+    return 0
+
+
+def _html(args) -> int:
+    from .tools.publish import export_html
+
+    paths = export_html()
+    print(f"wrote {len(paths)} pages into {paths[0].parent}; open {paths[0]}")
+    return 0
+
+
+def _binder(args) -> int:
+    from .tools.publish import binder_url
+
+    url = binder_url()
+    if url is None:
+        print("No GitHub remote named 'origin' here, so no Binder link. Once the course is on GitHub:\n"
+              "  https://mybinder.org/v2/gh/OWNER/REPO/HEAD?labpath=notebooks%2F00_start_here.ipynb")
+        return 1
+    print(f"[![Binder](https://mybinder.org/badge_logo.svg)]({url})")
+    return 0
+
+
+def _bench(args) -> int:
+    from .tools.bench import main as bench
+
+    return bench(idle_seconds=args.idle_seconds)
+
+
+COMMANDS = {"doctor": _doctor, "record": _record, "images": _images, "html": _html, "binder": _binder,
+            "bench": _bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

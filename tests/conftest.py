@@ -32,6 +32,27 @@ def ok_app() -> web.Application:
     return make_ok_app()
 
 
+@pytest.fixture
+def file_limit():
+    """Raise this process's open-file limit for one test, and put it back afterwards.
+
+    An ordinary user's soft limit is often 1,024; a burst test holds both ends of 1,200 connections.
+    Call the fixture with the number of descriptors the test needs; it skips when the hard limit is lower."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def need(n: int) -> None:
+        if soft >= n:
+            return
+        if hard != resource.RLIM_INFINITY and hard < n:
+            pytest.skip(f"needs {n} open files; this user's hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+
+    yield need
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 @pytest.fixture(autouse=True)
 def no_server_left_behind():
     """Every test must stop what it starts: no live server, no extra server thread afterwards."""

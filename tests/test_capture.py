@@ -120,6 +120,22 @@ def test_replay_mode_from_the_environment(monkeypatch):
     assert not cap.live
 
 
+def test_a_replay_names_the_arguments_its_recording_did_not_use(monkeypatch):
+    """Recordings are made with a scenario's defaults; a call with others must not pass the replay off as its own."""
+    from netcourse.experiments.transport.conversation import tcp_conversation
+
+    monkeypatch.setenv("NETCOURSE_CAPTURE", "replay")
+    with pytest.warns(ReplayNotice) as notices:
+        tcp_conversation()
+    assert "your" not in str(notices[0].message)  # the defaults: the recording is this very run's shape
+    with pytest.warns(ReplayNotice) as notices:
+        conv = tcp_conversation(messages=(b"one", b"two"), timeout=9.0)
+    text = str(notices[0].message)
+    assert "your messages=(b'one', b'two') changed the live run, not these packets" in text
+    assert "timeout" not in text  # a timeout shapes no packet
+    assert conv.capture.notice == text
+
+
 def test_unknown_scenario_lists_the_known_ones():
     with pytest.raises(UnknownScenarioError, match=r"Unknown capture scenario 'frist_request'\. Known scenarios: .*first_request"):
         capture(80, scenario="frist_request")

@@ -12,6 +12,7 @@ import pytest
 from netcourse.apps.broker import find_redis_server, redis_broker
 from netcourse.errors import ServerStartError
 from netcourse.experiments.choosing import scaleout
+from netcourse.runtime.waiting import wait_until
 from netcourse.experiments.choosing.decision import (
     MESSAGE,
     decision_table,
@@ -109,6 +110,8 @@ def test_the_relay_meter_counts_bytes_and_segments_from_the_kernel():
             got = b""
             while len(got) < 5000:
                 got += s.recv(65536)
+        # The relay ends its side once both directions have ended; stopping the link first would cut it short.
+        assert wait_until(lambda: meter.open == 0, 5)
     payload, segments = meter.totals()  # the connection has ended: its final counts
     assert payload >= 10_000 and segments >= 4  # both ways; SYN, data, ACKs
     assert wire_bytes(meter) == payload + HEADERS * segments and meter.connections == 1

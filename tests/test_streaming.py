@@ -257,11 +257,17 @@ def test_two_connections_starting_at_seq_1_are_not_resends():
 
 @pytest.mark.slow
 def test_buffer_sizes_release_events_in_the_lumps_the_notebook_states():
-    grid = buffer_grid((0, 128, 256, 1024, 2048), events=10, gap=0.06, size=100)
     assert event_body_bytes(100, 1) == 114 and event_body_bytes(100, 10) == 115
-    assert grid.lumps("0 B") == [1] * 10
-    assert grid.lumps("128 B") == [1, 2, 2, 2, 2, 1]  # a 19-byte prelude + 114 fills 128 at once
-    assert grid.lumps("256 B") == [3, 3, 3, 1] and grid.lumps("1024 B") == [9, 1] and grid.lumps("2048 B") == [10]
+    expected = {"0 B": [1] * 10, "128 B": [1, 2, 2, 2, 2, 1],  # a 19-byte prelude + 114 fills 128 at once
+                "256 B": [3, 3, 3, 1], "1024 B": [9, 1], "2048 B": [10]}
+    seen = []
+    for _ in range(3):  # lumps are arrivals 10 ms apart: a busy machine can stall one run's reader past a 60 ms gap
+        grid = buffer_grid((0, 128, 256, 1024, 2048), events=10, gap=0.06, size=100)
+        seen.append({case: grid.lumps(case) for case in expected})
+        if seen[-1] == expected:
+            break
+    else:
+        pytest.fail(f"lumps {seen}, expected {expected}")
 
 
 @pytest.mark.slow

@@ -23,21 +23,15 @@ import sys
 from ..errors import BeatProtocolError
 from ..protocols.beat import Decoder, Kind, encode
 
-__all__ = ["make_beat_handler", "Closed"]
+__all__ = ["BeatServer", "Closed", "make_beat_handler"]
 
 
 class Closed(list):
     """The reasons the server gave for closing connections, in order (for lessons and tests)."""
 
 
-def make_beat_handler(
-    *,
-    tick: float | None = 0.2,
-    idle_timeout: float | None = 3.0,
-    frame_deadline: float = 1.0,
-    max_pings: float = 20.0,
-):
-    """A stream handler for ``serve()``; ``handler.closed`` lists why each connection was closed.
+class BeatServer:
+    """A stream handler for ``serve()``; ``closed`` lists why each connection was closed.
 
     Args:
         tick: seconds between the server's pushes (None: no pushes).
@@ -45,74 +39,18 @@ def make_beat_handler(
         frame_deadline: close a client that leaves half a frame waiting this long.
         max_pings: PINGs per second allowed (burst: the same number); more closes the connection.
     """
-    closed = Closed()
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        decoder = Decoder()
-        last_heard = loop.time()
-        partial_since: float | None = None
-        tokens, refilled = max_pings, loop.time()
+    def __init__(self, *, tick: float | None = 0.2, idle_timeout: float | None = 3.0, frame_deadline: float = 1.0,
+                 max_pings: float = 20.0):
+        self.tick, self.idle_timeout, self.frame_deadline, self.max_pings = tick, idle_timeout, frame_deadline, max_pings
+        self.closed = Closed()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(self, reader, writer)
+        ticks = asyncio.create_task(conn.ticker()) if self.tick else None
         reason = "client closed the connection"
-        send_lock = asyncio.Lock()
-
-        async def send(kind: Kind, body: bytes = b"") -> None:
-            async with send_lock:
-                writer.write(encode(kind, body))
-                await asyncio.wait_for(writer.drain(), 5.0)
-
-        async def ticker() -> None:
-            n = 0
-            while True:
-                await asyncio.sleep(tick)
-                n += 1
-                await send(Kind.TICK, str(n).encode())
-
-        ticks = asyncio.create_task(ticker()) if tick else None
         try:
-            while True:
-                now = loop.time()
-                deadlines = []
-                if idle_timeout is not None:
-                    deadlines.append((last_heard + idle_timeout, f"no PING or message for {idle_timeout:g} s"))
-                if partial_since is not None:
-                    deadlines.append((partial_since + frame_deadline, f"half a frame, then nothing for {frame_deadline:g} s"))
-                wait = min((d for d, _ in deadlines), default=now + 3600) - now
-                try:
-                    data = await asyncio.wait_for(reader.read(4096), max(wait, 0.0))
-                except asyncio.TimeoutError:
-                    reason = min(deadlines)[1]
-                    break
-                if not data:
-                    break
-                try:
-                    frames = decoder.feed(data)
-                except BeatProtocolError as exc:
-                    reason = f"protocol error: {exc}"
-                    break
-                now = loop.time()
-                partial_since = (partial_since or now) if decoder.partial else None
-                if frames:
-                    last_heard = now
-                stop = False
-                for frame in frames:
-                    if frame.kind is Kind.PING:
-                        tokens = min(max_pings, tokens + (now - refilled) * max_pings)
-                        refilled = now
-                        if tokens < 1:
-                            reason = f"ping flood: more than {max_pings:g} PINGs per second"
-                            stop = True
-                            break
-                        tokens -= 1
-                        await send(Kind.PONG, frame.body)
-                    elif frame.kind is Kind.MSG:
-                        await send(Kind.MSG, frame.body)
-                    elif frame.kind is Kind.CLOSE:
-                        reason = "client said goodbye"
-                        stop = True
-                        break
-                if stop:
-                    break
+            reason = await conn.serve()
         except (ConnectionError, asyncio.TimeoutError, OSError) as exc:
             reason = f"connection lost: {type(exc).__name__}"
         finally:
@@ -120,17 +58,98 @@ def make_beat_handler(
                 ticks.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ticks
-            closed.append(reason)
-            with contextlib.suppress(Exception):
-                if not writer.is_closing():
-                    writer.write(encode(Kind.CLOSE, reason.encode()[:1000]))
-                    await asyncio.wait_for(writer.drain(), 1.0)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            self.closed.append(reason)
+            await conn.close(reason)
 
-    handler.closed = closed  # type: ignore[attr-defined]
-    return handler
+
+class _Connection:
+    """One client: its deadlines, its bucket of PINGs, and the frames it is owed."""
+
+    def __init__(self, server: BeatServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.server, self.reader, self.writer = server, reader, writer
+        self.loop = asyncio.get_running_loop()
+        self.decoder = Decoder()
+        self.last_heard = self.refilled = self.loop.time()
+        self.partial_since: float | None = None
+        self.tokens = server.max_pings
+        self.send_lock = asyncio.Lock()  # the ticker and the answers share the writer
+
+    async def send(self, kind: Kind, body: bytes = b"") -> None:
+        async with self.send_lock:
+            self.writer.write(encode(kind, body))
+            await asyncio.wait_for(self.writer.drain(), 5.0)
+
+    async def ticker(self) -> None:
+        """A TICK every ``tick`` seconds, unasked: the pipe is full duplex."""
+        n = 0
+        while True:
+            await asyncio.sleep(self.server.tick)
+            n += 1
+            await self.send(Kind.TICK, str(n).encode())
+
+    def deadline(self) -> tuple[float, str] | None:
+        """The earliest deadline this client must meet, and what missing it means."""
+        s, deadlines = self.server, []
+        if s.idle_timeout is not None:
+            deadlines.append((self.last_heard + s.idle_timeout, f"no PING or message for {s.idle_timeout:g} s"))
+        if self.partial_since is not None:
+            deadlines.append((self.partial_since + s.frame_deadline,
+                              f"half a frame, then nothing for {s.frame_deadline:g} s"))
+        return min(deadlines, default=None)
+
+    async def serve(self) -> str:
+        """Read, answer, until a deadline passes or the client leaves; returns why the connection ends."""
+        while True:
+            due = self.deadline()
+            wait = (due[0] if due else self.loop.time() + 3600) - self.loop.time()
+            try:
+                data = await asyncio.wait_for(self.reader.read(4096), max(wait, 0.0))
+            except asyncio.TimeoutError:
+                return due[1]
+            if not data:
+                return "client closed the connection"
+            try:
+                frames = self.decoder.feed(data)
+            except BeatProtocolError as exc:
+                return f"protocol error: {exc}"
+            now = self.loop.time()
+            self.partial_since = (self.partial_since or now) if self.decoder.partial else None
+            if frames:
+                self.last_heard = now
+            for frame in frames:
+                if (reason := await self.answer(frame, now)) is not None:
+                    return reason
+
+    async def answer(self, frame, now: float) -> str | None:
+        """PONG a PING (within the bucket), echo a MSG; a reason to close, or None."""
+        if frame.kind is Kind.PING:
+            rate = self.server.max_pings
+            self.tokens, self.refilled = min(rate, self.tokens + (now - self.refilled) * rate), now
+            if self.tokens < 1:
+                return f"ping flood: more than {rate:g} PINGs per second"
+            self.tokens -= 1
+            await self.send(Kind.PONG, frame.body)
+        elif frame.kind is Kind.MSG:
+            await self.send(Kind.MSG, frame.body)
+        elif frame.kind is Kind.CLOSE:
+            return "client said goodbye"
+        return None
+
+    async def close(self, reason: str) -> None:
+        """A CLOSE frame saying why (if the pipe still takes one), then the connection closed."""
+        with contextlib.suppress(Exception):
+            if not self.writer.is_closing():
+                self.writer.write(encode(Kind.CLOSE, reason.encode()[:1000]))
+                await asyncio.wait_for(self.writer.drain(), 1.0)
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+
+def make_beat_handler(*, tick: float | None = 0.2, idle_timeout: float | None = 3.0, frame_deadline: float = 1.0,
+                      max_pings: float = 20.0) -> BeatServer:
+    """A ``BeatServer`` (see it for the arguments); ``handler.closed`` lists why each connection was closed."""
+    return BeatServer(tick=tick, idle_timeout=idle_timeout, frame_deadline=frame_deadline, max_pings=max_pings)
 
 
 def main(argv: list[str]) -> int:

@@ -154,22 +154,11 @@ def make_ws_handler(
         except HttpParseError as exc:
             await _refuse(writer, exc.status, str(exc))
             return
-        address, port = (writer.get_extra_info("sockname") or ("", 0))[:2]
-        try:
-            hosts = parse_head(head).all("Host")
-        except HttpParseError as exc:
-            await _refuse(writer, 400, str(exc))
+        refused = _handshake(head, writer, allowed_origins)
+        if isinstance(refused, tuple):
+            await _refuse(writer, *refused)
             return
-        problem = "more than one Host header" if len(hosts) > 1 else host_problem(hosts[0] if hosts else None, port, local_address=address)
-        if problem:
-            await _refuse(writer, 421, problem)
-            return
-        try:
-            _, response = accept_request(head, allowed_origins=allowed_origins)
-        except HandshakeError as exc:
-            await _refuse(writer, exc.status, str(exc))
-            return
-        writer.write(response)
+        writer.write(refused)
         await writer.drain()
         hub.writers.add(writer)
         conn = Connection("server", max_size=max_size)
@@ -182,6 +171,25 @@ def make_ws_handler(
 
     handler.hub = hub  # type: ignore[attr-defined]
     return handler
+
+
+def _handshake(head: bytes, writer: asyncio.StreamWriter, allowed_origins: set[str] | None) -> bytes | tuple[int, str]:
+    """The 101 response to a handshake head, or (status, reason) to refuse it: the ``Host`` must name this
+    server on loopback (421: DNS rebinding), then the WebSocket checks (RFC 6455 §4.2.1)."""
+    address, port = (writer.get_extra_info("sockname") or ("", 0))[:2]
+    try:
+        hosts = parse_head(head).all("Host")
+    except HttpParseError as exc:
+        return 400, str(exc)
+    problem = "more than one Host header" if len(hosts) > 1 else host_problem(hosts[0] if hosts else None, port,
+                                                                               local_address=address)
+    if problem:
+        return 421, problem
+    try:
+        _, response = accept_request(head, allowed_origins=allowed_origins)
+    except HandshakeError as exc:
+        return exc.status, str(exc)
+    return response
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:

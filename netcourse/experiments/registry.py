@@ -11,7 +11,9 @@ imports this module.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any, TypeVar
 
 from ..errors import CaptureNotPermitted, UnknownScenarioError
 from ..traffic.recordings import check_scenario_name, recording
-from ..traffic.sniffer import HOW_TO_ENABLE, capture_permitted
+from ..traffic.sniffer import HOW_TO_ENABLE, called_with, capture_permitted
 
 __all__ = ["scenario", "known_scenarios", "record_all"]
 
@@ -29,16 +31,33 @@ _registry: dict[str, Callable[[], Any]] = {}
 
 
 def scenario(name: str) -> Callable[[F], F]:
-    """Register an experiment function (callable with no arguments) under a scenario name."""
+    """Register an experiment function (callable with no arguments) under a scenario name.
+
+    The recording is made with the function's defaults; a call with other arguments that ends up
+    replaying it says so in the replay notice (which arguments the packets shown do not reflect).
+    """
     check_scenario_name(name)
 
     def register(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            changed = ", ".join(f"{k}={v!r}" for k, v in bound.arguments.items()
+                                if k != "timeout" and signature.parameters[k].default is not inspect.Parameter.empty
+                                and v != signature.parameters[k].default)
+            if not changed:
+                return fn(*args, **kwargs)
+            with called_with(name, changed):
+                return fn(*args, **kwargs)
+
         other = _registry.get(name)
         if other is not None and other is not fn:
             if f"{other.__module__}.{other.__qualname__}" != f"{fn.__module__}.{fn.__qualname__}":
                 raise ValueError(f"scenario {name!r} is registered twice")
-        _registry[name] = fn
-        return fn
+        _registry[name] = run
+        return run  # type: ignore[return-value]
 
     return register
 

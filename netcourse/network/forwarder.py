@@ -104,78 +104,97 @@ class WireEvent:
 # -- the wire's own process -----------------------------------------------------------------------
 
 
-def _serve_wire(near_fd: int, far_fd: int, outbound: Direction, inbound: Direction) -> None:
-    """The wire's loop; commands arrive on stdin, answers leave on stdout. Ends on "stop" or EOF."""
-    control = sys.stdin.fileno()
-    for fd in (near_fd, far_fd, control):
-        os.set_blocking(fd, False)
-    wires = {near_fd: (outbound, far_fd), far_fd: (inbound, near_fd)}
-    record: collections.deque[tuple[float, int, bytes]] = collections.deque(maxlen=MAX_RECORD)
-    recording = False
-    snaplen = MAX_FRAME
-    offset = time.time() - time.monotonic()  # monotonic -> wall clock, for timestamps
-    pending = b""
+class _Wire:
+    """The wire's process: two directions between two TAP descriptors, a recorder, and a control pipe."""
 
-    def answer(obj: dict[str, Any]) -> None:
+    def __init__(self, near_fd: int, far_fd: int, outbound: Direction, inbound: Direction):
+        self.near_fd, self.far_fd, self.outbound, self.inbound = near_fd, far_fd, outbound, inbound
+        self.wires = {near_fd: (outbound, far_fd), far_fd: (inbound, near_fd)}
+        self.record: collections.deque[tuple[float, int, bytes]] = collections.deque(maxlen=MAX_RECORD)
+        self.recording = False
+        self.snaplen = MAX_FRAME
+        self.offset = time.time() - time.monotonic()  # monotonic -> wall clock, for timestamps
+        self.pending = b""
+
+    def answer(self, obj: dict[str, Any]) -> None:
         os.write(sys.stdout.fileno(), (json.dumps(obj) + "\n").encode())
 
-    while True:
-        now = time.monotonic()
-        heads = [w.queue[0][0] for w, _ in wires.values() if w.queue]
-        timeout = max(0.0, min(heads) - now) if heads else 1.0
-        ready, _, _ = select.select([near_fd, far_fd, control], [], [], timeout)
-        now = time.monotonic()
-        for fd in ready:
-            if fd == control:
-                data = os.read(control, 4096)
-                if not data:
-                    return  # the parent is gone
-                pending += data
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    cmd = json.loads(line)
-                    if cmd["cmd"] == "stop":
-                        answer({"ok": True})
-                        return
-                    if cmd["cmd"] == "record":
-                        recording = bool(cmd["on"])
-                        snaplen = int(cmd.get("snaplen") or MAX_FRAME)
-                        if recording:
-                            record.clear()
-                        answer({"ok": True})
-                    elif cmd["cmd"] == "loss":  # the loss switch: change both directions' loss now
-                        outbound.loss, inbound.loss = float(cmd["out"]), float(cmd["in"])
-                        answer({"ok": True})
-                    elif cmd["cmd"] == "idle":
-                        answer({"idle": not outbound.queue and not inbound.queue})
-                    elif cmd["cmd"] == "stats":
-                        answer({name: {"delivered": d.delivered, "lost": d.lost, "dropped": d.tail_dropped}
-                                for name, d in (("out", outbound), ("in", inbound))})
-                    elif cmd["cmd"] == "dump":
-                        with open(cmd["path"], "wb") as f:
-                            for t, kind, frame in record:
-                                f.write(EVENT.pack(t, kind, len(frame)) + frame)
-                        answer({"events": len(record)})
-                continue
-            wire, _ = wires[fd]
-            for _ in range(256):  # bounded: both directions and the control pipe get their turn
-                try:
-                    frame = os.read(fd, MAX_FRAME)
-                except BlockingIOError:
-                    break
-                verdict = wire.accept(frame, now)
-                if recording and fd == near_fd:
-                    record.append((now + offset, 0, frame[:snaplen]))
-                    if verdict != "queued":
-                        record.append((now + offset, 2, frame[:snaplen]))
-        now = time.monotonic()
-        for wire, out_fd in wires.values():
+    def serve(self) -> None:
+        """The loop; commands arrive on stdin, answers leave on stdout. Ends on "stop" or EOF."""
+        control = sys.stdin.fileno()
+        for fd in (self.near_fd, self.far_fd, control):
+            os.set_blocking(fd, False)
+        while True:
+            heads = [w.queue[0][0] for w, _ in self.wires.values() if w.queue]
+            timeout = max(0.0, min(heads) - time.monotonic()) if heads else 1.0
+            ready, _, _ = select.select([self.near_fd, self.far_fd, control], [], [], timeout)
+            now = time.monotonic()
+            for fd in ready:
+                if fd != control:
+                    self.take(fd, now)
+                elif not self.commands(os.read(control, 4096)):
+                    return
+            self.deliver(time.monotonic())
+
+    def commands(self, data: bytes) -> bool:
+        """Obey the control pipe's complete lines; False once told to stop (or the parent is gone)."""
+        if not data:
+            return False  # the parent is gone
+        self.pending += data
+        while b"\n" in self.pending:
+            line, self.pending = self.pending.split(b"\n", 1)
+            cmd = json.loads(line)
+            if cmd["cmd"] == "stop":
+                self.answer({"ok": True})
+                return False
+            if cmd["cmd"] == "record":
+                self.recording = bool(cmd["on"])
+                self.snaplen = int(cmd.get("snaplen") or MAX_FRAME)
+                if self.recording:
+                    self.record.clear()
+                self.answer({"ok": True})
+            elif cmd["cmd"] == "loss":  # the loss switch: change both directions' loss now
+                self.outbound.loss, self.inbound.loss = float(cmd["out"]), float(cmd["in"])
+                self.answer({"ok": True})
+            elif cmd["cmd"] == "idle":
+                self.answer({"idle": not self.outbound.queue and not self.inbound.queue})
+            elif cmd["cmd"] == "stats":
+                self.answer({name: {"delivered": d.delivered, "lost": d.lost, "dropped": d.tail_dropped}
+                             for name, d in (("out", self.outbound), ("in", self.inbound))})
+            elif cmd["cmd"] == "dump":
+                with open(cmd["path"], "wb") as f:
+                    for t, kind, frame in self.record:
+                        f.write(EVENT.pack(t, kind, len(frame)) + frame)
+                self.answer({"events": len(self.record)})
+        return True
+
+    def take(self, fd: int, now: float) -> None:
+        """Frames waiting on one end, into that direction's queue (recorded at the near end)."""
+        wire, _ = self.wires[fd]
+        for _ in range(256):  # bounded: both directions and the control pipe get their turn
+            try:
+                frame = os.read(fd, MAX_FRAME)
+            except BlockingIOError:
+                break
+            verdict = wire.accept(frame, now)
+            if self.recording and fd == self.near_fd:
+                self.record.append((now + self.offset, 0, frame[:self.snaplen]))
+                if verdict != "queued":
+                    self.record.append((now + self.offset, 2, frame[:self.snaplen]))
+
+    def deliver(self, now: float) -> None:
+        """Frames whose time has come, out of the other end."""
+        for wire, out_fd in self.wires.values():
             while wire.queue and wire.queue[0][0] <= now:
                 _, frame = wire.queue.popleft()
                 os.write(out_fd, frame)
                 wire.delivered += 1
-                if recording and out_fd == near_fd:
-                    record.append((now + offset, 1, frame[:snaplen]))
+                if self.recording and out_fd == self.near_fd:
+                    self.record.append((now + self.offset, 1, frame[:self.snaplen]))
+
+
+def _serve_wire(near_fd: int, far_fd: int, outbound: Direction, inbound: Direction) -> None:
+    _Wire(near_fd, far_fd, outbound, inbound).serve()
 
 
 def main(argv: list[str]) -> int:

@@ -90,6 +90,11 @@ class Meter:
             self._closed[0] += b
             self._closed[1] += s
 
+    @property
+    def open(self) -> int:
+        """Connections still being relayed (their counts are final once they end)."""
+        return len(self._open)
+
     def totals(self) -> tuple[int, int]:
         """(payload bytes, segments) so far, both directions, open connections included."""
         b, s = self._closed

@@ -114,19 +114,7 @@ class Server:
         ssl: Any = None,
         ssl_handshake_timeout: float = 5.0,
     ) -> None:
-        if not isinstance(app, web.Application) and not callable(app):
-            raise TypeError(
-                "serve() needs an aiohttp.web.Application or an async handler(reader, writer); "
-                f"got {type(app).__name__}"
-            )
-        _check_host(host)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
-            raise ServerStartError(f"port must be a number from 0 to 65535 (0: let the OS choose), not {port!r}.")
-        if isinstance(app, web.Application) and app.frozen:
-            raise ServerStartError(
-                "This aiohttp Application has been served once already, and aiohttp runs an app only "
-                "once. Build a fresh one (call its make_..._app() function again) for each serve()."
-            )
+        _check_arguments(app, host, port, ssl)
         self._id = registry.next_id()
         self.app = app
         self.host = host
@@ -138,8 +126,6 @@ class Server:
         self.shutdown_timeout = shutdown_timeout
         self.handler_cancellation = handler_cancellation
         self.namespace = namespace
-        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
-            raise ServerStartError(f"ssl= takes an ssl.SSLContext made for a server, not {type(ssl).__name__}.")
         self.ssl = ssl
         self.ssl_handshake_timeout = ssl_handshake_timeout
         self.admission = Admission(
@@ -476,6 +462,25 @@ def serve(app: AppLike, **options: Any) -> Server:
     ``port=0`` lets the OS pick a free port.
     """
     return Server(app, **options).start()
+
+
+def _check_arguments(app: Any, host: str, port: Any, ssl: Any) -> None:
+    """serve()'s arguments, refused with a message a learner can act on."""
+    if not isinstance(app, web.Application) and not callable(app):
+        raise TypeError(
+            "serve() needs an aiohttp.web.Application or an async handler(reader, writer); "
+            f"got {type(app).__name__}"
+        )
+    _check_host(host)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+        raise ServerStartError(f"port must be a number from 0 to 65535 (0: let the OS choose), not {port!r}.")
+    if isinstance(app, web.Application) and app.frozen:
+        raise ServerStartError(
+            "This aiohttp Application has been served once already, and aiohttp runs an app only "
+            "once. Build a fresh one (call its make_..._app() function again) for each serve()."
+        )
+    if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+        raise ServerStartError(f"ssl= takes an ssl.SSLContext made for a server, not {type(ssl).__name__}.")
 
 
 def _check_host(host: str) -> None:

@@ -138,84 +138,105 @@ def knob_rows() -> list[tuple[str, str, str]]:
 
 
 
-def main(idle_seconds: float = 3600.0) -> int:
-    from . import runtimebench
-
-    # The hour-long idle chat socket runs beside everything else (its own server and thread).
-    idle: dict = {}
-    idler = threading.Thread(target=lambda: idle.update(runtimebench.idle_chat_socket(idle_seconds)),
-                             name="netcourse-bench-idle", daemon=True)
-    idler.start()
+def capture_rows() -> list[tuple[str, str, str]]:
     rows = [("server start+stop, median", f"{server_start_stop_ms():.1f} ms", "≤ 20 ms")]
-    if capture_permitted():
-        rows.append(("capture ready, median", f"{capture_ready_ms():.1f} ms", "≤ 50 ms"))
-        sent, got, secs = capture_completeness()
-        rows.append(
-            (f"capture completeness at {sent:,} datagrams", f"{got / sent:.2%} ({got:,}; {secs:.2f} s)", "100%")
-        )
-    else:
-        rows.append(("capture ready / completeness", "skipped: no capture rights", "—"))
+    if not capture_permitted():
+        return rows + [("capture ready / completeness", "skipped: no capture rights", "—")]
+    rows.append(("capture ready, median", f"{capture_ready_ms():.1f} ms", "≤ 50 ms"))
+    sent, got, secs = capture_completeness()
+    return rows + [(f"capture completeness at {sent:,} datagrams", f"{got / sent:.2%} ({got:,}; {secs:.2f} s)", "100%")]
+
+
+def polling_and_codec_rows() -> list[tuple[str, str, str]]:
     measured, theory, long_ms, n = short_poll_vs_theory()
-    rows.append((f"short-poll mean latency, T = 0.2 s, {n} messages", f"{measured:.1f} ms vs theory {theory:.0f} ms ({measured / theory - 1:+.1%})", "within 10%"))
-    rows.append(("long-poll mean latency, same run", f"{long_ms:.2f} ms", "≈ 1 round trip"))
+    rows = [(f"short-poll mean latency, T = 0.2 s, {n} messages",
+             f"{measured:.1f} ms vs theory {theory:.0f} ms ({measured / theory - 1:+.1%})", "within 10%"),
+            ("long-poll mean latency, same run", f"{long_ms:.2f} ms", "≈ 1 round trip")]
     for size, frames in ((125, 20_000), (16_384, 2_000), (1_048_576, 20)):
         r = codec_throughput(size, frames)
         for op in ("encode", "decode"):
             ours, theirs = r[f"netcourse {op}"], r.get(f"websockets {op}")
             ratio = f" ({ours / theirs:.2f}× websockets' {theirs:,.0f})" if theirs else ""
             rows.append((f"WebSocket codec {op}, {size:,}-byte frames", f"{ours:,.0f} MB/s{ratio}", "report"))
+    return rows
+
+
+def idle_connection_rows() -> list[tuple[str, str, str]]:
     import resource
 
     from ..experiments.websockets.held import idle_connections
 
+    rows = []
     most = (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2  # both ends live in this process
     for n in (100, 1_000, 10_000):
         try:
             cost = idle_connections(n, timeout=120)
         except (OSError, ValueError) as exc:
             rows.append((f"{n:,} idle WebSocket connections", f"skipped: {exc}", "report"))
-            if most < n:
-                n = most
-                cost = idle_connections(n, timeout=120)
-            else:
+            if most >= n:
                 continue
+            n = most
+            cost = idle_connections(n, timeout=120)
         rows.append((f"{n:,} idle WebSocket connections: memory / broadcast",
-                     f"{cost.python_bytes_per_connection / 1024:.1f} KiB of Python heap each (both ends); broadcast {cost.broadcast_s * 1000:.1f} ms", "report"))
-    from . import linkbench, loadbench
+                     f"{cost.python_bytes_per_connection / 1024:.1f} KiB of Python heap each (both ends); "
+                     f"broadcast {cost.broadcast_s * 1000:.1f} ms", "report"))
+    return rows
 
-    rows.extend(linkbench.rows())
-    rows.extend(heartbeat_rows())
-    rows.extend(streaming_rows())
-    rows.extend(webhook_rows())
-    rows.extend(offline_rows())
-    rows.extend(tls_rows())
-    rows.extend(transport_rows())
 
-    rows.append(("capture under a UDP flood, 20 runs per filter (namespace)", loadbench.flood_capture(), "0 silent losses"))
+def load_rows() -> list[tuple[str, str, str]]:
+    from . import loadbench
+
+    rows = [("capture under a UDP flood, 20 runs per filter (namespace)", loadbench.flood_capture(), "0 silent losses")]
     answered, asked, median_s, closed = loadbench.slow_clients()
-    rows.append(("1,100 slow-header clients: normal requests", f"{answered}/{asked} answered, median {median_s * 1000:.1f} ms; {closed:,} dawdlers closed", "all answered"))
+    rows.append(("1,100 slow-header clients: normal requests",
+                 f"{answered}/{asked} answered, median {median_s * 1000:.1f} ms; {closed:,} dawdlers closed", "all answered"))
     med, worst, reached, evicted = loadbench.broadcast_with_a_stalled_peer()
-    rows.append(("broadcast 64 KiB to 1,000 peers + 1 stalled", f"median {med:.1f} ms, max {worst:.1f} ms; last reached {reached:,}; evicted {evicted}", "bounded; stalled one evicted"))
+    rows.append(("broadcast 64 KiB to 1,000 peers + 1 stalled",
+                 f"median {med:.1f} ms, max {worst:.1f} ms; last reached {reached:,}; evicted {evicted}",
+                 "bounded; stalled one evicted"))
     for client, ms in loadbench.close_times().items():
         rows.append((f"WebSocket close with {client}'s client, median", f"{ms:.1f} ms", "< 50 ms"))
+    return rows
+
+
+def notebook_rows() -> list[tuple[str, str, str]]:
     targets = {"00_start_here": "≤ 10 s"}  # every other notebook: ≤ 20 s
-    total = 0.0
+    rows, total = [], 0.0
     for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
         seconds = notebook_seconds(nb.name)
         total += seconds
         rows.append((f"wall time to execute {nb.stem} headless", f"{seconds:.1f} s", targets.get(nb.stem, "≤ 20 s")))
-    rows.append(("wall time to execute the whole course headless, one after another", f"{total:.1f} s", "≤ 60 s (all 11 notebooks)"))
-    rows.append(("wall time to execute the whole course headless, 2 at a time", f"{course_seconds(2):.1f} s", "≤ 60 s (all 11 notebooks)"))
-    rows.extend(knob_rows())
-    rows.extend(runtime_rows(runtimebench))
-    idler.join()
-    rows.append((f"chat socket held idle {idle_seconds / 60:g} min, pinged every 30 s",
-                 f"held {idle.get('held_s', 0) / 60:.1f} min, {idle.get('pongs')} pongs, a message after it "
-                 f"{'arrived' if idle.get('arrived') else 'DID NOT ARRIVE'}; evicted {idle.get('evicted')}",
-                 "alive; 0 evicted"))
+    rows.append(("wall time to execute the whole course headless, one after another", f"{total:.1f} s",
+                 "≤ 60 s (all 11 notebooks)"))
+    rows.append(("wall time to execute the whole course headless, 2 at a time", f"{course_seconds(2):.1f} s",
+                 "≤ 60 s (all 11 notebooks)"))
+    return rows
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
     width = [max(len(r[i]) for r in rows + [("figure", "measured", "target")]) for i in range(3)]
     print(f"{'figure'.ljust(width[0])}  {'measured'.ljust(width[1])}  target")
     print(f"{'-' * width[0]}  {'-' * width[1]}  {'-' * width[2]}")
     for a, b, c in rows:
         print(f"{a.ljust(width[0])}  {b.ljust(width[1])}  {c}")
+
+
+def main(idle_seconds: float = 3600.0) -> int:
+    from . import linkbench, runtimebench
+
+    # The hour-long idle chat socket runs beside everything else (its own server and thread).
+    idle: dict = {}
+    idler = threading.Thread(target=lambda: idle.update(runtimebench.idle_chat_socket(idle_seconds)),
+                             name="netcourse-bench-idle", daemon=True)
+    idler.start()
+    rows = capture_rows() + polling_and_codec_rows() + idle_connection_rows() + linkbench.rows()
+    for lesson in (heartbeat_rows, streaming_rows, webhook_rows, offline_rows, tls_rows, transport_rows):
+        rows.extend(lesson())
+    rows += load_rows() + notebook_rows() + knob_rows() + runtime_rows(runtimebench)
+    idler.join()
+    rows.append((f"chat socket held idle {idle_seconds / 60:g} min, pinged every 30 s",
+                 f"held {idle.get('held_s', 0) / 60:.1f} min, {idle.get('pongs')} pongs, a message after it "
+                 f"{'arrived' if idle.get('arrived') else 'DID NOT ARRIVE'}; evicted {idle.get('evicted')}",
+                 "alive; 0 evicted"))
+    print_table(rows)
     return 0

@@ -220,7 +220,7 @@ class Course:
     def _run_all(self, page, attempts: int = 3) -> None:
         """Run All, and make sure it took: now and then (2 of about 60 runs here) JupyterLab walked through the
         cells without executing any, its kernel idle; then the command is given again."""
-        started = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
+        started = r"""() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
             .some(p => /\[(\*|\d+)\]/.test(p.textContent))"""
         for attempt in range(attempts):
             self._command(page, "Run", "runmenu:run-all")

@@ -55,53 +55,70 @@ def _mb_per_s(fn, data_bytes: int, repeat: int = 3) -> float:
 def streaming_rows() -> list[tuple[str, str, str]]:
     """Notebook 06: parse throughput of the course's chunked and SSE decoders beside aiohttp's chunked parser
     and httpx-sse's decoder, and events per second through one SSE connection."""
+    rows = [_chunked_row(size, count) for size, count in ((40, 50_000), (4096, 1_000))]
+    rows.append(("SSE decode, 50,000 events of ~60 B", _sse_decode_figure(), "report"))
+    rows.append(("events per second through one SSE connection (aiohttp server, course client)",
+                 f"{_sse_events_per_second():,.0f}", "report"))
+    return rows
+
+
+def _chunked_row(size: int, count: int) -> tuple[str, str, str]:
+    from ..protocols.chunked import ChunkedDecoder, encode_chunked
+
+    wire = encode_chunked([b"x" * size] * count)
+    pieces = [wire[i:i + 65536] for i in range(0, len(wire), 65536)]
+
+    def ours() -> None:
+        d = ChunkedDecoder(max_size=1 << 24)
+        for p in pieces:
+            d.feed(p)
+
+    figure = f"{_mb_per_s(ours, len(wire)):,.1f} MB/s"
+    try:
+        figure += _aiohttp_chunked_figure(wire)
+    except Exception as exc:  # aiohttp's parser is internal API: say so rather than fail the bench
+        figure += f"; aiohttp's parser not measured ({type(exc).__name__})"
+    return (f"chunked decode, {count:,} chunks of {size:,} B", figure, "report")
+
+
+def _aiohttp_chunked_figure(wire: bytes) -> str:
+    """aiohttp's own response parsers (Python and C) on the same chunked body."""
     import asyncio
 
-    from ..protocols.chunked import ChunkedDecoder, encode_chunked
+    from aiohttp import http_parser
+
+    class _Protocol:
+        transport = None
+
+        def pause_reading(self, *a, **k) -> None:
+            pass
+
+        def resume_reading(self, *a, **k) -> None:
+            pass
+
+    response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + wire
+    figure = ""
+    loop = asyncio.new_event_loop()
+    try:
+        for name in ("HttpResponseParserPy", "HttpResponseParserC"):
+            cls = getattr(http_parser, name, None)
+            if cls is None:
+                continue
+
+            def theirs(cls=cls) -> None:
+                parser = cls(_Protocol(), loop, 1 << 16, max_line_size=8190, max_field_size=8190)
+                for i in range(0, len(response), 65536):
+                    parser.feed_data(response[i:i + 65536])
+
+            figure += f"; aiohttp {name.replace('HttpResponseParser', '')} {_mb_per_s(theirs, len(wire)):,.1f}"
+    finally:
+        loop.close()
+    return figure
+
+
+def _sse_decode_figure() -> str:
     from ..protocols.sse import SSEDecoder, encode
 
-    rows = []
-    for size, count in ((40, 50_000), (4096, 1_000)):
-        wire = encode_chunked([b"x" * size] * count)
-        pieces = [wire[i:i + 65536] for i in range(0, len(wire), 65536)]
-
-        def ours() -> None:
-            d = ChunkedDecoder(max_size=1 << 24)
-            for p in pieces:
-                d.feed(p)
-
-        figure = f"{_mb_per_s(ours, len(wire)):,.1f} MB/s"
-        try:
-            from aiohttp import http_parser
-
-            class _Protocol:
-                transport = None
-
-                def pause_reading(self, *a, **k) -> None:
-                    pass
-
-                def resume_reading(self, *a, **k) -> None:
-                    pass
-
-            response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + wire
-            loop = asyncio.new_event_loop()
-            try:
-                for name in ("HttpResponseParserPy", "HttpResponseParserC"):
-                    cls = getattr(http_parser, name, None)
-                    if cls is None:
-                        continue
-
-                    def theirs(cls=cls) -> None:
-                        parser = cls(_Protocol(), loop, 1 << 16, max_line_size=8190, max_field_size=8190)
-                        for i in range(0, len(response), 65536):
-                            parser.feed_data(response[i:i + 65536])
-
-                    figure += f"; aiohttp {name.replace('HttpResponseParser', '')} {_mb_per_s(theirs, len(wire)):,.1f}"
-            finally:
-                loop.close()
-        except Exception as exc:  # aiohttp's parser is internal API: say so rather than fail the bench
-            figure += f"; aiohttp's parser not measured ({type(exc).__name__})"
-        rows.append((f"chunked decode, {count:,} chunks of {size:,} B", figure, "report"))
     stream = b"".join(encode(data=f"event {i} " + "." * 40, id=str(i)) for i in range(50_000))
     pieces = [stream[i:i + 65536] for i in range(0, len(stream), 65536)]
 
@@ -114,22 +131,17 @@ def streaming_rows() -> list[tuple[str, str, str]]:
     try:
         from httpx_sse._decoders import SSEDecoder as TheirSSE
         from httpx_sse._decoders import SSELineDecoder
-
-        text_pieces = [p.decode() for p in pieces]  # every piece ends inside ASCII: safe to decode alone
-
-        def sse_theirs() -> None:
-            lines, d = SSELineDecoder(), TheirSSE()
-            for p in text_pieces:
-                for line in lines.decode(p):
-                    d.decode(line)
-
-        figure += f"; httpx-sse {_mb_per_s(sse_theirs, len(stream)):,.1f} MB/s"
     except ImportError:
-        figure += "; httpx-sse not installed"
-    rows.append(("SSE decode, 50,000 events of ~60 B", figure, "report"))
-    rows.append(("events per second through one SSE connection (aiohttp server, course client)",
-                 f"{_sse_events_per_second():,.0f}", "report"))
-    return rows
+        return figure + "; httpx-sse not installed"
+    text_pieces = [p.decode() for p in pieces]  # every piece ends inside ASCII: safe to decode alone
+
+    def sse_theirs() -> None:
+        lines, d = SSELineDecoder(), TheirSSE()
+        for p in text_pieces:
+            for line in lines.decode(p):
+                d.decode(line)
+
+    return figure + f"; httpx-sse {_mb_per_s(sse_theirs, len(stream)):,.1f} MB/s"
 
 
 def _sse_events_per_second(count: int = 10_000) -> float:  # drop= allows at most 10,000
@@ -168,6 +180,16 @@ def _sse_events_per_second(count: int = 10_000) -> float:  # drop= allows at mos
 def webhook_rows() -> list[tuple[str, str, str]]:
     """Notebook 07: verified deliveries per second at the receiver, and 10,000 events against a receiver that
     fails 30 % of requests at random: none lost, none processed twice."""
+    return [
+        ("webhooks end to end: the course's sender and receiver, deliveries per second (2,000, 50 in flight)",
+         f"{_webhooks_end_to_end():,.0f}", "report"),
+        ("webhook receiver alone: verified, stored deliveries per second (2,000 pre-signed, 50 in flight)",
+         f"{_webhook_receiver_alone():,.0f}", "report"),
+        ("10,000 webhooks, receiver failing 30 % at random", _webhooks_under_failures(), "0 lost, 0 twice"),
+    ]
+
+
+def _webhooks_end_to_end(events: int = 2000) -> float:
     import os
     import tempfile
 
@@ -175,27 +197,34 @@ def webhook_rows() -> list[tuple[str, str, str]]:
     from ..experiments.webhooks.common import SECRET
     from ..runtime.waiting import run_async
 
-    rows = []
     with tempfile.TemporaryDirectory() as d:
         receiver = Receiver(os.path.join(d, "in.db"), SECRET)
         with serve(receiver.app()) as srv:
             sender = Sender(os.path.join(d, "out.db"), allow=COURSE_ALLOW, concurrency=50)
             sender.add_endpoint(srv.url + "/webhook", SECRET)
-            for i in range(2000):
+            for i in range(events):
                 sender.publish("bench", {"n": i})
             t = time.perf_counter()
             run_async(sender.run(limit=120), 180)
-            seconds = time.perf_counter() - t
-        rows.append(("webhooks end to end: the course's sender and receiver, deliveries per second (2,000, 50 in flight)",
-                     f"{receiver.accepted / seconds:,.0f}", "report"))
-    with tempfile.TemporaryDirectory() as d:  # the receiver alone: pre-signed POSTs from a plain client
-        import aiohttp
+            return receiver.accepted / (time.perf_counter() - t)
 
-        from ..protocols.webhooks import headers_for
 
+def _webhook_receiver_alone(events: int = 2000) -> float:
+    """The receiver alone: pre-signed POSTs from a plain client."""
+    import os
+    import tempfile
+
+    import aiohttp
+
+    from ..apps.webhooks import Receiver
+    from ..experiments.webhooks.common import SECRET
+    from ..protocols.webhooks import headers_for
+    from ..runtime.waiting import run_async
+
+    with tempfile.TemporaryDirectory() as d:
         receiver = Receiver(os.path.join(d, "in.db"), SECRET)
         with serve(receiver.app()) as srv:
-            bodies = [json.dumps({"type": "bench", "data": {"n": i}}).encode() for i in range(2000)]
+            bodies = [json.dumps({"type": "bench", "data": {"n": i}}).encode() for i in range(events)]
             now = int(time.time())
             signed = [(b, {**headers_for(SECRET, f"msg_{i}", b, timestamp=now), "Content-Type": "application/json"})
                       for i, b in enumerate(bodies)]
@@ -212,28 +241,34 @@ def webhook_rows() -> list[tuple[str, str, str]]:
                     return time.perf_counter() - t
 
             seconds = run_async(blast(), 180)
-        rows.append(("webhook receiver alone: verified, stored deliveries per second (2,000 pre-signed, 50 in flight)",
-                     f"{receiver.accepted / seconds:,.0f}", "report"))
+        return receiver.accepted / seconds
+
+
+def _webhooks_under_failures(events: int = 10_000) -> str:
+    import os
+    import tempfile
+
+    from ..apps.webhooks import COURSE_ALLOW, Receiver, Sender
+    from ..experiments.webhooks.common import SECRET
+    from ..runtime.waiting import run_async
+
     with tempfile.TemporaryDirectory() as d:
         receiver = Receiver(os.path.join(d, "in.db"), SECRET, fail_rate=0.3, seed=11)
         with serve(receiver.app()) as srv:
             sender = Sender(os.path.join(d, "out.db"), allow=COURSE_ALLOW, concurrency=50, scale=0.0001,
                             max_attempts=10)
             sender.add_endpoint(srv.url + "/webhook", SECRET)
-            published = {sender.publish("bench", {"n": i}) for i in range(10_000)}
+            published = {sender.publish("bench", {"n": i}) for i in range(events)}
             run_async(sender.run(limit=600), 700)
             deadline = time.monotonic() + 30
             while receiver.processed < len(published) and time.monotonic() < deadline:
                 time.sleep(0.1)
             stored = receiver.stored()
-        processed_ids = {m for m, (_, done) in stored.items() if done is not None}
-        lost = len(published - processed_ids)  # published, yet never processed at the receiver
-        processed = len(processed_ids)
-        twice = sum(1 for n in receiver.worked.values() if n > 1)  # ids whose work ran more than once
-        rows.append(("10,000 webhooks, receiver failing 30 % at random",
-                     f"{lost} lost, {twice} processed twice, {processed:,} processed; {receiver.failed_on_purpose:,} "
-                     f"failures, {receiver.duplicates} duplicates acknowledged", "0 lost, 0 twice"))
-    return rows
+    processed_ids = {m for m, (_, done) in stored.items() if done is not None}
+    lost = len(published - processed_ids)  # published, yet never processed at the receiver
+    twice = sum(1 for n in receiver.worked.values() if n > 1)  # ids whose work ran more than once
+    return (f"{lost} lost, {twice} processed twice, {len(processed_ids):,} processed; {receiver.failed_on_purpose:,} "
+            f"failures, {receiver.duplicates} duplicates acknowledged")
 
 
 def offline_rows() -> list[tuple[str, str, str]]:

@@ -277,69 +277,60 @@ def packet_rows(packets: Iterable[Packet], server_ports: Iterable[int], t0: floa
         ip_layer = pkt.getlayer(IP) or pkt.getlayer(IPv6)
         if ip_layer is None:
             continue
-        link = len(pkt) - len(ip_layer)
-        if isinstance(ip_layer, IP):
-            ip_len = ip_layer.ihl * 4
-            ip_total = ip_layer.len
-        else:
-            ip_len = 40
-            ip_total = 40 + ip_layer.plen
-        seq = ack = None
-        flags = ""
-        sport = dport = None
-        if TCP in ip_layer:
-            tcp = ip_layer[TCP]
-            proto, transport = "TCP", tcp.dataofs * 4
-            sport, dport = tcp.sport, tcp.dport
-            flags = str(tcp.flags)
-            key = (ip_layer.src, sport, ip_layer.dst, dport)
-            back = (ip_layer.dst, dport, ip_layer.src, sport)
-            if "S" in flags or key not in isn:
-                isn[key] = tcp.seq if "S" in flags else isn.get(key, tcp.seq)
-            seq = (tcp.seq - isn[key]) % _MOD
-            if "A" in flags:
-                ack = (tcp.ack - isn[back]) % _MOD if back in isn else tcp.ack
-        elif UDP in ip_layer:
-            udp = ip_layer[UDP]
-            proto, transport = "UDP", 8
-            sport, dport = udp.sport, udp.dport
-        elif ICMP in ip_layer:
-            proto, transport = "ICMP", 8
-        else:
-            proto, transport = ip_layer.sprintf("%proto%") if isinstance(ip_layer, IP) else "IPv6", 0
+        ip_len, ip_total = (ip_layer.ihl * 4, ip_layer.len) if isinstance(ip_layer, IP) else (40, 40 + ip_layer.plen)
+        proto, transport, sport, dport = _transport(ip_layer)
         payload = max(ip_total - ip_len - transport, 0)
-        if dport in server_ports:
-            direction = C2S
-        elif sport in server_ports:
-            direction = S2C
-        else:  # ICMP and strays: an error about a datagram travels towards its sender
-            direction = S2C if proto == "ICMP" else C2S
-        app = ""
-        if proto == "TCP" and payload and seq is not None:
-            data = bytes(ip_layer[TCP].payload)[:payload]
-            try:
-                app = reader.label(key, seq, data, len(data) == payload, direction)
-            except (ValueError, UnicodeError):  # a frame the decoder refuses: leave it unnamed
-                app = ""
-        rows.append(
-            PacketRow(
-                no=len(rows) + 1,
-                t=float(pkt.time) - t0,
-                direction=direction,
-                proto=proto,
-                src=_endpoint(ip_layer.src, sport),
-                dst=_endpoint(ip_layer.dst, dport),
-                flags=flags,
-                seq=seq,
-                ack=ack,
-                link=link,
-                ip=ip_len,
-                transport=transport,
-                payload=payload,
-                app=app,
-            )
-        )
+        direction = _direction(proto, sport, dport, server_ports)
+        flags, seq, ack, app = "", None, None, ""
+        if proto == "TCP":
+            tcp = ip_layer[TCP]
+            flags = str(tcp.flags)
+            seq, ack = _relative(ip_layer, tcp, flags, isn)
+            if payload:
+                data = bytes(tcp.payload)[:payload]
+                try:
+                    app = reader.label((ip_layer.src, sport, ip_layer.dst, dport), seq, data, len(data) == payload,
+                                       direction)
+                except (ValueError, UnicodeError):  # a frame the decoder refuses: leave it unnamed
+                    app = ""
+        rows.append(PacketRow(no=len(rows) + 1, t=float(pkt.time) - t0, direction=direction, proto=proto,
+                              src=_endpoint(ip_layer.src, sport), dst=_endpoint(ip_layer.dst, dport), flags=flags,
+                              seq=seq, ack=ack, link=len(pkt) - len(ip_layer), ip=ip_len, transport=transport,
+                              payload=payload, app=app))
     return PacketTable(rows)
+
+
+def _transport(ip_layer) -> tuple[str, int, int | None, int | None]:
+    """(protocol, its header's bytes, source port, destination port) of an IP packet."""
+    if TCP in ip_layer:
+        tcp = ip_layer[TCP]
+        return "TCP", tcp.dataofs * 4, tcp.sport, tcp.dport
+    if UDP in ip_layer:
+        return "UDP", 8, ip_layer[UDP].sport, ip_layer[UDP].dport
+    if ICMP in ip_layer:
+        return "ICMP", 8, None, None
+    return (ip_layer.sprintf("%proto%") if isinstance(ip_layer, IP) else "IPv6"), 0, None, None
+
+
+def _direction(proto: str, sport: int | None, dport: int | None, server_ports: set[int]) -> str:
+    if dport in server_ports:
+        return C2S
+    if sport in server_ports:
+        return S2C
+    return S2C if proto == "ICMP" else C2S  # ICMP and strays: an error about a datagram travels towards its sender
+
+
+def _relative(ip_layer, tcp, flags: str, isn: dict[tuple, int]) -> tuple[int, int | None]:
+    """Sequence and acknowledgement numbers relative to each direction's first (as Wireshark shows them)."""
+    key = (ip_layer.src, tcp.sport, ip_layer.dst, tcp.dport)
+    back = (ip_layer.dst, tcp.dport, ip_layer.src, tcp.sport)
+    if "S" in flags or key not in isn:
+        isn[key] = tcp.seq if "S" in flags else isn.get(key, tcp.seq)
+    seq = (tcp.seq - isn[key]) % _MOD
+    ack = None
+    if "A" in flags:
+        ack = (tcp.ack - isn[back]) % _MOD if back in isn else tcp.ack
+    return seq, ack
 
 
 def in_flight(rows: Sequence[PacketRow]) -> list[tuple[float, int]]:

@@ -31,6 +31,8 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ from . import recordings
 from .packets import PacketTable, packet_rows
 from .rawsocket import ETH_P_ALL, frame_ports, listen_socket_class
 
-__all__ = ["Capture", "capture", "capture_permitted", "HOW_TO_ENABLE"]
+__all__ = ["Capture", "capture", "capture_permitted", "HOW_TO_ENABLE", "called_with"]
 
 HOW_TO_ENABLE = (
     "To capture live, run Jupyter as root, or run `make allow-capture` once "
@@ -50,6 +52,23 @@ HOW_TO_ENABLE = (
 )
 
 MODE_ENV = "NETCOURSE_CAPTURE"  # "auto" (default), "live" or "replay"
+
+# Recordings are made with each scenario's default arguments. While a scenario runs with other arguments,
+# a replay says which of them the packets shown do not reflect (set by the registry's wrapper).
+_called_with: dict[str, str] = {}
+_called_lock = threading.Lock()
+
+
+@contextmanager
+def called_with(scenario: str, arguments: str) -> Iterator[None]:
+    """While the block runs, a replay of ``scenario`` names ``arguments`` (the ones not at their defaults)."""
+    with _called_lock:
+        _called_with[scenario] = arguments
+    try:
+        yield
+    finally:
+        with _called_lock:
+            _called_with.pop(scenario, None)
 
 
 def capture_permitted(iface: str = "lo") -> bool:
@@ -345,6 +364,11 @@ class Capture:
             f"recorded {recordings.recorded_when(self._meta)} on {self._meta.get('kernel', 'Linux')}). Your server "
             f"and client ran live; only the packets are from the recording. {HOW_TO_ENABLE}"
         )
+        with _called_lock:
+            changed = _called_with.get(self.scenario)
+        if changed:
+            self.notice += (f" The recording ran with the defaults: your {changed} changed the live run, "
+                            "not these packets.")
 
     @classmethod
     def from_recording(cls, scenario: str, directory: Path, *, live: bool, notice: str) -> "Capture":

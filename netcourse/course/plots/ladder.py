@@ -47,9 +47,7 @@ def ladder(
     fig, ax = figure(ax, (8, 0.45 * len(shown) + 1.6))
     x_client, x_server = 0.0, 1.0
     top, bottom = 0.0, len(shown) + 0.5
-    for x, name in ((x_client, client), (x_server, server)):
-        ax.plot([x, x], [top, bottom], color="#424242", lw=2)
-        ax.text(x, -0.35, name, ha="center", va="bottom", fontsize=11, weight="bold")
+    _columns(ax, ((x_client, client), (x_server, server)), top, bottom, -0.35)
     for i, row in enumerate(shown, start=1):
         left_to_right = row.direction == C2S
         x0, x1 = (x_client, x_server) if left_to_right else (x_server, x_client)
@@ -96,22 +94,16 @@ def ladder_in_time(
     """
     lost = presumed_lost(rows) if lost is None else lost
     shown = list(rows)[:max_packets]
-    ends = [(r.t * 1000 - (0 if r.direction == C2S else one_way_ms), r.t * 1000 + (one_way_ms if r.direction == C2S else 0))
-            for r in shown] or [(0.0, 0.0)]
-    start, end = min(a for a, _ in ends), max(b for _, b in ends)
+    ends = [(_ends(r, one_way_ms)[0][1], _ends(r, one_way_ms)[1][1]) for r in shown] or [(0.0, 0.0)]
+    start, end = min(min(a, b) for a, b in ends), max(max(a, b) for a, b in ends)
     span = max(end - start, 1e-6)
     fig, ax = figure(ax, (8, 6.5))
     x_client, x_server = 0.0, 1.0
-    for x, name in ((x_client, client), (x_server, server)):
-        ax.plot([x, x], [start, end], color="#424242", lw=2)
-        ax.text(x, start - 0.02 * span, name, ha="center", va="bottom", fontsize=11, weight="bold")
+    _columns(ax, ((x_client, client), (x_server, server)), start, end, start - 0.02 * span)
     last_t, last_label_t, crowd = None, None, 0
     for row in shown:
         t = row.t * 1000
-        if row.direction == C2S:  # left the client at t, reached the server one way later
-            (x0, y0), (x1, y1) = (x_client, t), (x_server, t + one_way_ms)
-        else:  # reached the client at t, so it left the server one way earlier
-            (x0, y0), (x1, y1) = (x_server, t - one_way_ms), (x_client, t)
+        (x0, y0), (x1, y1) = _ends(row, one_way_ms)
         colour = arrow_colour(row)
         arrow(ax, x0, y0, x1, y1, colour, 1.4, row.no in lost)
         if row.no in lost:  # its label goes along the half that was drawn
@@ -133,3 +125,18 @@ def ladder_in_time(
         ax.spines[side].set_visible(False)
     ax.set_title(title or f"To time scale: {2 * one_way_ms:g} ms round trip")
     return fig
+
+
+def _columns(ax: Axes, columns, top: float, bottom: float, label_y: float) -> None:
+    """The client's and the server's vertical lines, their names above."""
+    for x, name in columns:
+        ax.plot([x, x], [top, bottom], color="#424242", lw=2)
+        ax.text(x, label_y, name, ha="center", va="bottom", fontsize=11, weight="bold")
+
+
+def _ends(row: PacketRow, one_way_ms: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """An arrow's (x, ms) start and end: the capture is at the client, the server's end one way away."""
+    t = row.t * 1000
+    if row.direction == C2S:  # left the client at t, reached the server one way later
+        return (0.0, t), (1.0, t + one_way_ms)
+    return (1.0, t - one_way_ms), (0.0, t)  # reached the client at t, so it left the server one way earlier

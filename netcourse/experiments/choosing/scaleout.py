@@ -133,7 +133,6 @@ class FanOut:
 
 
 async def _run(ports: dict[str, int], clients: int, messages: int, size: int, gap: float) -> FanOut:
-    result = FanOut("", clients, messages)
     assignment = [("A" if i % 2 == 0 else "B") for i in range(clients)]
     first: dict[tuple[int, int], float] = {}
     sent: dict[int, float] = {}
@@ -173,6 +172,13 @@ async def _run(ports: dict[str, int], clients: int, messages: int, size: int, ga
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+    return _tally(FanOut("", clients, messages), assignment, first, sent)
+
+
+def _tally(result: FanOut, assignment: list[str], first: dict[tuple[int, int], float],
+           sent: dict[int, float]) -> FanOut:
+    """Each node's receipts and latencies, and per message the first, median and last client's arrival."""
+    clients, messages = result.clients, result.messages
     for node in ("A", "B"):
         members = [i for i in range(clients) if assignment[i] == node]
         result.expected_per_node[node] = len(members) * messages

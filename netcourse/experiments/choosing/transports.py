@@ -182,12 +182,7 @@ def _udp(workload: Workload, run: TransportRun) -> None:
     inbox = Inbox()
     absence = Absence(workload)
     run.unit_name = "datagrams"
-    sockets = []
-    for _ in range(workload.clients):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        s.setblocking(False)
-        sockets.append(s)
+    sockets = [_bound_udp(0) for _ in range(workload.clients)]
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     one_way = workload.rtt_ms / 2000
     sent = [0, 0]
@@ -195,9 +190,7 @@ def _udp(workload: Workload, run: TransportRun) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         cpu0 = time.thread_time()
-
-        def send(data: bytes, addr) -> None:
-            sender.sendto(data, addr)
+        addresses = [s.getsockname() for s in sockets]
 
         def publish(text: str) -> None:
             data = text.encode()
@@ -205,35 +198,10 @@ def _udp(workload: Workload, run: TransportRun) -> None:
                 sent[0] += 1
                 sent[1] += len(data)
                 if rng.random() >= workload.loss:
-                    loop.call_later(one_way, send, data, addr)
+                    loop.call_later(one_way, sender.sendto, data, addr)
 
-        async def receive(i: int) -> None:
-            while True:
-                data = await loop.sock_recv(sockets[i], 65536)
-                run.units += 1
-                inbox.got(i, data.decode())
-
-        async def client(i: int) -> None:
-            reading = asyncio.create_task(receive(i))
-            if i == 0 and workload.away is not None:
-                await absence.until_leave()
-                reading.cancel()
-                await asyncio.gather(reading, return_exceptions=True)
-                port = sockets[0].getsockname()[1]
-                sockets[0].close()  # gone: datagrams to its port are dropped (ICMP port unreachable)
-                await absence.until_back()
-                back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                back.bind(("127.0.0.1", port))
-                back.setblocking(False)
-                sockets[0] = back
-                reading = asyncio.create_task(receive(i))
-            try:
-                await reading
-            finally:
-                reading.cancel()
-
-        addresses = [s.getsockname() for s in sockets]
-        tasks = [asyncio.create_task(client(i)) for i in range(len(sockets))]
+        tasks = [asyncio.create_task(_udp_subscriber(i, sockets, run, inbox, absence if i == 0 else None))
+                 for i in range(len(sockets))]
         await publish_on_schedule(workload, publish, absence)
         await finish(tasks, inbox, run.expected, GRACE + workload.rtt_ms / 250)
         run.server_cpu_s = time.thread_time() - cpu0  # sender and receivers share this thread: an upper bound
@@ -244,6 +212,41 @@ def _udp(workload: Workload, run: TransportRun) -> None:
         for s in sockets + [sender]:
             s.close()
     settle(run, inbox, absence, sent[1] + UDP_HEADERS * sent[0])
+
+
+def _bound_udp(port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", port))
+    s.setblocking(False)
+    return s
+
+
+async def _udp_subscriber(i: int, sockets: list[socket.socket], run: TransportRun, inbox: Inbox,
+                          absence: Absence | None) -> None:
+    """Subscriber ``i`` reads its datagrams; with an ``absence`` (whose workload has ``away``), its socket closes
+    while it is away (datagrams to the port are dropped: ICMP port unreachable) and opens again on return."""
+    loop = asyncio.get_running_loop()
+
+    async def receive() -> None:
+        while True:
+            data = await loop.sock_recv(sockets[i], 65536)
+            run.units += 1
+            inbox.got(i, data.decode())
+
+    reading = asyncio.create_task(receive())
+    try:
+        if absence is not None and absence.window is not None:
+            await absence.until_leave()
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            port = sockets[i].getsockname()[1]
+            sockets[i].close()
+            await absence.until_back()
+            sockets[i] = _bound_udp(port)
+            reading = asyncio.create_task(receive())
+        await reading
+    finally:
+        reading.cancel()
 
 
 def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:

@@ -20,7 +20,8 @@ from ...network.link import link
 from ...runtime.backoff import Backoff
 from .detection import _check_settings
 
-__all__ = ["Reconnecting", "heartbeat_reconnect", "heartbeat_across_a_link", "coming_back", "Storm", "reconnect_storm", "predict_storm_return"]
+__all__ = ["Reconnecting", "heartbeat_reconnect", "heartbeat_across_a_link", "coming_back", "Storm", "reconnect_storm", "reconnecting_client",
+           "predict_storm_return"]
 
 
 @dataclass
@@ -202,70 +203,73 @@ def reconnect_storm(clients: int = 100, down_for: float = 0.6, *, base: float = 
 
     Each schedule has its own server port, bound but not listening for ``down_for`` seconds, so each
     connect() is refused at once by the kernel; then it listens and accepts. Both run side by side in one
-    event loop, for at most ``limit`` seconds.
+    event loop, for at most ``limit`` seconds. One client is ``reconnecting_client``.
     """
-    from ...runtime.backoff import Backoff
     from ...runtime.waiting import run_async
 
     if not 1 <= clients <= 500:
         raise ValueError("clients must be between 1 and 500")
     if not 0 < down_for <= 3 or not 0 < base <= cap <= 2:
         raise ValueError("need 0 < down_for <= 3 and 0 < base <= cap <= 2 (seconds)")
-    rng = random.Random(seed)
     socks = {name: socket.socket() for name in ("no jitter", "full jitter")}
-
-    async def main() -> dict[str, list[tuple[float, bool]]]:
-        loop = asyncio.get_running_loop()
-        logs: dict[str, list[tuple[float, bool]]] = {name: [] for name in socks}
-        servers = []
+    try:
         for sock in socks.values():
             sock.bind(("127.0.0.1", 0))  # bound, not listening: a SYN meets an RST
             sock.setblocking(False)
-        t0 = loop.time()
-
-        async def client(name: str, port: int, backoff: Backoff) -> None:
-            while loop.time() - t0 < limit:
-                await asyncio.sleep(backoff.next())  # the first attempt waits too: all lost the server at once
-                began = loop.time() - t0  # when the SYN left: the attempt's time
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                except ConnectionRefusedError:
-                    logs[name].append((began, False))
-                    continue
-                logs[name].append((began, True))
-                writer.close()
-                with contextlib.suppress(ConnectionError):
-                    await writer.wait_closed()
-                return
-
-        async def come_back() -> None:
-            await asyncio.sleep(down_for)
-            for sock in socks.values():
-                sock.listen(clients + 16)
-                servers.append(await asyncio.start_server(_hang_up, sock=sock))
-
-        tasks = [asyncio.create_task(come_back())]
-        for name, sock in socks.items():
-            port = sock.getsockname()[1]
-            for _ in range(clients):
-                backoff = Backoff(base, cap, rng=random.Random(rng.random()), jitter=name == "full jitter")
-                tasks.append(asyncio.create_task(client(name, port, backoff)))
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for srv in servers:
-                srv.close()
-                await srv.wait_closed()
-        return logs
-
-    try:
-        logs = run_async(main(), limit + 10)
+        logs = run_async(_storm(socks, clients, down_for, base, cap, random.Random(seed), limit), limit + 10)
     finally:
         for sock in socks.values():
             sock.close()
     return Storm(clients, down_for, base, cap, logs)
+
+
+async def reconnecting_client(port: int, backoff, log: list[tuple[float, bool]], t0: float, limit: float) -> None:
+    """One client: wait the back-off's next delay, try connect(), until one succeeds (or ``limit`` seconds since
+    ``t0`` pass). Each attempt goes into ``log`` as (seconds since ``t0`` when its SYN left, connected)."""
+    loop = asyncio.get_running_loop()
+    while loop.time() - t0 < limit:
+        await asyncio.sleep(backoff.next())  # the first attempt waits too: all lost the server at once
+        began = loop.time() - t0
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            log.append((began, False))
+            continue
+        log.append((began, True))
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        return
+
+
+async def _storm(socks: dict[str, socket.socket], clients: int, down_for: float, base: float, cap: float,
+                 rng: random.Random, limit: float) -> dict[str, list[tuple[float, bool]]]:
+    from ...runtime.backoff import Backoff
+
+    logs: dict[str, list[tuple[float, bool]]] = {name: [] for name in socks}
+    servers = []
+    t0 = asyncio.get_running_loop().time()
+
+    async def come_back() -> None:  # the server returns: each port listens, and accepts
+        await asyncio.sleep(down_for)
+        for sock in socks.values():
+            sock.listen(clients + 16)
+            servers.append(await asyncio.start_server(_hang_up, sock=sock))
+
+    tasks = [asyncio.create_task(come_back())]
+    for name, sock in socks.items():
+        for _ in range(clients):
+            backoff = Backoff(base, cap, rng=random.Random(rng.random()), jitter=name == "full jitter")
+            tasks.append(asyncio.create_task(reconnecting_client(sock.getsockname()[1], backoff, logs[name], t0, limit)))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for srv in servers:
+            srv.close()
+            await srv.wait_closed()
+    return logs
 
 
 async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
 import random
 import sqlite3
 import subprocess
@@ -23,7 +22,7 @@ from ...errors import NetcourseError
 from ...runtime.server import serve
 from ...runtime.sockets import port_for_a_restart
 
-__all__ = ["FAULT_KINDS", "Soak", "fault_soak", "predict_repeats", "FAULT_COUNTS", "soak_grid", "soak_knob"]
+__all__ = ["FAULT_KINDS", "Soak", "SoakRig", "fault_soak", "predict_repeats", "FAULT_COUNTS", "soak_grid", "soak_knob"]
 
 
 FAULT_KINDS = ("client killed (SIGKILL)", "server crashed and restarted", "connection cut mid-frame")
@@ -81,134 +80,159 @@ class Soak:
                 f"absorbed; {'stored in the server order' if self.in_order else 'ORDER OR SET DIFFERS from the server'}")
 
 
+class SoakRig:
+    """The soak's set-up, to fault by hand: a chat server, and user ada's client in a child process (a warm
+    spare beside it), with databases in a folder of their own. Bob ``publish``es; each fault is a method
+    (``kill_client``, ``crash_server``, ``cut_mid_frame``); ``verdict`` compares ada's database with the
+    server's. A context manager: leaving it kills and reaps both processes and stops the server, whatever
+    happened (an interrupt included)."""
+
+    def __init__(self, *, page: int = 50):
+        self.page = page
+        self.published = 0  # messages bob has posted
+        self.faults: list[tuple[float, str, int]] = []  # (seconds since the start, kind, messages before it)
+        self.server: ChatServer | None = None
+        self.srv = None
+        self.client: subprocess.Popen | None = None
+        self.spare: subprocess.Popen | None = None
+        self._children: list[subprocess.Popen] = []
+        self._dir: tempfile.TemporaryDirectory | None = None
+        self._start = self._last_publish = 0.0
+
+    def __enter__(self) -> SoakRig:
+        try:  # everything is started inside: a failure or an interrupt half-way releases what was started
+            self._dir = tempfile.TemporaryDirectory(prefix="netcourse-chat-")
+            self.server = ChatServer(os.path.join(self._dir.name, "server.db"), page=self.page)
+            self.server.add_user("ada", "pw-ada", ("general",))
+            self.server.add_user("bob", "pw-bob", ("general",))
+            self.port = port_for_a_restart()  # the server goes and comes back here: never a client's source port
+            self.srv = serve(self.server.app(), name="chat", port=self.port)
+            self.spare = self._spawn()
+            self.client = _go(self._spawn())
+        except BaseException:
+            self.close()
+            raise
+        self._start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for proc in self._children:
+            _stop(proc)
+        if self.srv is not None:
+            self.srv.stop()
+            self.srv = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def publish(self, n: int = 1, *, rate: float | None = None) -> None:
+        """Bob posts ``n`` messages to #general, ``rate`` per second (or as fast as the server takes them)."""
+        next_at = time.monotonic()
+        for _ in range(n):
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            future = asyncio.run_coroutine_threadsafe(self.server.post("bob", "general", f"m{self.published}"),
+                                                      self.srv.loop)
+            future.result(5)
+            self.published += 1
+            self._last_publish = time.monotonic()
+            next_at += 1 / rate if rate else 0.0
+
+    def strike(self, kind: str) -> None:
+        """One fault of this kind (one of ``FAULT_KINDS``), logged with the time and the messages before it."""
+        self.faults.append((time.monotonic() - self._start, kind, self.published))
+        {FAULT_KINDS[0]: self.kill_client, FAULT_KINDS[1]: self.crash_server, FAULT_KINDS[2]: self.cut_mid_frame}[kind]()
+
+    def kill_client(self) -> None:
+        """SIGKILL the client: no clean-up of any kind in it. The warm spare takes over at once."""
+        _stop(self.client)
+        self.client, self.spare = _go(self.spare), self._spawn()
+
+    def crash_server(self) -> None:
+        """Every connection aborted without a close frame (the kernel sends its FINs), then the server started
+        again on the same port and database."""
+        asyncio.run_coroutine_threadsafe(self.server.cut_all(), self.srv.loop).result(5)
+        self.srv.stop()
+        self.srv = None
+        self.srv = serve(self.server.app(), name="chat", port=self.port)
+
+    def cut_mid_frame(self) -> None:
+        """The next frame the server sends goes out half, then the connection is cut."""
+        self.server.arm_cut_mid_frame()
+
+    def held(self) -> list[int]:
+        """The ids in ada's database, in the order they were first stored."""
+        with contextlib.closing(sqlite3.connect(self._client_db, timeout=5)) as db:
+            return [r[0] for r in db.execute("SELECT id FROM arrivals ORDER BY seq")]
+
+    def verdict(self, settle: float = 8.0) -> Soak:
+        """Wait up to ``settle`` seconds for ada's client to catch up, then compare its database with the server's."""
+        expected = self.server.ids_for("ada")
+        deadline = time.monotonic() + settle
+        while len(held := self.held()) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with contextlib.closing(sqlite3.connect(self._client_db, timeout=5)) as db:
+            repeats = db.execute("SELECT repeats FROM wire").fetchone()[0]
+        return Soak(expected, held, list(self.faults), repeats, self._last_publish - self._start if self.published
+                    else 0.0, list(self.server.cut_mid_frame))
+
+    @property
+    def _client_db(self) -> str:
+        return os.path.join(self._dir.name, "ada.db")
+
+    def _spawn(self) -> subprocess.Popen:
+        # In a session of its own: a notebook's interrupt (SIGINT to the kernel's process group) reaches the
+        # rig, whose clean-up kills and reaps the child, not the child half-way.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        proc = subprocess.Popen([sys.executable, "-m", "netcourse.clients.chat_process", self._client_db,
+                                 "127.0.0.1", str(self.port), "ada", "pw-ada"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        self._children.append(proc)
+        return proc
+
+
+def _go(proc: subprocess.Popen) -> subprocess.Popen:
+    """Wait for a client process's "ready" (20 s at most), then tell it to connect."""
+    ready = threading.Thread(target=proc.stdout.readline, daemon=True)
+    ready.start()
+    ready.join(20)
+    if ready.is_alive() or proc.poll() is not None:
+        raise NetcourseError("the client process did not start within 20 s")
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(5)
+    for stream in (proc.stdin, proc.stdout):
+        if stream:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
 def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: float = 400.0,
                settle: float = 8.0) -> Soak:
     """Publish ``messages`` at ``rate`` per second to a user whose client runs in a child process, and inflict
     ``faults`` faults while they stream, each at a random message count, of a random kind: SIGKILL the client
     (a warm spare process takes over at once), crash the server (every connection aborted without a close
     frame, then the server started again on the same port and database), or cut the connection in the middle
-    of the next message frame. The publisher waits at each fault's count until the fault is done, so every
-    fault lands mid-stream. Then the client catches up, and its database is compared with the server's."""
+    of the next message frame. Publishing pauses while a fault is inflicted, so every fault lands mid-stream.
+    Then the client catches up, and its database is compared with the server's (``SoakRig`` has the steps)."""
     if not 1 <= messages <= 100_000 or not 0 <= faults <= messages // 2 or rate <= 0:
         raise ValueError("need 1 <= messages <= 100000, 0 <= faults <= messages / 2 and rate > 0")
     rng = random.Random(seed)
     at = sorted(rng.sample(range(1, messages), faults))  # fault i strikes after at[i] messages
-    with tempfile.TemporaryDirectory(prefix="netcourse-chat-") as d:
-        server = ChatServer(os.path.join(d, "server.db"), page=50)
-        server.add_user("ada", "pw-ada", ("general",))
-        server.add_user("bob", "pw-bob", ("general",))
-        port = port_for_a_restart()  # the server goes and comes back here: never a client's source port
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        client_db = os.path.join(d, "ada.db")
-        children: list[subprocess.Popen] = []
-
-        def spawn() -> subprocess.Popen:
-            # In a session of its own: a notebook's interrupt (SIGINT to the kernel's process group) reaches
-            # this function, whose clean-up kills and reaps the child, not the child half-way.
-            proc = subprocess.Popen([sys.executable, "-m", "netcourse.clients.chat_process", client_db,
-                                     "127.0.0.1", str(port), "ada", "pw-ada"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-                                    start_new_session=True)
-            children.append(proc)
-            return proc
-
-        def go(proc: subprocess.Popen) -> subprocess.Popen:
-            ready = threading.Thread(target=proc.stdout.readline, daemon=True)  # "ready", within a deadline
-            ready.start()
-            ready.join(20)
-            if ready.is_alive() or proc.poll() is not None:
-                raise NetcourseError("the client process did not start within 20 s")
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-            return proc
-
-        def stop(proc: subprocess.Popen) -> None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(5)
-            for stream in (proc.stdin, proc.stdout):
-                if stream:
-                    with contextlib.suppress(OSError):
-                        stream.close()
-
-        log: list[tuple[float, str, int]] = []
-        due: queue.Queue[int] = queue.Queue()  # publisher -> faults: "message n is next"
-        resume: queue.Queue[bool] = queue.Queue()  # faults -> publisher: "done, go on"
-        stopping = threading.Event()
-        srv = None
-        pub: threading.Thread | None = None
-        published = 0
-        last_publish: list[float] = []
-        try:  # everything this run starts is started inside it: an interrupt anywhere releases all of it
-            srv = serve(server.app(), name="chat", port=port)
-            spare = spawn()
-            client = go(spawn())
-            start = time.monotonic()
-
-            def publisher() -> None:
-                nonlocal published
-                pending, next_at = list(at), time.monotonic()
-                while published < messages and not stopping.is_set():
-                    if pending and published == pending[0]:
-                        pending.pop(0)
-                        due.put(published)
-                        with contextlib.suppress(queue.Empty):
-                            resume.get(timeout=30)
-                        next_at = time.monotonic()
-                    time.sleep(max(0.0, next_at - time.monotonic()))
-                    coro = server.post("bob", "general", f"m{published}")
-                    try:  # the server may be restarting: try again shortly
-                        asyncio.run_coroutine_threadsafe(coro, srv.loop).result(5)
-                        published += 1
-                        next_at += 1 / rate
-                        last_publish[:] = [time.monotonic()]
-                    except Exception:
-                        coro.close()  # never started: the loop was stopping
-                        time.sleep(0.01)
-
-            pub = threading.Thread(target=publisher, daemon=True)
-            pub.start()
-            for _ in at:
-                n = due.get(timeout=messages / rate + 60)
-                kind = rng.choice(FAULT_KINDS)
-                log.append((time.monotonic() - start, kind, n))
-                if kind == FAULT_KINDS[0]:
-                    stop(client)  # SIGKILL: no clean-up of any kind in the child
-                    resume.put(True)
-                    client, spare = go(spare), spawn()
-                elif kind == FAULT_KINDS[1]:
-                    asyncio.run_coroutine_threadsafe(server.cut_all(), srv.loop).result(5)  # the kernel's FINs
-                    srv.stop()
-                    srv = serve(server.app(), name="chat", port=port)
-                    resume.put(True)
-                else:
-                    server.arm_cut_mid_frame()  # the next frame the server sends goes out half, then the cut
-                    resume.put(True)
-            pub.join(messages / rate + 60)
-            if pub.is_alive():
-                raise NetcourseError("the publisher did not finish")
-            streaming_until = last_publish[0] - start if last_publish else 0.0
-            expected = server.ids_for("ada")
-            deadline = time.monotonic() + settle
-            held: list[int] = []
-            while time.monotonic() < deadline:
-                with contextlib.closing(sqlite3.connect(client_db, timeout=5)) as db:
-                    held = [r[0] for r in db.execute("SELECT id FROM arrivals ORDER BY seq")]
-                if len(held) >= len(expected):
-                    break
-                time.sleep(0.1)
-            with contextlib.closing(sqlite3.connect(client_db, timeout=5)) as db:
-                repeats = db.execute("SELECT repeats FROM wire").fetchone()[0]
-        finally:
-            stopping.set()  # the publisher stops too, whatever happened
-            resume.put(False)
-            for proc in children:
-                stop(proc)
-            if srv is not None:
-                srv.stop()
-            if pub is not None:
-                pub.join(6)  # its one wait on the server is bounded by 5 s
-        return Soak(expected, held, log, repeats, streaming_until, list(server.cut_mid_frame))
+    with SoakRig() as rig:
+        for count in [*at, messages]:
+            rig.publish(count - rig.published, rate=rate)
+            if count < messages:
+                rig.strike(rng.choice(FAULT_KINDS))
+        return rig.verdict(settle)
 
 
 def predict_repeats(messages: int = 200, faults: int = 20) -> Prediction:

@@ -205,45 +205,52 @@ def chunk_boundaries(mtu: int = 576) -> Boundaries:
 
         with net.capture(srv.port, scenario="chunk_boundaries") as cap:
             reads = net.run(client(), 20)
-    # the server's bytes per connection, from the capture, with each segment's range
-    rows = cap.table()
-    conns: dict[int, list] = {}
-    for pkt, row in zip(cap.packets, rows):
+    names = iter(paths)
+    for segs in _server_bytes(cap).values():  # responses one after another, on one kept-alive connection or several
+        for chunk_ranges, segment_ranges in _responses(*_reassemble(segs)):
+            if (name := next(names, None)) is None:
+                break
+            chunks[name], segments[name] = chunk_ranges, segment_ranges
+    return Boundaries(chunks, segments, reads, mtu, net.mode, cap)
+
+
+def _server_bytes(cap: Capture) -> dict[str, list[tuple[int, bytes]]]:
+    """The server's TCP payloads, per connection (by client address), as (sequence number, bytes)."""
+    conns: dict[str, list] = {}
+    for pkt, row in zip(cap.packets, cap.table()):
         if row.direction == S2C and row.proto == "TCP" and row.payload:
             conns.setdefault(row.dst, []).append((row.seq, bytes(tcp_payload(pkt))[: row.payload]))
-    # each response's chunks and segments, as byte ranges of the server's stream (responses one after
-    # another, on one kept-alive connection or several)
-    names = iter(paths)
-    for segs in conns.values():
-        segs = sorted(set(segs))
-        base = segs[0][0]
-        stream = bytearray()
-        ranges = []
-        for seq, data in segs:
-            off = seq - base
-            if off < len(stream):
-                continue  # a retransmission
-            ranges.append((off, off + len(data)))
-            stream += data
-        pos = 0
-        while pos < len(stream):
-            found = split_head(bytes(stream[pos:]))
-            if found is None:
-                break
-            head, body = found
-            name = next(names, None)
-            if name is None:
-                break
-            decoder = ChunkedDecoder()
-            chunk_ranges, at = [], pos + len(head)
-            for event in decoder.feed(body):
-                if isinstance(event, Chunk):
-                    at = bytes(stream).index(b"\r\n", at) + 2
-                    if event.size:
-                        chunk_ranges.append((at, at + event.size))
-                        at += event.size + 2
-            end = len(stream) - len(decoder.unused)
-            chunks[name] = [(a - pos, b - pos) for a, b in chunk_ranges]
-            segments[name] = [(max(a, pos) - pos, min(b, end) - pos) for a, b in ranges if a < end and b > pos]
-            pos = end
-    return Boundaries(chunks, segments, reads, mtu, net.mode, cap)
+    return conns
+
+
+def _reassemble(segs: list[tuple[int, bytes]]) -> tuple[bytes, list[tuple[int, int]]]:
+    """One direction's byte stream, and each segment's range in it (retransmissions skipped)."""
+    segs = sorted(set(segs))
+    base, stream, ranges = segs[0][0], bytearray(), []
+    for seq, data in segs:
+        off = seq - base
+        if off < len(stream):
+            continue  # a retransmission
+        ranges.append((off, off + len(data)))
+        stream += data
+    return bytes(stream), ranges
+
+
+def _responses(stream: bytes, ranges: list[tuple[int, int]]):
+    """Each chunked response in the stream: (its chunks' ranges, the segments' ranges that carry it), both as
+    offsets from the response's first byte."""
+    pos = 0
+    while pos < len(stream) and (found := split_head(stream[pos:])) is not None:
+        head, body = found
+        decoder = ChunkedDecoder()
+        chunk_ranges, at = [], pos + len(head)
+        for event in decoder.feed(body):
+            if isinstance(event, Chunk):
+                at = stream.index(b"\r\n", at) + 2  # past the size line
+                if event.size:
+                    chunk_ranges.append((at, at + event.size))
+                    at += event.size + 2
+        end = len(stream) - len(decoder.unused)
+        yield ([(a - pos, b - pos) for a, b in chunk_ranges],
+               [(max(a, pos) - pos, min(b, end) - pos) for a, b in ranges if a < end and b > pos])
+        pos = end

@@ -19,7 +19,7 @@ from ...runtime.server import serve
 from ...runtime.waiting import run_async
 from .common import SECRET
 
-__all__ = ["Noise", "noise", "WINDOWS", "noise_grid", "noise_knob"]
+__all__ = ["Noise", "noise", "Tally", "order", "sender_api", "receiver", "send_burst", "WINDOWS", "noise_grid", "noise_knob"]
 
 
 @dataclass
@@ -47,72 +47,72 @@ class Noise:
         return self.body_bytes + self.head_bytes
 
 
+@dataclass
+class Tally:
+    """What a burst cost, counted where it happened: requests and head and body bytes (by the servers, and by the
+    clients for the responses), and when each event was published and when the receiver held its details."""
+
+    requests: int = 0
+    heads: int = 0
+    bodies: int = 0
+    published: dict[int, float] = field(default_factory=dict)
+    arrived: dict[int, float] = field(default_factory=dict)
+
+    def request(self, request: web.Request, body_bytes: int) -> None:
+        self.requests += 1
+        self.heads += _head_bytes(request)
+        self.bodies += body_bytes
+
+
 _SESSION = web.AppKey("session", aiohttp.ClientSession)
-
-
 _GATE = web.AppKey("gate", asyncio.Semaphore)
-
-
 _FETCHES = web.AppKey("fetches", set)
-
-
 _API = web.AppKey("api", str)
 
 
-def noise(way: str = "one", *, events: int = 1000, batch: int = 50, window_ms: float = 0.0, rate: float = 5000.0,
-          concurrency: int = 20) -> Noise:
-    """Deliver a burst of ``events`` (published at ``rate`` per second) to a verifying receiver one way:
+def order(i: int) -> dict:
+    """Event ``i``'s details: an order, as a shop's webhook would carry it."""
+    return {"order": i, "customer": f"c{i % 97}", "items": [f"sku-{i % 13}", f"sku-{i % 7}"], "total": round(i * 1.37, 2)}
 
-    - ``"one"``: one signed POST per event, carrying the event;
-    - ``"batch"``: one POST per ``batch`` events (or fewer, when ``window_ms`` passes first);
-    - ``"thin"``: one POST per event carrying only its id and type; the receiver then GETs the details from
-      the sender's API (a second server), as it would from a real provider.
-    """
-    if way not in ("one", "batch", "thin"):
-        raise ValueError("way is 'one', 'batch' or 'thin'")
-    if not 1 <= events <= 20_000 or not 1 <= batch <= 1000 or not 0 <= window_ms <= 5000 or rate <= 0:
-        raise ValueError("need 1 <= events <= 20000, 1 <= batch <= 1000, 0 <= window_ms <= 5000, rate > 0")
-    details = {i: {"order": i, "customer": f"c{i % 97}", "items": [f"sku-{i % 13}", f"sku-{i % 7}"],
-                   "total": round(i * 1.37, 2)} for i in range(events)}
-    published: dict[int, float] = {}
-    arrived: dict[int, float] = {}
-    stats = {"requests": 0, "heads": 0, "bodies": 0}
 
-    async def api_details(request: web.Request) -> web.Response:  # the sender's API
-        stats["requests"] += 1
-        stats["heads"] += _head_bytes(request)
+def sender_api(tally: Tally) -> web.Application:
+    """The sender's API, where a thin event's receiver GETs the details: ``/events/{id}``."""
+    async def details(request: web.Request) -> web.Response:
         i = int(request.match_info["id"])
-        text = json.dumps({"id": i, "type": "order.created", "data": details[i]}, separators=(",", ":"))
-        stats["bodies"] += len(text)
+        text = json.dumps({"id": i, "type": "order.created", "data": order(i)}, separators=(",", ":"))
+        tally.request(request, len(text))
         return web.Response(text=text, content_type="application/json")
 
     api = web.Application()
-    api.router.add_get("/events/{id}", api_details)
+    api.router.add_get("/events/{id}", details)
+    return api
 
-    async def fetch(app: web.Application, i: int) -> None:  # the receiver asks for the details
+
+def receiver(tally: Tally, api_url: str, *, thin: bool, concurrency: int = 20) -> web.Application:
+    """A receiver that verifies each POST's signature, takes one event or a list of them, and records when it
+    holds each event's details: at once, or (``thin``) once its GET to the sender's API has answered."""
+    async def fetch(app: web.Application, i: int) -> None:
         async with app[_GATE]:
             async with app[_SESSION].get(f"{app[_API]}/events/{i}") as r:
                 await r.read()
-                stats["heads"] += response_head_size(r)
-        arrived.setdefault(i, time.perf_counter())
+                tally.heads += response_head_size(r)
+        tally.arrived.setdefault(i, time.perf_counter())
 
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
-        stats["requests"] += 1
-        stats["heads"] += _head_bytes(request)
-        stats["bodies"] += len(body)
+        tally.request(request, len(body))
         try:
             verify(SECRET, request.headers, body)
         except SignatureError as exc:
             return web.json_response({"error": str(exc)}, status=401)
         items = json.loads(body)
         for item in items if isinstance(items, list) else [items]:
-            if way == "thin":
+            if thin:
                 task = asyncio.create_task(fetch(request.app, int(item["id"])))
                 request.app[_FETCHES].add(task)
                 task.add_done_callback(request.app[_FETCHES].discard)
             else:
-                arrived.setdefault(int(item["id"]), time.perf_counter())
+                tally.arrived.setdefault(int(item["id"]), time.perf_counter())
         return web.Response(status=204)
 
     async def open_session(app: web.Application) -> None:
@@ -124,57 +124,77 @@ def noise(way: str = "one", *, events: int = 1000, batch: int = 50, window_ms: f
             task.cancel()
         await app[_SESSION].close()
 
-    receiver = web.Application(client_max_size=16 << 20)
-    receiver[_FETCHES] = set()
-    receiver.router.add_post("/webhook", hook)
-    receiver.on_startup.append(open_session)
-    receiver.on_cleanup.append(close_session)
-    with serve(api, name="sender's API") as api_srv:
-        receiver[_API] = api_srv.url
-        with serve(receiver, name="noise receiver") as srv:
+    app = web.Application(client_max_size=16 << 20)
+    app[_FETCHES], app[_API] = set(), api_url
+    app.router.add_post("/webhook", hook)
+    app.on_startup.append(open_session)
+    app.on_cleanup.append(close_session)
+    return app
 
-            async def post(session: aiohttp.ClientSession, payload: object, msg_id: str, gate: asyncio.Semaphore) -> None:
-                body = json.dumps(payload, separators=(",", ":")).encode()
-                async with gate:
-                    headers = {**headers_for(SECRET, msg_id, body), "Content-Type": "application/json"}
-                    async with session.post(f"{srv.url}/webhook", data=body, headers=headers) as r:
-                        await r.read()
-                        stats["heads"] += response_head_size(r)
 
-            async def go() -> None:
-                gate = asyncio.Semaphore(concurrency)
-                async with aiohttp.ClientSession() as session:
-                    tasks, buffer, opened = [], [], None
-                    start = time.perf_counter()
-                    for i in range(events):
-                        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-                        published[i] = time.perf_counter()
-                        full = {"id": i, "type": "order.created", "data": details[i]}
-                        if way == "one":
-                            tasks.append(asyncio.create_task(post(session, full, f"msg_{i}", gate)))
-                        elif way == "thin":
-                            tasks.append(asyncio.create_task(post(session, {"id": i, "type": "order.created"},
-                                                                  f"msg_{i}", gate)))
-                        else:
-                            buffer.append(full)
-                            opened = opened or time.perf_counter()
-                            if len(buffer) >= batch or (window_ms and (time.perf_counter() - opened) * 1000 >= window_ms):
-                                tasks.append(asyncio.create_task(post(session, buffer, f"batch_{i}", gate)))
-                                buffer, opened = [], None
-                    if buffer:
-                        tasks.append(asyncio.create_task(post(session, buffer, f"batch_{events}", gate)))
-                    await asyncio.gather(*tasks)
-                    deadline = time.perf_counter() + 30
-                    while len(arrived) < events and time.perf_counter() < deadline:
-                        await asyncio.sleep(0.005)  # thin events: the receiver's fetches finish
+async def send_burst(url: str, tally: Tally, way: str, *, events: int, batch: int, window_ms: float, rate: float,
+                     concurrency: int) -> None:
+    """The sender: publish ``events`` at ``rate`` per second and POST them ``way`` (signed), at most
+    ``concurrency`` at once; then wait (30 s at most) for the receiver to hold them all."""
+    gate = asyncio.Semaphore(concurrency)
 
-            run_async(go(), events / rate + 60)
+    async def post(session: aiohttp.ClientSession, payload: object, msg_id: str) -> None:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        async with gate:
+            headers = {**headers_for(SECRET, msg_id, body), "Content-Type": "application/json"}
+            async with session.post(url, data=body, headers=headers) as r:
+                await r.read()
+                tally.heads += response_head_size(r)
+
+    async with aiohttp.ClientSession() as session:
+        tasks, buffer, opened = [], [], None
+        start = time.perf_counter()
+        for i in range(events):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            tally.published[i] = time.perf_counter()
+            if way != "batch":  # one POST per event: all of it, or (thin) its id and type
+                event = {"id": i, "type": "order.created"} | ({} if way == "thin" else {"data": order(i)})
+                tasks.append(asyncio.create_task(post(session, event, f"msg_{i}")))
+                continue
+            buffer.append({"id": i, "type": "order.created", "data": order(i)})
+            opened = opened or time.perf_counter()
+            if len(buffer) >= batch or (window_ms and (time.perf_counter() - opened) * 1000 >= window_ms):
+                tasks.append(asyncio.create_task(post(session, buffer, f"batch_{i}")))
+                buffer, opened = [], None
+        if buffer:
+            tasks.append(asyncio.create_task(post(session, buffer, f"batch_{events}")))
+        await asyncio.gather(*tasks)
+        deadline = time.perf_counter() + 30
+        while len(tally.arrived) < events and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)  # thin events: the receiver's fetches finish
+
+
+def noise(way: str = "one", *, events: int = 1000, batch: int = 50, window_ms: float = 0.0, rate: float = 5000.0,
+          concurrency: int = 20) -> Noise:
+    """Deliver a burst of ``events`` (published at ``rate`` per second) to a verifying receiver one way:
+
+    - ``"one"``: one signed POST per event, carrying the event;
+    - ``"batch"``: one POST per ``batch`` events (or fewer, when ``window_ms`` passes first);
+    - ``"thin"``: one POST per event carrying only its id and type; the receiver then GETs the details from
+      the sender's API (a second server), as it would from a real provider.
+
+    The steps: ``sender_api`` and ``receiver`` are the two servers, ``send_burst`` the sender, ``Tally`` the count.
+    """
+    if way not in ("one", "batch", "thin"):
+        raise ValueError("way is 'one', 'batch' or 'thin'")
+    if not 1 <= events <= 20_000 or not 1 <= batch <= 1000 or not 0 <= window_ms <= 5000 or rate <= 0:
+        raise ValueError("need 1 <= events <= 20000, 1 <= batch <= 1000, 0 <= window_ms <= 5000, rate > 0")
+    tally = Tally()
+    with serve(sender_api(tally), name="sender's API") as api_srv, \
+            serve(receiver(tally, api_srv.url, thin=way == "thin", concurrency=concurrency), name="noise receiver") as srv:
+        run_async(send_burst(f"{srv.url}/webhook", tally, way, events=events, batch=batch, window_ms=window_ms,
+                             rate=rate, concurrency=concurrency), events / rate + 60)
     name = {"one": "one POST per event", "thin": "thin events (ids, then fetch)"}.get(
         way, f"batches of {batch}" + (f" or {window_ms:g} ms" if window_ms else ""))
-    delays = [(arrived[i] - published[i]) * 1000 for i in sorted(arrived)]
+    delays = [(tally.arrived[i] - tally.published[i]) * 1000 for i in sorted(tally.arrived)]
     if len(delays) != events:
         raise NetcourseError(f"{events - len(delays)} events did not arrive ({name})")
-    return Noise(name, events, stats["requests"], stats["bodies"], stats["heads"], delays)
+    return Noise(name, events, tally.requests, tally.bodies, tally.heads, delays)
 
 
 def _head_bytes(request: web.Request) -> int:
