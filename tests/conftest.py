@@ -83,9 +83,18 @@ def own_listening_ports() -> set[int]:
 
 
 def pytest_terminal_summary(terminalreporter):
-    """After a browser run: where the screenshots are, and how long each knob took to redraw."""
+    """The share of output-ignored notebook cells; after a browser run, where the screenshots are and how long
+    each knob took to redraw."""
     import sys
 
+    project = sys.modules.get("tests.test_project") or sys.modules.get("test_project")
+    if project is not None:
+        terminalreporter.section("nbval: output-ignored cells")
+        shares = project.ignored_shares()
+        for name, (ignored, code) in shares.items():
+            terminalreporter.write_line(f"{name:<32} {ignored:>3} of {code:>3} ({ignored / code:.0%})")
+        ignored, code = (sum(x) for x in zip(*shares.values()))
+        terminalreporter.write_line(f"{'course':<32} {ignored:>3} of {code:>3} ({ignored / code:.1%})")
     module = sys.modules.get("tests.test_browser") or sys.modules.get("test_browser")
     moves = getattr(module, "MOVES", None)
     if not moves:

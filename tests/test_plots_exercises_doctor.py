@@ -151,3 +151,52 @@ def test_doctor_warns_when_the_capability_sits_on_a_shared_interpreter(monkeypat
     assert check.status == "WARN" and "shared interpreter" in check.detail and "make allow-capture" in check.detail
     monkeypatch.setattr(sys, "prefix", os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
     assert doctor._capability().status == "OK"
+
+
+# -- the figures' typed inputs ---------------------------------------------------------------------------------
+
+def _protocol_pairs():
+    """Each figure input Protocol (course/plots, which may not import experiments) and the class that fills it."""
+    from netcourse.clients.pollers import PollerResult, PollRecord
+    from netcourse.course.plots import choosing, connections, heartbeats, offline, polling, streaming, tls, webhooks, wire
+    from netcourse.experiments.choosing.harness import TransportRun
+    from netcourse.experiments.choosing.scaleout import FanOut
+    from netcourse.experiments.heartbeats.detection import Detection
+    from netcourse.experiments.heartbeats.reconnect import Reconnecting, Storm
+    from netcourse.experiments.offline.faults import Soak
+    from netcourse.experiments.offline.online import OfflineRun
+    from netcourse.experiments.polling.compare import PollingRun
+    from netcourse.experiments.streaming.buffering import Buffering
+    from netcourse.experiments.streaming.chunked import Boundaries
+    from netcourse.experiments.tls.cost import Overhead
+    from netcourse.experiments.tls.round_trips import RoundTrips
+    from netcourse.experiments.tls.versions import Milestone
+    from netcourse.experiments.transport.slow_start import Transfer
+    from netcourse.experiments.webhooks.noise import Noise
+    from netcourse.experiments.webhooks.retries import Outage
+    from netcourse.traffic.tlsview import TLSConnection, TLSRecordView
+    from netcourse.apps.webhooks import Attempt
+
+    return [
+        (polling.Poll, PollRecord), (polling.Poller, PollerResult), (polling.Polls, PollingRun),
+        (choosing.TransportCost, TransportRun), (choosing.AwayAndBack, TransportRun), (choosing.Reach, FanOut),
+        (wire.Latencies, TransportRun), (connections.BulkTransfer, Transfer),
+        (heartbeats.Trials, Detection), (heartbeats.Connections, Reconnecting), (heartbeats.StormLog, Storm),
+        (offline.Arrivals, OfflineRun), (offline.SoakVerdict, Soak),
+        (streaming.Delays, Buffering), (streaming.ByteRanges, Boundaries),
+        (tls.Dated, Milestone), (tls.Records, TLSConnection), (tls.LadderRecord, TLSRecordView),
+        (tls.FirstBytes, RoundTrips), (tls.EchoBytes, Overhead),
+        (webhooks.Attempt, Attempt), (webhooks.AttemptLog, Outage), (webhooks.BurstCost, Noise),
+    ]
+
+
+def test_every_figure_input_is_filled_by_the_class_the_figure_draws():
+    """The plots layer names what it reads as Protocols; a rename in an experiment must fail here, not in a cell."""
+    import dataclasses
+    import typing
+
+    for proto, cls in _protocol_pairs():
+        members = {m for m in proto.__dict__ if not m.startswith("_")} | set(typing.get_type_hints(proto))
+        fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        missing = sorted(m for m in members if m not in fields and not hasattr(cls, m))
+        assert not missing, f"{cls.__qualname__} lacks {missing}, which plots.{proto.__qualname__} reads"

@@ -3,16 +3,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Protocol
+
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .draw import TRANSPORT_COLOURS, figure
 
-__all__ = ["transport_costs", "transport_sweep", "away_and_back", "fan_out_reach"]
+__all__ = ["transport_costs", "transport_sweep", "away_and_back", "fan_out_reach", "TransportCost", "AwayAndBack",
+           "Reach"]
 
 
-def transport_costs(runs, *, ax: Axes | None = None) -> Figure:
+class TransportCost(Protocol):
+    """One transport's run (``experiments.choosing.harness.TransportRun`` has these)."""
+
+    @property
+    def bytes_per_message(self) -> float: ...
+    @property
+    def units_per_message(self) -> float: ...
+    @property
+    def cpu_us_per_message(self) -> float: ...
+
+
+class AwayAndBack(Protocol):
+    @property
+    def while_away(self) -> int: ...  # messages published while the client was away
+    @property
+    def caught_up(self) -> int: ...  # of those, delivered when it came back
+
+
+class Reach(Protocol):
+    """A fan-out run (``experiments.choosing.scaleout.FanOut``): messages per node, expected and received."""
+
+    @property
+    def received(self) -> Mapping[str, int]: ...
+    @property
+    def expected_per_node(self) -> Mapping[str, int]: ...
+
+
+def transport_costs(runs: Mapping[str, TransportCost], *, ax: Axes | None = None) -> Figure:
     """Three panels per transport: bytes on the wire, requests or frames, and server CPU per message."""
     if ax is None:
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), layout="constrained")
@@ -32,7 +63,7 @@ def transport_costs(runs, *, ax: Axes | None = None) -> Figure:
     return fig
 
 
-def transport_sweep(data, dimension: str, key: str) -> Figure:
+def transport_sweep(data: Mapping[str, Any], dimension: str, key: str) -> Figure:
     """Bytes per message and median latency of every transport as one workload dimension varies."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
     plt.close(fig)
@@ -59,7 +90,7 @@ def transport_sweep(data, dimension: str, key: str) -> Figure:
     return fig
 
 
-def away_and_back(runs, *, ax: Axes | None = None) -> Figure:
+def away_and_back(runs: Mapping[str, AwayAndBack], *, ax: Axes | None = None) -> Figure:
     """For the client that went away: messages published meanwhile, delivered late or lost."""
     fig, ax = figure(ax, (8, 3.0))
     names = list(runs)
@@ -74,7 +105,7 @@ def away_and_back(runs, *, ax: Axes | None = None) -> Figure:
     return fig
 
 
-def fan_out_reach(without, with_broker, *, ax: Axes | None = None) -> Figure:
+def fan_out_reach(without: Reach, with_broker: Reach, *, ax: Axes | None = None) -> Figure:
     """Messages received by the clients of node A and node B, without and with a broker."""
     fig, ax = figure(ax, (7, 3.0))
     xs = [0, 1, 3, 4]

@@ -5,6 +5,7 @@ slow start.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import matplotlib.ticker
 from matplotlib.axes import Axes
@@ -13,7 +14,26 @@ from matplotlib.figure import Figure
 from ...traffic.packets import C2S, PacketRow, in_flight
 from .draw import arrow_colour, figure
 
-__all__ = ["duplex_timeline", "port_budget", "window_growth"]
+__all__ = ["duplex_timeline", "port_budget", "window_growth", "BulkTransfer"]
+
+
+class Captured(Protocol):
+    def table(self) -> Sequence[PacketRow]: ...
+
+
+class BulkTransfer(Protocol):
+    """A bulk transfer (``experiments.transport.slow_start.Transfer`` has these)."""
+
+    @property
+    def capture(self) -> Captured: ...
+    @property
+    def samples(self) -> Sequence[tuple[float, int, int, int]]: ...  # TCP_INFO: (seconds, cwnd, ssthresh, mss)
+    @property
+    def rtt_ms(self) -> float: ...
+    @property
+    def rate_mbit(self) -> float: ...
+    @property
+    def size(self) -> int: ...
 
 
 def duplex_timeline(rows: Sequence[PacketRow], *, ax: Axes | None = None, title: str | None = None) -> Figure:
@@ -74,7 +94,7 @@ def port_budget(low: int, high: int, time_wait_s: float, *, ax: Axes | None = No
     return fig
 
 
-def window_growth(transfer, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+def window_growth(transfer: BulkTransfer, *, ax: Axes | None = None, title: str | None = None) -> Figure:
     """Bytes in flight over a bulk transfer (from the sender's capture) and the congestion window
     (from its TCP_INFO samples, when there are some), one grey line per round trip.
 

@@ -3,17 +3,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["heartbeat_tradeoff", "heartbeat_connections", "storm_attempts"]
+__all__ = ["heartbeat_tradeoff", "heartbeat_connections", "storm_attempts", "Trials", "Connections", "StormLog"]
 
 
-def heartbeat_tradeoff(interval: float, timeout: float, *, clients: int = 100_000, measured=None,
+class Trials(Protocol):
+    """Detection trials (``experiments.heartbeats.detection.Detection``): the settings and the seconds each took."""
+
+    @property
+    def interval(self) -> float: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def seconds(self) -> Sequence[float]: ...
+
+
+class Connections(Protocol):
+    """A reconnecting client's log (``experiments.heartbeats.reconnect.Reconnecting``): (seconds, what happened), and the freeze."""
+
+    @property
+    def events(self) -> list[tuple[float, str]]: ...
+    @property
+    def froze_at(self) -> float | None: ...
+    @property
+    def thawed_at(self) -> float | None: ...
+
+
+class StormLog(Protocol):
+    """A reconnect storm (``experiments.heartbeats.reconnect.Storm``): attempts per schedule, (seconds, connected)."""
+
+    @property
+    def attempts(self) -> Mapping[str, Sequence[tuple[float, bool]]]: ...
+    @property
+    def down_for(self) -> float: ...
+    @property
+    def clients(self) -> int: ...
+    def peak(self, name: str, width: float) -> int: ...
+
+
+def heartbeat_tradeoff(interval: float, timeout: float, *, clients: int = 100_000, measured: Trials | None = None,
                        ax: Axes | None = None) -> Figure:
     """An application heartbeat's two costs side by side: how late a death is noticed, and the traffic.
 
@@ -56,7 +91,7 @@ def heartbeat_tradeoff(interval: float, timeout: float, *, clients: int = 100_00
     return fig
 
 
-def heartbeat_connections(runs: Sequence, labels: Sequence[str], *, title: str | None = None) -> Figure:
+def heartbeat_connections(runs: Sequence[Connections], labels: Sequence[str], *, title: str | None = None) -> Figure:
     """Reconnecting heartbeat clients (``heartbeats.Reconnecting``), one lane each: every connection as a bar
     from its connect to its end (green once a pong came), each "declared dead" as a cross, and the time the
     peer was frozen shaded."""
@@ -95,7 +130,7 @@ def heartbeat_connections(runs: Sequence, labels: Sequence[str], *, title: str |
     return fig
 
 
-def storm_attempts(storm, *, width: float = 0.025) -> Figure:
+def storm_attempts(storm: StormLog, *, width: float = 0.025) -> Figure:
     """Connection attempts over time when many clients lost their server at once: one panel per back-off
     schedule (a ``heartbeats.Storm``), refused attempts and successful connects stacked in ``width``-s bins."""
     names = list(storm.attempts)

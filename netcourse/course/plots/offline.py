@@ -3,13 +3,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["offline_timeline", "soak_result"]
+__all__ = ["offline_timeline", "soak_result", "Arrivals", "SoakVerdict"]
 
 
-def offline_timeline(run, *, title: str | None = None) -> Figure:
+class Arrivals(Protocol):
+    """A reconnection (``experiments.offline.online.OfflineRun``): (ms, message id, "replayed" or "live")."""
+
+    @property
+    def arrivals(self) -> Sequence[tuple[float, int, str]]: ...
+    @property
+    def replayed(self) -> int: ...
+
+
+class SoakVerdict(Protocol):
+    """A fault soak (``experiments.offline.faults.Soak``)."""
+
+    @property
+    def published(self) -> Sequence[int]: ...
+    @property
+    def faults(self) -> Sequence[tuple[float, str, int]]: ...  # (seconds, kind, messages published before it)
+    @property
+    def streaming_until(self) -> float: ...
+    @property
+    def lost(self) -> list[int]: ...
+    @property
+    def duplicated(self) -> int: ...
+    @property
+    def in_order(self) -> bool: ...
+
+
+def offline_timeline(run: Arrivals, *, title: str | None = None) -> Figure:
     """Message ids against arrival time after a reconnection (an ``offline.OfflineRun``): the replayed backlog
     arrives at once, the live messages one by one."""
     fig, ax = plt.subplots(figsize=(8, 3), layout="constrained")
@@ -26,7 +55,7 @@ def offline_timeline(run, *, title: str | None = None) -> Figure:
     return fig
 
 
-def soak_result(soak, *, title: str | None = None) -> Figure:
+def soak_result(soak: SoakVerdict, *, title: str | None = None) -> Figure:
     """A fault soak (an ``offline.Soak``): the messages published over time, each fault where it struck,
     and the verdict."""
     fig, ax = plt.subplots(figsize=(9, 2.3), layout="constrained")

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -10,10 +13,49 @@ from matplotlib.figure import Figure
 from .draw import figure
 from .wire import latency_distributions
 
-__all__ = ["polling_timeline", "polling_latency", "polling_on_link", "polling_theory", "polling_costs"]
+__all__ = ["polling_timeline", "polling_latency", "polling_on_link", "polling_theory", "polling_costs",
+           "Poll", "Poller", "Polls"]
 
 
-def polling_timeline(run, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+class Poll(Protocol):
+    """One request: when it was sent and answered (perf_counter seconds), and how many messages it carried."""
+
+    @property
+    def sent(self) -> float: ...
+    @property
+    def answered(self) -> float: ...
+    @property
+    def count(self) -> int: ...
+
+
+class Poller(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def polls(self) -> Sequence[Poll]: ...
+
+
+class Polls(Protocol):
+    """What the polling figures read from a run (``experiments.polling.compare.PollingRun`` has it)."""
+
+    @property
+    def pollers(self) -> Sequence[Poller]: ...
+    @property
+    def published(self) -> Sequence[tuple[int, float]]: ...  # (message id, perf_counter seconds)
+    @property
+    def start(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def intervals(self) -> Mapping[str, float]: ...  # short poller's name -> its interval, seconds
+    @property
+    def rtt(self) -> float: ...
+    def latencies(self, name: str) -> list[float]: ...
+    def theory_mean(self, name: str) -> float: ...
+    def burst_worst(self, name: str) -> list[float]: ...
+
+
+def polling_timeline(run: Polls, *, ax: Axes | None = None, title: str | None = None) -> Figure:
     """One run on one time axis: publications on top, then one lane per poller.
 
     Each request is a horizontal bar from when it was sent to when it was answered (long polls are
@@ -44,7 +86,7 @@ def polling_timeline(run, *, ax: Axes | None = None, title: str | None = None) -
     return fig
 
 
-def polling_latency(run, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+def polling_latency(run: Polls, *, ax: Axes | None = None, title: str | None = None) -> Figure:
     """Delivery latency per poller (box plots, ms, log scale) with short polling's theory marked.
 
     For a short poller with interval T, a message waits on average T/2 and at most T (red marks).
@@ -66,7 +108,7 @@ def polling_latency(run, *, ax: Axes | None = None, title: str | None = None) ->
     return fig
 
 
-def polling_on_link(run, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+def polling_on_link(run: Polls, *, ax: Axes | None = None, title: str | None = None) -> Figure:
     """Every message's delivery latency across a link (ms), one row per poller, with the transits marked.
 
     For a link of round trip RTT: a held long poll delivers in one transit (RTT/2); a message that
@@ -98,7 +140,7 @@ def polling_on_link(run, *, ax: Axes | None = None, title: str | None = None) ->
     return fig
 
 
-def polling_theory(rtt_ms: float, interval: float, *, burst: int = 3, measured=None, ax: Axes | None = None) -> Figure:
+def polling_theory(rtt_ms: float, interval: float, *, burst: int = 3, measured: Polls | None = None, ax: Axes | None = None) -> Figure:
     """Expected delivery latency (ms) for a round trip ``rtt_ms`` and short-poll ``interval`` (seconds).
 
     Bars: short polling's mean (T/2 + RTT/2) and worst (T + RTT/2); long polling's single message
@@ -131,7 +173,7 @@ def polling_theory(rtt_ms: float, interval: float, *, burst: int = 3, measured=N
     return fig
 
 
-def polling_costs(summary, *, ax: Axes | None = None) -> Figure:
+def polling_costs(summary: Sequence[Mapping[str, Any]], *, ax: Axes | None = None) -> Figure:
     """Three bars per poller: requests per delivered message, share of empty answers, bytes per message."""
     if ax is None:
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), layout="constrained")

@@ -3,21 +3,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["stream_delays", "chunks_and_segments"]
+__all__ = ["stream_delays", "chunks_and_segments", "Delays", "ByteRanges"]
 
 
-def stream_delays(run, cases: Sequence[str] | None = None, *, title: str | None = None) -> Figure:
+class Delays(Protocol):
+    """Delivery delays per way of connecting (``experiments.streaming.buffering.Buffering``), ms."""
+
+    @property
+    def delays(self) -> Mapping[str, Sequence[float | None]]: ...
+    @property
+    def published(self) -> Sequence[float]: ...  # ms since the first event, one per event
+
+
+class ByteRanges(Protocol):
+    """Byte ranges of chunks and of segments per case (``experiments.streaming.chunked.Boundaries``)."""
+
+    @property
+    def chunks(self) -> Mapping[str, Sequence[tuple[int, int]]]: ...
+    @property
+    def segments(self) -> Mapping[str, Sequence[tuple[int, int]]]: ...
+
+
+def stream_delays(run: Delays, cases: Sequence[str] | None = None, *, title: str | None = None) -> Figure:
     """When each event of a stream was published (grey ticks) and when it reached the client (dots), one row
     per way of connecting (a ``streaming.Buffering``): events held by a buffer arrive in a lump."""
     cases = list(run.delays) if cases is None else list(cases)
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(cases) + 1.3), layout="constrained")
     plt.close(fig)
-    published = run._published()
+    published = run.published
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     end = max(published, default=0.0)
     for row, case in enumerate(cases):
@@ -38,7 +57,7 @@ def stream_delays(run, cases: Sequence[str] | None = None, *, title: str | None 
     return fig
 
 
-def chunks_and_segments(bounds, name: str, *, title: str | None = None) -> Figure:
+def chunks_and_segments(bounds: ByteRanges, name: str, *, title: str | None = None) -> Figure:
     """A response's bytes from start to end on two lanes: the HTTP chunks' data, and the TCP segments that
     carried them (a ``streaming.Boundaries``): the two sets of boundaries do not line up."""
     fig, ax = plt.subplots(figsize=(10, 1.9), layout="constrained")

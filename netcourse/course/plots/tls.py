@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -10,13 +13,73 @@ from matplotlib.figure import Figure
 from ...traffic.packets import C2S
 from .draw import arrow, figure
 
-__all__ = ["tls_timeline", "tls_ladder", "tls_round_trips", "tls_overhead"]
+__all__ = ["tls_timeline", "tls_ladder", "tls_round_trips", "tls_overhead", "Dated", "Records", "FirstBytes",
+           "EchoBytes"]
+
+
+class Dated(Protocol):
+    """A version's date (``experiments.tls.versions.Milestone``): kind is "ssl", "tls" or "retired"."""
+
+    @property
+    def year(self) -> float: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+
+
+class LadderRecord(Protocol):
+    @property
+    def direction(self) -> str: ...
+    @property
+    def encrypted(self) -> bool: ...
+    @property
+    def decrypted(self) -> bool: ...
+    @property
+    def label(self) -> str: ...
+
+
+class Records(Protocol):
+    """One TLS connection's records (``traffic.tlsview.TLSConnection``)."""
+
+    @property
+    def records(self) -> Sequence[LadderRecord]: ...
+
+
+class FirstBytes(Protocol):
+    """Time to first byte per case (``experiments.tls.round_trips.RoundTrips``): (case, round trips, ms)."""
+
+    @property
+    def rows(self) -> Sequence[tuple[str, int, float]]: ...
+    @property
+    def rtt_ms(self) -> float: ...
+    @property
+    def mode(self) -> str: ...
+
+
+class EchoBytes(Protocol):
+    """Bytes of one echo, plain and over TLS (``experiments.tls.cost.Overhead``)."""
+
+    @property
+    def body(self) -> int: ...
+    @property
+    def plain(self) -> int: ...
+    @property
+    def tls12(self) -> int: ...
+    @property
+    def tls13(self) -> int: ...
+    @property
+    def records12(self) -> int: ...
+    @property
+    def records13(self) -> int: ...
 
 
 _TLS_KINDS = {"ssl": ("#e53935", "SSL (Netscape)"), "tls": ("#1565c0", "TLS (IETF)"), "retired": ("#757575", "retired by RFC")}
 
 
-def tls_timeline(milestones, *, ax: Axes | None = None) -> Figure:
+def tls_timeline(milestones: Sequence[Dated], *, ax: Axes | None = None) -> Figure:
     """SSL and TLS versions on a time axis, and the RFCs that retired the old ones."""
     fig, ax = figure(ax, (10, 3.4))
     for i, m in enumerate(milestones):
@@ -39,7 +102,7 @@ def tls_timeline(milestones, *, ax: Axes | None = None) -> Figure:
     return fig
 
 
-def tls_ladder(connection, *, ax: Axes | None = None, title: str | None = None, max_records: int = 20) -> Figure:
+def tls_ladder(connection: Records, *, ax: Axes | None = None, title: str | None = None, max_records: int = 20) -> Figure:
     """The records of one TLS connection as a ladder, labelled with what each carried."""
     records = connection.records[:max_records]
     fig, ax = figure(ax, (8.5, 0.42 * len(records) + 1.4))
@@ -65,7 +128,7 @@ def tls_ladder(connection, *, ax: Axes | None = None, title: str | None = None, 
     return fig
 
 
-def tls_round_trips(run, *, ax: Axes | None = None) -> Figure:
+def tls_round_trips(run: FirstBytes, *, ax: Axes | None = None) -> Figure:
     """Time to the first response byte per case: measured bars beside theory (round trips × RTT)."""
     fig, ax = figure(ax, (8, 3.4))
     names = [c for c, _, _ in run.rows]
@@ -84,7 +147,7 @@ def tls_round_trips(run, *, ax: Axes | None = None) -> Figure:
     return fig
 
 
-def tls_overhead(rows, chosen, *, ax: Axes | None = None) -> Figure:
+def tls_overhead(rows: Sequence[EchoBytes], chosen: EchoBytes, *, ax: Axes | None = None) -> Figure:
     """Left: overhead bytes per exchange against body size (log). Right: one size's bytes, plain vs TLS."""
     if ax is None:
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")

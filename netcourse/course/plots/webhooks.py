@@ -4,14 +4,52 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
+from typing import Protocol
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["webhook_attempts", "webhook_noise"]
+__all__ = ["webhook_attempts", "webhook_noise", "Attempt", "AttemptLog", "BurstCost"]
 
 
-def webhook_attempts(outage, *, title: str | None = None) -> Figure:
+class Attempt(Protocol):
+    @property
+    def at(self) -> float: ...
+    @property
+    def msg_id(self) -> str: ...
+    @property
+    def endpoint(self) -> int: ...
+    @property
+    def status(self) -> int | None: ...
+
+
+class AttemptLog(Protocol):
+    """An outage run (``experiments.webhooks.retries.Outage``): every attempt, when the receiver was down
+    (seconds), and the schedule's scale."""
+
+    @property
+    def attempts(self) -> Sequence[Attempt]: ...
+    @property
+    def down(self) -> tuple[float, float]: ...
+    @property
+    def scale(self) -> float: ...
+
+
+class BurstCost(Protocol):
+    """One way of delivering a burst (``experiments.webhooks.noise.Noise``)."""
+
+    @property
+    def way(self) -> str: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def total_bytes(self) -> int: ...
+    @property
+    def delays_ms(self) -> Sequence[float]: ...
+
+
+def webhook_attempts(outage: AttemptLog, *, title: str | None = None) -> Figure:
     """Every delivery attempt on a timeline, one row per endpoint (a ``webhooks.Outage``): failures as crosses,
     deliveries as dots, the receiver's outage shaded, and the schedule's steps (scaled) as ticks."""
     fig, ax = plt.subplots(figsize=(9, 2.6), layout="constrained")
@@ -43,7 +81,7 @@ def webhook_attempts(outage, *, title: str | None = None) -> Figure:
     return fig
 
 
-def webhook_noise(runs, *, title: str | None = None) -> Figure:
+def webhook_noise(runs: Sequence[BurstCost], *, title: str | None = None) -> Figure:
     """Requests, kilobytes and delivery delay for ways of delivering the same burst (``webhooks.Noise`` runs)."""
     fig, axes = plt.subplots(1, 3, figsize=(11, 0.5 * len(runs) + 1.8), layout="constrained", sharey=True)
     plt.close(fig)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
@@ -18,7 +19,17 @@ from ...traffic.wire import LAYER_LABELS, LAYERS, WireBytes
 from ..exercises import sig3
 from .draw import LAYER_COLOURS, TRANSPORT_COLOURS, figure
 
-__all__ = ["overhead_bar", "header_diagram", "PORT_RANGES", "port_map", "overhead_at_rate", "latency_distributions", "byte_histogram", "latency_cdf"]
+__all__ = ["overhead_bar", "header_diagram", "PORT_RANGES", "port_map", "overhead_at_rate", "latency_distributions", "byte_histogram", "latency_cdf",
+           "Latencies"]
+
+
+class Latencies(Protocol):
+    """One transport's deliveries (``experiments.choosing.harness.TransportRun``): seconds each, of ``expected``."""
+
+    @property
+    def latencies(self) -> Sequence[float]: ...
+    @property
+    def expected(self) -> int: ...
 
 
 def overhead_bar(
@@ -256,7 +267,7 @@ def byte_histogram(plaintext: bytes, ciphertext: bytes, *, ax: Axes | None = Non
     return fig
 
 
-def latency_cdf(runs, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+def latency_cdf(runs: Mapping[str, Latencies], *, ax: Axes | None = None, title: str | None = None) -> Figure:
     """The share of messages delivered within x ms, one line per transport (x on a log scale)."""
     fig, ax = figure(ax, (8, 3.6))
     for name, run in runs.items():

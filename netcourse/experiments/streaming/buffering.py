@@ -51,7 +51,9 @@ class Buffering:
     size: int
     published_ms: list[float] = field(default_factory=list)
 
-    def _published(self) -> list[float]:
+    @property
+    def published(self) -> list[float]:
+        """When each event was published, ms since the first (measured, or from the gap)."""
         return self.published_ms or [i * self.gap * 1000 for i in range(self.events)]
 
     def first(self, case: str) -> float:
@@ -59,7 +61,7 @@ class Buffering:
 
     def lumps(self, case: str, *, within_ms: float = 10.0) -> list[int]:
         """How many events arrived together, lump by lump (arrivals less than ``within_ms`` apart)."""
-        times = sorted(p + d for p, d in zip(self._published(), self.delays[case]) if d is not None)
+        times = sorted(p + d for p, d in zip(self.published, self.delays[case]) if d is not None)
         out: list[int] = []
         for k, t in enumerate(times):
             if k and t - times[k - 1] < within_ms:
