@@ -18,6 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("images", help="regenerate the pictures in images/ from shipped data")
     sub.add_parser("html", help="export the executed notebooks to static HTML in build/html/")
     sub.add_parser("binder", help="print the Binder badge for this repository's git remote")
+    sub.add_parser("layers", help="draw the package's floors and the imports between them, from the code")
     return parser
 
 
@@ -79,7 +80,13 @@ def _bench(args) -> int:
     return bench(idle_seconds=args.idle_seconds)
 
 
-COMMANDS = {"doctor": _doctor, "record": _record, "images": _images, "html": _html, "binder": _binder,
+def _layers(args) -> int:
+    from .tools.layers import main as layers
+
+    return layers()
+
+
+COMMANDS = {"doctor": _doctor, "layers": _layers, "record": _record, "images": _images, "html": _html, "binder": _binder,
             "bench": _bench}
 
 

@@ -170,3 +170,30 @@ def test_every_package_init_lists_its_modules():
             if f"``{name}``" not in doc:
                 missing.append(f"{init.parent.relative_to(PACKAGE.parent)}: {name}")
     assert not missing, "package maps (their __init__ docstrings) miss: " + ", ".join(sorted(missing))
+
+
+def test_the_drawing_shows_every_floor_in_order_and_nothing_that_must_stay_empty():
+    from netcourse.tools.layers import drawing
+
+    text = drawing()
+    floors = [line.split()[2] for line in text.splitlines() if line.startswith("floor")]
+    assert floors == ["__main__", "tools/", "experiments/", "course/", "apps/", "clients/", "network/", "traffic/",
+                      "runtime/", "protocols/", "errors"]
+    assert "imports that point up: none" in text
+    assert "one lesson's experiments importing another's: none" in text
+    assert "circles: none" in text
+
+
+def test_the_drawing_finds_a_circle_an_upward_import_and_a_sideways_one():
+    from netcourse.tools.layers import Graph, drawing
+
+    g = Graph({"netcourse.tools.bench": 1, "netcourse.tools.loadbench": 1, "netcourse.runtime.server": 1,
+               "netcourse.experiments.polling.compare": 1, "netcourse.experiments.tls.cost": 1},
+              [("netcourse.tools.bench", "netcourse.tools.loadbench", 3),
+               ("netcourse.tools.loadbench", "netcourse.tools.bench", 64),
+               ("netcourse.runtime.server", "netcourse.tools.bench", 9),
+               ("netcourse.experiments.tls.cost", "netcourse.experiments.polling.compare", 5)])
+    text = drawing(g)
+    assert "imports that point up: 1\n  netcourse.runtime.server:9 -> netcourse.tools.bench" in text
+    assert "importing another's: 1\n  netcourse.experiments.tls.cost:5 -> netcourse.experiments.polling.compare" in text
+    assert "circles: 1\n  netcourse.tools.bench <-> netcourse.tools.loadbench" in text
