@@ -81,7 +81,7 @@ def _cases() -> dict[str, tuple[Callable[[], object], float]]:
         "08 fault_soak, streaming": (lambda: faults.fault_soak(messages=2000, faults=6), 1.5),
         "08 naive_variants": (lambda: naive.naive_variants(), 0.8),
         "07 behind_a_firewall": (lambda: firewall.behind_a_firewall(), 0.8),
-        "07 noise": (lambda: noise.noise("one", events=1000), 0.3),
+        "07 noise": (lambda: noise.noise("one", events=5000), 0.3),
         "04 peer_deaths": (lambda: deaths.peer_deaths(), 0.5),
         "04 reconnect_storm": (lambda: reconnect.reconnect_storm(), 0.4),
         "10 compare": (lambda: transports.compare(Workload(rtt_ms=0.0)), 0.8),
