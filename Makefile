@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.netcourse-installed
 SANITIZE := tests/nbval-sanitize.cfg
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab html quick test test-browser test-unprivileged test-pythons unit nbval bench doctor record execute images clean setup allow-capture
+.PHONY: lab fresh-copy html quick test test-browser test-unprivileged test-pythons unit nbval bench doctor record execute images clean setup allow-capture
 
 setup: $(STAMP)
 
@@ -21,8 +21,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+# The learner's copy (my-notebooks/, outputs cleared) is created on first use and never overwritten.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) notebooks/00_start_here.ipynb
+	$(BIN)/python -m netcourse learner-copy
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) my-notebooks/00_start_here.ipynb
+
+# A clean copy of one notebook in my-notebooks/ (make fresh-copy NB=03); the old one is kept beside it.
+fresh-copy: $(STAMP)
+	@[ -n "$(NB)" ] || { echo "Which notebook? make fresh-copy NB=03"; exit 2; }
+	$(BIN)/python -m netcourse learner-copy --fresh "$(NB)"
 
 # The executed notebooks as static pages (images embedded) and an index from the README's course map.
 html: $(STAMP)

@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("html", help="export the executed notebooks to static HTML in build/html/")
     sub.add_parser("binder", help="print the Binder badge for this repository's git remote")
     sub.add_parser("layers", help="draw the package's floors and the imports between them, from the code")
+    copy = sub.add_parser("learner-copy", help="create my-notebooks/, the learner's copy (outputs cleared; never overwritten)")
+    copy.add_argument("--fresh", metavar="NB", help="a clean copy of one notebook (its number), keeping the old one")
     return parser
 
 
@@ -80,13 +82,19 @@ def _bench(args) -> int:
     return bench(idle_seconds=args.idle_seconds)
 
 
+def _learner_copy(args) -> int:
+    from .tools.learnercopy import main as learner_copy
+
+    return learner_copy(args.fresh)
+
+
 def _layers(args) -> int:
     from .tools.layers import main as layers
 
     return layers()
 
 
-COMMANDS = {"doctor": _doctor, "layers": _layers, "record": _record, "images": _images, "html": _html, "binder": _binder,
+COMMANDS = {"doctor": _doctor, "layers": _layers, "learner-copy": _learner_copy, "record": _record, "images": _images, "html": _html, "binder": _binder,
             "bench": _bench}
 
 

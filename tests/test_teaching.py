@@ -390,7 +390,7 @@ def test_binder_url_comes_from_a_github_remote():
     from netcourse.tools.publish import binder_url
 
     for remote in ("https://github.com/acme/netcourse.git", "git@github.com:acme/netcourse.git", "https://github.com/acme/netcourse"):
-        assert binder_url(remote) == "https://mybinder.org/v2/gh/acme/netcourse/HEAD?labpath=notebooks%2F00_start_here.ipynb"
+        assert binder_url(remote) == "https://mybinder.org/v2/gh/acme/netcourse/HEAD?labpath=my-notebooks%2F00_start_here.ipynb"
     assert binder_url("https://gitlab.com/acme/netcourse.git") is None and binder_url("") is None
 
 

@@ -6,6 +6,7 @@
   (capture under a UDP flood, in a namespace).
 - ``soak``: a learner's session: every cell of a notebook run again and again in one kernel.
 - ``browser``: JupyterLab in Chromium: Run All, every knob turned (the browser test and the bench).
+- ``learnercopy``: ``my-notebooks/``, the learner's copy (outputs cleared, never overwritten; ``make fresh-copy``).
 - ``layers``: the import drawing, made from the code (``python -m netcourse layers``).
 - ``publish``: ``make html`` (static pages) and the Binder link.
 """

@@ -77,4 +77,4 @@ def binder_url(remote: str | None = None) -> str | None:
     if not m:
         return None
     owner, repo = m.groups()
-    return f"https://mybinder.org/v2/gh/{owner}/{repo}/HEAD?labpath=notebooks%2F00_start_here.ipynb"
+    return f"https://mybinder.org/v2/gh/{owner}/{repo}/HEAD?labpath=my-notebooks%2F00_start_here.ipynb"
