@@ -15,7 +15,7 @@ from pathlib import Path
 __all__ = ["Check", "Report", "run_checks"]
 
 REQUIRED = ["jupyterlab", "ipywidgets", "matplotlib", "scapy", "aiohttp", "nbval", "trustme", "cryptography", "redis"]
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python
 
 
 @dataclass(frozen=True)
