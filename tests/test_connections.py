@@ -15,7 +15,7 @@ from netcourse.experiments.connections.ports import (
     well_known_ports,
 )
 from netcourse.experiments.connections.sockets import connection_ends, full_duplex
-from netcourse.experiments.connections.time_wait import exercise_who_waits, time_wait
+from netcourse.experiments.connections.time_wait import exercise_time_wait_load, time_wait
 from netcourse.runtime.tcpinfo import tcp_sockets
 from netcourse.traffic.packets import C2S, S2C
 
@@ -98,5 +98,6 @@ def test_time_wait_is_on_the_side_that_closed_first_and_reuseaddr_needs_both():
 
 
 def test_exercises_check_against_the_learners_connection():
-    q2 = exercise_who_waits()
-    assert q2.check("client") and not q2.check("server")
+    q2 = exercise_time_wait_load(1000, 60)
+    assert q2.check(60_000) and q2.check("60,000") and not q2.check(1000)
+    assert "the server" in repr(q2.check(0)) and "client's" in repr(q2.check(28232))

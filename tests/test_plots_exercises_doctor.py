@@ -9,7 +9,7 @@ import sys
 import pytest
 from matplotlib.figure import Figure
 
-from netcourse.course.exercises import Exercise, Prediction
+from netcourse.course.exercises import Exercise, Prediction, as_number
 from netcourse.course.plots.ladder import ladder
 from netcourse.course.plots.wire import overhead_bar
 from netcourse.errors import ExerciseError
@@ -78,6 +78,49 @@ def test_exercise_checks_numbers_strings_and_placeholders():
     assert t.check(0.505).right and not t.check(0.6).right
     c = Exercise("Even?", answer=None, hint="h", check=lambda v: v % 2 == 0)
     assert c.check(4).right and not c.check(3).right
+
+
+def test_exercise_accepts_equivalent_forms_of_one_answer():
+    checksum = Exercise("Checksum, in 0x1234 form?", answer=0x3BF1, hint="h")
+    for form in (0x3BF1, "0x3bf1", "0x3BF1", hex(0x3BF1), 15345, "15345"):
+        assert checksum.check(form).right, form
+    word = Exercise("Unmasked?", answer="wire", hint="h")
+    assert word.check(b"wire").right and word.check("wire").right and not word.check(b"\xff").right
+    key = Exercise("Accept?", answer=b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", hint="h")
+    assert key.check("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=").right and key.check(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=").right
+    ms = Exercise("How long?", answer=206, hint="h", tolerance=1, unit="ms")
+    for form in (206, "206 ms", "0.206 s", "206000 µs", "206.4"):
+        assert ms.check(form).right, form
+    assert not ms.check("206 B").right and not ms.check("soon").right and not ms.check(None).right
+    assert as_number("1,448 B", "B") == 1448 and as_number("2 KiB", "B") == 2048 and as_number("x") is None
+
+
+def test_exercise_diagnoses_anticipated_mistakes_and_gives_the_recipe_only_after_a_second_miss():
+    q = Exercise("Bytes the client sent?", answer=439, hint="Every frame counts, even a bare ACK.",
+                 recipe="sum(row.length for row in table if row.direction == 'C→S')",
+                 mistakes=[(439 - 5 * 14, "you left out the 14-byte link header of each frame"),
+                           (lambda v: v == 101, "that is the request alone; the handshake and ACKs are bytes too")])
+    first = repr(q.check(369))
+    assert "14-byte link header" in first and "sum(" not in first
+    assert "request alone" in repr(q.check(101))
+    q._misses = 0  # a fresh learner
+    miss = repr(q.check(500))
+    assert "Too high." in miss and "Every frame counts" in miss and "sum(" not in miss
+    assert "sum(row.length" in repr(q.check(400)) and "Too low." in repr(q.check(400))
+    shaped = Exercise("Even?", answer=None, hint="h", check=lambda v: v % 2 == 0)
+    assert not shaped.check("text").right  # a check that raises on a wrongly typed answer says wrong
+
+
+def test_prediction_one_step_off_is_never_right_and_says_its_band():
+    p = Prediction("ms for 200 kB across 50 ms?", measure=lambda r: r["ms"], unit="ms", tolerance=0.2,
+                   floor=10, step=lambda r: r["rtt"], spread="runs here vary by a few ms",
+                   mistakes=[(lambda g, m: g < m - 25, "one round trip short: count the handshake's")],
+                   explain=lambda g, m: "")
+    run = {"ms": 311.0, "rtt": 50.0}
+    late = p.check(250, run)
+    assert not late and "one round trip short" in repr(late) and "±24.5 ms" in repr(late)
+    assert "runs here vary" in repr(late)
+    assert p.check(300, run).right and p.band(run) == 0.49 * 50
 
 
 def test_worked_answers_fold_their_verdict():

@@ -18,7 +18,7 @@ from netcourse.experiments.polling.compare import (
     naive_versus_correct,
     peek,
 )
-from netcourse.experiments.polling.link import exercise_expected_latency
+from netcourse.experiments.polling.link import exercise_longest_interval
 from netcourse.runtime.waiting import run_async, wait_until
 
 
@@ -154,4 +154,6 @@ def test_short_poller_alone_and_exercises():
         res = run_async(short_poller(srv.url, 0.05, time.perf_counter() + 1.0))  # ~20 polls; a busy machine still makes 3
     assert res.ids == [1, 2, 3] and res.requests >= 3 and res.empty >= 2
     assert res.socket_info is not None and res.socket_info.segs_out > 0
-    assert exercise_expected_latency().check(1.0)
+    q = exercise_longest_interval(1.0, 200)
+    assert q.check(1.8) and q.check("1800 ms") and not q.check(1.9)
+    assert "ignores the network" in repr(q.check(2.0)) and "worst" in repr(q.check(0.9)) and "trip back" in repr(q.check(1.6))

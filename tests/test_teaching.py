@@ -31,11 +31,12 @@ from netcourse.experiments.polling.link import (
     held_delivery_ms,
     hold_times_ms,
     on_a_link,
-    predict_held_delivery,
+    predict_burst_delivery,
+    burst_second_delivery_ms,
     theory_knob,
 )
 from netcourse.experiments.transport import retransmission, slow_start
-from netcourse.experiments.transport.checksum import exercise_checksum
+from netcourse.experiments.transport.checksum import check_checksum, exercise_checksum
 from netcourse.experiments.transport.conversation import tcp_conversation
 from netcourse.experiments.transport.costs import (
     latency,
@@ -53,7 +54,7 @@ from netcourse.experiments.websockets.cost import (
 )
 from netcourse.experiments.websockets.frames import (
     control_frames,
-    exercise_fragment_segments,
+    exercise_fragment_release,
     frame_explorer,
     predict_frame_size,
     sized_echo,
@@ -219,8 +220,12 @@ def test_transport_questions():
     rebuilt = Ether(bytes(pkt))
     del rebuilt[TCP].chksum
     by_scapy = Ether(bytes(rebuilt))[TCP].chksum
-    q = exercise_checksum(conv, 2)
-    assert q.check(by_scapy) and not q.check(by_scapy ^ 1)
+    assert by_scapy == check_checksum(pkt).full
+    # The offloaded fields depend on the TCP length alone: as many different fields as different lengths.
+    lengths = {len(p[TCP]) for p in conv.capture.packets if TCP in p}
+    q = exercise_checksum(conv)
+    assert q.check(len(lengths)) and not q.check(len(lengths) + 1)
+    assert "one value per segment" in repr(q.check(sum(1 for p in conv.capture.packets if TCP in p)))
     rtx = retransmission.tcp_retransmission()
     first_gap = rtx.gaps_ms()[0]
     assert 150 < first_gap < 450  # a loss probe: about 200 ms on loopback
@@ -261,7 +266,9 @@ def test_polling_questions():
     assert holds and all(h >= 0 for h in holds)
     mean = sum(holds) / len(holds)
     q = exercise_hold_time(run)
-    assert q.check(mean) and not q.check(mean + 5)
+    tile = run.duration * 1000 / len(holds)  # the reasoning answer: the holds tile the run
+    assert q.check(mean) and q.check(tile) and not q.check(max(mean, tile) + 5)
+    assert "in seconds" in repr(q.check(mean / 1000))
     assert hold_times_ms(run.capture.table()) == pytest.approx(holds, abs=0.01)  # the helper agrees, too
 
 
@@ -270,14 +277,22 @@ def test_polling_questions():
 def test_polling_held_delivery_on_a_link():
     far = on_a_link(rtt_ms=100, interval=0.5, burst=3, rate=4, duration=2)
     assert 45 <= held_delivery_ms(far) <= 75
-    assert predict_held_delivery(100).check(50, far)
+    second = burst_second_delivery_ms(far)
+    assert 130 <= second <= 175  # three transits of 50 ms
+    p = predict_burst_delivery(100)
+    assert p.check(150, far) and not p.check(100, far) and not p.check(50, far)
+    assert "first message's time" in repr(p.check(50, far))
 
 
 @pytest.mark.replayable
 def test_websocket_questions():
     ctl = control_frames()
     segments = [r for r in ctl.capture.table() if r.direction == "C→S" and r.app.startswith(("TEXT", "CONT"))]
-    assert exercise_fragment_segments(ctl).check(len(segments)) and len(segments) == 2  # Nagle joined two
+    assert len(segments) == 2  # Nagle joined two
+    rows = ctl.capture.table()
+    released = max(r.no for r in rows if r.direction == "S→C" and segments[0].no < r.no < segments[1].no)
+    q = exercise_fragment_release(ctl)
+    assert q.check(released) and "first fragment itself" in repr(q.check(segments[0].no))
     stall = exercise_fragment_stall(ctl).answer
     assert 30 < stall < 60  # Nagle's algorithm waiting for a delayed ACK (about 40 ms on Linux)
     echo = sized_echo(300)

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ExerciseError
 
-__all__ = ["Exercise", "Prediction", "Verdict", "Folded", "MARKS", "sig3"]
+__all__ = ["Exercise", "Prediction", "Verdict", "Folded", "MARKS", "sig3", "as_number"]
 
 MARKS = {"recall": "❓", "capture": "🔎 From your capture:", "predict": "🔮 Predict, before you run the experiment:"}
 
@@ -87,20 +88,74 @@ class Folded:
                 f"{self.verdict._repr_html_()}</details>")
 
 
+# Units a numeric answer may be written in, as a factor to the exercise's unit (time and size).
+_UNITS = {"s": ("time", 1000.0), "ms": ("time", 1.0), "µs": ("time", 0.001), "us": ("time", 0.001),
+          "b": ("size", 1.0), "bytes": ("size", 1.0), "byte": ("size", 1.0), "kb": ("size", 1000.0),
+          "kib": ("size", 1024.0), "%": ("share", 1.0)}
+_NUMBER = re.compile(r"^\s*([-+]?(?:0x[0-9a-f]+|[\d,]*\.?\d+(?:e[-+]?\d+)?))\s*([a-zµ%]*)\s*$", re.I)
+
+
+def as_number(given: Any, unit: str = "") -> float | None:
+    """A number from what a learner typed: ``311``, ``"311 ms"``, ``"0.311 s"`` (for ms), ``"0x3bf1"``,
+    ``b"42"`` or ``"1,448"``. None when it is not a number, or is one in a unit that does not convert."""
+    if isinstance(given, bool) or given is None:
+        return None
+    if isinstance(given, (int, float)):
+        return float(given)
+    if isinstance(given, (bytes, bytearray)):
+        try:
+            given = bytes(given).decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(given, str):
+        try:
+            return float(given)  # numpy scalars and the like
+        except (TypeError, ValueError):
+            return None
+    m = _NUMBER.match(given)
+    if not m:
+        return None
+    text, said = m.group(1).replace(",", ""), m.group(2).lower()
+    value = float(int(text, 16)) if text.lower().lstrip("+-").startswith("0x") else float(text)
+    if not said or said == unit.lower():
+        return value
+    have, want = _UNITS.get(said), _UNITS.get(unit.lower())
+    if have is None or want is None or have[0] != want[0]:
+        return None
+    return value * have[1] / want[1]
+
+
+def _as_text(given: Any) -> str | None:
+    if isinstance(given, str):
+        return given
+    if isinstance(given, (bytes, bytearray)):
+        try:
+            return bytes(given).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
 class Exercise:
-    """A question with a checked answer.
+    """A question with a checked answer, that diagnoses the mistakes it expects.
 
     Args:
         question: the question, one or two sentences.
-        answer: the expected answer. Numbers compare with ``tolerance``. Strings compare exactly
-            (only surrounding spaces are ignored): case matters in base64, for one. Pass ``normalise``
-            when the question says what may vary (e.g. ``str.lower`` for hex "in either case").
-        hint: shown after a wrong answer.
+        answer: the expected answer. Numbers compare with ``tolerance`` and may be typed as ints, floats,
+            hex (``0x3bf1``), or strings with a unit that converts to ``unit`` (``"0.3 s"`` for ms).
+            Strings compare exactly (only surrounding spaces are ignored; bytes are decoded as UTF-8):
+            case matters in base64, for one. Pass ``normalise`` when the question says what may vary
+            (e.g. ``str.lower`` for hex "in either case"). Bytes answers accept the same text as str.
+        hint: the concept, shown after the first wrong answer.
+        recipe: how to compute it, shown only after a second wrong answer (the hint comes first).
         explanation: shown after a right answer: why it is right.
-        tolerance: allowed absolute difference for numeric answers.
+        tolerance: allowed absolute difference for numeric answers, in ``unit``.
         check: optional ``fn(given) -> bool`` that replaces the comparison with ``answer``.
         kind: "capture" for a value computed from the learner's own capture, "recall" otherwise.
         normalise: applied to both strings before they are compared.
+        unit: the answer's unit ("ms", "B", "%"), for answers typed with a unit.
+        mistakes: the wrong answers the question expects, each ``(value or fn(given) -> bool, diagnosis)``;
+            a wrong answer that matches one gets its diagnosis instead of the general hint.
     """
 
     def __init__(
@@ -109,11 +164,14 @@ class Exercise:
         *,
         answer: Any,
         hint: str,
+        recipe: str = "",
         explanation: str = "",
         tolerance: float = 0.0,
         check: Callable[[Any], bool] | None = None,
         kind: str = "recall",
         normalise: Callable[[str], str] | None = None,
+        unit: str = "",
+        mistakes: Sequence[tuple[Any, str]] = (),
     ) -> None:
         if not question.strip():
             raise ExerciseError("An exercise needs a question.")
@@ -124,36 +182,75 @@ class Exercise:
         self.question = question
         self.answer = answer
         self.hint = hint
+        self.recipe = recipe
         self.explanation = explanation
         self.tolerance = tolerance
+        self.unit = unit
+        self.mistakes = tuple(mistakes)
         self._check = check
+        self._misses = 0
 
-    def _matches(self, given: Any) -> bool:
-        if self._check is not None:
-            return bool(self._check(given))
-        expected = self.answer
+    def _same(self, given: Any, expected: Any) -> bool:
         if isinstance(expected, bool) or isinstance(given, bool):
             return given is expected
         if isinstance(expected, (int, float)):
-            try:
-                value = float(given)
-            except (TypeError, ValueError):
-                return False
-            return math.isclose(value, float(expected), rel_tol=0.0, abs_tol=self.tolerance)
+            value = as_number(given, self.unit)
+            return value is not None and math.isclose(value, float(expected), rel_tol=0.0, abs_tol=self.tolerance)
+        if isinstance(expected, (bytes, bytearray)):
+            if isinstance(given, str):
+                given = given.encode("utf-8")
+            return isinstance(given, (bytes, bytearray)) and bytes(given) == bytes(expected)
         if isinstance(expected, str):
-            if not isinstance(given, str):
+            text = _as_text(given)
+            if text is None:
                 return False
             norm = self._normalise or (lambda v: v)
-            return norm(given.strip()) == norm(expected.strip())
+            return norm(text.strip()) == norm(expected.strip())
         return given == expected
 
+    def _matches(self, given: Any) -> bool:
+        if self._check is not None:
+            try:
+                return bool(self._check(given))
+            except Exception:  # a learner's answer of the wrong shape is wrong, not an error
+                return False
+        return self._same(given, self.answer)
+
+    def diagnose(self, given: Any) -> str | None:
+        """The diagnosis of an anticipated mistake ``given`` makes, or None."""
+        for wrong, why in self.mistakes:
+            try:
+                hit = wrong(given) if callable(wrong) else self._same(given, wrong)
+            except Exception:
+                hit = False
+            if hit:
+                return why
+        return None
+
     def check(self, given: Any) -> Verdict:
-        """Check an answer. ``...`` (the placeholder in a fresh notebook) asks for one."""
+        """Check an answer. ``...`` (the placeholder in a fresh notebook) asks for one.
+
+        A wrong answer that is an anticipated mistake gets its diagnosis; any other gets the hint (the
+        concept) first, and the recipe as well from the second miss on."""
         if given is Ellipsis:
             return Verdict(False, "Replace ... with your answer, then run the cell again.", pending=True)
         if self._matches(given):
             return Verdict(True, self.explanation or "Well done.")
-        return Verdict(False, f"{given!r} is not it. Hint: {self.hint}")
+        self._misses += 1
+        why = self.diagnose(given)
+        if why:
+            return Verdict(False, f"{given!r} is not it: {why}")
+        side = ""
+        value, expected = as_number(given, self.unit), self.answer
+        if value is not None and isinstance(expected, (int, float)) and not isinstance(expected, bool) \
+                and self._check is None:
+            side = " Too high." if value > expected else " Too low."
+        text = f"{given!r} is not it.{side} Hint: {self.hint}"
+        if self.recipe and self._misses >= 2:
+            text += f" How: {self.recipe}"
+        elif self.recipe:
+            text += " (Miss again and the hint says how to compute it.)"
+        return Verdict(False, text)
 
     def solve(self, worked: Any) -> Folded:
         """Check the worked answer, folded (for the collapsed worked-answer cell)."""
@@ -184,6 +281,11 @@ class Prediction:
             whether the prediction was right or not.
         says: the words before the value compared with ("your run measured"; a prediction checked
             against theory, with the run as support, says so).
+        step: ``fn(result) -> float``: the size of the step the question is about (a round trip, a
+            poll period), in ``unit``. A prediction half a step or more away is never right, whatever
+            the tolerance: one round trip off is a different model, not noise.
+        spread: why the tolerance is what it is (say, "runs here vary by ±5 %"); the verdict says it.
+        mistakes: anticipated wrong predictions, each ``(fn(given, measured) -> bool, diagnosis)``.
 
     ::
 
@@ -206,10 +308,16 @@ class Prediction:
         tolerance: float = 0.25,
         floor: float = 0.0,
         says: str = "your run measured",
+        step: Callable[[Any], float] | None = None,
+        spread: str = "",
+        mistakes: Sequence[tuple[Callable[[float, float], bool], str]] = (),
     ) -> None:
         if not question.strip():
             raise ExerciseError("A prediction needs a question.")
         self.says = says
+        self._step = step
+        self.spread = spread
+        self.mistakes = tuple(mistakes)
         self.question = question
         self.unit = unit
         self.tolerance = tolerance
@@ -231,11 +339,28 @@ class Prediction:
         except (TypeError, ValueError):
             return Verdict(False, f"{given!r} is not a number. Predict a number of {self.unit}.")
         measured = self.measured(result)
-        close = abs(value - measured) <= self.tolerance * abs(measured) + self.floor
+        band = self.band(result)
+        close = abs(value - measured) <= band
         head = f"You predicted {value:g} {self.unit}; {self.says} {sig3(measured)} {self.unit}."
         if not close:
             head += " " + ("Too high." if value > measured else "Too low.")
+            for wrong, why in self.mistakes:
+                if wrong(value, measured):
+                    head += f" {why}"
+                    break
+        head += f" (Within ±{sig3(band)} {self.unit} counts as right"
+        head += f": {self.spread})" if self.spread else ".)"
         return Verdict(close, f"{head} {self._explain(value, measured)}")
+
+    def band(self, result: Any) -> float:
+        """How far from the measurement a prediction may be and still count, in ``unit``."""
+        measured = self.measured(result)
+        band = self.tolerance * abs(measured) + self.floor
+        if self._step is not None:
+            step = float(self._step(result))
+            if step > 0:
+                band = min(band, 0.49 * step)
+        return band
 
     def solve(self, worked: Any, result: Any) -> Folded:
         """Check the worked prediction against ``result``, folded (for the collapsed worked-answer cell)."""

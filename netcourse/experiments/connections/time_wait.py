@@ -14,7 +14,7 @@ from ...runtime.sockets import LOOPBACK
 from ...runtime.tcpinfo import tcp_sockets
 from ...runtime.waiting import wait_until
 
-__all__ = ["TimeWaitDemo", "time_wait", "exercise_who_waits", "port_budget_knob"]
+__all__ = ["TimeWaitDemo", "time_wait", "exercise_time_wait_load", "port_budget_knob"]
 
 
 @dataclass(frozen=True)
@@ -99,16 +99,29 @@ def time_wait(timeout: float = 5.0) -> TimeWaitDemo:
     return TimeWaitDemo(client_first, server_first, restart)
 
 
-def exercise_who_waits() -> Exercise:
-    """Which side holds TIME_WAIT?"""
+def exercise_time_wait_load(per_second: int = 1000, wait_s: int = 60) -> Exercise:
+    """A reasoning step from "the side that closes first waits": how many TIME_WAIT entries a busy server holds."""
+    held = per_second * wait_s
     return Exercise(
-        "A client closes its connection first; the server closes after it. Which side's socket is "
-        "left in TIME_WAIT: 'client' or 'server' (upper or lower case)?",
-        answer="client",
-        normalise=str.lower,
-        hint="TIME_WAIT belongs to whoever sent the first FIN (RFC 9293 §3.6).",
-        explanation="The side that closes first waits, so that its last ACK can be repeated if lost and "
-        "old segments of this connection die out before the same 4-tuple is used again.",
+        f"A web server closes every connection first (as HTTP/1.0 servers did) and serves {per_second:,} new "
+        f"clients a second, each from its own address and port. TIME_WAIT lasts {wait_s} s. In the steady "
+        "state, how many TIME_WAIT entries does the *server* hold?",
+        answer=held,
+        unit="entries",
+        hint="Who keeps the entry depends on who sent the first FIN; then ask how long each entry lives and "
+        "how many new ones arrive while it does.",
+        recipe="new connections per second × seconds each entry lives.",
+        mistakes=[
+            (0, "TIME_WAIT is kept by the side that closes first, and here that is the server."),
+            (per_second, "that is one second's worth of entries; each one stays for the whole TIME_WAIT."),
+            (28232, "the ephemeral range limits a *client's* ports towards one server address. The server's "
+             "entries all share its one port and differ in the client's address and port: no range caps them."),
+            (lambda v: v in (470, 471), "that is the knob's limit for a client that closes first, not a count of entries."),
+        ],
+        explanation=f"{per_second:,} a second, each kept {wait_s} s: {held:,} entries, all on the server (it sent "
+        "the first FIN). They cost the server kernel memory, not ports: each is a different 4-tuple on the one "
+        "server port, and Linux caps how many it keeps (`net.ipv4.tcp_max_tw_buckets`). Fewer, longer "
+        "connections mean fewer entries: one reason HTTP/1.1 keeps connections open (RFC 9112 §9.3).",
     )
 
 

@@ -84,21 +84,33 @@ def check_checksum(pkt, *, flip: int | None = None) -> ChecksumCheck:
     )
 
 
-def exercise_checksum(conversation: Conversation, message: int = 2) -> Exercise:
-    """The full TCP checksum of one captured segment, computed by the learner."""
-    row = conversation.data_rows()[message]
-    pkt = conversation.capture.packets[row.no - 1]
-    full = check_checksum(pkt).full
-    text = conversation.messages[message].decode()
+def exercise_checksum(conversation: Conversation) -> Exercise:
+    """How many different values the checksum fields of a loopback capture hold: a question about what the
+    offloaded (pseudo-header-only) sum depends on, answered from the learner's own capture."""
+    from scapy.layers.inet import TCP
+
+    segments = [pkt for pkt in conversation.capture.packets if TCP in pkt]
+    fields = {pkt[TCP].chksum for pkt in segments}
+    count = len(fields)
     return Exercise(
-        f"Compute, by hand, the full TCP checksum of the segment in your capture that carried '{text}' "
-        "(the value a real network card would have written into the field). Answer with a number, e.g. "
-        "0x1234.",
-        answer=full,
-        hint="transport.segment_bytes(pkt) gives (source, destination, protocol, segment). Set the segment's "
-        "checksum field (bytes 16 and 17) to zero, put pseudo_header(source, destination, 6, len(segment)) "
-        "in front, and take internet_checksum of the whole.",
-        explanation=f"0x{full:04x}: the one's-complement sum of the pseudo-header, the TCP header with its "
-        "checksum field zeroed, and the data, inverted (RFC 9293 §3.1, RFC 1071).",
+        f"Your capture holds {len(segments)} TCP segments, and on loopback each checksum field holds only the "
+        "pseudo-header's sum (offload). How many *different* values appear in those checksum fields? Reason "
+        "from what the pseudo-header contains first, then count.",
+        answer=count,
         kind="capture",
+        hint="Which of the pseudo-header's four fields (source address, destination address, protocol, "
+        "length) can differ between two segments of this one loopback connection?",
+        recipe="only the TCP length can; count the different segment lengths (TCP header and data) in "
+        "your capture, or the different checksum fields themselves.",
+        mistakes=[
+            (len(segments), "that is one value per segment, as full checksums would give. The field holds "
+             "only the pseudo-header's sum: segments of the same length share one value."),
+            (1, "the TCP length is part of the pseudo-header, so segments of different lengths differ."),
+            (lambda v: v == 2 and count != 2, "direction does not change the sum here: on loopback both "
+             "addresses are 127.0.0.1, and the one's-complement sum does not care about their order anyway."),
+        ],
+        explanation=f"{count}: on loopback the addresses and the protocol are the same for every segment, so "
+        "the offloaded field depends on the TCP length alone; your capture has that many different lengths "
+        "(the SYNs carry more options than the rest; the data segments differ by their payload). Equal "
+        "fields for different data are why a loopback capture's checksums say nothing about corruption.",
     )

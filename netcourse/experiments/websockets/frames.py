@@ -25,7 +25,7 @@ from ...traffic.sniffer import Capture, capture
 from ...traffic.wire import tcp_payload_streams
 from ..registry import scenario
 
-__all__ = ["ControlRun", "frames_on_the_wire", "control_frames", "FrameView", "explain", "ATTACK", "ascii_view", "SizedEcho", "sized_echo", "predict_frame_size", "exercise_fragment_segments", "exercise_decode", "frame_explorer"]
+__all__ = ["ControlRun", "frames_on_the_wire", "control_frames", "FrameView", "explain", "ATTACK", "ascii_view", "SizedEcho", "sized_echo", "predict_frame_size", "exercise_fragment_release", "exercise_decode", "frame_explorer"]
 
 
 @dataclass
@@ -218,22 +218,36 @@ def predict_frame_size(size: int = 300) -> Prediction:
     )
 
 
-def exercise_fragment_segments(ctl: ControlRun) -> Exercise:
-    """TCP segments that carried the three fragments, from the learner's own capture."""
-    rows = [r for r in ctl.capture.table() if r.direction == C2S and r.payload]
-    carrying = [r for r in rows if r.app.startswith(("TEXT", "CONT"))]
+def exercise_fragment_release(ctl: ControlRun) -> Exercise:
+    """Which packet let the held-back continuations go, from the learner's own capture."""
+    rows = ctl.capture.table()
+    text = next((r for r in rows if r.direction == C2S and r.app.startswith("TEXT")), None)
+    cont = next((r for r in rows if text is not None and r.no > text.no and r.direction == C2S
+                 and r.app.startswith("CONT")), None)
+    before = [r for r in rows if cont is not None and text is not None and text.no < r.no < cont.no
+              and r.direction == S2C]
+    release = before[-1] if before else None
+    wait = (cont.t - text.t) * 1000 if text and cont else 0.0
+    after = (cont.t - release.t) * 1000 if release and cont else 0.0
     return Exercise(
-        "The client wrote its three fragments (TEXT \"Hel\", CONT \"lo, \", CONT \"world\") to the socket "
-        "with three separate writes. How many TCP segments carried them, in your capture?",
-        answer=len(carrying),
-        hint="The ladder names what each packet carried: count the client's packets whose label starts with "
-        "TEXT or CONT (in Python: rows of ctl.capture.table() with r.direction == 'C→S' and r.app starting "
-        "with 'TEXT' or 'CONT').",
-        explanation=f"{len(carrying)} segments for 3 writes"
-        + (": the two continuations left together, in one segment. Three writes do not make three packets: "
-           "TCP is a byte stream, and something held the second write back until the third had joined it."
-           if len(carrying) < 3 else "."),
+        "The client wrote its three fragments (TEXT \"Hel\", CONT \"lo, \", CONT \"world\") microseconds "
+        f"apart, yet its TCP held the continuations back for about {wait:.0f} ms. Something it received let them "
+        "go. Find that packet in your capture: what is its number (the `no` column)?",
+        answer=release.no if release else 0,
         kind="capture",
+        hint="A sender that keeps small segments back is waiting for news about the data it already sent. "
+        "What news can a receiver send?",
+        recipe="look at the rows of ctl.capture.table() between the TEXT row and the CONT row, in time order: "
+        "the last packet from the server before the continuations left is the one.",
+        mistakes=[
+            (text.no if text else -1, "that is the first fragment itself; the question is what the client "
+             "received that let the *next* ones go."),
+            (cont.no if cont else -1, "that is the segment that carried the continuations; look just before it."),
+        ],
+        explanation=f"Packet {release.no if release else '?'}, the server's bare ACK of \"Hel\", and the "
+        f"continuations left {after:.2f} ms after it. The client's TCP was holding small data back until "
+        "what it had already sent was acknowledged; the next cells say whose rule that is, and why the ACK "
+        "took so long.",
     )
 
 

@@ -66,12 +66,33 @@ def handshake(message: bytes = b"Hello", *, mask_key: bytes = bytes.fromhex("37f
     return HandshakeRun(client.request, client.response, client.key, client.accept_header, sent, reply, cap)
 
 
-def exercise_accept() -> Exercise:
-    """Compute an accept key."""
-    key = "x3JJHMbDL1EzLkh9GBhXDw=="
+def exercise_accept(key: str = "Q2FuIHlvdSBjb3VudD8hIQ==") -> Exercise:
+    """Which of three servers' answers a browser accepts: the accept key computed, and two common bugs."""
+    import base64
+    import hashlib
+
+    guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    answers = {
+        1: base64.b64encode(hashlib.sha1((key + guid.lower()).encode()).digest()).decode(),
+        2: base64.b64encode(hashlib.sha1((key + guid).encode()).hexdigest().encode()).decode(),
+        3: accept_key(key),
+    }
+    lines = "; ".join(f"server {n}: {a}" for n, a in answers.items())
     return Exercise(
-        f"A client sent Sec-WebSocket-Key: {key}. What Sec-WebSocket-Accept must the server answer?",
-        answer=accept_key(key),
-        hint="Append the GUID 258EAFA5-E914-47DA-95CA-C5AB0DC85B11, SHA-1 the result, base64 the 20 bytes.",
-        explanation="Only a server that read this key (and knows WebSockets) can produce it (RFC 6455 §4.2.2).",
+        f"A client sent Sec-WebSocket-Key: {key}. Three servers answered with these Sec-WebSocket-Accept "
+        f"values: {lines}. Which server's answer does the browser accept: 1, 2 or 3?",
+        answer=3,
+        hint="The browser computes the value itself, from the key it sent, and compares the two exactly. "
+        "Compute it.",
+        recipe="base64 of the 20-byte SHA-1 digest of the key followed by the GUID (RFC 6455 §4.2.2); "
+        "compare with each server's answer.",
+        mistakes=[
+            (1, "server 1 lower-cased the GUID. The GUID is a fixed string hashed byte for byte: a different "
+             "case is a different digest, and the browser fails the connection."),
+            (2, "server 2 base64-encoded the 40-character *hex* text of the digest (56 characters, too long "
+             "for 20 bytes). The RFC encodes the 20 raw bytes: 28 characters, ending in one '='."),
+        ],
+        explanation="Server 3. The browser fails the handshake unless the value is exactly base64(SHA-1(key + "
+        "GUID)) over the raw 20-byte digest (RFC 6455 §4.1, §4.2.2): a server that got it wrong never opens a "
+        "socket, and an HTTP server that never heard of WebSockets cannot produce it by accident.",
     )
