@@ -1,4 +1,4 @@
-"""``python -m netcourse COMMAND``: doctor, record, images, bench, html, binder."""
+"""``python -m netcourse COMMAND``: doctor, record, images, bench, html, binder, layers, timing, learner-copy."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("html", help="export the executed notebooks to static HTML in build/html/")
     sub.add_parser("binder", help="print the Binder badge for this repository's git remote")
     sub.add_parser("layers", help="draw the package's floors and the imports between them, from the code")
+    timing = sub.add_parser("timing", help="each notebook's time, section by section (--write restates the top line)")
+    timing.add_argument("--write", action="store_true", help="rewrite each notebook's stated time from the estimate")
     copy = sub.add_parser("learner-copy", help="create my-notebooks/, the learner's copy (outputs cleared; never overwritten)")
     copy.add_argument("--fresh", metavar="NB", help="a clean copy of one notebook (its number), keeping the old one")
     return parser
@@ -88,13 +90,34 @@ def _learner_copy(args) -> int:
     return learner_copy(args.fresh)
 
 
+def _timing(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .course.timing import CORE_LIMIT_MIN, estimate, restate, sections
+
+    over = 0
+    for path in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        est = estimate(nb)
+        over += est.core > CORE_LIMIT_MIN
+        print(f"{path.stem}: core {est.core} min, going deeper {est.deeper} min")
+        for part in sections(nb):
+            print(f"    {part.minutes:5.1f} min  {'(deeper) ' if part.deeper else ''}{part.title}")
+        if args.write and restate(nb):
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"    restated: {est.line()}")
+    print(f"{over} notebook(s) over {CORE_LIMIT_MIN} min on the core path")
+    return 0
+
+
 def _layers(args) -> int:
     from .tools.layers import main as layers
 
     return layers()
 
 
-COMMANDS = {"doctor": _doctor, "layers": _layers, "learner-copy": _learner_copy, "record": _record, "images": _images, "html": _html, "binder": _binder,
+COMMANDS = {"doctor": _doctor, "timing": _timing, "layers": _layers, "learner-copy": _learner_copy, "record": _record, "images": _images, "html": _html, "binder": _binder,
             "bench": _bench}
 
 

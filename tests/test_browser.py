@@ -1,4 +1,6 @@
-"""The course as a learner meets it: JupyterLab in a real Chromium, Run All, then every knob turned.
+"""The course as a learner meets it: the learner's copy (made by the code `make lab` runs, every output
+cleared; it must open with none on show) in JupyterLab in a real Chromium, Run All from empty, then every
+knob turned.
 
 Runs beside nbval (which checks the stored outputs), not instead of it. Skips, saying why, when there is
 no Chromium or no Playwright. ``make test-browser`` runs it alone. Screenshots of every knob go to

@@ -224,16 +224,20 @@ def test_the_happy_path_capture_and_its_questions():
     q = exercise_login_to_socket(run)
     assert q.check((t101 - t204) * 1000) and not q.check((t101 - t204) * 1000 + 0.2)
     line = next(l for l in run.handshake.split("\r\n") if l.lower().startswith("cookie:"))
-    assert exercise_cookie_bytes(run).check(len(line) + 2)
+    cookie = exercise_cookie_bytes(run)
+    assert cookie.check(len(line) + 2) and len(line) + 2 == 16 + 43 + 2  # 256 bits in base64url, no padding
+    assert "padding" in repr(cookie.check(62)) and "hex" in repr(cookie.check(82))
+    from netcourse.experiments.offline.online import exercise_seam
+    seam = exercise_seam()
+    assert seam.check(0) and "neither path" not in repr(seam.check(1)) and "skipping" in repr(seam.check(2))
 
 
 @pytest.mark.slow
 def test_offline_and_back_replays_then_goes_live():
-    from netcourse.experiments.offline.online import offline_and_back, predict_replayed
+    from netcourse.experiments.offline.online import offline_and_back
 
     run = offline_and_back(held=10, offline=30, live=5, gap=0.02)
     assert run.before == 10 and run.replayed == 30 and len(run.arrivals) == 35 and run.same
-    assert predict_replayed(10, 30).check(30, run)
     ids = [i for _, i, _ in run.arrivals]
     assert ids == sorted(ids) == list(range(11, 46))
 
@@ -254,11 +258,13 @@ def test_attacks_and_bad_input_as_the_notebook_shows_them():
 
 @pytest.mark.slow
 def test_resuming_across_a_link_costs_five_round_trips():
-    from netcourse.experiments.offline.online import resume_across_a_link
+    from netcourse.experiments.offline.online import predict_resume_first_ms, resume_across_a_link
 
     run = resume_across_a_link(rtt_ms=100, backlog=20)
     assert run.messages == 20
     assert 190 <= run.login_ms <= 300 and 390 <= run.handshake_ms <= 550 and 490 <= run.first_message_ms <= 700, run
+    p = predict_resume_first_ms(100)
+    assert p.check(500, run) and not p.check(400, run) and "two connections" in repr(p.check(300, run))
 
 
 @pytest.mark.slow

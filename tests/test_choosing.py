@@ -177,9 +177,22 @@ def test_one_message_on_the_wire_per_transport_and_its_exercises():
     poll = segment_carrying(one, "long polling")
     assert ws == 2 + len(MESSAGE)  # a server's frame: no mask
     assert poll > 150  # an HTTP head and a JSON body
-    q1, q2 = exercise_long_poll_bytes(one), exercise_websocket_bytes(one)
-    assert q1.check(poll) and not q1.check(poll - 1)
-    assert q2.check(2 + len(MESSAGE)) and not q2.check(6 + len(MESSAGE))  # a client's would be 6
+    # The handshake and the held poll, from scapy's raw packets: the first payload each way per port.
+    from scapy.layers.inet import TCP
+
+    def first_payloads(port):
+        out = {}
+        for p in one.capture.packets:
+            if TCP in p and len(p[TCP].payload) and port in (p[TCP].sport, p[TCP].dport):
+                out.setdefault(p[TCP].dport == port, len(p[TCP].payload))
+        return out[True] + out[False]  # request + response
+
+    handshake = first_payloads(one.ports["WebSocket"])
+    per_poll = first_payloads(one.ports["long polling"])
+    q_ws, q_poll = exercise_websocket_bytes(one), exercise_long_poll_bytes(one)
+    assert q_ws.check(handshake) and not q_ws.check(handshake - 1)
+    n = next(n for n in range(1, 100) if handshake + n * ws < n * per_poll)
+    assert q_poll.check(n) and not q_poll.check(n + 1) and "starts behind" in repr(q_poll.check(0))
 
 
 def test_without_redis_the_scale_out_section_shows_its_recorded_run(monkeypatch):

@@ -180,8 +180,17 @@ def test_duplex_ticks_arrive_unasked_and_the_echo_question_reads_the_capture():
     rows = run.capture.table()
     sent = next(r for r in rows if r.direction == "C→S" and r.app.startswith("MSG"))
     echo = next(r for r in rows if r.direction == "S→C" and r.app.startswith("MSG") and r.t >= sent.t)
+    from scapy.layers.inet import TCP
+
+    # The server's bytes before the echo, from scapy's raw packets (not the table the exercise uses).
+    server_port = run.capture.server_ports[0]
+    echo_pkt = run.capture.packets[echo.no - 1]
+    isn = next(p[TCP].seq for p in run.capture.packets if TCP in p and p[TCP].sport == server_port and p[TCP].flags.S)
+    raw = sum(len(p[TCP].payload) for p in run.capture.packets[: echo.no - 1] if TCP in p and p[TCP].sport == server_port)
+    assert raw == (echo_pkt[TCP].seq - isn - 1) % 2**32 > 0
     q = exercise_echo_time(run)
-    assert q.check((echo.t - sent.t) * 1000) and not q.check((echo.t - sent.t) * 1000 + 0.2)
+    assert q.check(raw) and not q.check(raw + 1) and "client's bytes too" in repr(q.check(
+        raw + sum(r.payload for r in rows if r.direction == "C→S" and r.no < echo.no)))
 
 
 @pytest.mark.replayable

@@ -24,6 +24,7 @@ from netcourse.experiments.streaming.chunked import (
     chunk_boundaries,
     chunk_view,
     chunked_on_the_wire,
+    exercise_event_chunk,
     exercise_framing_bytes,
 )
 from netcourse.experiments.streaming.common import UA, event_body_bytes
@@ -202,7 +203,8 @@ def test_chunked_capture_and_its_exercise():
     view = chunk_view(body)
     assert b"".join(part for _, part in view.parts) == body
     assert [k for k, _ in view.parts][:4] == ["size", "crlf", "data", "crlf"] and view.parts[-1] == ("end", b"\r\n")
-    assert exercise_framing_bytes(run).check(35)
+    q = exercise_framing_bytes(run)
+    assert q.check(35) and "end of the body" in repr(q.check(30)) and "CRLF after each" in repr(q.check(25))
     assert "background" in view._repr_html_()
     assert len(run.chunked_rows()) < len(run.capture.table())
 
@@ -240,7 +242,11 @@ def test_per_message_bytes_and_the_exercises():
     assert 100 < poll["request head"] < 300 and 100 < poll["response head"] < 300 and 20 < poll["JSON around the message"]
     assert 15 < sizes["SSE (id, data, chunk framing)"] < 40 < \
         sizes["long poll (request + response heads + JSON, notebook 03's server)"] == sum(poll.values())
-    assert exercise_replay_first().check(8)
+    asked, events = resync_demo(keep=5, published=20, asks=("12",))[0]  # the server's own answer
+    first = next(int(e.id) for e in events if e.event == "message")
+    assert exercise_replay_first(5, 20, 12).check(first - 12 - 1) and first == 16
+    chunk = exercise_event_chunk(b"id: 12\ndata: event 12\n\n")
+    assert chunk.check(len(b"17\r\nid: 12\ndata: event 12\n\n\r\n")) and "hexadecimal" not in repr(chunk.check(23))
     p = predict_first_event_delay()
     b = Buffering({"proxy buffers 4 KiB": [560.0] * 10}, 10, 0.06, 100)
     assert p.check(540, b) and not p.check(5, b)

@@ -168,8 +168,12 @@ def test_the_captured_delivery_and_its_signature_exercise():
     d = one_delivery()
     assert d.response_status.startswith("HTTP/1.1 202")
     q = exercise_signature_by_hand(d)
-    assert q.check(signature_by_hand(d, later=5))
-    assert not q.check(signature_by_hand(d))  # the captured header itself is the first attempt's, not the retry's
+    from netcourse.protocols.webhooks import sign
+
+    retry = sign(d.secret, d.header("webhook-id"), int(d.header("webhook-timestamp")) + 5, d.body)
+    assert q.check(retry)
+    assert "captured attempt's own" in repr(q.check(signature_by_hand(d)))  # the first attempt's, not the retry's
+    assert "decoded" in repr(q.check(_undecoded_key_signature(d))) and "'v1,'" in repr(q.check(retry[3:]))
     assert signature_by_hand(d) == d.header("webhook-signature")
     assert json.loads(d.body)["type"] == "invoice.paid"
     head = len(d.request_head.encode("latin-1"))
@@ -310,3 +314,13 @@ def test_dead_letters_are_delivered_when_an_operator_replays_them():
     run = dead_letters_replayed(events=2, max_attempts=3)
     assert len(run.dead_before) == 2 and run.replayed == 2 and run.delivered_after == 2 and run.processed == 2
     assert not live_servers()
+
+
+def _undecoded_key_signature(d):
+    import base64
+    import hashlib
+    import hmac
+
+    key = d.secret[len("whsec_"):].encode()  # the slip: the text, not the bytes it encodes
+    msg = f"{d.header('webhook-id')}.{int(d.header('webhook-timestamp')) + 5}.".encode() + d.body
+    return "v1," + base64.b64encode(hmac.new(key, msg, hashlib.sha256).digest()).decode()

@@ -5,4 +5,5 @@
 - ``knobs``: ``Knob``: controls that redraw one picture in place (the default picture shows without a kernel).
 - ``live``: ``LivePipe``, a connection a learner drives with buttons.
 - ``images``: redraws the pictures in ``images/``.
+- ``timing``: how long a notebook takes, section by section (the time at its top; *Going deeper* apart).
 """

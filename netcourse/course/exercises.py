@@ -156,6 +156,7 @@ class Exercise:
         unit: the answer's unit ("ms", "B", "%"), for answers typed with a unit.
         mistakes: the wrong answers the question expects, each ``(value or fn(given) -> bool, diagnosis)``;
             a wrong answer that matches one gets its diagnosis instead of the general hint.
+        ask: what an instructor might ask the room about it (the instructor edition shows it).
     """
 
     def __init__(
@@ -172,9 +173,11 @@ class Exercise:
         normalise: Callable[[str], str] | None = None,
         unit: str = "",
         mistakes: Sequence[tuple[Any, str]] = (),
+        ask: str = "",
     ) -> None:
         if not question.strip():
             raise ExerciseError("An exercise needs a question.")
+        self.ask = ask
         if kind not in ("recall", "capture"):
             raise ExerciseError(f"An exercise's kind is 'recall' or 'capture', not {kind!r}.")
         self.kind = kind
@@ -259,6 +262,17 @@ class Exercise:
     def __repr__(self) -> str:
         return f"{MARKS[self.kind]} {self.question}"
 
+    def instructor_note(self) -> dict[str, Any]:
+        """What the instructor edition shows under the question: the misconceptions it probes (its
+        anticipated mistakes), the hint and recipe, and what to ask the room."""
+        return _note(self.kind, self.mistakes, self.hint, self.recipe, self.ask or (
+            "Collect answers before anyone runs the check; ask two people with different answers to explain "
+            "how they got theirs, then let the room decide."))
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return ({"text/plain": repr(self), "text/html": self._repr_html_()},
+                {"netcourse": {"instructor": self.instructor_note()}})
+
     def _repr_html_(self) -> str:
         title = "From your capture." if self.kind == "capture" else "Exercise."
         return (
@@ -286,6 +300,7 @@ class Prediction:
             the tolerance: one round trip off is a different model, not noise.
         spread: why the tolerance is what it is (say, "runs here vary by ±5 %"); the verdict says it.
         mistakes: anticipated wrong predictions, each ``(fn(given, measured) -> bool, diagnosis)``.
+        ask: what an instructor might ask the room about it (the instructor edition shows it).
 
     ::
 
@@ -311,9 +326,11 @@ class Prediction:
         step: Callable[[Any], float] | None = None,
         spread: str = "",
         mistakes: Sequence[tuple[Callable[[float, float], bool], str]] = (),
+        ask: str = "",
     ) -> None:
         if not question.strip():
             raise ExerciseError("A prediction needs a question.")
+        self.ask = ask
         self.says = says
         self._step = step
         self.spread = spread
@@ -348,8 +365,11 @@ class Prediction:
                 if wrong(value, measured):
                     head += f" {why}"
                     break
-        head += f" (Within ±{sig3(band)} {self.unit} counts as right"
-        head += f": {self.spread})" if self.spread else ".)"
+        if band > 0:
+            head += f" (Within ±{sig3(band)} {self.unit} counts as right"
+            head += f": {self.spread}.)" if self.spread else ".)"
+        else:
+            head += " (Only the exact value counts.)"
         return Verdict(close, f"{head} {self._explain(value, measured)}")
 
     def band(self, result: Any) -> float:
@@ -369,11 +389,29 @@ class Prediction:
     def __repr__(self) -> str:
         return f"{MARKS['predict']} {self.question}"
 
+    def instructor_note(self) -> dict[str, Any]:
+        """What the instructor edition shows under the prediction."""
+        return _note("predict", self.mistakes, self.spread, "", self.ask or (
+            "Take the room's predictions before running anything (write the spread on the board); after the "
+            "run, ask those furthest off which step of their model was missing."))
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return ({"text/plain": repr(self), "text/html": self._repr_html_()},
+                {"netcourse": {"instructor": self.instructor_note()}})
+
     def _repr_html_(self) -> str:
         return (
             "<div style='border-left:4px solid #6a1b9a;background:#f3e5f5;padding:4px 8px'>"
             f"<b>🔮 Predict, before you run the experiment.</b> {html.escape(self.question)}</div>"
         )
+
+
+def _note(kind: str, mistakes: Sequence[tuple[Any, str]], hint: str, recipe: str, ask: str) -> dict[str, Any]:
+    probes = []
+    for wrong, why in mistakes:
+        said = "" if callable(wrong) else f"answering {wrong!r}: "
+        probes.append(said + why)
+    return {"kind": kind, "probes": probes, "hint": hint, "recipe": recipe, "ask": ask}
 
 
 def sig3(x: float) -> str:

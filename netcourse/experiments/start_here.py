@@ -344,19 +344,18 @@ def big_response_across(body_size: int = 100_000, *, mtu: int = 1500, rtt_ms: fl
 def predict_total_ms(rtt_ms: float = 50.0) -> Prediction:
     """Predict the time to a body across a link, before ``request_across`` measures it."""
     def explain(given: float, measured: float) -> str:
-        rounds = given / rtt_ms if rtt_ms else 0
-        why = ("Two round trips: TCP's handshake (SYN out, SYN-ACK back) before the request may leave, then "
-               "the request and its answer; plus the server's own work, about a millisecond.")
-        if rtt_ms and 0.75 <= rounds <= 1.25:
-            why += " One round trip forgets the handshake: a fresh connection pays for it first."
-        elif rtt_ms and rounds >= 2.75:
-            why += " Three or more would be true with TLS or a DNS lookup first, not for this plain request."
-        return why
+        return ("Two round trips: TCP's handshake (SYN out, SYN-ACK back) before the request may leave, then "
+                "the request and its answer; plus the server's own work, about a millisecond.")
 
     return Prediction(
         f"A fresh request crosses a {rtt_ms:g} ms link (round-trip time). How many milliseconds from "
         "connect() until the whole 13-byte body is in the client's hands?",
         measure=lambda budget: budget.total_ms, unit="ms", tolerance=0.15, floor=3.0, explain=explain,
+        step=lambda budget: rtt_ms, spread="the answer moves in whole round trips, so the band stays under half of one",
+        mistakes=[(lambda g, m: 0.75 * rtt_ms <= g <= 1.25 * rtt_ms,
+                   "One round trip forgets the handshake: a fresh connection pays for it first."),
+                  (lambda g, m: g >= 2.75 * rtt_ms,
+                   "Three or more round trips would be true with TLS or a DNS lookup first, not for this plain request.")],
     )
 
 
@@ -375,6 +374,11 @@ def predict_segments(body_size: int = 100_000, mtu: int = 1500) -> Prediction:
         f"The same server answers with a {body_size:,}-byte body across a link whose MTU is {mtu:,} bytes "
         "(Ethernet's). How many packets from the server will carry the answer?",
         measure=lambda big: big.server_segments, unit="packets", tolerance=0.0, floor=2.0, explain=explain,
+        mistakes=[(lambda g, m: g <= 5, "That is loopback's count, whose packets may be 65 kB; an Ethernet packet "
+                   f"is at most {mtu:,} bytes."),
+                  (lambda g, m: abs(g - body_size / mtu) <= 1 and abs(g - m) > 2,
+                   "That divides by the MTU, but each packet also carries its IP and TCP headers: divide by what "
+                   "is left for data.")],
     )
 
 
@@ -393,8 +397,19 @@ def exercise_client_bytes(exchange: Exchange) -> Exercise:
         "How many bytes in all did the client put on the wire, every header of every packet it sent "
         "included?",
         answer=total,
-        hint="Add link + IP + TCP/UDP + payload over the C→S rows of the table, or in Python: "
+        unit="B",
+        hint="Every packet the client sent counts, with every layer's header: not just the one carrying the "
+        "request.",
+        recipe="add link + IP + TCP/UDP + payload over the C→S rows of the table, or in Python: "
         "sum(r.wire for r in first.capture.table() if r.direction == 'C→S').",
+        mistakes=[
+            (total - 14 * sent, f"you left out the 14-byte link (Ethernet) header of each of the {sent} frames."),
+            (len(exchange.request), "that is the request alone: its packet's headers, the handshake and the ACKs "
+             "are bytes on the wire too."),
+            (sum(r.wire for r in rows), "that counts the server's packets too; only the C→S rows are the client's."),
+            (sum(r.payload for r in rows if r.direction == C2S),
+             "that is the payload alone; every layer's header is on the wire as well."),
+        ],
         explanation=f"{total:,} bytes in {sent} packets, to send a {len(exchange.request)}-byte request: "
         "every packet, even a bare ACK, pays at least 66 bytes of headers here (74 for the SYN, whose "
         "TCP header carries more options).",
@@ -414,8 +429,16 @@ def exercise_server_time(exchange: Exchange) -> Exercise:
         "(Whole microseconds; within 2.)",
         answer=us,
         tolerance=2.0,
-        hint="Take the t (ms) of the first C→S row with a payload and of the first S→C row with one; "
-        "subtract, then multiply by 1,000.",
+        unit="µs",
+        hint="Which packet marks the moment the server had the request, and which the moment it started "
+        "answering? Mind the units: the table's ms column is row.ms, and row.t is in seconds.",
+        recipe="the first C→S row with a payload and the first S→C row with one: (answer.t − request.t) × 1,000,000 µs.",
+        mistakes=[
+            (lambda v: isinstance(v, (int, float)) and abs(v - us / 1000) <= 0.002,
+             "that is in milliseconds; the question asks for microseconds (× 1,000)."),
+            (lambda v: isinstance(v, (int, float)) and abs(v - us / 1e6) <= 2e-6,
+             "that is in seconds (row.t); the question asks for microseconds (× 1,000,000)."),
+        ],
         explanation=f"{us} µs: aiohttp parsed the request, ran the handler and wrote the answer. Across "
         "the 50 ms link above that is invisible beside two round trips.",
         kind="capture",

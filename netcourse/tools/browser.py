@@ -128,6 +128,10 @@ class Course:
         course = self._tmp / "course"
         shutil.copytree(ROOT / "notebooks", course / "notebooks")
         shutil.copytree(ROOT / "images", course / "images")
+        # The learner's copy, made by the code `make lab` runs: every notebook with its outputs cleared.
+        from .learnercopy import ensure_copy
+
+        ensure_copy(course / "notebooks", course / "my-notebooks")
         for rel, value in SETTINGS.items():
             path = self._tmp / "settings" / rel
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,15 +188,20 @@ class Course:
 
     # -- one notebook -------------------------------------------------------------------------------
 
-    def run(self, name: str, *, move_knobs: bool = True) -> NotebookRun:
-        """Open ``notebooks/<name>.ipynb``, clear it, Run All, check what shows, then move every control."""
+    def run(self, name: str, *, move_knobs: bool = True, folder: str = "my-notebooks") -> NotebookRun:
+        """Open ``<folder>/<name>.ipynb`` (the learner's copy by default: no outputs, as ``make lab`` opens
+        it), Run All from empty, check what shows, then move every control. ``folder="notebooks"`` opens
+        the executed reference instead, cleared first."""
         nb_json = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
         cells = nb_json["cells"]
         page = self._browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(f"http://127.0.0.1:{self.port}/lab/tree/notebooks/{name}.ipynb?token={self.token}&reset")
+            page.goto(f"http://127.0.0.1:{self.port}/lab/tree/{folder}/{name}.ipynb?token={self.token}&reset")
             page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
             self._wait_idle(page, 60)
+            result_outputs = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output").count()
+            if folder == "my-notebooks" and result_outputs:
+                raise AssertionError(f"the learner's copy of {name} opened with {result_outputs} outputs on show")
             self._command(page, "Edit", "editmenu:clear-all")
             start = time.monotonic()
             self._run_all(page)
@@ -203,7 +212,7 @@ class Course:
             self._wait_all_ran(page, len(shown), self.timeout)
             result.run_seconds = time.monotonic() - start
             self._inspect(page, cells, result)
-            self._inspect_saved(page, name, result)
+            self._inspect_saved(page, name, result, folder)
             if move_knobs:
                 self._move_knobs(page, result)
                 self._drive_live(page, result)
@@ -289,9 +298,9 @@ class Course:
                 if not seen["inputHidden"] or seen["visibleOutputs"]:
                     result.solutions_open.append(i)
 
-    def _inspect_saved(self, page, name: str, result: NotebookRun) -> None:
+    def _inspect_saved(self, page, name: str, result: NotebookRun, folder: str = "my-notebooks") -> None:
         """Save the notebook from the browser and read what the kernel really ran, hidden cells included."""
-        path = self._tmp / "course" / "notebooks" / f"{name}.ipynb"
+        path = self._tmp / "course" / folder / f"{name}.ipynb"
         before = path.stat().st_mtime_ns
         self._command(page, "File", "docmanager:save")
         deadline = time.monotonic() + 20

@@ -35,7 +35,7 @@ class PacketRow:
 
     Attributes:
         no: 1-based position in the capture.
-        t: seconds since the capture started.
+        t: seconds since the capture started (``ms``, the tables' column, is the same in milliseconds).
         direction: "C→S" (to a server port) or "S→C" (from one).
         proto: "TCP", "UDP" or "ICMP".
         src, dst: "ip:port" of sender and receiver.
@@ -62,6 +62,11 @@ class PacketRow:
     transport: int
     payload: int
     app: str = ""
+
+    @property
+    def ms(self) -> float:
+        """Milliseconds since the capture started: the tables' ``ms`` column (``t`` is in seconds)."""
+        return self.t * 1000
 
     @property
     def caption(self) -> str:
@@ -123,7 +128,7 @@ class PacketTable(Sequence[PacketRow]):
         return out
 
     def _headers(self) -> list[str]:
-        return ["#", "t (ms)", "dir", "proto", "flags", "seq", "ack", "link", "IP", "TCP/UDP", "payload"]
+        return ["#", "ms", "dir", "proto", "flags", "seq", "ack", "link", "IP", "TCP/UDP", "payload"]
 
     def __repr__(self) -> str:
         rows = [self._headers()] + [self._cells(r) for r in self._rows]

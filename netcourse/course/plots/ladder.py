@@ -24,6 +24,7 @@ def ladder(
     max_packets: int = 40,
     lost: set[int] | None = None,
     times: bool = True,
+    sizes: bool = True,
 ) -> Figure:
     """Draw packets as arrows between a client and a server column, time running down the page.
 
@@ -41,6 +42,8 @@ def ladder(
         lost: numbers (``row.no``) of packets to draw as lost; by default the data segments the
             sender later sent again (``presumed_lost``).
         times: write each packet's time at the left (False leaves the timing for the learner to find).
+        sizes: write the TCP fields (seq, ack, len) after the flags (False leaves the sizes for the learner to
+            find: the numbers give them away).
     """
     lost = presumed_lost(rows) if lost is None else lost
     shown = list(rows)[:max_packets]
@@ -53,7 +56,7 @@ def ladder(
         x0, x1 = (x_client, x_server) if left_to_right else (x_server, x_client)
         y0, y1 = i - 0.15, i + 0.15
         colour = arrow_colour(row)
-        text = row.caption
+        text = row.caption if sizes else (f"{row.app} · {row.flags}" if row.app else row.flags)
         if times:
             ax.text(-0.06, i, f"{row.t * 1000:.2f} ms", ha="right", va="center", fontsize=8, color="#616161")
         is_lost = row.no in lost

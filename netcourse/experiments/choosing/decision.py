@@ -19,7 +19,7 @@ from ...protocols.wsframe import Opcode
 from ...runtime.server import serve
 from ...runtime.sockets import no_delay
 from ...runtime.waiting import run_async
-from ...traffic.packets import S2C
+from ...traffic.packets import C2S, S2C
 from ...traffic.sniffer import Capture, capture
 from ..registry import scenario
 from .harness import TransportRun
@@ -100,29 +100,68 @@ def segment_carrying(one: OneMessage, transport: str) -> int:
     return 0
 
 
-def exercise_long_poll_bytes(one: OneMessage) -> Exercise:
-    bytes_ = segment_carrying(one, "long polling")
-    return Exercise(
-        f"In your capture, the long-poll response that carried \"{MESSAGE}\" left the server in one TCP segment. "
-        "How many bytes of TCP payload did it carry?",
-        answer=bytes_,
-        hint="Find the S→C row on the long-polling port whose payload contains the message (decision."
-        "segment_carrying does exactly that, but try first with one.capture.table() and the packets).",
-        explanation=f"{bytes_} bytes for an 18-character message: the status line and headers, then a JSON "
-        "body that repeats the cursor. Every poll pays the head again.",
-        kind="capture",
-    )
+def _payloads(one: OneMessage, transport: str) -> tuple[int, int, int]:
+    """(request head, response, both) payload bytes of a transport's exchange for the message: for the long
+    poller, the request that was held and the answer that carried the message; for the WebSocket, the
+    upgrade request and its 101."""
+    rows = [r for r in rows_of(one, transport) if r.payload]
+    request = next((r.payload for r in rows if r.direction == C2S and r.app.startswith("GET ")), 0)
+    response = next((r.payload for r in rows if r.direction == S2C and r.app[:3].isdigit()), 0)
+    return request, response, request + response
 
 
 def exercise_websocket_bytes(one: OneMessage) -> Exercise:
-    bytes_ = segment_carrying(one, "WebSocket")
+    """The WebSocket's one-off cost: the upgrade's bytes, both directions, from the learner's capture."""
+    request, response, both = _payloads(one, "WebSocket")
     return Exercise(
-        f"And the WebSocket frame that carried the same \"{MESSAGE}\": how many bytes of TCP payload?",
-        answer=bytes_,
-        hint="The same search on the WebSocket port. A server's frame has no mask (notebook 05).",
-        explanation=f"{bytes_} bytes: a 2-byte header and the 18 bytes of text. The price of the long poll's "
-        "head is paid once, at the handshake.",
+        "Opening the WebSocket cost bytes that long polling pays on every message: an HTTP request and a "
+        "response. From your capture: how many bytes of TCP payload did the WebSocket's opening handshake "
+        "carry, both directions together (the upgrade request and the 101)?",
+        answer=both,
         kind="capture",
+        unit="B",
+        hint="The ladder leaves the sizes out; the capture's rows have them. Which two packets carry HTTP on the "
+        "WebSocket's connection?",
+        recipe="in rows_of(one, 'WebSocket'), add the payload of the C→S row whose app starts with 'GET ' and "
+        "of the S→C row that starts with '101'.",
+        mistakes=[
+            (request, "that is the upgrade request alone; the 101 response is part of the handshake too."),
+            (response, "that is the 101 response alone; add the request that asked for the upgrade."),
+        ],
+        explanation=f"{both} bytes: a {request}-byte upgrade request and a {response}-byte 101. Paid once per "
+        "connection; after it, each message costs a frame header of 2 to 14 bytes.",
+    )
+
+
+def exercise_long_poll_bytes(one: OneMessage) -> Exercise:
+    """When the WebSocket's handshake has paid for itself against long polling, from the learner's capture."""
+    _, _, handshake = _payloads(one, "WebSocket")
+    request, response, per_poll = _payloads(one, "long polling")
+    frame = segment_carrying(one, "WebSocket")
+    saved = per_poll - frame
+    n = handshake // saved + 1 if saved > 0 else 0
+    return Exercise(
+        "Long polling paid for this message with one request and one response; the WebSocket paid its "
+        "handshake once (your last answer) and then one frame. From your capture, and assuming every later "
+        "message costs the same: after how many messages has the WebSocket carried fewer bytes of TCP payload "
+        "in all than the long poller?",
+        answer=n,
+        kind="capture",
+        hint="Write each transport's total after n messages: a one-off cost plus n times a per-message cost. "
+        "Where does the WebSocket's line cross under the long poller's?",
+        recipe="per message, long polling = its GET's payload + its answer's payload; the WebSocket = the "
+        "frame's payload (segment_carrying(one, 'WebSocket')). The WebSocket is ahead once handshake + "
+        "n × frame < n × per-message poll: the smallest such n.",
+        mistakes=[
+            (lambda v: v == handshake // max(frame, 1) + 1 or v > 10,
+             "that counts only the frame against the handshake; the long poller pays its request *and* its "
+             "response for every message."),
+            (0, "the handshake is paid before the first message: the WebSocket starts behind."),
+        ],
+        explanation=f"After {n}: the handshake cost {handshake} bytes; each message then costs {frame} bytes "
+        f"on the WebSocket and {per_poll} on the long poller (a {request}-byte request, a {response}-byte "
+        f"answer), saving {saved} a message. In bytes, a WebSocket pays for itself almost at once; its costs "
+        "are elsewhere: a connection and its state held per client, and scale-out (section 6).",
     )
 
 
@@ -136,6 +175,9 @@ def predict_push_latency(rtt_ms: float = 50.0) -> Prediction:
         f"The link's round trip is {rtt_ms:g} ms. What is the median time from publication to receipt over a "
         "WebSocket that is already open, in ms?",
         measure=lambda runs: runs["WebSocket"].percentile(50), unit="ms", tolerance=0.2, floor=3.0, explain=explain,
+        step=lambda runs: rtt_ms / 2, spread="a transit is the unit here",
+        mistakes=[(lambda g, m: abs(g - rtt_ms) < rtt_ms / 4, "That is a round trip; an open WebSocket needs no "
+                   "request, so a message crosses once: half of it.")],
     )
 
 

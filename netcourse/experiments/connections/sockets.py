@@ -184,11 +184,6 @@ def predict_server_sockets(n: int = 5) -> Prediction:
     def explain(given: float, measured: float) -> str:
         why = (f"One LISTEN socket, which only makes connections, plus one ESTABLISHED socket per accepted "
                f"client: {n} + 1. ")
-        if given == n:
-            why += "You left out the listening socket: it stays open beside the connections it made. "
-        elif given == 2 * n + 1 or given == 2 * n:
-            why += ("The clients' own sockets are in the table too, but their local port is their ephemeral "
-                    "port, not the server's. ")
         return why + "All of them share one local port: only the peer's port tells them apart."
 
     return Prediction(
@@ -196,6 +191,9 @@ def predict_server_sockets(n: int = 5) -> Prediction:
         "will have the server's port as their *local* port?",
         measure=lambda crowd: sum(crowd.kernel_states().values()), unit="sockets", tolerance=0.0,
         explain=explain,
+        mistakes=[(lambda g, m: g == n, "You left out the listening socket: it stays open beside the connections it made."),
+                  (lambda g, m: g in (2 * n, 2 * n + 1), "The clients' sockets are in the table too, but their local "
+                   "port is their ephemeral port, not the server's.")],
     )
 
 
@@ -213,9 +211,17 @@ def exercise_server_fin_ack(duplex: DuplexRun) -> Exercise:
         "what (relative) acknowledgement number does it carry? Work it out from the client's packets in "
         "your capture, then check it against the FIN's row.",
         answer=fin.ack if fin is not None else None,
-        hint="The client's SYN takes sequence number 0 and its first byte of data is 1, so the next byte "
-        "expected after all its data is 1 + the bytes it sent. Did the client's FIN come first? A FIN "
-        "takes one number too.",
+        hint="An acknowledgement names the next byte expected. Which things use up sequence numbers: only "
+        "bytes of data?",
+        recipe="The client's SYN takes number 0 and its first byte of data is 1, so the next byte expected "
+        "after all its data is 1 + the bytes it sent. Did the client's FIN come first? A FIN takes one number too.",
+        mistakes=[
+            (sent, "that is the bytes the client sent; the SYN used number 0, so the next byte expected is one more."),
+            (sent + 1, "right for the data, but the client's FIN came first, and a FIN uses a sequence number too."),
+        ] if fin is not None and fin.ack == sent + 2 else [
+            (sent, "that is the bytes the client sent; the SYN used number 0, so the next byte expected is one more."),
+            (sent + 2, "the client's FIN had not arrived when the server sent its own: it is not counted yet."),
+        ],
         explanation=f"The client sent {sent} bytes of data: 1 + {sent} = {1 + sent}"
         + (f", + 1 for the client's FIN that arrived first = {sent + 2}" if fin is not None and fin.ack == sent + 2 else "")
         + ". ack names the next byte the server expects (RFC 9293 §3.4).",
@@ -231,8 +237,15 @@ def exercise_bare_packets(duplex: DuplexRun) -> Exercise:
         "How many packets in your capture of the full-duplex exchange carried no data at all (SYNs, FINs "
         "and bare ACKs)?",
         answer=bare,
-        hint="Count the rows of duplex.capture.table() whose payload is 0: "
+        hint="Data is the payload; a SYN, a FIN or an ACK can travel alone, with none.",
+        recipe="count the rows of duplex.capture.table() whose payload is 0: "
         "sum(1 for r in duplex.capture.table() if not r.payload).",
+        mistakes=[
+            (sum(1 for r in rows if r.flags == "A" and not r.payload),
+             "those are the bare ACKs only; the SYNs and FINs carried no data either."),
+            (len(rows) - bare, "that counts the packets that *did* carry data."),
+            (len(rows), "that is every packet; some carried data."),
+        ],
         explanation=f"{bare} of {len(rows)}: 3 for the handshake, the FINs and their ACKs, and the ACKs that "
         "did not get to ride on a data packet going the other way (piggybacking saved the others).",
         kind="capture",

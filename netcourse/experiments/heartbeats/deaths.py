@@ -145,6 +145,8 @@ def predict_frozen_unacked() -> Prediction:
         "acknowledged?",
         measure=lambda deaths: next(d.unacked for d in deaths if d.kind == "frozen process"),
         unit="segments", tolerance=0.0, explain=explain,
+        mistakes=[(lambda g, m: g >= 1, "The process is frozen, but TCP lives in its kernel, which is not: it "
+                   "receives and acknowledges as usual; only the reading stops.")],
     )
 
 

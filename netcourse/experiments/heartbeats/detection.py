@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 
 from ...clients.beat import BeatClient, peer_process
-from ...course.exercises import Prediction
+from ...course.exercises import Exercise, Prediction, as_number
 from ...errors import NetcourseError, NetcourseTimeout
 from ...protocols.beat import Kind, detection_bounds
 
-__all__ = ["Detection", "heartbeat_detection", "aiohttp_heartbeat_detection", "compare_heartbeats", "predict_worst_detection", "tradeoff_knob"]
+__all__ = ["Detection", "heartbeat_detection", "aiohttp_heartbeat_detection", "compare_heartbeats", "predict_worst_detection", "tradeoff_knob", "exercise_stuck_worker", "exercise_aiohttp_worst"]
 
 
 @dataclass
@@ -242,6 +242,10 @@ def predict_worst_detection(interval: float, timeout: float) -> Prediction:
         "notice, in seconds?",
         measure=lambda d: d.interval + d.timeout, unit="s", tolerance=0.0, floor=0.02,
         says="the worst case, which your trials approach (see their worst above), is", explain=explain,
+        mistakes=[(lambda g, m: abs(g - timeout) < 0.01, "That is the best case (the peer froze just before a "
+                   "PING); at worst the next PING is a whole interval away."),
+                  (lambda g, m: abs(g - interval) < 0.01, "A PING that goes unanswered is only declared lost "
+                   "after the timeout: add it.")],
     )
 
 
@@ -250,3 +254,65 @@ def tradeoff_knob(measured: Detection | None = None, interval: float = 0.2, time
     from ...course.plots.heartbeats import heartbeat_tradeoff
 
     return heartbeat_tradeoff(interval, timeout, measured=measured)
+
+
+_LAYER_WORDS = {"app ping": "app ping", "application ping": "app ping", "app-level ping": "app ping",
+                "application heartbeat": "app ping", "app heartbeat": "app ping",
+                "websocket ping": "websocket ping", "ping": "websocket ping", "ws ping": "websocket ping",
+                "ping/pong": "websocket ping", "keepalive": "keepalive", "tcp keepalive": "keepalive"}
+
+
+def _layer(text: object) -> str:
+    said = str(text).strip().lower().strip("'\".").removeprefix("an ").removeprefix("the ").removeprefix("a ")
+    return _LAYER_WORDS.get(said, said)
+
+
+def exercise_stuck_worker() -> Exercise:
+    """Which heartbeat notices a stuck worker behind a live event loop: the layers that answer each one."""
+    return Exercise(
+        "A chat server's handler reads every frame (`async for msg in ws`) and passes each chat message to a "
+        "worker task that stores it and answers. The worker deadlocks; the handler's loop and the event loop "
+        "run on. The client watches three things: TCP keepalive, aiohttp's `heartbeat=10` (WebSocket PING "
+        "frames), and an application 'ping' message that the worker answers like any other. Which one "
+        "notices the deadlock: 'keepalive', 'websocket ping' or 'app ping'?",
+        answer="app ping",
+        normalise=_layer,
+        hint="For each of the three, ask who writes the answer: the kernel, the WebSocket library, or the code "
+        "that is stuck.",
+        mistakes=[
+            ("keepalive", "the server's *kernel* answers keepalive probes; it knows nothing of the worker, or "
+             "even of the process, as the frozen peer above showed."),
+            ("websocket ping", "aiohttp sends the PONG from inside `ws.receive()`, which the handler's loop still "
+             "calls: pongs keep coming although no message is stored. (A browser answers PINGs itself too; a "
+             "page's script never even sees them.)"),
+        ],
+        explanation="Only the application's own ping: its answer comes from the same code path as real work, "
+        "so it stops when that path stops. Each heartbeat proves only that the layer answering it is alive: "
+        "keepalive the kernel, a WebSocket PING the library's read loop, an app ping the application.",
+    )
+
+
+def exercise_aiohttp_worst(heartbeat: int = 30) -> Exercise:
+    """aiohttp's heartbeat: the worst time to notice a peer that vanished, from its two timers."""
+    worst = heartbeat + heartbeat / 2
+    return Exercise(
+        f"A chat client uses aiohttp's ws_connect(url, heartbeat={heartbeat}) and the connection is otherwise idle. "
+        "The server's machine loses power. At most how many seconds pass before the client knows?",
+        answer=worst,
+        unit="s",
+        # aiohttp rounds both deadlines up to whole seconds of its loop clock above 5 s: up to 2 s later
+        check=lambda v: worst <= float(as_number(v, "s")) <= worst + 2,
+        hint="Two timers run one after the other: one decides when to ask, the other how long to wait for the "
+        "answer. When, at worst, does the first one start?",
+        recipe=f"aiohttp pings after `heartbeat` seconds without incoming data, and waits heartbeat / 2 for the "
+        f"pong: {heartbeat} + {heartbeat // 2}.",
+        mistakes=[
+            (heartbeat, f"that is when the PING leaves; then the client waits {heartbeat // 2} s for its PONG."),
+            (heartbeat / 2, "that is only the wait for the PONG; the PING itself leaves after the idle interval."),
+            (2 * heartbeat, "aiohttp waits half the interval for the PONG, not a whole one."),
+        ],
+        explanation=f"{worst:g} s: the last pong may have arrived just before the power went; the next ping leaves "
+        f"{heartbeat} s after it, and the client gives up {heartbeat // 2} s later (interval + timeout, with aiohttp's "
+        "timeout fixed at half the interval). Above 5 s aiohttp rounds both deadlines up to whole seconds of "
+        f"its loop clock, so a real client may take a second or two more: {worst:g} to {worst + 2:g} s all count.",
+    )

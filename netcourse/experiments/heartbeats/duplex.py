@@ -77,22 +77,35 @@ def duplex_ticks(clicks: tuple[float, ...] = (0.3, 0.5, 0.9), duration: float = 
 
 
 def exercise_echo_time(run: DuplexTicks) -> Exercise:
-    """The time from the client's first message to its echo, from the learner's own capture."""
+    """Bytes the server had sent before it echoed the client's first message: a question about each
+    direction numbering its own bytes, answered from the learner's own capture."""
     rows = run.capture.table()
     sent = next((r for r in rows if r.direction == C2S and r.app.startswith("MSG")), None)
     echo = next((r for r in rows if sent is not None and r.direction == S2C and r.app.startswith("MSG")
                  and r.t >= sent.t), None)
     if sent is None or echo is None:
         raise NetcourseError("the capture holds no message and echo: run duplex_ticks() again")
-    ms = round((echo.t - sent.t) * 1000, 3)
+    before = sum(r.payload for r in rows if r.direction == S2C and r.no < echo.no)
+    both = before + sum(r.payload for r in rows if r.direction == C2S and r.no < echo.no)
     return Exercise(
-        "In your capture the client sent MSG frames and the server echoed them, between its TICKs. How many "
-        "milliseconds passed from the client's first MSG packet to the server's echo of it (within 0.05 ms)?",
-        answer=ms,
-        tolerance=0.05,
-        hint="In duplex.capture.table(), find the first C→S row whose app starts with 'MSG', then the first S→C "
-        "row after it whose app starts with 'MSG'; subtract their t.",
-        explanation=f"{ms:.3f} ms: one trip through two kernels and the server's event loop, on loopback. The "
-        "ticks kept coming meanwhile: the two directions of one connection are independent.",
+        "Each direction of a TCP connection numbers its own bytes. How many bytes of payload had the server "
+        "sent on this connection before the segment that echoed the client's first MSG? Compute it two ways "
+        "from your capture (the echo's own numbers, and a sum), and check that they agree.",
+        answer=before,
         kind="capture",
+        unit="B",
+        hint="A sequence number counts the bytes one side has sent, from its own starting point; what the "
+        "other side sends does not move it.",
+        recipe="the echo's relative seq minus 1 (the SYN used number 0); or the sum of `payload` over the "
+        "S→C rows before the echo in duplex.capture.table().",
+        mistakes=[
+            (both, "that counts the client's bytes too. The server's sequence numbers count only what the "
+             "server sent: the client's MSG frames move the *client's* numbers."),
+            (echo.seq, "that is the echo's relative seq itself. Relative numbering starts at 1, because the SYN "
+             "consumed number 0: subtract one."),
+        ],
+        explanation=f"{before} bytes: the frames the server had sent so far, and nothing of the client's. "
+        f"The echo's seq is {echo.seq}, one more, because the SYN took a number too. Ticks and "
+        "messages interleave on one connection, each direction counting only its own bytes (RFC 9293 §3.3.1, "
+        "§3.4).",
     )

@@ -299,4 +299,6 @@ def predict_storm_return(down_for: float = 0.6, base: float = 0.05, cap: float =
         "the clients get back in?",
         measure=lambda storm: min(t for t, ok in storm.attempts["no jitter"] if ok),
         unit="s", tolerance=0.1, floor=0.03, explain=explain,
+        mistakes=[(lambda g, m: abs(g - down_for) < 0.03, "The server is back then, but nobody tries at that "
+                   "moment: each client's next attempt comes when its own wait ends.")],
     )

@@ -147,8 +147,15 @@ def exercise_probe_seq(det: TcpDetection) -> Exercise:
         "keepalive probes: segments with no payload, sent after the link went silent. Take the sequence number of the next byte the client would send (the last data "
         "segment's seq + len). What is the probe's seq minus that number?",
         answer=(seq - data_end) if seq is not None else None,
-        hint="The probes are the C→S rows with flags 'A', payload 0, at the end of keepalive.capture.table(); "
-        "the last data row is the last C→S row with a payload.",
+        hint="A probe must make a live peer answer, yet add nothing to the stream. Which sequence number could "
+        "do both? Then read it in the capture.",
+        recipe="the probes are the C→S rows with flags 'A', payload 0, at the end of keepalive.capture.table(); "
+        "the last data row is the last C→S row with a payload: its seq + payload is the next byte.",
+        mistakes=[
+            (0, "a segment at the next byte with no data is an ordinary ACK, which needs no answer. The probe "
+             "sits one byte *before* it, on data already acknowledged."),
+            (1, "the probe sits before the next byte, not after it: a byte past the window would be new data."),
+        ],
         explanation="−1: a probe carries the sequence number of a byte the peer already acknowledged (seq − 1), "
         "so a live peer must answer it with an ACK, while it carries no new data (RFC 9293 §3.8.4).",
         kind="capture",

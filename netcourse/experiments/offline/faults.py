@@ -249,6 +249,8 @@ def predict_repeats(messages: int = 200, faults: int = 20) -> Prediction:
         "crashes of the server, connections cut in the middle of a frame. How many messages will come over the "
         "wire again *after* the client had already stored them (the repeats INSERT OR IGNORE would absorb)?",
         measure=lambda run: run.repeats, unit="messages", tolerance=0.0, explain=explain,
+        mistakes=[(lambda g, m: g > 0, "A fault can lose messages in flight, which come again, but never a stored "
+                   "one: the cursor is MAX(id) of what the client *committed*, in the same transaction as the rows.")],
     )
 
 

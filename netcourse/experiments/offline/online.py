@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ...apps.chat import ChatServer
 from ...clients.chat import ChatClient, LocalStore, login
 from ...clients.websocket import Address, RawClient
-from ...course.exercises import Exercise, Prediction
+from ...course.exercises import Exercise, Prediction, as_number
 from ...errors import NetcourseError
 from ...network.link import link
 from ...protocols.httpwire import split_head
@@ -27,7 +27,7 @@ from ...traffic.wire import tcp_payload_streams
 from ..registry import scenario
 from .common import chat_server, publish, server_last
 
-__all__ = ["HappyPath", "happy_path", "exercise_login_to_socket", "exercise_cookie_bytes", "OfflineRun", "offline_and_back", "predict_replayed", "LinkResume", "resume_across_a_link"]
+__all__ = ["exercise_seam", "HappyPath", "happy_path", "exercise_login_to_socket", "exercise_cookie_bytes", "OfflineRun", "offline_and_back", "predict_resume_first_ms", "LinkResume", "resume_across_a_link"]
 
 
 @dataclass
@@ -86,8 +86,13 @@ def exercise_login_to_socket(run: HappyPath) -> Exercise:
     return Exercise(
         "In your capture, find the server's answer to the login (204, the one carrying Set-Cookie) and its first "
         "'101 Switching Protocols'. How many milliseconds passed from the first to the second?",
-        answer=ms, tolerance=0.05,
-        hint="In run.capture.table(), rows have .t (seconds), .direction and .app (what the payload was).",
+        answer=ms, tolerance=0.05, unit="ms",
+        hint="The ladder leaves the times out on purpose. The capture's rows have them: happy.capture.table(), "
+        "rows with .t (seconds), .direction and .app (what the payload was).",
+        recipe="subtract the t of the S→C row whose app starts with '204' from that of the one starting with "
+        "'101', and multiply by 1000.",
+        mistakes=[(lambda v: abs(float(as_number(v, "ms")) - ms / 1000) < 0.0005 and ms > 0.5,
+                   "that is in seconds: the t column is seconds, the question asks for milliseconds.")],
         explanation=f"{ms:.2f} ms on loopback: the client opened a second TCP connection and sent the handshake "
         "with the cookie, and the server checked the session and the Origin before answering 101. "
         "Authentication at set-up costs this once per connection, not per message; across a real distance "
@@ -100,10 +105,20 @@ def exercise_cookie_bytes(run: HappyPath) -> Exercise:
     """What the cookie costs the handshake, from the learner's capture."""
     line = next((l for l in run.handshake.split("\r\n") if l.lower().startswith("cookie:")), "")
     size = len(line) + 2 if line else 0
+    prefix = len("Cookie: session=")
     return Exercise(
-        "In your capture, the WebSocket handshake request carries the session in a Cookie header. How many bytes "
-        "does that header line take, its CRLF included?", answer=size,
-        hint="Find the line starting 'Cookie:' in run.handshake; count its characters, plus 2 for CRLF.",
+        "The session token is 256 random bits, sent in base64url without padding, as `Cookie: session=<token>` "
+        "in the WebSocket handshake. Work out, before you look, how many bytes that header line takes, its "
+        "CRLF included; then check it against the handshake in your capture (happy.handshake).", answer=size,
+        unit="B",
+        hint="How many bits does one base64 character carry? Then add the header's name and the CRLF.",
+        recipe="256 / 6 = 42.7, so 43 characters (no padding); 'Cookie: session=' is 16 bytes; CRLF is 2.",
+        mistakes=[
+            (prefix + 44 + 2, "that counts base64 padding; base64url in a cookie leaves the '=' out (RFC 4648 §5)."),
+            (prefix + 64 + 2, "that is the token in hex (4 bits a character); base64 carries 6."),
+            (prefix + 32 + 2, "that is the token's raw 32 bytes; a cookie carries text, here base64url."),
+            (size - 2, "add the CRLF that ends the line."),
+        ],
         explanation=f"{size} bytes, once per connection: authentication happens at the handshake, not on every "
         "message (the notes' 'auth when the socket is set up'). The price: a session revoked later must be "
         "enforced by closing the socket, not by refusing the next message.",
@@ -175,16 +190,25 @@ def offline_and_back(held: int = 20, offline: int = 50, live: int = 10, gap: flo
     return OfflineRun(before, arrivals, same)
 
 
-def predict_replayed(held: int = 20, offline: int = 50) -> Prediction:
+def predict_resume_first_ms(rtt_ms: float = 100.0) -> Prediction:
+    """Predict when the first replayed message shows, for a client coming back across a link."""
     def explain(given: float, measured: float) -> str:
-        return (f"The client resumes after its MAX(id), {held}; the server sends every message with a higher id it "
-                f"may read: the {offline} published while it was away. Nothing older (it has those), nothing "
-                "twice (the cursor only moves forward).")
+        return (f"Count connections and requests: the login is a TCP handshake and a POST (2 round trips); the "
+                f"socket is a second connection, its handshake and the upgrade (2 more); then resume_after goes out "
+                f"and the first page of the replay comes back (1 more): 5 round trips, about {5 * rtt_ms:g} ms, before "
+                "anything shows.")
 
     return Prediction(
-        f"A client holds messages 1 to {held}. It goes offline; {offline} messages are published in its "
-        "conversations. It reconnects and sends its resume_after. How many messages does the replay bring?",
-        measure=lambda run: run.replayed, unit="messages", tolerance=0.0, explain=explain,
+        f"ada's client comes back across a {rtt_ms:g} ms link (round trip): it logs in (a POST that sets the "
+        "session cookie), opens its WebSocket with that cookie, and sends resume_after. How many milliseconds "
+        "after it starts does the first replayed message arrive?",
+        measure=lambda run: run.first_message_ms, unit="ms", tolerance=0.15, floor=10.0, explain=explain,
+        step=lambda run: rtt_ms, spread="the answer moves in whole round trips, so the band stays under half of one",
+        mistakes=[(lambda g, m: abs(g - 3 * rtt_ms) < rtt_ms / 2, "Three round trips would be one connection for "
+                   "everything; the login and the socket are two connections here, each with its own handshake."),
+                  (lambda g, m: abs(g - 4 * rtt_ms) < rtt_ms / 2, "Four counts the connections and their requests "
+                   "but not the last step: resume_after must reach the server before the replay can start back."),
+                  (lambda g, m: g < 1.5 * rtt_ms, "The socket is not open yet: the client logs in and opens it first.")],
     )
 
 
@@ -243,3 +267,27 @@ def resume_across_a_link(rtt_ms: float = 100.0, backlog: int = 50) -> LinkResume
         login_ms, open_ms, first_ms, all_ms, got = net.near(client, 30)
         mode = net.mode
     return LinkResume(rtt_ms, login_ms, open_ms, first_ms, all_ms, got, mode)
+
+
+def exercise_seam() -> Exercise:
+    """The replay/live seam done in the wrong order: what happens to a message published in between."""
+    return Exercise(
+        "A server gets the order wrong: it reads the backlog first (up to id 70), sends it, and only then "
+        "registers the socket for live messages. Message 71 is published after the read and before the "
+        "registration. How many times does this connection deliver message 71?",
+        answer=0,
+        hint="Follow message 71: is it in what the server read from the database, and is the socket on the "
+        "list of those that get live messages when 71 is published?",
+        recipe="the read ended at 70, so 71 is not in the backlog; the socket was not registered yet, so "
+        "71's live copy went to everyone else.",
+        mistakes=[
+            (1, "where would the one copy come from? 71 is not in the backlog (read before it existed) and the "
+             "socket was not yet registered when it was published."),
+            (2, "two copies is the risk of the *right* order (register first), which the server then removes by "
+             "skipping ids it has sent. Here neither path carries 71."),
+        ],
+        explanation="None: 71 falls in the gap between the read and the registration, and the client only gets "
+        "it after its next reconnection (if ever: its cursor moves past 71 when 72 arrives). Register first, "
+        "then read: 71 is then in the live queue and perhaps in the backlog as well, and skipping ids already "
+        "sent makes it exactly once.",
+    )

@@ -22,7 +22,6 @@ from ...clients.pollers import (
     naive_long_poller,
     short_poller,
 )
-from ...course.exercises import Exercise
 from ...network.link import Link
 from ...protocols.httpwire import parse_messages
 from ...runtime.server import serve
@@ -32,7 +31,7 @@ from ...traffic.sniffer import Capture, capture
 from ...traffic.wire import ETHERNET_HEADER, IPV4_HEADER, TCP_HEADER, TCP_TIMESTAMPS
 from ..registry import scenario
 
-__all__ = ["run_pollers", "PollingRun", "PollingSummary", "compare", "naive_versus_correct", "header_sizes", "Abandoned", "abandoned_waits", "exercise_requests_per_message", "peek"]
+__all__ = ["run_pollers", "PollingRun", "PollingSummary", "compare", "naive_versus_correct", "header_sizes", "Abandoned", "abandoned_waits", "peek"]
 
 
 @dataclass
@@ -292,20 +291,6 @@ def abandoned_waits(clients: int = 50, *, handler_cancellation: bool = True, wai
 
         before, after = run_async(go(), timeout=wait + 20)
     return Abandoned(clients, before, after, handler_cancellation)
-
-
-def exercise_requests_per_message(run: PollingRun, name: str) -> Exercise:
-    """Requests per delivered message, from the learner's run."""
-    p = run.poller(name)
-    value = p.requests / len(p.received) if p.received else 0.0
-    return Exercise(
-        f"In your run, how many requests did the poller '{name}' make per delivered message? "
-        "(one decimal is enough)",
-        answer=round(value, 1),
-        tolerance=0.051,
-        hint="Divide its number of requests by the number of messages it received: see run.summary().",
-        explanation=f"{p.requests} requests for {len(p.received)} messages.",
-    )
 
 
 def peek(paths: list[str], *, publish: int = 2, timeout: float = 5.0) -> list[tuple[str, int, dict[str, str], str]]:

@@ -177,4 +177,6 @@ def predict_first_event_delay(events: int = 10, gap: float = 0.06, size: int = 1
         "milliseconds after its publication does the first event reach the client?",
         measure=lambda b: b.first("proxy buffers 4 KiB") if buffer == 4096 else b.first(f"{buffer} B"),
         unit="ms", tolerance=0.3, floor=30, explain=explain,
+        mistakes=[(lambda g, m: g < gap * 1000, "A stream's events are tiny: a proxy that buffers holds them until "
+                   "its buffer fills or the response ends, whichever comes first.")],
     )

@@ -23,7 +23,7 @@ from ...traffic.wire import tcp_payload_streams
 from ..registry import scenario
 from .common import UA, raw_request, read_all, tcp_payload
 
-__all__ = ["StreamCapture", "chunked_on_the_wire", "ChunkView", "chunk_view", "exercise_framing_bytes", "Boundaries", "chunk_boundaries"]
+__all__ = ["StreamCapture", "chunked_on_the_wire", "ChunkView", "chunk_view", "exercise_framing_bytes", "exercise_event_chunk", "Boundaries", "chunk_boundaries"]
 
 
 @dataclass
@@ -141,8 +141,15 @@ def exercise_framing_bytes(run: StreamCapture) -> Exercise:
         "framing (size lines, their CRLFs, the CRLF after each chunk's data, the last chunk and the final CRLF) "
         "did the server add to them?",
         answer=framing,
-        hint="Take run.captured_chunked_body(): its length minus the data bytes. Or count: each chunk costs its "
-        "hex size, CRLF, and CRLF after the data; the end is 0 CRLF CRLF.",
+        unit="B",
+        hint="Each chunk costs its hex size line and two CRLFs; the end costs a chunk of size 0 and one more CRLF.",
+        recipe="Take run.captured_chunked_body(): its length minus the data bytes (chunk_view(body).parts "
+        "names each part).",
+        mistakes=[
+            (framing - 5, "that leaves out the end of the body: the last chunk '0' CRLF and the final CRLF, 5 bytes."),
+            (framing - 2 * len(sizes), "that leaves out the CRLF after each chunk's data: the size line has one, "
+             "and the data is followed by another."),
+        ],
         explanation=f"{framing} bytes: {len(payload)} bytes of data in {len(sizes)} chunks, each adding its size line "
         f"({per_chunk}), and the end adding '0' CRLF CRLF = 5. A Content-Length response adds none of this, but "
         "must know its length before it starts.",
@@ -254,3 +261,29 @@ def _responses(stream: bytes, ranges: list[tuple[int, int]]):
         yield ([(a - pos, b - pos) for a, b in chunk_ranges],
                [(max(a, pos) - pos, min(b, end) - pos) for a, b in ranges if a < end and b > pos])
         pos = end
+
+
+def exercise_event_chunk(event: bytes = b"id: 12\ndata: event 12\n\n") -> Exercise:
+    """Bytes one SSE event takes in a chunked body: the event's own bytes and the chunk around them."""
+    size = len(event)
+    total = len(f"{size:x}\r\n") + size + 2
+    shown = event.decode().replace("\n", "\\n")
+    return Exercise(
+        f"The course's SSE server writes each event as its own chunk (your capture shows it). How many bytes "
+        f"does the event `{shown}` take in the response body, chunk framing included?",
+        answer=total,
+        unit="B",
+        hint="First the event's own bytes (each \\n is one byte); then what a chunk adds around any data.",
+        recipe=f"the size line is the length in hex followed by CRLF; then the data; then CRLF.",
+        mistakes=[
+            (size, "that is the event alone; the chunk adds its size line before it and a CRLF after it."),
+            (size + len(f"{size:x}\r\n"), "you left out the CRLF after the chunk's data."),
+            (size + 2 + len(f"{size}\r\n") if len(f"{size}") != len(f"{size:x}") else -1,
+             "the size line is hexadecimal, not decimal."),
+            (size + 4 + len(f"{size:x}\r\n"), "SSE ends its lines with \\n, one byte each, not CRLF; only the chunk's "
+             "framing uses CRLF."),
+        ],
+        explanation=f"{total} bytes: the event is {size} bytes (0x{size:x}), so the chunk is '{size:x}' CRLF, the "
+        f"{size} bytes, CRLF: {len(f'{size:x}')} + 2 + {size} + 2. SSE's own framing (field names, the blank line) "
+        "and HTTP's chunk framing are two layers; both are paid on every event.",
+    )

@@ -144,8 +144,15 @@ def exercise_reconnect_head(run: SSERun) -> Exercise:
         "In your capture, the client's requests for /events are in the C→S bytes. How many bytes long is the head "
         "of its first reconnection request (the request line, the headers and the blank line that ends them)?",
         answer=size,
-        hint="tcp_payload_streams(sse.capture.packets, sse.capture.table())['C→S'] holds every request; split it at "
-        "b'\\r\\n\\r\\n' and take the second piece that starts with b'GET /events', plus the 4 bytes of the split.",
+        unit="B",
+        hint="A reconnection is a whole new HTTP request; its head ends with an empty line. The client's bytes, "
+        "in order, are one stream: tcp_payload_streams (imported from netcourse.traffic.wire) gives it.",
+        recipe="tcp_payload_streams(sse.capture.packets, sse.capture.table())['C→S'] holds every request; split "
+        "it at b'\\r\\n\\r\\n' and take the second piece that starts with b'GET /events', plus the 4 bytes of the split.",
+        mistakes=[
+            ((size or 0) - 4, "that leaves out the blank line that ends the head (CRLF CRLF: the split took 4 bytes)."),
+            ((size or 0) - 2, "the head ends with CRLF CRLF, 4 bytes: count both."),
+        ],
         explanation=f"{size} bytes, of which the Last-Event-ID line is about 20: what every reconnection costs "
         "before the first replayed event, besides the TCP handshake. An open stream costs no request per event; "
         "each drop costs one whole request head.",
@@ -153,14 +160,27 @@ def exercise_reconnect_head(run: SSERun) -> Exercise:
     )
 
 
-def exercise_replay_first() -> Exercise:
+def exercise_replay_first(keep: int = 5, published: int = 20, last_id: int = 12) -> Exercise:
+    """Resume semantics and a bounded buffer together: how many missed events are gone for good."""
+    oldest = published - keep + 1
+    lost = max(0, oldest - 1 - last_id)
     return Exercise(
-        "A client reconnects with Last-Event-ID: 7. The server has published events 1 to 12 and keeps the last "
-        "100. What is the id of the first event it sends?",
-        answer=8,
-        hint="The header names the last event the client has.",
-        explanation="8: the server replays 8 to 12 at once, then sends new events as they come. Had it kept only "
-        "the last 3 (10 to 12), it would have had to say so: a resync event, never a silent gap.",
+        f"A server keeps only its last {keep} events. It has published events 1 to {published} when a client "
+        f"reconnects with Last-Event-ID: {last_id}. How many of the events this client missed can the server no "
+        "longer send it? (You can check your reasoning with resync_demo.)",
+        answer=lost,
+        hint="Which ids has the client already got, which does the server still hold, and what lies between?",
+        recipe=f"the client has 1 to {last_id}; the server holds {oldest} to {published}; count the ids in between.",
+        mistakes=[
+            (published - last_id, "that is every event the client missed; the server still holds the last "
+             f"{keep} of them and replays those."),
+            (lost + 1, f"one too many: Last-Event-ID names the last event the client *has*, so {last_id} is not missed."),
+            (0, f"the buffer starts at {oldest}: the events between {last_id} and it are gone, and the server must say "
+             "so with a resync event."),
+        ],
+        explanation=f"{lost}: the client has everything up to {last_id}; the buffer holds {oldest} to {published}; "
+        f"{last_id + 1} to {oldest - 1} are gone. The server sends a resync event saying so, then replays "
+        f"{oldest} to {published}: a client must reload its state rather than show a silent gap.",
     )
 
 

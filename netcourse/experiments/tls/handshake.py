@@ -19,7 +19,7 @@ from ...traffic.tlsview import TLSConnection, group_name, suite_name, tls_record
 from ..registry import scenario
 from .versions import TIMEOUT
 
-__all__ = ["REQUEST", "request", "fetch", "Handshake", "handshake", "handshake_13", "handshake_12", "entropy", "exercise_certificate_length", "exercise_request_overhead"]
+__all__ = ["exercise_what_shows", "REQUEST", "request", "fetch", "Handshake", "handshake", "handshake_13", "handshake_12", "entropy", "exercise_certificate_length", "exercise_request_overhead"]
 
 
 
@@ -214,8 +214,19 @@ def exercise_certificate_length(hs12: Handshake) -> Exercise:
         "In your TLS 1.2 capture the server's Certificate message crossed the wire in clear. A handshake message "
         "starts with a 1-byte type and a 3-byte length (RFC 5246 §7.4). What does that length field say, in bytes?",
         answer=length,
-        hint="hs12.records() lists each record's size on the wire. The record header takes 5 bytes and the "
-        "handshake header 4; the length field counts what follows them.",
+        unit="B",
+        hint="Two headers sit in front of the certificates: the record's and the handshake message's. A length "
+        "field counts only what follows it.",
+        recipe="hs12.records() lists each record's size on the wire. The record header takes 5 bytes and the "
+        "handshake header 4: the record's size − 5 − 4.",
+        mistakes=[
+            (length + 9, "that is the whole record on the wire; take off the 5-byte record header and the 4-byte "
+             "handshake header."),
+            (length + 4, "that still counts the handshake header (type and length, 4 bytes), which comes before "
+             "what its length field counts."),
+            (length + 5, "that still counts the handshake header (4 bytes) and one more: the record header is 5, "
+             "the handshake header 4."),
+        ],
         explanation=f"{length} bytes: the record's size minus 5 (record header) minus 4 (type and length). "
         "Anyone on the path could read this certificate, and with it the name of the site.",
         kind="capture",
@@ -230,8 +241,50 @@ def exercise_request_overhead(hs13: Handshake) -> Exercise:
         "In your TLS 1.3 capture, find the record that carried your GET request (decrypted). How many of its "
         "bytes on the wire were not your request?",
         answer=extra,
-        hint="The record's size is in hs13.records(); the request itself is hs13.http()[0]. Subtract.",
+        unit="B",
+        hint="A TLS 1.3 record wraps its content three ways: a header in front, a byte hidden inside the "
+        "encryption, and the authentication tag at the end.",
+        recipe="the record's size is in hs13.records(); the request itself is hs13.http()[0]. Subtract.",
+        mistakes=[
+            (extra - 5, "that leaves out the 5-byte record header, which is on the wire in clear."),
+            (extra - 1, "that leaves out the inner content type, the one byte TLS 1.3 hides inside the encryption."),
+            (5, "that is only the record header; the encryption adds bytes too."),
+        ],
         explanation=f"{extra} bytes: the 5-byte record header, the 1-byte real content type hidden inside the "
         "encryption (RFC 8446 §5.2), and the 16-byte AEAD authentication tag.",
         kind="capture",
+    )
+
+
+_VISIBLE = {"a": True, "b": True, "c": False, "d": False, "e": True, "f": True, "g": False}
+
+
+def exercise_what_shows() -> Exercise:
+    """What an on-path observer still learns from a TLS 1.3 connection: more than the site's name."""
+    right = "".join(k for k, v in _VISIBLE.items() if v)
+    return Exercise(
+        "A laptop on a café's Wi-Fi opens a TLS 1.3 connection (no Encrypted Client Hello) and loads one page; its "
+        "DNS goes over HTTPS. Which of these can the café's router learn? (a) the server's IP address, (b) the "
+        "site's name, (c) the page's path, (d) the session cookie, (e) roughly how many bytes the page and each "
+        "request were, (f) when each request was made, (g) the server's certificate. Answer with the letters, "
+        "e.g. 'ace'.",
+        answer=right,
+        normalise=lambda s: "".join(sorted(set(c for c in str(s).lower() if c in _VISIBLE))),
+        hint="TLS encrypts records, not the packets around them. What is in the IP and TCP headers, what is "
+        "in the ClientHello (sent before any key exists), and what can be seen without reading a byte?",
+        recipe="the IP header names the server; the ClientHello's server_name extension names the site; TLS "
+        "1.3 encrypts everything after the ServerHello, the certificate included; record lengths and packet "
+        "times are never hidden.",
+        mistakes=[
+            ("b", "the site's name (SNI) is only one thing. Which headers outside TLS name the server, and "
+             "what do the packets' sizes and times give away?"),
+            (lambda v: "g" in str(v).lower(), "in TLS 1.3 the certificate travels encrypted, after the "
+             "ServerHello (in TLS 1.2 it was in clear, as this notebook's TLS 1.2 capture shows)."),
+            (lambda v: "c" in str(v).lower() or "d" in str(v).lower(), "the path and the cookie are inside the "
+             "HTTP request, which travels in encrypted application data."),
+        ],
+        explanation="a, b, e and f. The IP address is in every packet's header; the site's name is in the "
+        "ClientHello's SNI (Encrypted Client Hello would hide it); record sizes and packet times show how "
+        "much was fetched and when, enough to tell pages apart on a site one knows. TLS 1.3 hides the "
+        "path, the cookie and, unlike TLS 1.2, the certificate (RFC 8446 §2, §4.4.2).",
     )

@@ -124,4 +124,9 @@ def predict_first_byte(rtt_ms: float = 100.0) -> Prediction:
         f"On a link with a {rtt_ms:g} ms round trip, a client opens a fresh TCP connection, does a full TLS 1.2 "
         "handshake, and sends GET. How many ms from connect() to the first byte of the response?",
         measure=lambda rt: rt.ms("TLS 1.2"), unit="ms", tolerance=0.1, explain=explain,
+        step=lambda rt: rtt_ms, spread="one round trip off is a different count of flights, not noise",
+        mistakes=[(lambda g, m: abs(g - 3 * rtt_ms) < rtt_ms / 2, "That is TLS 1.3's count: TLS 1.2's full handshake "
+                   "takes two round trips, not one, before the request may leave."),
+                  (lambda g, m: abs(g - 2 * rtt_ms) < rtt_ms / 2, "That leaves out the TLS handshake: TCP's round trip "
+                   "and the request's are not all.")],
     )

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ...apps.echo import tcp_echo
+from ...course.exercises import Prediction
 from ...runtime.server import serve
 from ...runtime.sockets import LOOPBACK
 from ...traffic.wire import WireBytes
 from .conversation import Conversation
 from .datagrams import Refusal
 
-__all__ = ["TransportCosts", "transport_costs", "per_message", "LatencyRun", "udp_echo", "latency", "overhead_knob", "latency_knob"]
+__all__ = ["TransportCosts", "transport_costs", "per_message", "predict_one_message_bytes", "LatencyRun", "udp_echo", "latency", "overhead_knob", "latency_knob"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,28 @@ def transport_costs(conversation: Conversation, refusal: Refusal) -> TransportCo
     udp = next(r for r in refusal.capture.table() if r.proto == "UDP")
     return TransportCosts(
         setup, teardown, data.wire - data.payload, ack.wire, udp.wire - udp.payload, 3, len(rows) - first_fin
+    )
+
+
+def predict_one_message_bytes(payload: int = 100) -> Prediction:
+    """Predict the bytes on the wire for one message sent over a TCP connection of its own."""
+    def explain(given: float, measured: float) -> str:
+        return ("Count the packets first: 3 for the handshake (the two SYNs carry 8 bytes more of options), the "
+                f"data segment ({payload} bytes + 66 of headers), its ACK (66), and 3 to close (FIN, FIN, ACK; 66 "
+                "each). Most of the bytes are the connection's, not the message's: UDP sends the same message in "
+                f"one datagram of {payload + 42} bytes.")
+
+    return Prediction(
+        f"A client opens a TCP connection, sends one {payload}-byte message, gets it acknowledged, and closes. How "
+        "many bytes cross the wire in all, both directions, every header included?",
+        measure=lambda costs: per_message(costs, payload, 1)[0].total, unit="bytes", tolerance=0.05, explain=explain,
+        spread="the packets' sizes are fixed; only the count of packets is to be found",
+        mistakes=[(lambda g, m: abs(g - (payload + 66)) < 10, "That is the data segment alone: its ACK, the "
+                   "handshake and the close are on the wire too."),
+                  (lambda g, m: abs(g - (payload + 132)) < 10, "A connection used once also pays its handshake "
+                   "(3 packets) and its close (3 more)."),
+                  (lambda g, m: abs(g - (payload + 42)) < 10, "That is UDP's datagram; TCP's headers are bigger and "
+                   "a connection adds packets of its own.")],
     )
 
 

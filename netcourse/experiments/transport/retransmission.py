@@ -130,17 +130,29 @@ def tcp_retransmission(timeout: float = 20.0) -> Retransmission:
 
 
 def exercise_first_resend(rtx: Retransmission) -> Exercise:
-    """Milliseconds from the original segment to its first resend, from the learner's own capture."""
+    """How the waits between copies grow, from the learner's own capture: the last gap over the one before."""
     rows = rtx.data_rows()
-    gap = (rows[1].t - rows[0].t) * 1000 if len(rows) > 1 else 0.0
+    gaps = [(b.t - a.t) * 1000 for a, b in zip(rows, rows[1:])]
+    ratio = round(gaps[-1] / gaps[-2], 2) if len(gaps) > 1 and gaps[-2] > 0 else 0.0
+    first = round(gaps[0]) if gaps else 0
     return Exercise(
-        "How many milliseconds passed between the client's first transmission of its message and the "
-        "first resend of the same bytes? (Within 1 ms.)",
-        answer=round(gap, 1),
-        tolerance=1.0,
-        hint="In rtx.capture.table(), find the C→S rows with a payload; subtract the first one's t from "
-        "the second one's, and multiply by 1,000.",
-        explanation=f"{gap:.0f} ms. That is not the retransmission timeout: it is a tail-loss probe, "
-        "sent after 2 × SRTT plus 200 ms because only one segment was in flight (RFC 8985 §7.2).",
+        "Your capture holds several copies of the same segment. Measure the time between consecutive copies: "
+        "by what factor is the *last* wait longer than the one before it? (Two decimals; within 0.05.)",
+        answer=ratio,
+        tolerance=0.05,
         kind="capture",
+        hint="The copies are the client's data segments with the same seq; their times are in the capture's "
+        "rows (row.t, in seconds).",
+        recipe="copies = rtx.data_rows(); the waits are the differences of consecutive copies' t; divide the "
+        "last wait by the one before it.",
+        mistakes=[
+            (lambda v: len(gaps) > 2 and abs(float(v) - gaps[1] / gaps[0]) <= 0.05 and abs(gaps[1] / gaps[0] - ratio) > 0.1,
+             "that compares the first two waits; the question asks for the last one against the one before it."),
+            (lambda v: abs(float(v) - gaps[-1]) <= 1 or abs(float(v) - first) <= 1,
+             "that is a wait in milliseconds; the question asks how many times longer the last wait is."),
+        ],
+        explanation=f"The waits were {', '.join(f'{g:.0f} ms' for g in gaps)}: the last about {round(ratio)} times the "
+        "one before. The first is a tail-loss "
+        "probe, the next a retransmission timeout, and each further timeout doubles the one before "
+        "(exponential backoff, RFC 6298 §5.5): the next cell explains each timer.",
     )

@@ -190,14 +190,26 @@ def predict_transfer_ms(size: int = 200_000, rtt_ms: float = 50.0) -> Prediction
                 f"10 segments (14.5 kB), 29, 58, 116 kB …, one window per round trip, so {size // 1000} kB need "
                 f"{rounds} windows; one more round trip carries the last to the sink and brings its answer back: "
                 f"1 + {rounds - 1} + 1 = {rounds + 1} round trips, about {total:g} ms. Real TCP is a little slower "
-                "than the model: its windows do not quite double every round trip (see the windows your capture "
-                "counts in the next cell). With no window at all it would be 2 round trips.")
+                "than the model: its windows do not quite double every round trip (the next cell counts the windows "
+                "in your capture); each extra window is one more round trip. With no window at all it would be "
+                "2 round trips.")
 
+    window, sent, rounds = 10 * 1448, 0, 0
+    while sent < size:
+        sent, window, rounds = sent + window, window * 2, rounds + 1
+    model_ms = (rounds + 1) * rtt_ms
     return Prediction(
         f"{size // 1000} kB go from the client to a sink {rtt_ms:g} ms (round trip) away, with no rate limit "
         "and no loss. How many milliseconds from connect() until the sink confirms it has everything?",
         measure=lambda transfer: transfer.seconds * 1000, unit="ms", tolerance=0.2, floor=10.0,
-        explain=explain,
+        explain=explain, step=lambda transfer: rtt_ms,
+        spread="the answer moves in whole round trips, so the band is under half of one",
+        mistakes=[(lambda g, m: abs(g - model_ms) < 0.25 * rtt_ms and abs(m - model_ms) >= 0.49 * rtt_ms,
+                   "That is the textbook model, whose windows double every round trip; count the windows your "
+                   "capture shows (next cell): one more, one more round trip."),
+                  (lambda g, m: g <= 2.5 * rtt_ms,
+                   "That is a transfer with no window at all; slow start sends 10 segments first, then waits "
+                   "for their ACKs.")],
     )
 
 
@@ -219,8 +231,16 @@ def exercise_first_window(transfer: Transfer) -> Exercise:
         f"In your capture of the 1 MB transfer across {transfer.rtt_ms:g} ms, how many data segments did the "
         "client send before the first acknowledgement of its data came back?",
         answer=first,
-        hint="Walk through bulk.capture.table(): count the C→S rows with a payload until the first S→C row "
+        hint="Until the first acknowledgement of data arrives, the sender knows nothing about the path: how much "
+        "does TCP dare to send blind? Count it in the packets rather than recalling it.",
+        recipe="walk through bulk.capture.table(): count the C→S rows with a payload until the first S→C row "
         "whose ack is greater than 1 (ack 1 only acknowledges the SYN).",
+        mistakes=[
+            (first * 1448, "that is in bytes; the question counts segments."),
+            (3, "those are the handshake's packets; count the client's *data* segments."),
+            (first + 1, "one too many: stop at the first S→C row that acknowledges data (ack > 1), and do not "
+             "count what the client sent after it."),
+        ],
         explanation=f"{first}: TCP's initial window. A new connection may send this many segments before it "
         "hears anything (RFC 6928 raised it to 10, about 14.5 kB); each ACK then lets the window grow "
         "(RFC 5681 §3.1), roughly doubling it every round trip.",

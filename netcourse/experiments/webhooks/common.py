@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import tempfile
+import time
 
 __all__ = ["SECRET", "workdir"]
 
@@ -16,5 +19,15 @@ SECRET = "whsec_bmV0Y291cnNlLXdlYmhvb2tzLWRlbW8tc2VjcmV0IQ=="
 
 @contextlib.contextmanager
 def workdir():
-    with tempfile.TemporaryDirectory(prefix="netcourse-webhooks-") as d:
+    """A temporary folder for the outbox and inbox databases, removed on the way out, even when an interrupt
+    lands while a sender's thread is still closing its database (SQLite may create its journal file after
+    the removal has listed the folder: the removal is retried for up to a second)."""
+    d = tempfile.mkdtemp(prefix="netcourse-webhooks-")
+    try:
         yield d
+    finally:
+        for _ in range(20):
+            shutil.rmtree(d, ignore_errors=True)
+            if not os.path.exists(d):
+                break
+            time.sleep(0.05)

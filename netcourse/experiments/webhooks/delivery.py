@@ -77,9 +77,11 @@ def exercise_signature_by_hand(delivery: Delivery) -> Exercise:
         "HMAC-SHA256 over '{id}.{timestamp}.{body}', keyed with the base64-decoded part after 'whsec_'. Answer the "
         "whole 'v1,...' string.",
         answer=expected,
-        hint="key = base64.b64decode(secret[6:]); hmac.new(key, f'{id}.{ts + 5}.'.encode() + body, hashlib.sha256)"
-        ".digest(), then base64.b64encode(...).decode() with 'v1,' in front. Check your code first: with the "
-        "captured timestamp itself it must give the captured header.",
+        hint="Check your code first: with the captured timestamp itself it must give the captured header. "
+        "The key is bytes, the message is bytes, and the body must be the exact bytes that were sent.",
+        recipe="key = base64.b64decode(secret[6:]); hmac.new(key, f'{id}.{ts + 5}.'.encode() + body, "
+        "hashlib.sha256).digest(), then base64.b64encode(...).decode() with 'v1,' in front.",
+        mistakes=_signature_mistakes(delivery, msg_id, ts, expected),
         explanation=f"{expected}: nothing like the first attempt's, although only the timestamp changed. Every "
         "attempt is signed afresh, so a receiver can refuse an old attempt replayed (the timestamp check) without "
         "refusing the sender's genuine retries.",
@@ -87,9 +89,40 @@ def exercise_signature_by_hand(delivery: Delivery) -> Exercise:
     )
 
 
-def signature_by_hand(delivery: Delivery, later: int = 0) -> str:
-    """The signature computed again from the captured id, timestamp (+ ``later`` seconds) and body."""
-    return sign(delivery.secret, delivery.header("webhook-id"), int(delivery.header("webhook-timestamp")) + later,
+def _signature_mistakes(delivery: Delivery, msg_id: str, ts: int, expected: str) -> list[tuple[object, str]]:
+    """The signatures the usual slips produce, each with what went wrong."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def mac(key: bytes, ts_: int, body: bytes) -> str:
+        digest = hmac.new(key, f"{msg_id}.{ts_}.".encode() + body, hashlib.sha256).digest()
+        return "v1," + base64.b64encode(digest).decode()
+
+    key = base64.b64decode(delivery.secret[len("whsec_"):])
+    out: list[tuple[object, str]] = [
+        (mac(delivery.secret[len("whsec_"):].encode(), ts + 5, delivery.body),
+         "the key is the base64-*decoded* part after 'whsec_': you keyed the HMAC with its text."),
+        (mac(delivery.secret.encode(), ts + 5, delivery.body),
+         "the key is the base64-decoded part after 'whsec_', not the whole secret string."),
+        (sign(delivery.secret, msg_id, ts, delivery.body),
+         "that is the captured attempt's own signature: the retry's timestamp is 5 higher."),
+        (expected[3:], "the header's value starts with the version: 'v1,' in front of the base64."),
+    ]
+    try:
+        reserialised = json.dumps(json.loads(delivery.body)).encode()
+    except ValueError:
+        reserialised = delivery.body
+    if reserialised != delivery.body:
+        out.append((mac(key, ts + 5, reserialised), "you signed the JSON re-serialised; sign the exact bytes "
+                    "that were sent (delivery.body): a receiver verifies the raw body, before parsing it."))
+    return out
+
+
+def signature_by_hand(delivery: Delivery) -> str:
+    """The captured attempt's signature, computed again from the captured id, timestamp and body."""
+    return sign(delivery.secret, delivery.header("webhook-id"), int(delivery.header("webhook-timestamp")),
                 delivery.body)
 
 
@@ -157,8 +190,16 @@ def exercise_head_share(delivery: Delivery) -> Exercise:
     return Exercise(
         "In your capture, the POST carried its head (request line, headers, blank line) and the JSON body. What "
         "percentage of the request's bytes was head (within 1 %)?",
-        answer=share, tolerance=1.0,
-        hint="len(delivery.request_head) is the head (it ends with the blank line); len(delivery.body) the body.",
+        answer=share, tolerance=1.0, unit="%",
+        hint="A share is a part over the whole: the whole request is its head and its body together.",
+        recipe="len(delivery.request_head) is the head (it ends with the blank line); len(delivery.body) the body.",
+        mistakes=[
+            (round(100 * len(delivery.body) / total, 1) if total else -1,
+             "that is the body's share; the question asks for the head's."),
+            (round(100 * head / len(delivery.body), 1) if delivery.body else -1,
+             "that divides the head by the body; divide it by the whole request (head + body)."),
+            (round(head / total, 3) if total else -1, "that is a fraction; the question asks for a percentage."),
+        ],
         explanation=f"{share:g} %: {head} bytes of head for {len(delivery.body)} of body. Three webhook- headers "
         "alone are over 100 bytes. For small events the head is most of the request, which is what batching "
         "(section 5) saves.",

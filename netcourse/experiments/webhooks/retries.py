@@ -20,7 +20,7 @@ from ...runtime.sockets import port_for_a_restart
 from ...runtime.waiting import run_async
 from .common import SECRET, workdir
 
-__all__ = ["Outage", "receiver_down", "SlowWork", "slow_work", "Replayed", "dead_letters_replayed", "planned_times", "predict_attempt_times", "exercise_dedup", "Restart", "restart_mid_retry"]
+__all__ = ["Outage", "receiver_down", "SlowWork", "slow_work", "Replayed", "dead_letters_replayed", "planned_times", "predict_attempt_times", "exercise_dedup", "exercise_short_retention", "Restart", "restart_mid_retry"]
 
 
 @dataclass
@@ -211,19 +211,65 @@ def predict_attempt_times(scale: float = 0.001) -> Prediction:
         measure=lambda run: 1000 * min(a.at for a in run.attempts if a.number == 3 and a.endpoint == 1) - 1000 * min(
             a.at for a in run.attempts if a.number == 1 and a.endpoint == 1),
         unit="ms", tolerance=0.1, floor=15, explain=explain,
+        mistakes=[(lambda g, m: abs(g - 300 * scale * 1000) < 3, "Each wait starts when the previous attempt "
+                   "fails, so they add up: 5 s, then 5 min more."),
+                  (lambda g, m: abs(g - 5 * scale * 1000) < 3, "That is the second attempt; the third waits 5 min more.")],
     )
 
 
-def exercise_dedup() -> Exercise:
+def exercise_dedup(keep_s: int = 600, schedule: tuple[int, ...] = STANDARD_SCHEDULE) -> Exercise:
+    """Dedup retention against the retry schedule: which attempt comes after the receiver forgot the id."""
+    at, times = 0, []
+    for delay in schedule:
+        at += delay
+        times.append(at)
+    first_late = next(n for n, t in enumerate(times, start=1) if t > keep_s)
+    shown = ", ".join(f"{d:g} s" for d in schedule[:5])
     return Exercise(
-        "The receiver answered a delivery too late; the sender timed out and sent it again with the same "
-        "webhook-id. What does the receiver answer the second time: 'process again', 'refuse' or 'acknowledge'?",
-        answer="acknowledge",
-        normalise=lambda s: str(s).strip().lower(),
-        hint="The sender must stop retrying, and the event must not be processed twice.",
-        explanation="acknowledge: a 2xx, so the sender stops, and no second processing, because the id is already "
-        "in the inbox. Refusing would make the sender retry until it gives up; processing again would charge the "
-        "customer twice.",
+        f"A receiver processes every delivery but answers too slowly, so the sender times out each time and "
+        f"retries on the Standard Webhooks schedule (waits of {shown}, …, each counted from the previous "
+        f"attempt's failure). The receiver keeps the webhook-ids it has processed for {keep_s // 60} minutes. "
+        "Which attempt (1, 2, 3, …) is the first that it processes a second time?",
+        answer=first_late,
+        hint="An attempt is processed again only if the id has been forgotten by the time it arrives. When does "
+        "each attempt arrive, counted from the first?",
+        recipe=f"add up the waits: attempt n arrives at the sum of the first n waits (plus the timeouts); find "
+        f"the first past {keep_s} s.",
+        mistakes=[
+            (first_late - 1, f"attempt {first_late - 1} arrives at about {times[first_late - 2]:g} s after the first, "
+             f"within the {keep_s} s the id is kept: the receiver acknowledges it without processing."),
+            (2, "attempt 2 comes 5 s later: the id is in the inbox, and a 2xx goes back without processing."),
+            (len(schedule), "the last attempt is processed again too, but it is not the first: add up the waits."),
+        ],
+        explanation=f"Attempt {first_late}, about {times[first_late - 1] / 60:.0f} minutes after the first: the "
+        f"receiver forgot the id after {keep_s // 60} minutes and processes the event again. Keep ids at least "
+        "as long as the sender may retry (Standard Webhooks retries for more than a day), not just as long as "
+        "the timestamp tolerance; and answer quickly (queue the work, reply 2xx) so the retries never start.",
+    )
+
+
+def exercise_short_retention(tolerance_s: int = 300, keep_s: int = 180,
+                             replays_s: tuple[int, ...] = (240, 480, 720)) -> Exercise:
+    """Replay protection: the timestamp tolerance and the id retention together."""
+    through = sum(1 for r in replays_s if r <= tolerance_s and r > keep_s)
+    shown = ", ".join(f"{r // 60} min" for r in replays_s)
+    return Exercise(
+        f"A receiver verifies signatures, refuses timestamps more than {tolerance_s} s from its clock, and keeps "
+        f"processed webhook-ids for only {keep_s // 60} minutes. An attacker records one genuine delivery and "
+        f"replays it, unchanged, {shown} later. How many of the replays are processed?",
+        answer=through,
+        hint="A replay carries the original signature and timestamp, so the signature always checks out. "
+        "Which other check can refuse each replay, at its age?",
+        recipe=f"for each replay: refused if older than {tolerance_s} s (timestamp), else refused if younger "
+        f"than {keep_s} s (id still kept); count the rest.",
+        mistakes=[
+            (0, f"the {replays_s[0] // 60}-minute replay passes the timestamp check ({replays_s[0]} s < "
+             f"{tolerance_s} s) and the id has been forgotten after {keep_s} s: nothing stops it."),
+            (len(replays_s), "the later replays carry a timestamp too old for the tolerance: refused."),
+        ],
+        explanation=f"{through}: the timestamp stops replays older than {tolerance_s} s, the id stops those "
+        f"younger than {keep_s} s, and a replay between the two gets through. Keep ids at least as long as the "
+        "timestamp tolerance, so the two checks overlap.",
     )
 
 

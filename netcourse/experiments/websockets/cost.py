@@ -287,8 +287,17 @@ def exercise_fragment_stall(ctl: ControlRun) -> Exercise:
         "next one carrying a continuation? (Within 0.5 ms.)",
         answer=round(gap, 2),
         tolerance=0.5,
-        hint="Find the C→S rows of ctl.capture.table() whose app starts with 'TEXT' and then 'CONT'; "
+        unit="ms",
+        hint="Both packets are the client's; their times are in the capture's rows (row.t in seconds, row.ms in "
+        "milliseconds).",
+        recipe="find the C→S rows of ctl.capture.table() whose app starts with 'TEXT' and then 'CONT'; "
         "subtract their t and multiply by 1,000.",
+        mistakes=[
+            (lambda v: abs(float(v) - gap / 1000) < 0.0005 and gap > 1,
+             "that is in seconds (row.t); the question asks for milliseconds."),
+            (lambda v: abs(float(v)) < 0.5 and gap > 5,
+             "the writes were microseconds apart, but the packets were not: measure between the packets."),
+        ],
         explanation=f"{gap:.1f} ms, for writes made microseconds apart. The next cells show why.",
         kind="capture",
     )

@@ -207,14 +207,16 @@ def predict_frame_size(size: int = 300) -> Prediction:
                   "more than 65,535, so the 7-bit field says 127 and a 64-bit length follows")
                + f"), + 4 of masking key (a client always masks) = {2 + ext + 4} bytes of header, then the "
                f"{size} bytes of payload (RFC 6455 §5.2). The server's echo has no key: {2 + ext + size}.")
-        if given == size + 2 or given == size + 4:
-            why += " Did you forget the masking key?"
         return why
 
     return Prediction(
         f"A browser sends a {size}-byte text message over a WebSocket (no extension negotiated, so no "
         "compression). How many bytes long is its frame, header included?",
         measure=lambda echo: len(echo.sent), unit="bytes", tolerance=0.0, explain=explain,
+        mistakes=[(lambda g, m: g in (size + 2, size + 4), "Did you forget the masking key? A client masks every "
+                   "frame: 4 more bytes."),
+                  (lambda g, m: g == size + 6, "Above 125 bytes the length no longer fits the 7-bit field: 2 more "
+                   "bytes of extended length.")],
     )
 
 
@@ -227,12 +229,11 @@ def exercise_fragment_release(ctl: ControlRun) -> Exercise:
     before = [r for r in rows if cont is not None and text is not None and text.no < r.no < cont.no
               and r.direction == S2C]
     release = before[-1] if before else None
-    wait = (cont.t - text.t) * 1000 if text and cont else 0.0
     after = (cont.t - release.t) * 1000 if release and cont else 0.0
     return Exercise(
         "The client wrote its three fragments (TEXT \"Hel\", CONT \"lo, \", CONT \"world\") microseconds "
-        f"apart, yet its TCP held the continuations back for about {wait:.0f} ms. Something it received let them "
-        "go. Find that packet in your capture: what is its number (the `no` column)?",
+        "apart, yet its TCP held the continuations back, and sent them together. Something it received let "
+        "them go. Find that packet in your capture: what is its number (the `no` column)?",
         answer=release.no if release else 0,
         kind="capture",
         hint="A sender that keeps small segments back is waiting for news about the data it already sent. "
@@ -256,8 +257,20 @@ def exercise_decode() -> Exercise:
     return Exercise(
         "A server receives the bytes 81 84 a1 b2 c3 d4 d6 db b1 b1. What text does the frame carry?",
         answer="wire",
-        hint="0x81: FIN + text. 0x84: masked, 4 bytes. Then a 4-byte key; XOR each payload byte with "
+        hint="Read the two header bytes bit by bit first: which bit says the payload is masked, and where does "
+        "the key sit?",
+        recipe="0x81: FIN + text. 0x84: masked, 4 bytes. Then a 4-byte key; XOR each payload byte with "
         "key[i % 4].",
+        mistakes=[
+            (lambda v: isinstance(v, (bytes, str)) and (v.encode("latin-1") if isinstance(v, str) else v)
+             == bytes.fromhex("d6dbb1b1"),
+             "those are the payload's bytes as sent: a client's payload is masked, XOR it with the key first."),
+            (lambda v: isinstance(v, str) and v != "wire" and v.lower() == "wire",
+             "case matters: each unmasked byte is exactly one character."),
+            (lambda v: isinstance(v, (bytes, str)) and len(v) == 4 and v not in ("wire", b"wire"),
+             "four characters, but not these: XOR byte i of the payload with byte i % 4 of the key, the key "
+             "being the 4 bytes right after the length (a1 b2 c3 d4)."),
+        ],
         explanation="0xd6^0xa1=0x77 'w', 0xdb^0xb2=0x69 'i', 0xb1^0xc3=0x72 'r', 0xb1^0xd4=0x65 'e' (RFC 6455 §5.3).",
     )
 
