@@ -543,3 +543,83 @@ def test_time_is_stated_and_the_core_path_fits_one_sitting(path):
         assert not missing, f"{path.name}: a core cell reads {sorted(missing)}, bound only in a Going deeper part"
         core_bound |= bound
         only_deeper -= bound
+
+
+# Numbers in the prose that no output of their own notebook shows, each with why: a constant or a parameter
+# the notebook sets (not a measurement), or a measurement cited from another notebook, which is then looked
+# up in that notebook's outputs.
+_PROSE_NUMBERS = {
+    "00": {"65,536 bytes": "loopback's MTU", "300 ms": "the knob's range", "1,448 bytes": "the MSS at MTU 1,500"},
+    "02": {"65,536 bytes": "loopback's MTU", "65,535 bytes": "IPv4's largest packet", "400 ms": "RFC 6298 doubling, "
+           "stated as theory", "1,500 bytes": "Ethernet's MTU", "125 kB": "rate × RTT of the link's settings",
+           "0.2 µs": "24 bytes at 1 Gb/s, arithmetic"},
+    "04": {"66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
+    "05": {"65,536 bytes": "loopback's MTU", "300 bytes": ("cites", "10"), "400 bytes": ("cites", "10"),
+           "700 bytes": ("cites", "10")},
+    "06": {"1,200 bytes": "the chunk size the experiment sets"},
+    "07": {"350 ms": "the gap the experiment sets", "930 bytes": ("cites", "10")},
+    "09": {"16,384 bytes": "TLS's largest record (RFC 8446 §5.1)"},
+    "10": {"1,448 bytes": "the MSS at MTU 1,500", "270 ms": "the rate sweep's figure, from the stored results"},
+}
+_UNIT_NUMBER = re.compile(r"(?<![\w.§-])(\d[\d,]*\.\d+|\d[\d,]*)\s?(ms|µs|bytes|B|kB|%)\b")
+
+
+def _all_outputs(cells: list[dict]) -> str:
+    text = []
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text.append("".join(out.get("text", "")) + "".join(data.get("text/plain", "")) + "".join(data.get("text/html", "")))
+    return "\n".join(text)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_numbers_in_the_prose_are_shown_by_an_output(path):
+    """A number with a unit in the prose appears in one of the notebook's outputs, or is a constant or a
+    parameter said so here, or cites another notebook whose outputs show it: prose cannot drift from what
+    the notebook measures without this test saying so."""
+    cells = json.loads(path.read_text())["cells"]
+    shown = _all_outputs(cells)
+    allowed = _PROSE_NUMBERS.get(path.stem[:2], {})
+    unexplained = []
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] != "markdown":
+            continue
+        for m in _UNIT_NUMBER.finditer("".join(cell["source"])):
+            if m.group(1) in shown:
+                continue
+            why = allowed.get(m.group(0))
+            if isinstance(why, tuple):  # "about N": within 10 % of a number the cited notebook shows
+                other = next(p for p in NOTEBOOKS if p.stem.startswith(why[1] + "_"))
+                cited = float(m.group(1).replace(",", ""))
+                there = [float(x.replace(",", "")) for x in re.findall(r"\d[\d,]*(?:\.\d+)?",
+                                                                        _all_outputs(json.loads(other.read_text())["cells"]))]
+                assert any(abs(x - cited) <= 0.1 * cited for x in there), (
+                    f"{path.name}[{i}]: '{m.group(0)}' cites notebook {why[1]}, whose outputs show nothing near it")
+            elif why is None:
+                unexplained.append(f"[{i}] {m.group(0)}")
+    assert not unexplained, f"{path.name}: numbers no output shows: {unexplained}"
+
+
+def test_every_exercise_names_the_mistakes_it_expects():
+    """Each Exercise in the course anticipates at least two wrong answers, and each Prediction at least one,
+    with a diagnosis of its own (read from the code: the keyword given to the constructor)."""
+    import ast
+
+    root = ROOT / "netcourse" / "experiments"
+    short = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Exercise", "Prediction")):
+                continue
+            given = next((k.value for k in node.keywords if k.arg == "mistakes"), None)
+            need = 2 if node.func.id == "Exercise" else 1
+            if isinstance(given, (ast.List, ast.Tuple)):
+                count = len(given.elts)
+            elif isinstance(given, ast.IfExp):  # one list or another, by the run: the shorter counts
+                count = min(len(b.elts) for b in (given.body, given.orelse) if isinstance(b, (ast.List, ast.Tuple)))
+            else:
+                count = need if given is not None else 0  # built by a helper (checked by its own test)
+            if count < need:
+                short.append(f"{path.relative_to(root)}:{node.lineno} {node.func.id} names {count} mistakes")
+    assert not short, short

@@ -83,6 +83,7 @@ def exercise_login_to_socket(run: HappyPath) -> Exercise:
     if login is None or upgraded is None:
         raise NetcourseError("the capture holds no login answer or no 101: run happy_path() again")
     ms = round((upgraded.t - login.t) * 1000, 3)
+    first_101 = upgraded.t * 1000
     return Exercise(
         "In your capture, find the server's answer to the login (204, the one carrying Set-Cookie) and its first "
         "'101 Switching Protocols'. How many milliseconds passed from the first to the second?",
@@ -92,7 +93,9 @@ def exercise_login_to_socket(run: HappyPath) -> Exercise:
         recipe="subtract the t of the S→C row whose app starts with '204' from that of the one starting with "
         "'101', and multiply by 1000.",
         mistakes=[(lambda v: abs(float(as_number(v, "ms")) - ms / 1000) < 0.0005 and ms > 0.5,
-                   "that is in seconds: the t column is seconds, the question asks for milliseconds.")],
+                   "that is in seconds: the t column is seconds, the question asks for milliseconds."),
+                  (lambda v: abs(float(as_number(v, "ms")) - first_101) <= 0.05 and abs(first_101 - ms) > 0.1,
+                   "that is the 101's time since the capture began; measure from the 204 that answered the login.")],
         explanation=f"{ms:.2f} ms on loopback: the client opened a second TCP connection and sent the handshake "
         "with the cookie, and the server checked the session and the Origin before answering 101. "
         "Authentication at set-up costs this once per connection, not per message; across a real distance "
