@@ -282,7 +282,9 @@ def test_polling_questions():
     mean = sum(holds) / len(holds)
     q = exercise_hold_time(run)
     tile = run.duration * 1000 / len(holds)  # the reasoning answer: the holds tile the run
-    assert q.check(mean) and q.check(tile) and not q.check(max(mean, tile) + 5)
+    assert q.check(mean) and not q.check(max(mean, tile) + 5)
+    if abs(tile - mean) > 1:
+        assert "tile the run" in repr(q.check(tile))
     assert "in seconds" in repr(q.check(mean / 1000))
     assert hold_times_ms(run.capture.table()) == pytest.approx(holds, abs=0.01)  # the helper agrees, too
 
@@ -555,11 +557,13 @@ _PROSE_NUMBERS = {
            "0.2 µs": "24 bytes at 1 Gb/s, arithmetic"},
     "04": {"66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
     "05": {"65,536 bytes": "loopback's MTU", "300 bytes": ("cites", "10"), "400 bytes": ("cites", "10"),
-           "700 bytes": ("cites", "10")},
+           "700 bytes": ("cites", "10"), "50 ms": "notebook 10's link, a parameter",
+           "66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
     "06": {"1,200 bytes": "the chunk size the experiment sets"},
     "07": {"350 ms": "the gap the experiment sets", "930 bytes": ("cites", "10")},
     "09": {"16,384 bytes": "TLS's largest record (RFC 8446 §5.1)"},
-    "10": {"1,448 bytes": "the MSS at MTU 1,500", "270 ms": "the rate sweep's figure, from the stored results"},
+    "10": {"1,448 bytes": "the MSS at MTU 1,500", "270 ms": "the rate sweep's figure, from the stored results",
+           "66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
 }
 _UNIT_NUMBER = re.compile(r"(?<![\w.§-])(\d[\d,]*\.\d+|\d[\d,]*)\s?(ms|µs|bytes|B|kB|%)\b")
 

@@ -258,7 +258,7 @@ def tradeoff_knob(measured: Detection | None = None, interval: float = 0.2, time
 
 _LAYER_WORDS = {"app ping": "app ping", "application ping": "app ping", "app-level ping": "app ping",
                 "application heartbeat": "app ping", "app heartbeat": "app ping",
-                "websocket ping": "websocket ping", "ping": "websocket ping", "ws ping": "websocket ping",
+                "application-level ping": "app ping", "websocket ping": "websocket ping", "ping": "websocket ping", "ws ping": "websocket ping",
                 "ping/pong": "websocket ping", "keepalive": "keepalive", "tcp keepalive": "keepalive"}
 
 

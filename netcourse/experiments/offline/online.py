@@ -86,7 +86,7 @@ def exercise_login_to_socket(run: HappyPath) -> Exercise:
     first_101 = upgraded.t * 1000
     return Exercise(
         "In your capture, find the server's answer to the login (204, the one carrying Set-Cookie) and its first "
-        "'101 Switching Protocols'. How many milliseconds passed from the first to the second?",
+        "'101 Switching Protocols'. How many milliseconds passed from the first to the second (within 0.05 ms)?",
         answer=ms, tolerance=0.05, unit="ms",
         hint="The ladder leaves the times out on purpose. The capture's rows have them: happy.capture.table(), "
         "rows with .t (seconds), .direction and .app (what the payload was).",
@@ -104,27 +104,38 @@ def exercise_login_to_socket(run: HappyPath) -> Exercise:
     )
 
 
-def exercise_cookie_bytes(run: HappyPath) -> Exercise:
-    """What the cookie costs the handshake, from the learner's capture."""
+def exercise_cookie_bytes(run: HappyPath, bits: int = 320) -> Exercise:
+    """What a cookie costs the handshake: the captured line's structure, carried over to a longer token."""
     line = next((l for l in run.handshake.split("\r\n") if l.lower().startswith("cookie:")), "")
-    size = len(line) + 2 if line else 0
+    captured = len(line) + 2 if line else 0
     prefix = len("Cookie: session=")
+    chars = -(-bits // 6)  # base64 without padding: 6 bits a character, rounded up
+    padded = 4 * -(-bits // 24)
+    size = prefix + chars + 2
     return Exercise(
-        "The session token is 256 random bits, sent in base64url without padding, as `Cookie: session=<token>` "
-        "in the WebSocket handshake. Work out, before you look, how many bytes that header line takes, its "
-        "CRLF included; then check it against the handshake in your capture (happy.handshake).", answer=size,
+        "Your capture's WebSocket handshake carries the session as `Cookie: session=<token>`, a 256-bit token in "
+        f"base64url without padding (count its characters in happy.handshake). A server that used {bits}-bit "
+        "tokens, encoded the same way: how many bytes would that header line take, its CRLF included?",
+        answer=size,
         unit="B",
-        hint="How many bits does one base64 character carry? Then add the header's name and the CRLF.",
-        recipe="256 / 6 = 42.7, so 43 characters (no padding); 'Cookie: session=' is 16 bytes; CRLF is 2.",
+        hint="How many bits does one base64 character carry? Check the idea on your capture's 256-bit token "
+        "first; then add the header's name and the CRLF.",
+        recipe=f"{bits} / 6 = {bits / 6:.1f}, so {chars} characters (no padding); 'Cookie: session=' is {prefix} bytes; "
+        "CRLF is 2.",
         mistakes=[
-            (prefix + 44 + 2, "that counts base64 padding; base64url in a cookie leaves the '=' out (RFC 4648 §5)."),
-            (prefix + 64 + 2, "that is the token in hex (4 bits a character); base64 carries 6."),
-            (prefix + 32 + 2, "that is the token's raw 32 bytes; a cookie carries text, here base64url."),
+            (captured, "that is your capture's line, with a 256-bit token; the question asks for "
+             f"{bits}-bit tokens."),
+            (prefix + padded + 2, "that counts base64 padding ('='); the question says without padding (Python's "
+             "token_urlsafe, which the course's server uses, leaves it out; RFC 4648 §3.2 lets a format do so)."),
+            (prefix + bits // 4 + 2, "that is the token in hex (4 bits a character); base64 carries 6."),
+            (prefix + bits // 8 + 2, f"that is the token's raw {bits // 8} bytes; a cookie carries text, here base64url."),
             (size - 2, "add the CRLF that ends the line."),
         ],
-        explanation=f"{size} bytes, once per connection: authentication happens at the handshake, not on every "
-        "message (the notes' 'auth when the socket is set up'). The price: a session revoked later must be "
-        "enforced by closing the socket, not by refusing the next message.",
+        explanation=f"{size} bytes: {chars} characters of token ({bits} / 6, rounded up), the {prefix} bytes of "
+        f"'Cookie: session=' and CRLF; your capture's 256-bit token took 43 and its line {captured}. Paid once per "
+        "connection: authentication happens at the handshake, not on every message (the notes' 'auth when the "
+        "socket is set up'). The price: a session revoked later must be enforced by closing the socket, not by "
+        "refusing the next message.",
         kind="capture",
     )
 
@@ -207,10 +218,11 @@ def predict_resume_first_ms(rtt_ms: float = 100.0) -> Prediction:
         "after it starts does the first replayed message arrive?",
         measure=lambda run: run.first_message_ms, unit="ms", tolerance=0.15, floor=10.0, explain=explain,
         step=lambda run: rtt_ms, spread="the answer moves in whole round trips, so the band stays under half of one",
-        mistakes=[(lambda g, m: abs(g - 3 * rtt_ms) < rtt_ms / 2, "Three round trips would be one connection for "
-                   "everything; the login and the socket are two connections here, each with its own handshake."),
-                  (lambda g, m: abs(g - 4 * rtt_ms) < rtt_ms / 2, "Four counts the connections and their requests "
-                   "but not the last step: resume_after must reach the server before the replay can start back."),
+        mistakes=[(lambda g, m: abs(g - 3 * rtt_ms) < rtt_ms / 2, "Three round trips skip the login, as a client that "
+                   "kept its cookie could; this one logs in first: a connection and a POST."),
+                  (lambda g, m: abs(g - 4 * rtt_ms) < rtt_ms / 2, "Four is one connection for both, or leaves out the "
+                   "last step; the login and the socket are two connections here, each with its handshake, and "
+                   "resume_after must reach the server before the replay can start back."),
                   (lambda g, m: g < 1.5 * rtt_ms, "The socket is not open yet: the client logs in and opens it first.")],
     )
 
@@ -279,6 +291,7 @@ def exercise_seam() -> Exercise:
         "registers the socket for live messages. Message 71 is published after the read and before the "
         "registration. How many times does this connection deliver message 71?",
         answer=0,
+        check=lambda v: str(v).strip().lower() in ("0", "0 times", "none", "never", "zero", "no times"),
         hint="Follow message 71: is it in what the server read from the database, and is the socket on the "
         "list of those that get live messages when 71 is published?",
         recipe="the read ended at 70, so 71 is not in the backlog; the socket was not registered yet, so "

@@ -263,6 +263,11 @@ def _responses(stream: bytes, ranges: list[tuple[int, int]]):
         pos = end
 
 
+def _chunk_len(data: bytes) -> int:
+    """Bytes ``data`` takes as one chunk: its hex size line, itself, and the CRLF after it."""
+    return len(f"{len(data):x}\r\n") + len(data) + 2
+
+
 def exercise_event_chunk(event: bytes = b"id: 12\ndata: event 12\n\n") -> Exercise:
     """Bytes one SSE event takes in a chunked body: the event's own bytes and the chunk around them."""
     size = len(event)
@@ -280,8 +285,8 @@ def exercise_event_chunk(event: bytes = b"id: 12\ndata: event 12\n\n") -> Exerci
             (size + len(f"{size:x}\r\n"), "you left out the CRLF after the chunk's data."),
             (size + 2 + len(f"{size}\r\n") if len(f"{size}") != len(f"{size:x}") else -1,
              "the size line is hexadecimal, not decimal."),
-            (size + 4 + len(f"{size:x}\r\n"), "SSE ends its lines with \\n, one byte each, not CRLF; only the chunk's "
-             "framing uses CRLF."),
+            (_chunk_len(event.replace(b"\n", b"\r\n")), "SSE ends its lines with \\n, one byte each, not CRLF; "
+             "only the chunk's framing uses CRLF."),
         ],
         explanation=f"{total} bytes: the event is {size} bytes (0x{size:x}), so the chunk is '{size:x}' CRLF, the "
         f"{size} bytes, CRLF: {len(f'{size:x}')} + 2 + {size} + 2. SSE's own framing (field names, the blank line) "

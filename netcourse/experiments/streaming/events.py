@@ -167,7 +167,7 @@ def exercise_replay_first(keep: int = 5, published: int = 20, last_id: int = 12)
     return Exercise(
         f"A server keeps only its last {keep} events. It has published events 1 to {published} when a client "
         f"reconnects with Last-Event-ID: {last_id}. How many of the events this client missed can the server no "
-        "longer send it? (You can check your reasoning with resync_demo.)",
+        "longer send it?",
         answer=lost,
         hint="Which ids has the client already got, which does the server still hold, and what lies between?",
         recipe=f"the client has 1 to {last_id}; the server holds {oldest} to {published}; count the ids in between.",
@@ -175,11 +175,12 @@ def exercise_replay_first(keep: int = 5, published: int = 20, last_id: int = 12)
             (published - last_id, "that is every event the client missed; the server still holds the last "
              f"{keep} of them and replays those."),
             (lost + 1, f"one too many: Last-Event-ID names the last event the client *has*, so {last_id} is not missed."),
-            (0, f"the buffer starts at {oldest}: the events between {last_id} and it are gone, and the server must say "
-             "so with a resync event."),
+            (0, f"the buffer starts at {oldest}: the events between {last_id} and it are gone, and the server should "
+             "say so (the course's server sends a `resync` event; SSE itself defines none)."),
         ],
         explanation=f"{lost}: the client has everything up to {last_id}; the buffer holds {oldest} to {published}; "
-        f"{last_id + 1} to {oldest - 1} are gone. The server sends a resync event saying so, then replays "
+        f"{last_id + 1} to {oldest - 1} are gone. The course's server sends a `resync` event saying so (a convention "
+        f"of its own: SSE defines no such event), then replays "
         f"{oldest} to {published}: a client must reload its state rather than show a silent gap.",
     )
 

@@ -5,6 +5,7 @@ extensions), decrypted with a key log, and a resumed session; ciphertext's entro
 from __future__ import annotations
 
 import math
+import re
 import socket
 import ssl
 from collections import Counter
@@ -259,6 +260,13 @@ def exercise_request_overhead(hs13: Handshake) -> Exercise:
 _VISIBLE = {"a": True, "b": True, "c": False, "d": False, "e": True, "f": True, "g": False}
 
 
+def _letters(answer: object) -> str:
+    """The option letters in an answer, as standalone letters ('a, b, e and f', 'abef'), sorted."""
+    text = str(answer).lower().strip()
+    found = list(text) if re.fullmatch(r"[a-g]+", text) else re.findall(r"\b[a-g]\b", text)
+    return "".join(sorted(set(found)))
+
+
 def exercise_what_shows() -> Exercise:
     """What an on-path observer still learns from a TLS 1.3 connection: more than the site's name."""
     right = "".join(k for k, v in _VISIBLE.items() if v)
@@ -266,10 +274,10 @@ def exercise_what_shows() -> Exercise:
         "A laptop on a café's Wi-Fi opens a TLS 1.3 connection (no Encrypted Client Hello) and loads one page; its "
         "DNS goes over HTTPS. Which of these can the café's router learn? (a) the server's IP address, (b) the "
         "site's name, (c) the page's path, (d) the session cookie, (e) roughly how many bytes the page and each "
-        "request were, (f) when each request was made, (g) the server's certificate. Answer with the letters, "
-        "e.g. 'ace'.",
+        "request were, (f) when each request was made, (g) the server's certificate, from this connection's "
+        "packets. Answer with the letters, e.g. 'ace'.",
         answer=right,
-        normalise=lambda s: "".join(sorted(set(c for c in str(s).lower() if c in _VISIBLE))),
+        normalise=_letters,
         hint="TLS encrypts records, not the packets around them. What is in the IP and TCP headers, what is "
         "in the ClientHello (sent before any key exists), and what can be seen without reading a byte?",
         recipe="the IP header names the server; the ClientHello's server_name extension names the site; TLS "
@@ -278,9 +286,9 @@ def exercise_what_shows() -> Exercise:
         mistakes=[
             ("b", "the site's name (SNI) is only one thing. Which headers outside TLS name the server, and "
              "what do the packets' sizes and times give away?"),
-            (lambda v: "g" in str(v).lower(), "in TLS 1.3 the certificate travels encrypted, after the "
+            (lambda v: "g" in _letters(v), "in TLS 1.3 the certificate travels encrypted, after the "
              "ServerHello (in TLS 1.2 it was in clear, as this notebook's TLS 1.2 capture shows)."),
-            (lambda v: "c" in str(v).lower() or "d" in str(v).lower(), "the path and the cookie are inside the "
+            (lambda v: "c" in _letters(v) or "d" in _letters(v), "the path and the cookie are inside the "
              "HTTP request, which travels in encrypted application data."),
         ],
         explanation="a, b, e and f. The IP address is in every packet's header; the site's name is in the "

@@ -70,13 +70,16 @@ def predict_one_message_bytes(payload: int = 100) -> Prediction:
         f"A client opens a TCP connection, sends one {payload}-byte message, gets it acknowledged, and closes. How "
         "many bytes cross the wire in all, both directions, every header included?",
         measure=lambda costs: per_message(costs, payload, 1)[0].total, unit="bytes", tolerance=0.05, explain=explain,
+        says="the packet sizes in your capture add up to",
         spread="the packets' sizes are fixed; only the count of packets is to be found",
         mistakes=[(lambda g, m: abs(g - (payload + 66)) < 10, "That is the data segment alone: its ACK, the "
                    "handshake and the close are on the wire too."),
                   (lambda g, m: abs(g - (payload + 132)) < 10, "A connection used once also pays its handshake "
                    "(3 packets) and its close (3 more)."),
                   (lambda g, m: abs(g - (payload + 42)) < 10, "That is UDP's datagram; TCP's headers are bigger and "
-                   "a connection adds packets of its own.")],
+                   "a connection adds packets of its own."),
+                  (lambda g, m: abs(g - (m + 66)) < 10, "That counts a close of four segments (FIN, ACK, FIN, ACK, "
+                   "RFC 9293 §3.6); your capture's close took three: the server's FIN carried its ACK.")],
     )
 
 

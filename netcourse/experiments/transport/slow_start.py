@@ -192,7 +192,7 @@ def predict_transfer_ms(size: int = 200_000, rtt_ms: float = 50.0) -> Prediction
                 f"1 + {rounds - 1} + 1 = {rounds + 1} round trips, about {total:g} ms. Real TCP is a little slower "
                 "than the model: its windows do not quite double every round trip (the next cell counts the windows "
                 "in your capture); each extra window is one more round trip. With no window at all it would be "
-                "2 round trips.")
+                "2 round trips (no congestion-window limit: everything sent in the first).")
 
     window, sent, rounds = 10 * 1448, 0, 0
     while sent < size:

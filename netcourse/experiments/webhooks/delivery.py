@@ -71,8 +71,8 @@ def exercise_signature_by_hand(delivery: Delivery) -> Exercise:
     msg_id, ts = delivery.header("webhook-id"), int(delivery.header("webhook-timestamp"))
     expected = sign(delivery.secret, msg_id, ts + 5, delivery.body)
     return Exercise(
-        "Your capture holds one delivery: its webhook-id, webhook-timestamp and body. Suppose the receiver had not "
-        "answered, and the sender retried 5 seconds later: same id, same body, webhook-timestamp 5 higher. What "
+        "Your capture holds one delivery: its webhook-id, webhook-timestamp and body. Suppose the receiver had answered "
+        "500 at once, and the sender retried 5 seconds later: same id, same body, webhook-timestamp 5 higher. What "
         "webhook-signature does that retry carry? Compute it with the secret (delivery.secret): base64 of "
         "HMAC-SHA256 over '{id}.{timestamp}.{body}', keyed with the base64-decoded part after 'whsec_'. Answer the "
         "whole 'v1,...' string.",

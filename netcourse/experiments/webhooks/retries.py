@@ -226,7 +226,7 @@ def exercise_dedup(keep_s: int = 600, schedule: tuple[int, ...] = STANDARD_SCHED
     first_late = next(n for n, t in enumerate(times, start=1) if t > keep_s)
     shown = ", ".join(f"{d:g} s" for d in schedule[:5])
     return Exercise(
-        f"A receiver processes every delivery but answers too slowly, so the sender times out each time and "
+        f"A receiver processes each event but answers too slowly, so the sender times out each time and "
         f"retries on the Standard Webhooks schedule (waits of {shown}, …, each counted from the previous "
         f"attempt's failure). The receiver keeps the webhook-ids it has processed for {keep_s // 60} minutes. "
         "Which attempt (1, 2, 3, …) is the first that it processes a second time?",
@@ -268,8 +268,9 @@ def exercise_short_retention(tolerance_s: int = 300, keep_s: int = 180,
             (len(replays_s), "the later replays carry a timestamp too old for the tolerance: refused."),
         ],
         explanation=f"{through}: the timestamp stops replays older than {tolerance_s} s, the id stops those "
-        f"younger than {keep_s} s, and a replay between the two gets through. Keep ids at least as long as the "
-        "timestamp tolerance, so the two checks overlap.",
+        f"younger than {keep_s} s, and a replay between the two gets through. Keep ids for at least twice the "
+        "tolerance (a timestamp may also be up to the tolerance ahead of the receiver's clock), better for the "
+        "whole retry span, so that the two checks overlap.",
     )
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ...apps.wsserver import make_ws_handler
@@ -74,25 +75,29 @@ def exercise_accept(key: str = "Q2FuIHlvdSBjb3VudD8hIQ==") -> Exercise:
     guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
     answers = {
         1: base64.b64encode(hashlib.sha1((key + guid.lower()).encode()).digest()).decode(),
-        2: base64.b64encode(hashlib.sha1((key + guid).encode()).hexdigest().encode()).decode(),
-        3: accept_key(key),
+        2: accept_key(key),
+        3: base64.b64encode(hashlib.sha1((key + guid).encode()).hexdigest().encode()).decode(),
     }
     lines = "; ".join(f"server {n}: {a}" for n, a in answers.items())
     return Exercise(
         f"A client sent Sec-WebSocket-Key: {key}. Three servers answered with these Sec-WebSocket-Accept "
         f"values: {lines}. Which server's answer does the browser accept: 1, 2 or 3?",
-        answer=3,
+        kind="recall",
+        answer=2,
+        check=lambda v: re.sub(r"[^0-9]", "", str(v)) == "2",
         hint="The browser computes the value itself, from the key it sent, and compares the two exactly. "
         "Compute it.",
         recipe="base64 of the 20-byte SHA-1 digest of the key followed by the GUID (RFC 6455 §4.2.2); "
         "compare with each server's answer.",
         mistakes=[
-            (1, "server 1 lower-cased the GUID. The GUID is a fixed string hashed byte for byte: a different "
+            (lambda v: re.sub(r"[^0-9]", "", str(v)) == "1", "server 1 lower-cased the GUID. The GUID is a fixed string hashed byte for byte: a different "
              "case is a different digest, and the browser fails the connection."),
-            (2, "server 2 base64-encoded the 40-character *hex* text of the digest (56 characters, too long "
-             "for 20 bytes). The RFC encodes the 20 raw bytes: 28 characters, ending in one '='."),
+            (lambda v: re.sub(r"[^0-9]", "", str(v)) == "3", "server 3 base64-encoded the 40-character *hex* text "
+             "of the digest (56 characters, too long for 20 bytes). The RFC encodes the 20 raw bytes: 28 "
+             "characters, ending in one '='."),
         ],
-        explanation="Server 3. The browser fails the handshake unless the value is exactly base64(SHA-1(key + "
-        "GUID)) over the raw 20-byte digest (RFC 6455 §4.1, §4.2.2): a server that got it wrong never opens a "
-        "socket, and an HTTP server that never heard of WebSockets cannot produce it by accident.",
+        explanation="Server 2. The browser fails the WebSocket connection unless the value is exactly "
+        "base64(SHA-1(key + GUID)) over the raw 20-byte digest (RFC 6455 §4.1, §4.2.2): the TCP connection was "
+        "open, but no WebSocket ever is, and an HTTP server that never heard of WebSockets cannot produce the "
+        "value by accident.",
     )
