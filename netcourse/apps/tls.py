@@ -202,6 +202,9 @@ def client_context(pki: Pki | None = None, *, version: str | None = None, keylog
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED by default
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Python's default still falls back to the subject's CN when a certificate has no DNS name in its SAN;
+    # RFC 9525 dropped that fallback (RFC 6125 had allowed it), so the course's client does not.
+    ctx.hostname_checks_common_name = False
     if version is not None:
         v = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[version]
         ctx.minimum_version = ctx.maximum_version = v

@@ -132,7 +132,7 @@ def keepalive_detection(idle: int = 1, interval: int = 1, count: int = 3) -> Tcp
 
 @scenario("user_timeout")
 def user_timeout_detection(timeout_ms: int = 1000) -> TcpDetection:
-    """TCP_USER_TIMEOUT (RFC 5482): data unacknowledged for ``timeout_ms`` kills the connection."""
+    """TCP_USER_TIMEOUT (the user timeout of RFC 9293 §3.9.1.1; RFC 5482 only advertises it): data unacknowledged for ``timeout_ms`` kills the connection."""
     return _tcp_detection("user timeout", "user_timeout", {"TCP_USER_TIMEOUT": timeout_ms}, True, timeout_ms / 1000 + 5)
 
 
