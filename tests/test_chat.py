@@ -314,3 +314,37 @@ def test_a_cut_mid_frame_leaves_the_client_half_a_frame_and_a_crash_cuts_sockets
         assert asyncio.run_coroutine_threadsafe(server.cut_all(), srv.loop).result(5) == 1
         ws.sock.settimeout(3)
         assert ws.sock.recv(4096) == b""  # the end of the stream, and no close frame before it
+
+
+
+@pytest.mark.slow
+def test_one_cursor_for_all_conversations_loses_a_joined_ones_history_and_a_cursor_each_does_not():
+    from netcourse.experiments.offline.membership import joins_later, predict_joined_history
+
+    run = joins_later(history=10, later=2)
+    assert run.oldest < run.newest < run.cursor  # every old message of 'ops' is below the one cursor
+    assert run.one_cursor == 0 and run.per_conversation == 10
+    p = predict_joined_history(10)
+    assert p.check(0, run) and "skips them" in repr(p.check(10, run))
+    assert not live_servers()
+
+
+def test_a_resume_per_conversation_is_checked_like_one_for_all():
+    from netcourse.experiments.offline.common import chat_server
+
+    with chat_server() as (server, srv, d):
+        own = f"http://127.0.0.1:{srv.port}"
+        cookie = login(srv.host, srv.port, "ada", "correct horse")[1]
+        answers = {}
+        for value in ('["general"]', '{"": 1}', '{"general": -1}', '{"general": true}', '{"general": 5}'):
+            with RawClient(Address(srv.host, srv.port), origin=own, extra_headers=(f"Cookie: session={cookie}",)) as ws:
+                ws.send(Frame(Opcode.TEXT, ('{"resume": %s}' % value).encode()))
+                ws.sock.settimeout(3)
+                events = ws.receive(2)
+            error = next((json.loads(e.payload).get("error", "") for e in events if isinstance(e, Message)), "")
+            code = next((e.code for e in events if isinstance(e, CloseReceived)), None)
+            answers[value] = (code, error)
+    assert all(code == 1008 for code, _ in answers.values()), answers
+    assert "at most" in answers['["general"]'][1] and "names" in answers['{"": 1}'][1]
+    assert all("from 0 to" in answers[v][1] for v in ('{"general": -1}', '{"general": true}', '{"general": 5}'))
+    assert not live_servers()

@@ -11,6 +11,7 @@ from netcourse.apps.beat import make_beat_handler
 from netcourse.clients.beat import BeatClient, keep_connected, peer_process
 from netcourse.course.live import LivePipe
 from netcourse.errors import LinkError
+from netcourse.runtime.registry import live_servers
 from netcourse.experiments.heartbeats.deaths import half_open, peer_deaths
 from netcourse.experiments.heartbeats.detection import (
     _heartbeat_until_dead,
@@ -355,3 +356,15 @@ def test_a_crashed_peer_ends_the_connection_with_a_reason_and_the_client_keeps_t
     after = [e for t, e in events if t > 0.3]
     assert after and after[0].startswith("closed: ConnectionResetError"), events  # noticed at once, with a reason
     assert any(e.startswith("connect failed") for e in after), events  # and the client went on trying
+
+
+
+def test_a_stuck_worker_still_pongs_and_only_an_application_ping_notices():
+    from netcourse.experiments.heartbeats.worker import stuck_worker
+
+    run = stuck_worker(interval=0.1, timeout=0.15, stall_at=0.3, duration=0.8)
+    assert not run.closed
+    assert run.after(run.ws_pongs) >= 3  # aiohttp answered WebSocket PINGs from its read loop all along
+    assert len(run.app_pongs) >= 2 and run.after(run.app_pongs) == 0  # the worker answered nothing after
+    assert run.app_dead_at is not None and 0.1 <= run.app_dead_at - run.stalled_at <= 0.4
+    assert not live_servers()

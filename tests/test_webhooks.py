@@ -161,6 +161,8 @@ def test_forgeries_are_refused_and_the_genuine_one_processed_once():
             assert 400 <= f.status < 500 and not f.processed, f
     assert verdicts["a malformed signature (not base64)"].answer.endswith("no v1 signature is valid base64: the header is malformed")
     assert verdicts["a signature list with no v1 entry"].status == 401
+    relayed = next(f for c, f in verdicts.items() if c.startswith("relayed by a naive relay"))
+    assert relayed.status == 401 and not relayed.processed  # same meaning, other bytes: the signature fails
 
 
 @pytest.mark.replayable

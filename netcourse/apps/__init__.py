@@ -6,6 +6,7 @@
 - ``echo``: TCP echo, the smallest server.
 - ``polling``: the message log behind short and long polling (notebook 03).
 - ``beat``: the heartbeat lesson's server, also run as a child process (notebook 04).
+- ``stuckworker``: a WebSocket handler whose worker task deadlocks while the read loop goes on (notebook 04).
 - ``wsserver``: the course's strict WebSocket server, on ``protocols.wsconn`` (notebook 05).
 - ``streaming``: chunked responses and Server-Sent Events (notebook 06); ``proxy``: a buffering proxy.
 - ``webhooks``: a signed sender with an outbox and a receiver with an inbox (notebook 07).

@@ -9,11 +9,14 @@ HttpOnly; SameSite=Lax; Path=/; Max-Age=…``; a malformed login is a 400, a wro
 
 **WebSocket** ``GET /ws``: before the upgrade, the session cookie must name a live session (else 401) and
 ``Origin`` must be on the allow-list (else 403: cross-site WebSocket hijacking, RFC 6455 §10.2). After it,
-the client's first message is ``{"resume_after": N}``; the server
+the client's first message is its cursor: ``{"resume": {conversation: N, ...}}``, the last id it holds in
+each conversation (a conversation it does not name, one it joined since, is replayed from its start), or
+``{"resume_after": N}``, one cursor for all (a conversation joined later then never gets its history: the
+membership trap notebook 08 shows); the server
 
 1. registers the connection for live messages *first*,
-2. replays the user's messages with ``id > N`` in pages of ``page`` from the database,
-3. then forwards live messages, skipping any id it has already sent (the cursor only moves forward):
+2. replays the user's messages after their conversation's cursor, in pages of ``page`` from the database,
+3. then forwards live messages, skipping any id it has already sent (each cursor only moves forward):
    nothing published during the replay is lost, nothing is sent twice.
 
 Each message goes out as ``{"id", "conversation", "sender", "text"}``. A client sends
@@ -69,6 +72,7 @@ SEAMS = ("correct", "subscribe after the replay", "replay after subscribing, no 
 SESSION_COOKIE = "session"
 MAX_SOCKETS_PER_SESSION = 8
 MAX_QUEUED = 256  # live messages waiting for one socket; past it, it catches up from the log
+MAX_CONVERSATIONS = 1000  # cursors one resume may carry
 _BEHIND = {"id": -1}  # put in a socket's queue when it overflowed: "catch up from the log", not a message
 WRITE_TIMEOUT = 5.0  # seconds one write may wait for a socket that does not read
 CLOSE_GRACE = 2.0  # seconds a dropped socket gets to read up to its close frame before it is cut
@@ -83,11 +87,27 @@ class _Socket:
     transport: Any  # the request's transport (public: request.transport), for cuts and drops
     user: str
     token_hash: str
-    sent_up_to: int = 0
+    sent_up_to: int = 0  # the cursor for every conversation without one of its own
+    per_conversation: dict[str, int] = field(default_factory=dict)  # cursors the client sent, and moved since
+    by_conversation: bool = False  # True when the client resumed with a cursor per conversation
     live: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED))
     dropped: bool = False
     resumed: bool = False
     expiry: asyncio.TimerHandle | None = None
+
+
+def _after(sock: _Socket, conversation: str) -> int:
+    """The id after which ``conversation`` has not been sent to this socket yet."""
+    return sock.per_conversation.get(conversation, sock.sent_up_to)
+
+
+def _moved(sock: _Socket, conversation: str, msg_id: int) -> None:
+    """``msg_id`` of ``conversation`` has gone out: that conversation's cursor moves (the one cursor, for a
+    client that resumed with one for all)."""
+    if sock.by_conversation:
+        sock.per_conversation[conversation] = max(msg_id, sock.per_conversation.get(conversation, 0))
+    else:
+        sock.sent_up_to = max(sock.sent_up_to, msg_id)
 
 
 class ChatServer:
@@ -290,7 +310,11 @@ class ChatServer:
                 await ws.send_json({"error": cursor})
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"bad resume_after")
             return
-        sock.sent_up_to, sock.resumed = cursor, True
+        if isinstance(cursor, dict):  # one cursor per conversation; a conversation it lacks starts at 0
+            sock.sent_up_to, sock.per_conversation, sock.by_conversation = 0, dict(cursor), True
+        else:  # one cursor for all: a conversation joined later loses its history (notebook 08 shows it)
+            sock.sent_up_to = cursor
+        sock.resumed = True
         if self.seam == "subscribe after the replay":  # a naive server, for notebook 08: the seam leaks
             await self._replay(sock, upto=await self._db(self.log.newest))
             self.sockets.append(sock)  # ... and live messages only from now: those in between are lost
@@ -309,10 +333,10 @@ class ChatServer:
                 if msg is _BEHIND:  # its queue overflowed: what it missed is in the log, from its cursor on
                     await self._replay(sock)
                     continue
-                if msg["id"] > sock.sent_up_to or self.seam == "replay after subscribing, no dedup":
+                if msg["id"] > _after(sock, msg["conversation"]) or self.seam == "replay after subscribing, no dedup":
                     if not await self._send(sock, msg):
                         break
-                    sock.sent_up_to = max(sock.sent_up_to, msg["id"])
+                    _moved(sock, msg["conversation"], msg["id"])
         finally:  # no task outlives the socket, whether it ended, was dropped or the handler was cancelled
             for task in (get, reader):
                 if task is not None:
@@ -358,6 +382,8 @@ class ChatServer:
             return "the first message must be JSON text: {\"resume_after\": <last id you hold>}"
         try:
             data = parse_json(msg.data)
+            if isinstance(data, dict) and "resume" in data:
+                return await self._conversation_cursors(data["resume"])
             value = data["resume_after"]
         except (ValueError, KeyError, TypeError):
             return "the first message must be {\"resume_after\": <last id you hold>}"
@@ -370,14 +396,33 @@ class ChatServer:
             return f"resume_after {value} is ahead of the log (its newest id is {newest})"
         return value
 
+    async def _conversation_cursors(self, value: Any) -> dict[str, int] | str:
+        """``{"resume": {conversation: last id held in it}}``: a cursor per conversation (a conversation the
+        client does not name, one it joined since, is replayed from its start)."""
+        if not isinstance(value, dict) or len(value) > MAX_CONVERSATIONS:
+            return f"resume must map conversations to the last id held in each (at most {MAX_CONVERSATIONS})"
+        newest = await self._db(self.log.newest)
+        for name, last in value.items():
+            if not isinstance(name, str) or not 0 < len(name) <= 200:
+                return "resume's keys must be conversation names"
+            if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last <= newest:
+                return f"resume[{name[:40]!r}] must be an id from 0 to the log's newest ({newest})"
+        return dict(value)
+
     async def _replay(self, sock: _Socket, *, upto: int | None = None) -> None:
+        # one scan of the log in id order from the lowest cursor; each conversation's rows at or below its own
+        # cursor are skipped (the client holds them)
+        scan = min([sock.sent_up_to, *sock.per_conversation.values()])
         while True:  # page by page: memory stays bounded by a page, however long the backlog
-            rows = self.log.page(sock.user, sock.sent_up_to, upto, self.page)
+            rows = self.log.page(sock.user, scan, upto, self.page)
             for msg_id, conversation, sender, text in rows:
+                scan = msg_id
+                if msg_id <= _after(sock, conversation):
+                    continue
                 if not await self._send(sock, {"id": msg_id, "conversation": conversation, "sender": sender,
                                                "text": text}):
                     raise ConnectionResetError("cut mid-frame, or dropped for not keeping up")
-                sock.sent_up_to = msg_id
+                _moved(sock, conversation, msg_id)
             if len(rows) < self.page:
                 return
             await asyncio.sleep(0)  # let other connections (and publishers) run between pages: a long

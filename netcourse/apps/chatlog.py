@@ -81,6 +81,18 @@ class ChatLog:
                 db.execute("INSERT OR IGNORE INTO members VALUES (?, ?)", (c, name))
             db.commit()
 
+    def join(self, user: str, conversation: str) -> None:
+        """Make ``user`` a member of ``conversation`` (its history included: membership is not by date)."""
+        with contextlib.closing(self._conn()) as db:
+            db.execute("INSERT OR IGNORE INTO members VALUES (?, ?)", (conversation, user))
+            db.commit()
+
+    def conversation_ids(self, conversation: str) -> list[int]:
+        """The ids of one conversation's messages, in order."""
+        with contextlib.closing(self._conn()) as db:
+            return [r[0] for r in db.execute("SELECT id FROM messages WHERE conversation = ? ORDER BY id",
+                                             (conversation,))]
+
     def last_id(self) -> int:
         with contextlib.closing(self._conn()) as db:
             return db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]

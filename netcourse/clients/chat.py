@@ -63,6 +63,10 @@ class LocalStore:
     def last_id(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
 
+    def cursors(self) -> dict[str, int]:
+        """The last id held in each conversation: ``MAX(id)`` per conversation, from the same database."""
+        return dict(self.db.execute("SELECT conversation, MAX(id) FROM messages GROUP BY conversation").fetchall())
+
     def store(self, msg: dict) -> bool:
         """One message, in its own transaction; False if it was already there."""
         return self.store_many([msg]) == 1
@@ -113,11 +117,14 @@ class LocalStore:
 
 class ChatClient:
     """One connection's worth of the offline client: log in (if no cookie yet), open the WebSocket with the
-    cookie, resume after the local ``MAX(id)``, flush the outbox, and store what arrives until ``idle``
+    cookie, resume after the last id it holds in each conversation (``MAX(id)`` per conversation; with
+    ``by_conversation=False`` one ``MAX(id)`` for all, the membership trap), flush the outbox, and store what arrives until ``idle``
     seconds pass with nothing new (or ``limit`` seconds in all)."""
 
-    def __init__(self, store: LocalStore, host: str, port: int, user: str, password: str) -> None:
+    def __init__(self, store: LocalStore, host: str, port: int, user: str, password: str, *,
+                 by_conversation: bool = True) -> None:
         self.store, self.host, self.port, self.user, self.password = store, host, port, user, password
+        self.by_conversation = by_conversation  # a cursor per conversation; False: one MAX(id) for all
         self.cookie: str | None = None
         self.received = 0
         self.duplicates = 0
@@ -135,7 +142,9 @@ class ChatClient:
             if not ws.accepted:
                 status = ws.response.split(b"\r\n", 1)[0].decode("latin-1")
                 raise NetcourseError(f"the handshake was refused: {status}")
-            ws.send(Frame(Opcode.TEXT, json.dumps({"resume_after": self.store.last_id()}).encode()))
+            cursor = ({"resume": self.store.cursors()} if self.by_conversation
+                      else {"resume_after": self.store.last_id()})
+            ws.send(Frame(Opcode.TEXT, json.dumps(cursor).encode()))
             for key, conversation, text in self.store.unacked():  # resent until acknowledged: stored once
                 ws.send(Frame(Opcode.TEXT, json.dumps({"send": {"conversation": conversation, "text": text,
                                                                 "key": key}}).encode()))

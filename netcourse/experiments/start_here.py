@@ -225,11 +225,19 @@ class Budget:
             ("total, before the body can be used", self.total_ms, f"2 RTT = {2 * rtt:.1f} ms"),
         ]
 
+    def note(self) -> str:
+        """Where this link puts the handshake's round trip (a "[link]" line: the mode's own words)."""
+        if self.mode == "relay":
+            return ("[link] relay mode: connect() returns at once here, and the relay holds the first bytes for the "
+                    "handshake's round trip instead, so that round trip shows in 'request -> first byte'; the total "
+                    "is what a real network costs.")
+        return "[link] tap mode: the kernel's own TCP crosses the link, so connect() itself takes the handshake's round trip."
+
     def __repr__(self) -> str:
         # Numbers are not padded: the lines stay the same shape whatever they measure (nbval compares them).
         lines = [f"{'step':<38}measured, expected"]
         lines += [f"{step:<38}{value:.1f} ms, {theory}" for step, value, theory in self.rows()]
-        return "\n".join(lines)
+        return "\n".join(lines + [self.note()])
 
     def _repr_html_(self) -> str:
         body = "".join(
@@ -237,7 +245,8 @@ class Budget:
             f"<td>{html.escape(theory)}</td></tr>"
             for step, value, theory in self.rows()
         )
-        return f"<table><tr><th>step</th><th>measured</th><th>expected</th></tr>{body}</table>"
+        return (f"<table><tr><th>step</th><th>measured</th><th>expected</th></tr>{body}</table>"
+                f"\n<p>{html.escape(self.note())}\n</p>")
 
 
 def _timed_request(host: str, port: int, timeout: float, path: str = "/hello") -> tuple[float, float, float, TcpInfo | None]:

@@ -4,6 +4,7 @@ the WebSocket's set-up by cookie, and what breaks each naive version of that des
 The server is ``apps.chat`` (its log in ``apps.chatlog``); the client ``clients.chat``. One module per section:
 
 - ``online``: login and the handshake captured; offline and back; the same across a 100 ms link;
+- ``membership``: the membership trap: one cursor for all conversations loses a joined one's history;
 - ``naive``: the naive designs and the outbox, each measured against the real server;
 - ``faults``: the fault soak (a killed client process, server crashes, frames cut in half);
 - ``catchup``: what the log costs a fresh client;

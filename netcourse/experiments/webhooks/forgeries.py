@@ -31,7 +31,9 @@ class Forgery:
 
 
 def forgeries() -> list[Forgery]:
-    """A good delivery, then each attack and each kind of bad input, against a live receiver."""
+    """A good delivery, then each attack and each kind of bad input, against a live receiver. One case is no
+    attack at all: a relay that parsed the JSON and wrote it out again, with the same meaning and the signed
+    headers untouched, delivers different bytes, and the signature fails."""
     body = json.dumps({"type": "invoice.paid", "data": {"invoice": "in_7", "amount": 100}}).encode()
     now = int(time.time())
     wrong = new_secret()
@@ -41,6 +43,8 @@ def forgeries() -> list[Forgery]:
         ("replayed: signed 10 minutes ago", headers_for(SECRET, "msg_old", body, timestamp=now - 600), body),
         ("one byte of the body changed", headers_for(SECRET, "msg_changed", body, timestamp=now),
          body.replace(b"100", b"900")),
+        ("relayed by a naive relay that re-serialised the JSON (as smee's client did)",
+         headers_for(SECRET, "msg_relayed", body, timestamp=now), json.dumps(json.loads(body), indent=1).encode()),
         ("the id changed after signing", {**headers_for(SECRET, "msg_a", body, timestamp=now), "webhook-id": "msg_b"},
          body),
         ("no webhook-signature header", {k: v for k, v in headers_for(SECRET, "msg_x", body).items()
