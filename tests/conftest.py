@@ -34,23 +34,22 @@ def ok_app() -> web.Application:
 
 @pytest.fixture
 def file_limit():
-    """Raise this process's open-file limit for one test, and put it back afterwards.
+    """Raise this process's open-file limit for one test, and put it back afterwards (runtime.sockets.file_limit).
 
     An ordinary user's soft limit is often 1,024; a burst test holds both ends of 1,200 connections.
     Call the fixture with the number of descriptors the test needs; it skips when the hard limit is lower."""
-    import resource
+    import contextlib
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    from netcourse.runtime.sockets import file_limit as raised
 
-    def need(n: int) -> None:
-        if soft >= n:
-            return
-        if hard != resource.RLIM_INFINITY and hard < n:
-            pytest.skip(f"needs {n} open files; this user's hard limit is {hard}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+    with contextlib.ExitStack() as stack:
+        def need(n: int) -> None:
+            try:
+                stack.enter_context(raised(n))
+            except ValueError as exc:
+                pytest.skip(str(exc))
 
-    yield need
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        yield need
 
 
 @pytest.fixture(autouse=True)

@@ -348,3 +348,19 @@ def test_a_resume_per_conversation_is_checked_like_one_for_all():
     assert "at most" in answers['["general"]'][1] and "names" in answers['{"": 1}'][1]
     assert all("from 0 to" in answers[v][1] for v in ('{"general": -1}', '{"general": true}', '{"general": 5}'))
     assert not live_servers()
+
+
+def test_resume_cursors_read_both_forms_and_follow_each_conversation():
+    from netcourse.apps.chatresume import Cursors, read_resume
+
+    one = read_resume({"resume_after": 40}, newest=50)
+    assert isinstance(one, Cursors) and one.after("ops") == 40 and not one.by_conversation
+    one.moved("general", 45)
+    assert one.after("ops") == 45  # one cursor: every conversation moves with it (the trap)
+    each = read_resume({"resume": {"general": 40}}, newest=50)
+    assert each.after("general") == 40 and each.after("ops") == 0 and each.lowest() == 0
+    each.moved("general", 45)
+    assert each.after("general") == 45 and each.after("ops") == 0
+    assert "ahead of the log" in read_resume({"resume_after": 51}, newest=50)
+    assert "from 0 to" in read_resume({"resume": {"general": 51}}, newest=50)
+    assert "first message must be" in read_resume(["resume_after", 1], newest=50)

@@ -64,3 +64,15 @@ def test_make_lab_opens_the_learners_copy_and_git_ignores_it():
     assert "learner-copy" in lab and "my-notebooks/00_start_here.ipynb" in lab
     assert "my-notebooks/" in (ROOT / ".gitignore").read_text().split()
     assert "learner-copy" in (ROOT / "postBuild").read_text()
+
+
+
+def test_outside_a_checkout_the_learner_copy_says_where_to_run_it(tmp_path, monkeypatch, capsys):
+    from netcourse.tools import learnercopy
+
+    monkeypatch.setattr(learnercopy, "ROOT", tmp_path)
+    monkeypatch.setattr(learnercopy, "REFERENCE", tmp_path / "notebooks")
+    monkeypatch.setattr(learnercopy, "LEARNER", tmp_path / "my-notebooks")
+    assert learnercopy.main() == 2
+    assert "run this from the course's checkout" in capsys.readouterr().out
+    assert not (tmp_path / "my-notebooks").exists()

@@ -338,3 +338,9 @@ def test_tls_records_of_a_capture_with_no_tls_are_empty_of_records():
             return []
 
     assert tls_records(Fake()) == []
+
+
+def test_a_borrowed_certificate_cannot_be_served_with_another_key():
+    from netcourse.experiments.tls.trust import borrowed_certificate
+
+    assert borrowed_certificate().startswith("OpenSSL refused to load them: the key does not match")

@@ -21,8 +21,8 @@ membership trap notebook 08 shows); the server
 
 Each message goes out as ``{"id", "conversation", "sender", "text"}``. A client sends
 ``{"send": {"conversation", "text", "key"}}`` and gets ``{"ack": key, "id": id}``; a key it used before gets
-the stored message's id with ``"duplicate": true``, and nothing new is stored or pushed. A ``resume_after``
-that is negative, not an integer or ahead of the log gets an ``{"error"}`` frame and close code 1008; a
+the stored message's id with ``"duplicate": true``, and nothing new is stored or pushed. A cursor that is
+negative, not an integer or ahead of the log gets an ``{"error"}`` frame and close code 1008; a
 message over ``max_message`` bytes closes with 1009.
 
 **Limits** (every one checked by a test):
@@ -61,6 +61,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
 from .chatlog import DB_BUSY_TIMEOUT, SESSION_SECONDS, Busy, ChatLog, scrypt, token_hash
+from .chatresume import FORM, Cursors, read_resume
 from .jsonbody import parse_json, text_field
 from .safety import origin_problem, own_origins, safe_app
 
@@ -72,7 +73,6 @@ SEAMS = ("correct", "subscribe after the replay", "replay after subscribing, no 
 SESSION_COOKIE = "session"
 MAX_SOCKETS_PER_SESSION = 8
 MAX_QUEUED = 256  # live messages waiting for one socket; past it, it catches up from the log
-MAX_CONVERSATIONS = 1000  # cursors one resume may carry
 _BEHIND = {"id": -1}  # put in a socket's queue when it overflowed: "catch up from the log", not a message
 WRITE_TIMEOUT = 5.0  # seconds one write may wait for a socket that does not read
 CLOSE_GRACE = 2.0  # seconds a dropped socket gets to read up to its close frame before it is cut
@@ -87,27 +87,11 @@ class _Socket:
     transport: Any  # the request's transport (public: request.transport), for cuts and drops
     user: str
     token_hash: str
-    sent_up_to: int = 0  # the cursor for every conversation without one of its own
-    per_conversation: dict[str, int] = field(default_factory=dict)  # cursors the client sent, and moved since
-    by_conversation: bool = False  # True when the client resumed with a cursor per conversation
+    cursors: Cursors = field(default_factory=Cursors)  # what it has been sent (chatresume)
     live: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED))
     dropped: bool = False
     resumed: bool = False
     expiry: asyncio.TimerHandle | None = None
-
-
-def _after(sock: _Socket, conversation: str) -> int:
-    """The id after which ``conversation`` has not been sent to this socket yet."""
-    return sock.per_conversation.get(conversation, sock.sent_up_to)
-
-
-def _moved(sock: _Socket, conversation: str, msg_id: int) -> None:
-    """``msg_id`` of ``conversation`` has gone out: that conversation's cursor moves (the one cursor, for a
-    client that resumed with one for all)."""
-    if sock.by_conversation:
-        sock.per_conversation[conversation] = max(msg_id, sock.per_conversation.get(conversation, 0))
-    else:
-        sock.sent_up_to = max(sock.sent_up_to, msg_id)
 
 
 class ChatServer:
@@ -308,13 +292,9 @@ class ChatServer:
         if isinstance(cursor, str):
             if not ws.closed:
                 await ws.send_json({"error": cursor})
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"bad resume_after")
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"bad resume")
             return
-        if isinstance(cursor, dict):  # one cursor per conversation; a conversation it lacks starts at 0
-            sock.sent_up_to, sock.per_conversation, sock.by_conversation = 0, dict(cursor), True
-        else:  # one cursor for all: a conversation joined later loses its history (notebook 08 shows it)
-            sock.sent_up_to = cursor
-        sock.resumed = True
+        sock.cursors, sock.resumed = cursor, True
         if self.seam == "subscribe after the replay":  # a naive server, for notebook 08: the seam leaks
             await self._replay(sock, upto=await self._db(self.log.newest))
             self.sockets.append(sock)  # ... and live messages only from now: those in between are lost
@@ -333,10 +313,10 @@ class ChatServer:
                 if msg is _BEHIND:  # its queue overflowed: what it missed is in the log, from its cursor on
                     await self._replay(sock)
                     continue
-                if msg["id"] > _after(sock, msg["conversation"]) or self.seam == "replay after subscribing, no dedup":
+                if msg["id"] > sock.cursors.after(msg["conversation"]) or self.seam == "replay after subscribing, no dedup":
                     if not await self._send(sock, msg):
                         break
-                    _moved(sock, msg["conversation"], msg["id"])
+                    sock.cursors.moved(msg["conversation"], msg["id"])
         finally:  # no task outlives the socket, whether it ended, was dropped or the handler was cancelled
             for task in (get, reader):
                 if task is not None:
@@ -362,7 +342,7 @@ class ChatServer:
 
     def _fall_behind(self, sock: _Socket) -> None:
         """A socket's queue is full: empty it and tell its loop to catch up from the log (its cursor is in
-        ``sent_up_to``), so the queue never grows past ``MAX_QUEUED`` and no message is lost."""
+        ``cursors``), so the queue never grows past ``MAX_QUEUED`` and no message is lost."""
         while not sock.live.empty():
             sock.live.get_nowait()
         sock.live.put_nowait(_BEHIND)
@@ -375,54 +355,31 @@ class ChatServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _resume_cursor(self, msg: Any, sock: _Socket) -> int | str:
+    async def _resume_cursor(self, msg: Any, sock: _Socket) -> Cursors | str:
         if await self._db(self.log.session, sock.token_hash) is None:  # revoked or expired since the handshake
             return "this session was revoked or has expired: log in again"
         if msg.type != WSMsgType.TEXT:
-            return "the first message must be JSON text: {\"resume_after\": <last id you hold>}"
+            return f"the first message must be JSON text: {FORM}"
         try:
             data = parse_json(msg.data)
-            if isinstance(data, dict) and "resume" in data:
-                return await self._conversation_cursors(data["resume"])
-            value = data["resume_after"]
-        except (ValueError, KeyError, TypeError):
-            return "the first message must be {\"resume_after\": <last id you hold>}"
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"resume_after must be an integer, not {str(value)[:20]!r}"
-        if value < 0:
-            return "resume_after cannot be negative"
-        newest = await self._db(self.log.newest)
-        if value > newest:
-            return f"resume_after {value} is ahead of the log (its newest id is {newest})"
-        return value
-
-    async def _conversation_cursors(self, value: Any) -> dict[str, int] | str:
-        """``{"resume": {conversation: last id held in it}}``: a cursor per conversation (a conversation the
-        client does not name, one it joined since, is replayed from its start)."""
-        if not isinstance(value, dict) or len(value) > MAX_CONVERSATIONS:
-            return f"resume must map conversations to the last id held in each (at most {MAX_CONVERSATIONS})"
-        newest = await self._db(self.log.newest)
-        for name, last in value.items():
-            if not isinstance(name, str) or not 0 < len(name) <= 200:
-                return "resume's keys must be conversation names"
-            if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last <= newest:
-                return f"resume[{name[:40]!r}] must be an id from 0 to the log's newest ({newest})"
-        return dict(value)
+        except (ValueError, TypeError):
+            return f"the first message must be {FORM}"
+        return read_resume(data, await self._db(self.log.newest))
 
     async def _replay(self, sock: _Socket, *, upto: int | None = None) -> None:
         # one scan of the log in id order from the lowest cursor; each conversation's rows at or below its own
         # cursor are skipped (the client holds them)
-        scan = min([sock.sent_up_to, *sock.per_conversation.values()])
+        scan = sock.cursors.lowest()
         while True:  # page by page: memory stays bounded by a page, however long the backlog
             rows = self.log.page(sock.user, scan, upto, self.page)
             for msg_id, conversation, sender, text in rows:
                 scan = msg_id
-                if msg_id <= _after(sock, conversation):
+                if msg_id <= sock.cursors.after(conversation):
                     continue
                 if not await self._send(sock, {"id": msg_id, "conversation": conversation, "sender": sender,
                                                "text": text}):
                     raise ConnectionResetError("cut mid-frame, or dropped for not keeping up")
-                _moved(sock, conversation, msg_id)
+                sock.cursors.moved(conversation, msg_id)
             if len(rows) < self.page:
                 return
             await asyncio.sleep(0)  # let other connections (and publishers) run between pages: a long

@@ -1,4 +1,5 @@
-"""Plain sockets for lessons: a listening socket and connected pairs on loopback, closed afterwards."""
+"""Plain sockets for lessons: a listening socket and connected pairs on loopback, closed afterwards; and the open-file
+limit raised for a while, for the lessons and tests that hold many connections."""
 
 from __future__ import annotations
 
@@ -7,9 +8,30 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["LOOPBACK", "connected_pairs", "no_delay", "port_for_a_restart"]
+__all__ = ["LOOPBACK", "connected_pairs", "no_delay", "port_for_a_restart", "file_limit"]
 
 LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def file_limit(need: int) -> Iterator[None]:
+    """Let this process open at least ``need`` files for the block, then put its limit back.
+
+    The soft limit is raised; root may raise the hard limit too. Raises ``ValueError`` with both numbers
+    when the hard limit forbids it (an ordinary user's is often 1,024 or 4,096)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new_hard = hard if hard == resource.RLIM_INFINITY or hard >= need else need
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, new_hard))
+        except (ValueError, OSError):
+            raise ValueError(f"this needs {need} open files; this process may open {hard}") from None
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
 @contextmanager

@@ -82,15 +82,18 @@ def fresh_copy(prefix: str, reference: Path = REFERENCE, learner: Path = LEARNER
 
 
 def main(fresh: str | None = None) -> int:
+    if not REFERENCE.is_dir():  # neither beside the package (an editable install) nor in the current folder
+        print(f"error: no notebooks/ in {ROOT}: run this from the course's checkout (cd into it, then make lab)")
+        return 2
     if fresh:
         try:
-            new, kept = fresh_copy(fresh)
+            new, kept = fresh_copy(fresh, REFERENCE, LEARNER)
         except ValueError as exc:
             print(f"error: {exc}")
             return 2
         print(f"a clean copy: {new.relative_to(ROOT)}" + (f"; your old one is {kept.relative_to(ROOT)}" if kept else ""))
         return 0
-    made = ensure_copy()
+    made = ensure_copy(REFERENCE, LEARNER)
     if made:
         print(f"your copy of the course: {len(made)} notebook(s) created in {LEARNER.relative_to(ROOT)}/ "
               "(outputs cleared; the executed reference stays in notebooks/)")

@@ -6,15 +6,12 @@ Each function returns numbers; ``bench.main`` prints them, one line each. Nothin
 from __future__ import annotations
 
 import base64
-import resource
 import selectors
 import socket
 import statistics
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from aiohttp import web
 
@@ -22,6 +19,7 @@ from ..apps.safety import safe_app
 from ..apps.wsserver import Hub, make_ws_handler
 from ..protocols.wsconn import client_request
 from ..runtime.server import serve
+from ..runtime.sockets import file_limit
 from ..runtime.waiting import run_async, wait_until
 
 __all__ = ["tiny_app", "flood_capture", "slow_clients", "broadcast_with_a_stalled_peer", "close_times"]
@@ -35,18 +33,6 @@ def tiny_app() -> web.Application:
     app = safe_app()
     app.router.add_get("/", ok)
     return app
-
-
-@contextmanager
-def _file_limit(need: int) -> Iterator[None]:
-    """Raise this process's open-file limit to ``need`` for a while (root may raise the hard limit too)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, max(hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
 
 
 def flood_capture(runs: int = 20) -> str:
@@ -74,7 +60,7 @@ def slow_clients(n: int = 1100, seconds: float = 6.0) -> tuple[int, int, float, 
 
     Returns (normal requests answered, asked, median seconds per answer, dawdlers the server closed).
     """
-    with _file_limit(2 * n + 300), serve(tiny_app()) as srv:
+    with file_limit(2 * n + 300), serve(tiny_app()) as srv:
         slow: list[socket.socket] = []
         try:
             for _ in range(n):
@@ -119,7 +105,7 @@ def broadcast_with_a_stalled_peer(n: int = 1000, payload: int = 64 * 1024, round
     Returns (median ms per broadcast, max ms, peers reached by the last broadcast, peers evicted).
     """
     hub = Hub(max_buffered=512 * 1024, write_timeout=1.0)
-    with _file_limit(2 * n + 300), serve(make_ws_handler(hub, max_size=1 << 20), max_connections=n + 10) as srv:
+    with file_limit(2 * n + 300), serve(make_ws_handler(hub, max_size=1 << 20), max_connections=n + 10) as srv:
         key = base64.b64encode(bytes(16)).decode()
         request = client_request(srv.host, srv.port, key)
         peers = []

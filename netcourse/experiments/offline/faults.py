@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ...apps.chat import ChatServer
 from ...course.exercises import Prediction
-from ...errors import NetcourseError
+from ...errors import NetcourseError, PortInUseError
 from ...runtime.server import serve
 from ...runtime.sockets import port_for_a_restart
 
@@ -156,7 +156,17 @@ class SoakRig:
         asyncio.run_coroutine_threadsafe(self.server.cut_all(), self.srv.loop).result(5)
         self.srv.stop()
         self.srv = None
-        self.srv = serve(self.server.app(), name="chat", port=self.port)
+        # The port can stay held for a moment after stop() (CI saw "address already in use" once): a restart
+        # tries again for up to 3 s, as a supervisor restarting a crashed server would.
+        deadline = time.monotonic() + 3.0
+        while True:
+            try:
+                self.srv = serve(self.server.app(), name="chat", port=self.port)
+                return
+            except PortInUseError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def cut_mid_frame(self) -> None:
         """The next frame the server sends goes out half, then the connection is cut."""

@@ -18,7 +18,7 @@ from ...runtime.server import serve
 from .handshake import Handshake, fetch, request
 from .versions import short_reason
 
-__all__ = ["Failure", "failures", "CertInfo", "describe_certificate", "certificate_chain", "Interception", "man_in_the_middle", "Mutual", "mutual_tls"]
+__all__ = ["Failure", "failures", "CertInfo", "describe_certificate", "certificate_chain", "Interception", "man_in_the_middle", "borrowed_certificate", "Mutual", "mutual_tls"]
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,26 @@ def man_in_the_middle() -> Interception:
             except ssl.SSLCertVerificationError as exc:
                 careful = f"refused: {exc.verify_message}"
     return Interception(careless, bytes(careless_seen), careful, len(careful_seen))
+
+
+def borrowed_certificate() -> str:
+    """A man in the middle that presents the real server's certificate (public, anyone may copy it) with a key of
+    its own: the server side must prove it holds the certificate's key, and OpenSSL will not even load the pair.
+    Returns what happened, in words that stay the same across OpenSSL builds."""
+    with Pki() as pki:
+        cert = pki.directory / "borrowed-cert.pem"
+        key = pki.directory / "own-key.pem"
+        cert.write_bytes(b"".join(p.bytes() for p in pki.server.cert_chain_pems))
+        key.write_bytes(pki.attacker.private_key_pem.bytes())
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            if "mismatch" in str(exc).lower():
+                return ("OpenSSL refused to load them: the key does not match the certificate's public key "
+                        "(KEY_VALUES_MISMATCH)")
+            return f"OpenSSL refused to load them: {exc}"
+        return "OpenSSL loaded them (unexpected: the handshake's CertificateVerify would still fail)"
 
 
 @dataclass

@@ -4,6 +4,7 @@ and the time to broadcast to all of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import time
@@ -13,6 +14,7 @@ from ...apps.wsserver import Hub, make_ws_handler
 from ...clients.websocket import ORIGIN, RawClient
 from ...errors import NetcourseTimeout
 from ...runtime.server import serve
+from ...runtime.sockets import file_limit
 from ...runtime.waiting import wait_until
 
 __all__ = ["IdleCost", "idle_connections"]
@@ -61,20 +63,13 @@ class IdleCost:
 
 def idle_connections(n: int = 100, *, timeout: float = 30.0) -> IdleCost:
     """Open ``n`` WebSocket connections to one server, measure memory, broadcast one message to all."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 2 * n + 200
-    if soft < need:
-        try:  # root may also raise the hard limit
-            resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
-        except (ValueError, OSError):
-            raise ValueError(f"{n} connections need {need} file descriptors; this process may open {hard}") from None
-    # The limit goes back to what it was afterwards: nothing is left changed in the kernel.
-    try:
+    # Both ends of every connection live in this process; the limit goes back to what it was afterwards.
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_limit(2 * n + 200))
+        except ValueError as exc:
+            raise ValueError(f"{n} connections: {exc}") from None
         return _idle_connections(n, timeout)
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, max(hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
 
 
 def _idle_connections(n: int, timeout: float) -> IdleCost:
