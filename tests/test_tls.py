@@ -274,6 +274,10 @@ def test_mutual_tls_names_the_alert_and_reads_the_client_identity():
     result = mutual_tls()
     assert result.without.endswith("TLSV13_ALERT_CERTIFICATE_REQUIRED")
     assert "commonName=ada" in result.with_cert and "email:ada@netcourse.test" in result.with_cert
+    assert result.account.startswith("HTTP/1.1 200") and "account of ada@netcourse.test" in result.account
+    # the server's own certificate, from the same CA, passes TLS: authentication is not authorisation
+    assert result.server_as_client.startswith("HTTP/1.1 200") and "organizationalUnitName=server" in result.server_as_client
+    assert result.server_account.startswith("HTTP/1.1 403") and "not an allowed client" in result.server_account
 
 
 # -- costs and bad input -----------------------------------------------------------------------------

@@ -249,6 +249,21 @@ async def _whoami(request: web.Request) -> web.Response:
     return web.Response(text=f"{ssl_object.version()}: client certificate {subject}; {sans}\n")
 
 
+ALLOWED_CLIENTS = frozenset({"ada@netcourse.test"})  # who may use /account, by the email in the certificate's SAN
+
+
+async def _account(request: web.Request) -> web.Response:
+    """Authorisation after authentication: a certificate the CA signed proves who the client is, not that it
+    may do this; the app checks the identity against its own list."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    peer = ssl_object.getpeercert() if ssl_object is not None else None
+    emails = {v for k, v in (peer or {}).get("subjectAltName", ()) if k == "email"}
+    if not emails & ALLOWED_CLIENTS:
+        who = ", ".join(f"{k}:{v}" for k, v in (peer or {}).get("subjectAltName", ())[:2]) or "no certificate"
+        return web.Response(status=403, text=f"a valid certificate ({who}), but not an allowed client\n")
+    return web.Response(text=f"account of {sorted(emails & ALLOWED_CLIENTS)[0]}\n")
+
+
 def make_tls_app() -> web.Application:
     """The HTTPS lesson app (serve it with ``serve(make_tls_app(), ssl=server_context(pki))``)."""
     app = safe_app()
@@ -256,6 +271,7 @@ def make_tls_app() -> web.Application:
     app.router.add_get("/page", _page)
     app.router.add_post("/echo", _echo)
     app.router.add_get("/whoami", _whoami)
+    app.router.add_get("/account", _account)
     return app
 
 

@@ -184,23 +184,34 @@ def borrowed_certificate() -> str:
         return "OpenSSL loaded them (unexpected: the handshake's CertificateVerify would still fail)"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Mutual:
-    """A server that requires a client certificate, without one and with one."""
+    """A server that requires a client certificate: without one, with ada's, and with the server's own (signed by
+    the same CA), each asking for /whoami (who are you?) and /account (may you?)."""
 
     without: str
     with_cert: str
+    account: str
+    server_as_client: str
+    server_account: str
 
     def __repr__(self) -> str:
-        return f"without a client certificate: {self.without}\nwith ada's certificate:       {self.with_cert}"
+        rows = [("without a client certificate:", self.without), ("with ada's certificate:", self.with_cert),
+                ("   and her /account:", self.account), ("with the server's own certificate:", self.server_as_client),
+                ("   and /account:", self.server_account)]
+        return "\n".join(f"{label:<35}{value}" for label, value in rows)
 
 
 def mutual_tls() -> Mutual:
-    """Mutual TLS: the server asks for a certificate signed by the course CA."""
+    """Mutual TLS: the server asks for a certificate signed by the course CA; the app then decides who may do what."""
     with Pki() as pki, serve(make_tls_app(), ssl=server_context(pki, require_client_cert=True), name="mtls") as srv:
         try:
             without = fetch(client_context(pki), srv.host, srv.port, "/whoami")
         except (ssl.SSLError, OSError) as exc:
             without = "refused: " + short_reason(exc)
-        with_cert = fetch(client_context(pki, cert=pki.client), srv.host, srv.port, "/whoami")
-    return Mutual(without, with_cert)
+        ada, server = client_context(pki, cert=pki.client), client_context(pki, cert=pki.server)
+        with_cert = fetch(ada, srv.host, srv.port, "/whoami")
+        account = fetch(ada, srv.host, srv.port, "/account")
+        server_as_client = fetch(server, srv.host, srv.port, "/whoami")
+        server_account = fetch(server, srv.host, srv.port, "/account")
+    return Mutual(without, with_cert, account, server_as_client, server_account)
