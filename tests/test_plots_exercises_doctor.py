@@ -243,3 +243,18 @@ def test_every_figure_input_is_filled_by_the_class_the_figure_draws():
         fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
         missing = sorted(m for m in members if m not in fields and not hasattr(cls, m))
         assert not missing, f"{cls.__qualname__} lacks {missing}, which plots.{proto.__qualname__} reads"
+
+
+
+def test_a_prediction_measured_on_a_recording_says_so():
+    class Cap:
+        live = False
+
+    class Run:
+        capture = Cap()
+        n = 70
+
+    p = Prediction("How many?", measure=lambda r: r.n, unit="packets", explain=lambda g, m: "", from_capture=True)
+    assert "the course's recording measured 70" in repr(p.check(70, Run()))
+    Cap.live = True
+    assert "your run measured 70" in repr(p.check(70, Run()))

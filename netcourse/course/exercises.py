@@ -301,6 +301,8 @@ class Prediction:
         spread: why the tolerance is what it is (say, "runs here vary by ±5 %"); the verdict says it.
         mistakes: anticipated wrong predictions, each ``(fn(given, measured) -> bool, diagnosis)``.
         ask: what an instructor might ask the room about it (the instructor edition shows it).
+        from_capture: the measurement reads the result's capture; when that capture is a replayed recording,
+            the verdict says "the course's recording measured", not "your run measured".
 
     ::
 
@@ -327,10 +329,12 @@ class Prediction:
         spread: str = "",
         mistakes: Sequence[tuple[Callable[[float, float], bool], str]] = (),
         ask: str = "",
+        from_capture: bool = False,
     ) -> None:
         if not question.strip():
             raise ExerciseError("A prediction needs a question.")
         self.ask = ask
+        self.from_capture = from_capture
         self.says = says
         self._step = step
         self.spread = spread
@@ -358,7 +362,11 @@ class Prediction:
         measured = self.measured(result)
         band = self.band(result)
         close = abs(value - measured) <= band
-        head = f"You predicted {value:g} {self.unit}; {self.says} {sig3(measured)} {self.unit}."
+        says = self.says
+        capture = getattr(result, "capture", None)
+        if self.from_capture and capture is not None and getattr(capture, "live", True) is False:
+            says = "the course's recording measured"  # packets replayed: not this run's
+        head = f"You predicted {value:g} {self.unit}; {says} {sig3(measured)} {self.unit}."
         if not close:
             head += " " + ("Too high." if value > measured else "Too low.")
             for wrong, why in self.mistakes:

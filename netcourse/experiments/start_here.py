@@ -383,6 +383,7 @@ def predict_segments(body_size: int = 100_000, mtu: int = 1500) -> Prediction:
         f"The same server answers with a {body_size:,}-byte body across a link whose MTU is {mtu:,} bytes "
         "(Ethernet's). How many packets from the server will carry the answer?",
         measure=lambda big: big.server_segments, unit="packets", tolerance=0.0, floor=2.0, explain=explain,
+        from_capture=True,
         mistakes=[(lambda g, m: g <= 5, "That is loopback's count, whose packets may be 65 kB; an Ethernet packet "
                    f"is at most {mtu:,} bytes."),
                   (lambda g, m: abs(g - body_size / mtu) <= 1 and abs(g - m) > 2,
