@@ -56,16 +56,17 @@ def sections(nb: dict) -> list[Section]:
         if cell["cell_type"] == "markdown":
             # a "## " heading starts a section; a "### Going deeper" heading starts a skippable part of it,
             # which runs to the next "## " heading
-            heading = next((h for h in _HEADING.finditer(src)
-                            if h.group(1) == "##" or "going deeper" in h.group(2).lower()), None)
-            if heading:
-                words += _words(src[: heading.start()])
+            # (every such heading in the cell counts, as in the test that checks skipping breaks nothing)
+            start = 0
+            for heading in _HEADING.finditer(src):
+                if heading.group(1) != "##" and "going deeper" not in heading.group(2).lower():
+                    continue
+                words += _words(src[start: heading.start()])
                 if words or code or exercises or out:
                     close()
                 title, words, code, exercises = heading.group(2).strip(), 0, 0, 0
-                words += _words(src[heading.end():])
-            else:
-                words += _words(src)
+                start = heading.end()
+            words += _words(src[start:])
         elif cell["cell_type"] == "code":
             if src.lstrip().startswith(_PLACEHOLDER):
                 exercises += 1
