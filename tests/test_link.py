@@ -31,6 +31,29 @@ def test_parameters_are_checked_with_the_valid_range():
             link(**bad)
 
 
+def test_the_queue_is_one_bandwidth_delay_product_unless_told_otherwise():
+    from netcourse.network.link import MIN_QUEUE, queue_size
+
+    assert queue_size(10e6, 0.100) == 83  # 1,000,000 bits of 1,514-byte frames
+    assert link(rtt_ms=100, rate_mbit=10).queue_packets == 83
+    assert link(rtt_ms=100, rate_mbit=10, queue_bdp=2).queue_packets == 166
+    assert link(rtt_ms=2, rate_mbit=10).queue_packets == MIN_QUEUE  # never below TCP's first flight
+    assert link(rtt_ms=100, rate_mbit=10, queue_packets=7).queue_packets == 7
+    with pytest.raises(LinkError, match="queue_bdp must be"):
+        link(rtt_ms=100, queue_bdp=0)
+
+
+@pytest.mark.slow
+@tap_only
+def test_slow_start_overshoots_a_one_product_queue_and_the_link_drops_the_excess():
+    from netcourse.experiments.transport import slow_start
+
+    bulk = slow_start.bulk_transfer(1_000_000, rtt_ms=60, rate_mbit=20)
+    assert bulk.queue_packets == 100  # 20 Mbit/s × 60 ms = 1.2 Mbit
+    assert bulk.lost_frames > 0 and bulk.retransmits >= bulk.lost_frames
+    assert "queue 100 frames" in slow_start.overshoot(bulk)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["relay", pytest.param("tap", marks=tap_only)])
 @pytest.mark.parametrize("rtt_ms", [10, 50])

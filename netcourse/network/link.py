@@ -27,6 +27,7 @@ one mechanism everywhere keeps lessons identical, so the course always uses its 
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import struct
 import threading
@@ -42,10 +43,10 @@ from ..runtime.server import Server, serve
 from ..runtime.waiting import in_thread, run_async
 from ..traffic import recordings
 from ..traffic.sniffer import Capture
-from .forwarder import Direction, WireProcess
+from .forwarder import FULL_FRAME_BITS, Direction, WireProcess
 from .relay import make_relay
 
-__all__ = ["link", "Link", "NEAR_IP", "FAR_IP", "modes"]
+__all__ = ["link", "Link", "NEAR_IP", "FAR_IP", "modes", "queue_size"]
 
 T = TypeVar("T")
 NEAR_IP, FAR_IP = "192.0.2.1", "192.0.2.2"  # RFC 5737 TEST-NET-1: documentation only, never routed
@@ -67,6 +68,19 @@ def modes() -> dict[str, str | None]:
     return {"tap": why, "relay": None}
 
 
+MIN_QUEUE = 16  # frames: the smallest queue a link gets from queue_bdp (TCP's first flight is 10)
+
+
+def queue_size(rate: float, rtt: float, bdp: float = 1.0) -> int:
+    """Full-size frames in ``bdp`` bandwidth-delay products of a path of ``rate`` bit/s and ``rtt`` seconds.
+
+    A router's buffer is classically sized to one rate × RTT (enough for one TCP flow to keep the link
+    busy while it halves its window after a loss); a deeper one only adds delay (bufferbloat). At 10
+    Mbit/s and 100 ms that is 1,000,000 bits, 83 frames of 1,514 bytes, 100 ms of waiting when full.
+    """
+    return max(MIN_QUEUE, math.ceil(bdp * rate * rtt / FULL_FRAME_BITS))
+
+
 def _check(name: str, value: float, low: float, high: float, unit: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise LinkError(f"{name} must be a number from {low:g} to {high:g} {unit}, not {value!r}.")
@@ -82,7 +96,12 @@ class Link:
         jitter_ms: each frame's one-way delay varies by up to ± this, milliseconds.
         rate_mbit: rate limit each way, Mbit/s; 0 for none.
         mtu: the interfaces' MTU, bytes (tap mode), 576 to 9,000.
-        queue_packets: full-size frames the rate limiter may queue; more are dropped.
+        queue_bdp: the rate limiter's queue, in bandwidth-delay products (rate × RTT), when ``queue_packets``
+            is not given: 1 by default, the classic size of a router's buffer for one path (at least
+            ``MIN_QUEUE`` frames, so a first flight of ten segments always fits). Bigger makes a bloated
+            buffer (try 10), smaller a shallow one.
+        queue_packets: full-size frames the rate limiter may queue, if you would rather give a number;
+            more are dropped. Without a rate limit nothing ever waits, and the queue plays no part.
         seed: seed of the loss and jitter draws (the same seed, the same losses).
         mode: "auto" (tap if permitted, else relay), "tap" or "relay".
 
@@ -100,7 +119,8 @@ class Link:
         jitter_ms: float = 0.0,
         rate_mbit: float = 0.0,
         mtu: int = 1500,
-        queue_packets: int = 1000,
+        queue_bdp: float = 1.0,
+        queue_packets: int | None = None,
         seed: int = 1,
         mode: str = "auto",
     ) -> None:
@@ -110,7 +130,10 @@ class Link:
         self.rate = _check("rate_mbit", rate_mbit, 0, 100_000, "Mbit/s") * 1e6
         if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 9000:
             raise LinkError(f"mtu must be a whole number from 576 to 9000 bytes, not {mtu!r}.")
-        if isinstance(queue_packets, bool) or not isinstance(queue_packets, int) or queue_packets < 1:
+        queue_bdp = _check("queue_bdp", queue_bdp, 0.01, 1000, "bandwidth-delay products")
+        if queue_packets is None:
+            queue_packets = queue_size(self.rate, self.rtt, queue_bdp)
+        elif isinstance(queue_packets, bool) or not isinstance(queue_packets, int) or queue_packets < 1:
             raise LinkError(f"queue_packets must be a whole number of at least 1, not {queue_packets!r}.")
         if mode not in ("auto", "tap", "relay"):
             raise LinkError(f"mode must be 'auto', 'tap' or 'relay', not {mode!r}.")
@@ -144,7 +167,7 @@ class Link:
                 self._build_tap()
                 self.notice = (
                     f"Emulated link (tap): {self.rtt * 1000:g} ms round trip between two private network "
-                    "namespaces; the kernel's own TCP runs across it."
+                    "namespaces; the kernel's own TCP runs across it." + self._queue_words()
                 )
             else:
                 self.notice = (
@@ -162,6 +185,14 @@ class Link:
         t = time.perf_counter()
         self._teardown()
         self.teardown_s = time.perf_counter() - t
+
+    def _queue_words(self) -> str:
+        if not self.rate:
+            return ""
+        frames = self.queue_packets
+        wait_ms = frames * FULL_FRAME_BITS / self.rate * 1000
+        return (f" {self.rate / 1e6:g} Mbit/s each way, behind a queue of {frames:,} full frames "
+                f"({wait_ms:,.0f} ms of waiting when full); more are dropped.")
 
     def _build_tap(self) -> None:
         global _count

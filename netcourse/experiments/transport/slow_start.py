@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass, field
 
 from ...course.exercises import Exercise, Prediction
+from ...network.forwarder import FULL_FRAME_BITS
 from ...network.link import link
 from ...runtime.tcpinfo import tcp_info
 from ...traffic.sniffer import Capture
 from ..registry import scenario
 
-__all__ = ["predict_transfer_ms", "exercise_first_window", "first_flight", "windows", "Transfer", "sink", "bulk_transfer", "lossy_transfer", "clean_transfer", "loopback_segments"]
+__all__ = ["predict_transfer_ms", "exercise_first_window", "first_flight", "windows", "Transfer", "sink", "bulk_transfer", "lossy_transfer", "clean_transfer", "loopback_segments", "overshoot"]
 
 SNAPLEN = 128  # bytes kept of each frame in the recording: every header, no payload
 
@@ -41,6 +42,7 @@ class Transfer:
             sender's TCP_INFO every few milliseconds (tap mode only; empty in relay mode).
         retransmits: segments the sender retransmitted (TCP_INFO; None in relay mode).
         capture: the packets at the sender's end (tap: live; relay: the recording).
+        queue_packets: full frames the link's rate limiter queues (one bandwidth-delay product by default).
     """
 
     size: int
@@ -52,6 +54,7 @@ class Transfer:
     samples: list[tuple[float, int, int, int]] = field(default_factory=list)
     retransmits: int | None = None
     capture: Capture | None = None
+    queue_packets: int = 0
 
     @property
     def lost_frames(self) -> int | None:
@@ -132,13 +135,39 @@ def _transfer(size: int, rtt_ms: float, rate_mbit: float, loss: float, name: str
             rows = cap.table()
             seconds = rows[-1].t - rows[0].t if rows else seconds
         return Transfer(size, rtt_ms, rate_mbit, loss, net.mode, seconds, samples if tap else [],
-                        info.retransmits_total if tap and info else None, cap)
+                        info.retransmits_total if tap and info else None, cap, net.queue_packets)
 
 
 @scenario("slow_start_link")
 def bulk_transfer(size: int = 1_000_000, *, rtt_ms: float = 100.0, rate_mbit: float = 10.0, timeout: float = 30.0) -> Transfer:
     """Send ``size`` bytes across a ``rtt_ms``, ``rate_mbit`` link; capture it (scenario "slow_start_link")."""
     return _transfer(size, rtt_ms, rate_mbit, 0.0, "slow_start_link", timeout)
+
+
+def overshoot(transfer: Transfer) -> str:
+    """What slow start did against the link's queue, in numbers read from the capture (live or recorded).
+
+    A replayed transfer has the queue its recording had: the link's default, one bandwidth-delay product.
+    """
+    from ...traffic.packets import in_flight, retransmissions
+
+    rows = transfer.capture.table() if transfer.capture is not None else []
+    pipe = transfer.rate_mbit * 1e6 / 8 * transfer.rtt_ms / 1000
+    queue = transfer.queue_packets * FULL_FRAME_BITS / 8
+    peak = max((b for _, b in in_flight(rows)), default=0)
+    again = retransmissions(rows)
+    twice = len(again) - len({r.seq for r in again})
+    lines = [
+        f"the path holds rate × RTT = {pipe / 1000:.0f} kB; the link's queue {transfer.queue_packets} frames "
+        f"({queue / 1000:.0f} kB) more: {(pipe + queue) / 1000:.0f} kB in all",
+        f"data segments sent in each base round trip ({transfer.rtt_ms:g} ms): {windows(transfer)}",
+        f"most bytes in flight (from the capture): {peak / 1000:.0f} kB",
+        f"frames the link dropped: {transfer.lost_frames}; segments the client resent: {len(again)}"
+        + (f" ({twice} of them a second time)" if twice else ""),
+        f"the whole transfer: {transfer.seconds:.2f} s, {transfer.goodput_mbit:.1f} Mbit/s of the link's "
+        f"{transfer.rate_mbit:g}",
+    ]
+    return "\n".join(lines)
 
 
 @scenario("lossy_link")
