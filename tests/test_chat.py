@@ -170,6 +170,8 @@ def test_faults_lose_nothing_and_duplicate_nothing():
     cuts = sum(1 for _, k, _ in soak.faults if k == "connection cut mid-frame")
     assert len(soak.cut_frames) == cuts and any(reached for _, reached in soak.cut_frames)  # half a frame on the wire
     assert {i for i, _ in soak.cut_frames} <= set(soak.held)  # and the message came again, whole
+    crashes = sum(1 for _, k, _ in soak.faults if k.startswith("server killed"))
+    assert soak.server_exits == [-9] * crashes  # each "crash" was a real SIGKILL of the server's process
     assert soak.lost == [] and soak.duplicated == 0 and soak.in_order, soak
     assert not live_servers()
 

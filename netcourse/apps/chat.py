@@ -463,6 +463,11 @@ class ChatServer:
         a frame it must throw away; the message comes again in its next catch-up."""
         self._cuts_armed += 1
 
+    @property
+    def cuts_armed(self) -> int:
+        """Cuts armed by ``arm_cut_mid_frame`` and not yet made (no frame has gone out since)."""
+        return self._cuts_armed
+
     async def cut_all(self) -> int:
         """Abort every open socket's TCP connection without a close frame, as the kernel does for a server
         process that crashed: the client sees the connection end (a FIN, or an RST if data it sent was

@@ -29,6 +29,8 @@ __all__ = ["ChatLog", "Busy", "scrypt", "token_hash", "DB_BUSY_TIMEOUT", "SESSIO
 
 DB_BUSY_TIMEOUT = 0.25  # seconds the server keeps trying a database another connection has locked
 SESSION_SECONDS = 3600
+# A demonstration cost: a login takes milliseconds. A real deployment uses more (OWASP suggests n=2**17, r=8, p=1),
+# which takes 128 MiB (128 × n × r bytes) and tens of milliseconds per login.
 SCRYPT = {"n": 2 ** 12, "r": 8, "p": 1}
 
 

@@ -61,7 +61,7 @@ def soak_result(soak: SoakVerdict, *, title: str | None = None) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 2.3), layout="constrained")
     plt.close(fig)
     ax.axvspan(0, soak.streaming_until, color="#e3f2fd", label="messages streaming")
-    marks = {"client killed (SIGKILL)": ("X", "#c62828"), "server crashed and restarted": ("s", "#ef6c00"),
+    marks = {"client killed (SIGKILL)": ("X", "#c62828"), "server killed (SIGKILL) and restarted": ("s", "#ef6c00"),
              "connection cut mid-frame": ("v", "#6a1b9a")}
     for kind, (marker, colour) in marks.items():
         pts = [(t, n) for t, k, n in soak.faults if k == kind]

@@ -1,11 +1,13 @@
-"""Notebook 08, section 4: a fault soak. A client in a child process, killed by SIGKILL; the server crashed and
-restarted; frames cut in half: while messages stream, then the client's database against the server's.
+"""Notebook 08, section 4: a fault soak. A client and the server, each in a child process of its own, killed by
+SIGKILL (the server then restarted on the same port and database); frames cut in half: while messages stream, then
+the client's database against the server's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import sqlite3
@@ -18,14 +20,13 @@ from dataclasses import dataclass, field
 
 from ...apps.chat import ChatServer
 from ...course.exercises import Prediction
-from ...errors import NetcourseError, PortInUseError
-from ...runtime.server import serve
+from ...errors import NetcourseError
 from ...runtime.sockets import port_for_a_restart
 
 __all__ = ["FAULT_KINDS", "Soak", "SoakRig", "fault_soak", "predict_repeats", "FAULT_COUNTS", "soak_grid", "soak_knob"]
 
 
-FAULT_KINDS = ("client killed (SIGKILL)", "server crashed and restarted", "connection cut mid-frame")
+FAULT_KINDS = ("client killed (SIGKILL)", "server killed (SIGKILL) and restarted", "connection cut mid-frame")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Soak:
             server's ids.
         streaming_until: seconds into the run when the last message was published.
         cut_frames: (message id, the half frame reached the kernel) for each frame cut in half.
+        server_exits: the exit status of each server process the soak killed (-9: SIGKILL, as a real crash).
     """
 
     published: list[int]
@@ -51,6 +53,7 @@ class Soak:
     repeats: int = 0
     streaming_until: float = 0.0
     cut_frames: list[tuple[int, bool]] = field(default_factory=list)
+    server_exits: list[int] = field(default_factory=list)
 
     @property
     def during_stream(self) -> int:
@@ -81,32 +84,37 @@ class Soak:
 
 
 class SoakRig:
-    """The soak's set-up, to fault by hand: a chat server, and user ada's client in a child process (a warm
-    spare beside it), with databases in a folder of their own. Bob ``publish``es; each fault is a method
-    (``kill_client``, ``crash_server``, ``cut_mid_frame``); ``verdict`` compares ada's database with the
-    server's. A context manager: leaving it kills and reaps both processes and stops the server, whatever
-    happened (an interrupt included)."""
+    """The soak's set-up, to fault by hand: the chat server in a child process, and user ada's client in another
+    (each with a warm spare beside it), with databases in a folder of their own. Bob ``publish``es; each fault
+    is a method (``kill_client``, ``crash_server``, ``cut_mid_frame``); ``verdict`` compares ada's database with
+    the server's. A context manager: leaving it kills and reaps every process, whatever happened (an interrupt
+    included)."""
 
     def __init__(self, *, page: int = 50):
         self.page = page
         self.published = 0  # messages bob has posted
         self.faults: list[tuple[float, str, int]] = []  # (seconds since the start, kind, messages before it)
-        self.server: ChatServer | None = None
-        self.srv = None
+        self.server: ChatServer | None = None  # the parent's handle on the server's database (users, ids)
+        self.server_proc: subprocess.Popen | None = None
+        self.spare_server: subprocess.Popen | None = None
         self.client: subprocess.Popen | None = None
         self.spare: subprocess.Popen | None = None
         self._children: list[subprocess.Popen] = []
+        self._cuts: list[tuple[int, bool]] = []  # frames cut by server processes since killed
+        self._exits: list[int] = []  # exit statuses of the killed server processes
         self._dir: tempfile.TemporaryDirectory | None = None
         self._start = self._last_publish = 0.0
 
     def __enter__(self) -> SoakRig:
         try:  # everything is started inside: a failure or an interrupt half-way releases what was started
             self._dir = tempfile.TemporaryDirectory(prefix="netcourse-chat-")
-            self.server = ChatServer(os.path.join(self._dir.name, "server.db"), page=self.page)
+            self.server = ChatServer(self._server_db, page=self.page)
             self.server.add_user("ada", "pw-ada", ("general",))
             self.server.add_user("bob", "pw-bob", ("general",))
             self.port = port_for_a_restart()  # the server goes and comes back here: never a client's source port
-            self.srv = serve(self.server.app(), name="chat", port=self.port)
+            self.spare_server = self._spawn_server()
+            self.server_proc = _serving(self.spare_server)
+            self.spare_server = self._spawn_server()
             self.spare = self._spawn()
             self.client = _go(self._spawn())
         except BaseException:
@@ -121,9 +129,7 @@ class SoakRig:
     def close(self) -> None:
         for proc in self._children:
             _stop(proc)
-        if self.srv is not None:
-            self.srv.stop()
-            self.srv = None
+        self._children.clear()
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
@@ -133,9 +139,7 @@ class SoakRig:
         next_at = time.monotonic()
         for _ in range(n):
             time.sleep(max(0.0, next_at - time.monotonic()))
-            future = asyncio.run_coroutine_threadsafe(self.server.post("bob", "general", f"m{self.published}"),
-                                                      self.srv.loop)
-            future.result(5)
+            _ask(self.server_proc, {"post": ["bob", "general", f"m{self.published}"]})
             self.published += 1
             self._last_publish = time.monotonic()
             next_at += 1 / rate if rate else 0.0
@@ -151,26 +155,20 @@ class SoakRig:
         self.client, self.spare = _go(self.spare), self._spawn()
 
     def crash_server(self) -> None:
-        """Every connection aborted without a close frame (the kernel sends its FINs), then the server started
-        again on the same port and database."""
-        asyncio.run_coroutine_threadsafe(self.server.cut_all(), self.srv.loop).result(5)
-        self.srv.stop()
-        self.srv = None
-        # The port can stay held for a moment after stop() (CI saw "address already in use" once): a restart
-        # tries again for up to 3 s, as a supervisor restarting a crashed server would.
-        deadline = time.monotonic() + 3.0
-        while True:
-            try:
-                self.srv = serve(self.server.app(), name="chat", port=self.port)
-                return
-            except PortInUseError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        """SIGKILL the server's process: no close frames, no clean-up; the kernel closes its sockets (the clients
+        see a FIN, or an RST where data they sent was unread) and SQLite keeps what was committed. The warm spare
+        server then starts on the same port and database, as a supervisor would restart it."""
+        state = _ask(self.server_proc, {"cuts": True})
+        self._cuts += state["cut_mid_frame"]
+        _stop(self.server_proc)
+        self._exits.append(self.server_proc.returncode)
+        self.server_proc, self.spare_server = _serving(self.spare_server), self._spawn_server()
+        for _ in range(state["armed"]):  # a cut armed before the crash still cuts the next frame
+            self.cut_mid_frame()
 
     def cut_mid_frame(self) -> None:
         """The next frame the server sends goes out half, then the connection is cut."""
-        self.server.arm_cut_mid_frame()
+        _ask(self.server_proc, {"cut": True})
 
     def held(self) -> list[int]:
         """The ids in ada's database, in the order they were first stored."""
@@ -185,26 +183,69 @@ class SoakRig:
             time.sleep(0.1)
         with contextlib.closing(sqlite3.connect(self._client_db, timeout=5)) as db:
             repeats = db.execute("SELECT repeats FROM wire").fetchone()[0]
+        cuts = self._cuts + [tuple(c) for c in _ask(self.server_proc, {"cuts": True})["cut_mid_frame"]]
         return Soak(expected, held, list(self.faults), repeats, self._last_publish - self._start if self.published
-                    else 0.0, list(self.server.cut_mid_frame))
+                    else 0.0, [tuple(c) for c in cuts], list(self._exits))
 
     @property
     def _client_db(self) -> str:
         return os.path.join(self._dir.name, "ada.db")
 
-    def _spawn(self) -> subprocess.Popen:
+    @property
+    def _server_db(self) -> str:
+        return os.path.join(self._dir.name, "server.db")
+
+    def _child(self, argv: list[str]) -> subprocess.Popen:
         # In a session of its own: a notebook's interrupt (SIGINT to the kernel's process group) reaches the
         # rig, whose clean-up kills and reaps the child, not the child half-way.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        proc = subprocess.Popen([sys.executable, "-m", "netcourse.clients.chat_process", self._client_db,
-                                 "127.0.0.1", str(self.port), "ada", "pw-ada"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=env, start_new_session=True)
         self._children.append(proc)
         return proc
 
+    def _spawn(self) -> subprocess.Popen:
+        return self._child(["netcourse.clients.chat_process", self._client_db, "127.0.0.1", str(self.port),
+                            "ada", "pw-ada"])
+
+    def _spawn_server(self) -> subprocess.Popen:
+        return self._child(["netcourse.apps.chat_process", self._server_db, str(self.port), str(self.page)])
+
+
+def _serving(proc: subprocess.Popen) -> subprocess.Popen:
+    """Start a warm server process (``_go``) and wait until it listens."""
+    _go(proc)
+    answer = _read(proc, 10)
+    if answer != "serving":
+        raise NetcourseError(f"the chat server's process did not start: {answer}")
+    return proc
+
+
+def _ask(proc: subprocess.Popen, command: dict) -> dict:
+    """One command to a server process, and its answer."""
+    proc.stdin.write((json.dumps(command) + "\n").encode())
+    proc.stdin.flush()
+    answer = _read(proc, 10)
+    if not isinstance(answer, dict) or "error" in answer:
+        raise NetcourseError(f"the chat server's process answered {answer!r} to {command}")
+    return answer
+
+
+def _read(proc: subprocess.Popen, timeout: float):
+    """One JSON line from a child's stdout, within ``timeout`` seconds."""
+    box: list[bytes] = []
+    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not box or not box[0]:
+        code = proc.poll()
+        raise NetcourseError(f"a child process said nothing within {timeout:g} s"
+                             + (f" (it exited with code {code})" if code is not None else ""))
+    return json.loads(box[0])
+
 
 def _go(proc: subprocess.Popen) -> subprocess.Popen:
-    """Wait for a client process's "ready" (20 s at most), then tell it to connect."""
+    """Wait for a child process's "ready" (20 s at most), then tell it to start."""
     ready = threading.Thread(target=proc.stdout.readline, daemon=True)
     ready.start()
     ready.join(20)
@@ -229,8 +270,8 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
                settle: float = 8.0) -> Soak:
     """Publish ``messages`` at ``rate`` per second to a user whose client runs in a child process, and inflict
     ``faults`` faults while they stream, each at a random message count, of a random kind: SIGKILL the client
-    (a warm spare process takes over at once), crash the server (every connection aborted without a close
-    frame, then the server started again on the same port and database), or cut the connection in the middle
+    (a warm spare process takes over at once), crash the server (SIGKILL its process, then a warm spare starts on
+    the same port and database), or cut the connection in the middle
     of the next message frame. Publishing pauses while a fault is inflicted, so every fault lands mid-stream.
     Then the client catches up, and its database is compared with the server's (``SoakRig`` has the steps)."""
     if not 1 <= messages <= 100_000 or not 0 <= faults <= messages // 2 or rate <= 0:
@@ -248,15 +289,16 @@ def fault_soak(messages: int = 300, faults: int = 6, *, seed: int = 8, rate: flo
 def predict_repeats(messages: int = 200, faults: int = 20) -> Prediction:
     """How many messages reach the client's database twice, across a soak's faults."""
     def explain(given: float, measured: float) -> str:
-        return ("None arrive twice at the database. A SIGKILL mid-batch rolls back the uncommitted rows together "
-                "with their count; a frame cut in half is never a message; a crashed server had sent only what "
-                "the client may or may not have committed. Each time, the client resumes after MAX(id) of what "
-                "it committed, and the server sends only ids above it. Faults cost messages in flight, which "
-                "come again; never a stored one.")
+        return ("None of the messages the client had committed came over the wire again. A SIGKILL that lands "
+                "mid-batch (the soak does not record whether one did) rolls back the uncommitted rows together with "
+                "their count; a frame cut in half is never a message; a killed server had sent only what the client "
+                "may or may not have committed. Each time, the client resumes after MAX(id) of what it committed, "
+                "and the server sends only ids above it. Faults cost messages in flight, which come again; never a "
+                "stored one.")
 
     return Prediction(
         f"{messages} messages stream to the offline client while {faults} faults strike: SIGKILLs of the client, "
-        "crashes of the server, connections cut in the middle of a frame. How many messages will come over the "
+        "SIGKILLs of the server (restarted at once), connections cut in the middle of a frame. How many messages will come over the "
         "wire again *after* the client had already stored them (the repeats INSERT OR IGNORE would absorb)?",
         measure=lambda run: run.repeats, unit="messages", tolerance=0.0, explain=explain,
         mistakes=[(lambda g, m: g > 0, "A fault can lose messages in flight, which come again, but never a stored "

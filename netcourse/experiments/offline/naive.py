@@ -90,7 +90,7 @@ def server_seam(seam: str, backlog: int = 400, during: int = 200) -> Variant:
                 writer.join()
             expected = server.ids_for("ada")
     return Variant(SEAMS[seam], len(set(expected) - set(got)), len(got) - len(set(got)),
-                   f"{backlog} in the backlog, {during} published during the replay")
+                   f"{backlog} in the backlog, {during} more published from the moment the client connected")
 
 
 @dataclass
@@ -216,8 +216,9 @@ def naive_variants(backlog: int = 400, during: int = 200) -> list[Variant]:
     """The notes' design built the naive ways and the right way, each against the real server (or its data):
     three server seams (``server_seam``), then three places a client keeps its cursor, and a timestamp cursor."""
     out = [server_seam(seam, backlog, during) for seam in SEAMS]
-    with a_history() as h:
-        out += [cursor_in_memory(h), cursor_before_commit(h), cursor_max_id(h)]
+    with a_history() as h:  # the client's variants: a log of their own, shorter than the server's
+        out += [Variant(v.name, v.lost, v.duplicated, f"a log of {len(h.ids)}; {v.how}")
+                for v in (cursor_in_memory(h), cursor_before_commit(h), cursor_max_id(h))]
     return out + [cursor_timestamp(h.ids)]
 
 
