@@ -11,7 +11,8 @@
 - ``streaming``: chunked responses and Server-Sent Events (notebook 06); ``proxy``: a buffering proxy.
 - ``webhooks``: a signed sender with an outbox and a receiver with an inbox (notebook 07).
 - ``chat``: a chat with a durable log, cookie sessions and resume (notebook 08); ``chatlog``: its SQLite;
-  ``chatresume``: its resume cursors, one per conversation or one for all.
+  ``chatresume``: its resume cursors, one per conversation or one for all; ``chat_process``: the chat server in a
+  process of its own, for the fault soak's SIGKILL.
 - ``tls``: a throwaway CA, Mozilla-intermediate contexts, an HTTPS app, a man in the middle (notebook 09).
 - ``broker``: a throwaway redis-server; ``fanout``: a WebSocket fan-out node in a process of its own (10).
 """
