@@ -39,6 +39,7 @@ class TLSRecordView:
         decrypted: True when it was ciphertext and was opened with the key log.
         inner_type: TLS 1.3's real content type, hidden inside the encryption (RFC 8446 §5.2), or None.
         handshake_length: for a handshake message record, the first message's declared length (bytes).
+        version: the record header's legacy version field (RFC 8446 §5.1), e.g. 0x0301 in a first ClientHello.
     """
 
     t: float
@@ -51,6 +52,7 @@ class TLSRecordView:
     decrypted: bool = False
     inner_type: int | None = None
     handshake_length: int | None = None
+    version: int = 0
     scapy: Any = field(default=None, repr=False)
 
     @property
@@ -194,7 +196,7 @@ def _view(parsed: Any, record: Any, row: Any, conn: TLSConnection, *, keyed: boo
     return TLSRecordView(
         t=row.t, direction=row.direction, content_type=record.content_type, size=HEADER + len(record.fragment),
         messages=messages, plaintext=plaintext, encrypted=record.encrypted, decrypted=decrypted,
-        inner_type=inner_type, handshake_length=length, scapy=parsed,
+        inner_type=inner_type, handshake_length=length, version=record.version, scapy=parsed,
     )
 
 

@@ -81,7 +81,9 @@ class Handshake:
     def client_hello(self) -> dict[str, Any]:
         """The ClientHello's fields a lesson shows."""
         ch = self.first.client_hello
-        out: dict[str, Any] = {"record version": "0x0301 (TLS 1.0, for old middleboxes)",
+        record = self.first.find("ClientHello")
+        rv = record.version if record is not None else 0
+        out: dict[str, Any] = {"record version": f"0x{rv:04x} ({_version(rv)} in the record header, for old middleboxes)",
                                "legacy_version": _version(ch.version)}
         out["cipher suites"] = [suite_name(c) for c in ch.ciphers]
         for ext in ch.ext or []:
