@@ -258,3 +258,19 @@ def test_a_prediction_measured_on_a_recording_says_so():
     assert "the course's recording measured 70" in repr(p.check(70, Run()))
     Cap.live = True
     assert "your run measured 70" in repr(p.check(70, Run()))
+
+
+def test_a_capture_question_on_a_recording_names_the_recording():
+    from types import SimpleNamespace
+
+    from netcourse.course.exercises import Exercise
+
+    def question(live: bool) -> Exercise:
+        cap = SimpleNamespace(live=live, table=lambda: [])
+        run = SimpleNamespace(capture=cap, n=3)
+        return Exercise("In your capture, how many?", answer=3, hint="count", kind="capture", source=run)
+
+    replayed, live = question(False), question(True)
+    assert repr(replayed).startswith("🔎 From the course's recording: In the course's recording, how many?")
+    assert "From the course's recording." in replayed._repr_html_()
+    assert repr(live).startswith("🔎 From your capture: In your capture, how many?")

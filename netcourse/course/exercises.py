@@ -157,6 +157,8 @@ class Exercise:
         mistakes: the wrong answers the question expects, each ``(value or fn(given) -> bool, diagnosis)``;
             a wrong answer that matches one gets its diagnosis instead of the general hint.
         ask: what an instructor might ask the room about it (the instructor edition shows it).
+        source: for a capture question, the experiment's result (or its capture). When its capture is a
+            replayed recording, the question says "From the course's recording", not "From your capture".
     """
 
     def __init__(
@@ -174,14 +176,19 @@ class Exercise:
         unit: str = "",
         mistakes: Sequence[tuple[Any, str]] = (),
         ask: str = "",
+        source: Any = None,
     ) -> None:
         if not question.strip():
             raise ExerciseError("An exercise needs a question.")
         self.ask = ask
+        self.recorded = kind == "capture" and _replayed(source)
         if kind not in ("recall", "capture"):
             raise ExerciseError(f"An exercise's kind is 'recall' or 'capture', not {kind!r}.")
         self.kind = kind
         self._normalise = normalise
+        if self.recorded:  # a replay: the learner reads the course's packets, not their own
+            question = question.replace("your capture", "the course's recording").replace(
+                "Your capture", "The course's recording")
         self.question = question
         self.answer = answer
         self.hint = hint
@@ -260,7 +267,10 @@ class Exercise:
         return Folded(self.check(worked))
 
     def __repr__(self) -> str:
-        return f"{MARKS[self.kind]} {self.question}"
+        return f"{self._mark()} {self.question}"
+
+    def _mark(self) -> str:
+        return "🔎 From the course's recording:" if self.recorded else MARKS[self.kind]
 
     def instructor_note(self) -> dict[str, Any]:
         """What the instructor edition shows under the question: the misconceptions it probes (its
@@ -274,11 +284,22 @@ class Exercise:
                 {"netcourse": {"instructor": self.instructor_note()}})
 
     def _repr_html_(self) -> str:
-        title = "From your capture." if self.kind == "capture" else "Exercise."
+        title = ("From the course's recording." if self.recorded else "From your capture.") if self.kind == "capture" \
+            else "Exercise."
         return (
             "<div style='border-left:4px solid #1565c0;background:#e8f0fb;padding:4px 8px'>"
             f"<b>{MARKS[self.kind].split()[0]} {title}</b> {html.escape(self.question)}</div>"
         )
+
+
+def _replayed(source: Any) -> bool:
+    """True when ``source`` is, or holds among its attributes, a capture replayed from a recording."""
+    if source is None:
+        return False
+    if getattr(source, "live", None) is False:
+        return True
+    fields = vars(source).values() if hasattr(source, "__dict__") else ()
+    return any(getattr(v, "live", None) is False and hasattr(v, "table") for v in fields)
 
 
 class Prediction:
@@ -365,7 +386,8 @@ class Prediction:
         says = self.says
         capture = getattr(result, "capture", None)
         if self.from_capture and capture is not None and getattr(capture, "live", True) is False:
-            says = "the course's recording measured"  # packets replayed: not this run's
+            says = (self.says.replace("your capture", "the course's recording") if "your capture" in self.says
+                    else "the course's recording measured")  # packets replayed: not this run's
         head = f"You predicted {value:g} {self.unit}; {says} {sig3(measured)} {self.unit}."
         if not close:
             head += " " + ("Too high." if value > measured else "Too low.")

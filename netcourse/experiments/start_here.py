@@ -423,7 +423,7 @@ def exercise_client_bytes(exchange: Exchange) -> Exercise:
         explanation=f"{total:,} bytes in {sent} packets, to send a {len(exchange.request)}-byte request: "
         "every packet, even a bare ACK, pays at least 66 bytes of headers here (74 for the SYN, whose "
         "TCP header carries more options).",
-        kind="capture",
+        kind="capture", source=exchange,
     )
 
 
@@ -451,7 +451,7 @@ def exercise_server_time(exchange: Exchange) -> Exercise:
         ],
         explanation=f"{us} µs: aiohttp parsed the request, ran the handler and wrote the answer. Across "
         "the 50 ms link above that is invisible beside two round trips.",
-        kind="capture",
+        kind="capture", source=exchange,
     )
 
 

@@ -124,7 +124,9 @@ def _capability() -> Check:
     except (OSError, AttributeError):
         has_caps = False
     if not has_caps:
-        return Check("capture capability", "OK", f"none on {real} (root, replay, or not set)")
+        why = ("not needed: running as root" if os.geteuid() == 0 else
+               "not set: captures replay the course's recordings (`make allow-capture` gives live capture)")
+        return Check("capture capability", "OK", f"{why} ({real.name} has no file capabilities)")
     venv = Path(sys.prefix).resolve()
     if venv in real.parents:
         return Check("capture capability", "OK", f"on the course's own interpreter copy {real}")

@@ -118,7 +118,7 @@ def window_growth(transfer: BulkTransfer, *, ax: Axes | None = None, title: str 
     bdp = transfer.rate_mbit * 1e6 / 8 * rtt / 1000 / 1000 if transfer.rate_mbit else None
     if bdp:
         ax.axhline(bdp, color="#2e7d32", ls=":", lw=1.2, label=f"rate × RTT = {bdp:.0f} kB (the path's capacity)")
-    ax.set_xlabel("time since connect (ms); grey lines one round trip apart")
+    ax.set_xlabel("time since connect (ms); grey lines every base round trip (the link's RTT, queue empty)")
     ax.set_ylabel("kB")
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)

@@ -77,7 +77,7 @@ def webhook_attempts(outage: AttemptLog, *, title: str | None = None) -> Figure:
                   + ", ".join(f"{x:g}" for x in steps) + ")")
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.set_title(title or "Delivery attempts, one row per event: × failed, ○ 410 Gone, ● delivered")
+    ax.set_title(title or "Delivery attempts, one row per event: × failed, □ 410 Gone, ● delivered")
     return fig
 
 

@@ -118,7 +118,7 @@ def exercise_websocket_bytes(one: OneMessage) -> Exercise:
         "response. From your capture: how many bytes of TCP payload did the WebSocket's opening handshake "
         "carry, both directions together (the upgrade request and the 101)?",
         answer=both,
-        kind="capture",
+        kind="capture", source=one,
         unit="B",
         hint="The ladder leaves the sizes out; the capture's rows have them. Which two packets carry HTTP on the "
         "WebSocket's connection?",
@@ -146,7 +146,7 @@ def exercise_long_poll_bytes(one: OneMessage) -> Exercise:
         "message costs the same: after how many messages has the WebSocket carried fewer bytes of TCP payload "
         "in all than the long poller?",
         answer=n,
-        kind="capture",
+        kind="capture", source=one,
         hint="Write each transport's total after n messages: a one-off cost plus n times a per-message cost. "
         "Where does the WebSocket's line cross under the long poller's?",
         recipe="per message, long polling = its GET's payload + its answer's payload; the WebSocket = the "

@@ -225,7 +225,7 @@ def exercise_server_fin_ack(duplex: DuplexRun) -> Exercise:
         explanation=f"The client sent {sent} bytes of data: 1 + {sent} = {1 + sent}"
         + (f", + 1 for the client's FIN that arrived first = {sent + 2}" if fin is not None and fin.ack == sent + 2 else "")
         + ". ack names the next byte the server expects (RFC 9293 §3.4).",
-        kind="capture",
+        kind="capture", source=duplex,
     )
 
 
@@ -248,5 +248,5 @@ def exercise_bare_packets(duplex: DuplexRun) -> Exercise:
         ],
         explanation=f"{bare} of {len(rows)}: 3 for the handshake, the FINs and their ACKs, and the ACKs that "
         "did not get to ride on a data packet going the other way (piggybacking saved the others).",
-        kind="capture",
+        kind="capture", source=duplex,
     )

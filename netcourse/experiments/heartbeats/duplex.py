@@ -92,7 +92,7 @@ def exercise_echo_time(run: DuplexTicks) -> Exercise:
         "sent on this connection before the segment that echoed the client's first MSG? Compute it two ways "
         "from your capture (the echo's own numbers, and a sum), and check that they agree.",
         answer=before,
-        kind="capture",
+        kind="capture", source=run,
         unit="B",
         hint="A sequence number counts the bytes one side has sent, from its own starting point; what the "
         "other side sends does not move it.",

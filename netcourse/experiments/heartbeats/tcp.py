@@ -158,5 +158,5 @@ def exercise_probe_seq(det: TcpDetection) -> Exercise:
         ],
         explanation="−1: a probe carries the sequence number of a byte the peer already acknowledged (seq − 1), "
         "so a live peer must answer it with an ACK, while it carries no new data (RFC 9293 §3.8.4).",
-        kind="capture",
+        kind="capture", source=det,
     )

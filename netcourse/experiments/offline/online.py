@@ -100,7 +100,7 @@ def exercise_login_to_socket(run: HappyPath) -> Exercise:
         "with the cookie, and the server checked the session and the Origin before answering 101. "
         "Authentication at set-up costs this once per connection, not per message; across a real distance "
         "it is two round trips (section 2 measures them at 100 ms).",
-        kind="capture",
+        kind="capture", source=run,
     )
 
 
@@ -136,7 +136,7 @@ def exercise_cookie_bytes(run: HappyPath, bits: int = 320) -> Exercise:
         "connection: authentication happens at the handshake, not on every message (the notes' 'auth when the "
         "socket is set up'). The price: a session revoked later must be enforced by closing the socket, not by "
         "refusing the next message.",
-        kind="capture",
+        kind="capture", source=run,
     )
 
 

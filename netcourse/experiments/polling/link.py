@@ -121,7 +121,7 @@ def exercise_connections(run: PollingRun) -> Exercise:
         "opened a connection of its own (`Connection: close`), how many *more* packets would the opening "
         "handshakes alone (three packets each) have cost?",
         answer=extra,
-        kind="capture",
+        kind="capture", source=run,
         hint="A connection begins with a SYN, a request with a request line; how many handshakes happened, and "
         "how many would one connection per request need?",
         recipe="requests: rows whose app starts with 'GET '; connections: rows whose flags are exactly 'S'; "
@@ -192,7 +192,7 @@ def exercise_hold_time(run: PollingRun) -> Exercise:
         f"published, or the run ended; together the holds tile the {run.duration:g}-second run (about "
         f"{run.duration * 1000 / max(len(holds), 1):.0f} ms each). Every one of those milliseconds, the server "
         "held a request and a connection open.",
-        kind="capture",
+        kind="capture", source=run,
     )
 
 

@@ -173,7 +173,8 @@ def predict_first_event_delay(events: int = 10, gap: float = 0.06, size: int = 1
 
     return Prediction(
         f"The server publishes {events} events of about {size} bytes, {gap * 1000:.0f} ms apart, on an event stream. "
-        f"Between it and the client sits a proxy that buffers up to {buffer} bytes before forwarding. How many "
+        f"Between it and the client sits a proxy that buffers up to {buffer} bytes before forwarding, and the server "
+        "ends the stream after the last event. How many "
         "milliseconds after its publication does the first event reach the client?",
         measure=lambda b: b.first("proxy buffers 4 KiB") if buffer == 4096 else b.first(f"{buffer} B"),
         unit="ms", tolerance=0.3, floor=30, explain=explain,

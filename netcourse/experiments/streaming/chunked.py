@@ -135,7 +135,7 @@ def exercise_framing_bytes(run: StreamCapture) -> Exercise:
     payload = b"".join(d for k, d in parts if k == "data")
     framing = len(body) - len(payload)
     sizes = [d.decode() for k, d in parts if k == "size"]
-    per_chunk = ", ".join(f"'{h}' + CRLF + CRLF = {len(h) + 4}" for h in dict.fromkeys(sizes))
+    per_chunk = ", ".join(f"'{h}' CRLF before the data and CRLF after it = {len(h) + 4}" for h in dict.fromkeys(sizes))
     return Exercise(
         "In your capture, the chunked response's body carries some bytes of data. How many bytes of chunked "
         "framing (size lines, their CRLFs, the CRLF after each chunk's data, the last chunk and the final CRLF) "
@@ -151,9 +151,9 @@ def exercise_framing_bytes(run: StreamCapture) -> Exercise:
              "and the data is followed by another."),
         ],
         explanation=f"{framing} bytes: {len(payload)} bytes of data in {len(sizes)} chunks, each adding its size line "
-        f"({per_chunk}), and the end adding '0' CRLF CRLF = 5. A Content-Length response adds none of this, but "
+        f"and a CRLF after its data ({per_chunk}; RFC 9112 §7.1), and the end adding '0' CRLF CRLF = 5. A Content-Length response adds none of this, but "
         "must know its length before it starts.",
-        kind="capture",
+        kind="capture", source=run,
     )
 
 

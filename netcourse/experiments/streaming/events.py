@@ -156,7 +156,7 @@ def exercise_reconnect_head(run: SSERun) -> Exercise:
         explanation=f"{size} bytes, of which the Last-Event-ID line is about 20: what every reconnection costs "
         "before the first replayed event, besides the TCP handshake. An open stream costs no request per event; "
         "each drop costs one whole request head.",
-        kind="capture",
+        kind="capture", source=run,
     )
 
 

@@ -232,7 +232,7 @@ def exercise_certificate_length(hs12: Handshake) -> Exercise:
         ],
         explanation=f"{length} bytes: the record's size minus 5 (record header) minus 4 (type and length). "
         "Anyone on the path could read this certificate, and with it the name of the site.",
-        kind="capture",
+        kind="capture", source=hs12,
     )
 
 
@@ -255,7 +255,7 @@ def exercise_request_overhead(hs13: Handshake) -> Exercise:
         ],
         explanation=f"{extra} bytes: the 5-byte record header, the 1-byte real content type hidden inside the "
         "encryption (RFC 8446 §5.2), and the 16-byte AEAD authentication tag.",
-        kind="capture",
+        kind="capture", source=hs13,
     )
 
 

@@ -97,7 +97,7 @@ def exercise_checksum(conversation: Conversation) -> Exercise:
         "pseudo-header's sum (offload). How many *different* values appear in those checksum fields? Reason "
         "from what the pseudo-header contains first, then count.",
         answer=count,
-        kind="capture",
+        kind="capture", source=conversation,
         hint="Which of the pseudo-header's four fields (source address, destination address, protocol, "
         "length) can differ between two segments of this one loopback connection?",
         recipe="only the TCP length can; count the different segment lengths (TCP header and data) in "

@@ -8,8 +8,8 @@ import statistics
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 from ...apps.echo import tcp_echo
 from ...course.exercises import Prediction
@@ -33,6 +33,7 @@ class TransportCosts:
         tcp_ack: bytes of one pure ACK.
         udp_headers: header bytes of one datagram (link + IP + UDP).
         tcp_setup_packets, tcp_teardown_packets: how many packets the handshake and teardown took.
+        capture: the TCP conversation's capture they were read from (live, or a replayed recording).
     """
 
     tcp_setup: int
@@ -42,6 +43,7 @@ class TransportCosts:
     udp_headers: int
     tcp_setup_packets: int = 3
     tcp_teardown_packets: int = 3
+    capture: Any = field(default=None, repr=False, compare=False)
 
 
 def transport_costs(conversation: Conversation, refusal: Refusal) -> TransportCosts:
@@ -54,7 +56,8 @@ def transport_costs(conversation: Conversation, refusal: Refusal) -> TransportCo
     ack = next(r for r in rows[3:first_fin] if not r.payload)
     udp = next(r for r in refusal.capture.table() if r.proto == "UDP")
     return TransportCosts(
-        setup, teardown, data.wire - data.payload, ack.wire, udp.wire - udp.payload, 3, len(rows) - first_fin
+        setup, teardown, data.wire - data.payload, ack.wire, udp.wire - udp.payload, 3, len(rows) - first_fin,
+        conversation.capture,
     )
 
 
@@ -70,7 +73,7 @@ def predict_one_message_bytes(payload: int = 100) -> Prediction:
         f"A client opens a TCP connection, sends one {payload}-byte message, gets it acknowledged, and closes. How "
         "many bytes cross the wire in all, both directions, every header included?",
         measure=lambda costs: per_message(costs, payload, 1)[0].total, unit="bytes", tolerance=0.05, explain=explain,
-        says="the packet sizes in your capture add up to",
+        says="the packet sizes in your capture add up to", from_capture=True,
         spread="the packets' sizes are fixed; only the count of packets is to be found",
         mistakes=[(lambda g, m: abs(g - (payload + 66)) < 10, "That is the data segment alone: its ACK, the "
                    "handshake and the close are on the wire too."),

@@ -142,7 +142,7 @@ def exercise_first_resend(rtx: Retransmission) -> Exercise:
         tolerance=0.05,
         # the doubling itself (2) counts as right when the run shows it (a ratio near 2)
         check=lambda v: abs(float(v) - ratio) <= 0.05 or (1.8 < ratio < 2.3 and abs(float(v) - 2) <= 0.05),
-        kind="capture",
+        kind="capture", source=rtx,
         hint="The copies are the client's data segments with the same seq; their times are in the capture's "
         "rows (row.t, in seconds).",
         recipe="copies = rtx.data_rows(); the waits are the differences of consecutive copies' t; divide the "

@@ -215,13 +215,14 @@ def predict_transfer_ms(size: int = 200_000, rtt_ms: float = 50.0) -> Prediction
             window *= 2
             rounds += 1
         total = (rounds + 1) * rtt_ms
-        return (f"No rate limit, so only round trips count. The model: one for the handshake; then slow start sends "
-                f"10 segments (14.5 kB), 29, 58, 116 kB …, one window per round trip, so {size // 1000} kB need "
-                f"{rounds} windows; one more round trip carries the last to the sink and brings its answer back: "
-                f"1 + {rounds - 1} + 1 = {rounds + 1} round trips, about {total:g} ms. Real TCP is a little slower "
-                "than the model: its windows do not quite double every round trip (the next cell counts the windows "
-                "in your capture); each extra window is one more round trip. With no window at all it would be "
-                "2 round trips (no congestion-window limit: everything sent in the first).")
+        trips = round(measured / rtt_ms)
+        return (f"No rate limit, so only round trips count: one for the handshake, then one per window of data, "
+                f"the last of which also brings the sink's answer back: 1 + windows round trips. The transfer took "
+                f"{measured:.0f} ms, about {trips} round trips: {trips - 1} windows. The textbook's doubling (10 "
+                f"segments, 14.5 kB, then 29, 58, 116 kB …) would need {rounds} windows for {size // 1000} kB, "
+                f"{total:g} ms; Linux's windows grow a little slower (the next cell counts those in your capture), "
+                "and each extra window costs a round trip. With no window at all it would be 2 round trips "
+                "(everything sent in the first).")
 
     window, sent, rounds = 10 * 1448, 0, 0
     while sent < size:
@@ -231,7 +232,7 @@ def predict_transfer_ms(size: int = 200_000, rtt_ms: float = 50.0) -> Prediction
         f"{size // 1000} kB go from the client to a sink {rtt_ms:g} ms (round trip) away, with no rate limit "
         "and no loss. How many milliseconds from connect() until the sink confirms it has everything?",
         measure=lambda transfer: transfer.seconds * 1000, unit="ms", tolerance=0.2, floor=10.0,
-        explain=explain, step=lambda transfer: rtt_ms,
+        explain=explain, step=lambda transfer: rtt_ms, from_capture=True,
         spread="the answer moves in whole round trips, so the band is under half of one",
         mistakes=[(lambda g, m: abs(g - model_ms) < 0.25 * rtt_ms and abs(m - model_ms) >= 0.49 * rtt_ms,
                    "That is the textbook model, whose windows double every round trip; count the windows your "
@@ -273,7 +274,7 @@ def exercise_first_window(transfer: Transfer) -> Exercise:
         explanation=f"{first}: TCP's initial window. A new connection may send this many segments before it "
         "hears anything (RFC 6928 raised it to 10, about 14.5 kB); each ACK then lets the window grow "
         "(RFC 5681 §3.1), roughly doubling it every round trip.",
-        kind="capture",
+        kind="capture", source=transfer,
     )
 
 

@@ -85,7 +85,7 @@ def exercise_signature_by_hand(delivery: Delivery) -> Exercise:
         explanation=f"{expected}: nothing like the first attempt's, although only the timestamp changed. Every "
         "attempt is signed afresh, so a receiver can refuse an old attempt replayed (the timestamp check) without "
         "refusing the sender's genuine retries.",
-        kind="capture",
+        kind="capture", source=delivery,
     )
 
 
@@ -203,5 +203,5 @@ def exercise_head_share(delivery: Delivery) -> Exercise:
         explanation=f"{share:g} %: {head} bytes of head for {len(delivery.body)} of body. Three webhook- headers "
         "alone are over 100 bytes. For small events the head is most of the request, which is what batching "
         "(section 5) saves.",
-        kind="capture",
+        kind="capture", source=delivery,
     )

@@ -299,7 +299,7 @@ def exercise_fragment_stall(ctl: ControlRun) -> Exercise:
              "the writes were microseconds apart, but the packets were not: measure between the packets."),
         ],
         explanation=f"{gap:.1f} ms, for writes made microseconds apart. The next cells show why.",
-        kind="capture",
+        kind="capture", source=ctl,
     )
 
 

@@ -235,7 +235,7 @@ def exercise_fragment_release(ctl: ControlRun) -> Exercise:
         "apart, yet its TCP held the continuations back, and sent them together. Something it received let "
         "them go. Find that packet in your capture: what is its number (the `no` column)?",
         answer=release.no if release else 0,
-        kind="capture",
+        kind="capture", source=ctl,
         hint="A sender that keeps small segments back is waiting for news about the data it already sent. "
         "What news can a receiver send?",
         recipe="look at the rows of ctl.capture.table() between the TEXT row and the CONT row, in time order: "
