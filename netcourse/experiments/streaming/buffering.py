@@ -169,7 +169,8 @@ def predict_first_event_delay(events: int = 10, gap: float = 0.06, size: int = 1
                 f"make {total} bytes, less than the proxy's {buffer}-byte buffer: the proxy holds every event "
                 "until the buffer fills or the response ends. Here the server ends the stream after the last event, "
                 f"so all arrive together at the end: the first, published {(events - 1) * gap * 1000:.0f} ms before "
-                "the last, waits at least that long. A stream that never ends would never arrive at all.")
+                "the last, waits at least that long. Had the stream gone on, its events would have left the proxy only "
+                "when the buffer filled, or when the proxy's read timeout ended the response.")
 
     return Prediction(
         f"The server publishes {events} events of about {size} bytes, {gap * 1000:.0f} ms apart, on an event stream. "

@@ -95,7 +95,7 @@ class VersionFloor:
     def first_try(self) -> str:
         """What happened to the client that only asked for TLS 1.0-1.1, in a sentence."""
         if self.refused_by_own_openssl:
-            return f"The client's own OpenSSL refused before sending a byte: {self.own_floor}."
+            return f"The client's own OpenSSL refused before sending a ClientHello: {self.own_floor}."
         return f"The client's OpenSSL sent the old ClientHello, and the server refused it: {self.own_floor}."
 
     def __repr__(self) -> str:
