@@ -556,7 +556,8 @@ _PROSE_NUMBERS = {
     "02": {"65,536 bytes": "loopback's MTU", "65,535 bytes": "IPv4's largest packet", "400 ms": "RFC 6298 doubling, "
            "stated as theory", "1,500 bytes": "Ethernet's MTU", "125 kB": "rate × RTT of the link's settings",
            "0.2 µs": "24 bytes at 1 Gb/s, arithmetic"},
-    "04": {"66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
+    "04": {"66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement",
+           "208 bytes": "one heartbeat in the knob's model, protocols/beat.heartbeat_cost: 3 × 66 + 10"},
     "05": {"65,536 bytes": "loopback's MTU", "300 bytes": ("cites", "10"), "400 bytes": ("cites", "10"),
            "700 bytes": ("cites", "10"), "50 ms": "notebook 10's link, a parameter",
            "66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
