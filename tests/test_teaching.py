@@ -563,7 +563,7 @@ _PROSE_NUMBERS = {
            "66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
     "06": {"1,200 bytes": "the chunk size the experiment sets",
            "66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
-    "07": {"350 ms": "the gap the experiment sets", "940 bytes": ("cites", "10"), "300 bytes": ("cites", "10"),
+    "07": {"350 ms": "the gap the experiment sets", "950 bytes": ("cites", "10"), "300 bytes": ("cites", "10"),
            "2,105 ms": "the schedule's sum, 5 + 300 + 1,800 s scaled by 1/1000, drawn on the figure"},
     "09": {"16,384 bytes": "TLS's largest record (RFC 8446 §5.1)",
            "4,380 bytes": "the largest initial window before RFC 6928 (RFC 3390), a constant"},

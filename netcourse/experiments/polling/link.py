@@ -90,7 +90,8 @@ def predict_burst_delivery(rtt_ms: float = 100.0) -> Prediction:
                 f"millisecond later, missed that answer: it waits while the answer crosses to the client "
                 f"({rtt_ms / 2:g} ms), the client's next request crosses back ({rtt_ms / 2:g} ms), and that request's "
                 f"answer crosses again ({rtt_ms / 2:g} ms): three transits, {1.5 * rtt_ms:g} ms. This is RFC 6202 "
-                "§2.2's \"maximal latency\": long polling's worst case is three transits, not one.")
+                "§2.2's \"maximal latency\": a message that misses the held request waits over three transits, not one, "
+                "and longer if a packet is lost.")
 
     half = rtt_ms / 2
     return Prediction(

@@ -83,7 +83,7 @@ class Handshake:
         ch = self.first.client_hello
         record = self.first.find("ClientHello")
         rv = record.version if record is not None else 0
-        out: dict[str, Any] = {"record version": f"0x{rv:04x} ({_version(rv)} in the record header, for old middleboxes)",
+        out: dict[str, Any] = {"record version": f"0x{rv:04x} ({_version(rv)} in the record header, frozen for old servers)",
                                "legacy_version": _version(ch.version)}
         out["cipher suites"] = [suite_name(c) for c in ch.ciphers]
         for ext in ch.ext or []:
