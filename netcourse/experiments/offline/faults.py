@@ -10,11 +10,11 @@ import contextlib
 import json
 import os
 import random
+import select
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -232,25 +232,29 @@ def _ask(proc: subprocess.Popen, command: dict) -> dict:
 
 
 def _read(proc: subprocess.Popen, timeout: float):
-    """One JSON line from a child's stdout, within ``timeout`` seconds."""
-    box: list[bytes] = []
-    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not box or not box[0]:
-        code = proc.poll()
-        raise NetcourseError(f"a child process said nothing within {timeout:g} s"
-                             + (f" (it exited with code {code})" if code is not None else ""))
-    return json.loads(box[0])
+    """One JSON line from a server process, within ``timeout`` seconds."""
+    return json.loads(_line(proc, timeout))
+
+
+def _line(proc: subprocess.Popen, timeout: float) -> bytes:
+    """One line from a child's stdout, within ``timeout`` seconds, read straight from the pipe (no thread, no
+    buffer: a child writes one line and then waits for its next command, so nothing is left over)."""
+    fd, line = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise NetcourseError(f"a child process said nothing within {timeout:g} s")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise NetcourseError(f"a child process ended (exit code {proc.wait(5)}) before it answered")
+        line += chunk
+    return line
 
 
 def _go(proc: subprocess.Popen) -> subprocess.Popen:
     """Wait for a child process's "ready" (20 s at most), then tell it to start."""
-    ready = threading.Thread(target=proc.stdout.readline, daemon=True)
-    ready.start()
-    ready.join(20)
-    if ready.is_alive() or proc.poll() is not None:
-        raise NetcourseError("the client process did not start within 20 s")
+    _line(proc, 20)
     proc.stdin.write(b"go\n")
     proc.stdin.flush()
     return proc
