@@ -249,3 +249,14 @@ def test_a_fan_out_node_stops_when_its_parent_closes_stdin():
     bad = subprocess.run([sys.executable, "-m", "netcourse.apps.fanout", "--redis-port", "1"],
                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert bad.returncode != 0  # no Redis on port 1: it fails to start rather than serve half a node
+
+
+def test_the_node_b_prediction_diagnoses_a_broadcast_that_reaches_everyone():
+    from netcourse.experiments.choosing.scaleout import predict_node_b
+
+    p = predict_node_b(clients=4, messages=2)
+    scale = {"without": FanOut("none", 4, 2, {"A": 4, "B": 0}, {"A": 4, "B": 4})}
+    assert "✅" in repr(p.check(0, scale))
+    wrong = repr(p.check(4, scale))
+    assert "✅" not in wrong and "sockets it holds" in wrong
+    assert "all or nothing" in repr(p.check(2, scale))

@@ -27,10 +27,11 @@ import aiohttp
 
 from ...apps.broker import find_redis_server, redis_broker
 from ...apps.fanout import PREFIX
+from ...course.exercises import Prediction
 from ...errors import ServerStartError
 from ...runtime.waiting import run_async
 
-__all__ = ["Node", "FanOut", "fan_out", "StreamsCatchUp", "streams_catch_up", "scale_out", "RECORDED",
+__all__ = ["Node", "FanOut", "fan_out", "StreamsCatchUp", "streams_catch_up", "scale_out", "predict_node_b", "RECORDED",
            "load_bench", "bench_fan_out"]
 
 RECORDED = Path(__file__).resolve().parents[2] / "measured" / "scale_out.json"
@@ -284,6 +285,28 @@ def _both(clients: int, messages: int) -> tuple[FanOut, FanOut]:
         without.broker, with_broker.broker = "none", "redis"
         with_broker.redis = f"Redis {redis.version} ({redis.source})"
     return without, with_broker
+
+
+def predict_node_b(clients: int = 20, messages: int = 10) -> Prediction:
+    """Without a broker, how many messages published on node A reach node B's clients?"""
+    on_b = clients // 2 * messages
+
+    def explain(given: float, measured: float) -> str:
+        return ("None. Each server process knows only the sockets it accepted: node A broadcasts to its own "
+                f"{clients // 2} clients, and nothing tells node B that a message exists. The {on_b} deliveries B's "
+                "clients should have had need something both processes listen to: a broker.")
+
+    return Prediction(
+        f"Two WebSocket server processes, {clients} clients split between them, no broker. A publisher connected to "
+        f"node A publishes {messages} messages for everyone. Node B's {clients // 2} clients should get "
+        f"{on_b} deliveries in all. How many do they get?",
+        measure=lambda run: run["without"].received["B"], unit="messages", tolerance=0.0, explain=explain,
+        says="the run measured",
+        mistakes=[(lambda g, m: g >= on_b, "That assumes a broadcast reaches every client of the service; a process "
+                   "can only write to sockets it holds, and node B's are not node A's."),
+                  (lambda g, m: 0 < g < on_b, "Part of them? Nothing carries any message from A to B: it is all or "
+                   "nothing, and without a broker it is nothing.")],
+    )
 
 
 def scale_out(clients: int = 20, messages: int = 10) -> dict:
