@@ -260,3 +260,23 @@ def test_the_node_b_prediction_diagnoses_a_broadcast_that_reaches_everyone():
     wrong = repr(p.check(4, scale))
     assert "✅" not in wrong and "sockets it holds" in wrong
     assert "all or nothing" in repr(p.check(2, scale))
+
+
+def test_repeats_give_each_figure_a_median_and_a_range_and_the_stored_ones_match_section_1():
+    from netcourse.experiments.choosing.repeats import SECTION_1, distinguishable, load_repeats, spread_table, spreads
+
+    def sample(p50, size, cpu):
+        return {"p50_ms": p50, "bytes_per_msg": size, "cpu_us_per_msg": cpu}
+
+    data = {"runs": 3, "measured_at": "now", "samples": {
+        "WebSocket": [sample(26, 295, 80), sample(27, 295, 120), sample(25, 295, 90)],
+        "raw TCP": [sample(26, 247, 40), sample(26.5, 247, 100), sample(25.5, 247, 35)]}}
+    ws = spreads(data)["WebSocket"]
+    assert (ws["p50_ms"].median, ws["p50_ms"].low, ws["p50_ms"].high) == (26, 25, 27)
+    assert distinguishable(data, "WebSocket", "raw TCP", "bytes_per_msg")
+    assert not distinguishable(data, "WebSocket", "raw TCP", "cpu_us_per_msg")  # 35-100 against 80-120
+    assert "295 B (295–295)" in repr(spread_table(data))
+    stored = load_repeats()
+    assert Workload(**stored["workload"]) == SECTION_1 and stored["runs"] >= 5
+    assert set(stored["samples"]) == set(TRANSPORTS)
+    assert all(len(runs) == stored["runs"] for runs in stored["samples"].values())

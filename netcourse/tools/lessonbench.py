@@ -313,8 +313,9 @@ def tls_rows() -> list[tuple[str, str, str]]:
 
 
 def transport_rows() -> list[tuple[str, str, str]]:
-    """Notebook 10: one table, every transport on one workload; the sweeps the notebook's knobs read; the
-    fan-out through Redis to 1,000 and 10,000 subscribers (both saved in netcourse/measured/)."""
+    """Notebook 10: one table, every transport on one workload; section 1's workload repeated five times (each
+    figure's median and range); the sweeps the notebook's knobs read; the fan-out through Redis to 1,000 and
+    10,000 subscribers (saved in netcourse/measured/)."""
     from ..apps.broker import find_redis_server
     from ..experiments.choosing.harness import Workload
     from ..experiments.choosing.memory import memory_per_client
@@ -332,6 +333,15 @@ def transport_rows() -> list[tuple[str, str, str]]:
                      f"p50 {run.percentile(50):.1f} ms, p99 {run.percentile(99):.1f} ms; {run.bytes_per_message:.0f} B/msg; "
                      f"{run.cpu_us_per_message:.0f} µs CPU/msg; {memory} per held client (of 1,000); "
                      f"{run.delivered}/{run.expected} delivered", "report"))
+    from ..experiments.choosing.repeats import measure_repeats, spreads
+
+    repeats = measure_repeats()
+    for name, figures in spreads(repeats).items():
+        lat, size, cpu = figures["p50_ms"], figures["bytes_per_msg"], figures["cpu_us_per_msg"]
+        rows.append((f"{name}: notebook 10's section 1, {repeats['runs']} runs (median, lowest–highest)",
+                     f"p50 {lat.median:.1f} ms ({lat.low:.1f}–{lat.high:.1f}); {size.median:.0f} B/msg "
+                     f"({size.low:.0f}–{size.high:.0f}); {cpu.median:.0f} µs CPU/msg ({cpu.low:.0f}–{cpu.high:.0f})",
+                     "report"))
     data = measure_sweeps()
     rate = crossover(data)
     rows.append(("sweeps for notebook 10's knobs (rate, clients, size, RTT)",
