@@ -280,3 +280,32 @@ def test_repeats_give_each_figure_a_median_and_a_range_and_the_stored_ones_match
     assert Workload(**stored["workload"]) == SECTION_1 and stored["runs"] >= 5
     assert set(stored["samples"]) == set(TRANSPORTS)
     assert all(len(runs) == stored["runs"] for runs in stored["samples"].values())
+
+
+def _conclusions(runs: dict) -> dict:
+    """What notebook 10 concludes from section 1's runs, as facts a second run must repeat."""
+    rtt = runs["WebSocket"].workload.rtt_ms
+    pushes = ("SSE", "WebSocket", "raw TCP", "UDP")
+    size = {n: r.bytes_per_message for n, r in runs.items()}
+    return {
+        "pushes arrive in half a round trip": all(0.4 * rtt <= runs[n].percentile(50) <= 0.7 * rtt for n in pushes),
+        "long polling is slower than any push": runs["long polling"].percentile(50) > max(runs[n].percentile(50) for n in pushes),
+        "short polling is the slowest poller": runs["short polling"].percentile(50) > runs["long polling"].percentile(50),
+        "UDP carries a message in the fewest bytes": min(size, key=size.get) == "UDP",
+        "webhooks in the most": max(size, key=size.get) == "webhooks",
+        "long polling costs more bytes than a WebSocket": size["long polling"] > size["WebSocket"],
+        "nothing lost or duplicated": all(r.lost == 0 and r.duplicates == 0 for r in runs.values()),
+    }
+
+
+@pytest.mark.slow
+def test_two_runs_of_section_1_reach_the_same_conclusions():
+    from dataclasses import replace
+
+    from netcourse.experiments.choosing.repeats import SECTION_1
+    from netcourse.experiments.choosing.transports import compare
+
+    short = replace(SECTION_1, messages=10)  # the notebook's workload, shorter
+    first, second = _conclusions(compare(short)), _conclusions(compare(short))
+    assert first == second, (first, second)
+    assert all(first.values()), first  # and each holds, as the notebook says
