@@ -95,7 +95,7 @@ class SpreadTable(list):
 
     def __repr__(self) -> str:
         head = f"{'':<14}" + "".join(f"{FIGURES[f][0]:<32}" for f in FIGURES)
-        lines = [f"{self.data['runs']} runs, measured by make bench on {self.data['measured_at']}: median (lowest–highest)",
+        lines = [f"{self.data['runs']} runs, measured on {self.data['measured_at']}: median (lowest–highest)",
                  head]
         for name, figures in self:
             lines.append(f"{name:<14}" + "".join(f"{self._cell(f, figures[f]):<32}" for f in FIGURES))

@@ -208,26 +208,21 @@ def _drain(sock: socket.socket, size: int) -> None:
 
 def predict_transfer_ms(size: int = 200_000, rtt_ms: float = 50.0) -> Prediction:
     """Predict how long ``size`` bytes take across an unlimited link of ``rtt_ms``: slow start's cost."""
+    window, sent, rounds = 10 * 1448, 0, 0  # the textbook's doubling, from ten segments
+    while sent < size:
+        sent, window, rounds = sent + window, window * 2, rounds + 1
+    model_ms = (rounds + 1) * rtt_ms
+
     def explain(given: float, measured: float) -> str:
-        window, sent, rounds = 10 * 1448, 0, 0
-        while sent < size:
-            sent += window
-            window *= 2
-            rounds += 1
-        total = (rounds + 1) * rtt_ms
         trips = round(measured / rtt_ms)
         return (f"No rate limit, so only round trips count: one for the handshake, then one per window of data, "
                 f"the last of which also brings the sink's answer back: 1 + windows round trips. The transfer took "
                 f"{measured:.0f} ms, about {trips} round trips: {trips - 1} windows. The textbook's doubling (10 "
                 f"segments, 14.5 kB, then 29, 58, 116 kB …) would need {rounds} windows for {size // 1000} kB, "
-                f"{total:g} ms; Linux's windows grow a little slower (the next cell counts those in your capture), "
+                f"{model_ms:g} ms; Linux's windows grow a little slower (the next cell counts those in your capture), "
                 "and each extra window costs a round trip. With no window at all it would be 2 round trips "
                 "(everything sent in the first).")
 
-    window, sent, rounds = 10 * 1448, 0, 0
-    while sent < size:
-        sent, window, rounds = sent + window, window * 2, rounds + 1
-    model_ms = (rounds + 1) * rtt_ms
     return Prediction(
         f"{size // 1000} kB go from the client to a sink {rtt_ms:g} ms (round trip) away, with no rate limit "
         "and no loss. How many milliseconds from connect() until the sink confirms it has everything?",
