@@ -136,6 +136,73 @@ def test_a_client_that_stops_reading_is_dropped_with_1013_and_stop_leaves_nothin
 
 
 @pytest.mark.slow
+def test_stop_with_a_non_reading_client_still_connected_leaves_nothing(tmp_path):
+    """Finding 1's second half as the attack ran it: the client never reads and never closes; stop() must cut
+    its socket (megabytes unsent), end every task and close the database, while the client still holds on."""
+    server = ChatServer(str(tmp_path / "s.db"), page=50)
+    server.add_user("bob", "pw-bob", ("c1",))
+    srv = serve(server.app())
+    s = socket.socket()
+    try:
+        cookie = login(srv.host, srv.port, "bob", "pw-bob")[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect((srv.host, srv.port))
+        from netcourse.protocols.wsconn import Connection, client_request, new_key
+
+        s.sendall(client_request(srv.host, srv.port, new_key(), origin=f"http://127.0.0.1:{srv.port}",
+                                 extra=(f"Cookie: session={cookie}",)))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101")
+        s.sendall(Connection("client").send_frame(Frame(Opcode.TEXT, b'{"resume_after": 0}')))
+
+        async def posts() -> None:
+            for i in range(200):  # 2 MB for a client that reads nothing: far more than the socket buffers hold
+                await server.post("bob", "c1", f"{i:05d}" + "x" * 10_000)
+                await asyncio.sleep(0)
+
+        _on_loop(srv, posts(), 60)
+        assert wait_until(lambda: server._open and _server_side(srv.port), 5)  # still connected, backlogged
+    finally:
+        srv.stop()
+    assert not _server_side(srv.port)  # cut although the client never closed its end
+    assert not server._open and not server.log.is_open
+    assert not [e for e in srv.errors if "clean-up" in e or "Task was destroyed" in e], srv.errors
+    s.settimeout(2)
+    try:
+        while s.recv(1 << 20):  # what was in flight, then the end: EOF or a reset, never a hang
+            pass
+    except ConnectionResetError:
+        pass
+    s.close()
+
+
+@pytest.mark.slow
+def test_the_chats_own_socket_lives_past_the_head_deadline(tmp_path):
+    """The chat's WebSocket died 9.8 s after its first frame (the head deadline); scaled: a 0.5 s deadline,
+    messages at 0, 0.6, 1.3 and 2.1 s on one socket, each echoed to it as a stored message."""
+    server = ChatServer(str(tmp_path / "s.db"), page=50)
+    server.add_user("bob", "pw-bob", ("c1",))
+    with serve(server.app(), header_timeout=0.5) as srv:
+        ws = _open(srv, login(srv.host, srv.port, "bob", "pw-bob")[1])
+        _resume(ws)
+        got, t0 = [], time.monotonic()
+        for n, at in enumerate((0.0, 0.6, 1.3, 2.1)):
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            ws.send(Frame(Opcode.TEXT, json.dumps({"send": {"conversation": "c1", "text": f"m{n}",
+                                                            "key": f"k{n}"}}).encode()))
+            deadline = time.monotonic() + 2
+            while len(got) <= n and time.monotonic() < deadline:
+                got += [m for m in (json.loads(e.payload) for e in _events(ws, 0.2) if isinstance(e, Message))
+                        if "text" in m]
+        ws.close()
+    assert [m["text"] for m in got] == ["m0", "m1", "m2", "m3"], got
+    assert srv.admission.evicted == 0
+
+
+@pytest.mark.slow
 def test_stop_cuts_a_non_reading_socket_and_closes_the_database_even_if_on_shutdown_hangs(tmp_path):
     """The generic part of finding 1: an app whose on_shutdown never returns still has its on_cleanup run."""
     from aiohttp import web

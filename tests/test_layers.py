@@ -197,3 +197,17 @@ def test_the_drawing_finds_a_circle_an_upward_import_and_a_sideways_one():
     assert "imports that point up: 1\n  netcourse.runtime.server:9 -> netcourse.tools.bench" in text
     assert "importing another's: 1\n  netcourse.experiments.tls.cost:5 -> netcourse.experiments.polling.compare" in text
     assert "circles: 1\n  netcourse.tools.bench <-> netcourse.tools.loadbench" in text
+
+
+def test_every_module_imports():
+    """A module no test imports can break unseen (runtimebench imported a helper loadbench no longer had, and
+    `make bench` failed at its first line): every module of the package is imported here."""
+    import importlib
+
+    failed = {}
+    for name, _ in _modules():
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - every failure is the finding
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    assert not failed, failed

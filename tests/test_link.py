@@ -364,3 +364,38 @@ def test_the_relay_keeps_every_byte_in_order(rate_mbit):
             return bytes(got)
 
         assert net.near(roundtrip) == payload
+
+
+def test_when_the_server_resets_the_relay_ends_both_directions():
+    """The relay's pump left its sibling running: the server reset the connection, the client kept its socket
+    open and silent, and the client-to-server pump waited on it for ever. Now both pumps end with the first
+    that fails. (A clean FIN is a half-close: the other direction rightly stays open until the client closes.)"""
+    import asyncio
+    import struct
+
+    from netcourse.network.relay import make_relay
+    from netcourse.runtime.server import serve
+
+    async def reset(reader, writer):
+        writer.write(b"bye")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST, not FIN
+        writer.transport.abort()
+
+    def tasks(srv) -> int:
+        async def count() -> int:
+            return len(asyncio.all_tasks())
+        return asyncio.run_coroutine_threadsafe(count(), srv.loop).result(5)
+
+    with serve(reset) as target, serve(make_relay(target.host, target.port, rtt=0.01)) as relay:
+        before = tasks(relay)
+        s = socket.create_connection((relay.host, relay.port), timeout=5)
+        try:
+            assert s.recv(100) == b"bye"
+            assert wait_until(lambda: tasks(relay) <= before, 5), (tasks(relay), before)  # s is still open
+        finally:
+            s.close()
+        time.sleep(0.1)  # the client's close reaches the relay: an orphan pump would fail now
+    assert not [e for e in relay.errors if "never retrieved" in e or "Reset" in e], relay.errors

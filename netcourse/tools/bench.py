@@ -47,6 +47,9 @@ def runtime_rows(runtimebench) -> list[tuple[str, str, str]]:
     rows.append(("server loop lag during 200 wrong logins from 40 threads",
                  f"median {flood['median_ms']:.1f} ms, max {flood['max_ms']:.1f} ms "
                  f"({flood['logins_per_s']:.0f} logins/s)", "sockets not stalled (was 204 ms)"))
+    rows.append(("a chat socket's ping round trip, quiet and during that flood",
+                 f"{flood['ping_quiet_ms']:.2f} ms quiet; during: median {flood['ping_during_ms']:.2f} ms, max "
+                 f"{flood['ping_during_max_ms']:.1f} ms ({flood['pings_during']} pings)", "report"))
     for nb in ("03_polling", "05_websockets", "08_offline_messaging"):
         rows.append((f"{nb}: every cell 3 times in one kernel", runtimebench.session_growth(nb),
                      "flat after round 1 (memory reported)"))
@@ -226,8 +229,13 @@ def main(idle_seconds: float = 3600.0) -> int:
 
     # The hour-long idle chat socket runs beside everything else (its own server and thread).
     idle: dict = {}
-    idler = threading.Thread(target=lambda: idle.update(runtimebench.idle_chat_socket(idle_seconds)),
-                             name="netcourse-bench-idle", daemon=True)
+    def hold() -> None:
+        try:
+            idle.update(runtimebench.idle_chat_socket(idle_seconds))
+        except Exception as exc:  # the row says what went wrong instead of "held 0.0 min"
+            idle["error"] = f"{type(exc).__name__}: {exc}"
+
+    idler = threading.Thread(target=hold, name="netcourse-bench-idle", daemon=True)
     idler.start()
     rows = capture_rows() + polling_and_codec_rows() + idle_connection_rows() + linkbench.rows()
     for lesson in (heartbeat_rows, streaming_rows, webhook_rows, offline_rows, tls_rows, transport_rows):
@@ -235,8 +243,11 @@ def main(idle_seconds: float = 3600.0) -> int:
     rows += load_rows() + notebook_rows() + knob_rows() + runtime_rows(runtimebench)
     idler.join()
     rows.append((f"chat socket held idle {idle_seconds / 60:g} min, pinged every 30 s",
+                 f"FAILED: {idle['error']}" if "error" in idle else
                  f"held {idle.get('held_s', 0) / 60:.1f} min, {idle.get('pongs')} pongs, a message after it "
-                 f"{'arrived' if idle.get('arrived') else 'DID NOT ARRIVE'}; evicted {idle.get('evicted')}",
+                 f"{'arrived' if idle.get('arrived') else 'DID NOT ARRIVE'}; "
+                 f"{'still open' if idle.get('closed') is None else 'closed by the server: ' + str(idle['closed'])}; "
+                 f"evicted {idle.get('evicted')}",
                  "alive; 0 evicted"))
     print_table(rows)
     return 0

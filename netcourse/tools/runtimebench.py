@@ -21,7 +21,8 @@ from ..protocols.wsframe import Frame, FrameDecoder, Opcode
 from ..runtime.server import serve
 from ..runtime.tcpinfo import tcp_sockets
 from ..runtime.waiting import wait_until
-from .loadbench import _file_limit, tiny_app
+from ..runtime.sockets import file_limit
+from .loadbench import tiny_app
 
 __all__ = ["long_lived_at_real_scale", "cap_under_a_burst", "slow_chat_reader", "login_flood_lag", "idle_chat_socket",
            "session_growth"]
@@ -89,7 +90,7 @@ def cap_under_a_burst(burst: int = 1200, cap: int = 512) -> dict:
     stay open, the most ever open, evictions, and how long a good client waits for its answer meanwhile."""
     import urllib.request
 
-    with _file_limit(2 * burst + 300), serve(tiny_app(), max_connections=cap) as srv:
+    with file_limit(2 * burst + 300), serve(tiny_app(), max_connections=cap) as srv:
         socks: list[socket.socket] = []
         try:
             for i in range(burst):
@@ -173,7 +174,8 @@ def slow_chat_reader(posts: int = 3000, size: int = 20_000) -> dict:
 
 
 def login_flood_lag(logins: int = 200, threads: int = 40) -> dict:
-    """The server loop's lag (median and max, ms) while ``threads`` clients send ``logins`` wrong logins."""
+    """The server loop's lag (median and max, ms) while ``threads`` clients send ``logins`` wrong logins, and
+    what a user feels: the round trip of a WebSocket ping on an open chat socket, before and during the flood."""
     import http.client
 
     with tempfile.TemporaryDirectory(prefix="netcourse-bench-") as d:
@@ -189,28 +191,47 @@ def login_flood_lag(logins: int = 200, threads: int = 40) -> dict:
                     await asyncio.sleep(0.005)
                     lags.append((loop.time() - t - 0.005) * 1000)
 
+            s, conn = _open_socket(srv.port, _cookie(srv.port))
+            decoder = FrameDecoder("client", max_size=1 << 24)
+            quiet = [_ping_ms(s, conn, decoder) for _ in range(20)]
             ticker = asyncio.run_coroutine_threadsafe(ticks(), srv.loop)
 
             def wrong() -> None:
                 for _ in range(logins // threads):
-                    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+                    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
                     try:
-                        conn.request("POST", "/login", body='{"user": "bob", "password": "no"}',
-                                     headers={"Content-Type": "application/json"})
-                        conn.getresponse().read()
+                        c.request("POST", "/login", body='{"user": "bob", "password": "no"}',
+                                  headers={"Content-Type": "application/json"})
+                        c.getresponse().read()
                     finally:
-                        conn.close()
+                        c.close()
 
             t = time.perf_counter()
             workers = [threading.Thread(target=wrong) for _ in range(threads)]
             for w in workers:
                 w.start()
+            during = []
+            while any(w.is_alive() for w in workers):
+                during.append(_ping_ms(s, conn, decoder))
+                time.sleep(0.01)
             for w in workers:
                 w.join()
             seconds = time.perf_counter() - t
             stop.set()
             ticker.result(5)
-    return {"median_ms": statistics.median(lags), "max_ms": max(lags), "logins_per_s": logins / seconds}
+            s.close()
+    return {"median_ms": statistics.median(lags), "max_ms": max(lags), "logins_per_s": logins / seconds,
+            "ping_quiet_ms": statistics.median(quiet), "ping_during_ms": statistics.median(during),
+            "ping_during_max_ms": max(during), "pings_during": len(during)}
+
+
+def _ping_ms(s: socket.socket, conn: Connection, decoder: FrameDecoder) -> float:
+    """One WebSocket ping's round trip on an open chat socket, ms (other frames that arrive are skipped)."""
+    t = time.perf_counter()
+    s.sendall(conn.send_frame(Frame(Opcode.PING, b"rtt")))
+    while True:
+        if any(f.opcode == Opcode.PONG for f in decoder.feed(s.recv(65536))):
+            return (time.perf_counter() - t) * 1000
 
 
 def idle_chat_socket(seconds: float = 3600.0, ping_every: float = 30.0) -> dict:
