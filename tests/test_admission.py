@@ -206,17 +206,16 @@ def test_busy_connections_make_room_oldest_first():
         async def hold() -> int:
             async with aiohttp.ClientSession() as session:
                 sockets = [await session.ws_connect(srv.url + "/ws") for _ in range(8)]
-                async with session.get(srv.url + "/ws") as resp:  # a plain GET: a ninth connection
-                    status = resp.status
-                await asyncio.sleep(0.1)
-                closed = [ws.closed or (await ws.receive(timeout=1)).type in (
+                async with session.post(srv.url + "/upload", data=b"x" * 100) as resp:  # a ninth connection
+                    status, body = resp.status, await resp.text()
+                closed = [ws.closed or (await ws.receive(timeout=1)).type in (  # waits up to 1 s for the close
                     aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR) for ws in sockets[:1]]
                 for ws in sockets:
                     await ws.close()
-                return status, closed
+                return (status, body), closed
 
-        status, closed = run_async(hold(), timeout=10)
-    assert status != 0  # the newcomer was served (aiohttp answers a plain GET on a ws route with 4xx)
+        served, closed = run_async(hold(), timeout=10)
+    assert served == (200, "100")  # the newcomer was served in full
     assert closed == [True]  # the oldest busy one made room
     assert srv.admission.evictions["over the cap"] >= 1
 

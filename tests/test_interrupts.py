@@ -105,3 +105,56 @@ def test_an_interrupted_experiment_leaves_nothing_behind(case):
     assert wait_until(lambda: not _children(), 10), _children()
     assert wait_until(lambda: own_listening_ports() <= listening, 5), own_listening_ports() - listening
     assert wait_until(lambda: _fds() <= fds + 2, 10), (fds, _fds())  # +2: lazily opened files (selectors, logs)
+
+
+CHECK_IN_KERNEL = """
+import os, threading
+from netcourse.runtime.registry import live_servers
+from netcourse.runtime.waiting import wait_until
+def _children():
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                found += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return found
+print("servers", wait_until(lambda: not live_servers(), 10))
+print("children", wait_until(lambda: not _children(), 10), _children())
+print("threads", wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("netcourse")], 10))
+"""
+
+
+def test_jupyters_interrupt_in_a_real_kernel_leaves_nothing_behind():
+    """What the learner's Stop button does: jupyter_client signals the kernel's whole process group (killpg), so
+    the fault soak's child processes get the SIGINT too, not only the kernel's main thread. The cell must end
+    with KeyboardInterrupt, and the kernel must hold no server, child process or course thread afterwards."""
+    import sys
+    import time
+
+    jupyter_client = pytest.importorskip("jupyter_client")
+    km = jupyter_client.manager.KernelManager(kernel_name="python3")
+    km.kernel_spec.argv[0] = sys.executable
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        kc.execute_interactive("from netcourse.experiments.offline.faults import fault_soak", timeout=60)
+        msg_id = kc.execute("fault_soak(messages=3000, faults=6)")
+        time.sleep(2.0)  # the soak is under way: its chat server and client children run
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=60)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=60)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt", \
+            reply["content"].get("ename")
+        out: list[str] = []
+        kc.execute_interactive(CHECK_IN_KERNEL, timeout=60, output_hook=lambda m: out.append(
+            m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+        text = "".join(out)
+        assert "servers True" in text and "children True" in text and "threads True" in text, text
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_LIBS = {"python", "pip", "libpcap"}  # conda-only entries: the interpreter and C libraries
@@ -19,6 +16,25 @@ SYSTEM_LIBS = {"python", "pip", "libpcap"}  # conda-only entries: the interprete
 
 def _name(spec: str) -> str:
     return re.split(r"[<>=!~ \[]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def test_the_python_floor_is_stated_once_and_the_same_everywhere():
+    """pyproject's requires-python is the floor; the Makefile's check, environment.yml, the README, and the
+    oldest Python CI tries all say the same version."""
+    floor = re.fullmatch(r">=(3\.\d+)", tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"])
+    assert floor, "requires-python is not a plain floor"
+    version = floor.group(1)
+    minor = int(version.split(".")[1])
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"needs Python {version} or newer" in makefile
+    assert f"sys.version_info >= (3, {minor})" in makefile, "the Makefile's interpreter check tests another version"
+    assert re.search(rf"^PYTHONS \?= {re.escape(version)} ", makefile, re.M), "CI's oldest Python is not the floor"
+    assert f"python>={version}" in (ROOT / "environment.yml").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert f"Python {version}+" in readme
+    stated = set(re.findall(r"Python (3\.\d+)\+", readme)) | set(re.findall(r"python>=(3\.\d+)",
+                                                                            (ROOT / "environment.yml").read_text()))
+    assert stated == {version}, stated
 
 
 def test_environment_yml_names_the_same_dependencies_as_pyproject():
