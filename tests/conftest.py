@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
@@ -15,6 +16,26 @@ from netcourse.traffic.sniffer import capture_permitted
 
 LIVE = capture_permitted()
 live = pytest.mark.skipif(not LIVE, reason="needs live capture rights (root or CAP_NET_RAW)")
+
+
+def retried(times: int = 3):
+    """For a test that asserts a wall-clock window: a busy 2-core CI machine can stretch one run's timers, so
+    the claim must hold in one of ``times`` runs (as the link's RTT test does). Only an AssertionError is
+    retried; the last one is raised. The figures themselves are measured by ``make bench``, not here."""
+
+    def wrap(test):
+        @functools.wraps(test)
+        def run(*args, **kwargs):
+            for attempt in range(1, times + 1):
+                try:
+                    return test(*args, **kwargs)
+                except AssertionError:
+                    if attempt == times:
+                        raise
+                    stop_all()  # what the failed attempt started, before the next
+        return run
+
+    return wrap
 
 
 async def _ok(request: web.Request) -> web.Response:

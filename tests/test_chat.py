@@ -18,6 +18,8 @@ from netcourse.protocols.wsframe import Frame, Opcode
 from netcourse.runtime.registry import live_servers
 from netcourse.runtime.server import serve
 
+from .conftest import retried
+
 
 @pytest.fixture
 def chat(tmp_path):
@@ -260,6 +262,7 @@ def test_attacks_and_bad_input_as_the_notebook_shows_them():
 
 
 @pytest.mark.slow
+@retried()
 def test_resuming_across_a_link_costs_five_round_trips():
     from netcourse.experiments.offline.online import predict_resume_first_ms, resume_across_a_link
 

@@ -23,6 +23,8 @@ from netcourse.runtime.server import serve
 from netcourse.runtime.tcpinfo import tcp_sockets
 from netcourse.runtime.waiting import wait_until
 
+from .conftest import retried
+
 
 @pytest.fixture
 def chat(tmp_path):
@@ -83,6 +85,7 @@ def _server_side(port: int) -> list:
 
 
 @pytest.mark.slow
+@retried()
 def test_a_client_that_stops_reading_is_dropped_with_1013_and_stop_leaves_nothing(tmp_path):
     server = ChatServer(str(tmp_path / "s.db"), page=50)
     server.add_user("bob", "pw-bob", ("c1",))
@@ -376,6 +379,7 @@ def test_two_origin_headers_are_refused_and_a_big_head_gets_431(chat):
 
 
 @pytest.mark.slow
+@retried()
 def test_a_locked_database_gets_503_with_the_reason_not_a_frozen_loop(chat):
     server, srv, _ = chat
     lags: list[float] = []
@@ -408,6 +412,7 @@ def test_a_locked_database_gets_503_with_the_reason_not_a_frozen_loop(chat):
 
 
 @pytest.mark.slow
+@retried()
 def test_an_unknown_user_costs_the_same_scrypt_and_a_login_flood_does_not_stall_the_loop(chat):
     server, srv, _ = chat
 

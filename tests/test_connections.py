@@ -63,6 +63,7 @@ def test_assigned_ports_are_distinct_ephemeral_and_cleaned_up():
         assigned_ports(0)
 
 
+@pytest.mark.slow
 def test_an_ordinary_user_cannot_bind_port_80():
     attempt = privileged_bind(80)
     if attempt.unprivileged_port_start is not None and attempt.unprivileged_port_start <= 80:

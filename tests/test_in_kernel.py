@@ -8,6 +8,8 @@ import pytest
 
 jupyter_client = pytest.importorskip("jupyter_client")
 
+pytestmark = pytest.mark.slow  # each test talks to a real kernel process
+
 SETUP = """
 from aiohttp import web
 import netcourse

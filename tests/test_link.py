@@ -18,6 +18,8 @@ from netcourse.network.link import modes
 from netcourse.runtime.waiting import wait_until
 from netcourse.tools.linkbench import bound_udp, echo_round_trips
 
+from .conftest import retried
+
 TAP = modes()["tap"]
 tap_only = pytest.mark.skipif(TAP is not None, reason=f"tap link unavailable: {TAP}")
 
@@ -31,6 +33,7 @@ def test_parameters_are_checked_with_the_valid_range():
             link(**bad)
 
 
+@pytest.mark.slow
 def test_the_queue_is_one_bandwidth_delay_product_unless_told_otherwise():
     from netcourse.network.link import MIN_QUEUE, queue_size
 
@@ -201,9 +204,10 @@ def test_fifty_links_and_a_failing_block_leave_nothing_behind():
         with link(rtt_ms=1) as net:
             net.serve(tcp_echo)
             1 / 0
-    time.sleep(0.1)  # the last namespaces go when their last thread has ended
-    after = (_netns_names(), len(os.listdir("/proc/self/fd")), threading.active_count())
-    assert after == before
+    def now():
+        return (_netns_names(), len(os.listdir("/proc/self/fd")), threading.active_count())
+
+    assert wait_until(lambda: now() == before, 5), (now(), before)  # namespaces go with their last thread
     assert subprocess.run(["ip", "link"], capture_output=True, text=True).stdout == links_before
 
 
@@ -239,7 +243,9 @@ def test_the_relay_link_says_it_cannot_capture():
                 pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tap", [pytest.param(True, marks=tap_only), False])
+@retried()
 def test_a_fresh_request_across_a_link_costs_two_round_trips(monkeypatch, tap):
     import warnings
 
@@ -278,7 +284,9 @@ def test_the_time_scaled_ladder_slants_each_arrow_by_the_one_way_delay():
         assert (x1 > x0) == (row.direction == "C→S")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tap", [pytest.param(True, marks=tap_only), False])
+@retried()
 def test_websocket_and_http_round_trips_across_a_link(monkeypatch, tap):
     from netcourse.experiments.websockets.cost import across_a_link
     from netcourse.network import link as link_module

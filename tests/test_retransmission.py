@@ -10,11 +10,14 @@ from netcourse.experiments.transport import retransmission
 from netcourse.runtime.notices import ReplayNotice
 from netcourse.runtime.tcpinfo import listening_ports
 
+from .conftest import retried
+
 LIVE_REASON = retransmission.can_run_live()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(LIVE_REASON is not None, reason=f"live retransmission unavailable: {LIVE_REASON}")
+@retried()
 def test_live_retransmission_in_a_namespace_resends_the_same_segment():
     before = listening_ports()
     run = retransmission.tcp_retransmission()

@@ -20,6 +20,8 @@ from netcourse.runtime.waiting import wait_until
 
 from .test_safety import http, raw_exchange
 
+from .conftest import retried
+
 
 def _apps(tmp_path) -> dict:
     return {
@@ -91,6 +93,7 @@ def test_a_dribbled_body_gets_408(app, monkeypatch):
 
 
 @pytest.mark.parametrize("app", APPS, indirect=True)
+@retried()
 def test_a_half_sent_head_is_closed_at_its_deadline(app):
     make, _ = app
     with serve(make(), header_timeout=0.3) as srv:

@@ -51,6 +51,8 @@ from netcourse.runtime.waiting import run_async
 from netcourse.traffic.packets import C2S, PacketRow, presumed_lost
 from netcourse.traffic.wire import tcp_payload_streams
 
+from .conftest import retried
+
 
 def _get(port: int, path: str, headers: str = "") -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -94,6 +96,7 @@ def test_the_stream_refuses_a_foreign_host_and_too_many_streams():
 
 
 @pytest.mark.slow
+@retried()
 def test_sse_resume_delivers_every_event_exactly_once_across_drops():
     run = _sse_run(12, 0.05, 4, 150, 100, None)  # the scenario's run, without its capture
     assert run.published == list(range(1, 13))
@@ -118,6 +121,7 @@ def test_the_captured_stream_carries_event_types_and_the_reconnection_head_quest
 
 
 @pytest.mark.slow
+@retried()
 def test_retry_sets_the_reconnection_delay():
     delays = retry_delays((50, 300))
     assert all(45 <= g <= 200 for g in delays[50]) and all(290 <= g <= 500 for g in delays[300]), delays
@@ -150,6 +154,7 @@ def test_an_idle_stream_sends_comments():
     assert SSEDecoder().feed(data) == []  # comments dispatch nothing
 
 
+@retried()
 def test_buffering_proxies_hold_events_and_each_fix_releases_them():
     b = buffering(events=6, gap=0.05, size=100)
     assert b.first("direct") < 50
@@ -222,6 +227,7 @@ def test_chunks_are_split_and_merged_by_tcp():
 
 
 @pytest.mark.slow
+@retried()
 def test_six_connections_per_host_make_the_seventh_request_wait():
     held = connection_limit(limit=6, streams=6, hold=0.5)
     free = connection_limit(limit=7, streams=6, hold=0.5)
@@ -229,6 +235,7 @@ def test_six_connections_per_host_make_the_seventh_request_wait():
 
 
 @pytest.mark.slow
+@retried()
 def test_an_event_costs_half_a_round_trip_across_the_link():
     run = sse_across_a_link(rtt_ms=100, events=4, gap=0.05)
     assert 45 <= statistics.median(run.delays) <= 90, run

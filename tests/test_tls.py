@@ -58,6 +58,8 @@ from netcourse.runtime.server import serve
 from netcourse.traffic import recordings
 from netcourse.traffic.tlsview import tls_records
 
+from .conftest import retried
+
 TAP = modes()["tap"]
 
 
@@ -295,6 +297,7 @@ def test_record_overhead_is_22_bytes_in_tls13_and_29_in_tls12_per_record():
         overhead_knob(rows, 7)
 
 
+@retried()
 def test_resumed_handshakes_are_resumed_and_cheaper_for_the_client():
     cost = handshake_cpu(20)
     assert cost.resumed == 20
@@ -310,6 +313,7 @@ def test_the_server_survives_garbage_a_stalled_handshake_and_a_crowd():
     assert rows["100 handshakes at once"].startswith("100 of 100 completed")
 
 
+@retried()
 def test_a_client_that_connects_and_says_nothing_is_cut_off_by_the_handshake_timeout():
     import time
 

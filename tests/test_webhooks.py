@@ -35,6 +35,8 @@ from netcourse.runtime.registry import live_servers
 from netcourse.runtime.server import serve
 from netcourse.runtime.waiting import run_async, wait_until
 
+from .conftest import retried
+
 SECRET = SECRET
 
 
@@ -110,6 +112,7 @@ def test_410_disables_the_endpoint(tmp_path):
     assert sender.publish("t", {}) and sender.counts() == {"dead": 2}  # a disabled endpoint gets nothing new
 
 
+@retried()
 def test_a_hanging_receiver_is_timed_out(tmp_path):
     async def hang(reader, writer):
         await reader.read(100_000)
@@ -184,6 +187,7 @@ def test_the_captured_delivery_and_its_signature_exercise():
 
 
 @pytest.mark.slow
+@retried()
 def test_unreachable_receiver_and_its_workarounds():
     u = behind_a_firewall(events=5, gap=0.05, poll_interval=0.2)
     assert len(u.direct) == 3 and all("Connect" in o or "refused" in o.lower() for o in u.direct)
@@ -305,6 +309,7 @@ def test_a_malformed_signature_over_http_is_refused_with_a_reason(tmp_path):
 
 
 @pytest.mark.slow
+@retried()
 def test_slow_work_is_acknowledged_at_once_and_never_retried():
     run = slow_work(events=3, work_seconds=0.2, timeout=0.15)
     assert run.attempts == 3  # one attempt per event: the 202 came long before the sender's timeout

@@ -31,6 +31,8 @@ from netcourse.protocols.wsconn import (
 from netcourse.protocols.wsframe import Frame, FrameDecoder, Opcode, accept_key, encode
 from netcourse.runtime.waiting import run_async
 
+from .conftest import retried
+
 websockets_frames = pytest.importorskip("websockets.frames")
 websockets_streams = pytest.importorskip("websockets.streams")
 
@@ -260,6 +262,7 @@ def test_broadcast_counts_only_connections_it_could_write_to():
     assert asyncio.run(hub.broadcast(b"x")) == 2
 
 
+@retried()
 def test_close_handshake_with_the_websockets_library_is_quick():
     import time
 
@@ -275,6 +278,7 @@ def test_close_handshake_with_the_websockets_library_is_quick():
 
 
 @pytest.mark.slow
+@retried()
 def test_a_stalled_peer_does_not_hold_up_a_broadcast():
     import socket
     import time
@@ -304,6 +308,7 @@ def test_a_stalled_peer_does_not_hold_up_a_broadcast():
     assert elapsed < 10  # bounded by the write deadline, not by the stalled peer
 
 
+@retried()
 def test_half_sent_handshakes_are_dropped_and_connections_capped():
     import socket
     import time
@@ -359,6 +364,7 @@ def test_broadcast_skips_peers_that_are_closing_and_never_raises():
             healthy.close()
 
 
+@retried()
 def test_after_a_protocol_error_the_server_closes_at_once_whatever_the_peer_dribbles():
     import time
 
