@@ -43,7 +43,7 @@ quick: $(STAMP)
 # TEST_MARKS selects tests (CI's second run, as an ordinary user, leaves out the ones that run once per CI run).
 TEST_MARKS ?=
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider tests notebooks $(if $(TEST_MARKS),-m "$(TEST_MARKS)") \
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 tests notebooks $(if $(TEST_MARKS),-m "$(TEST_MARKS)") \
 	  --nbval --nbval-current-env --nbval-cell-timeout=300 --nbval-sanitize-with $(SANITIZE)
 
 # As root: the whole suite again as a throwaway ordinary user (created and removed by the script).
