@@ -7,7 +7,8 @@
    its manylinux wheel for CPython 3.11 installs and its ``redis-server`` 6.2 runs. It is not a dependency
    of the course, because wheels exist for only some Pythons and platforms.
 
-``redis_broker()`` starts it on 127.0.0.1, on a free port, with no persistence (``save ""``, no AOF), no
+``redis_broker()`` starts it on 127.0.0.1, on a free port, with no persistence (``save ""``, no AOF; or, with
+``aof=True``, the append-only file with ``appendfsync everysec``, Redis's default when AOF is on), no
 password but ``protected-mode`` on and bound to loopback only, in a temporary directory; it stops it (and
 removes the directory) when the block ends, or when the start fails. ``Broker.restart()`` kills it (SIGKILL, as a
 crash would) and starts it again on the same port, for the lesson's "the broker went away" case.
@@ -59,6 +60,7 @@ class Broker:
     _proc: subprocess.Popen | None = None
     _binary: str = ""
     _folder: str = ""
+    aof: bool = False
 
     def restart(self, down: float = 0.0) -> None:
         """Kill the server (SIGKILL: no goodbye to its clients), wait ``down`` seconds, and start a fresh one on
@@ -70,7 +72,7 @@ class Broker:
                 self._proc.stderr.close()
             self._proc = None
         time.sleep(down)
-        proc, version = _launch(self._binary, self.port, self._folder)
+        proc, version = _launch(self._binary, self.port, self._folder, self.aof)
         if version is None:
             _stop(proc)
             raise ServerStartError(f"redis-server did not start again on port {self.port}.")
@@ -94,8 +96,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_broker() -> Iterator[Broker]:
-    """Run a throwaway redis-server on 127.0.0.1 for the ``with`` block.
+def redis_broker(aof: bool = False) -> Iterator[Broker]:
+    """Run a throwaway redis-server on 127.0.0.1 for the ``with`` block (``aof``: with its append-only file, so
+    a restart finds what was written; its folder is removed with the block all the same).
 
     Raises:
         ServerStartError: no redis-server here, or it did not start (the message says why).
@@ -108,9 +111,9 @@ def redis_broker() -> Iterator[Broker]:
     try:
         for _ in range(3):  # the free port can be taken between the check and the bind: try again
             port = _free_port()
-            proc, version = _launch(binary, port, folder)
+            proc, version = _launch(binary, port, folder, aof)
             if version is not None:
-                broker = Broker("127.0.0.1", port, source, version, proc, binary, folder)
+                broker = Broker("127.0.0.1", port, source, version, proc, binary, folder, aof)
                 break
             _stop(proc)
         if broker is None:
@@ -122,13 +125,14 @@ def redis_broker() -> Iterator[Broker]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _launch(binary: str, port: int, folder: str) -> tuple[subprocess.Popen, str | None]:
+def _launch(binary: str, port: int, folder: str, aof: bool = False) -> tuple[subprocess.Popen, str | None]:
     """Start redis-server on 127.0.0.1:port; (the process, its version once it answers, or None)."""
     import redis
 
+    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-         "--save", "", "--appendonly", "no", "--dir", folder, "--daemonize", "no",
+         "--save", "", *persistence, "--dir", folder, "--daemonize", "no",
          "--loglevel", "warning", "--databases", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)

@@ -44,7 +44,7 @@ from ..protocols.sse import MEDIA_TYPE, comment, encode
 from .polling import MessageLog
 from .safety import safe_app
 
-__all__ = ["make_app", "LOG_KEY", "MAX_STREAM_SECONDS", "MAX_PIECES", "MAX_PIECE", "MAX_GAP", "MAX_BODY", "WRITE_TIMEOUT"]
+__all__ = ["make_app", "open_streams", "LOG_KEY", "MAX_STREAM_SECONDS", "MAX_PIECES", "MAX_PIECE", "MAX_GAP", "MAX_BODY", "WRITE_TIMEOUT"]
 
 MAX_PIECES = 100
 MAX_PIECE = 64 * 1024
@@ -212,6 +212,11 @@ async def _events(request: web.Request) -> web.StreamResponse:
 def _resync(reason: str, cursor: int) -> bytes:
     data = json.dumps({"reason": reason, "resume_after": cursor, "do": "reload the full state, then go on"})
     return encode(data=data, event_type="resync", id=str(cursor))
+
+
+def open_streams(app: web.Application) -> int:
+    """Event streams the app holds open now (each counted from the moment its request is taken)."""
+    return app[_SETTINGS]["open"]
 
 
 def make_app(log: MessageLog | None = None, *, retry_ms: int = 1000, keepalive: float = 15.0,

@@ -63,6 +63,7 @@ class Direction:
     delivered: int = 0
     lost: int = 0
     tail_dropped: int = 0
+    offered_bytes: int = 0  # every frame that entered this direction, lost or not: the bytes a sender put on it
     _free_at: float = 0.0
     _last_due: float = 0.0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
@@ -76,6 +77,7 @@ class Direction:
 
     def accept(self, frame: bytes, now: float) -> str:
         """Take a frame at time ``now``; returns "queued", "lost" or "dropped"."""
+        self.offered_bytes += len(frame)
         if self.loss and self._rng.random() < self.loss:
             self.lost += 1
             return "lost"
@@ -159,7 +161,8 @@ class _Wire:
             elif cmd["cmd"] == "idle":
                 self.answer({"idle": not self.outbound.queue and not self.inbound.queue})
             elif cmd["cmd"] == "stats":
-                self.answer({name: {"delivered": d.delivered, "lost": d.lost, "dropped": d.tail_dropped}
+                self.answer({name: {"delivered": d.delivered, "lost": d.lost, "dropped": d.tail_dropped,
+                                    "offered_bytes": d.offered_bytes}
                              for name, d in (("out", self.outbound), ("in", self.inbound))})
             elif cmd["cmd"] == "dump":
                 with open(cmd["path"], "wb") as f:

@@ -306,7 +306,9 @@ class Link:
         return (NEAR_IP, FAR_IP) if self.mode == "tap" else ("127.0.0.1", "127.0.0.1")
 
     def statistics(self) -> dict[str, int]:
-        """Frames the wire delivered, lost and tail-dropped, each way (tap mode; empty otherwise)."""
+        """Frames the wire delivered, lost and tail-dropped, and the bytes of every frame offered to it (lost ones
+        included: what the senders put on the wire), each way: ``out_*`` near to far, ``in_*`` back (tap mode;
+        empty otherwise)."""
         if self._forwarder is None:
             return {}
         out = {}

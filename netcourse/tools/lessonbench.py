@@ -320,7 +320,7 @@ def transport_rows() -> list[tuple[str, str, str]]:
     from ..experiments.choosing.harness import Workload
     from ..experiments.choosing.memory import memory_per_client
     from ..experiments.choosing.scaleout import bench_fan_out
-    from ..experiments.choosing.sweeps import crossover, measure_sweeps
+    from ..experiments.choosing.sweeps import measure_sweeps
     from ..experiments.choosing.transports import compare
 
     workload = Workload(clients=20, messages=100, rate=50, size=100, rtt_ms=50, interval=0.25)
@@ -343,10 +343,7 @@ def transport_rows() -> list[tuple[str, str, str]]:
                      f"({size.low:.0f}–{size.high:.0f}); {cpu.median:.0f} µs CPU/msg ({cpu.low:.0f}–{cpu.high:.0f})",
                      "report"))
     data = measure_sweeps()
-    rate = crossover(data)
-    rows.append(("sweeps for notebook 10's knobs (rate, clients, size, RTT)",
-                 f"saved; short polling cheaper per message than WebSocket above "
-                 f"{rate:.1f} msg/s" if rate else "saved; no crossover in range", "report"))
+    rows.extend(sweep_rows(data))
     if find_redis_server()[0] is None:
         rows.append(("fan-out through Redis", "skipped: no redis-server here", "report"))
         return rows
@@ -405,3 +402,28 @@ def codec_throughput(size: int, frames: int) -> dict[str, float]:
             pass
     out["websockets decode"] = mb / (time.perf_counter() - t)
     return out
+
+
+def sweep_rows(data: dict) -> list[tuple[str, str, str]]:
+    """The rate sweep as ``make bench`` prints it: each transport's steady-state bytes per message and median
+    latency at each rate (median of the runs, lowest–highest), the seeds of the arrivals, and the crossovers."""
+    from ..experiments.choosing.sweeps import BATCHED, crossover
+
+    rate = data["sweeps"]["rate"]
+    runs = data["runs"]["rate"]
+    rows = []
+    for name, points in rate.items():
+        cells = []
+        for key in sorted(points, key=float):
+            p = points[key]
+            (b_lo, b_hi), (l_lo, l_hi) = p["spread"]["steady_bytes_per_msg"], p["spread"]["p50_ms"]
+            cells.append(f"{float(key):g}/s: {p['steady_bytes_per_msg']:.0f} B ({b_lo:.0f}–{b_hi:.0f}), "
+                         f"p50 {p['p50_ms']:.0f} ms ({l_lo:.0f}–{l_hi:.0f})")
+        rows.append((f"rate sweep, {name}: steady bytes/msg and p50, {runs} runs (Poisson seeds 1–{runs}, "
+                     f"{data['polls']} polls a run)", "; ".join(cells), "report"))
+    for push in ("WebSocket", BATCHED):
+        at = crossover(data, push=push)
+        rows.append((f"steady-state crossover: short polling cheaper per message than {push}",
+                     f"above {at:.1f} msg/s" if at else "at no measured rate", "report"))
+    return rows
+

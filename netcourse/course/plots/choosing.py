@@ -9,10 +9,11 @@ from typing import Any, Protocol
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .draw import TRANSPORT_COLOURS, figure
 
-__all__ = ["transport_costs", "transport_sweep", "away_and_back", "fan_out_reach", "TransportCost", "AwayAndBack",
+__all__ = ["transport_costs", "transport_sweep", "loss_tails", "away_and_back", "fan_out_reach", "TransportCost", "AwayAndBack",
            "Reach"]
 
 
@@ -64,19 +65,26 @@ def transport_costs(runs: Mapping[str, TransportCost], *, ax: Axes | None = None
 
 
 def transport_sweep(data: Mapping[str, Any], dimension: str, key: str) -> Figure:
-    """Bytes per message and median latency of every transport as one workload dimension varies."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    """Steady-state bytes per message and median latency of every transport as one workload dimension varies;
+    each point the median of its runs, its bar the lowest to the highest run (when there were several)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     plt.close(fig)
     series = data["sweeps"][dimension]
     labels = {"rate": "messages per second", "clients": "clients", "size": "message bytes", "rtt_ms": "round trip, ms"}
     for name, by_value in series.items():
         xs = sorted(by_value, key=float)
         x = [max(float(v), 0.05) for v in xs]
-        colour = TRANSPORT_COLOURS.get(name)
-        left.plot(x, [by_value[v]["bytes_per_msg"] for v in xs], "o-", ms=3, color=colour, label=name)
-        right.plot(x, [by_value[v]["p50_ms"] for v in xs], "o-", ms=3, color=colour, label=name)
+        colour = TRANSPORT_COLOURS.get(name.split(",")[0])
+        style = "s--" if "," in name else "o-"  # a variant (the batched WebSocket): its transport's colour, dashed
+        for a, figure_ in ((left, "steady_bytes_per_msg"), (right, "p50_ms")):
+            y = [by_value[v].get(figure_, by_value[v].get("bytes_per_msg")) for v in xs]
+            a.plot(x, y, style, ms=3, color=colour, label=name)
+            spread = [by_value[v].get("spread", {}).get(figure_) for v in xs]
+            if all(spread):
+                a.vlines(x, [lo for lo, _ in spread], [hi for _, hi in spread], color=colour, lw=1, alpha=0.5)
     chosen = max(float(key), 0.05)
-    for a, ylabel in ((left, "bytes on the wire per message"), (right, "median latency, ms")):
+    for a, ylabel in ((left, "bytes on the wire per message\n(steady state: set-up apart)"),
+                      (right, "median latency, ms")):
         a.axvline(chosen, color="#9e9e9e", ls=":")
         if dimension in ("rate", "size", "clients"):
             a.set_xscale("log")
@@ -85,8 +93,43 @@ def transport_sweep(data: Mapping[str, Any], dimension: str, key: str) -> Figure
         a.set_ylabel(ylabel)
         a.spines[["top", "right"]].set_visible(False)
     right.legend(fontsize=7, frameon=False, loc="best")
-    left.set_title(f"measured by make bench on {data['measured_at']}", fontsize=9)
+    runs = data.get("runs", {})
+    runs_text = f"; {runs.get('rate' if dimension == 'rate' else 'others')} runs a point, bars: lowest to highest" if runs else ""
+    left.set_title(f"measured on {data['measured_at']}{runs_text}", fontsize=9)
     right.set_title(f"{labels[dimension]} = {float(key):g}: marked", fontsize=9)
+    return fig
+
+
+def loss_tails(data: Mapping[str, Any]) -> Figure:
+    """Every transport at each loss: the 99th percentile of latency (log scale; the median as a tick), and the
+    share of messages delivered."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    plt.close(fig)
+    names = list(data["results"])
+    losses = [str(x) for x in data["losses"]]
+    width = 0.8 / len(losses)
+    shades = ["#9e9e9e", "#ef6c00", "#c62828", "#6a1b9a"]
+    for j, loss in enumerate(losses):
+        xs = [i + (j - (len(losses) - 1) / 2) * width for i in range(len(names))]
+        p99 = [data["results"][n][loss]["p99_ms"] for n in names]
+        p50 = [data["results"][n][loss]["p50_ms"] for n in names]
+        got = [100 * data["results"][n][loss]["delivered"] / data["results"][n][loss]["expected"] for n in names]
+        label = f"{float(loss):.0%} loss"
+        left.bar(xs, p99, width=width, color=shades[j % len(shades)], label=label)
+        left.scatter(xs, p50, marker="_", color="black", s=60, zorder=3, label="median" if j == 0 else None)
+        right.bar(xs, got, width=width, color=shades[j % len(shades)], label=label)
+    for a in (left, right):
+        a.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+        a.spines[["top", "right"]].set_visible(False)
+    left.set_yscale("log")
+    left.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    left.yaxis.set_minor_formatter(NullFormatter())
+    left.set_ylabel("99th percentile latency, ms (log)")
+    left.legend(fontsize=7, frameon=False)
+    right.set_ylim(min(90.0, min(100 * r[x]["delivered"] / r[x]["expected"] for r in data["results"].values()
+                                 for x in losses) - 1), 100.5)
+    right.set_ylabel("messages delivered, %")
+    left.set_title(f"{data['runs']} runs a point, tap link, measured on {data['measured_at']}", fontsize=9)
     return fig
 
 

@@ -4,8 +4,12 @@
 - ``harness``: the workload, a run's result, and what each transport's run shares;
 - ``transports``: each transport delivering the workload, one function each; ``compare`` runs them all;
 - ``sweeps``: rate, clients, size and RTT, measured by the bench and stored for the knobs;
+- ``loss``: every transport across the tap link at 0, 1 and 5 % loss, measured by the bench and stored;
 - ``repeats``: section 1's workload run five times by the bench, each figure's median and range;
 - ``memory``: memory per held client;
 - ``decision``: one message on the wire per push transport, the decision table, the notes checked;
-- ``scaleout``: two fan-out nodes without and with Redis pub/sub, and Redis Streams catch-up.
+- ``scaleout``: two fan-out nodes without and with Redis pub/sub, and Redis Streams catch-up;
+- ``durability``: a Stream across a crash of Redis with and without its append-only file, and pub/sub dropping a
+  subscriber that reads too slowly;
+- ``choices``: the crossover prediction and the pick-a-transport question.
 """

@@ -225,9 +225,13 @@ def decision_table(link_runs: dict[str, TransportRun], away_runs: dict[str, Tran
         rate_sweep = sweeps["sweeps"]["rate"]
         poll = sweeps["base"].get("interval", 1.0)
         low, high = min(rate_sweep[names[0]], key=float), max(rate_sweep[names[0]], key=float)
+        rows.append((f"set-up per client, once (bench sweep, {float(high):g}/s)",
+                     {n: f"{rate_sweep[n][high]['setup_bytes_per_client']:.0f} B" if n in rate_sweep else "-"
+                      for n in names}))
         for key in (low, high):
-            label = f"bytes per message (bench sweep: {float(key):g}/s, poll every {poll:g} s)"
-            rows.append((label, {n: f"{rate_sweep[n][key]['bytes_per_msg']:.0f} B" if n in rate_sweep else "-" for n in names}))
+            label = f"steady bytes per message (bench sweep: {float(key):g}/s, poll every {poll:g} s)"
+            rows.append((label, {n: f"{rate_sweep[n][key]['steady_bytes_per_msg']:.0f} B" if n in rate_sweep else "-"
+                                 for n in names}))
 
     def away_cell(n: str) -> str:
         if n not in away_runs:
@@ -258,8 +262,9 @@ def format_table(rows: list[tuple[str, dict[str, str]]]) -> str:
 
 
 def notes_checked(link_runs: dict[str, TransportRun], loopback_runs: dict[str, TransportRun],
-                  away_runs: dict[str, TransportRun], scale: dict, crossover_rate: float | None = None) -> list[tuple[str, str]]:
-    """The notes' claims about each transport, each with what this notebook measured."""
+                  away_runs: dict[str, TransportRun], scale: dict, sweeps: dict | None = None) -> list[tuple[str, str]]:
+    """The notes' claims about each transport, each with what this notebook measured (and, given the stored
+    sweeps, what the bench's steady state says about bytes per message)."""
     r, away = link_runs, away_runs
     without, with_broker = scale["without"], scale["with"]
     rtt = next(iter(r.values())).workload.rtt_ms
@@ -279,7 +284,7 @@ def notes_checked(link_runs: dict[str, TransportRun], loopback_runs: dict[str, T
          f"{r['WebSocket'].bytes_per_message:.0f} bytes per message against {r['long polling'].bytes_per_message:.0f} for long "
          f"polling and {r['webhooks'].bytes_per_message:.0f} for webhooks, but {r['short polling'].bytes_per_message:.0f} for "
          "short polling, which batches: true per request, and per message only at low rates"
-         + (f" (below about {crossover_rate:.1f} messages a second with a 1 s poll, section 3)" if crossover_rate else "")),
+         + _per_message_verdict(sweeps)),
         ("WebSocket con: 'client responsible for connections'",
          f"a client away and back got {away['WebSocket'].caught_up} of the {away['WebSocket'].while_away} messages it missed: "
          "reconnecting is the client's job, and catching up needs a cursor (notebooks 03 and 08)"),
@@ -311,3 +316,27 @@ def rows_of(one: OneMessage, transport: str):
 def _tail_label(runs: dict) -> str:
     """"p99" when every run has the samples for it, else "largest" (see ``TransportRun.tail``)."""
     return "p99" if all(run.tail()[0] == "p99" for run in runs.values()) else "largest"
+
+
+def _per_message_verdict(sweeps: dict | None) -> str:
+    """What the stored rate sweep says of bytes per message: the crossover, and the batched WebSocket."""
+    if sweeps is None:
+        return ""
+    from .sweeps import BATCHED, crossover
+
+    rate = sweeps["sweeps"]["rate"]
+    poll = sweeps["base"].get("interval", 0.25)
+    at = crossover(sweeps)
+    text = (f" (steady state, section 3: below about {at:.0f} messages a second with a poll every {poll:g} s)"
+            if at else f" (steady state, section 3: at every rate measured, with a poll every {poll:g} s)")
+    if BATCHED not in rate:
+        return text
+    keys = sorted(rate[BATCHED], key=float)
+    cheaper = [k for k in keys if rate[BATCHED][k]["steady_bytes_per_msg"] < rate["short polling"][k]["steady_bytes_per_msg"]]
+    where = ("at every rate measured" if len(cheaper) == len(keys) else
+             f"at {len(cheaper)} of the {len(keys)} rates measured" if cheaper else "at none of the rates measured")
+    mid = keys[len(keys) // 2]
+    return text + (f"; but at the same latency, a WebSocket server that batches on short polling's clock carries a "
+                   f"message in fewer bytes {where} ({rate[BATCHED][mid]['steady_bytes_per_msg']:.0f} against "
+                   f"{rate['short polling'][mid]['steady_bytes_per_msg']:.0f} at {float(mid):g}/s)")
+

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from ...network.relay import Meter
-from ...runtime.waiting import run_async
 
-__all__ = ["TRANSPORTS", "HEADERS", "UDP_HEADERS", "GRACE", "RAW_MAX", "TAIL_SAMPLES", "Workload", "TransportRun", "wire_bytes", "publish_on_schedule", "come_and_go", "Absence", "serve_run", "finish", "Inbox", "settle"]
+__all__ = ["TRANSPORTS", "HEADERS", "UDP_HEADERS", "GRACE", "LOSS_GRACE", "RAW_MAX", "TAIL_SAMPLES", "Workload", "TransportRun", "Batcher", "wire_bytes", "wire_counter", "publish_on_schedule", "come_and_go", "Absence", "serve_run", "finish", "Inbox", "settle"]
 
 
 TRANSPORTS = ("short polling", "long polling", "SSE", "WebSocket", "raw TCP", "UDP", "webhooks")
@@ -28,6 +28,9 @@ UDP_HEADERS = 14 + 20 + 8
 
 
 GRACE = 0.5  # seconds after the last publication for the last deliveries
+
+
+LOSS_GRACE = 3.0  # more of it on a lossy link: a retransmission timeout starts at 200 ms and doubles each time
 
 
 TAIL_SAMPLES = 1000  # samples before a 99th percentile means something (below it, the tables show the maximum)
@@ -49,6 +52,11 @@ class Workload:
         interval: short polling's interval, seconds.
         loss: UDP's loss probability on the way to each client.
         away: (leave, back) in seconds after publishing starts: client 0 is gone in between (None: never).
+        arrivals: "regular" (one message every 1/rate s) or "poisson" (exponential gaps of mean 1/rate s,
+            drawn with ``seed``: the same workload publishes at the same instants on every transport).
+        seed: the random draw of Poisson arrivals.
+        batch: push transports (WebSocket, raw TCP, SSE) hold what they publish and send it in one frame or
+            event every ``batch`` seconds (0: each message at once). Short polling batches by construction.
     """
 
     clients: int = 5
@@ -59,6 +67,39 @@ class Workload:
     interval: float = 0.25
     loss: float = 0.0
     away: tuple[float, float] | None = None
+    arrivals: str = "regular"
+    seed: int = 1
+    batch: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.arrivals not in ("regular", "poisson"):
+            raise ValueError(f"arrivals must be 'regular' or 'poisson', not {self.arrivals!r}")
+        if self.rate <= 0 or self.messages < 1 or self.clients < 1:
+            raise ValueError("a workload needs a rate above 0, at least one message and one client")
+        if self.batch < 0:
+            raise ValueError("batch is a time in seconds, 0 or more")
+
+    def schedule(self) -> list[float]:
+        """When each message is published, in seconds after publishing starts (the first at 0)."""
+        if self.arrivals == "regular":
+            return [i / self.rate for i in range(self.messages)]
+        import random
+
+        rng, t, out = random.Random(self.seed), 0.0, []
+        for _ in range(self.messages):
+            out.append(t)
+            t += rng.expovariate(self.rate)
+        return out
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first publication to one mean gap after the last."""
+        return self.schedule()[-1] + 1 / self.rate
+
+    @property
+    def polls(self) -> float:
+        """About how many times each short poller asks during the publications (interval plus a round trip)."""
+        return self.duration / (self.interval + self.rtt_ms / 1000)
 
 
 @dataclass
@@ -71,6 +112,8 @@ class TransportRun:
         wire: bytes on the wire both ways, headers included (TCP: TCP_INFO at the relay; UDP: counted).
         units: requests (polling, webhooks), frames (WebSocket, raw TCP), events (SSE) or datagrams (UDP).
         server_cpu_s: CPU seconds of the server's thread during the run.
+        setup_wire: of ``wire``, the bytes before the first publication: connections, handshakes, heads,
+            subscriptions (and the polls that found nothing yet). The rest is the steady state.
     """
 
     name: str
@@ -83,6 +126,7 @@ class TransportRun:
     server_cpu_s: float = 0.0
     while_away: int = 0  # messages published while client 0 was away
     caught_up: int = 0  # of those, how many client 0 received after all (late)
+    setup_wire: int = 0
 
     @property
     def expected(self) -> int:
@@ -113,6 +157,16 @@ class TransportRun:
     @property
     def bytes_per_message(self) -> float:
         return self.wire / self.delivered if self.delivered else float("nan")
+
+    @property
+    def steady_bytes_per_message(self) -> float:
+        """Bytes per message once every client is connected: the run's bytes less its set-up, per delivery."""
+        return (self.wire - self.setup_wire) / self.delivered if self.delivered else float("nan")
+
+    @property
+    def setup_bytes_per_client(self) -> float:
+        """The one-off cost of a client's subscription: bytes before the first publication, per client."""
+        return self.setup_wire / self.workload.clients
 
     @property
     def units_per_message(self) -> float:
@@ -149,13 +203,38 @@ class Inbox:
         self.duplicates = 0
 
     def got(self, client: int, text: str) -> None:
+        """One delivery: a message, or a batch of messages one per line (``Workload.batch``)."""
         now = time.monotonic()
-        msg_id, sent, _ = text.split(":", 2)
-        key = (client, int(msg_id))
-        if key in self.seen:
-            self.duplicates += 1
-        else:
-            self.seen[key] = now - float(sent)
+        for line in text.split("\n"):
+            msg_id, sent, _ = line.split(":", 2)
+            key = (client, int(msg_id))
+            if key in self.seen:
+                self.duplicates += 1
+            else:
+                self.seen[key] = now - float(sent)
+
+
+class Batcher:
+    """A push server's batching policy: hold what is published and send it as one delivery (messages one per
+    line) every ``period`` seconds, on a clock started with the first publication; nothing held, nothing sent."""
+
+    def __init__(self, publish, period: float) -> None:
+        self.publish, self.period, self.held = publish, period, []
+
+    def __call__(self, text: str) -> None:
+        self.held.append(text)
+
+    def flush(self) -> None:
+        if self.held:
+            self.publish("\n".join(self.held))
+            self.held.clear()
+
+    async def run(self) -> None:
+        start, ticks = time.monotonic(), 0
+        while True:
+            ticks += 1
+            await asyncio.sleep(max(0.0, start + ticks * self.period - time.monotonic()))
+            self.flush()
 
 
 def _thread_cpu(thread_ident: int | None) -> float:
@@ -201,17 +280,21 @@ class Absence:
 
 async def publish_on_schedule(workload: Workload, publish, absence: "Absence | None" = None) -> None:
     """Publish at the workload's rate, on schedule (no drift from the time publishing takes)."""
+    schedule = workload.schedule()
     start = time.monotonic()
     if absence is not None:
         absence.start = start
         absence.started.set()
-    for i in range(1, workload.messages + 1):
+    for i, at in enumerate(schedule, 1):
+        delay = start + at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
         if absence is not None and absence.away_now(0):
             absence.messages.append(i)
         publish(_text(i, workload.size))
-        delay = start + i / workload.rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    delay = start + schedule[-1] + 1 / workload.rate - time.monotonic()  # one mean gap after the last, as before
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 async def finish(tasks: list[asyncio.Task], inbox: Inbox, expected: int, limit: float) -> None:
@@ -238,11 +321,26 @@ async def come_and_go(i: int, workload: Workload, absence: Absence, connect) -> 
         task.cancel()
 
 
-def serve_run(workload: Workload, run: TransportRun, inbox: Inbox, absence: Absence, srv: Any, meter: Meter,
-               client, publish, *, ready=None, session: bool = True, grace: float = 0.0) -> None:
-    """The common run of a TCP transport: start every client (``client(i, session)``, or ``client(i)``), wait
-    until ``ready()`` says they are all subscribed (or a moment, without it), publish on schedule, wait for the
-    deliveries, and count the server thread's CPU meanwhile; then settle ``run``."""
+def wire_counter(net: Any, meter: Meter | None) -> Callable[[], int]:
+    """A function returning the bytes on the wire so far: at the relay's meter (relay mode), or every frame
+    offered to the emulated link, both ways (tap mode: the link's far end sees them, ACKs on a real path)."""
+    if meter is not None:
+        return lambda: wire_bytes(meter)
+
+    def on_the_link() -> int:
+        stats = net.statistics()
+        return stats.get("out_offered_bytes", 0) + stats.get("in_offered_bytes", 0)
+
+    return on_the_link
+
+
+def serve_run(net: Any, workload: Workload, run: TransportRun, inbox: Inbox, absence: Absence, srv: Any,
+              count: Callable[[], int], client, publish, *, ready=None, session: bool = True,
+              grace: float = 0.0) -> None:
+    """The common run of a TCP transport: start every client (``client(i, session)``, or ``client(i)``) at the
+    link's near end, wait until ``ready()`` says they are all subscribed (or a moment, without it), publish on
+    schedule, wait for the deliveries, and count the server thread's CPU meanwhile; then settle ``run``.
+    ``count()`` gives the bytes on the wire so far (``wire_counter``)."""
 
     async def clients_then_publish(session_: aiohttp.ClientSession | None) -> None:
         tasks = [asyncio.create_task(client(i, session_) if session else client(i)) for i in range(workload.clients)]
@@ -253,8 +351,12 @@ def serve_run(workload: Workload, run: TransportRun, inbox: Inbox, absence: Abse
             while not ready() and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
         cpu0 = _thread_cpu(_server_thread(srv))
-        await publish_on_schedule(workload, publish, absence)
-        await finish(tasks, inbox, run.expected, GRACE + grace + workload.rtt_ms / 250)
+        setup_wire[0] = count()
+        batcher = Batcher(publish, workload.batch) if workload.batch else None
+        flushing = [asyncio.create_task(batcher.run())] if batcher else []
+        await publish_on_schedule(workload, batcher or publish, absence)
+        await finish(tasks + flushing, inbox, run.expected, GRACE + grace + workload.batch + workload.rtt_ms / 250
+                     + LOSS_GRACE * (workload.loss > 0))
         run.server_cpu_s = _thread_cpu(_server_thread(srv)) - cpu0
 
     async def main() -> None:
@@ -264,8 +366,11 @@ def serve_run(workload: Workload, run: TransportRun, inbox: Inbox, absence: Abse
         async with aiohttp.ClientSession() as session_:
             await clients_then_publish(session_)
 
-    run_async(main(), 60)
-    settle(run, inbox, absence, wire_bytes(meter))
+    setup_wire = [0]
+    net.run(main(), 60)
+    time.sleep(0.05 if net.mode == "tap" else 0.0)  # the last ACKs cross the wire before it is counted
+    settle(run, inbox, absence, count())
+    run.setup_wire = setup_wire[0]
 
 
 def settle(run: TransportRun, inbox: Inbox, absence: Absence, wire: int) -> None:

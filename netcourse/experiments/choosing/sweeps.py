@@ -1,65 +1,127 @@
 """Notebook 10: the rate, clients, size and RTT sweeps measured by ``make bench`` and stored; the knobs read them.
+
+Every point is a steady state: Poisson arrivals for as long as each short poller asks 20 times (``POLLS``), the
+connections' set-up counted apart from the bytes per message once everyone is connected, and each point run
+several times with different draws of the arrivals (its median kept with the lowest and highest). The rate sweep
+adds a WebSocket server that batches on short polling's clock (``BATCHED``), so that bytes can be compared at an
+equal latency.
 """
 
 from __future__ import annotations
 
+import statistics
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .harness import TRANSPORTS, TransportRun, Workload
 from .transports import run_transport
 
-__all__ = ["MEASURED", "SWEEPS", "BASE", "summarise", "sweep", "measure_sweeps", "load_sweeps", "crossover", "sweep_knob", "live_rate_sweep"]
+__all__ = ["MEASURED", "SWEEPS", "BASE", "POLLS", "BATCHED", "FIGURES", "sized", "summarise", "sweep",
+           "measure_sweeps", "load_sweeps", "crossover", "sweep_knob", "live_rate_sweep", "run_one",
+           "RateTable", "rate_table", "setup_costs"]
 
 
 MEASURED = Path(__file__).resolve().parents[2] / "measured" / "sweeps.json"
 
 
-SWEEPS = {  # the knob's values, one dimension at a time, the others at the default workload
-    "rate": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
+SWEEPS = {  # the knob's values, one dimension at a time, the others at BASE
+    "rate": (0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
     "clients": (1, 5, 20, 50),
     "size": (10, 100, 1000, 10000),
     "rtt_ms": (0.0, 50.0, 200.0),
 }
 
 
-BASE = Workload(clients=5, messages=20, rate=10.0, size=100, rtt_ms=50.0, interval=1.0)
+BASE = Workload(clients=5, messages=60, rate=10.0, size=100, rtt_ms=50.0, interval=0.25, arrivals="poisson")
 
 
-def _messages_for(rate: float) -> int:
-    """Enough messages for a distribution, few enough that a slow rate ends within about 30 s."""
-    return int(max(3, min(40, rate * 4)))
+POLLS = 20  # every point publishes for as long as a short poller takes to ask this many times
+
+
+BATCHED = "WebSocket, batched"  # a WebSocket server that sends what it holds once per poll period
+
+
+FIGURES = ("p50_ms", "max_ms", "bytes_per_msg", "steady_bytes_per_msg", "setup_bytes_per_client",
+           "units_per_msg", "cpu_us_per_msg")
+
+
+def sized(workload: Workload, polls: int = POLLS) -> Workload:
+    """``workload`` with just enough messages (at least two) that its arrivals last ``polls`` poll periods
+    (interval plus round trip), so every short poller asks that many times while messages arrive."""
+    target = polls * (workload.interval + workload.rtt_ms / 1000)
+    guess = replace(workload, messages=max(2, int(2 * workload.rate * target) + 10))
+    schedule = guess.schedule()  # a shorter run's arrivals are the start of a longer one's (same draws)
+    for n in range(2, len(schedule) + 1):
+        if schedule[n - 1] + 1 / workload.rate >= target:
+            return replace(workload, messages=n)
+    return guess
 
 
 def summarise(run: TransportRun) -> dict:
     """The figures a sweep keeps of one run."""
-    return {"p50_ms": run.percentile(50), "p99_ms": run.percentile(99), "bytes_per_msg": run.bytes_per_message,
-            "units_per_msg": run.units_per_message, "cpu_us_per_msg": run.cpu_us_per_message,
-            "delivered": run.delivered, "expected": run.expected}
+    return {"p50_ms": run.percentile(50), "p99_ms": run.percentile(99),
+            "max_ms": 1000 * max(run.latencies) if run.latencies else float("nan"),
+            "bytes_per_msg": run.bytes_per_message, "steady_bytes_per_msg": run.steady_bytes_per_message,
+            "setup_bytes_per_client": run.setup_bytes_per_client, "units_per_msg": run.units_per_message,
+            "cpu_us_per_msg": run.cpu_us_per_message, "delivered": run.delivered, "expected": run.expected}
 
 
-def sweep(dimension: str, values: tuple, base: Workload = BASE,
-          transports: tuple[str, ...] = TRANSPORTS) -> dict[str, dict[str, dict]]:
-    """{transport: {value: summary}} with one workload dimension varied."""
-    from dataclasses import replace
+def run_one(name: str, workload: Workload) -> TransportRun:
+    """One transport (a name of ``TRANSPORTS`` or ``BATCHED``) on ``workload``."""
+    if name == BATCHED:  # the same latency budget as short polling: one delivery per poll period
+        run = run_transport("WebSocket", replace(workload, batch=workload.interval + workload.rtt_ms / 1000))
+        run.name = BATCHED
+        return run
+    return run_transport(name, workload)
 
-    out: dict[str, dict[str, dict]] = {t: {} for t in transports}
-    for value in values:
-        workload = replace(base, **{dimension: value})
-        if dimension == "rate":
-            workload = replace(workload, messages=_messages_for(value))
-        for t in transports:
-            out[t][str(value)] = summarise(run_transport(t, workload))
+
+def _median(samples: list[dict]) -> dict:
+    """One point: each figure's median over the runs, its [lowest, highest] in ``spread``, the runs kept."""
+    out: dict = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples if s[key] == s[key]]  # NaN (nothing delivered) left out
+        out[key] = statistics.median(values) if values else float("nan")
+    out["spread"] = {k: [min(s[k] for s in samples), max(s[k] for s in samples)] for k in FIGURES}
+    out["runs"] = len(samples)
     return out
 
 
-def measure_sweeps(path=MEASURED) -> dict:
-    """Every sweep of ``SWEEPS`` (a few minutes: the slow rates take their time); saved for the knobs."""
+def sweep(dimension: str, values: tuple, base: Workload = BASE, transports: tuple[str, ...] = TRANSPORTS,
+          runs: int = 1, seeds: tuple[int, ...] | None = None,
+          reuse: dict[str, dict] | None = None) -> dict[str, dict[str, dict]]:
+    """{transport: {value: point}} with one workload dimension varied, each point ``runs`` runs (seeds 1, 2, …
+    for the arrivals), one transport at a time; a point keeps each figure's median and range. ``reuse``:
+    {transport: point} already measured at the base workload (the rate sweep's), not measured again."""
+    seeds = seeds or tuple(range(1, runs + 1))
+    out: dict[str, dict[str, dict]] = {t: {} for t in transports}
+    for value in values:
+        if reuse is not None and getattr(base, dimension) == value:  # the base point, measured already
+            for t in transports:
+                out[t][str(value)] = reuse[t]
+            continue
+        samples: dict[str, list[dict]] = {t: [] for t in transports}
+        for seed in seeds:
+            workload = sized(replace(base, seed=seed, **{dimension: value}))
+            for t in transports:
+                samples[t].append(summarise(run_one(t, workload)))
+        for t in transports:
+            out[t][str(value)] = _median(samples[t])
+    return out
+
+
+def measure_sweeps(path=MEASURED, runs: int = 5, other_runs: int = 3) -> dict:
+    """Every sweep of ``SWEEPS``, the rate sweep ``runs`` times (with ``BATCHED``) and the others ``other_runs``
+    times (about three quarters of an hour here); saved for the knobs."""
     import json
     from datetime import datetime, timezone
 
+    sweeps = {"rate": sweep("rate", SWEEPS["rate"], transports=TRANSPORTS + (BATCHED,), runs=runs)}
+    at_base = {t: sweeps["rate"][t][str(BASE.rate)] for t in TRANSPORTS}
+    for dim in ("clients", "size", "rtt_ms"):
+        sweeps[dim] = sweep(dim, SWEEPS[dim], runs=other_runs, reuse=at_base)
     data = {"measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "base": {k: getattr(BASE, k) for k in ("clients", "messages", "rate", "size", "rtt_ms", "interval")},
-            "sweeps": {dim: sweep(dim, values) for dim, values in SWEEPS.items()}}
+            "base": {k: v for k, v in asdict(BASE).items() if k not in ("away", "batch", "loss", "messages")},
+            "polls": POLLS, "runs": {"rate": runs, "others": other_runs}, "sweeps": sweeps}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
     return data
@@ -72,14 +134,15 @@ def load_sweeps(path=MEASURED) -> dict:
     return json.loads(path.read_text())
 
 
-def crossover(data: dict, cheap: str = "short polling", push: str = "WebSocket") -> float | None:
-    """The rate (messages/s) above which ``cheap`` costs fewer bytes per message than ``push``, interpolated
-    on the measured rates (log scale); None if it never does in the measured range."""
+def crossover(data: dict, cheap: str = "short polling", push: str = "WebSocket",
+              figure: str = "steady_bytes_per_msg") -> float | None:
+    """The rate (messages/s) above which ``cheap`` costs fewer bytes per message than ``push`` in the steady
+    state, interpolated on the measured rates (log scale); None if it never does in the measured range."""
     import math
 
     rates = sorted(float(r) for r in data["sweeps"]["rate"][cheap])
-    a = [data["sweeps"]["rate"][cheap][str(r)]["bytes_per_msg"] for r in rates]
-    b = [data["sweeps"]["rate"][push][str(r)]["bytes_per_msg"] for r in rates]
+    a = [data["sweeps"]["rate"][cheap][str(r)][figure] for r in rates]
+    b = [data["sweeps"]["rate"][push][str(r)][figure] for r in rates]
     for i in range(1, len(rates)):
         d0, d1 = a[i - 1] - b[i - 1], a[i] - b[i]
         if d0 > 0 >= d1:
@@ -98,14 +161,48 @@ def sweep_knob(data: dict, dimension: str, value):
     return transport_sweep(data, dimension, key)
 
 
-def live_rate_sweep(rates: tuple[float, ...] = (5.0, 20.0, 100.0),
-                    transports: tuple[str, ...] = ("short polling", "long polling", "WebSocket")) -> dict:
-    """A small rate sweep, live (about ten seconds): the notebook's button."""
-    from dataclasses import replace
-
+def live_rate_sweep(rates: tuple[float, ...] = (3.0, 30.0), transports: tuple[str, ...] = (
+        "short polling", "long polling", "WebSocket", BATCHED), polls: int = 6) -> dict:
+    """A small rate sweep, live (about fifteen seconds): the notebook's button. Shorter than the bench's
+    (``polls`` poll periods, one run), so its points scatter more."""
     out: dict[str, dict[str, dict]] = {t: {} for t in transports}
     for rate in rates:
-        workload = replace(BASE, rate=rate, messages=int(min(40, max(5, rate))))
+        workload = sized(replace(BASE, rate=rate), polls)
         for t in transports:
-            out[t][str(rate)] = summarise(run_transport(t, workload))
+            out[t][str(rate)] = _median([summarise(run_one(t, workload))])
     return {"measured_at": "just now, live", "base": {}, "sweeps": {"rate": out}}
+
+
+class RateTable(list):
+    """The rate sweep for a few transports: one row per rate, each cell "bytes per message (steady state) and
+    median latency", the median of the runs with the lowest and highest in brackets."""
+
+    def __init__(self, data: dict, transports: tuple[str, ...]):
+        rate = data["sweeps"]["rate"]
+        super().__init__((key, {t: rate[t][key] for t in transports}) for key in sorted(rate[transports[0]], key=float))
+        self.data, self.transports = data, transports
+
+    @staticmethod
+    def _cell(point: dict) -> str:
+        (b_lo, b_hi), (l_lo, l_hi) = point["spread"]["steady_bytes_per_msg"], point["spread"]["p50_ms"]
+        return (f"{point['steady_bytes_per_msg']:,.0f} B ({b_lo:,.0f}–{b_hi:,.0f}), "
+                f"{point['p50_ms']:,.0f} ms ({l_lo:,.0f}–{l_hi:,.0f})")
+
+    def __repr__(self) -> str:
+        runs = self.data.get("runs", {}).get("rate", 1)
+        lines = [f"bytes per message once connected, and median latency: median of {runs} runs (lowest–highest)",
+                 f"{'msg/s':>6}  " + "".join(f"{t:<34}" for t in self.transports)]
+        for key, cells in self:
+            lines.append(f"{float(key):>6g}  " + "".join(f"{self._cell(cells[t]):<34}" for t in self.transports))
+        return "\n".join(lines)
+
+
+def rate_table(data: dict, transports: tuple[str, ...] = ("short polling", "WebSocket", BATCHED)) -> RateTable:
+    return RateTable(data, transports)
+
+
+def setup_costs(data: dict, rate: float = BASE.rate) -> dict[str, float]:
+    """{transport: bytes each client's subscription cost before the first message} at one rate of the sweep."""
+    points = data["sweeps"]["rate"]
+    return {t: by_rate[str(rate)]["setup_bytes_per_client"] for t, by_rate in points.items() if t != BATCHED}
+

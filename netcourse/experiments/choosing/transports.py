@@ -42,14 +42,18 @@ from .harness import (
     serve_run,
     settle,
     wire_bytes,
+    wire_counter,
 )
 
-__all__ = ["run_transport", "compare"]
+__all__ = ["BATCHING", "run_transport", "compare"]
+
+
+BATCHING = ("WebSocket", "raw TCP")  # the push transports that can hold messages for Workload.batch seconds
 
 
 def _polling(workload: Workload, net: Any, run: TransportRun, *, long: bool) -> None:
     log = polling_app.MessageLog()
-    meter = Meter()
+    meter = _meter(net)
     srv = net.serve(polling_app.make_app(log), meter=meter, name="polling")
     inbox = Inbox()
     absence = Absence(workload)
@@ -71,15 +75,15 @@ def _polling(workload: Workload, net: Any, run: TransportRun, *, long: bool) -> 
             if not long:
                 await asyncio.sleep(workload.interval)
 
-    serve_run(workload, run, inbox, absence, srv, meter, client,
-               lambda text: srv.loop.call_soon_threadsafe(log.append, text), grace=workload.interval)
+    serve_run(net, workload, run, inbox, absence, srv, wire_counter(net, meter), client,
+              lambda text: srv.loop.call_soon_threadsafe(log.append, text), grace=workload.interval)
 
 
 def _sse(workload: Workload, net: Any, run: TransportRun) -> None:
     log = polling_app.MessageLog()
-    meter = Meter()
-    srv = net.serve(streaming_app.make_app(log, keepalive=30.0, max_streams=workload.clients + 10), meter=meter,
-                    name="sse")
+    meter = _meter(net)
+    app = streaming_app.make_app(log, keepalive=30.0, max_streams=workload.clients + 10)
+    srv = net.serve(app, meter=meter, name="sse")
     inbox = Inbox()
     absence = Absence(workload)
     run.unit_name = "events"
@@ -108,20 +112,21 @@ def _sse(workload: Workload, net: Any, run: TransportRun) -> None:
         finally:
             reading.cancel()
 
-    serve_run(workload, run, inbox, absence, srv, meter, client,
-               lambda text: srv.loop.call_soon_threadsafe(log.append, text))
+    serve_run(net, workload, run, inbox, absence, srv, wire_counter(net, meter), client,
+              lambda text: srv.loop.call_soon_threadsafe(log.append, text),
+              ready=lambda: streaming_app.open_streams(app) >= workload.clients)
 
 
 def _websocket(workload: Workload, net: Any, run: TransportRun) -> None:
     hub = Hub()
-    meter = Meter()
+    meter = _meter(net)
     srv = net.serve(no_delay(make_ws_handler(hub)), meter=meter, name="websocket")
     inbox = Inbox()
     absence = Absence(workload)
     run.unit_name = "frames"
 
     async def connection(i: int, session: aiohttp.ClientSession) -> None:
-        async with session.ws_connect(f"http://127.0.0.1:{srv.port}/", autoping=True) as ws:
+        async with session.ws_connect(f"http://{srv.host}:{srv.port}/", autoping=True) as ws:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     run.units += 1
@@ -130,9 +135,9 @@ def _websocket(workload: Workload, net: Any, run: TransportRun) -> None:
     async def client(i: int, session: aiohttp.ClientSession) -> None:
         await come_and_go(i, workload, absence, lambda: connection(i, session))
 
-    serve_run(workload, run, inbox, absence, srv, meter, client,
-               lambda text: asyncio.run_coroutine_threadsafe(hub.broadcast(text.encode(), Opcode.TEXT), srv.loop),
-               ready=lambda: hub.count >= workload.clients)
+    serve_run(net, workload, run, inbox, absence, srv, wire_counter(net, meter), client,
+              lambda text: asyncio.run_coroutine_threadsafe(hub.broadcast(text.encode(), Opcode.TEXT), srv.loop),
+              ready=lambda: hub.count >= workload.clients)
 
 
 def _raw_tcp(workload: Workload, net: Any, run: TransportRun) -> None:
@@ -151,7 +156,7 @@ def _raw_tcp(workload: Workload, net: Any, run: TransportRun) -> None:
             if not w.is_closing():
                 w.write(frame)
 
-    meter = Meter()
+    meter = _meter(net)
     srv = net.serve(no_delay(handler), meter=meter, name="raw tcp")
     inbox = Inbox()
     absence = Absence(workload)
@@ -161,7 +166,7 @@ def _raw_tcp(workload: Workload, net: Any, run: TransportRun) -> None:
         await come_and_go(i, workload, absence, lambda: connection(i))
 
     async def connection(i: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
         decoder = beat.Decoder(max_frame=RAW_MAX)
         try:
             while data := await reader.read(65536):
@@ -171,21 +176,28 @@ def _raw_tcp(workload: Workload, net: Any, run: TransportRun) -> None:
         finally:
             writer.close()
 
-    serve_run(workload, run, inbox, absence, srv, meter, client,
-               lambda text: srv.loop.call_soon_threadsafe(push, text), ready=lambda: len(writers) >= workload.clients,
-               session=False)
+    serve_run(net, workload, run, inbox, absence, srv, wire_counter(net, meter), client,
+              lambda text: srv.loop.call_soon_threadsafe(push, text), ready=lambda: len(writers) >= workload.clients,
+              session=False)
 
 
-def _udp(workload: Workload, run: TransportRun) -> None:
-    """Datagrams to each subscriber; the sender holds each for the one-way delay and drops ``loss`` of them."""
+def _udp(workload: Workload, run: TransportRun, net: Any = None) -> None:
+    """Datagrams to each subscriber. Without a link (relay mode: a TCP relay cannot carry them) the sender holds
+    each for the one-way delay and drops ``loss`` of them itself, and the bytes are computed; across a tap link
+    the sender sits at the far end, the link delays and loses them, and counts their bytes."""
     rng = random.Random(7)
     inbox = Inbox()
     absence = Absence(workload)
     run.unit_name = "datagrams"
-    sockets = [_bound_udp(0) for _ in range(workload.clients)]
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    one_way = workload.rtt_ms / 2000
+    tap = net is not None and net.mode == "tap"
+    host = net.addresses[0] if tap else "127.0.0.1"
+    sockets = net.near(lambda: [_bound_udp(0, host) for _ in range(workload.clients)]) if tap else \
+        [_bound_udp(0, host) for _ in range(workload.clients)]
+    sender = net.far(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) if tap else \
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    one_way = 0.0 if tap else workload.rtt_ms / 2000
     sent = [0, 0]
+    count = wire_counter(net, None) if tap else (lambda: sent[1] + UDP_HEADERS * sent[0])
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -197,32 +209,40 @@ def _udp(workload: Workload, run: TransportRun) -> None:
             for addr in addresses:
                 sent[0] += 1
                 sent[1] += len(data)
-                if rng.random() >= workload.loss:
+                if tap:
+                    sender.sendto(data, addr)  # the link delays it, and loses it if it must
+                elif rng.random() >= workload.loss:
                     loop.call_later(one_way, sender.sendto, data, addr)
 
-        tasks = [asyncio.create_task(_udp_subscriber(i, sockets, run, inbox, absence if i == 0 else None))
+        tasks = [asyncio.create_task(_udp_subscriber(i, sockets, run, inbox, absence if i == 0 else None, host))
                  for i in range(len(sockets))]
+        run.setup_wire = count()
         await publish_on_schedule(workload, publish, absence)
         await finish(tasks, inbox, run.expected, GRACE + workload.rtt_ms / 250)
         run.server_cpu_s = time.thread_time() - cpu0  # sender and receivers share this thread: an upper bound
 
     try:
-        run_async(main(), 60)
+        if tap:
+            net.run(main(), 60)
+        else:
+            run_async(main(), 60)
     finally:
         for s in sockets + [sender]:
             s.close()
-    settle(run, inbox, absence, sent[1] + UDP_HEADERS * sent[0])
+    setup = run.setup_wire
+    settle(run, inbox, absence, count())
+    run.setup_wire = setup
 
 
-def _bound_udp(port: int) -> socket.socket:
+def _bound_udp(port: int, host: str = "127.0.0.1") -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", port))
+    s.bind((host, port))
     s.setblocking(False)
     return s
 
 
 async def _udp_subscriber(i: int, sockets: list[socket.socket], run: TransportRun, inbox: Inbox,
-                          absence: Absence | None) -> None:
+                          absence: Absence | None, host: str = "127.0.0.1") -> None:
     """Subscriber ``i`` reads its datagrams; with an ``absence`` (whose workload has ``away``), its socket closes
     while it is away (datagrams to the port are dropped: ICMP port unreachable) and opens again on return."""
     loop = asyncio.get_running_loop()
@@ -242,7 +262,7 @@ async def _udp_subscriber(i: int, sockets: list[socket.socket], run: TransportRu
             port = sockets[i].getsockname()[1]
             sockets[i].close()
             await absence.until_back()
-            sockets[i] = _bound_udp(port)
+            sockets[i] = _bound_udp(port, host)
             reading = asyncio.create_task(receive())
         await reading
     finally:
@@ -253,15 +273,21 @@ def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:
     folder = tempfile.mkdtemp(prefix="netcourse-choosing-")
     try:
         secret = new_secret()
-        receivers, meters = [], []
-        sender = Sender(os.path.join(folder, "outbox.db"), allow=COURSE_ALLOW, timeout=2.0, scale=0.001)
+        receivers, counters = [], []
+        allow = COURSE_ALLOW | {net.addresses[1]}  # the course's receivers: loopback, or the link's far end
+        sender = Sender(os.path.join(folder, "outbox.db"), allow=allow, timeout=2.0, scale=0.001)
         for i in range(workload.clients):
             rec = Receiver(os.path.join(folder, f"inbox{i}.db"), secret)
-            meter = Meter()
+            meter = _meter(net)
             srv = net.serve(rec.app(), meter=meter, name=f"receiver {i}")
             sender.add_endpoint(f"{srv.url}/webhook", secret)
             receivers.append(rec)
-            meters.append(meter)
+            counters.append(wire_counter(net, meter))
+        if net.mode == "tap":
+            counters = counters[:1]  # the link counts every receiver's bytes at once
+
+        def count() -> int:
+            return sum(c() for c in counters)
 
         absence = Absence(workload)
         away = workload.away[1] - workload.away[0] if workload.away else 0.0
@@ -277,9 +303,10 @@ def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:
             limit = workload.messages / workload.rate + GRACE + 3 + 3 * away + workload.rtt_ms / 100
             delivering = asyncio.create_task(sender.run(until_idle=False, limit=limit))
             outage = asyncio.create_task(down_and_up())
-            count = iter(range(1, workload.messages + 1))
+            numbers = iter(range(1, workload.messages + 1))
+            run.setup_wire = count()
             await publish_on_schedule(workload, lambda text: sender.publish(
-                "message", {"text": text, "wall": time.time()}, msg_id=f"msg_{next(count)}"), absence)
+                "message", {"text": text, "wall": time.time()}, msg_id=f"msg_{next(numbers)}"), absence)
             deadline = time.monotonic() + GRACE + 2 + 3 * away + workload.rtt_ms / 100  # retries take a while
             while sum(r.accepted for r in receivers) < run.expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
@@ -288,7 +315,7 @@ def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:
             await asyncio.gather(delivering, outage, return_exceptions=True)
             run.server_cpu_s = time.thread_time() - cpu0
 
-        run_async(main(), 60)
+        net.run(main(), 60)
         import json
         import sqlite3
 
@@ -300,7 +327,7 @@ def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:
                         run.caught_up += 1  # delivered late, by the sender's retries
             run.units += rec.accepted + rec.duplicates + rec.failed_on_purpose
             run.duplicates += rec.duplicates
-        run.wire = sum(wire_bytes(m) for m in meters)
+        run.wire = count()
         run.while_away = len(absence.messages)
     finally:
         import shutil
@@ -308,15 +335,33 @@ def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_transport(name: str, workload: Workload = Workload()) -> TransportRun:
-    """Run one transport (a name of ``TRANSPORTS``) on ``workload``; every server stops before it returns."""
+def _meter(net: Any) -> Meter | None:
+    """A relay's meter (relay mode); in tap mode the link itself counts the bytes (``wire_counter``)."""
+    return Meter() if net.mode == "relay" else None
+
+
+def run_transport(name: str, workload: Workload = Workload(), mode: str = "relay") -> TransportRun:
+    """Run one transport (a name of ``TRANSPORTS``) on ``workload``; every server stops before it returns.
+
+    ``mode="relay"`` (anyone): TCP crosses the userspace relay, which delays but never loses, and UDP is
+    delayed and lost by its own sender. ``mode="tap"`` (root): every transport, UDP included, crosses the
+    emulated link, which loses ``workload.loss`` of the frames each way; bytes are counted on the link.
+    """
     if name not in TRANSPORTS:
         raise ValueError(f"unknown transport {name!r}; choose from {', '.join(TRANSPORTS)}")
+    if workload.batch and name not in BATCHING:
+        raise ValueError(f"{name} does not take a batching period here (Workload.batch): only "
+                         f"{' and '.join(BATCHING)} do; short polling batches by its interval")
+    if mode not in ("relay", "tap"):
+        raise ValueError(f"mode is 'relay' or 'tap', not {mode!r}")
+    if mode == "relay" and workload.loss and name != "UDP":
+        raise ValueError(f"the relay cannot lose a TCP segment, so {name} cannot run with loss={workload.loss:g} "
+                         "in relay mode: loss on every transport needs mode='tap' (root; see loss_sweep)")
     run = TransportRun(name, workload)
-    if name == "UDP":
+    if name == "UDP" and mode == "relay":
         _udp(workload, run)
         return run
-    with link(rtt_ms=workload.rtt_ms, mode="relay") as net:
+    with link(rtt_ms=workload.rtt_ms, mode=mode, loss=workload.loss if mode == "tap" else 0.0) as net:
         if name in ("short polling", "long polling"):
             _polling(workload, net, run, long=name == "long polling")
         elif name == "SSE":
@@ -325,6 +370,8 @@ def run_transport(name: str, workload: Workload = Workload()) -> TransportRun:
             _websocket(workload, net, run)
         elif name == "raw TCP":
             _raw_tcp(workload, net, run)
+        elif name == "UDP":
+            _udp(workload, run, net)
         else:
             _webhooks(workload, net, run)
     return run
