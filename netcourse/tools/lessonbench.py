@@ -344,6 +344,7 @@ def transport_rows() -> list[tuple[str, str, str]]:
                      "report"))
     data = measure_sweeps()
     rows.extend(sweep_rows(data))
+    rows.extend(loss_rows())
     if find_redis_server()[0] is None:
         rows.append(("fan-out through Redis", "skipped: no redis-server here", "report"))
         return rows
@@ -425,5 +426,21 @@ def sweep_rows(data: dict) -> list[tuple[str, str, str]]:
         at = crossover(data, push=push)
         rows.append((f"steady-state crossover: short polling cheaper per message than {push}",
                      f"above {at:.1f} msg/s" if at else "at no measured rate", "report"))
+    return rows
+
+
+def loss_rows() -> list[tuple[str, str, str]]:
+    """Every transport across the tap link at 0, 1 and 5 % loss (saved for notebook 10), or why not here."""
+    from ..experiments.choosing.loss import measure_loss
+    from ..network.link import modes
+
+    if modes()["tap"] is not None:
+        return [("loss on every transport (tap link)", f"skipped: {modes()['tap']}", "report")]
+    data = measure_loss()
+    rows = []
+    for name, by_loss in data["results"].items():
+        cells = [f"{float(k):.0%}: p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
+                 f"{f['delivered']}/{f['expected']} delivered" for k, f in by_loss.items()]
+        rows.append((f"loss sweep, {name} ({data['runs']} runs pooled, tap link)", "; ".join(cells), "report"))
     return rows
 
