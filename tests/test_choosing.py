@@ -494,3 +494,12 @@ def test_a_stream_survives_a_crash_only_with_the_append_only_file_and_pubsub_dro
     assert slow.connection_ended
     roomy = slow_subscriber(limit="pubsub 0 0 0", messages=100)  # no limit: never dropped
     assert roomy.dropped_after is None and set(roomy.received_by) == {1}
+
+
+@pytest.mark.slow
+def test_past_its_descriptor_limit_a_server_leaves_connected_clients_unanswered():
+    from netcourse.experiments.choosing.limits import fd_limit
+
+    tight, roomy = fd_limit(max_files=32, clients=60, wait=1.0), fd_limit(max_files=1024, clients=60, wait=1.0)
+    assert tight.connected == 60 and 0 < tight.answered < 32 and tight.emfile >= 1  # the kernel accepted them all
+    assert roomy.connected == roomy.answered == 60 and roomy.emfile == 0

@@ -14,5 +14,6 @@
   ``chatresume``: its resume cursors, one per conversation or one for all; ``chat_process``: the chat server in a
   process of its own, for the fault soak's SIGKILL.
 - ``tls``: a throwaway CA, Mozilla-intermediate contexts, an HTTPS app, a man in the middle (notebook 09).
-- ``broker``: a throwaway redis-server; ``fanout``: a WebSocket fan-out node in a process of its own (10).
+- ``broker``: a throwaway redis-server; ``fanout``: a WebSocket fan-out node in a process of its own;
+  ``fdlimited``: an echo server in a process of its own, under a file-descriptor limit (10).
 """

@@ -11,5 +11,6 @@
 - ``scaleout``: two fan-out nodes without and with Redis pub/sub, and Redis Streams catch-up;
 - ``durability``: a Stream across a crash of Redis with and without its append-only file, and pub/sub dropping a
   subscriber that reads too slowly;
+- ``limits``: one process against its file-descriptor limit (clients connected, never answered);
 - ``choices``: the crossover prediction and the pick-a-transport question.
 """
