@@ -316,23 +316,29 @@ def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:
             run.server_cpu_s = time.thread_time() - cpu0
 
         net.run(main(), 60)
-        import json
-        import sqlite3
-
-        for n, rec in enumerate(receivers):
-            with contextlib.closing(sqlite3.connect(rec.db_path)) as db:
-                for msg_id, payload, received in db.execute("SELECT id, payload, received FROM inbox"):
-                    run.latencies.append(received - json.loads(payload)["data"]["wall"])
-                    if n == 0 and int(msg_id.split("_")[1]) in absence.messages:
-                        run.caught_up += 1  # delivered late, by the sender's retries
-            run.units += rec.accepted + rec.duplicates + rec.failed_on_purpose
-            run.duplicates += rec.duplicates
+        _read_inboxes(receivers, absence, run)
         run.wire = count()
         run.while_away = len(absence.messages)
     finally:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read_inboxes(receivers: list[Receiver], absence: Absence, run: TransportRun) -> None:
+    """Each receiver's inbox into ``run``: a latency per message (received less published, wall clock), what
+    client 0 got late by the sender's retries, requests and duplicates."""
+    import json
+    import sqlite3
+
+    for n, rec in enumerate(receivers):
+        with contextlib.closing(sqlite3.connect(rec.db_path)) as db:
+            for msg_id, payload, received in db.execute("SELECT id, payload, received FROM inbox"):
+                run.latencies.append(received - json.loads(payload)["data"]["wall"])
+                if n == 0 and int(msg_id.split("_")[1]) in absence.messages:
+                    run.caught_up += 1  # delivered late, by the sender's retries
+        run.units += rec.accepted + rec.duplicates + rec.failed_on_purpose
+        run.duplicates += rec.duplicates
 
 
 def _meter(net: Any) -> Meter | None:
