@@ -207,7 +207,39 @@ def test_at_equal_latency_a_batching_push_server_costs_fewer_bytes_than_short_po
     assert batched.steady_bytes_per_message < polled.steady_bytes_per_message
     assert batched.units_per_message < 1 < plain.units_per_message + 0.01  # one frame per batch, not per message
     assert plain.percentile(50) < batched.percentile(50) / 2  # unbatched, it does not wait
-    assert plain.setup_bytes_per_client > plain.steady_bytes_per_message  # the upgrade: a one-off cost
+    slow = run_transport("WebSocket", sized(replace(BASE, rate=3.0, clients=3), polls=6))
+    assert 0.8 < slow.steady_bytes_per_message / plain.steady_bytes_per_message < 1.25  # flat: set-up counted apart
+
+
+def test_a_batcher_flushes_on_its_clock_and_not_when_it_holds_nothing():
+    import asyncio
+
+    async def main():
+        sent, loop = [], asyncio.get_running_loop()
+        b = Batcher(lambda text: sent.append((round(loop.time() - t0, 2), text)), 0.05)
+        t0 = loop.time()
+        flushing = asyncio.create_task(b.run())
+        b("1:0:x")
+        await asyncio.sleep(0.07)
+        b("2:0:x")
+        b("3:0:x")
+        await asyncio.sleep(0.1)  # a tick with something held, then one with nothing
+        flushing.cancel()
+        return sent
+
+    sent = asyncio.run(main())
+    assert [text for _, text in sent] == ["1:0:x", "2:0:x\n3:0:x"]  # two batches, no empty one
+    assert [t for t, _ in sent] == pytest.approx([0.05, 0.10], abs=0.02)  # on the clock, not on arrival
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(modes()["tap"] is not None, reason="needs the tap link (root)")
+def test_in_tap_mode_the_link_counts_exactly_the_frames_that_crossed_it():
+    w = Workload(clients=2, messages=10, rate=50, size=200, rtt_ms=10)
+    udp = run_transport("UDP", w, mode="tap")
+    assert udp.delivered == 20
+    steady = udp.wire - udp.setup_wire - udp.teardown_wire
+    assert steady - 20 * (200 + 42) in range(0, 3 * 64)  # 20 datagrams of 200 bytes + 42 of headers; an ARP or two
 
 
 def test_the_button_measures_again_and_reports_a_failure_in_the_cell():

@@ -141,12 +141,19 @@ def _launch(binary: str, port: int, folder: str, aof: bool = False) -> tuple[sub
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                version = client.info("server")["redis_version"]
-                break
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.02)
-    finally:
+                info = client.info()
+                if info.get("loading", 0) == 0:  # an append-only file is replayed before Redis serves data
+                    version = info["redis_version"]
+                    break
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                    redis.exceptions.BusyLoadingError):
+                pass
+            time.sleep(0.02)
+    except BaseException:  # an interrupt, or an answer we do not understand: the process must not outlive us
         client.close()
+        _stop(proc)
+        raise
+    client.close()
     return proc, version
 
 

@@ -63,7 +63,8 @@ class Direction:
     delivered: int = 0
     lost: int = 0
     tail_dropped: int = 0
-    offered_bytes: int = 0  # every frame that entered this direction, lost or not: the bytes a sender put on it
+    offered_bytes: int = 0  # every IPv4 frame that entered this direction, lost or not (the kernel's own ARP and
+    # IPv6 neighbour discovery left out): the bytes the experiment's senders put on the wire
     _free_at: float = 0.0
     _last_due: float = 0.0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
@@ -77,7 +78,8 @@ class Direction:
 
     def accept(self, frame: bytes, now: float) -> str:
         """Take a frame at time ``now``; returns "queued", "lost" or "dropped"."""
-        self.offered_bytes += len(frame)
+        if frame[12:14] == b"\x08\x00":  # EtherType IPv4
+            self.offered_bytes += len(frame)
         if self.loss and self._rng.random() < self.loss:
             self.lost += 1
             return "lost"

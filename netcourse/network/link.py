@@ -306,8 +306,8 @@ class Link:
         return (NEAR_IP, FAR_IP) if self.mode == "tap" else ("127.0.0.1", "127.0.0.1")
 
     def statistics(self) -> dict[str, int]:
-        """Frames the wire delivered, lost and tail-dropped, and the bytes of every frame offered to it (lost ones
-        included: what the senders put on the wire), each way: ``out_*`` near to far, ``in_*`` back (tap mode;
+        """Frames the wire delivered, lost and tail-dropped, and the bytes of every IPv4 frame offered to it (lost
+        ones included: what the senders put on the wire; ARP and IPv6 neighbour discovery left out), each way: ``out_*`` near to far, ``in_*`` back (tap mode;
         empty otherwise)."""
         if self._forwarder is None:
             return {}

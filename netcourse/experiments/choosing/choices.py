@@ -29,11 +29,11 @@ def predict_crossover(interval: float = 0.25, rtt_ms: float = 50.0) -> Predictio
         "everyone is connected: above what rate (messages per second) does short polling carry a message in "
         "fewer bytes than the WebSocket?",
         measure=lambda sweeps: crossover(sweeps) or float("nan"), unit="msg/s", tolerance=0.5, floor=1.0,
-        explain=explain, says="the bench's sweep measured", spread="a factor of two either way is the right "
-        "order of magnitude, which is what this question is about",
-        mistakes=[(lambda g, m: g < m / 3, "Too low: at that rate most polls come back empty, and an empty poll "
+        explain=explain, says="the bench's sweep measured", spread="within half the measured rate either way: "
+        "the right order of magnitude, which is what this question is about",
+        mistakes=[(lambda g, m: g < m / 2, "Too low: at that rate most polls come back empty, and an empty poll "
                    "still costs a request and an answer. Count the polls per message: one over (rate × period)."),
-                  (lambda g, m: g > 3 * m, "Too high: a WebSocket frame is not free either: TCP's ACK and 66 "
+                  (lambda g, m: g > 1.5 * m, "Too high: a WebSocket frame is not free either: TCP's ACK and 66 "
                    "bytes of headers come with each. Polling wins as soon as a few messages share a poll.")],
     )
 
@@ -78,12 +78,10 @@ PICKS = (  # what each workload accepts, and why the usual wrong picks are wrong
         "sse": "SSE runs over TCP (head-of-line blocking) and carries text to browsers; a native game client "
                "needs neither.",
     }),
-    ({"short polling"}, {
+    ({"short polling", "long polling"}, {
         "sse": "a buffering proxy holds the event stream's pieces back (notebook 06): the page sees nothing "
                "until the buffer fills or the stream ends.",
         "websocket": "the proxy refuses Upgrade, so the handshake never completes.",
-        "long polling": "it works only if the proxy lets a request hang for minutes; at a few changes an hour, "
-                        "a poll a minute is simpler and costs nothing that matters.",
         "webhooks": "the dashboard is a page in a browser, not a server with a public URL.",
     }),
 )
@@ -143,7 +141,9 @@ def exercise_pick_a_transport() -> Exercise:
         explanation="(1) SSE: a push over an open connection arrives in half a round trip, and the browser never "
         "sends (a WebSocket works too). (2) Webhooks: the provider's outbox retries until your server is back. "
         "(3) UDP: no retransmission to wait for; a late position is dropped, not delivered late. (4) Short "
-        "polling: plain requests pass any proxy, and a few changes an hour need no open connection.",
+        "polling: plain requests pass any proxy, and a few changes an hour need no open connection (long polling "
+        "works too: each answer is a whole response, which a buffering proxy passes on, and a server answers an "
+        "empty hold well before a proxy's idle timeout).",
         ask="Which workload would change its answer if the link lost 5 % of its packets? Which if the clients "
         "were a million instead of a thousand?",
     )

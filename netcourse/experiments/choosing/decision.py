@@ -327,8 +327,15 @@ def _per_message_verdict(sweeps: dict | None) -> str:
     rate = sweeps["sweeps"]["rate"]
     poll = sweeps["base"].get("interval", 0.25)
     at = crossover(sweeps)
-    text = (f" (steady state, section 3: below about {at:.0f} messages a second with a poll every {poll:g} s)"
-            if at else f" (steady state, section 3: at every rate measured, with a poll every {poll:g} s)")
+    lowest = min(rate["short polling"], key=float)
+    polling_wins_everywhere = (rate["short polling"][lowest]["steady_bytes_per_msg"]
+                               <= rate["WebSocket"][lowest]["steady_bytes_per_msg"])
+    if at:
+        text = f" (steady state, section 3: below about {at:.0f} messages a second with a poll every {poll:g} s)"
+    elif polling_wins_everywhere:
+        text = f" (steady state, section 3: at none of the rates measured, with a poll every {poll:g} s)"
+    else:
+        text = f" (steady state, section 3: at every rate measured, with a poll every {poll:g} s)"
     if BATCHED not in rate:
         return text
     keys = sorted(rate[BATCHED], key=float)

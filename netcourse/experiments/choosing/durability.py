@@ -36,8 +36,10 @@ class Crash:
 def crash_the_broker(aof: bool, entries: int = 200) -> Crash:
     """Add ``entries`` to a Stream, kill Redis with SIGKILL and start it again on the same folder; count what the
     Stream holds. Redis writes each change to its append-only file before it sends the command's reply (and
-    fsyncs the file once a second with ``everysec``), so a killed *process* loses nothing it acknowledged; a machine that loses
-    power can lose the last second, which this cannot show."""
+    fsyncs the file once a second with ``everysec``), so a killed *process* loses nothing it acknowledged, unless
+    the disk is so slow that a background fsync is still running (then Redis may hold writes back for up to
+    2 s while it goes on replying). A machine that loses power can lose the last second, which this cannot show.
+    The restarted Redis answers once it has replayed the file (``redis_broker`` waits for that)."""
     with redis_broker(aof=aof) as broker:
         r = broker.client()
         try:

@@ -15,7 +15,7 @@ import aiohttp
 
 from ...network.relay import Meter
 
-__all__ = ["TRANSPORTS", "HEADERS", "UDP_HEADERS", "GRACE", "LOSS_GRACE", "RAW_MAX", "TAIL_SAMPLES", "Workload", "TransportRun", "Batcher", "wire_bytes", "wire_counter", "publish_on_schedule", "come_and_go", "Absence", "serve_run", "finish", "Inbox", "settle"]
+__all__ = ["TRANSPORTS", "HEADERS", "UDP_HEADERS", "GRACE", "LOSS_GRACE", "RAW_MAX", "TAIL_SAMPLES", "nearest_rank", "Workload", "TransportRun", "Batcher", "wire_bytes", "wire_counter", "publish_on_schedule", "come_and_go", "Absence", "serve_run", "finish", "Inbox", "settle"]
 
 
 TRANSPORTS = ("short polling", "long polling", "SSE", "WebSocket", "raw TCP", "UDP", "webhooks")
@@ -30,7 +30,8 @@ UDP_HEADERS = 14 + 20 + 8
 GRACE = 0.5  # seconds after the last publication for the last deliveries
 
 
-LOSS_GRACE = 3.0  # more of it on a lossy link: a retransmission timeout starts at 200 ms and doubles each time
+LOSS_GRACE = 3.0  # more of it on a lossy link: a retransmission timeout is at least 200 ms on Linux (SRTT plus
+# max(4 RTTVAR, 200 ms)) and doubles with each loss of the same segment; a lost SYN waits 1 s (RFC 6298 §2.1)
 
 
 TAIL_SAMPLES = 1000  # samples before a 99th percentile means something (below it, the tables show the maximum)
@@ -50,13 +51,14 @@ class Workload:
         size: bytes of each message's text.
         rtt_ms: the emulated link's round trip (0: loopback).
         interval: short polling's interval, seconds.
-        loss: UDP's loss probability on the way to each client.
+        loss: the link's loss probability, each way (tap mode: every transport; relay mode: UDP only, dropped
+            by its sender, since the relay cannot lose a TCP segment).
         away: (leave, back) in seconds after publishing starts: client 0 is gone in between (None: never).
         arrivals: "regular" (one message every 1/rate s) or "poisson" (exponential gaps of mean 1/rate s,
             drawn with ``seed``: the same workload publishes at the same instants on every transport).
         seed: the random draw of Poisson arrivals.
-        batch: push transports (WebSocket, raw TCP, SSE) hold what they publish and send it in one frame or
-            event every ``batch`` seconds (0: each message at once). Short polling batches by construction.
+        batch: push transports (WebSocket, raw TCP) hold what they publish and send it in one frame every
+            ``batch`` seconds (0: each message at once). Short polling batches by construction.
     """
 
     clients: int = 5
@@ -112,8 +114,11 @@ class TransportRun:
         wire: bytes on the wire both ways, headers included (TCP: TCP_INFO at the relay; UDP: counted).
         units: requests (polling, webhooks), frames (WebSocket, raw TCP), events (SSE) or datagrams (UDP).
         server_cpu_s: CPU seconds of the server's thread during the run.
-        setup_wire: of ``wire``, the bytes before the first publication: connections, handshakes, heads,
-            subscriptions (and the polls that found nothing yet). The rest is the steady state.
+        setup_wire: of ``wire``, the bytes before the first publication (counted one round trip after every
+            client is subscribed, so the handshakes' answers and their ACKs are in): connections, handshakes,
+            heads, subscriptions (and the polls that found nothing yet).
+        teardown_wire: of ``wire``, the bytes after the last delivery: close frames, FINs and their ACKs. The
+            rest is the steady state.
     """
 
     name: str
@@ -127,6 +132,7 @@ class TransportRun:
     while_away: int = 0  # messages published while client 0 was away
     caught_up: int = 0  # of those, how many client 0 received after all (late)
     setup_wire: int = 0
+    teardown_wire: int = 0
 
     @property
     def expected(self) -> int:
@@ -144,8 +150,7 @@ class TransportRun:
         """The q-th percentile of latency, in ms (nearest rank)."""
         if not self.latencies:
             return float("nan")
-        ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+        return 1000 * nearest_rank(self.latencies, q)
 
     def tail(self) -> tuple[str, float]:
         """The tail of the latency distribution the sample supports, in ms: ("p99", value) from 1,000 samples
@@ -160,8 +165,10 @@ class TransportRun:
 
     @property
     def steady_bytes_per_message(self) -> float:
-        """Bytes per message once every client is connected: the run's bytes less its set-up, per delivery."""
-        return (self.wire - self.setup_wire) / self.delivered if self.delivered else float("nan")
+        """Bytes per message once every client is connected: the run's bytes less its set-up and tear-down, per
+        delivery."""
+        steady = self.wire - self.setup_wire - self.teardown_wire
+        return steady / self.delivered if self.delivered else float("nan")
 
     @property
     def setup_bytes_per_client(self) -> float:
@@ -182,6 +189,17 @@ class TransportRun:
                 f"{self.delivered}/{self.expected} delivered ({self.lost} lost, {self.duplicates} twice)  "
                 f"{self.bytes_per_message:7.0f} B/msg  {self.units_per_message:5.2f} {self.unit_name}/msg  "
                 f"{self.cpu_us_per_message:6.0f} µs CPU/msg")
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    """The q-th percentile of ``values`` by nearest rank: the smallest value with at least q % of them at or
+    below it (the ceil(q/100 × n)-th of n, sorted)."""
+    import math
+
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered), max(1, math.ceil(q / 100 * len(ordered)))) - 1]
 
 
 def wire_bytes(meter: Meter) -> int:
@@ -297,10 +315,13 @@ async def publish_on_schedule(workload: Workload, publish, absence: "Absence | N
         await asyncio.sleep(delay)
 
 
-async def finish(tasks: list[asyncio.Task], inbox: Inbox, expected: int, limit: float) -> None:
+async def finish(tasks: list[asyncio.Task], inbox: Inbox, expected: int, limit: float, before_cancel=None) -> None:
+    """Wait until every delivery is in (or ``limit`` seconds), call ``before_cancel()``, then end ``tasks``."""
     deadline = time.monotonic() + limit
     while len(inbox.seen) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
+    if before_cancel is not None:
+        await before_cancel()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -347,17 +368,24 @@ def serve_run(net: Any, workload: Workload, run: TransportRun, inbox: Inbox, abs
         if ready is None:
             await asyncio.sleep(0.05 + workload.rtt_ms / 500)  # held requests and streams are on their way
         else:
-            deadline = time.monotonic() + 5 + workload.rtt_ms / 100
+            # Every client subscribed before the first message (on a lossy link a SYN or an upgrade lost several
+            # times in a row takes seconds): the experiment is the steady state, not who connected late.
+            deadline = time.monotonic() + 5 + workload.rtt_ms / 100 + 15 * (workload.loss > 0)
             while not ready() and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+        await asyncio.sleep(workload.rtt_ms / 1000 + 0.02)  # the last answers of the set-up, and their ACKs, cross
         cpu0 = _thread_cpu(_server_thread(srv))
         setup_wire[0] = count()
         batcher = Batcher(publish, workload.batch) if workload.batch else None
         flushing = [asyncio.create_task(batcher.run())] if batcher else []
         await publish_on_schedule(workload, batcher or publish, absence)
         await finish(tasks + flushing, inbox, run.expected, GRACE + grace + workload.batch + workload.rtt_ms / 250
-                     + LOSS_GRACE * (workload.loss > 0))
+                     + LOSS_GRACE * (workload.loss > 0), before_cancel=steady_end)
         run.server_cpu_s = _thread_cpu(_server_thread(srv)) - cpu0
+
+    async def steady_end() -> None:  # the last delivery's ACK crosses, then everything after it is tear-down
+        await asyncio.sleep(workload.rtt_ms / 1000 + 0.02)
+        end_wire[0] = count()
 
     async def main() -> None:
         if not session:
@@ -366,11 +394,12 @@ def serve_run(net: Any, workload: Workload, run: TransportRun, inbox: Inbox, abs
         async with aiohttp.ClientSession() as session_:
             await clients_then_publish(session_)
 
-    setup_wire = [0]
+    setup_wire, end_wire = [0], [0]
     net.run(main(), 60)
     time.sleep(0.05 if net.mode == "tap" else 0.0)  # the last ACKs cross the wire before it is counted
     settle(run, inbox, absence, count())
     run.setup_wire = setup_wire[0]
+    run.teardown_wire = max(0, run.wire - end_wire[0]) if end_wire[0] else 0
 
 
 def settle(run: TransportRun, inbox: Inbox, absence: Absence, wire: int) -> None:

@@ -17,7 +17,7 @@ from .harness import TRANSPORTS, TransportRun, Workload
 from .transports import run_transport
 
 __all__ = ["MEASURED", "SWEEPS", "BASE", "POLLS", "BATCHED", "FIGURES", "sized", "summarise", "sweep",
-           "measure_sweeps", "load_sweeps", "crossover", "sweep_knob", "live_rate_sweep", "run_one",
+           "measure_sweeps", "load_sweeps", "crossover", "sweep_knob", "live_rate_sweep", "run_one", "best_mode",
            "RateTable", "rate_table", "setup_costs"]
 
 
@@ -42,7 +42,7 @@ BATCHED = "WebSocket, batched"  # a WebSocket server that sends what it holds on
 
 
 FIGURES = ("p50_ms", "max_ms", "bytes_per_msg", "steady_bytes_per_msg", "setup_bytes_per_client",
-           "units_per_msg", "cpu_us_per_msg")
+           "teardown_bytes_per_client", "units_per_msg", "cpu_us_per_msg")
 
 
 def sized(workload: Workload, polls: int = POLLS) -> Workload:
@@ -62,17 +62,26 @@ def summarise(run: TransportRun) -> dict:
     return {"p50_ms": run.percentile(50), "p99_ms": run.percentile(99),
             "max_ms": 1000 * max(run.latencies) if run.latencies else float("nan"),
             "bytes_per_msg": run.bytes_per_message, "steady_bytes_per_msg": run.steady_bytes_per_message,
-            "setup_bytes_per_client": run.setup_bytes_per_client, "units_per_msg": run.units_per_message,
+            "setup_bytes_per_client": run.setup_bytes_per_client,
+            "teardown_bytes_per_client": run.teardown_wire / run.workload.clients, "units_per_msg": run.units_per_message,
             "cpu_us_per_msg": run.cpu_us_per_message, "delivered": run.delivered, "expected": run.expected}
 
 
-def run_one(name: str, workload: Workload) -> TransportRun:
+def best_mode() -> str:
+    """"tap" where this machine can run the tap link (root): bytes counted on the link, ACKs on a real path;
+    else "relay"."""
+    from ...network.link import modes
+
+    return "tap" if modes()["tap"] is None else "relay"
+
+
+def run_one(name: str, workload: Workload, mode: str = "relay") -> TransportRun:
     """One transport (a name of ``TRANSPORTS`` or ``BATCHED``) on ``workload``."""
     if name == BATCHED:  # the same latency budget as short polling: one delivery per poll period
-        run = run_transport("WebSocket", replace(workload, batch=workload.interval + workload.rtt_ms / 1000))
+        run = run_transport("WebSocket", replace(workload, batch=workload.interval + workload.rtt_ms / 1000), mode)
         run.name = BATCHED
         return run
-    return run_transport(name, workload)
+    return run_transport(name, workload, mode)
 
 
 def _median(samples: list[dict]) -> dict:
@@ -81,16 +90,20 @@ def _median(samples: list[dict]) -> dict:
     for key in samples[0]:
         values = [s[key] for s in samples if s[key] == s[key]]  # NaN (nothing delivered) left out
         out[key] = statistics.median(values) if values else float("nan")
-    out["spread"] = {k: [min(s[k] for s in samples), max(s[k] for s in samples)] for k in FIGURES}
+    out["spread"] = {}
+    for k in FIGURES:
+        values = [s[k] for s in samples if s[k] == s[k]]
+        out["spread"][k] = [min(values), max(values)] if values else [float("nan"), float("nan")]
     out["runs"] = len(samples)
     return out
 
 
 def sweep(dimension: str, values: tuple, base: Workload = BASE, transports: tuple[str, ...] = TRANSPORTS,
           runs: int = 1, seeds: tuple[int, ...] | None = None,
-          reuse: dict[str, dict] | None = None) -> dict[str, dict[str, dict]]:
+          reuse: dict[str, dict] | None = None, mode: str = "relay") -> dict[str, dict[str, dict]]:
     """{transport: {value: point}} with one workload dimension varied, each point ``runs`` runs (seeds 1, 2, …
-    for the arrivals), one transport at a time; a point keeps each figure's median and range. ``reuse``:
+    for the arrivals and the link's losses), one transport at a time; a point keeps each figure's median and
+    range. ``reuse``:
     {transport: point} already measured at the base workload (the rate sweep's), not measured again."""
     seeds = seeds or tuple(range(1, runs + 1))
     out: dict[str, dict[str, dict]] = {t: {} for t in transports}
@@ -103,28 +116,54 @@ def sweep(dimension: str, values: tuple, base: Workload = BASE, transports: tupl
         for seed in seeds:
             workload = sized(replace(base, seed=seed, **{dimension: value}))
             for t in transports:
-                samples[t].append(summarise(run_one(t, workload)))
+                samples[t].append(summarise(run_one(t, workload, mode)))
         for t in transports:
             out[t][str(value)] = _median(samples[t])
     return out
 
 
-def measure_sweeps(path=MEASURED, runs: int = 5, other_runs: int = 3) -> dict:
-    """Every sweep of ``SWEEPS``, the rate sweep ``runs`` times (with ``BATCHED``) and the others ``other_runs``
-    times (about three quarters of an hour here); saved for the knobs."""
+def measure_sweeps(path=MEASURED, runs: int = 5, dimensions: tuple[str, ...] = tuple(SWEEPS),
+                   mode: str | None = None, note: str = "") -> dict:
+    """The sweeps of ``dimensions`` (the rate sweep with ``BATCHED``), each point ``runs`` times, across the tap
+    link where this machine can run it (``mode``: None picks); saved for the knobs (merged into what is stored,
+    so dimensions can be measured apart). About an hour for all four here."""
     import json
     from datetime import datetime, timezone
 
-    sweeps = {"rate": sweep("rate", SWEEPS["rate"], transports=TRANSPORTS + (BATCHED,), runs=runs)}
-    at_base = {t: sweeps["rate"][t][str(BASE.rate)] for t in TRANSPORTS}
-    for dim in ("clients", "size", "rtt_ms"):
-        sweeps[dim] = sweep(dim, SWEEPS[dim], runs=other_runs, reuse=at_base)
-    data = {"measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "base": {k: v for k, v in asdict(BASE).items() if k not in ("away", "batch", "loss", "messages")},
-            "polls": POLLS, "runs": {"rate": runs, "others": other_runs}, "sweeps": sweeps}
+    mode = mode or best_mode()
+    sweeps: dict = {}
+    if "rate" in dimensions:
+        sweeps["rate"] = sweep("rate", SWEEPS["rate"], transports=TRANSPORTS + (BATCHED,), runs=runs, mode=mode)
+    for dim in dimensions:
+        if dim != "rate":  # the base point is the rate sweep's own (the same workload, seeds and runs)
+            others = tuple(v for v in SWEEPS[dim] if v != getattr(BASE, dim))
+            sweeps[dim] = sweep(dim, others, runs=runs, mode=mode)
+    data = {"measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "mode": mode,
+            "base": {k: v for k, v in asdict(BASE).items() if k not in ("away", "batch", "loss", "messages", "seed")},
+            "polls": POLLS, "runs": {"rate": runs, "others": runs}, "seeds": list(range(1, runs + 1)),
+            "note": note, "sweeps": sweeps}
+    if path.exists():  # another process may have measured other dimensions meanwhile: keep them
+        stored = json.loads(path.read_text())
+        if stored.get("mode") == mode and stored.get("polls") == POLLS:
+            data["sweeps"] = {**stored.get("sweeps", {}), **sweeps}
+    _fill_base(data["sweeps"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
     return data
+
+
+def _fill_base(sweeps: dict) -> None:
+    """Each other dimension's base point, from the rate sweep's point at the base rate (the same workload)."""
+    if "rate" not in sweeps:
+        return
+    for dim in SWEEPS:
+        if dim != "rate" and dim in sweeps:
+            key = str(getattr(BASE, dim))
+            for t in sweeps[dim]:
+                if t in sweeps["rate"]:
+                    sweeps[dim][t][key] = sweeps["rate"][t][str(BASE.rate)]
+            for t in sweeps[dim]:  # keys in the sweep's order
+                sweeps[dim][t] = dict(sorted(sweeps[dim][t].items(), key=lambda kv: float(kv[0])))
 
 
 def load_sweeps(path=MEASURED) -> dict:
@@ -162,14 +201,14 @@ def sweep_knob(data: dict, dimension: str, value):
 
 
 def live_rate_sweep(rates: tuple[float, ...] = (3.0, 30.0), transports: tuple[str, ...] = (
-        "short polling", "long polling", "WebSocket", BATCHED), polls: int = 6) -> dict:
-    """A small rate sweep, live (about fifteen seconds): the notebook's button. Shorter than the bench's
-    (``polls`` poll periods, one run), so its points scatter more."""
+        "short polling", "long polling", "WebSocket", BATCHED), polls: int = 6, mode: str = "relay") -> dict:
+    """A small rate sweep, live (about fifteen seconds, across the relay): the notebook's button. Shorter than
+    the bench's (``polls`` poll periods, one run), so its points scatter more."""
     out: dict[str, dict[str, dict]] = {t: {} for t in transports}
     for rate in rates:
         workload = sized(replace(BASE, rate=rate), polls)
         for t in transports:
-            out[t][str(rate)] = _median([summarise(run_one(t, workload))])
+            out[t][str(rate)] = _median([summarise(run_one(t, workload, mode))])
     return {"measured_at": "just now, live", "base": {}, "sweeps": {"rate": out}}
 
 
@@ -190,7 +229,9 @@ class RateTable(list):
 
     def __repr__(self) -> str:
         runs = self.data.get("runs", {}).get("rate", 1)
-        lines = [f"bytes per message once connected, and median latency: median of {runs} runs (lowest–highest)",
+        where = {"tap": "counted on the emulated link", "relay": "counted at the relay"}.get(self.data.get("mode"), "")
+        lines = [f"bytes per message once connected ({where}), and median latency: median of {runs} runs "
+                 "(lowest–highest)",
                  f"{'msg/s':>6}  " + "".join(f"{t:<34}" for t in self.transports)]
         for key, cells in self:
             lines.append(f"{float(key):>6g}  " + "".join(f"{self._cell(cells[t]):<34}" for t in self.transports))

@@ -29,6 +29,7 @@ from ...runtime.sockets import no_delay
 from ...runtime.waiting import run_async
 from .harness import (
     GRACE,
+    LOSS_GRACE,
     RAW_MAX,
     TRANSPORTS,
     UDP_HEADERS,
@@ -185,16 +186,14 @@ def _udp(workload: Workload, run: TransportRun, net: Any = None) -> None:
     """Datagrams to each subscriber. Without a link (relay mode: a TCP relay cannot carry them) the sender holds
     each for the one-way delay and drops ``loss`` of them itself, and the bytes are computed; across a tap link
     the sender sits at the far end, the link delays and loses them, and counts their bytes."""
-    rng = random.Random(7)
+    rng = random.Random(workload.seed)  # the sender's own losses (relay mode): drawn anew with each seed
     inbox = Inbox()
     absence = Absence(workload)
     run.unit_name = "datagrams"
     tap = net is not None and net.mode == "tap"
     host = net.addresses[0] if tap else "127.0.0.1"
-    sockets = net.near(lambda: [_bound_udp(0, host) for _ in range(workload.clients)]) if tap else \
-        [_bound_udp(0, host) for _ in range(workload.clients)]
-    sender = net.far(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) if tap else \
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sockets: list[socket.socket] = []
+    sender: socket.socket | None = None
     one_way = 0.0 if tap else workload.rtt_ms / 2000
     sent = [0, 0]
     count = wire_counter(net, None) if tap else (lambda: sent[1] + UDP_HEADERS * sent[0])
@@ -223,11 +222,15 @@ def _udp(workload: Workload, run: TransportRun, net: Any = None) -> None:
 
     try:
         if tap:
+            sockets += net.near(lambda: [_bound_udp(0, host) for _ in range(workload.clients)])
+            sender = net.far(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
             net.run(main(), 60)
         else:
+            sockets += [_bound_udp(0, host) for _ in range(workload.clients)]
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             run_async(main(), 60)
     finally:
-        for s in sockets + [sender]:
+        for s in sockets + ([sender] if sender is not None else []):
             s.close()
     setup = run.setup_wire
     settle(run, inbox, absence, count())
@@ -275,7 +278,8 @@ def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:
         secret = new_secret()
         receivers, counters = [], []
         allow = COURSE_ALLOW | {net.addresses[1]}  # the course's receivers: loopback, or the link's far end
-        sender = Sender(os.path.join(folder, "outbox.db"), allow=allow, timeout=2.0, scale=0.001)
+        sender = Sender(os.path.join(folder, "outbox.db"), allow=allow, timeout=5.0 if workload.loss else 2.0,
+                        scale=0.001)  # a lossy link: a SYN lost twice waits 1 s + 2 s
         for i in range(workload.clients):
             rec = Receiver(os.path.join(folder, f"inbox{i}.db"), secret)
             meter = _meter(net)
@@ -300,14 +304,15 @@ def _webhooks(workload: Workload, net: Any, run: TransportRun) -> None:
 
         async def main() -> None:
             cpu0 = time.thread_time()
-            limit = workload.messages / workload.rate + GRACE + 3 + 3 * away + workload.rtt_ms / 100
+            slack = GRACE + 3 + 3 * away + workload.rtt_ms / 100 + LOSS_GRACE * (workload.loss > 0)
+            limit = workload.duration + slack
             delivering = asyncio.create_task(sender.run(until_idle=False, limit=limit))
             outage = asyncio.create_task(down_and_up())
             numbers = iter(range(1, workload.messages + 1))
             run.setup_wire = count()
             await publish_on_schedule(workload, lambda text: sender.publish(
                 "message", {"text": text, "wall": time.time()}, msg_id=f"msg_{next(numbers)}"), absence)
-            deadline = time.monotonic() + GRACE + 2 + 3 * away + workload.rtt_ms / 100  # retries take a while
+            deadline = time.monotonic() + slack - 1  # retries take a while
             while sum(r.accepted for r in receivers) < run.expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             delivering.cancel()
@@ -367,7 +372,11 @@ def run_transport(name: str, workload: Workload = Workload(), mode: str = "relay
     if name == "UDP" and mode == "relay":
         _udp(workload, run)
         return run
-    with link(rtt_ms=workload.rtt_ms, mode=mode, loss=workload.loss if mode == "tap" else 0.0) as net:
+    if name == "raw TCP" and workload.batch and 2 * workload.rate * workload.batch * (workload.size + 30) > RAW_MAX:
+        raise ValueError(f"a batch of raw TCP may not pass {RAW_MAX} bytes (its 16-bit length): lower the rate, "
+                         "the size or the batching period")
+    with link(rtt_ms=workload.rtt_ms, mode=mode, loss=workload.loss if mode == "tap" else 0.0,
+              seed=workload.seed) as net:
         if name in ("short polling", "long polling"):
             _polling(workload, net, run, long=name == "long polling")
         elif name == "SSE":
