@@ -270,7 +270,7 @@ def test_decision_table_and_the_notes_checked_are_built_from_runs():
     assert runs["WebSocket"].tail() == ("max", pytest.approx(21.0))
     many = TransportRun("UDP", SMALL, latencies=[i / 1000 for i in range(1, 1001)])
     assert many.tail() == ("p99", pytest.approx(990.0))
-    assert all("(protocol" in label for label, _ in table[-3:])
+    assert all("(protocol" in label for label, _ in table[-4:]) and "signature" in table[-1][1]["webhooks"]
     assert "<table" in table._repr_html_() and "WebSocket" in repr(table)
     scale = {"without": FanOut("none", 4, 2, {"A": 4, "B": 0}, {"A": 4, "B": 4}),
              "with": FanOut("redis", 4, 2, {"A": 4, "B": 4}, {"A": 4, "B": 4})}

@@ -186,13 +186,20 @@ def predict_push_latency(rtt_ms: float = 50.0) -> Prediction:
 # What is not a measurement, said once. Bidirectional: can the client send on the same channel?
 # Browser: can a page use it directly? Proxies: notebook 06 (buffering) and 07 (firewalls).
 FACTS = {
-    "short polling": {"bidirectional": "no: a request per send", "browser": "yes (fetch)", "proxies": "yes, plain HTTP"},
-    "long polling": {"bidirectional": "no: a request per send", "browser": "yes (fetch)", "proxies": "yes, if held requests are allowed to last"},
-    "SSE": {"bidirectional": "no: server to client only", "browser": "yes (EventSource)", "proxies": "only if they do not buffer (06)"},
-    "WebSocket": {"bidirectional": "yes", "browser": "yes (WebSocket)", "proxies": "needs Upgrade support"},
-    "raw TCP": {"bidirectional": "yes", "browser": "no", "proxies": "no: a port of its own"},
-    "UDP": {"bidirectional": "yes", "browser": "no (WebRTC/WebTransport wrap it)", "proxies": "no"},
-    "webhooks": {"bidirectional": "no: server to server", "browser": "no: the receiver needs a public URL", "proxies": "the receiver must be reachable (07)"},
+    "short polling": {"bidirectional": "no: a request per send", "browser": "yes (fetch)", "proxies": "yes, plain HTTP",
+                      "security": "HTTPS; a cookie or token on every request"},
+    "long polling": {"bidirectional": "no: a request per send", "browser": "yes (fetch)", "proxies": "yes, if held requests are allowed to last",
+                     "security": "HTTPS; a cookie or token on every request"},
+    "SSE": {"bidirectional": "no: server to client only", "browser": "yes (EventSource)", "proxies": "only if they do not buffer (06)",
+            "security": "HTTPS; cookies only (EventSource sets no headers)"},
+    "WebSocket": {"bidirectional": "yes", "browser": "yes (WebSocket)", "proxies": "needs Upgrade support",
+                  "security": "WSS; auth once at the handshake, and the server must check Origin (05, 08)"},
+    "raw TCP": {"bidirectional": "yes", "browser": "no", "proxies": "no: a port of its own",
+                "security": "TLS if you add it; auth is your protocol's"},
+    "UDP": {"bidirectional": "yes", "browser": "no (WebRTC/WebTransport wrap it)", "proxies": "no",
+            "security": "DTLS or QUIC if you add them; spoofable source addresses"},
+    "webhooks": {"bidirectional": "no: server to server", "browser": "no: the receiver needs a public URL", "proxies": "the receiver must be reachable (07)",
+                 "security": "HTTPS and a signature on each delivery; replay and SSRF checks (07)"},
 }
 
 
@@ -245,7 +252,8 @@ def decision_table(link_runs: dict[str, TransportRun], away_runs: dict[str, Tran
     rows.append(("missed while away, delivered when back (the course's servers, as built here)",
                  {n: away_cell(n) for n in names}))
     for fact, label in (("bidirectional", "bidirectional (protocol)"), ("proxies", "through proxies (protocol; 06, 07)"),
-                        ("browser", "in a browser (protocol)")):
+                        ("browser", "in a browser (protocol)"),
+                        ("security", "protected by (protocol; 05, 07, 08, 09)")):
         rows.append((label, {n: FACTS[n][fact] for n in names}))
     return DecisionTable(rows)
 
