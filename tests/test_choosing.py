@@ -274,13 +274,13 @@ def test_decision_table_and_the_notes_checked_are_built_from_runs():
     assert "<table" in table._repr_html_() and "WebSocket" in repr(table)
     scale = {"without": FanOut("none", 4, 2, {"A": 4, "B": 0}, {"A": 4, "B": 4}),
              "with": FanOut("redis", 4, 2, {"A": 4, "B": 4}, {"A": 4, "B": 4})}
-    checked = notes_checked(runs, runs, away, scale)
+    checked = notes_checked(runs, away, scale)
     assert len(checked) == 9 and "node B's clients got 0 of 4" in dict(checked)["WebSocket con: 'scalability problem'"]
     sweeps = {"base": {"interval": 0.25}, "sweeps": {"rate": {
         "short polling": {"1.0": _point(900.0, 150.0), "10.0": _point(300.0, 150.0), "100.0": _point(60.0, 150.0)},
         "WebSocket": {"1.0": _point(200.0, 25.0), "10.0": _point(200.0, 25.0), "100.0": _point(200.0, 25.0)},
         BATCHED: {"1.0": _point(700.0, 150.0), "10.0": _point(150.0, 150.0), "100.0": _point(40.0, 150.0)}}}}
-    said = dict(notes_checked(runs, runs, away, scale, sweeps))["WebSocket pro: 'reduced overhead of http requests'"]
+    said = dict(notes_checked(runs, away, scale, sweeps))["WebSocket pro: 'reduced overhead of http requests'"]
     assert "below about 26 messages a second" in said and "fewer bytes at every rate measured (150 against 300 at 10/s)" in said
 
 

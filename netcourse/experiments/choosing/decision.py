@@ -14,7 +14,7 @@ import aiohttp
 from ...apps import polling as polling_app
 from ...apps import streaming as streaming_app
 from ...apps.wsserver import Hub, make_ws_handler
-from ...course.exercises import Exercise, Prediction
+from ...course.exercises import Exercise
 from ...protocols.wsframe import Opcode
 from ...runtime.server import serve
 from ...runtime.sockets import no_delay
@@ -24,7 +24,7 @@ from ...traffic.sniffer import Capture, capture
 from ..registry import scenario
 from .harness import TransportRun
 
-__all__ = ["OneMessage", "one_message_each", "segment_carrying", "predict_push_latency",
+__all__ = ["OneMessage", "one_message_each", "segment_carrying",
            "exercise_long_poll_bytes", "exercise_websocket_bytes", "decision_table", "DecisionTable", "format_table",
            "rows_of", "notes_checked",
            "FACTS"]
@@ -165,22 +165,6 @@ def exercise_long_poll_bytes(one: OneMessage) -> Exercise:
     )
 
 
-def predict_push_latency(rtt_ms: float = 50.0) -> Prediction:
-    def explain(given: float, measured: float) -> str:
-        return (f"Half a round trip: {rtt_ms / 2:g} ms. A push travels one way, from the server to the client, "
-                "and the connection is already open. Long polling adds a round trip whenever a message arrives "
-                "while no request is held; short polling adds up to a whole interval.")
-
-    return Prediction(
-        f"The link's round trip is {rtt_ms:g} ms. What is the median time from publication to receipt over a "
-        "WebSocket that is already open, in ms?",
-        measure=lambda runs: runs["WebSocket"].percentile(50), unit="ms", tolerance=0.2, floor=3.0, explain=explain,
-        step=lambda runs: rtt_ms / 2, spread="a transit is the unit here",
-        mistakes=[(lambda g, m: abs(g - rtt_ms) < rtt_ms / 4, "That is a round trip; an open WebSocket needs no "
-                   "request, so a message crosses once: half of it.")],
-    )
-
-
 # -- the decision table -------------------------------------------------------------------------------
 
 # What is not a measurement, said once. Bidirectional: can the client send on the same channel?
@@ -269,8 +253,8 @@ def format_table(rows: list[tuple[str, dict[str, str]]]) -> str:
 
 
 
-def notes_checked(link_runs: dict[str, TransportRun], loopback_runs: dict[str, TransportRun],
-                  away_runs: dict[str, TransportRun], scale: dict, sweeps: dict | None = None) -> list[tuple[str, str]]:
+def notes_checked(link_runs: dict[str, TransportRun], away_runs: dict[str, TransportRun], scale: dict,
+                  sweeps: dict | None = None) -> list[tuple[str, str]]:
     """The notes' claims about each transport, each with what this notebook measured (and, given the stored
     sweeps, what the bench's steady state says about bytes per message)."""
     r, away = link_runs, away_runs
