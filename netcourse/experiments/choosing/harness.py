@@ -6,6 +6,7 @@ the publisher).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -234,10 +235,13 @@ class Inbox:
 
 class Batcher:
     """A push server's batching policy: hold what is published and send it as one delivery (messages one per
-    line) every ``period`` seconds, on a clock started with the first publication; nothing held, nothing sent."""
+    line) every ``period`` seconds; nothing held, nothing sent. The clock ticks first ``phase`` seconds after it
+    starts: a server's timer runs on its own, not in step with the messages (a short poller's polls do not
+    either), so the runs draw the phase at random."""
 
-    def __init__(self, publish, period: float) -> None:
+    def __init__(self, publish, period: float, phase: float | None = None) -> None:
         self.publish, self.period, self.held = publish, period, []
+        self.phase = period if phase is None else phase
 
     def __call__(self, text: str) -> None:
         self.held.append(text)
@@ -248,7 +252,7 @@ class Batcher:
             self.held.clear()
 
     async def run(self) -> None:
-        start, ticks = time.monotonic(), 0
+        start, ticks = time.monotonic() + self.phase - self.period, 0
         while True:
             ticks += 1
             await asyncio.sleep(max(0.0, start + ticks * self.period - time.monotonic()))
@@ -376,7 +380,8 @@ def serve_run(net: Any, workload: Workload, run: TransportRun, inbox: Inbox, abs
         await asyncio.sleep(workload.rtt_ms / 1000 + 0.02)  # the last answers of the set-up, and their ACKs, cross
         cpu0 = _thread_cpu(_server_thread(srv))
         setup_wire[0] = count()
-        batcher = Batcher(publish, workload.batch) if workload.batch else None
+        phase = random.Random(workload.seed).uniform(0, workload.batch)  # the server's timer, out of step
+        batcher = Batcher(publish, workload.batch, phase) if workload.batch else None
         flushing = [asyncio.create_task(batcher.run())] if batcher else []
         await publish_on_schedule(workload, batcher or publish, absence)
         await finish(tasks + flushing, inbox, run.expected, GRACE + grace + workload.batch + workload.rtt_ms / 250
