@@ -232,9 +232,9 @@ class RateTable(list):
         where = {"tap": "counted on the emulated link", "relay": "counted at the relay"}.get(self.data.get("mode"), "")
         lines = [f"bytes per message once connected ({where}), and median latency: median of {runs} runs "
                  "(lowest–highest)",
-                 f"{'msg/s':>6}  " + "".join(f"{t:<34}" for t in self.transports)]
+                 f"{'msg/s':>6}  " + "".join(f"{t:<42}" for t in self.transports)]
         for key, cells in self:
-            lines.append(f"{float(key):>6g}  " + "".join(f"{self._cell(cells[t]):<34}" for t in self.transports))
+            lines.append(f"{float(key):>6g}  " + "".join(f"{self._cell(cells[t]):<42}" for t in self.transports))
         return "\n".join(lines)
 
 
