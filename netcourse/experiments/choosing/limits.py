@@ -42,7 +42,7 @@ class FdLimit:
                 f"failed with EMFILE and it paused accepting {self.emfile} times")
 
 
-def fd_limit(max_files: int = 64, clients: int = 100, wait: float = 2.0) -> FdLimit:
+def fd_limit(max_files: int = 64, clients: int = 100, wait: float = 0.5) -> FdLimit:
     """Connect ``clients`` clients to an echo server whose process may open ``max_files`` descriptors; each sends
     a line and waits up to ``wait`` seconds (all of them at once) for its echo."""
     proc = subprocess.Popen([sys.executable, "-m", "netcourse.apps.fdlimited", "--max-files", str(max_files)],
