@@ -144,6 +144,7 @@ def test_an_oversized_frame_closes_with_1009(chat):
     assert any(isinstance(e, CloseReceived) and e.code == 1009 for e in events), events
 
 
+@retried()
 def test_revoking_a_session_closes_its_open_socket(chat):
     server, srv, _ = chat
     cookie = login(srv.host, srv.port, "ada", "pw-ada")[1]
@@ -247,6 +248,7 @@ def test_offline_and_back_replays_then_goes_live():
     assert ids == sorted(ids) == list(range(11, 46))
 
 
+@retried()
 def test_attacks_and_bad_input_as_the_notebook_shows_them():
     from netcourse.experiments.offline.attacks import auth_attacks, bad_inputs
 

@@ -439,6 +439,7 @@ def test_loss_needs_the_tap_link_for_tcp_and_the_table_reads_the_stored_sweep():
 
 @pytest.mark.slow
 @pytest.mark.skipif(modes()["tap"] is not None, reason="needs the tap link (root)")
+@retried()
 def test_on_a_lossy_link_tcp_delivers_everything_late_and_udp_loses_some():
     """Loss on every transport (finding 10-9): across the tap link with 10 % loss each way, a WebSocket delivers
     every message, some held back by a resend (head-of-line blocking: later than half a round trip plus the

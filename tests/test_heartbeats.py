@@ -179,6 +179,7 @@ def test_heartbeat_costs_add_up():
 
 @pytest.mark.slow
 @pytest.mark.replayable
+@retried()
 def test_duplex_ticks_arrive_unasked_and_the_echo_question_reads_the_capture():
     run = duplex_ticks()
     assert run.requested_nothing and len(run.sent) == 3 and len(run.echoes) == 3
@@ -217,6 +218,7 @@ def test_half_open_connection_meets_an_rst():
 
 
 @pytest.mark.slow
+@retried()
 def test_websocket_and_aiohttp_heartbeats_notice_a_frozen_peer():
     beat, ws, aio = compare_heartbeats(0.1, 0.2, trials=2)
     for det in (beat, ws):
@@ -299,6 +301,7 @@ def _beat(delay: float | None, *, interval: float = 0.02, timeout: float = 0.05,
 
 
 @pytest.mark.slow
+@retried()
 def test_the_heartbeat_counts_pongs_in_time_and_declares_a_late_one_dead():
     reason, beat, tasks = _beat(0.005)
     assert reason is None and beat.answered == 3 and len(beat.round_trips) == 3 and tasks == 0
@@ -319,6 +322,7 @@ def test_the_heartbeat_ignores_a_pong_for_an_older_ping():
 
 
 @pytest.mark.slow
+@retried()
 def test_the_client_closes_a_dead_connection_and_reconnects_with_back_off():
     run = heartbeat_reconnect(interval=0.2, timeout=0.3, freeze_at=0.3, frozen_for=0.8, run_for=1.5)
     assert run.froze_at is not None and run.thawed_at is not None
@@ -332,6 +336,7 @@ def test_the_client_closes_a_dead_connection_and_reconnects_with_back_off():
 
 
 @pytest.mark.slow
+@retried()
 def test_a_timeout_shorter_than_the_round_trip_kills_a_healthy_connection():
     short, enough = heartbeat_across_a_link(rtt_ms=100, timeouts=(0.05, 0.3), interval=0.2, run_for=0.8)
     assert len(short.times("dead")) >= 2 and short.round_trips == [] and short.false_alarms == len(short.times("dead"))

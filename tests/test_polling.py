@@ -21,6 +21,8 @@ from netcourse.experiments.polling.compare import (
 from netcourse.experiments.polling.link import exercise_longest_interval
 from netcourse.runtime.waiting import run_async, wait_until
 
+from .conftest import retried
+
 
 def test_bad_parameters_get_a_400_with_a_reason():
     answers = peek(["/messages?after=-1", "/messages?after=x", "/messages?wait=abc", "/messages?wait=31",
@@ -65,6 +67,7 @@ def test_publisher_is_seeded():
 
 
 @pytest.mark.slow
+@retried()
 def test_every_poller_gets_every_message_once_in_order():
     run = compare(intervals=(0.1, 0.3), wait=5, rate=8, duration=1.5, seed=5, record=False)
     assert len(run.published) > 5

@@ -138,6 +138,7 @@ def test_ssrf_guard_refuses_internal_urls_unless_allowed(tmp_path):
 
 
 @pytest.mark.slow
+@retried()
 def test_outage_loses_nothing_and_processes_nothing_twice():
     o = receiver_down(events=3, down_for=0.25)
     assert o.counts == {"delivered": 3, "dead": 3} and o.processed == 3 and o.duplicates == 1
@@ -256,6 +257,7 @@ def test_retry_after_in_both_forms():
 
 
 @pytest.mark.slow
+@retried()
 def test_the_sender_does_not_spin_while_an_attempt_is_in_flight(tmp_path):
     import resource
 

@@ -29,7 +29,7 @@ def predict_crossover(interval: float = 0.25, rtt_ms: float = 50.0) -> Predictio
         "everyone is connected: above what rate (messages per second) does short polling carry a message in "
         "fewer bytes than the WebSocket?",
         measure=lambda sweeps: crossover(sweeps) or float("nan"), unit="msg/s", tolerance=0.5, floor=1.0,
-        explain=explain, says="the bench's sweep measured", spread="within half the measured rate either way: "
+        explain=explain, says="the bench's sweep measured", spread="about half the measured rate either way: "
         "the right order of magnitude, which is what this question is about",
         mistakes=[(lambda g, m: g < m / 2, "Too low: at that rate most polls come back empty, and an empty poll "
                    "still costs a request and an answer. Count the polls per message: one over (rate × period)."),
@@ -41,12 +41,12 @@ def predict_crossover(interval: float = 0.25, rtt_ms: float = 50.0) -> Predictio
 WORKLOADS = (
     "a live price ticker pushes 50 updates a second to browsers; each must arrive within 40 ms of publication "
     "across a 50 ms round trip; the browser never sends anything",
-    "a payment provider tells your server that a charge succeeded; your server may be down for an hour, and the "
-    "notice must not be lost",
+    "a payment provider's servers tell your server that a charge succeeded (the provider offers no event log to "
+    "read); your server may be down for an hour, and the notice must not be lost",
     "a game's native client gets the other players' positions 30 times a second; a late position is worthless, "
     "and one lost now and then is harmless",
     "an internal dashboard shows a figure that changes a few times an hour; staff open it behind a corporate "
-    "proxy that buffers responses and refuses Upgrade",
+    "proxy that inspects TLS, buffers responses and refuses Upgrade",
 )
 
 
@@ -72,7 +72,8 @@ PICKS = (  # what each workload accepts, and why the usual wrong picks are wrong
     }),
     ({"udp"}, {
         "raw tcp": "TCP delivers every byte in order: a lost segment holds back the positions behind it until it "
-                   "is resent (head-of-line blocking: the loss sweep's tail). Fresh positions wait for a stale one.",
+                   "is resent (head-of-line blocking: notebook 02, and this notebook's loss sweep). Fresh positions "
+                   "wait for a stale one.",
         "websocket": "a WebSocket runs over TCP: a lost segment holds back every later position until it is "
                      "resent, and a native client does not need the browser's transport.",
         "sse": "SSE runs over TCP (head-of-line blocking) and carries text to browsers; a native game client "
@@ -140,10 +141,11 @@ def exercise_pick_a_transport() -> Exercise:
         mistakes=_mistakes(),
         explanation="(1) SSE: a push over an open connection arrives in half a round trip, and the browser never "
         "sends (a WebSocket works too). (2) Webhooks: the provider's outbox retries until your server is back. "
-        "(3) UDP: no retransmission to wait for; a late position is dropped, not delivered late. (4) Short "
+        "(3) UDP: no retransmission to wait for, and a lost position is simply replaced by the next (UDP delivers "
+        "a late datagram too: the game drops a stale one by its sequence number). (4) Short "
         "polling: plain requests pass any proxy, and a few changes an hour need no open connection (long polling "
         "works too: each answer is a whole response, which a buffering proxy passes on, and a server answers an "
         "empty hold well before a proxy's idle timeout).",
-        ask="Which workload would change its answer if the link lost 5 % of its packets? Which if the clients "
-        "were a million instead of a thousand?",
+        ask="Which workload would change its answer if the link lost 5 % of its packets? Which if it had a "
+        "million clients?",
     )

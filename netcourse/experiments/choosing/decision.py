@@ -216,8 +216,9 @@ def decision_table(link_runs: dict[str, TransportRun], away_runs: dict[str, Tran
         rate_sweep = sweeps["sweeps"]["rate"]
         poll = sweeps["base"].get("interval", 1.0)
         low, high = min(rate_sweep[names[0]], key=float), max(rate_sweep[names[0]], key=float)
-        rows.append((f"set-up per client, once (bench sweep, {float(high):g}/s)",
-                     {n: f"{rate_sweep[n][high]['setup_bytes_per_client']:.0f} B" if n in rate_sweep else "-"
+        base = next((k for k in rate_sweep[names[0]] if float(k) == sweeps["base"].get("rate", 10.0)), high)
+        rows.append((f"set-up per client, once (bench sweep, {float(base):g}/s)",
+                     {n: f"{rate_sweep[n][base]['setup_bytes_per_client']:.0f} B" if n in rate_sweep else "-"
                       for n in names}))
         for key in (low, high):
             label = f"steady bytes per message (bench sweep: {float(key):g}/s, poll every {poll:g} s)"

@@ -86,17 +86,17 @@ class LossTable(list):
     def _cell(self, f: dict) -> str:
         got = "all" if f["delivered"] == f["expected"] else f"{f['delivered'] / f['expected']:.1%}"
         tail = f"{f['p99_ms']:.0f}" if f.get("samples", TAIL_SAMPLES) >= TAIL_SAMPLES else f"max {f['max_ms']:.0f}"
-        return f"{f['p50_ms']:.0f} / {tail} ms, {got}"
+        return f"{f['p50_ms']:.0f} / {tail} ms, {got}, {f.get('steady_bytes_per_msg', float('nan')):.0f} B"
 
     def __repr__(self) -> str:
         losses = [str(x) for x in self.data["losses"]]
         w = self.data["workload"]
         lines = [f"{self.data['runs']} runs at each loss, measured on {self.data['measured_at']} across the tap link "
                  f"({w['rtt_ms']:g} ms, {w['clients']} clients, {w['rate']:g} msg/s); median / p99 of the runs' "
-                 "latencies pooled (thousands of samples), delivered",
-                 f"{'':<14}" + "".join(f"{float(x):>6.0%} loss{'':<20}" for x in losses)]
+                 "latencies pooled (thousands of samples), delivered, bytes per delivered message",
+                 f"{'':<14}" + "".join(f"{float(x):>6.0%} loss{'':<26}" for x in losses)]
         for name, by_loss in self:
-            lines.append(f"{name:<14}" + "".join(f"{self._cell(by_loss[x]):<31}" for x in losses))
+            lines.append(f"{name:<14}" + "".join(f"{self._cell(by_loss[x]):<37}" for x in losses))
         return "\n".join(lines)
 
 
