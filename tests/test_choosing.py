@@ -151,7 +151,7 @@ def test_sweeps_crossover_and_knob():
         for transport in TRANSPORTS:
             assert set(stored["sweeps"][dim][transport]) == {str(v) for v in values}
     assert set(stored["sweeps"]["rate"][BATCHED]) == {str(v) for v in SWEEPS["rate"]}
-    small = sweep("rate", (50.0,), Workload(clients=1, rtt_ms=0), transports=("WebSocket",), runs=2)
+    small = sweep("rate", (50.0,), Workload(clients=1, rtt_ms=0, interval=0.05), transports=("WebSocket",), runs=2)
     point = small["WebSocket"]["50.0"]
     assert point["delivered"] == point["expected"] and point["runs"] == 2
     assert point["spread"]["p50_ms"][0] <= point["p50_ms"] <= point["spread"]["p50_ms"][1]
