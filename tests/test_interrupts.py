@@ -107,23 +107,16 @@ def test_an_interrupted_experiment_leaves_nothing_behind(case):
     assert wait_until(lambda: _fds() <= fds + 2, 10), (fds, _fds())  # +2: lazily opened files (selectors, logs)
 
 
-CHECK_IN_KERNEL = """
-import os, threading
-from netcourse.runtime.registry import live_servers
-from netcourse.runtime.waiting import wait_until
-def _children():
-    found = []
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as f:
-                found += [int(p) for p in f.read().split()]
-        except OSError:
-            pass
-    return found
+def _check_in_kernel() -> str:
+    """What the kernel runs after the interrupt: the same ``_children`` as this module's, and the checks."""
+    import inspect
+
+    return ("import os, threading\nfrom netcourse.runtime.registry import live_servers\n"
+            "from netcourse.runtime.waiting import wait_until\n" + inspect.getsource(_children) + """
 print("servers", wait_until(lambda: not live_servers(), 10))
 print("children", wait_until(lambda: not _children(), 10), _children())
 print("threads", wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("netcourse")], 10))
-"""
+""")
 
 
 def test_jupyters_interrupt_in_a_real_kernel_leaves_nothing_behind():
@@ -151,7 +144,7 @@ def test_jupyters_interrupt_in_a_real_kernel_leaves_nothing_behind():
         assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt", \
             reply["content"].get("ename")
         out: list[str] = []
-        kc.execute_interactive(CHECK_IN_KERNEL, timeout=60, output_hook=lambda m: out.append(
+        kc.execute_interactive(_check_in_kernel(), timeout=60, output_hook=lambda m: out.append(
             m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
         text = "".join(out)
         assert "servers True" in text and "children True" in text and "threads True" in text, text
