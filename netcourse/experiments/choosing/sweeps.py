@@ -99,19 +99,13 @@ def _median(samples: list[dict]) -> dict:
 
 
 def sweep(dimension: str, values: tuple, base: Workload = BASE, transports: tuple[str, ...] = TRANSPORTS,
-          runs: int = 1, seeds: tuple[int, ...] | None = None,
-          reuse: dict[str, dict] | None = None, mode: str = "relay") -> dict[str, dict[str, dict]]:
+          runs: int = 1, seeds: tuple[int, ...] | None = None, mode: str = "relay") -> dict[str, dict[str, dict]]:
     """{transport: {value: point}} with one workload dimension varied, each point ``runs`` runs (seeds 1, 2, …
     for the arrivals and the link's losses), one transport at a time; a point keeps each figure's median and
-    range. ``reuse``:
-    {transport: point} already measured at the base workload (the rate sweep's), not measured again."""
+    range. (``measure_sweeps`` gives the other dimensions the rate sweep's base point: ``_fill_base``.)"""
     seeds = seeds or tuple(range(1, runs + 1))
     out: dict[str, dict[str, dict]] = {t: {} for t in transports}
     for value in values:
-        if reuse is not None and getattr(base, dimension) == value:  # the base point, measured already
-            for t in transports:
-                out[t][str(value)] = reuse[t]
-            continue
         samples: dict[str, list[dict]] = {t: [] for t in transports}
         for seed in seeds:
             workload = sized(replace(base, seed=seed, **{dimension: value}))

@@ -42,7 +42,6 @@ from .harness import (
     publish_on_schedule,
     serve_run,
     settle,
-    wire_bytes,
     wire_counter,
 )
 
