@@ -34,6 +34,7 @@ from netcourse.experiments.choosing.harness import (
 )
 from netcourse.experiments.choosing.memory import memory_per_client
 from netcourse.experiments.choosing.scaleout import (
+    HELD,
     FanOut,
     Node,
     fan_out,
@@ -272,10 +273,12 @@ def test_decision_table_and_the_notes_checked_are_built_from_runs():
     assert many.tail() == ("p99", pytest.approx(990.0))
     assert all("(protocol" in label for label, _ in table[-4:]) and "signature" in table[-1][1]["webhooks"]
     assert "<table" in table._repr_html_() and "WebSocket" in repr(table)
-    scale = {"without": FanOut("none", 4, 2, {"A": 4, "B": 0}, {"A": 4, "B": 4}),
-             "with": FanOut("redis", 4, 2, {"A": 4, "B": 4}, {"A": 4, "B": 4})}
+    scale = {"without": {t: FanOut("none", 4, 2, t, {"A": 4, "B": 0}, {"A": 4, "B": 4}) for t in HELD},
+             "with": {t: FanOut("redis", 4, 2, t, {"A": 4, "B": 4}, {"A": 4, "B": 4}) for t in HELD}}
     checked = notes_checked(runs, away, scale)
-    assert len(checked) == 9 and "node B's clients got 0 of 4" in dict(checked)["WebSocket con: 'scalability problem'"]
+    said = dict(checked)["WebSocket con: 'scalability problem'"]
+    assert len(checked) == 9 and "node B's clients got 0 of 4 (WebSocket), 0 of 4 (SSE), 0 of 4 (long polling)" in said
+    assert "Not a WebSocket problem" in said
     sweeps = {"base": {"interval": 0.25}, "sweeps": {"rate": {
         "short polling": {"1.0": _point(900.0, 150.0), "10.0": _point(300.0, 150.0), "100.0": _point(60.0, 150.0)},
         "WebSocket": {"1.0": _point(200.0, 25.0), "10.0": _point(200.0, 25.0), "100.0": _point(200.0, 25.0)},
@@ -313,7 +316,12 @@ def test_without_redis_the_scale_out_section_shows_its_recorded_run(monkeypatch)
     monkeypatch.setattr(scaleout, "find_redis_server", lambda: (None, "pretending there is none"))
     scale = scale_out()
     assert scale["source"].startswith("Recorded on") and "pretending there is none" in scale["source"]
-    assert scale["without"].received["B"] == 0 and scale["with"].received["B"] == scale["with"].expected_per_node["B"]
+    assert set(scale["without"]) == set(scale["with"]) == set(HELD)
+    for transport in HELD:
+        without, with_broker = scale["without"][transport], scale["with"][transport]
+        assert without.transport == transport and without.received["B"] == 0
+        assert without.received["A"] == without.expected_per_node["A"] > 0
+        assert with_broker.received == with_broker.expected_per_node
     assert scale["streams"].pubsub_got == 0 and scale["streams"].stream_got == scale["streams"].published
 
 
@@ -326,6 +334,16 @@ def test_two_nodes_need_a_broker_and_redis_gives_reach_not_memory():
     assert with_redis.received == {"A": 20, "B": 20} and with_redis.redis.startswith("Redis ")
     streams = streams_catch_up(7)
     assert streams.pubsub_got == 0 and streams.stream_got == 7
+
+
+@pytest.mark.slow
+@needs_redis
+def test_event_streams_and_long_polls_on_two_nodes_need_the_broker_too():
+    without, with_broker = scaleout._both(6, 3)
+    for transport in HELD:
+        assert without[transport].received == {"A": 9, "B": 0}, transport
+        assert with_broker[transport].received == {"A": 9, "B": 9}, transport
+        assert with_broker[transport].redis.startswith("Redis ")
 
 
 @needs_redis
@@ -365,10 +383,11 @@ def test_the_node_b_prediction_diagnoses_a_broadcast_that_reaches_everyone():
     from netcourse.experiments.choosing.scaleout import predict_node_b
 
     p = predict_node_b(clients=4, messages=2)
-    scale = {"without": FanOut("none", 4, 2, {"A": 4, "B": 0}, {"A": 4, "B": 4})}
-    assert "✅" in repr(p.check(0, scale))
-    wrong = repr(p.check(4, scale))
-    assert "✅" not in wrong and "sockets it holds" in wrong
+    scale = {"without": {t: FanOut("none", 4, 2, t, {"A": 4, "B": 0}, {"A": 4, "B": 4}) for t in HELD}}
+    assert "✅" in repr(p.check(0, scale)) and "12 deliveries" in p.question
+    wrong = repr(p.check(12, scale))
+    assert "✅" not in wrong and "connections it holds" in wrong
+    assert "long poll is a request the server holds" in repr(p.check(8, scale))  # WebSockets out, HTTP in
     assert "all or nothing" in repr(p.check(2, scale))
 
 
@@ -388,7 +407,7 @@ def test_repeats_give_each_figure_a_median_and_a_range_and_the_stored_ones_match
     assert "295 B (295–295)" in repr(spread_table(data))
     stored = load_repeats()
     assert Workload(**stored["workload"]) == SECTION_1 and stored["runs"] >= 5
-    assert set(stored["samples"]) == set(TRANSPORTS)
+    assert set(stored["samples"]) == set(HELD)
     assert all(len(runs) == stored["runs"] for runs in stored["samples"].values())
 
 

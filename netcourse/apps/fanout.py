@@ -2,15 +2,18 @@
 
     python -m netcourse.apps.fanout [--redis-port PORT] [--channel NAME]
 
-It serves the course's WebSocket server (``apps.wsserver``) on 127.0.0.1, prints ``READY <port>`` once
-listening, and stops when its standard input closes (the parent ended or died) or on SIGTERM.
+It serves, on 127.0.0.1, the course's WebSocket server (``apps.wsserver``) and, on a second port, the
+message log of notebooks 03 and 06 (``apps.polling`` and ``apps.streaming``: a long poll is
+``GET /messages?after=ID&wait=S``, an event stream ``GET /sse/events``). It prints
+``READY <websocket port> <http port>`` once listening, and stops when its standard input closes (the parent
+ended or died) or on SIGTERM.
 
-A client publishes by sending a TEXT message ``PUB <text>``:
+A client publishes by sending a WebSocket TEXT message ``PUB <text>``:
 
-- without Redis, the node broadcasts ``<text>`` to *its own* clients only: a client connected to another
-  node never sees it;
+- without Redis, the node delivers ``<text>`` to *its own* clients only (its WebSockets, and its log, which
+  its event streams and long polls read): a client connected to another node never sees it;
 - with ``--redis-port``, the node PUBLISHes ``<text>`` on the channel of a Redis on 127.0.0.1, and every
-  node broadcasts to its clients what its subscription to that channel receives (this node included).
+  node delivers to its clients what its subscription to that channel receives (this node included).
 
 If Redis goes away, a publish fails (the client's socket closes with 1011) and the subscription ends; the node
 says so on its standard error, tries again with a capped back-off, and once it has subscribed again prints
@@ -27,9 +30,10 @@ import threading
 
 from ..protocols.wsframe import Opcode
 from ..runtime.backoff import Backoff
+from .polling import MessageLog
 from .wsserver import Hub, make_ws_handler
 
-__all__ = ["Node", "PREFIX", "main"]
+__all__ = ["Node", "PREFIX", "make_http_app", "main"]
 
 PREFIX = b"PUB "
 MAX_TEXT = 64 * 1024
@@ -41,8 +45,16 @@ class Node:
     def __init__(self, channel: str):
         self.channel = channel
         self.hub = Hub(max_buffered=4 << 20, write_timeout=5.0)
+        self.log = MessageLog()  # read by the HTTP server's long polls and event streams, on that server's loop
+        self.http_loop: asyncio.AbstractEventLoop | None = None
         self.publisher = None  # redis.asyncio.Redis, once joined
         self.forwarding: asyncio.Task | None = None
+
+    async def deliver(self, text: bytes) -> None:
+        """To this node's clients: its WebSockets now, its log (on the HTTP server's loop) for the others."""
+        if self.http_loop is not None:
+            self.http_loop.call_soon_threadsafe(self.log.append, text.decode("utf-8", "replace"))
+        await self.hub.broadcast(text, Opcode.TEXT)
 
     async def on_message(self, opcode: Opcode, payload: bytes) -> None:
         """A client's ``PUB <text>``: to Redis when joined, else to this node's own clients."""
@@ -52,7 +64,7 @@ class Node:
         if self.publisher is not None:
             await self.publisher.publish(self.channel, text)
         else:
-            await self.hub.broadcast(text, Opcode.TEXT)
+            await self.deliver(text)
 
     async def join_redis(self, port: int) -> None:
         """Subscribe to the channel (5 s at most), then publish there."""
@@ -83,7 +95,7 @@ class Node:
                     subscribed.set_result(None)
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
-                        await self.hub.broadcast(message["data"], Opcode.TEXT)
+                        await self.deliver(message["data"])
             except (aioredis_errors.ConnectionError, aioredis_errors.TimeoutError, OSError) as exc:
                 if not lost:
                     print(f"fanout: lost Redis ({type(exc).__name__}); subscribing again", file=sys.stderr, flush=True)
@@ -94,6 +106,15 @@ class Node:
                     await pubsub.aclose()
 
 
+def make_http_app(log: MessageLog):
+    """Long polls (``/messages``, notebook 03's app) and event streams (``/sse/events``, notebook 06's) on one log."""
+    from . import polling, streaming
+
+    app = polling.make_app(log)
+    app.add_subapp("/sse/", streaming.make_app(log, max_streams=20_000))
+    return app
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netcourse.apps.fanout")
     parser.add_argument("--redis-port", type=int, default=0, help="a Redis on 127.0.0.1 to join (0: none)")
@@ -102,12 +123,21 @@ def main(argv: list[str] | None = None) -> int:
     from ..runtime.server import serve
     from ..runtime.sockets import no_delay
 
+    # Two servers, two event-loop threads: hand the GIL over every 0.5 ms, not every 5 ms, so that a delivery
+    # on one loop does not wait a switch interval for the other loop's thread to let go.
+    sys.setswitchinterval(0.0005)
     node = Node(args.channel)
     srv = serve(no_delay(make_ws_handler(node.hub, on_message=node.on_message)), name="fanout node",
                 max_connections=20_000)
+    try:
+        http = serve(make_http_app(node.log), name="fanout node (HTTP)", max_connections=20_000)
+    except BaseException:
+        srv.stop()
+        raise
+    node.http_loop = http.loop
     if args.redis_port:
         srv.run(node.join_redis(args.redis_port), timeout=10)
-    print(f"READY {srv.port}", flush=True)
+    print(f"READY {srv.port} {http.port}", flush=True)
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     try:
@@ -115,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     srv.stop()
+    http.stop()
     return 0
 
 

@@ -148,19 +148,34 @@ def away_and_back(runs: Mapping[str, AwayAndBack], *, ax: Axes | None = None) ->
     return fig
 
 
-def fan_out_reach(without: Reach, with_broker: Reach, *, ax: Axes | None = None) -> Figure:
-    """Messages received by the clients of node A and node B, without and with a broker."""
-    fig, ax = figure(ax, (7, 3.0))
-    xs = [0, 1, 3, 4]
-    values = [without.received["A"], without.received["B"], with_broker.received["A"], with_broker.received["B"]]
-    expected = [without.expected_per_node["A"], without.expected_per_node["B"],
-                with_broker.expected_per_node["A"], with_broker.expected_per_node["B"]]
-    ax.bar(xs, expected, color="#e0e0e0", width=0.8, label="expected")
-    ax.bar(xs, values, color=["#1565c0", "#ef6c00"] * 2, width=0.5, label="received")
-    ax.set_xticks(xs, ["node A", "node B", "node A", "node B"])
-    ax.text(0.5, max(expected) * 1.08, "no broker", ha="center")
-    ax.text(3.5, max(expected) * 1.08, "Redis pub/sub", ha="center")
-    ax.set_ylim(0, max(expected) * 1.25)
-    ax.set_ylabel("messages received by its clients")
+def fan_out_reach(without: Mapping[str, Reach], with_broker: Mapping[str, Reach], *, ax: Axes | None = None) -> Figure:
+    """Messages received by the clients of node A and node B, per transport, without and with a broker."""
+    fig, ax = figure(ax, (8, 3.2))
+    kinds = list(without)
+    xs, values, expected, labels, colours = [], [], [], [], []
+    x = 0.0
+    for runs in (without, with_broker):
+        for kind in kinds:
+            for node in ("A", "B"):
+                xs.append(x)
+                values.append(runs[kind].received[node])
+                expected.append(runs[kind].expected_per_node[node])
+                labels.append(node)
+                colours.append(TRANSPORT_COLOURS.get(kind, "#1565c0"))
+                x += 1
+            x += 0.5
+        x += 1
+    ax.bar(xs, expected, color="#e0e0e0", width=0.85, label="expected")
+    ax.bar(xs, values, color=colours, width=0.55)
+    ax.set_xticks(xs, labels, fontsize=8)
+    top = max(expected)
+    for i, kind in enumerate(kinds * 2):
+        centre = xs[2 * i] + 0.5
+        ax.text(centre, -top * 0.2, kind, ha="center", va="top", fontsize=8, color=TRANSPORT_COLOURS.get(kind, "black"))
+    ax.text((xs[0] + xs[len(kinds) * 2 - 1]) / 2, top * 1.1, "no broker", ha="center")
+    ax.text((xs[len(kinds) * 2] + xs[-1]) / 2, top * 1.1, "Redis pub/sub", ha="center")
+    ax.set_ylim(0, top * 1.25)
+    ax.set_xlim(xs[0] - 0.7, xs[-1] + 0.7)
+    ax.set_ylabel("messages received by\nthe node's clients")
     ax.spines[["top", "right"]].set_visible(False)
     return fig

@@ -282,8 +282,11 @@ def notes_checked(link_runs: dict[str, TransportRun], away_runs: dict[str, Trans
          f"a client away and back got {away['WebSocket'].caught_up} of the {away['WebSocket'].while_away} messages it missed: "
          "reconnecting is the client's job, and catching up needs a cursor (notebooks 03 and 08)"),
         ("WebSocket con: 'scalability problem'",
-         f"two processes without a broker: node B's clients got {without.received['B']} of {without.expected_per_node['B']}; "
-         f"with Redis pub/sub, {with_broker.received['B']} of {with_broker.expected_per_node['B']}"),
+         "two processes without a broker: node B's clients got "
+         + ", ".join(f"{run.received['B']} of {run.expected_per_node['B']} ({t})" for t, run in without.items())
+         + "; with Redis pub/sub, " + ", ".join(f"{run.received['B']} of {run.expected_per_node['B']}"
+                                               for run in with_broker.values())
+         + ". Not a WebSocket problem: every held connection (an event stream, a long poll) is tied to one process"),
         ("HTTP streaming: 'one way communication over HTTP', 'native browser support'",
          f"SSE: median {r['SSE'].percentile(50):.0f} ms, {r['SSE'].bytes_per_message:.0f} bytes per message; back after an "
          f"absence, Last-Event-ID gave {away['SSE'].caught_up} of {away['SSE'].while_away} missed messages"),

@@ -1,9 +1,11 @@
-"""Notebook 10, scale-out: two WebSocket server processes, without and with a broker (Redis) between them.
+"""Notebook 10, scale-out: two server processes, without and with a broker (Redis) between them.
 
-- ``Node``: a child process running ``python -m netcourse.apps.fanout`` (the course's WebSocket server), on
-  127.0.0.1; it is stopped when the ``with`` block ends, whatever happens.
-- ``fan_out(clients, broker=...)``: clients assigned alternately to node A and node B; a publisher on node A
-  sends ``messages``; each client records what arrives and when.
+- ``Node``: a child process running ``python -m netcourse.apps.fanout`` (the course's WebSocket server, and
+  the message log's long polls and event streams), on 127.0.0.1; it is stopped when the ``with`` block ends,
+  whatever happens.
+- ``scale_out``: WebSocket, SSE and long-polling clients, each kind assigned alternately to node A and node B;
+  a publisher on node A sends ``messages``; each client records what arrives and when. ``fan_out`` does it
+  for WebSockets alone (the bench's thousands).
 - ``streams_catch_up``: what Redis pub/sub gives a subscriber that was offline (nothing), against a Redis
   Stream read with ``XREAD`` from the last id it had (everything): the cursor of notebooks 03 and 08.
 
@@ -27,11 +29,12 @@ import aiohttp
 
 from ...apps.broker import find_redis_server, redis_broker
 from ...apps.fanout import PREFIX
+from ...clients.sse import stream_events
 from ...course.exercises import Prediction
 from ...errors import ServerStartError
 from ...runtime.waiting import run_async
 
-__all__ = ["Node", "FanOut", "fan_out", "StreamsCatchUp", "streams_catch_up", "scale_out", "predict_node_b", "RECORDED",
+__all__ = ["Node", "FanOut", "HELD", "fan_out", "StreamsCatchUp", "streams_catch_up", "scale_out", "predict_node_b", "RECORDED",
            "load_bench", "bench_fan_out"]
 
 RECORDED = Path(__file__).resolve().parents[2] / "measured" / "scale_out.json"
@@ -46,7 +49,7 @@ class Node:
         args = [sys.executable, "-m", "netcourse.apps.fanout", "--channel", channel]
         if redis_port:
             args += ["--redis-port", str(redis_port)]
-        self.port = 0
+        self.port = self.http_port = 0  # its WebSocket server's, and its HTTP server's (long polls, event streams)
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if wait:
@@ -76,7 +79,8 @@ class Node:
         if not line.startswith("READY "):
             self.stop()
             raise ServerStartError(f"a fan-out node did not start within {START_TIMEOUT:g} s: {line.strip()!r}")
-        self.port = int(line.split()[1])
+        _, ws_port, http_port = line.split()
+        self.port, self.http_port = int(ws_port), int(http_port)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -114,6 +118,7 @@ class FanOut:
     broker: str
     clients: int
     messages: int
+    transport: str = "WebSocket"
     received: dict[str, int] = field(default_factory=dict)
     expected_per_node: dict[str, int] = field(default_factory=dict)
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
@@ -129,34 +134,76 @@ class FanOut:
     def __repr__(self) -> str:
         parts = [f"{node}: {self.received.get(node, 0)}/{self.expected_per_node[node]} received"
                  + (f", p50 {self.p50(node):.2f} ms" if self.latencies_ms.get(node) else "") for node in ("A", "B")]
-        return (f"{self.clients} clients on 2 nodes, broker {self.broker}, {self.messages} messages published on A: "
+        return (f"{self.clients} {self.transport} clients on 2 nodes, broker {self.broker}, {self.messages} messages published on A: "
                 + "; ".join(parts) + f"; last client reached after {self.fan_out_ms:.1f} ms (median)")
 
 
-async def _run(ports: dict[str, int], clients: int, messages: int, size: int, gap: float) -> FanOut:
+HELD = ("WebSocket", "SSE", "long polling")
+
+
+async def _run(ports: dict[str, dict[str, int]], clients: int, messages: int, size: int, gap: float,
+               transports: tuple[str, ...] = ("WebSocket",)) -> dict[str, FanOut]:
+    """``clients`` subscribers of each transport, alternately on node A and B; ``messages`` published on A.
+
+    ``ports[node]`` holds the node's "ws" and "http" ports. Each subscriber records the first arrival of each
+    message; the run ends when everyone has everything, or when A's subscribers have (B's get nothing more
+    without a broker)."""
     assignment = [("A" if i % 2 == 0 else "B") for i in range(clients)]
-    first: dict[tuple[int, int], float] = {}
+    first: dict[str, dict[tuple[int, int], float]] = {t: {} for t in transports}
     sent: dict[int, float] = {}
     connected = asyncio.Event()
     count = [0]
+    everyone = clients * len(transports)
+
+    def ready() -> None:
+        count[0] += 1
+        if count[0] == everyone:
+            connected.set()
+
+    def arrived(transport: str, i: int, text: str) -> None:
+        head = text.split(":", 1)[0]
+        if head.isdigit():
+            first[transport].setdefault((i, int(head)), time.monotonic())
+
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def subscriber(i: int) -> None:
-            async with session.ws_connect(f"http://127.0.0.1:{ports[assignment[i]]}/", autoping=True,
+        async def websocket(i: int) -> None:
+            async with session.ws_connect(f"http://127.0.0.1:{ports[assignment[i]]['ws']}/", autoping=True,
                                           max_msg_size=1 << 20) as ws:
-                count[0] += 1
-                if count[0] == clients:
-                    connected.set()
+                ready()
                 async for msg in ws:
                     if msg.type == aiohttp.WSMsgType.TEXT:
-                        msg_id = int(msg.data.split(":", 1)[0])
-                        first.setdefault((i, msg_id), time.monotonic())
+                        arrived("WebSocket", i, msg.data)
 
-        tasks = [asyncio.create_task(subscriber(i)) for i in range(clients)]
+        async def sse(i: int) -> None:
+            url = f"http://127.0.0.1:{ports[assignment[i]]['http']}/sse/events"
+            async for _, event in stream_events(session, url, on_open=ready):
+                arrived("SSE", i, event.data)
+
+        async def long_poll(i: int) -> None:
+            url = f"http://127.0.0.1:{ports[assignment[i]]['http']}/messages"
+            async with session.get(url) as resp:  # where the log stands now: from here on
+                cursor = (await resp.json())["last_id"]
+            ready()
+            while True:
+                async with session.get(url, params={"after": str(cursor), "wait": "10"}) as resp:
+                    data = await resp.json()
+                for message in data["messages"]:
+                    arrived("long polling", i, message["text"])
+                cursor = data["last_id"]
+
+        kinds = {"WebSocket": websocket, "SSE": sse, "long polling": long_poll}
+        tasks = [asyncio.create_task(kinds[t](i)) for t in transports for i in range(clients)]
         try:
-            await asyncio.wait_for(connected.wait(), 30 + clients / 200)
-            async with session.ws_connect(f"http://127.0.0.1:{ports['A']}/") as publisher:
+            waiting = asyncio.create_task(connected.wait())
+            await asyncio.wait([waiting, *tasks], timeout=30 + clients / 200, return_when=asyncio.FIRST_COMPLETED)
+            if not connected.is_set():
+                waiting.cancel()
+                broken = [t.exception() for t in tasks if t.done() and t.exception()]
+                raise ServerStartError(f"only {count[0]} of {everyone} subscribers connected"
+                                       + (f": {broken[0]!r}" if broken else ""))
+            async with session.ws_connect(f"http://127.0.0.1:{ports['A']['ws']}/") as publisher:
                 await asyncio.sleep(0.05)
                 for m in range(1, messages + 1):
                     head = f"{m}:"
@@ -164,16 +211,17 @@ async def _run(ports: dict[str, int], clients: int, messages: int, size: int, ga
                     await publisher.send_str((PREFIX.decode() + head + "x" * max(0, size - len(head))))
                     await asyncio.sleep(gap)
                 deadline = time.monotonic() + 2 + clients / 2000
-                want = sum(1 for i in range(clients) if assignment[i] == "A") * messages
-                while time.monotonic() < deadline and len(first) < clients * messages:
-                    if len(first) >= want and time.monotonic() > sent[messages] + 0.3 + clients / 5000:
+                on_a = sum(1 for node in assignment if node == "A") * messages
+                while time.monotonic() < deadline and sum(map(len, first.values())) < everyone * messages:
+                    if (all(sum(1 for (i, _) in got if assignment[i] == "A") >= on_a for got in first.values())
+                            and time.monotonic() > sent[messages] + 0.3 + clients / 5000):
                         break  # A's clients have everything; B's get nothing more without a broker
                     await asyncio.sleep(0.01)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-    return _tally(FanOut("", clients, messages), assignment, first, sent)
+    return {t: _tally(FanOut("", clients, messages, t), assignment, first[t], sent) for t in transports}
 
 
 def _tally(result: FanOut, assignment: list[str], first: dict[tuple[int, int], float],
@@ -201,13 +249,17 @@ def _tally(result: FanOut, assignment: list[str], first: dict[tuple[int, int], f
     return result
 
 
+def _ports(a: Node, b: Node) -> dict[str, dict[str, int]]:
+    return {"A": {"ws": a.port, "http": a.http_port}, "B": {"ws": b.port, "http": b.http_port}}
+
+
 def fan_out(clients: int = 20, messages: int = 10, *, broker: bool, size: int = 100, gap: float = 0.02) -> FanOut:
     """Two nodes, ``clients`` split between them, ``messages`` published on node A; with or without Redis."""
 
     def on_two_nodes(redis_port: int) -> FanOut:
         a, b = Node.several([redis_port, redis_port])
         try:
-            return run_async(_run({"A": a.port, "B": b.port}, clients, messages, size, gap), 120 + clients / 50)
+            return run_async(_run(_ports(a, b), clients, messages, size, gap), 120 + clients / 50)["WebSocket"]
         finally:
             a.stop()
             b.stop()
@@ -270,61 +322,74 @@ def streams_catch_up(published: int = 20) -> StreamsCatchUp:
     return StreamsCatchUp(published, got, len(ids), last_id, ids)
 
 
-def _both(clients: int, messages: int) -> tuple[FanOut, FanOut]:
-    """Without and with Redis, all four nodes started at once (starting a Python process takes a while)."""
+def _both(clients: int, messages: int) -> tuple[dict[str, FanOut], dict[str, FanOut]]:
+    """Without and with Redis, each of ``HELD`` with ``clients`` subscribers; all four nodes started at
+    once (starting a Python process takes a while)."""
     with redis_broker() as redis:
         nodes = Node.several([0, 0, redis.port, redis.port])
         try:
-            plain, joined = nodes[:2], nodes[2:]
             timeout = 120 + clients / 50
-            without = run_async(_run({"A": plain[0].port, "B": plain[1].port}, clients, messages, 100, 0.02), timeout)
-            with_broker = run_async(_run({"A": joined[0].port, "B": joined[1].port}, clients, messages, 100, 0.02), timeout)
+            without = run_async(_run(_ports(*nodes[:2]), clients, messages, 100, 0.02, HELD), timeout)
+            with_broker = run_async(_run(_ports(*nodes[2:]), clients, messages, 100, 0.02, HELD), timeout)
         finally:
             for node in nodes:
                 node.stop()
-        without.broker, with_broker.broker = "none", "redis"
-        with_broker.redis = f"Redis {redis.version} ({redis.source})"
+        for run in without.values():
+            run.broker = "none"
+        for run in with_broker.values():
+            run.broker, run.redis = "redis", f"Redis {redis.version} ({redis.source})"
     return without, with_broker
 
 
 def predict_node_b(clients: int = 20, messages: int = 10) -> Prediction:
-    """Without a broker, how many messages published on node A reach node B's clients?"""
-    on_b = clients // 2 * messages
+    """Without a broker, how many messages published on node A reach node B's clients, of all three kinds?"""
+    per_kind = clients // 2 * messages
+    on_b = per_kind * len(HELD)
 
     def explain(given: float, measured: float) -> str:
-        return ("None. Each server process knows only the sockets it accepted: node A broadcasts to its own "
-                f"{clients // 2} clients, and nothing tells node B that a message exists. The {on_b} deliveries B's "
-                "clients should have had need something both processes listen to: a broker.")
+        return ("None. Each server process knows only the connections it accepted: node A delivers to its own "
+                "WebSockets, event streams and held long polls, and nothing tells node B that a message exists. "
+                f"The {on_b} deliveries B's clients should have had need something both processes listen to: a broker. "
+                "A held SSE stream or long poll is as tied to one process as a WebSocket is.")
 
     return Prediction(
-        f"Two WebSocket server processes, {clients} clients split between them, no broker. A publisher connected to "
-        f"node A publishes {messages} messages for everyone. Node B's {clients // 2} clients should get "
-        f"{on_b} deliveries in all. How many do they get?",
-        measure=lambda run: run["without"].received["B"], unit="messages", tolerance=0.0, explain=explain,
-        says="the run measured",
+        f"Two server processes, each serving WebSockets, Server-Sent Events and long polls; {clients} clients of "
+        f"each kind split between them ({clients // 2 * len(HELD)} on node B), no broker. A publisher "
+        f"connected to node A publishes {messages} messages for everyone. Node B's clients should get {on_b} "
+        "deliveries in all. How many do they get?",
+        measure=lambda run: sum(r.received["B"] for r in run["without"].values()), unit="messages", tolerance=0.0,
+        explain=explain, says="the run measured",
         mistakes=[(lambda g, m: g >= on_b, "That assumes a broadcast reaches every client of the service; a process "
-                   "can only write to sockets it holds, and node B's are not node A's."),
+                   "can only write to connections it holds, and node B's are not node A's."),
+                  (lambda g, m: g == on_b - per_kind, "That counts the WebSocket clients out and the HTTP ones in. "
+                   "An event stream is one long HTTP response, and a long poll is a request the server holds: both "
+                   "wait on one process, which hears only what is published to it."),
                   (lambda g, m: 0 < g < on_b, "Part of them? Nothing carries any message from A to B: it is all or "
                    "nothing, and without a broker it is nothing.")],
     )
 
 
+def _fan_outs(data: dict) -> dict[str, FanOut]:
+    return {transport: FanOut(**run) for transport, run in data.items()}
+
+
 def scale_out(clients: int = 20, messages: int = 10) -> dict:
     """The notebook's scale-out runs: live when Redis is here, else the recorded ones (labelled).
 
-    Returns a dict: "source" (a sentence), "without", "with" (``FanOut``), "streams" (``StreamsCatchUp``).
+    Returns a dict: "source" (a sentence), "without" and "with" (each ``{transport: FanOut}`` for
+    ``HELD``), "streams" (``StreamsCatchUp``).
     """
     binary, where = find_redis_server()
     if binary is None:
         data = json.loads(RECORDED.read_text())
         return {
             "source": f"Recorded on {data['recorded_at']} with {data['redis']} ({where} here, so not live).",
-            "without": FanOut(**data["without"]),
-            "with": FanOut(**data["with"]),
+            "without": _fan_outs(data["without"]),
+            "with": _fan_outs(data["with"]),
             "streams": StreamsCatchUp(**data["streams"]),
         }
     without, with_broker = _both(clients, messages)
-    return {"source": f"Live: {with_broker.redis}.", "without": without, "with": with_broker,
+    return {"source": f"Live: {with_broker['WebSocket'].redis}.", "without": without, "with": with_broker,
             "streams": streams_catch_up()}
 
 
@@ -338,8 +403,9 @@ def record(path: Path = RECORDED, clients: int = 20, messages: int = 10) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "recorded_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "redis": run["with"].redis,
-        "without": asdict(run["without"]), "with": asdict(run["with"]), "streams": asdict(run["streams"]),
+        "redis": run["with"]["WebSocket"].redis,
+        "without": {t: asdict(r) for t, r in run["without"].items()},
+        "with": {t: asdict(r) for t, r in run["with"].items()}, "streams": asdict(run["streams"]),
     }, indent=1) + "\n")
     return path
 
