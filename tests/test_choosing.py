@@ -3,6 +3,7 @@ scale-out with a real Redis."""
 
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import replace
 import subprocess
@@ -557,3 +558,36 @@ def test_past_its_descriptor_limit_a_server_leaves_connected_clients_unanswered(
     tight, roomy = fd_limit(max_files=32, clients=60, wait=1.0), fd_limit(max_files=1024, clients=60, wait=1.0)
     assert tight.connected == 60 and 0 < tight.answered < 32 and tight.emfile >= 1  # the kernel accepted them all
     assert roomy.connected == roomy.answered == 60 and roomy.emfile == 0
+
+
+@pytest.mark.slow
+@needs_redis
+def test_a_node_lost_jitter_spreads_the_herd_and_a_drain_moves_clients_without_a_gap():
+    from netcourse.experiments.choosing.failover import failover
+
+    herd = failover("killed, no jitter", 150, 10, base=0.5, after=2.0)
+    spread = failover("killed, full jitter", 150, 10, base=0.5, after=2.0)
+    drained = failover("drained", 150, 10, drain=0.5, after=2.0)
+    for run in (herd, spread, drained):
+        assert run.stragglers == 0 and len(run.outage_ms) == 150, run
+    # Without jitter every client waits the same 0.5 s, then all connect within a few tens of milliseconds.
+    assert herd.outage(0.5) >= 500 and herd.joins_peak >= 75
+    # With full jitter they come back over the half second: the median waits about half of it.
+    assert spread.joins_peak < herd.joins_peak / 2 and 150 < spread.outage(0.5) < 450
+    # A drain closes with 1001 a few at a time, and each client is back on B after one handshake.
+    assert drained.outage(0.5) < 50 and drained.joins_peak < herd.joins_peak / 2
+    # Pub/sub keeps nothing: what was published while a client was away is gone.
+    assert sum(herd.missed) >= 150 * 4 and sum(drained.missed) < sum(spread.missed) < sum(herd.missed)
+
+
+@pytest.mark.slow
+def test_a_fan_out_node_answers_its_commands_and_refuses_others():
+    with Node() as node:
+        node.proc.stdin.write("BOGUS\nDRAIN x\nSTATS\n")
+        node.proc.stdin.flush()
+        line = node.proc.stdout.readline()
+        assert line.startswith("STATS ") and json.loads(line[6:]) == {"open": 0, "joined": []}
+        node.proc.stdin.close()  # the node stops when its standard input closes
+        errors = node.proc.stderr.read()
+    assert node.proc.poll() is not None
+    assert "unknown command 'BOGUS'" in errors and "'DRAIN x' failed" in errors

@@ -15,6 +15,14 @@ A client publishes by sending a WebSocket TEXT message ``PUB <text>``:
 - with ``--redis-port``, the node PUBLISHes ``<text>`` on the channel of a Redis on 127.0.0.1, and every
   node delivers to its clients what its subscription to that channel receives (this node included).
 
+Lines on its standard input are commands (notebook 10's fail-over):
+
+- ``DRAIN <seconds>``: a graceful drain. The node closes its WebSockets with 1001 Going Away, one after
+  another with a pause of ``seconds`` / (its clients) after each, so that they move elsewhere a few at a
+  time (a busy node takes longer than ``seconds``: it never closes them in a burst).
+- ``STATS``: the node prints ``STATS <json>``: its open WebSockets, and the moment (``time.monotonic()``, which
+  every process on the machine shares) each one was accepted.
+
 If Redis goes away, a publish fails (the client's socket closes with 1011) and the subscription ends; the node
 says so on its standard error, tries again with a capped back-off, and once it has subscribed again prints
 ``re-subscribed``. Messages published while it was away are gone: pub/sub keeps nothing (notebook 10).
@@ -25,8 +33,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 import threading
+import time
 
 from ..protocols.wsframe import Opcode
 from ..runtime.backoff import Backoff
@@ -49,6 +59,27 @@ class Node:
         self.http_loop: asyncio.AbstractEventLoop | None = None
         self.publisher = None  # redis.asyncio.Redis, once joined
         self.forwarding: asyncio.Task | None = None
+        self.joined: list[float] = []  # time.monotonic() of each WebSocket accepted
+        self.hub.on_join = lambda: self.joined.append(time.monotonic())
+        self._tasks: set[asyncio.Task] = set()
+
+    def _keep(self, task: asyncio.Task) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def drain(self, seconds: float) -> None:
+        """Close every WebSocket with 1001, spread evenly over ``seconds`` (on the WebSocket server's loop)."""
+        async def one_by_one() -> None:
+            writers = list(self.hub.connections)
+            gap = seconds / max(1, len(writers))
+            for writer in writers:  # one, then a pause: a busy node drains more slowly, never in a burst
+                self.hub.going_away(writer, "draining: connect again")
+                await asyncio.sleep(gap)
+
+        self._keep(asyncio.get_running_loop().create_task(one_by_one()))
+
+    async def stats(self) -> dict:
+        return {"open": self.hub.count, "joined": list(self.joined)}
 
     async def deliver(self, text: bytes) -> None:
         """To this node's clients: its WebSockets now, its log (on the HTTP server's loop) for the others."""
@@ -115,6 +146,22 @@ def make_http_app(log: MessageLog):
     return app
 
 
+def _commands(node: Node, srv, done: threading.Event) -> None:
+    """Read commands from standard input until it closes (then the node stops)."""
+    for line in sys.stdin:
+        words = line.split()
+        try:
+            if words[:1] == ["DRAIN"] and len(words) == 2 and 0 <= float(words[1]) <= 600:
+                srv.loop.call_soon_threadsafe(node.drain, float(words[1]))
+            elif words == ["STATS"]:
+                print("STATS " + json.dumps(srv.run(node.stats(), timeout=10)), flush=True)
+            elif words:
+                print(f"fanout: unknown command {line.strip()[:40]!r} (DRAIN <seconds> or STATS)", file=sys.stderr, flush=True)
+        except (ValueError, RuntimeError) as exc:
+            print(f"fanout: {line.strip()[:40]!r} failed: {exc}", file=sys.stderr, flush=True)
+    done.set()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netcourse.apps.fanout")
     parser.add_argument("--redis-port", type=int, default=0, help="a Redis on 127.0.0.1 to join (0: none)")
@@ -139,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         srv.run(node.join_redis(args.redis_port), timeout=10)
     print(f"READY {srv.port} {http.port}", flush=True)
     done = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    threading.Thread(target=_commands, args=(node, srv, done), daemon=True).start()
     try:
         done.wait()
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import HandshakeError, HttpParseError
 from ..protocols.httpwire import parse_head, split_head
-from ..protocols.wsconn import Connection, Message, State, accept_request, refusal
+from ..protocols.wsconn import Close, Connection, Message, State, accept_request, refusal
 from ..protocols.wsframe import CloseCode, Frame, Opcode, encode
 from ..runtime.admission import owing
 from .safety import host_problem
@@ -64,6 +64,8 @@ class Hub:
     evicted: int = 0
     max_buffered: int = 1 << 20
     write_timeout: float = 1.0
+    connections: dict[asyncio.StreamWriter, Connection] = field(default_factory=dict)
+    on_join: Callable[[], object] | None = None
 
     @property
     def count(self) -> int:
@@ -75,6 +77,16 @@ class Hub:
         self.closes.append((int(CloseCode.TRY_AGAIN_LATER), reason))
         self.evicted += 1
         writer.transport.abort()
+
+    def going_away(self, writer: asyncio.StreamWriter, reason: str = "server going away") -> bool:
+        """Start the close handshake with 1001 Going Away (RFC 6455 §7.4.1: a server going down); the
+        connection's own task reads the client's close and ends it. False if it is not open."""
+        conn = self.connections.get(writer)
+        if conn is None or conn.state is not State.OPEN or writer.is_closing():
+            return False
+        self.writers.discard(writer)  # no broadcast after our close (§5.5.1)
+        writer.write(conn.send(Close(int(CloseCode.GOING_AWAY), reason)))
+        return True
 
     async def broadcast(self, payload: bytes, opcode: Opcode = Opcode.BINARY) -> int:
         """Send one frame to every open connection; returns how many peers it was delivered to.
@@ -160,12 +172,16 @@ def make_ws_handler(
             return
         writer.write(refused)
         await writer.drain()
-        hub.writers.add(writer)
         conn = Connection("server", max_size=max_size)
+        hub.writers.add(writer)
+        hub.connections[writer] = conn
+        if hub.on_join is not None:
+            hub.on_join()
         try:
             await _serve(conn, rest, reader, writer, on_message, hub, write_timeout)
         finally:
             hub.writers.discard(writer)
+            hub.connections.pop(writer, None)
             if conn.close_sent is not None:
                 hub.closes.append((int(conn.close_sent.code), conn.close_sent.reason))
 

@@ -319,7 +319,7 @@ def transport_rows() -> list[tuple[str, str, str]]:
     from ..apps.broker import find_redis_server
     from ..experiments.choosing.harness import Workload
     from ..experiments.choosing.memory import memory_per_client
-    from ..experiments.choosing.scaleout import bench_fan_out
+    from ..experiments.choosing.crowds import bench_fan_out
     from ..experiments.choosing.sweeps import measure_sweeps
     from ..experiments.choosing.transports import compare
 

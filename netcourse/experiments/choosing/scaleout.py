@@ -5,7 +5,7 @@
   whatever happens.
 - ``scale_out``: WebSocket, SSE and long-polling clients, each kind assigned alternately to node A and node B;
   a publisher on node A sends ``messages``; each client records what arrives and when. ``fan_out`` does it
-  for WebSockets alone (the bench's thousands).
+  for WebSockets alone.
 - ``streams_catch_up``: what Redis pub/sub gives a subscriber that was offline (nothing), against a Redis
   Stream read with ``XREAD`` from the last id it had (everything): the cursor of notebooks 03 and 08.
 
@@ -34,11 +34,10 @@ from ...course.exercises import Prediction
 from ...errors import ServerStartError
 from ...runtime.waiting import run_async
 
-__all__ = ["Node", "FanOut", "HELD", "fan_out", "StreamsCatchUp", "streams_catch_up", "scale_out", "predict_node_b", "RECORDED",
-           "load_bench", "bench_fan_out"]
+__all__ = ["Node", "FanOut", "HELD", "fan_out", "StreamsCatchUp", "streams_catch_up", "scale_out", "predict_node_b",
+           "RECORDED"]
 
 RECORDED = Path(__file__).resolve().parents[2] / "measured" / "scale_out.json"
-BENCH = Path(__file__).resolve().parents[2] / "measured" / "fanout_bench.json"
 START_TIMEOUT = 10.0
 
 
@@ -90,8 +89,8 @@ class Node:
             except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
                 stream.close()
 
     def __enter__(self) -> "Node":
@@ -408,34 +407,3 @@ def record(path: Path = RECORDED, clients: int = 20, messages: int = 10) -> Path
         "with": {t: asdict(r) for t, r in run["with"].items()}, "streams": asdict(run["streams"]),
     }, indent=1) + "\n")
     return path
-
-
-def bench_fan_out(counts: tuple[int, ...] = (1_000, 10_000), messages: int = 5, path: Path = BENCH) -> list[dict]:
-    """Fan-out through Redis to ``counts`` subscribers on two nodes; saved for the notebook (``make bench``)."""
-    from datetime import datetime, timezone
-
-    rows = []
-    for n in counts:
-        # One message at a time: the gap is longer than a fan-out, so no message queues behind the last.
-        run = fan_out(n, messages, broker=True, gap=max(0.2, n / 2000))
-        rows.append({"subscribers": n, "messages": messages, "received": sum(run.received.values()),
-                     "expected": n * messages, "first_ms": run.first_ms, "p50_ms": run.median_ms,
-                     "fan_out_ms": run.fan_out_ms, "redis": run.redis})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                                "rows": rows}, indent=1) + "\n")
-    return rows
-
-
-def load_bench(path: Path = BENCH) -> str:
-    """The stored fan-out figures of ``make bench`` as text, or "" if there are none."""
-    if not path.exists():
-        return ""
-    data = json.loads(path.read_text())
-    lines = [f"measured by make bench on {data['measured_at']} ({data['rows'][0]['redis']}):"]
-    for r in data["rows"]:
-        lines.append(f"  {r['subscribers']:>6,} subscribers on 2 nodes: {r['received']:,}/{r['expected']:,} received; after "
-                     f"publication the first was reached in {r.get('first_ms', float('nan')):.1f} ms, the median one in "
-                     f"{r['p50_ms']:.1f} ms, the last in {r['fan_out_ms']:.1f} ms (medians over {r['messages']} messages, "
-                     "one at a time)")
-    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""Notebook 10, a node lost: a thousand WebSocket clients on node A; A is killed, or drained; they move to B.
+
+Two fan-out nodes (``scaleout.Node``) joined by Redis pub/sub; ``clients`` subscribers on node A, spread over
+``processes`` crowd processes (``clients.crowd``: one Python process reads its sockets one after another),
+and ``residents`` subscribers that live on node B all along. A publisher on B sends a numbered message
+``rate`` times a second. One second in, node A fails, in one of three ways (``HOW``):
+
+- **killed, no jitter**: SIGKILL; every client waits the same ``base`` seconds and connects to B: a
+  thundering herd, all at one moment (notebook 04's storm, with real WebSocket handshakes on a real server);
+- **killed, full jitter**: SIGKILL; each waits a random time in [0, ``base``] (``runtime.backoff``);
+- **drained**: A closes its sockets with 1001 Going Away, evenly over ``drain`` seconds; a client so closed
+  connects to B at once (a deploy, or a load balancer taking a node out of service).
+
+What is measured, all from real processes: how long each moved client was without a connection, the messages
+published meanwhile that it never got (pub/sub keeps nothing), the most new WebSockets B accepted in 25 ms
+(from B's own clock), and the delivery latency of B's residents, before and after the failure. ``make bench`` stores a run of 1,000 clients; the notebook reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import select
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+
+from ...apps.broker import redis_broker
+from ...apps.fanout import PREFIX
+from ...errors import ServerStartError
+from ...runtime.waiting import run_async
+from .crowds import Crowd
+from .scaleout import Node
+
+__all__ = ["HOW", "Failover", "failover", "measure_failovers", "load_failovers", "RECORDED"]
+
+HOW = ("killed, no jitter", "killed, full jitter", "drained")
+RECORDED = Path(__file__).resolve().parents[2] / "measured" / "failover.json"
+WINDOW = 25  # ms, for the peak of new connections
+
+
+@dataclass
+class Failover:
+    """One failure of node A, and what its clients and node B went through.
+
+    Attributes:
+        how: one of ``HOW``. clients, residents: subscribers on A, and on B all along.
+        outage_ms: for each client of A, from losing A to its WebSocket being open on B.
+        missed: for each client of A, messages published (on B, at ``rate``/s) that it never received.
+        joins_peak: the most new WebSockets B accepted within 25 ms after the failure.
+        back_after_ms: from the failure until the last client of A was on B.
+        stragglers: clients of A not on B when the run ended.
+        residents_ms: delivery latency to B's own residents, "before" and "after": median, max.
+    """
+
+    how: str
+    clients: int
+    residents: int
+    base: float
+    drain: float
+    rate: float
+    outage_ms: list[float] = field(default_factory=list)
+    missed: list[int] = field(default_factory=list)
+    joins_peak: int = 0
+    back_after_ms: float = float("nan")
+    stragglers: int = 0
+    residents_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def outage(self, q: float) -> float:
+        return _quantile(self.outage_ms, q)
+
+    def __repr__(self) -> str:
+        after, before = self.residents_ms.get("after", {}), self.residents_ms.get("before", {})
+        return (f"{self.how:<19} {self.clients:,} clients moved; without a connection: median "
+                f"{self.outage(0.5):.0f} ms, longest {self.outage(1.0):.0f} ms; messages missed: "
+                f"{sum(self.missed):,} ({_quantile(self.missed, 0.5):.0f} each at the median); "
+                f"at most {self.joins_peak} new WebSockets on B in {WINDOW} ms; all back after "
+                f"{self.back_after_ms:.0f} ms{f' ({self.stragglers} not back)' if self.stragglers else ''}; "
+                f"B's own clients' latency: max {after.get('max', 0):.0f} ms (before: {before.get('max', 0):.0f} ms)")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(-(-q * len(ordered) // 1)) - 1))]
+
+
+def _peak(times: list[float], width: float) -> int:
+    """The most of ``times`` within any ``width`` seconds (a sliding window)."""
+    times, best, first = sorted(times), 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - width:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def _stats(node: Node) -> dict:
+    node.proc.stdin.write("STATS\n")
+    node.proc.stdin.flush()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([node.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = node.proc.stdout.readline()
+        if line.startswith("STATS "):
+            return json.loads(line[6:])
+    raise ServerStartError("node B did not answer STATS within 10 s")
+
+
+async def _publish(port: int, rate: float, before: float, after: float, fail) -> tuple[dict[int, float], float]:
+    """Publish on node B ``rate`` times a second; ``fail()`` node A after ``before`` s; go on ``after`` s more."""
+    published: dict[int, float] = {}
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/") as ws:
+            start = time.monotonic()
+            failed_at, seq = 0.0, 0
+            while time.monotonic() < start + before + after:
+                if not failed_at and time.monotonic() >= start + before:
+                    failed_at = time.monotonic()
+                    fail()
+                seq += 1
+                published[seq] = time.monotonic()
+                await ws.send_str(f"{PREFIX.decode()}{seq}:")
+                await asyncio.sleep(max(0.0, start + seq / rate - time.monotonic()))
+    return published, failed_at
+
+
+def failover(how: str, clients: int = 1000, residents: int = 50, *, base: float = 1.0, drain: float = 1.0,
+             rate: float = 10.0, processes: int = 2, after: float = 4.0, seed: int = 10) -> Failover:
+    """Node A fails ``how`` (one of ``HOW``) with ``clients`` on it; see the module's docstring."""
+    if how not in HOW:
+        raise ValueError(f"how is one of {HOW}, not {how!r}")
+    if not 1 <= clients <= 10_000 or not 1 <= residents <= 1000 or not 1 <= processes <= 8:
+        raise ValueError("need 1 to 10,000 clients, 1 to 1,000 residents and 1 to 8 crowd processes")
+    policy = "jitter" if how == "killed, full jitter" else "none"
+    result = Failover(how, clients, residents, base, drain, rate)
+    with redis_broker() as redis:
+        a, b = Node.several([redis.port, redis.port])
+        crowds: list[Crowd] = []
+        try:
+            shares = [clients // processes + (k < clients % processes) for k in range(processes)]
+            crowds = [Crowd({"ports": [a.port], "clients": n, "fallback": b.port, "policy": policy, "base": base,
+                             "seed": seed + k}) for k, n in enumerate(shares) if n]
+            crowds.append(Crowd({"ports": [b.port], "clients": residents}))
+            for crowd in crowds:
+                crowd.wait_ready(30 + clients / 100)
+
+            def fail() -> None:
+                if how == "drained":
+                    a.proc.stdin.write(f"DRAIN {drain}\n")
+                    a.proc.stdin.flush()
+                else:
+                    a.proc.kill()
+
+            published, failed_at = run_async(_publish(b.port, rate, 1.0, after, fail), 30 + after)
+            stats = _stats(b)
+            records = [crowd.finish() for crowd in crowds]
+        finally:
+            for crowd in crowds:
+                crowd.stop()
+            a.stop()
+            b.stop()
+    moved = [r for crowd in records[:-1] for r in crowd]
+    _tally(result, moved, records[-1], published, failed_at, stats)
+    return result
+
+
+def _tally(result: Failover, moved: list[dict], residents: list[dict], published: dict[int, float],
+           failed_at: float, stats: dict) -> None:
+    every = set(published)
+    back = []
+    for r in moved:
+        result.missed.append(len(every - set(r["seqs"])))
+        if r["lost"] and len(r["joined"]) >= 2:
+            result.outage_ms.append((r["joined"][1] - r["lost"][0]) * 1000)
+            back.append(r["joined"][1])
+        else:
+            result.stragglers += 1
+    joined = [t for t in stats["joined"] if t >= failed_at]
+    result.joins_peak = _peak(joined, WINDOW / 1000)
+    result.back_after_ms = (max(back) - failed_at) * 1000 if back else float("nan")
+    latency: dict[str, list[float]] = {"before": [], "after": []}
+    for r in residents:
+        for seq, at in zip(r["seqs"], r["at"]):
+            sent = published.get(seq)
+            if sent is not None:
+                latency["before" if sent < failed_at else "after"].append((at - sent) * 1000)
+    result.residents_ms = {k: {"median": _quantile(v, 0.5), "max": max(v, default=float("nan"))}
+                           for k, v in latency.items()}
+
+
+def measure_failovers(clients: int = 1000, *, path: Path | None = RECORDED, **options) -> dict[str, Failover]:
+    """The three failures, one after another (``make bench``); saved to ``path`` for the notebook."""
+    runs = {how: failover(how, clients, **options) for how in HOW}
+    if path is not None:
+        path.write_text(json.dumps({"measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                                    "runs": {how: asdict(run) for how, run in runs.items()}}, indent=1) + "\n")
+    return runs
+
+
+def load_failovers(path: Path = RECORDED) -> tuple[str, dict[str, Failover]]:
+    """The stored runs of ``make bench``: (when they were measured, {how: Failover})."""
+    data = json.loads(path.read_text())
+    return data["measured_at"], {how: Failover(**run) for how, run in data["runs"].items()}
