@@ -203,6 +203,7 @@ def _protocol_pairs():
     from netcourse.clients.pollers import PollerResult, PollRecord
     from netcourse.course.plots import choosing, connections, heartbeats, offline, polling, streaming, tls, webhooks, wire
     from netcourse.experiments.choosing.harness import TransportRun
+    from netcourse.experiments.choosing.failover import Failover
     from netcourse.experiments.choosing.scaleout import FanOut
     from netcourse.experiments.heartbeats.detection import Detection
     from netcourse.experiments.heartbeats.reconnect import Reconnecting, Storm
@@ -223,6 +224,7 @@ def _protocol_pairs():
     return [
         (polling.Poll, PollRecord), (polling.Poller, PollerResult), (polling.Polls, PollingRun),
         (choosing.TransportCost, TransportRun), (choosing.AwayAndBack, TransportRun), (choosing.Reach, FanOut),
+        (choosing.NodeLost, Failover),
         (wire.Latencies, TransportRun), (connections.BulkTransfer, Transfer),
         (heartbeats.Trials, Detection), (heartbeats.Connections, Reconnecting), (heartbeats.StormLog, Storm),
         (offline.Arrivals, OfflineRun), (offline.SoakVerdict, Soak),

@@ -6,4 +6,6 @@ runtime they use and below the apps and experiments that use them (so no lesson 
 - ``chat``: login, the chat client and its local SQLite store; ``chat_process``: that client in a process.
 - ``pollers``: a short poller, a long poller and the notes' naive one.
 - ``sse``: the one Server-Sent Events client: one stream's events, and EventSource's reconnecting loop.
+- ``crowd``: hundreds or thousands of WebSocket subscribers in a process of their own, reconnecting to another
+  node by a policy (at once on 1001, else after a back-off with or without jitter).
 """

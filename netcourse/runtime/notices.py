@@ -8,6 +8,7 @@ miss — "these packets are a replay, not live" — which ``announce`` shows in 
 from __future__ import annotations
 
 import html
+import sys
 import warnings
 
 __all__ = ["announce", "in_notebook", "ReplayNotice"]
@@ -19,10 +20,9 @@ class ReplayNotice(UserWarning):
 
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (where ``display`` reaches a cell's output)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    if "IPython" not in sys.modules:  # a kernel has imported it long before
         return False
+    from IPython import get_ipython
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
 

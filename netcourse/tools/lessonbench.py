@@ -315,7 +315,7 @@ def tls_rows() -> list[tuple[str, str, str]]:
 def transport_rows() -> list[tuple[str, str, str]]:
     """Notebook 10: one table, every transport on one workload; section 1's workload repeated five times (each
     figure's median and range); the sweeps the notebook's knobs read; the fan-out through Redis to 1,000 and
-    10,000 subscribers (saved in netcourse/measured/)."""
+    10,000 subscribers; a node with 1,000 clients killed or drained (saved in netcourse/measured/)."""
     from ..apps.broker import find_redis_server
     from ..experiments.choosing.harness import Workload
     from ..experiments.choosing.memory import memory_per_client
@@ -349,9 +349,17 @@ def transport_rows() -> list[tuple[str, str, str]]:
         rows.append(("fan-out through Redis", "skipped: no redis-server here", "report"))
         return rows
     for r in bench_fan_out():
-        rows.append((f"fan-out through Redis to {r['subscribers']:,} subscribers on 2 nodes",
-                     f"{r['received']:,}/{r['expected']:,} received; last reached {r['fan_out_ms']:.0f} ms, "
-                     f"median {r['p50_ms']:.0f} ms", "report"))
+        rows.append((f"fan-out through Redis to {r['subscribers']:,} subscribers on 2 nodes, read by {r['readers']} processes",
+                     f"{r['received']:,}/{r['expected']:,} received; first reached {r['first_ms']:.1f} ms, "
+                     f"median {r['p50_ms']:.0f} ms, last {r['fan_out_ms']:.0f} ms", "report"))
+    from ..experiments.choosing.failover import measure_failovers
+
+    for how, run in measure_failovers(1000, residents=50).items():
+        rows.append((f"a node with 1,000 WebSocket clients {how}; they move to the other node",
+                     f"without a connection: median {run.outage(0.5):.0f} ms, longest {run.outage(1.0):.0f} ms; "
+                     f"{sum(run.missed):,} messages missed (10/s); at most {run.joins_peak} new sockets in 25 ms; "
+                     f"the other node's own clients' latency max {run.residents_ms['after']['max']:.0f} ms "
+                     f"(before: {run.residents_ms['before']['max']:.0f} ms)", "report"))
     return rows
 
 

@@ -13,8 +13,8 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .draw import TRANSPORT_COLOURS, figure
 
-__all__ = ["transport_costs", "transport_sweep", "loss_tails", "away_and_back", "fan_out_reach", "TransportCost", "AwayAndBack",
-           "Reach"]
+__all__ = ["transport_costs", "transport_sweep", "loss_tails", "away_and_back", "fan_out_reach", "node_lost", "TransportCost",
+           "AwayAndBack", "Reach", "NodeLost"]
 
 
 class TransportCost(Protocol):
@@ -178,4 +178,41 @@ def fan_out_reach(without: Mapping[str, Reach], with_broker: Mapping[str, Reach]
     ax.set_xlim(xs[0] - 0.7, xs[-1] + 0.7)
     ax.set_ylabel("messages received by\nthe node's clients")
     ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+class NodeLost(Protocol):
+    """A node's failure (``experiments.choosing.failover.Failover``): each moved client's time without a
+    connection, and the most new connections the other node took in 25 ms."""
+
+    @property
+    def outage_ms(self) -> list[float]: ...
+    @property
+    def joins_peak(self) -> int: ...
+
+
+FAILOVER_COLOURS = {"killed, no jitter": "#c62828", "killed, full jitter": "#ef6c00", "drained": "#2e7d32"}
+
+
+def node_lost(runs: Mapping[str, NodeLost]) -> Figure:
+    """Left: each client's time without a connection (a distribution per way of failing, log scale). Right:
+    the most new WebSockets the surviving node accepted within 25 ms."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.3), layout="constrained",
+                                      gridspec_kw={"width_ratios": [2.2, 1]})
+    plt.close(fig)
+    for how, run in runs.items():
+        values = sorted(max(v, 0.1) for v in run.outage_ms)
+        share = [(i + 1) / len(values) for i in range(len(values))]
+        left.step(values, share, where="post", color=FAILOVER_COLOURS.get(how, "#1565c0"), label=how)
+    left.set_xscale("log")
+    left.set_xlabel("time without a connection, ms (log scale)")
+    left.set_ylabel("share of the clients")
+    left.legend(fontsize=8, frameon=False, loc="upper left")
+    names = list(runs)
+    right.bar(range(len(names)), [runs[n].joins_peak for n in names],
+              color=[FAILOVER_COLOURS.get(n, "#1565c0") for n in names], width=0.6)
+    right.set_xticks(range(len(names)), [n.replace(", ", ",\n") for n in names], fontsize=8)
+    right.set_ylabel("most new WebSockets\non the other node in 25 ms")
+    for a in (left, right):
+        a.spines[["top", "right"]].set_visible(False)
     return fig

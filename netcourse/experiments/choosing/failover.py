@@ -35,7 +35,7 @@ from ...runtime.waiting import run_async
 from .crowds import Crowd
 from .scaleout import Node
 
-__all__ = ["HOW", "Failover", "failover", "measure_failovers", "load_failovers", "RECORDED"]
+__all__ = ["HOW", "Failover", "failover", "measure_failovers", "load_failovers", "listen_overflows", "RECORDED"]
 
 HOW = ("killed, no jitter", "killed, full jitter", "drained")
 RECORDED = Path(__file__).resolve().parents[2] / "measured" / "failover.json"
@@ -53,6 +53,9 @@ class Failover:
         joins_peak: the most new WebSockets B accepted within 25 ms after the failure.
         back_after_ms: from the failure until the last client of A was on B.
         stragglers: clients of A not on B when the run ended.
+        listen_overflows: connections the kernel dropped because a listening socket's accept queue was full
+            (``TcpExtListenOverflows`` in /proc/net/netstat, this network namespace, during the run); each
+            dropped SYN is sent again by the client's kernel after TCP's initial timeout of 1 s (RFC 6298 §2.1).
         residents_ms: delivery latency to B's own residents, "before" and "after": median, max.
     """
 
@@ -67,6 +70,7 @@ class Failover:
     joins_peak: int = 0
     back_after_ms: float = float("nan")
     stragglers: int = 0
+    listen_overflows: int = 0
     residents_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def outage(self, q: float) -> float:
@@ -79,6 +83,7 @@ class Failover:
                 f"{sum(self.missed):,} ({_quantile(self.missed, 0.5):.0f} each at the median); "
                 f"at most {self.joins_peak} new WebSockets on B in {WINDOW} ms; all back after "
                 f"{self.back_after_ms:.0f} ms{f' ({self.stragglers} not back)' if self.stragglers else ''}; "
+                f"{self.listen_overflows} SYNs dropped by a full accept queue; "
                 f"B's own clients' latency: max {after.get('max', 0):.0f} ms (before: {before.get('max', 0):.0f} ms)")
 
 
@@ -87,6 +92,19 @@ def _quantile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, int(-(-q * len(ordered) // 1)) - 1))]
+
+
+def listen_overflows() -> int:
+    """This network namespace's count of connections dropped at a full accept queue (0 if unreadable)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(table.get("ListenOverflows", 0))
+    return 0
 
 
 def _peak(times: list[float], width: float) -> int:
@@ -158,7 +176,9 @@ def failover(how: str, clients: int = 1000, residents: int = 50, *, base: float 
                 else:
                     a.proc.kill()
 
+            overflows = listen_overflows()
             published, failed_at = run_async(_publish(b.port, rate, 1.0, after, fail), 30 + after)
+            result.listen_overflows = listen_overflows() - overflows
             stats = _stats(b)
             records = [crowd.finish() for crowd in crowds]
         finally:

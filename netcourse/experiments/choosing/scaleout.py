@@ -16,6 +16,7 @@ development machine are loaded instead, and say so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -80,6 +81,16 @@ class Node:
             raise ServerStartError(f"a fan-out node did not start within {START_TIMEOUT:g} s: {line.strip()!r}")
         _, ws_port, http_port = line.split()
         self.port, self.http_port = int(ws_port), int(http_port)
+
+    @staticmethod
+    def stop_all(nodes: list["Node"]) -> None:
+        """Stop several nodes at once: every standard input closed first, then each waited for."""
+        for node in nodes:
+            if node.proc.poll() is None and node.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    node.proc.stdin.close()
+        for node in nodes:
+            node.stop()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -295,9 +306,10 @@ class StreamsCatchUp:
                 f"  stream (XREAD after {self.last_id}): {self.stream_got} of them, ids {self.ids[0]} … {self.ids[-1]}")
 
 
-def streams_catch_up(published: int = 20) -> StreamsCatchUp:
-    """Pub/sub against a Redis Stream, for a subscriber that was away."""
-    with redis_broker() as broker:
+def streams_catch_up(published: int = 20, *, broker=None) -> StreamsCatchUp:
+    """Pub/sub against a Redis Stream, for a subscriber that was away (on ``broker``, a running
+    ``redis_broker()``, or a new one)."""
+    with (contextlib.nullcontext(broker) if broker is not None else redis_broker()) as broker:
         r = broker.client()
         try:
             first = r.xadd("chat", {"text": "before you left"})
@@ -308,7 +320,7 @@ def streams_catch_up(published: int = 20) -> StreamsCatchUp:
                 r.xadd("chat", {"text": f"message {i}"})
             pubsub.subscribe("chat-live")  # back
             got = 0
-            deadline = time.monotonic() + 0.5
+            deadline = time.monotonic() + 0.2  # on loopback a message published now arrives within a millisecond or two
             while time.monotonic() < deadline:
                 msg = pubsub.get_message(timeout=0.1)
                 if msg and msg.get("type") == "message":
@@ -321,23 +333,27 @@ def streams_catch_up(published: int = 20) -> StreamsCatchUp:
     return StreamsCatchUp(published, got, len(ids), last_id, ids)
 
 
-def _both(clients: int, messages: int) -> tuple[dict[str, FanOut], dict[str, FanOut]]:
+def _both(clients: int, messages: int, *, streams: bool = False) -> tuple[dict[str, FanOut], dict[str, FanOut], StreamsCatchUp | None]:
     """Without and with Redis, each of ``HELD`` with ``clients`` subscribers; all four nodes started at
-    once (starting a Python process takes a while)."""
+    once (starting a Python process takes a while), and the two pairs run side by side (each pair's
+    counts are what this experiment is about; its latencies share the machine with the other's). With
+    ``streams``, the Streams catch-up runs on the same Redis afterwards."""
     with redis_broker() as redis:
         nodes = Node.several([0, 0, redis.port, redis.port])
         try:
-            timeout = 120 + clients / 50
-            without = run_async(_run(_ports(*nodes[:2]), clients, messages, 100, 0.02, HELD), timeout)
-            with_broker = run_async(_run(_ports(*nodes[2:]), clients, messages, 100, 0.02, HELD), timeout)
+            async def side_by_side():
+                return await asyncio.gather(_run(_ports(*nodes[:2]), clients, messages, 100, 0.02, HELD),
+                                            _run(_ports(*nodes[2:]), clients, messages, 100, 0.02, HELD))
+
+            without, with_broker = run_async(side_by_side(), 120 + clients / 25)
         finally:
-            for node in nodes:
-                node.stop()
+            Node.stop_all(nodes)
         for run in without.values():
             run.broker = "none"
         for run in with_broker.values():
             run.broker, run.redis = "redis", f"Redis {redis.version} ({redis.source})"
-    return without, with_broker
+        caught_up = streams_catch_up(broker=redis) if streams else None
+    return without, with_broker, caught_up
 
 
 def predict_node_b(clients: int = 20, messages: int = 10) -> Prediction:
@@ -387,9 +403,9 @@ def scale_out(clients: int = 20, messages: int = 10) -> dict:
             "with": _fan_outs(data["with"]),
             "streams": StreamsCatchUp(**data["streams"]),
         }
-    without, with_broker = _both(clients, messages)
+    without, with_broker, caught_up = _both(clients, messages, streams=True)
     return {"source": f"Live: {with_broker['WebSocket'].redis}.", "without": without, "with": with_broker,
-            "streams": streams_catch_up()}
+            "streams": caught_up}
 
 
 def record(path: Path = RECORDED, clients: int = 20, messages: int = 10) -> Path:
