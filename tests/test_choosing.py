@@ -572,12 +572,14 @@ def test_a_node_lost_jitter_spreads_the_herd_and_a_drain_moves_clients_without_a
         assert run.stragglers == 0 and len(run.outage_ms) == 150, run
     # Without jitter every client waits the same 0.5 s, then all connect within a few tens of milliseconds.
     assert herd.outage(0.5) >= 500 and herd.joins_peak >= 75
-    # With full jitter they come back over the half second: the median waits about half of it.
-    assert spread.joins_peak < herd.joins_peak / 2 and 150 < spread.outage(0.5) < 450
+    # With full jitter they wait between 0 and 1 s, the same half second on average, spread out.
+    assert spread.joins_peak < herd.joins_peak / 2 and 250 < spread.outage(0.5) < 800
     # A drain closes with 1001 a few at a time, and each client is back on B after one handshake.
     assert drained.outage(0.5) < 50 and drained.joins_peak < herd.joins_peak / 2
     # Pub/sub keeps nothing: what was published while a client was away is gone.
-    assert sum(herd.missed) >= 150 * 4 and sum(drained.missed) < sum(spread.missed) < sum(herd.missed)
+    assert sum(herd.missed) >= 150 * 4 and sum(spread.missed) >= 150 * 2
+    assert sum(drained.missed) < sum(spread.missed) / 5
+    assert {"before", "during", "after"} <= set(herd.residents_ms) and herd.slow_opens <= herd.clients
 
 
 @pytest.mark.slow

@@ -11,9 +11,11 @@ every client, and exits.
 When a client's connection ends, it connects again to ``fallback`` (another node), by ``policy``:
 
 - ``"none"``: it waits ``base`` seconds, then tries (every client lost at one moment comes back at one moment);
-- ``"jitter"``: it waits a random time in [0, ``base``] (full jitter, ``runtime.backoff``);
-- either way a close with 1001 Going Away (a node draining, RFC 6455 §7.4.1) is an invitation: it connects
-  again at once. A failed attempt waits the back-off's next delay (capped at 4 × ``base``).
+- ``"jitter"``: it waits a random time in [0, 2 × ``base``] (full jitter, ``runtime.backoff``): on average
+  ``base`` too, so the two policies differ in the spread of the waits, not in their mean;
+- either way a close with 1001 Going Away (a node draining, RFC 6455 §7.4.1) is taken, by this client, as an
+  invitation to connect again at once (the RFC asks nothing of the kind: a browser's page script decides). A
+  failed attempt waits the back-off's next delay.
 
 Many clients in several processes, because one Python process reads its sockets one after another: with
 thousands of them, the readers, not the servers, would set the times measured.
@@ -78,7 +80,8 @@ async def _crowd(spec: dict, stop: asyncio.Event) -> list[dict]:
             code = await listen(i, ports[i % len(ports)])
             if fallback is None:
                 return
-            backoff = Backoff(base, 4 * base, rng=random.Random(rng.random()), jitter=policy == "jitter")
+            ceiling = 2 * base if policy == "jitter" else base  # the same mean first wait either way
+            backoff = Backoff(ceiling, 4 * ceiling, rng=random.Random(rng.random()), jitter=policy == "jitter")
             while not stop.is_set():
                 if code != GOING_AWAY:
                     await asyncio.sleep(backoff.next())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import select
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def bench_fan_out(counts: tuple[int, ...] = (1_000, 10_000), messages: int = 5, 
         def middle(values: list[float]) -> float:
             return sorted(values)[len(values) // 2] if values else float("nan")
 
-        rows.append({"subscribers": n, "messages": messages, "readers": len(shares),
+        rows.append({"subscribers": n, "messages": messages, "readers": len(shares), "cpus": os.cpu_count(),
                      "received": sum(map(len, arrivals.values())), "expected": n * messages,
                      "first_ms": middle(firsts), "p50_ms": middle(medians), "fan_out_ms": middle(lasts),
                      "redis": version})
@@ -135,6 +136,7 @@ def load_bench(path: Path = BENCH) -> str:
     lines = [f"measured by make bench on {data['measured_at']} ({data['rows'][0]['redis']}):"]
     for r in data["rows"]:
         readers = f", read by {r['readers']} processes" if r.get("readers") else ""
+        readers += f" on {r['cpus']} cores" if r.get("cpus") else ""
         lines.append(f"  {r['subscribers']:>6,} subscribers on 2 nodes{readers}: {r['received']:,}/{r['expected']:,} received; after "
                      f"publication the first was reached in {r.get('first_ms', float('nan')):.1f} ms, the median one in "
                      f"{r['p50_ms']:.1f} ms, the last in {r['fan_out_ms']:.1f} ms (medians over {r['messages']} messages, "

@@ -7,7 +7,8 @@ and ``residents`` subscribers that live on node B all along. A publisher on B se
 
 - **killed, no jitter**: SIGKILL; every client waits the same ``base`` seconds and connects to B: a
   thundering herd, all at one moment (notebook 04's storm, with real WebSocket handshakes on a real server);
-- **killed, full jitter**: SIGKILL; each waits a random time in [0, ``base``] (``runtime.backoff``);
+- **killed, full jitter**: SIGKILL; each waits a random time in [0, 2 × ``base``] (``runtime.backoff``): the
+  same mean wait, spread;
 - **drained**: A closes its sockets with 1001 Going Away, evenly over ``drain`` seconds; a client so closed
   connects to B at once (a deploy, or a load balancer taking a node out of service).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import select
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,13 +52,17 @@ class Failover:
         how: one of ``HOW``. clients, residents: subscribers on A, and on B all along.
         outage_ms: for each client of A, from losing A to its WebSocket being open on B.
         missed: for each client of A, messages published (on B, at ``rate``/s) that it never received.
-        joins_peak: the most new WebSockets B accepted within 25 ms after the failure.
+        joins_peak: the most WebSocket handshakes B completed within 25 ms after the failure (B's clock).
+        slow_opens: clients whose connection to B took over 0.9 s to open: a SYN dropped at B's full accept
+            queue (or the handshake's last ACK ignored there) and sent again after TCP's initial timeout of
+            1 s (RFC 6298 §2.1).
         back_after_ms: from the failure until the last client of A was on B.
         stragglers: clients of A not on B when the run ended.
-        listen_overflows: connections the kernel dropped because a listening socket's accept queue was full
-            (``TcpExtListenOverflows`` in /proc/net/netstat, this network namespace, during the run); each
-            dropped SYN is sent again by the client's kernel after TCP's initial timeout of 1 s (RFC 6298 §2.1).
-        residents_ms: delivery latency to B's own residents, "before" and "after": median, max.
+        listen_overflows: times the kernel found a listening socket's accept queue full during the run
+            (``TcpExtListenOverflows`` in /proc/net/netstat: every listener of this network namespace, and
+            one client may count more than once).
+        residents_ms: delivery latency to B's own residents, median and p99, "before" the failure (one
+            second), "during" the moves (until the last client of A is on B) and "after" them.
     """
 
     how: str
@@ -70,6 +76,7 @@ class Failover:
     joins_peak: int = 0
     back_after_ms: float = float("nan")
     stragglers: int = 0
+    slow_opens: int = 0
     listen_overflows: int = 0
     residents_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -77,14 +84,16 @@ class Failover:
         return _quantile(self.outage_ms, q)
 
     def __repr__(self) -> str:
-        after, before = self.residents_ms.get("after", {}), self.residents_ms.get("before", {})
+        window = self.residents_ms
         return (f"{self.how:<19} {self.clients:,} clients moved; without a connection: median "
                 f"{self.outage(0.5):.0f} ms, longest {self.outage(1.0):.0f} ms; messages missed: "
                 f"{sum(self.missed):,} ({_quantile(self.missed, 0.5):.0f} each at the median); "
-                f"at most {self.joins_peak} new WebSockets on B in {WINDOW} ms; all back after "
+                f"at most {self.joins_peak} handshakes completed on B in {WINDOW} ms; all back after "
                 f"{self.back_after_ms:.0f} ms{f' ({self.stragglers} not back)' if self.stragglers else ''}; "
-                f"{self.listen_overflows} SYNs dropped by a full accept queue; "
-                f"B's own clients' latency: max {after.get('max', 0):.0f} ms (before: {before.get('max', 0):.0f} ms)")
+                f"{self.slow_opens} connections opened only after TCP sent again a second later "
+                f"({self.listen_overflows} accept-queue overflows); B's own clients' latency p99: "
+                f"{window['before']['p99']:.0f} ms before, {window['during']['p99']:.0f} ms during the moves, "
+                f"{window['after']['p99']:.0f} ms after")
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -149,7 +158,7 @@ async def _publish(port: int, rate: float, before: float, after: float, fail) ->
     return published, failed_at
 
 
-def failover(how: str, clients: int = 1000, residents: int = 50, *, base: float = 1.0, drain: float = 1.0,
+def failover(how: str, clients: int = 1000, residents: int = 50, *, base: float = 0.5, drain: float = 1.0,
              rate: float = 10.0, processes: int = 2, after: float = 4.0, seed: int = 10) -> Failover:
     """Node A fails ``how`` (one of ``HOW``) with ``clients`` on it; see the module's docstring."""
     if how not in HOW:
@@ -200,19 +209,22 @@ def _tally(result: Failover, moved: list[dict], residents: list[dict], published
         if r["lost"] and len(r["joined"]) >= 2:
             result.outage_ms.append((r["joined"][1] - r["lost"][0]) * 1000)
             back.append(r["joined"][1])
+            if r["joined"][1] - r["attempts"][-1] > 0.9:  # its last attempt's connect() waited a retransmission
+                result.slow_opens += 1
         else:
             result.stragglers += 1
     joined = [t for t in stats["joined"] if t >= failed_at]
     result.joins_peak = _peak(joined, WINDOW / 1000)
     result.back_after_ms = (max(back) - failed_at) * 1000 if back else float("nan")
-    latency: dict[str, list[float]] = {"before": [], "after": []}
+    all_back = max(back) if back else float("inf")
+    latency: dict[str, list[float]] = {"before": [], "during": [], "after": []}
     for r in residents:
         for seq, at in zip(r["seqs"], r["at"]):
             sent = published.get(seq)
             if sent is not None:
-                latency["before" if sent < failed_at else "after"].append((at - sent) * 1000)
-    result.residents_ms = {k: {"median": _quantile(v, 0.5), "max": max(v, default=float("nan"))}
-                           for k, v in latency.items()}
+                window = "before" if sent < failed_at else "during" if sent <= all_back else "after"
+                latency[window].append((at - sent) * 1000)
+    result.residents_ms = {k: {"median": _quantile(v, 0.5), "p99": _quantile(v, 0.99)} for k, v in latency.items()}
 
 
 def measure_failovers(clients: int = 1000, *, path: Path | None = RECORDED, **options) -> dict[str, Failover]:
@@ -220,11 +232,13 @@ def measure_failovers(clients: int = 1000, *, path: Path | None = RECORDED, **op
     runs = {how: failover(how, clients, **options) for how in HOW}
     if path is not None:
         path.write_text(json.dumps({"measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                                    "cpus": os.cpu_count(),
                                     "runs": {how: asdict(run) for how, run in runs.items()}}, indent=1) + "\n")
     return runs
 
 
 def load_failovers(path: Path = RECORDED) -> tuple[str, dict[str, Failover]]:
-    """The stored runs of ``make bench``: (when they were measured, {how: Failover})."""
+    """The stored runs of ``make bench``: (when and on how many cores they were measured, {how: Failover})."""
     data = json.loads(path.read_text())
-    return data["measured_at"], {how: Failover(**run) for how, run in data["runs"].items()}
+    return (f"{data['measured_at']}, on {data.get('cpus', '?')} cores",
+            {how: Failover(**run) for how, run in data["runs"].items()})
