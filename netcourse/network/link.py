@@ -18,7 +18,8 @@ Two ways to build it, chosen by ``mode="auto"``:
   exists in the machine's own network namespace, and nothing is left when the block ends.
 - **"relay"** (anyone): a TCP relay on 127.0.0.1 that delays each direction by RTT/2 and holds a new
   connection's first bytes one RTT more (TCP's handshake). Application timings are right; TCP-level
-  effects are not there, and ``capture`` says so.
+  effects are not there, and ``capture`` says so. UDP goes through a ``UdpRelay`` (``udp_address``), which
+  delays, drops (the link's loss) and paces each datagram.
 
 A kernel with ``sch_netem`` could do the tap mode's work in the kernel; this machine's has none, and
 one mechanism everywhere keeps lessons identical, so the course always uses its own wire.
@@ -45,6 +46,7 @@ from ..traffic import recordings
 from ..traffic.sniffer import Capture
 from .forwarder import FULL_FRAME_BITS, Direction, WireProcess
 from .relay import make_relay
+from .udprelay import UdpRelay
 
 __all__ = ["link", "Link", "NEAR_IP", "FAR_IP", "modes", "queue_size"]
 
@@ -145,7 +147,8 @@ class Link:
         self._namespaces: list[str] = []
         self._fds: list[int] = []
         self._forwarder: WireProcess | None = None
-        self._servers: list[Server] = []
+        self._servers: list[Any] = []  # servers and relays, stopped with the link
+        self.udp_relays: list[UdpRelay] = []  # relay mode: one per udp_address() (rebind() them for a NAT rebinding)
         self._state = "new"
 
     # -- set up and tear down ------------------------------------------------------------------------
@@ -279,6 +282,21 @@ class Link:
         srv.direct_port = srv.port  # type: ignore[attr-defined]
         srv.port = relay.port  # clients reach the server through the relay
         return srv
+
+    def udp_address(self, port: int) -> tuple[str, int]:
+        """Where a near-end client sends datagrams for a UDP server listening on ``port`` at the far end.
+
+        Tap mode: the far end's address, across the wire like every frame. Relay mode: a ``UdpRelay`` on
+        127.0.0.1 (started here, stopped with the link) that delays each datagram half the round trip each
+        way and drops it with the link's loss, each way."""
+        if self._state != "open":
+            raise LinkError("The link is not open: use it inside its with-block.")
+        if self.mode == "tap":
+            return FAR_IP, port
+        relay = UdpRelay("127.0.0.1", port, rtt=self.rtt, loss=self.loss, rate=self.rate, seed=self.seed).start()
+        self._servers.append(relay)
+        self.udp_relays.append(relay)
+        return "127.0.0.1", relay.port
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         """Run a client coroutine at the near end and return its result (seconds of ``timeout``)."""

@@ -1,0 +1,258 @@
+"""The link without root, for UDP: a relay on 127.0.0.1 that delays, drops and paces datagrams.
+
+The TCP relay (``relay``) copies a byte stream, so it can delay but never lose: TCP would hide the loss anyway.
+A datagram is different: what the relay drops is gone, and the protocol above (QUIC, a game's own
+acknowledgements) must notice. So this relay applies the link's loss itself, one draw per datagram from a
+seeded generator, each way.
+
+    relay = UdpRelay("127.0.0.1", server_port, rtt=0.1, loss=0.02).start()
+    # clients send to 127.0.0.1:relay.port; the server sees them come from the relay
+    relay.rebind()   # a NAT rebinding: every client now reaches the server from a new port
+    relay.stop()
+
+Each client address gets its own socket towards the server (as a NAT gives each flow its own mapping), so
+the server can tell clients apart and its answers find their way back. ``rebind()`` replaces those sockets:
+the server sees the same clients arrive from new ports, as when a NAT forgets a mapping (RFC 9000 §9.3.2's
+"NAT rebinding").
+
+The relay runs on an event loop in a thread of its own, is listed by ``runtime.registry.live_servers()``
+like every server, and stops when ``stop()`` is called, when the notebook cell that started it runs again,
+or at interpreter exit. It holds at most ``MAX_CLIENTS`` client mappings (the oldest is forgotten first)
+and at most ``MAX_QUEUED`` datagrams in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from ..errors import LinkError, NetcourseTimeout
+from ..runtime import cellhook, registry
+
+__all__ = ["UdpRelay", "MAX_CLIENTS", "MAX_QUEUED"]
+
+MAX_CLIENTS = 1024
+MAX_QUEUED = 100_000
+HEADERS = 28  # IPv4 (20) + UDP (8): what a datagram costs the link besides its payload, for pacing
+
+
+class _Direction:
+    """One direction's pacing, loss draws and counts."""
+
+    def __init__(self, relay: "UdpRelay", rng: random.Random) -> None:
+        self.relay, self.rng = relay, rng
+        self.free_at = 0.0
+        self.seen = self.delivered = self.lost = self.dropped = 0
+
+    def schedule(self, send: Any, data: bytes, *args: Any) -> None:
+        relay = self.relay
+        self.seen += 1
+        if relay.loss and self.rng.random() < relay.loss:
+            self.lost += 1
+            return
+        if relay.in_flight >= MAX_QUEUED:
+            self.dropped += 1  # the queue is full: a router drops too
+            return
+        loop = relay.loop
+        now = loop.time()
+        start = max(now, self.free_at)
+        self.free_at = start + (8 * (len(data) + HEADERS) / relay.rate if relay.rate else 0.0)
+        relay.in_flight += 1
+
+        def deliver() -> None:
+            relay.in_flight -= 1
+            try:
+                send(data, *args)
+                self.delivered += 1
+            except OSError:  # the mapping was replaced or closed meanwhile: like a packet lost in flight
+                self.lost += 1
+
+        loop.call_at(self.free_at + relay.rtt / 2, deliver)
+
+
+class _Mapping(asyncio.DatagramProtocol):
+    """One client's socket towards the server; what comes back goes to that client."""
+
+    def __init__(self, relay: "UdpRelay", client: tuple[str, int]) -> None:
+        self.relay, self.client = relay, client
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: list[bytes] = []  # datagrams due before the socket existed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        for data in self.waiting:
+            self.transport.sendto(data)
+        self.waiting.clear()
+
+    def send(self, data: bytes) -> None:
+        if self.transport is None:
+            self.waiting.append(data)
+        elif not self.transport.is_closing():
+            self.transport.sendto(data)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        front = self.relay.front
+        if front is not None and not front.is_closing():
+            self.relay.inbound.schedule(front.sendto, data, self.client)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # an ICMP error (the server's port closed): UDP carries on, as a real network would
+
+
+class _Front(asyncio.DatagramProtocol):
+    def __init__(self, relay: "UdpRelay") -> None:
+        self.relay = relay
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        mapping = self.relay.mapping(addr)
+        self.relay.outbound.schedule(mapping.send, data)
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+
+class UdpRelay:
+    """A UDP relay towards ``target_host:target_port``: ``rtt`` seconds round trip (half each way), ``loss``
+    a probability per datagram each way, ``rate`` bit/s each way (0: no limit), draws from ``seed``.
+
+    Attributes:
+        port: where clients send (on ``host``, 127.0.0.1 by default).
+        outbound, inbound: each direction's counts: ``seen`` (reached the relay), ``delivered``, ``lost`` (the
+            loss draws), ``dropped`` (past ``MAX_QUEUED``).
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, rtt: float, loss: float = 0.0, rate: float = 0.0,
+                 seed: int = 1, host: str = "127.0.0.1", name: str = "udp relay") -> None:
+        if not 0 <= rtt <= 10 or not 0 <= loss <= 1 or rate < 0:
+            raise LinkError("a UDP relay needs 0 <= rtt <= 10 s, 0 <= loss <= 1 and rate >= 0")
+        self.target = (target_host, target_port)
+        self.rtt, self.loss, self.rate, self.host, self.name = rtt, loss, rate, host, name
+        rng = random.Random(seed)
+        self.outbound = _Direction(self, random.Random(rng.random()))
+        self.inbound = _Direction(self, random.Random(rng.random()))
+        self.port = 0
+        self.in_flight = 0
+        self.errors: list[str] = []
+        self.owner = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.front: asyncio.DatagramTransport | None = None
+        self._mappings: OrderedDict[tuple[str, int], _Mapping] = OrderedDict()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._id = registry.next_id()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the loop's side ---------------------------------------------------------------------------
+
+    def mapping(self, client: tuple[str, int]) -> _Mapping:
+        """The client's socket towards the server, made on its first datagram (the oldest forgotten past
+        ``MAX_CLIENTS``)."""
+        found = self._mappings.get(client)
+        if found is not None:
+            self._mappings.move_to_end(client)
+            return found
+        if len(self._mappings) >= MAX_CLIENTS:
+            _, oldest = self._mappings.popitem(last=False)
+            if oldest.transport is not None:
+                oldest.transport.close()
+        made = _Mapping(self, client)
+        self._mappings[client] = made
+        self.loop.create_task(self.loop.create_datagram_endpoint(lambda: made, remote_addr=self.target))
+        return made
+
+    def _rebind(self) -> int:
+        for client, old in list(self._mappings.items()):
+            if old.transport is not None:
+                old.transport.close()
+            del self._mappings[client]
+            self.mapping(client)
+        return len(self._mappings)
+
+    def _main(self) -> None:
+        registry.owns_thread(self)
+        loop = self.loop = asyncio.new_event_loop()
+        try:
+            try:
+                self.front, _ = loop.run_until_complete(
+                    loop.create_datagram_endpoint(lambda: _Front(self), local_addr=(self.host, 0)))
+                self.port = self.front.get_extra_info("sockname")[1]
+                sock = self.front.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # bursts (capped by rmem_max)
+            except OSError as exc:
+                self.errors.append(f"could not bind {self.host}: {exc}")
+                return
+            finally:
+                self._ready.set()
+            loop.run_forever()
+            for mapping in self._mappings.values():
+                if mapping.transport is not None:
+                    mapping.transport.close()
+            self.front.close()
+            loop.run_until_complete(asyncio.sleep(0))  # let the transports close their sockets
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+            registry.remove(self._id)
+
+    # -- the caller's side -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 5.0) -> "UdpRelay":
+        if self._thread is not None:
+            raise LinkError("a UDP relay starts once")
+        self.owner = cellhook.current_cell() if threading.current_thread() is threading.main_thread() else None
+        registry.add(self._id, self)
+        self._thread = threading.Thread(target=self._main, name=f"netcourse-{self.name}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout) or not self.port:
+            self.stop()
+            raise LinkError(f"the UDP relay did not start: {'; '.join(self.errors) or 'no port within the timeout'}")
+        return self
+
+    def rebind(self, timeout: float = 5.0) -> int:
+        """Give every client a new socket (a new source port) towards the server: a NAT rebinding. Returns how
+        many clients were rebound."""
+        if not self.running:
+            raise LinkError("the UDP relay is not running")
+        return asyncio.run_coroutine_threadsafe(self._call(self._rebind), self.loop).result(timeout)
+
+    @staticmethod
+    async def _call(fn: Any) -> Any:
+        return fn()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the relay: its sockets close and its thread ends. Safe to call more than once."""
+        thread = self._thread
+        if thread is None:
+            registry.remove(self._id)
+            return
+        if thread.is_alive() and self.loop is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+            except RuntimeError:
+                pass  # the loop closed meanwhile
+        thread.join(timeout)
+        if thread.is_alive():
+            self.errors.append(f"did not stop within {timeout:g} s")
+            raise NetcourseTimeout(f"the UDP relay did not stop within {timeout:g} s")
+
+    def __enter__(self) -> "UdpRelay":
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (f"UdpRelay(127.0.0.1:{self.port} -> {self.target[0]}:{self.target[1]}, rtt {self.rtt * 1000:g} ms, "
+                f"loss {self.loss:g}; out {self.outbound.delivered} delivered, {self.outbound.lost} lost; "
+                f"back {self.inbound.delivered} delivered, {self.inbound.lost} lost)")
