@@ -24,6 +24,7 @@ them and still load alone. The tree::
     │   │   └── ChunkedParseError   .status: 400                                   RFC 9112 §7.1
     │   ├── HandshakeError          .status: the WebSocket upgrade's refusal        RFC 6455 §4
     │   ├── FrameError              .close_code: 1002, 1007 or 1009                 RFC 6455 §5, §7.4
+    │   ├── H2FrameError            .error_code: the GOAWAY's (§7)                  RFC 9113 §4, §6
     │   ├── SSEParseError           a limit the client set (it drops the stream)    WHATWG HTML §9.2
     │   ├── TLSRecordError          .alert: 50 (decode_error)                       RFC 8446 §5, §6.2
     │   ├── BeatProtocolError       the course's heartbeat framing (close the connection)
@@ -119,11 +120,13 @@ class ProtocolError(NetcourseError, ValueError):
         status: the HTTP status a server answers with.
         close_code: the WebSocket close code to close with.
         alert: the TLS alert to send.
+        error_code: the HTTP/2 error code to send (in GOAWAY or RST_STREAM).
     """
 
     status: int | None = None
     close_code: int | None = None
     alert: int | None = None
+    error_code: int | None = None
 
 
 def latching(method: F) -> F:
@@ -177,6 +180,14 @@ class FrameError(ProtocolError):
     def __init__(self, message: str, close_code: int = 1002) -> None:
         super().__init__(message)
         self.close_code = int(close_code)
+
+
+class H2FrameError(ProtocolError):
+    """Bytes that break RFC 9113's framing; ``error_code`` is the HTTP/2 error code (§7) to send in GOAWAY."""
+
+    def __init__(self, message: str, error_code: int = 0x1) -> None:
+        super().__init__(message)
+        self.error_code = int(error_code)
 
 
 class SSEParseError(ProtocolError):
