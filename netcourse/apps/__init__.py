@@ -14,6 +14,8 @@
   ``chatresume``: its resume cursors, one per conversation or one for all; ``chat_process``: the chat server in a
   process of its own, for the fault soak's SIGKILL.
 - ``tls``: a throwaway CA, Mozilla-intermediate contexts, an HTTPS app, a man in the middle (notebook 09).
-- ``broker``: a throwaway redis-server; ``fanout``: a WebSocket fan-out node in a process of its own;
-  ``fdlimited``: an echo server in a process of its own, under a file-descriptor limit (10).
+- ``broker``: a throwaway redis-server; ``fanout``: a fan-out node (WebSockets, event streams, long polls) in a
+  process of its own; ``fdlimited``: an echo server in a process of its own, under a file-descriptor limit (10).
+- ``http2``: an HTTP/2 server (prior knowledge) on the ``h2`` library, with its limits, and the same resources
+  over HTTP/1.1 (the HTTP/2 and HTTP/3 notebook, being built).
 """

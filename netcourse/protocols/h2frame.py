@@ -83,9 +83,10 @@ class ErrorCode(IntEnum):
     HTTP_1_1_REQUIRED = 0xD
 
 
-SETTINGS = {  # §6.5.2: identifier -> name
+SETTINGS = {  # §6.5.2: identifier -> name; 0x8 from RFC 8441 §3 (WebSockets over HTTP/2), 0x9 from RFC 9218 §2.1
     0x1: "HEADER_TABLE_SIZE", 0x2: "ENABLE_PUSH", 0x3: "MAX_CONCURRENT_STREAMS", 0x4: "INITIAL_WINDOW_SIZE",
-    0x5: "MAX_FRAME_SIZE", 0x6: "MAX_HEADER_LIST_SIZE",
+    0x5: "MAX_FRAME_SIZE", 0x6: "MAX_HEADER_LIST_SIZE", 0x8: "ENABLE_CONNECT_PROTOCOL",
+    0x9: "NO_RFC7540_PRIORITIES",
 }
 
 # §6: payload lengths fixed by the type (a different length is a FRAME_SIZE_ERROR)

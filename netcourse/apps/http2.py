@@ -1,0 +1,245 @@
+"""An HTTP/2 server for ``serve()``: cleartext with prior knowledge (RFC 9113 §3.3), the protocol's state kept by
+the ``h2`` library, the bytes moved here (as notebook 05's WebSocket server moves its codec's).
+
+    with serve(make_h2_handler()) as srv:      # then an HTTP/2 client: clients.http2.fetch(...)
+
+| request | answer |
+| --- | --- |
+| ``GET /r/<name>?size=N`` | ``N`` bytes (default 2,000, at most 1 MiB), ``text/plain`` |
+| ``GET /events?count=N&gap=S`` | an event stream (notebook 06's format): ``N`` events (at most 1,000), ``S`` s apart (at most 5) |
+| anything else | 404 (a method other than GET: 405) |
+
+One connection carries many requests at once, each on a stream of its own (§5); the server sends what each
+stream's flow-control window allows (§5.2) and waits for WINDOW_UPDATE frames for the rest.
+
+Limits, each answered the way RFC 9113 says (a GOAWAY or RST_STREAM with its error code, §7):
+
+- the client's preface and SETTINGS within ``PREFACE_TIMEOUT`` seconds, or the connection is closed (a
+  stalled handshake holds a slot in ``serve()``'s admission as "an HTTP/2 preface", and goes first);
+- at most ``MAX_STREAMS`` streams open at once (SETTINGS_MAX_CONCURRENT_STREAMS): h2 answers one more with
+  GOAWAY PROTOCOL_ERROR, ending the connection (RFC 9113 §5.1.2 also allows refusing just that stream);
+- a header list of at most ``MAX_HEADER_LIST`` bytes (SETTINGS_MAX_HEADER_LIST_SIZE);
+- at most ``MAX_RESETS`` streams reset by the client on one connection: past that, GOAWAY
+  ENHANCE_YOUR_CALM (the "rapid reset" flood of 2023, CVE-2023-44487, opened and cancelled streams faster
+  than servers could notice);
+- bytes that break the protocol: GOAWAY with h2's error code (PROTOCOL_ERROR, FRAME_SIZE_ERROR, ...);
+- every write must drain within ``WRITE_TIMEOUT`` seconds (a client that stops reading is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+
+from ..runtime.admission import owing
+
+__all__ = ["make_h2_handler", "make_h1_app", "PREFACE_TIMEOUT", "MAX_STREAMS", "MAX_HEADER_LIST", "MAX_RESETS", "MAX_SIZE"]
+
+PREFACE_TIMEOUT = 5.0
+MAX_STREAMS = 100
+MAX_HEADER_LIST = 16 * 1024
+MAX_RESETS = 200
+MAX_SIZE = 1 << 20
+WRITE_TIMEOUT = 10.0
+PREFACE_DEBT = "an HTTP/2 preface"
+_RESOURCE = re.compile(r"^/r/[A-Za-z0-9._-]{1,64}$")
+
+
+class _Connection:
+    """One client's connection: the h2 state machine, the socket, and the streams being answered."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self.h2 = h2.connection.H2Connection(config)
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+        })
+        self.windows: dict[int, asyncio.Event] = {}  # stream -> set when its window may have opened
+        self.tasks: set[asyncio.Task] = set()
+        self.resets = 0
+        self.closing = False
+        self.remote_settings_seen = False
+
+    async def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT)
+
+    async def goaway(self, code: int) -> None:
+        self.closing = True
+        self.h2.close_connection(error_code=code)
+        await self.flush()
+
+    async def run(self) -> None:
+        self.h2.initiate_connection()
+        await self.flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PREFACE_TIMEOUT
+        with owing(self.writer.transport, PREFACE_DEBT):  # §3.4: the preface, then the client's SETTINGS
+            while not self.remote_settings_seen:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return  # a stalled handshake: drop the connection
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), left)
+                except asyncio.TimeoutError:
+                    return
+                if not data or not await self.receive(data):
+                    return
+        while not self.closing:
+            data = await self.reader.read(65536)
+            if not data or not await self.receive(data):
+                return
+
+    async def receive(self, data: bytes) -> bool:
+        """Feed bytes to h2 and act on its events; False when the connection is over."""
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self.closing = True
+            if self.h2.state_machine.state != h2.connection.ConnectionState.CLOSED:  # else h2 queued its GOAWAY
+                try:
+                    self.h2.close_connection(error_code=getattr(exc, "error_code", None) or ErrorCodes.PROTOCOL_ERROR)
+                except h2.exceptions.H2Error:
+                    pass
+            await self.flush()
+            return False
+        for event in events:
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                self.remote_settings_seen = True
+            elif isinstance(event, h2.events.RequestReceived):
+                task = asyncio.get_running_loop().create_task(self.answer(event.stream_id, dict(event.headers)))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            elif isinstance(event, h2.events.StreamReset):
+                self.resets += 1
+                self._wake(event.stream_id)
+                if self.resets > MAX_RESETS:
+                    await self.goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+                    return False
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._wake(event.stream_id)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.closing = True
+        await self.flush()
+        return not self.closing
+
+    def _wake(self, stream_id: int) -> None:
+        if stream_id == 0:
+            for event in self.windows.values():
+                event.set()
+        elif stream_id in self.windows:
+            self.windows[stream_id].set()
+
+    async def answer(self, stream_id: int, headers: dict[str, str]) -> None:
+        try:
+            await self._answer(stream_id, headers)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, ConnectionError, asyncio.TimeoutError):
+            pass  # the client reset the stream or went away: nothing more to send
+        finally:
+            self.windows.pop(stream_id, None)
+
+    async def _answer(self, stream_id: int, headers: dict[str, str]) -> None:
+        method, target = headers.get(":method", ""), headers.get(":path", "")
+        parts = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if method != "GET":
+            await self.respond(stream_id, 405, b"only GET here\n")
+        elif _RESOURCE.match(parts.path):
+            size = _number(query.get("size"), 2000, 0, MAX_SIZE)
+            await self.respond(stream_id, 200, b"x" * size)
+        elif parts.path == "/events":
+            await self.stream_events(stream_id, _number(query.get("count"), 5, 0, 1000),
+                                     _number(query.get("gap"), 0.2, 0, 5.0, float))
+        else:
+            await self.respond(stream_id, 404, b"not found\n")
+
+    async def respond(self, stream_id: int, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.h2.send_headers(stream_id, [(":status", str(status)), ("content-type", content_type),
+                                         ("content-length", str(len(body))), ("server", "netcourse")])
+        await self.send_body(stream_id, body, end=True)
+
+    async def send_body(self, stream_id: int, body: bytes, *, end: bool) -> None:
+        """Send ``body`` as far as the stream's and the connection's windows allow, waiting for
+        WINDOW_UPDATE frames for the rest (§5.2)."""
+        window = self.windows.setdefault(stream_id, asyncio.Event())
+        view = memoryview(body)
+        while view:
+            allowed = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size, len(view))
+            if allowed <= 0:
+                window.clear()
+                await asyncio.wait_for(window.wait(), WRITE_TIMEOUT)
+                continue
+            self.h2.send_data(stream_id, bytes(view[:allowed]))
+            view = view[allowed:]
+            await self.flush()
+        if end:
+            self.h2.end_stream(stream_id)
+            await self.flush()
+
+    async def stream_events(self, stream_id: int, count: int, gap: float) -> None:
+        self.h2.send_headers(stream_id, [(":status", "200"), ("content-type", "text/event-stream"),
+                                         ("cache-control", "no-cache"), ("server", "netcourse")])
+        await self.flush()
+        for i in range(1, count + 1):
+            await self.send_body(stream_id, f"id: {i}\ndata: event {i}\n\n".encode(), end=False)
+            if i < count:
+                await asyncio.sleep(gap)
+        self.h2.end_stream(stream_id)
+        await self.flush()
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _number(raw: str | None, default, low, high, kind=int):
+    try:
+        value = kind(raw) if raw is not None else default
+    except ValueError:
+        return default
+    return min(max(value, low), high)
+
+
+def make_h2_handler():
+    """A stream handler for ``serve()`` that speaks HTTP/2 (prior knowledge) on every connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(reader, writer)
+        try:
+            await conn.run()
+        except (ConnectionError, asyncio.TimeoutError, h2.exceptions.H2Error):
+            pass
+        finally:
+            await conn.close()
+            writer.close()
+
+    return handler
+
+
+def make_h1_app():
+    """The same resources over HTTP/1.1 (aiohttp, the course's guard): ``GET /r/<name>?size=N``, for comparison."""
+    from aiohttp import web
+
+    from .safety import safe_app
+
+    async def resource(request: web.Request) -> web.Response:
+        size = _number(request.query.get("size"), 2000, 0, MAX_SIZE)
+        return web.Response(body=b"x" * size, content_type="text/plain", headers={"Server": "netcourse"})
+
+    app = safe_app()
+    app.router.add_get(r"/r/{name:[A-Za-z0-9._-]{1,64}}", resource)
+    return app

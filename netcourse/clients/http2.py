@@ -1,0 +1,111 @@
+"""An HTTP/2 client on one connection (prior knowledge, RFC 9113 §3.3), the protocol's state kept by ``h2``.
+
+``fetch(host, port, paths)`` opens one TCP connection, sends every request at once, each on a stream of its own
+(1, 3, 5, ...), and reads the answers as they come, interleaved. It returns a ``Page``: when each answer
+ended, its status and size, and, read back from the bytes it sent with ``protocols.h2frame``, the size of
+each request's HEADERS frame (HPACK's dynamic table makes the second and later ones small, RFC 7541 §2.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
+from ..errors import NetcourseError
+from ..protocols.h2frame import FrameDecoder, FrameType
+
+__all__ = ["Page", "fetch"]
+
+
+@dataclass
+class Page:
+    """What one connection fetched.
+
+    Attributes:
+        started: ``time.perf_counter()`` before connecting.
+        done: path -> seconds from ``started`` until its last byte.
+        status, size: path -> the answer's status and body bytes.
+        header_blocks: request HEADERS payload sizes (HPACK-encoded), in the order sent.
+        frames: one line per frame the client sent (``h2frame.Frame.describe``).
+        connections: TCP connections opened (one).
+    """
+
+    started: float
+    done: dict[str, float] = field(default_factory=dict)
+    status: dict[str, int] = field(default_factory=dict)
+    size: dict[str, int] = field(default_factory=dict)
+    header_blocks: list[int] = field(default_factory=list)
+    frames: list[str] = field(default_factory=list)
+    connections: int = 1
+
+    @property
+    def seconds(self) -> float:
+        """Until the last answer ended."""
+        return max(self.done.values(), default=float("nan"))
+
+
+async def fetch(host: str, port: int, paths: list[str], *, authority: str | None = None,
+                timeout: float = 30.0) -> Page:
+    """GET every path over one HTTP/2 connection, all at once; see the module's docstring."""
+    if not paths:
+        raise ValueError("fetch() needs at least one path")
+    page = Page(time.perf_counter())
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    sent = FrameDecoder(preface=True)
+    streams: dict[int, str] = {}
+
+    def send() -> None:
+        data = conn.data_to_send()
+        if data:
+            for frame in sent.feed(data):
+                page.frames.append(frame.describe())
+                if frame.type == FrameType.HEADERS:
+                    page.header_blocks.append(len(frame.payload))
+            writer.write(data)
+
+    try:
+        conn.initiate_connection()
+        for path in paths:
+            stream_id = conn.get_next_available_stream_id()
+            streams[stream_id] = path
+            conn.send_headers(stream_id, [(":method", "GET"), (":scheme", "http"), (":path", path),
+                                          (":authority", authority or f"{host}:{port}"), ("user-agent", "netcourse")],
+                              end_stream=True)
+            page.size[path] = 0
+        send()
+        await writer.drain()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(page.done) < len(paths):
+            left = deadline - asyncio.get_running_loop().time()
+            data = await asyncio.wait_for(reader.read(65536), max(0.0, left))
+            if not data:
+                raise NetcourseError(f"the server closed the connection with {len(paths) - len(page.done)} answers missing")
+            for event in conn.receive_data(data):
+                path = streams.get(getattr(event, "stream_id", 0))
+                if isinstance(event, h2.events.ResponseReceived) and path:
+                    page.status[path] = int(dict(event.headers).get(":status", "0"))
+                elif isinstance(event, h2.events.DataReceived) and path:
+                    page.size[path] += len(event.data)
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)) and path:
+                    page.done[path] = time.perf_counter() - page.started
+                    if isinstance(event, h2.events.StreamReset):
+                        page.status.setdefault(path, 0)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    raise NetcourseError(f"the server ended the connection: GOAWAY {event.error_code!r}")
+            send()
+            await writer.drain()
+        conn.close_connection()
+        send()
+    except asyncio.TimeoutError:
+        raise NetcourseError(f"{len(paths) - len(page.done)} of {len(paths)} answers did not come within {timeout:g} s") from None
+    finally:
+        writer.close()
+    return page

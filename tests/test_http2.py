@@ -1,0 +1,97 @@
+"""The course's HTTP/2 server and client (issue 29): many streams on one connection, flow control, and the
+limits a server on the course keeps (a stalled or wrong preface, too many streams, a reset flood)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import hpack
+import pytest
+
+from netcourse.apps import http2 as app
+from netcourse.clients.http2 import fetch
+from netcourse.protocols.h2frame import PREFACE, Flag, Frame, FrameDecoder, FrameType, encode, settings
+from netcourse.runtime.server import serve
+from netcourse.runtime.waiting import run_async
+
+from .conftest import retried
+
+
+def _talk(port: int, payload: bytes, wait: float = 1.0) -> tuple[list[Frame], float]:
+    """Send raw bytes, read until the server closes (or ``wait`` passes): its frames, and when it closed."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    start = time.monotonic()
+    sock.sendall(payload)
+    sock.settimeout(wait)
+    got = b""
+    try:
+        while data := sock.recv(65536):
+            got += data
+    except socket.timeout:
+        pass
+    closed_after = time.monotonic() - start
+    sock.close()
+    return FrameDecoder(max_frame_size=1 << 20).feed(got), closed_after
+
+
+def _request(encoder: hpack.Encoder, stream: int, *, end: bool) -> bytes:
+    block = encoder.encode([(":method", "GET"), (":scheme", "http"), (":path", "/r/a"), (":authority", "127.0.0.1")])
+    return encode(Frame(FrameType.HEADERS, Flag.END_HEADERS | (Flag.END_STREAM if end else 0), stream, block))
+
+
+def test_many_requests_share_one_connection_and_hpack_shrinks_the_later_heads():
+    paths = [f"/r/{i}?size=2000" for i in range(30)] + ["/r/big?size=300000", "/nope"]
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        page = run_async(fetch("127.0.0.1", srv.port, paths))
+        events = run_async(fetch("127.0.0.1", srv.port, ["/events?count=3&gap=0.01"]))
+    assert page.connections == 1 and len(page.done) == 32
+    assert {page.status[p] for p in paths[:31]} == {200} and page.status["/nope"] == 404
+    assert page.size["/r/big?size=300000"] == 300_000  # past the 65,535-byte window: WINDOW_UPDATEs worked
+    # The first request's header block names every field; the next ones are mostly indexes (RFC 7541 §2.3).
+    assert page.header_blocks[0] > 2 * page.header_blocks[1] and len(set(page.header_blocks[1:30])) == 1
+    assert page.frames[0].startswith("SETTINGS stream 0") and page.frames[1].startswith("HEADERS stream 1 [END_STREAM|END_HEADERS]")
+    assert events.size["/events?count=3&gap=0.01"] == len(b"".join(f"id: {i}\ndata: event {i}\n\n".encode() for i in (1, 2, 3)))
+
+
+def test_a_connection_that_is_not_http2_gets_goaway_protocol_error():
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        frames, _ = _talk(srv.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert frames[0].name == "SETTINGS" and frames[-1].describe() == "GOAWAY stream 0: last stream 0, PROTOCOL_ERROR"
+
+
+def test_a_stalled_preface_is_dropped_after_its_deadline(monkeypatch):
+    monkeypatch.setattr(app, "PREFACE_TIMEOUT", 0.5)
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        frames, closed_after = _talk(srv.port, PREFACE[:10], wait=5)
+    assert [f.name for f in frames] == ["SETTINGS"] and 0.45 <= closed_after < 3
+
+
+def test_one_stream_past_the_limit_ends_the_connection_and_a_reset_flood_is_told_to_calm_down():
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        encoder = hpack.Encoder()
+        opened = b"".join(_request(encoder, 2 * i + 1, end=False) for i in range(app.MAX_STREAMS + 1))
+        frames, _ = _talk(srv.port, PREFACE + encode(settings()) + opened)
+        assert frames[-1].describe() == f"GOAWAY stream 0: last stream {2 * app.MAX_STREAMS - 1}, PROTOCOL_ERROR"
+        encoder = hpack.Encoder()
+        flood = b"".join(_request(encoder, 2 * i + 1, end=False) + encode(Frame(FrameType.RST_STREAM, 0, 2 * i + 1,
+                                                                                 struct.pack("!I", 8)))
+                         for i in range(app.MAX_RESETS + 50))
+        frames, _ = _talk(srv.port, PREFACE + encode(settings()) + flood)
+        assert frames[-1].describe().endswith("ENHANCE_YOUR_CALM")
+        # and the server still serves a well-behaved client afterwards
+        page = run_async(fetch("127.0.0.1", srv.port, ["/r/ok"]))
+    assert page.status == {"/r/ok": 200}
+
+
+@pytest.mark.slow
+@retried()
+def test_on_the_relay_link_http2_loads_thirty_resources_in_fewer_round_trips_over_one_connection():
+    from netcourse.experiments.http2.pages import page_load
+
+    runs = page_load(rtt_ms=60, mode="relay")
+    old, new = runs["HTTP/1.1"], runs["HTTP/2"]
+    assert (old.connections, new.connections) == (6, 1) and len(old.done) == len(new.done) == 30
+    # HTTP/1.1: a handshake, then five rounds of six requests; HTTP/2: a handshake, then all thirty at once.
+    assert 5.5 <= old.round_trips <= 7.5 and 1.8 <= new.round_trips <= 3.0
