@@ -16,6 +16,7 @@ from ..traffic.sniffer import capture, capture_permitted
 from .lessonbench import (
     codec_throughput,
     heartbeat_rows,
+    http2_rows,
     offline_rows,
     short_poll_vs_theory,
     streaming_rows,
@@ -238,7 +239,7 @@ def main(idle_seconds: float = 3600.0) -> int:
     idler = threading.Thread(target=hold, name="netcourse-bench-idle", daemon=True)
     idler.start()
     rows = capture_rows() + polling_and_codec_rows() + idle_connection_rows() + linkbench.rows()
-    for lesson in (heartbeat_rows, streaming_rows, webhook_rows, offline_rows, tls_rows, transport_rows):
+    for lesson in (heartbeat_rows, streaming_rows, webhook_rows, offline_rows, tls_rows, http2_rows, transport_rows):
         rows.extend(lesson())
     rows += load_rows() + notebook_rows() + knob_rows() + runtime_rows(runtimebench)
     idler.join()

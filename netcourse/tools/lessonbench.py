@@ -13,7 +13,7 @@ import time
 from ..clients.sse import stream_events
 from ..runtime.server import serve
 
-__all__ = ["heartbeat_rows", "streaming_rows", "webhook_rows", "offline_rows", "tls_rows", "transport_rows",
+__all__ = ["heartbeat_rows", "streaming_rows", "webhook_rows", "offline_rows", "tls_rows", "http2_rows", "transport_rows",
            "short_poll_vs_theory", "codec_throughput"]
 
 
@@ -310,6 +310,21 @@ def tls_rows() -> list[tuple[str, str, str]]:
         (f"bulk transfer {bulk.megabytes} MB over loopback: plain TCP / TLS 1.3",
          f"{bulk.plain_mb_s:,.0f} / {bulk.tls_mb_s:,.0f} MB/s", "report"),
     ]
+
+
+def http2_rows() -> list[tuple[str, str, str]]:
+    """The HTTP/2 and HTTP/3 notebook (being built): a page of 30 small resources over HTTP/1.1 and HTTP/2 at 100 ms,
+    on each link this machine can run (the relay always; the tap link as root)."""
+    from ..experiments.http2.pages import page_load
+    from ..network.link import modes
+
+    rows = []
+    for mode in [m for m, why in modes().items() if why is None]:
+        for version, run in page_load(100, mode=mode).items():
+            rows.append((f"30 resources of 2,000 B over {version}, 100 ms round trip ({mode} link)",
+                         f"{run.seconds * 1000:,.0f} ms ({run.round_trips:.1f} round trips), "
+                         f"{run.connections} connection{'s' if run.connections != 1 else ''}", "report"))
+    return rows
 
 
 def transport_rows() -> list[tuple[str, str, str]]:
