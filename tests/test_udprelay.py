@@ -126,10 +126,10 @@ def test_a_stopped_relay_leaves_no_thread_and_no_socket():
     before = {t.name for t in threading.enumerate()}
     relay = UdpRelay("127.0.0.1", 9, rtt=0.01).start()
     port = relay.port
-    assert relay in registry.live_servers()
+    assert relay._background in registry.live_servers()  # noqa: SLF001
     relay.stop()
     relay.stop()  # twice is fine
-    assert relay not in registry.live_servers() and not relay.running
+    assert relay._background not in registry.live_servers() and not relay.running  # noqa: SLF001
     assert {t.name for t in threading.enumerate()} <= before
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", port))  # the port is free again
@@ -153,7 +153,7 @@ def test_the_links_relay_mode_carries_udp_at_its_round_trip_and_stops_it_with_th
             sock.sendto(b"ping", address)
             assert sock.recvfrom(64)[0] == b"ping"
             assert 0.04 - 0.0003 <= time.monotonic() - t <= 0.04 * 1.05 + 0.005
-        assert not relay.running and relay not in registry.live_servers()
+        assert not relay.running and relay._background not in registry.live_servers()  # noqa: SLF001
     finally:
         sock.close()
         echo.close()

@@ -15,9 +15,9 @@ the server can tell clients apart and its answers find their way back. ``rebind(
 the server sees the same clients arrive from new ports, as when a NAT forgets a mapping (RFC 9000 §9.3.2's
 "NAT rebinding").
 
-The relay runs on an event loop in a thread of its own, is listed by ``runtime.registry.live_servers()``
-like every server, and stops when ``stop()`` is called, when the notebook cell that started it runs again,
-or at interpreter exit. It holds at most ``MAX_CLIENTS`` client mappings (the oldest is forgotten first)
+The relay runs on an event loop in a thread of its own (``runtime.loopthread``), is listed by
+``runtime.registry.live_servers()`` like every server, and stops when ``stop()`` is called, when the notebook
+cell that started it runs again, or at interpreter exit. It holds at most ``MAX_CLIENTS`` client mappings (the oldest is forgotten first)
 and at most ``MAX_QUEUED`` datagrams in flight.
 """
 
@@ -26,12 +26,11 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import threading
 from collections import OrderedDict
 from typing import Any
 
-from ..errors import LinkError, NetcourseTimeout
-from ..runtime import cellhook, registry
+from ..errors import LinkError
+from ..runtime.loopthread import LoopThread
 
 __all__ = ["UdpRelay", "MAX_CLIENTS", "MAX_QUEUED"]
 
@@ -130,24 +129,23 @@ class UdpRelay:
         if not 0 <= rtt <= 10 or not 0 <= loss <= 1 or rate < 0:
             raise LinkError("a UDP relay needs 0 <= rtt <= 10 s, 0 <= loss <= 1 and rate >= 0")
         self.target = (target_host, target_port)
-        self.rtt, self.loss, self.rate, self.host, self.name = rtt, loss, rate, host, name
+        self.rtt, self.loss, self.rate, self.host = rtt, loss, rate, host
         rng = random.Random(seed)
         self.outbound = _Direction(self, random.Random(rng.random()))
         self.inbound = _Direction(self, random.Random(rng.random()))
         self.port = 0
         self.in_flight = 0
-        self.errors: list[str] = []
-        self.owner = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.front: asyncio.DatagramTransport | None = None
         self._mappings: OrderedDict[tuple[str, int], _Mapping] = OrderedDict()
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._id = registry.next_id()
+        self._background = LoopThread(name)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._background.loop
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._background.running
 
     # -- the loop's side ---------------------------------------------------------------------------
 
@@ -167,7 +165,7 @@ class UdpRelay:
         self.loop.create_task(self.loop.create_datagram_endpoint(lambda: made, remote_addr=self.target))
         return made
 
-    def _rebind(self) -> int:
+    async def _rebind(self) -> int:
         for client, old in list(self._mappings.items()):
             if old.transport is not None:
                 old.transport.close()
@@ -175,48 +173,26 @@ class UdpRelay:
             self.mapping(client)
         return len(self._mappings)
 
-    def _main(self) -> None:
-        registry.owns_thread(self)
-        loop = self.loop = asyncio.new_event_loop()
-        try:
-            try:
-                self.front, _ = loop.run_until_complete(
-                    loop.create_datagram_endpoint(lambda: _Front(self), local_addr=(self.host, 0)))
-                self.port = self.front.get_extra_info("sockname")[1]
-                sock = self.front.get_extra_info("socket")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # bursts (capped by rmem_max)
-            except OSError as exc:
-                self.errors.append(f"could not bind {self.host}: {exc}")
-                return
-            finally:
-                self._ready.set()
-            loop.run_forever()
-            for mapping in self._mappings.values():
-                if mapping.transport is not None:
-                    mapping.transport.close()
+    async def _open(self) -> int:
+        self.front, _ = await self.loop.create_datagram_endpoint(lambda: _Front(self), local_addr=(self.host, 0))
+        sock = self.front.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # bursts (capped by rmem_max)
+        return self.front.get_extra_info("sockname")[1]
+
+    async def _close(self) -> None:
+        for mapping in self._mappings.values():
+            if mapping.transport is not None:
+                mapping.transport.close()
+        if self.front is not None:
             self.front.close()
-            loop.run_until_complete(asyncio.sleep(0))  # let the transports close their sockets
-        finally:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-            registry.remove(self._id)
 
     # -- the caller's side -------------------------------------------------------------------------
 
     def start(self, timeout: float = 5.0) -> "UdpRelay":
-        if self._thread is not None:
-            raise LinkError("a UDP relay starts once")
-        self.owner = cellhook.current_cell() if threading.current_thread() is threading.main_thread() else None
-        registry.add(self._id, self)
-        self._thread = threading.Thread(target=self._main, name=f"netcourse-{self.name}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout) or not self.port:
-            self.stop()
-            raise LinkError(f"the UDP relay did not start: {'; '.join(self.errors) or 'no port within the timeout'}")
+        try:
+            self.port = self._background.start(self._open, self._close, timeout)
+        except OSError as exc:
+            raise LinkError(f"the UDP relay could not bind {self.host}: {exc}") from exc
         return self
 
     def rebind(self, timeout: float = 5.0) -> int:
@@ -224,30 +200,14 @@ class UdpRelay:
         many clients were rebound."""
         if not self.running:
             raise LinkError("the UDP relay is not running")
-        return asyncio.run_coroutine_threadsafe(self._call(self._rebind), self.loop).result(timeout)
-
-    @staticmethod
-    async def _call(fn: Any) -> Any:
-        return fn()
+        return self._background.run(self._rebind(), timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the relay: its sockets close and its thread ends. Safe to call more than once."""
-        thread = self._thread
-        if thread is None:
-            registry.remove(self._id)
-            return
-        if thread.is_alive() and self.loop is not None and not self.loop.is_closed():
-            try:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-            except RuntimeError:
-                pass  # the loop closed meanwhile
-        thread.join(timeout)
-        if thread.is_alive():
-            self.errors.append(f"did not stop within {timeout:g} s")
-            raise NetcourseTimeout(f"the UDP relay did not stop within {timeout:g} s")
+        self._background.stop(timeout)
 
     def __enter__(self) -> "UdpRelay":
-        return self.start() if self._thread is None else self
+        return self.start() if not self.running else self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
