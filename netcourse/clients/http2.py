@@ -33,7 +33,8 @@ class Page:
         status, size: path -> the answer's status and body bytes.
         header_blocks: request HEADERS payload sizes (HPACK-encoded), in the order sent.
         frames: one line per frame the client sent (``h2frame.Frame.describe``).
-        connections: TCP connections opened (one).
+        connections: connections opened (one).
+        handshake: HTTP/3 only: seconds from ``started`` until QUIC's handshake completed.
     """
 
     started: float
@@ -43,6 +44,7 @@ class Page:
     header_blocks: list[int] = field(default_factory=list)
     frames: list[str] = field(default_factory=list)
     connections: int = 1
+    handshake: float = float("nan")
 
     @property
     def seconds(self) -> float:

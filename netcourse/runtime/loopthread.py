@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import NetcourseTimeout, ServerStartError
-from . import cellhook, registry
+from . import cellhook, netns, registry
 
 __all__ = ["LoopThread"]
 
@@ -28,8 +28,8 @@ class LoopThread:
     """One event loop, one thread. Attributes: ``name``, ``owner`` (the notebook cell that started it),
     ``errors`` (what went wrong, newest last), ``loop``."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, *, namespace: str | None = None) -> None:
+        self.name, self.namespace = name, namespace  # a network namespace's path the thread enters first
         self.owner: str | None = None
         self.errors: list[str] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -57,6 +57,8 @@ class LoopThread:
             loop = self.loop = asyncio.new_event_loop()
             try:
                 try:
+                    if self.namespace is not None:
+                        netns.enter(self.namespace)  # its sockets live there (the link's far end)
                     outcome["value"] = loop.run_until_complete(setup())
                 except BaseException as exc:  # the caller gets it
                     outcome["error"] = exc

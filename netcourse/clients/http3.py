@@ -1,0 +1,96 @@
+"""An HTTP/3 client (RFC 9114) on ``aioquic``: one QUIC connection, every request at once on its own stream.
+
+``fetch(host, port, paths, cadata=...)`` connects (QUIC's handshake carries TLS 1.3's: one round trip, RFC 9001),
+sends every request, and returns a ``Page`` (the same shape as ``clients.http2``'s): when each answer ended,
+its status and size, and when the handshake completed. ``session_ticket`` resumes an earlier connection;
+``early`` then sends the requests as 0-RTT data, before the handshake completes (RFC 9001 §4.6), which the
+server may replay-protect or not: RFC 9001 §9.2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import IO, Any
+
+from aioquic.asyncio import QuicConnectionProtocol, connect
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent
+
+from ..errors import NetcourseError
+from .http2 import Page
+
+__all__ = ["fetch"]
+
+
+class _Client(QuicConnectionProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.h3 = H3Connection(self._quic)
+        self.page: Page | None = None
+        self.streams: dict[int, str] = {}
+        self.finished = asyncio.Event()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        for h3_event in self.h3.handle_event(event):
+            path = self.streams.get(getattr(h3_event, "stream_id", -1))
+            if path is None or self.page is None:
+                continue
+            if isinstance(h3_event, HeadersReceived):
+                self.page.status[path] = int(dict(h3_event.headers).get(b":status", b"0"))
+            elif isinstance(h3_event, DataReceived):
+                self.page.size[path] += len(h3_event.data)
+            if getattr(h3_event, "stream_ended", False):
+                self.page.done[path] = time.perf_counter() - self.page.started
+                if len(self.page.done) == len(self.streams):
+                    self.finished.set()
+
+    def request(self, paths: list[str], authority: str) -> None:
+        for path in paths:
+            stream_id = self._quic.get_next_available_stream_id()
+            self.streams[stream_id] = path
+            self.page.size[path] = 0
+            self.h3.send_headers(stream_id, [(b":method", b"GET"), (b":scheme", b"https"),
+                                             (b":authority", authority.encode()), (b":path", path.encode()),
+                                             (b"user-agent", b"netcourse")], end_stream=True)
+        self.transmit()
+
+
+async def fetch(host: str, port: int, paths: list[str], *, cadata: bytes, server_name: str = "localhost",
+                timeout: float = 30.0, keylog: IO[str] | None = None, session_ticket: Any = None,
+                tickets: list | None = None, early: bool = False) -> Page:
+    """GET every path over one HTTP/3 connection; see the module's docstring. ``tickets`` collects the session
+    tickets the server sends (for a later ``session_ticket``). ``page.handshake`` is the seconds until the
+    handshake completed."""
+    if not paths:
+        raise ValueError("fetch() needs at least one path")
+    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name=server_name, cadata=cadata,
+                               idle_timeout=timeout)
+    if keylog is not None:
+        config.secrets_log_file = keylog
+    if session_ticket is not None:
+        config.session_ticket = session_ticket
+    page = Page(time.perf_counter())
+    authority = f"{server_name}:{port}"
+    try:
+        async with asyncio.timeout(timeout):
+            async with connect(host, port, configuration=config, create_protocol=_Client,
+                               session_ticket_handler=tickets.append if tickets is not None else None,
+                               wait_connected=not early) as client:
+                client.page = page
+                if early:
+                    client.request(paths, authority)  # 0-RTT: before the handshake completes
+                    await client.wait_connected()
+                    page.handshake = time.perf_counter() - page.started
+                else:
+                    page.handshake = time.perf_counter() - page.started
+                    client.request(paths, authority)
+                await client.finished.wait()
+    except (TimeoutError, asyncio.TimeoutError):
+        raise NetcourseError(f"{len(paths) - len(page.done)} of {len(paths)} HTTP/3 answers did not come within "
+                             f"{timeout:g} s") from None
+    except ConnectionError as exc:
+        raise NetcourseError(f"the QUIC connection failed: {exc}") from exc
+    return page
