@@ -95,3 +95,22 @@ def test_on_the_relay_link_http2_loads_thirty_resources_in_fewer_round_trips_ove
     assert (old.connections, new.connections) == (6, 1) and len(old.done) == len(new.done) == 30
     # HTTP/1.1: a handshake, then five rounds of six requests; HTTP/2: a handshake, then all thirty at once.
     assert 5.5 <= old.round_trips <= 7.5 and 1.8 <= new.round_trips <= 3.0
+
+
+@pytest.mark.slow
+def test_on_a_lossy_tap_link_every_resource_still_arrives_over_both_versions_and_frames_were_lost():
+    from netcourse.experiments.http2.hol import hol_run
+    from netcourse.network.link import modes
+
+    if modes()["tap"] is not None:
+        pytest.skip(f"loss on TCP needs the tap link: {modes()['tap']}")
+    done, lost = hol_run(0.05, rtt_ms=40, resources=20, size=10_000, seed=3)
+    assert len(done["HTTP/1.1"]) == len(done["HTTP/2"]) == 20 and lost > 0
+
+
+def test_the_relay_refuses_to_pretend_tcp_loses_segments():
+    from netcourse.errors import LinkError
+    from netcourse.experiments.http2.hol import hol_run
+
+    with pytest.raises(LinkError, match="needs the tap link"):
+        hol_run(0.02, rtt_ms=20, resources=2, mode="relay")

@@ -17,5 +17,6 @@
 - ``broker``: a throwaway redis-server; ``fanout``: a fan-out node (WebSockets, event streams, long polls) in a
   process of its own; ``fdlimited``: an echo server in a process of its own, under a file-descriptor limit (10).
 - ``http2``: an HTTP/2 server (prior knowledge) on the ``h2`` library, with its limits, and the same resources
-  over HTTP/1.1 (the HTTP/2 and HTTP/3 notebook, being built).
+  over HTTP/1.1; ``http3``: an HTTP/3 server on ``aioquic`` (QUIC, TLS 1.3, session tickets, 0-RTT), on a loop
+  thread of its own (the HTTP/2 and HTTP/3 notebook, being built).
 """

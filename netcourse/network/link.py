@@ -319,6 +319,12 @@ class Link:
         return in_thread(fn, timeout, namespace=self._path(1))
 
     @property
+    def far_namespace(self) -> str | None:
+        """The far end's network namespace (tap mode), for a server that binds its own sockets there (a QUIC
+        server on ``runtime.loopthread``); None on the relay, where the far end is this machine's loopback."""
+        return self._path(1) if self.mode == "tap" else None
+
+    @property
     def addresses(self) -> tuple[str, str]:
         """(near, far) addresses: 192.0.2.1 and 192.0.2.2 on the tap link, loopback on the relay."""
         return (NEAR_IP, FAR_IP) if self.mode == "tap" else ("127.0.0.1", "127.0.0.1")

@@ -1,6 +1,7 @@
 """The machinery under every lesson: background servers, bounded waits, sockets, the kernel's view.
 
 - ``server``: ``serve()`` runs an aiohttp app or a stream handler in a thread of its own.
+- ``loopthread``: an event loop in a thread of its own for what ``serve()`` does not host (UDP endpoints).
 - ``registry``: the live servers (``live_servers``, ``stop_all``), and where their log records go.
 - ``admission``: every connection's slot: an exact cap, who goes first past it, the head deadline.
 - ``tlslayer``: the TLS protocol under ``serve(ssl=...)``: alerts sent, a slot from the first byte.

@@ -1,5 +1,7 @@
 """The HTTP/2 and HTTP/3 notebook (being built, issue 29). The servers are ``apps.http2``; the client is
 ``clients.http2``; frames are read with ``protocols.h2frame``. One module per part:
 
-- ``pages``: thirty small resources over HTTP/1.1 (six connections) and HTTP/2 (one), across the link.
+- ``pages``: thirty small resources over HTTP/1.1 (six connections) and HTTP/2 (one), across the link;
+- ``hol``: the same page on a lossy tap link, each resource's completion time (head-of-line blocking);
+- ``handshakes``: time to the first byte over TCP + TLS 1.3 and over QUIC, fresh and 0-RTT, and 0-RTT replayed.
 """

@@ -1,0 +1,62 @@
+"""HTTP/3 over QUIC (issue 29): the course's server and client on aioquic, QUIC's handshake against TCP + TLS on
+the link, and 0-RTT's replay caveat (RFC 9001 §9.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from netcourse.apps.http3 import H3Server
+from netcourse.apps.tls import Pki
+from netcourse.clients.http3 import fetch
+from netcourse.errors import NetcourseError
+from netcourse.runtime.registry import live_servers
+from netcourse.runtime.waiting import run_async
+
+from .conftest import retried
+
+
+def test_many_requests_on_one_quic_connection_and_a_session_ticket_for_later():
+    with Pki() as pki, H3Server(pki) as server:
+        tickets: list = []
+        paths = [f"/r/{i}?size=2000" for i in range(30)] + ["/r/big?size=300000", "/nope"]
+        page = run_async(fetch("127.0.0.1", server.port, paths, cadata=pki.ca.cert_pem.bytes(), tickets=tickets))
+        assert {page.status[p] for p in paths[:31]} == {200} and page.status["/nope"] == 404
+        assert page.size["/r/big?size=300000"] == 300_000 and page.handshake < page.seconds
+        assert tickets, "the server sends a session ticket after the handshake"
+        again = run_async(fetch("127.0.0.1", server.port, ["/r/a"], cadata=pki.ca.cert_pem.bytes(),
+                                session_ticket=tickets[0], early=True))
+        assert again.status == {"/r/a": 200}
+    assert server._background not in live_servers() and not server.running  # noqa: SLF001
+
+
+def test_a_client_that_does_not_trust_the_certificate_gets_a_clear_error():
+    with Pki() as pki, Pki() as other, H3Server(pki) as server:
+        with pytest.raises(NetcourseError):
+            run_async(fetch("127.0.0.1", server.port, ["/r/a"], cadata=other.ca.cert_pem.bytes(), timeout=3), 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["relay", "tap"])
+@retried()
+def test_on_the_link_quic_answers_in_two_round_trips_tcp_and_tls_in_three_and_0rtt_in_one(mode):
+    from netcourse.experiments.http2.handshakes import first_byte
+    from netcourse.network.link import modes
+
+    if modes()[mode] is not None:
+        pytest.skip(f"the {mode} link cannot run here: {modes()[mode]}")
+    result = first_byte(rtt_ms=60, mode=mode)
+    assert result.link == mode
+    assert 2.8 <= result.round_trips("HTTP/1.1, TLS 1.3, TCP") <= 3.5
+    assert 1.8 <= result.round_trips("HTTP/3, QUIC") <= 2.5
+    assert 0.9 <= result.round_trips("HTTP/3, QUIC resumed, 0-RTT") <= 1.5
+
+
+@pytest.mark.slow
+@retried()
+def test_a_replayed_0rtt_request_is_served_again_only_when_tickets_can_be_reused():
+    from netcourse.experiments.http2.handshakes import replay_early_data
+
+    reusable = replay_early_data(60, single_use=False, mode="relay")
+    single = replay_early_data(60, single_use=True, mode="relay")
+    assert reusable["first use of the ticket"] < 1.5 and reusable["the same ticket again"] < 1.5  # replayed
+    assert single["first use of the ticket"] < 1.5 and single["the same ticket again"] >= 1.8  # early data refused
