@@ -60,3 +60,25 @@ def test_a_replayed_0rtt_request_is_served_again_only_when_tickets_can_be_reused
     single = replay_early_data(60, single_use=True, mode="relay")
     assert reusable["first use of the ticket"] < 1.5 and reusable["the same ticket again"] < 1.5  # replayed
     assert single["first use of the ticket"] < 1.5 and single["the same ticket again"] >= 1.8  # early data refused
+
+
+@pytest.mark.slow
+@retried()
+def test_a_nat_rebinding_resets_the_tcp_connection_and_quic_carries_on_from_the_new_address():
+    from netcourse.experiments.http2.migration import migration
+
+    runs = migration(rtt_ms=40, requests=6, rebind_after=3)
+    tcp, quic = runs["TCP"], runs["QUIC"]
+    assert tcp.outcomes[3] == "connection reset" and tcp.outcomes.count("ok") == 5
+    assert tcp.connections == 2 and not tcp.survived
+    assert quic.survived and quic.server_saw == 2 and "survived yes" in repr(quic)
+
+
+def test_only_the_relay_can_rebind():
+    from netcourse.errors import LinkError
+    from netcourse.network.link import link, modes
+
+    if modes()["tap"] is not None:
+        pytest.skip("needs the tap link to show what it refuses")
+    with link(rtt_ms=10, mode="tap") as net, pytest.raises(LinkError, match="relay mode"):
+        net.rebind()

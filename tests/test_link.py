@@ -102,7 +102,8 @@ def test_a_fresh_connection_pays_two_round_trips_for_its_first_answer(mode):
 
 def _udp_rcvbuf_errors() -> int:
     """UDP datagrams this thread's network namespace dropped for a full receive buffer."""
-    lines = [l.split() for l in open("/proc/thread-self/net/snmp") if l.startswith("Udp:")]
+    with open("/proc/thread-self/net/snmp") as snmp:
+        lines = [line.split() for line in snmp if line.startswith("Udp:")]
     return int(lines[1][lines[0].index("RcvbufErrors")])
 
 

@@ -42,11 +42,22 @@ _RESOURCE = re.compile(r"^/r/[A-Za-z0-9._-]{1,64}$")
 
 
 class _H3Protocol(QuicConnectionProtocol):
-    """One client's QUIC connection, speaking HTTP/3 once ALPN chose "h3"."""
+    """One client's QUIC connection, speaking HTTP/3 once ALPN chose "h3". ``addresses``: every address its
+    datagrams came from (more than one after a NAT rebinding or a migration, RFC 9000 §9)."""
+
+    seen: list[set] | None = None  # set per server: each connection's addresses
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.h3: H3Connection | None = None
+        self.addresses: set[tuple] = set()
+        if self.seen is not None:
+            self.seen.append(self.addresses)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(self.addresses) < 16:
+            self.addresses.add(tuple(addr[:2]))
+        super().datagram_received(data, addr)
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
@@ -95,7 +106,7 @@ class H3Server:
         self._background = LoopThread(name, namespace=namespace)
         self.single_use_tickets = single_use_tickets
         self.tickets: dict[bytes, Any] = {}  # session tickets issued, by label (at most MAX_TICKETS)
-        self.early_requests = 0  # requests that arrived as 0-RTT data
+        self.connections: list[set] = []  # per connection accepted, the client addresses its datagrams came from
 
     def _keep_ticket(self, ticket: Any) -> None:
         if len(self.tickets) >= MAX_TICKETS:
@@ -119,8 +130,9 @@ class H3Server:
 
     async def _open(self) -> int:
         fetcher = self.tickets.pop if self.single_use_tickets else self.tickets.get
+        protocol = type("H3Protocol", (_H3Protocol,), {"seen": self.connections})
         self._server = await serve(self.host, self.requested_port, configuration=self._configuration(),
-                                   create_protocol=_H3Protocol, session_ticket_handler=self._keep_ticket,
+                                   create_protocol=protocol, session_ticket_handler=self._keep_ticket,
                                    session_ticket_fetcher=lambda label: fetcher(label, None))
         return self._server._transport.get_extra_info("sockname")[1]  # noqa: SLF001 (aioquic exposes no getter)
 

@@ -10,7 +10,9 @@ server may replay-protect or not: RFC 9001 §9.2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any
 
 from aioquic.asyncio import QuicConnectionProtocol, connect
@@ -22,7 +24,7 @@ from aioquic.quic.events import QuicEvent
 from ..errors import NetcourseError
 from .http2 import Page
 
-__all__ = ["fetch"]
+__all__ = ["fetch", "session"]
 
 
 class _Client(QuicConnectionProtocol):
@@ -47,31 +49,40 @@ class _Client(QuicConnectionProtocol):
                 if len(self.page.done) == len(self.streams):
                     self.finished.set()
 
-    def request(self, paths: list[str], authority: str) -> None:
+    def request(self, page: Page, paths: list[str], authority: str) -> None:
+        """Send every path on a new stream; ``page`` collects the answers."""
+        self.page, self.streams = page, {}
+        self.finished.clear()
         for path in paths:
             stream_id = self._quic.get_next_available_stream_id()
             self.streams[stream_id] = path
-            self.page.size[path] = 0
+            page.size[path] = 0
             self.h3.send_headers(stream_id, [(b":method", b"GET"), (b":scheme", b"https"),
                                              (b":authority", authority.encode()), (b":path", path.encode()),
                                              (b"user-agent", b"netcourse")], end_stream=True)
         self.transmit()
 
 
-async def fetch(host: str, port: int, paths: list[str], *, cadata: bytes, server_name: str = "localhost",
-                timeout: float = 30.0, keylog: IO[str] | None = None, session_ticket: Any = None,
-                tickets: list | None = None, early: bool = False) -> Page:
-    """GET every path over one HTTP/3 connection; see the module's docstring. ``tickets`` collects the session
-    tickets the server sends (for a later ``session_ticket``). ``page.handshake`` is the seconds until the
-    handshake completed."""
-    if not paths:
-        raise ValueError("fetch() needs at least one path")
+def _configuration(cadata: bytes, server_name: str, timeout: float, keylog: IO[str] | None,
+                   session_ticket: Any) -> QuicConfiguration:
     config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name=server_name, cadata=cadata,
                                idle_timeout=timeout)
     if keylog is not None:
         config.secrets_log_file = keylog
     if session_ticket is not None:
         config.session_ticket = session_ticket
+    return config
+
+
+async def fetch(host: str, port: int, paths: list[str], *, cadata: bytes, server_name: str = "localhost",
+                timeout: float = 30.0, keylog: IO[str] | None = None, session_ticket: Any = None,
+                tickets: list | None = None, early: bool = False) -> Page:
+    """GET every path over one new HTTP/3 connection; see the module's docstring. ``tickets`` collects the
+    session tickets the server sends (for a later ``session_ticket``). ``page.handshake`` is the seconds until
+    the handshake completed."""
+    if not paths:
+        raise ValueError("fetch() needs at least one path")
+    config = _configuration(cadata, server_name, timeout, keylog, session_ticket)
     page = Page(time.perf_counter())
     authority = f"{server_name}:{port}"
     try:
@@ -79,14 +90,13 @@ async def fetch(host: str, port: int, paths: list[str], *, cadata: bytes, server
             async with connect(host, port, configuration=config, create_protocol=_Client,
                                session_ticket_handler=tickets.append if tickets is not None else None,
                                wait_connected=not early) as client:
-                client.page = page
                 if early:
-                    client.request(paths, authority)  # 0-RTT: before the handshake completes
+                    client.request(page, paths, authority)  # 0-RTT: before the handshake completes
                     await client.wait_connected()
                     page.handshake = time.perf_counter() - page.started
                 else:
                     page.handshake = time.perf_counter() - page.started
-                    client.request(paths, authority)
+                    client.request(page, paths, authority)
                 await client.finished.wait()
     except (TimeoutError, asyncio.TimeoutError):
         raise NetcourseError(f"{len(paths) - len(page.done)} of {len(paths)} HTTP/3 answers did not come within "
@@ -94,3 +104,23 @@ async def fetch(host: str, port: int, paths: list[str], *, cadata: bytes, server
     except ConnectionError as exc:
         raise NetcourseError(f"the QUIC connection failed: {exc}") from exc
     return page
+
+
+@contextlib.asynccontextmanager
+async def session(host: str, port: int, *, cadata: bytes, server_name: str = "localhost",
+                  timeout: float = 30.0) -> AsyncIterator[Callable[[list[str]], Awaitable[Page]]]:
+    """One HTTP/3 connection kept open: ``get = ...; page = await get(paths)`` as often as you like, all on it."""
+    config = _configuration(cadata, server_name, timeout, None, None)
+    authority = f"{server_name}:{port}"
+    async with connect(host, port, configuration=config, create_protocol=_Client) as client:
+
+        async def get(paths: list[str], wait: float = 10.0) -> Page:
+            page = Page(time.perf_counter())
+            client.request(page, paths, authority)
+            try:
+                await asyncio.wait_for(client.finished.wait(), wait)
+            except asyncio.TimeoutError:
+                raise NetcourseError(f"no HTTP/3 answer within {wait:g} s on this connection") from None
+            return page
+
+        yield get

@@ -148,7 +148,8 @@ class Link:
         self._fds: list[int] = []
         self._forwarder: WireProcess | None = None
         self._servers: list[Any] = []  # servers and relays, stopped with the link
-        self.udp_relays: list[UdpRelay] = []  # relay mode: one per udp_address() (rebind() them for a NAT rebinding)
+        self.udp_relays: list[UdpRelay] = []  # relay mode: one per udp_address()
+        self._tcp_relays: list[Any] = []  # relay mode: one handler per serve()
         self._state = "new"
 
     # -- set up and tear down ------------------------------------------------------------------------
@@ -277,8 +278,10 @@ class Link:
             raise LinkError("The link is not open: use it inside its with-block.")
         srv = serve(app, **options)
         self._servers.append(srv)
-        relay = serve(make_relay(srv.host, srv.port, rtt=self.rtt, rate=self.rate, meter=meter), name="link relay")
+        handler = make_relay(srv.host, srv.port, rtt=self.rtt, rate=self.rate, meter=meter)
+        relay = serve(handler, name="link relay")
         self._servers.append(relay)
+        self._tcp_relays.append((relay, handler))
         srv.direct_port = srv.port  # type: ignore[attr-defined]
         srv.port = relay.port  # clients reach the server through the relay
         return srv
@@ -297,6 +300,18 @@ class Link:
         self._servers.append(relay)
         self.udp_relays.append(relay)
         return "127.0.0.1", relay.port
+
+    def rebind(self) -> dict[str, int]:
+        """A NAT rebinding, in relay mode: every client's address towards the servers changes. A UDP client's
+        datagrams now arrive from a new port (QUIC validates the new path and carries on, RFC 9000 §9); a TCP
+        connection has no such thing, and is reset (RFC 9293 §3.10.7.1). Returns how many of each."""
+        if self.mode != "relay":
+            raise LinkError("rebind() needs the relay mode: the tap link's wire does not translate addresses.")
+        async def on_its_loop(handler: Any) -> int:  # a transport belongs to its loop's thread
+            return handler.rebind()
+
+        return {"tcp connections reset": sum(relay.run(on_its_loop(handler)) for relay, handler in self._tcp_relays),
+                "udp clients rebound": sum(relay.rebind() for relay in self.udp_relays)}
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         """Run a client coroutine at the near end and return its result (seconds of ``timeout``)."""

@@ -124,15 +124,29 @@ def make_relay(target_host: str, target_port: int, *, rtt: float, rate: float = 
         rtt: round-trip time to emulate, seconds (half of it each way).
         rate: bits per second each way; 0 for no limit.
         meter: counts what crosses between the clients and the relay, if given.
+
+    The handler's ``rebind()`` resets every connection it carries (a NAT rebinding, as TCP sees it).
     """
 
+    live: set[asyncio.StreamWriter] = set()  # the client side of every relayed connection
+
+    def rebind() -> int:
+        """A NAT that forgets its mappings: the client's next segments reach the server from a port the server
+        has no connection for, and the server answers with a reset (RFC 9293 §3.10.7.1). Here: every relayed
+        connection is reset on both sides. Returns how many."""
+        for writer in list(live):
+            writer.transport.abort()
+        return len(live)
+
     async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        live.add(client_writer)
         client_sock = client_writer.get_extra_info("socket")
         if meter is not None and client_sock is not None:
             meter._add(client_sock)
         try:
             await _relay(client_reader, client_writer)
         finally:
+            live.discard(client_writer)
             if meter is not None and client_sock is not None:
                 meter._end(client_sock)
 
@@ -157,6 +171,9 @@ def make_relay(target_host: str, target_port: int, *, rtt: float, rate: float = 
             for pump in pumps:  # the other direction ends too: no orphan task outlives the connection
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+            if client_writer.transport.is_closing():  # reset by rebind(): the server's side is reset too
+                server_writer.transport.abort()
             server_writer.close()
 
+    relay.rebind = rebind  # type: ignore[attr-defined]
     return relay
