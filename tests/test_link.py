@@ -109,10 +109,11 @@ def _udp_rcvbuf_errors() -> int:
 
 def _tx_drops(device: str) -> int:
     """Packets this namespace's ``device`` dropped on the way out (its queue was full)."""
-    for line in open("/proc/thread-self/net/dev"):
-        name, _, counters = line.partition(":")
-        if name.strip() == device:
-            return int(counters.split()[11])  # transmit: bytes packets errs drop ...
+    with open("/proc/thread-self/net/dev") as dev:
+        for line in dev:
+            name, _, counters = line.partition(":")
+            if name.strip() == device:
+                return int(counters.split()[11])  # transmit: bytes packets errs drop ...
     return 0
 
 
