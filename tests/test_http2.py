@@ -114,3 +114,16 @@ def test_the_relay_refuses_to_pretend_tcp_loses_segments():
 
     with pytest.raises(LinkError, match="needs the tap link"):
         hol_run(0.02, rtt_ms=20, resources=2, mode="relay")
+
+
+@pytest.mark.slow
+@retried()
+def test_a_seventh_event_stream_waits_over_http11_and_not_over_http2():
+    from netcourse.experiments.http2.streams import seven_streams
+
+    result = seven_streams(rtt_ms=60, count=3, gap=0.2, mode="relay")
+    old, new = result.first["HTTP/1.1"], result.first["HTTP/2"]
+    assert result.connections == {"HTTP/1.1": 6, "HTTP/2": 1}
+    # six streams start after two round trips; the seventh waits for one to end (3 events, 0.4 s) and asks again
+    assert max(old[:6]) < 0.2 and old[6] > 0.4 + 0.06
+    assert max(new) < 0.2  # all seven on one connection, at once

@@ -41,6 +41,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from ..runtime.admission import owing
+from ..runtime.sockets import no_delay
 
 __all__ = ["make_h2_handler", "make_h1_app", "PREFACE_TIMEOUT", "MAX_STREAMS", "MAX_HEADER_LIST", "MAX_RESETS", "MAX_SIZE"]
 
@@ -69,18 +70,31 @@ class _Connection:
         self.tasks: set[asyncio.Task] = set()
         self.resets = 0
         self.closing = False
+        self._write_scheduled = False
         self.remote_settings_seen = False
 
-    async def flush(self) -> None:
+    def _write_now(self) -> None:
+        self._write_scheduled = False
         data = self.h2.data_to_send()
         if data and not self.writer.is_closing():
             self.writer.write(data)
+
+    async def flush(self) -> None:
+        """Write what h2 has queued, once per turn of the loop: the frames every stream produced in the same turn
+        leave in one write (with Nagle off, each write would be a TCP segment of its own, and ten tiny segments
+        fill a new connection's whole first window, RFC 6928). Waits while the send buffer is full."""
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_now)
+        await asyncio.sleep(0)
+        if self.writer.transport.get_write_buffer_size() > 1 << 16:
             await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT)
 
     async def goaway(self, code: int) -> None:
         self.closing = True
         self.h2.close_connection(error_code=code)
-        await self.flush()
+        self._write_now()
+        await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT)
 
     async def run(self) -> None:
         self.h2.initiate_connection()
@@ -215,7 +229,8 @@ def _number(raw: str | None, default, low, high, kind=int):
 
 
 def make_h2_handler():
-    """A stream handler for ``serve()`` that speaks HTTP/2 (prior knowledge) on every connection."""
+    """A stream handler for ``serve()`` that speaks HTTP/2 (prior knowledge) on every connection (Nagle off, as
+    aiohttp's server does: a HEADERS frame and its first DATA frame are two writes)."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(reader, writer)
@@ -227,11 +242,12 @@ def make_h2_handler():
             await conn.close()
             writer.close()
 
-    return handler
+    return no_delay(handler)
 
 
 def make_h1_app():
-    """The same resources over HTTP/1.1 (aiohttp, the course's guard): ``GET /r/<name>?size=N``, for comparison."""
+    """The same resources over HTTP/1.1 (aiohttp, the course's guard), for comparison: ``GET /r/<name>?size=N``, and
+    ``GET /events?count=N&gap=S``, the same event stream."""
     from aiohttp import web
 
     from .safety import safe_app
@@ -240,6 +256,19 @@ def make_h1_app():
         size = _number(request.query.get("size"), 2000, 0, MAX_SIZE)
         return web.Response(body=b"x" * size, content_type="text/plain", headers={"Server": "netcourse"})
 
+    async def events(request: web.Request) -> web.StreamResponse:
+        count = _number(request.query.get("count"), 5, 0, 1000)
+        gap = _number(request.query.get("gap"), 0.2, 0, 5.0, float)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for i in range(1, count + 1):
+            await resp.write(f"id: {i}\ndata: event {i}\n\n".encode())
+            if i < count:
+                await asyncio.sleep(gap)
+        await resp.write_eof()
+        return resp
+
     app = safe_app()
     app.router.add_get(r"/r/{name:[A-Za-z0-9._-]{1,64}}", resource)
+    app.router.add_get("/events", events)
     return app

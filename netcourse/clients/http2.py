@@ -9,6 +9,7 @@ each request's HEADERS frame (HPACK's dynamic table makes the second and later o
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ class Page:
 
     Attributes:
         started: ``time.perf_counter()`` before connecting.
-        done: path -> seconds from ``started`` until its last byte.
+        done: path -> seconds from ``started`` until its last byte; ``first``: until its first body byte.
         status, size: path -> the answer's status and body bytes.
         header_blocks: request HEADERS payload sizes (HPACK-encoded), in the order sent.
         frames: one line per frame the client sent (``h2frame.Frame.describe``).
@@ -39,6 +40,7 @@ class Page:
 
     started: float
     done: dict[str, float] = field(default_factory=dict)
+    first: dict[str, float] = field(default_factory=dict)
     status: dict[str, int] = field(default_factory=dict)
     size: dict[str, int] = field(default_factory=dict)
     header_blocks: list[int] = field(default_factory=list)
@@ -59,6 +61,7 @@ async def fetch(host: str, port: int, paths: list[str], *, authority: str | None
         raise ValueError("fetch() needs at least one path")
     page = Page(time.perf_counter())
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as browsers do
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     sent = FrameDecoder(preface=True)
     streams: dict[int, str] = {}
@@ -94,6 +97,7 @@ async def fetch(host: str, port: int, paths: list[str], *, authority: str | None
                 if isinstance(event, h2.events.ResponseReceived) and path:
                     page.status[path] = int(dict(event.headers).get(":status", "0"))
                 elif isinstance(event, h2.events.DataReceived) and path:
+                    page.first.setdefault(path, time.perf_counter() - page.started)
                     page.size[path] += len(event.data)
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)) and path:

@@ -43,6 +43,8 @@ class _Client(QuicConnectionProtocol):
             if isinstance(h3_event, HeadersReceived):
                 self.page.status[path] = int(dict(h3_event.headers).get(b":status", b"0"))
             elif isinstance(h3_event, DataReceived):
+                if h3_event.data:
+                    self.page.first.setdefault(path, time.perf_counter() - self.page.started)
                 self.page.size[path] += len(h3_event.data)
             if getattr(h3_event, "stream_ended", False):
                 self.page.done[path] = time.perf_counter() - self.page.started

@@ -313,17 +313,32 @@ def tls_rows() -> list[tuple[str, str, str]]:
 
 
 def http2_rows() -> list[tuple[str, str, str]]:
-    """The HTTP/2 and HTTP/3 notebook (being built): a page of 30 small resources over HTTP/1.1 and HTTP/2 at 100 ms,
-    on each link this machine can run (the relay always; the tap link as root)."""
+    """The HTTP/2 and HTTP/3 notebook (being built): a page of 30 small resources over HTTP/1.1 and HTTP/2 at 100 ms
+    and the first byte over TCP + TLS and QUIC, on each link this machine can run (the relay always; the tap link
+    as root); as root, the page at 0, 1, 2 and 5 % loss over the three versions (stored for the notebook)."""
+    from ..experiments.http2.handshakes import first_byte
+    from ..experiments.http2.hol import measure_hol
     from ..experiments.http2.pages import page_load
     from ..network.link import modes
 
     rows = []
-    for mode in [m for m, why in modes().items() if why is None]:
+    runnable = [m for m, why in modes().items() if why is None]
+    for mode in runnable:
         for version, run in page_load(100, mode=mode).items():
             rows.append((f"30 resources of 2,000 B over {version}, 100 ms round trip ({mode} link)",
                          f"{run.seconds * 1000:,.0f} ms ({run.round_trips:.1f} round trips), "
                          f"{run.connections} connection{'s' if run.connections != 1 else ''}", "report"))
+        handshakes = first_byte(100, mode=mode)
+        rows.append((f"first byte of a fresh connection, 100 ms round trip ({mode} link)",
+                     "; ".join(f"{way} {handshakes.round_trips(way):.1f} RTT" for way in handshakes.seconds), "report"))
+    if "tap" not in runnable:
+        rows.append(("per-resource completion under loss (HTTP/1.1, /2, /3)", "skipped: TCP loss needs the tap link (root)",
+                     "report"))
+        return rows
+    for hol in measure_hol(5):  # stored for the notebook
+        rows.append((f"30 resources of 10,000 B at {hol.loss:.0%} loss, 100 ms, {hol.runs} runs: p50 / p95 per resource",
+                     "; ".join(f"{v} {hol.quantile(v, 0.5) * 1000:,.0f} / {hol.quantile(v, 0.95) * 1000:,.0f} ms"
+                               for v in hol.done), "report"))
     return rows
 
 

@@ -3,5 +3,7 @@
 
 - ``pages``: thirty small resources over HTTP/1.1 (six connections) and HTTP/2 (one), across the link;
 - ``hol``: the same page on a lossy tap link, each resource's completion time (head-of-line blocking);
-- ``handshakes``: time to the first byte over TCP + TLS 1.3 and over QUIC, fresh and 0-RTT, and 0-RTT replayed.
+- ``handshakes``: time to the first byte over TCP + TLS 1.3 and over QUIC, fresh and 0-RTT, and 0-RTT replayed;
+- ``migration``: a NAT rebinding in the middle of a conversation: the TCP connection is reset, QUIC carries on;
+- ``streams``: seven event streams from one page: the seventh waits over HTTP/1.1, not over HTTP/2.
 """

@@ -3,9 +3,9 @@ link, each resource's completion time recorded.
 
 TCP delivers bytes in order. When a segment is lost, everything after it on that connection waits for the
 retransmission, whichever stream it belongs to: on HTTP/2's one connection a single loss stalls every
-resource in flight, while HTTP/1.1's other five connections carry on. (HTTP/3 runs its streams over QUIC,
-which delivers each stream in order but not the streams in order with each other, RFC 9000 §2.2; it joins
-this comparison when the notebook gains QUIC.)
+resource in flight, while HTTP/1.1's other five connections carry on. HTTP/3 runs its streams over QUIC,
+which delivers each stream in order but not the streams in order with each other (RFC 9000 §2.2): a lost
+packet holds up only the streams whose data it carried.
 
 Loss needs the tap link: the relay carries a byte stream and cannot lose a TCP segment. ``measure_hol``
 (``make bench``, as root) stores its runs in ``netcourse/measured/hol.json``; ``load_hol`` reads them.
@@ -20,7 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ...apps.http2 import make_h1_app, make_h2_handler
+from ...apps.http3 import H3Server
+from ...apps.tls import Pki
 from ...clients.http2 import fetch
+from ...clients.http3 import fetch as fetch_h3
 from ...errors import LinkError
 from ...network.link import link
 from .pages import _h1
@@ -70,9 +73,12 @@ def hol_run(loss: float, *, rtt_ms: float = 100.0, resources: int = 30, size: in
         host = net.addresses[1]
         old, _ = net.run(_h1(f"http://{host}:{h1.port}", paths), timeout=120)
         page = net.run(fetch(host, h2.port, paths, timeout=120), timeout=130)
+        with Pki() as pki, H3Server(pki, host=host, namespace=net.far_namespace) as h3:
+            quic_host, quic_port = net.udp_address(h3.port)
+            quic = net.run(fetch_h3(quic_host, quic_port, paths, cadata=pki.ca.cert_pem.bytes(), timeout=120), timeout=130)
         stats = net.statistics()
     lost = sum(n for key, n in stats.items() if key.endswith("_lost"))
-    return {"HTTP/1.1": old, "HTTP/2": sorted(page.done.values())}, lost
+    return {"HTTP/1.1": old, "HTTP/2": sorted(page.done.values()), "HTTP/3": sorted(quic.done.values())}, lost
 
 
 def measure_hol(runs: int = 5, losses: tuple[float, ...] = LOSSES, *, path: Path | None = RECORDED, **options) -> list[Hol]:
