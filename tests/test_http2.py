@@ -127,3 +127,106 @@ def test_a_seventh_event_stream_waits_over_http11_and_not_over_http2():
     # six streams start after two round trips; the seventh waits for one to end (3 events, 0.4 s) and asks again
     assert max(old[:6]) < 0.2 and old[6] > 0.4 + 0.06
     assert max(new) < 0.2  # all seven on one connection, at once
+
+
+# -- the limits an attacker's review asked for ------------------------------------------------------------------
+
+def _settings(**values: int) -> bytes:
+    codes = {"initial_window": 0x4, "max_frame": 0x5}
+    return encode(settings({codes[k]: v for k, v in values.items()}))
+
+
+def test_a_nan_gap_is_the_default_not_a_timer_that_breaks_the_loop():
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        page = run_async(fetch("127.0.0.1", srv.port, ["/events?count=3&gap=nan", "/events?count=2&gap=inf"]), 10)
+    assert page.seconds < 2 and page.status == {"/events?count=3&gap=nan": 200, "/events?count=2&gap=inf": 200}
+
+
+def test_a_client_that_stops_reading_holds_a_bounded_buffer_and_is_dropped(monkeypatch):
+    monkeypatch.setattr(app, "WRITE_TIMEOUT", 0.5)
+    encoder = hpack.Encoder()
+    asks = b"".join(encode(Frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 2 * i + 1, encoder.encode(
+        [(":method", "GET"), (":scheme", "http"), (":path", "/r/x?size=1048576"), (":authority", "127.0.0.1")])))
+        for i in range(20))
+    opening = (PREFACE + _settings(initial_window=(1 << 31) - 1, max_frame=(1 << 24) - 1)
+               + encode(Frame(FrameType.WINDOW_UPDATE, 0, 0, struct.pack("!I", (1 << 31) - 1 - 65_535))) + asks)
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", srv.port))
+        sock.sendall(opening)
+        time.sleep(2.0)  # reads nothing: 20 MiB asked for
+        got, reset = b"", False
+        sock.settimeout(2)
+        try:
+            while data := sock.recv(1 << 20):
+                got += data
+        except (ConnectionResetError, socket.timeout) as exc:
+            reset = isinstance(exc, ConnectionResetError)
+        sock.close()
+    assert reset or len(got) < 4 << 20  # dropped, having sent a few hundred kB, not 20 MiB
+
+
+def test_data_frames_are_at_most_16_kib_whatever_the_client_allows():
+    encoder = hpack.Encoder()
+    ask = encode(Frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 1, encoder.encode(
+        [(":method", "GET"), (":scheme", "http"), (":path", "/r/x?size=50000"), (":authority", "127.0.0.1")])))
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        frames, _ = _talk(srv.port, PREFACE + _settings(max_frame=(1 << 24) - 1) + ask)
+    data = [f for f in frames if f.type == FrameType.DATA]
+    assert sum(len(f.payload) for f in data) == 50_000 and max(len(f.payload) for f in data) <= 16_384
+
+
+def test_a_client_doling_out_its_window_loses_the_stream(monkeypatch):
+    monkeypatch.setattr(app, "RESPONSE_TIMEOUT", 1.0)
+    encoder = hpack.Encoder()
+    ask = encode(Frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 1, encoder.encode(
+        [(":method", "GET"), (":scheme", "http"), (":path", "/r/x?size=100000"), (":authority", "127.0.0.1")])))
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.sendall(PREFACE + _settings(initial_window=1) + ask)
+        for _ in range(8):  # a byte of window every 0.2 s
+            time.sleep(0.2)
+            sock.sendall(encode(Frame(FrameType.WINDOW_UPDATE, 0, 1, struct.pack("!I", 1))))
+        sock.settimeout(1)
+        got = b""
+        try:
+            while data := sock.recv(65536):
+                got += data
+                if len(got) > 100:
+                    break
+        except socket.timeout:
+            pass
+        sock.close()
+    described = [f.describe() for f in FrameDecoder(max_frame_size=1 << 20).feed(got)]
+    assert "RST_STREAM stream 1: CANCEL" in described
+
+
+def test_header_bytes_that_are_not_utf8_are_served_and_an_oversized_header_list_is_refused():
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        encoder = hpack.Encoder()
+        odd = encode(Frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 1, encoder.encode(
+            [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/r/a"), (b":authority", b"127.0.0.1"),
+             (b"x-odd", b"\xff\xfe")])))
+        frames, _ = _talk(srv.port, PREFACE + encode(settings()) + odd, wait=0.5)
+        assert any(f.type == FrameType.DATA for f in frames) and not srv.errors
+        block = hpack.Encoder().encode([(":method", "GET"), (":scheme", "http"), (":path", "/r/a"),
+                                        (":authority", "127.0.0.1")]
+                                       + [(f"x-{i}", "v" * 1000) for i in range(40)], huffman=False)
+        pieces = [block[i:i + 16_000] for i in range(0, len(block), 16_000)]  # each frame within 16 KiB
+        big = encode(Frame(FrameType.HEADERS, Flag.END_STREAM, 1, pieces[0])) + b"".join(
+            encode(Frame(FrameType.CONTINUATION, Flag.END_HEADERS if i == len(pieces) - 1 else 0, 1, piece))
+            for i, piece in enumerate(pieces[1:], 1))
+        frames, _ = _talk(srv.port, PREFACE + encode(settings()) + big)
+    assert len(block) > app.MAX_HEADER_LIST and not any(f.type == FrameType.DATA for f in frames)
+    assert frames[-1].name in ("GOAWAY", "RST_STREAM")
+
+
+def test_an_idle_connection_is_told_goodbye_and_a_ping_flood_to_calm_down(monkeypatch):
+    monkeypatch.setattr(app, "IDLE_TIMEOUT", 0.5)
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        frames, closed_after = _talk(srv.port, PREFACE + encode(settings()), wait=3)
+        assert frames[-1].describe().endswith("NO_ERROR") and closed_after < 2.5
+        pings = b"".join(encode(Frame(FrameType.PING, 0, 0, i.to_bytes(8, "big"))) for i in range(app.MAX_CONTROL + 10))
+        frames, _ = _talk(srv.port, PREFACE + encode(settings()) + pings)
+    assert frames[-1].describe().endswith("ENHANCE_YOUR_CALM")

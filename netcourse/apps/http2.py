@@ -15,20 +15,29 @@ stream's flow-control window allows (§5.2) and waits for WINDOW_UPDATE frames f
 Limits, each answered the way RFC 9113 says (a GOAWAY or RST_STREAM with its error code, §7):
 
 - the client's preface and SETTINGS within ``PREFACE_TIMEOUT`` seconds, or the connection is closed (a
-  stalled handshake holds a slot in ``serve()``'s admission as "an HTTP/2 preface", and goes first);
+  stalled handshake holds a slot in ``serve()``'s admission as "an HTTP/2 preface", and goes first); a
+  connection with nothing to do for ``IDLE_TIMEOUT`` seconds gets GOAWAY NO_ERROR;
 - at most ``MAX_STREAMS`` streams open at once (SETTINGS_MAX_CONCURRENT_STREAMS): h2 answers one more with
   GOAWAY PROTOCOL_ERROR, ending the connection (RFC 9113 §5.1.2 also allows refusing just that stream);
-- a header list of at most ``MAX_HEADER_LIST`` bytes (SETTINGS_MAX_HEADER_LIST_SIZE);
+- a header list of at most ``MAX_HEADER_LIST`` bytes (SETTINGS_MAX_HEADER_LIST_SIZE, enforced by the decoder);
+  header values are kept as bytes, so no encoding can fail;
 - at most ``MAX_RESETS`` streams reset by the client on one connection: past that, GOAWAY
   ENHANCE_YOUR_CALM (the "rapid reset" flood of 2023, CVE-2023-44487, opened and cancelled streams faster
-  than servers could notice);
+  than servers could notice); the same past ``MAX_CONTROL`` PING, SETTINGS or empty DATA frames in
+  ``CONTROL_WINDOW`` seconds (the floods of CVE-2019-9512, -9515 and -9518);
 - bytes that break the protocol: GOAWAY with h2's error code (PROTOCOL_ERROR, FRAME_SIZE_ERROR, ...);
-- every write must drain within ``WRITE_TIMEOUT`` seconds (a client that stops reading is dropped).
+- a slow reader holds at most ``MAX_BUFFERED`` bytes of its connection's send buffer (frames of at most
+  16 KiB, whatever the client allows); a client that reads nothing for ``WRITE_TIMEOUT`` seconds is dropped
+  (a reset: its buffer would never drain), and a resource not sent within ``RESPONSE_TIMEOUT`` seconds (a
+  client doling out its window a byte at a time) is given up with RST_STREAM CANCEL;
+- an event stream lasts at most ``MAX_STREAM_SECONDS`` (count × gap); numbers in a query that are not finite
+  ("nan", "inf") are the defaults.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -43,16 +52,25 @@ from h2.settings import SettingCodes
 from ..runtime.admission import owing
 from ..runtime.sockets import no_delay
 
-__all__ = ["make_h2_handler", "make_h1_app", "PREFACE_TIMEOUT", "MAX_STREAMS", "MAX_HEADER_LIST", "MAX_RESETS", "MAX_SIZE"]
+__all__ = ["make_h2_handler", "make_h1_app", "PREFACE_TIMEOUT", "IDLE_TIMEOUT", "MAX_STREAMS", "MAX_HEADER_LIST",
+           "MAX_RESETS", "MAX_CONTROL", "MAX_SIZE"]
 
 PREFACE_TIMEOUT = 5.0
+IDLE_TIMEOUT = 60.0
 MAX_STREAMS = 100
 MAX_HEADER_LIST = 16 * 1024
 MAX_RESETS = 200
+MAX_CONTROL = 1000  # PING, SETTINGS and empty DATA frames a connection may send in CONTROL_WINDOW seconds
+CONTROL_WINDOW = 10.0
 MAX_SIZE = 1 << 20
+MAX_STREAM_SECONDS = 60.0  # an event stream's count × gap
+MAX_CHUNK = 16_384  # DATA payload per frame, whatever larger size the peer allows
+MAX_BUFFERED = 256 * 1024  # bytes waiting in a connection's send buffer before its streams wait
 WRITE_TIMEOUT = 10.0
+RESPONSE_TIMEOUT = 30.0  # a resource's whole answer, however the client doles out its window
 PREFACE_DEBT = "an HTTP/2 preface"
 _RESOURCE = re.compile(r"^/r/[A-Za-z0-9._-]{1,64}$")
+_BODY = memoryview(b"x" * MAX_SIZE)  # every answer is a slice of one body, not a copy per request
 
 
 class _Connection:
@@ -60,15 +78,17 @@ class _Connection:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)  # bytes: no decoding to fail
         self.h2 = h2.connection.H2Connection(config)
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
             SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
         })
+        self.h2.decoder.max_header_list_size = MAX_HEADER_LIST  # the setting above is advertised; this enforces it
         self.windows: dict[int, asyncio.Event] = {}  # stream -> set when its window may have opened
         self.tasks: set[asyncio.Task] = set()
         self.resets = 0
+        self.control: list[float] = []  # when each recent PING, SETTINGS or empty DATA frame came
         self.closing = False
         self._write_scheduled = False
         self.remote_settings_seen = False
@@ -82,13 +102,23 @@ class _Connection:
     async def flush(self) -> None:
         """Write what h2 has queued, once per turn of the loop: the frames every stream produced in the same turn
         leave in one write (with Nagle off, each write would be a TCP segment of its own, and ten tiny segments
-        fill a new connection's whole first window, RFC 6928). Waits while the send buffer is full."""
+        fill a new connection's whole first window, RFC 6928). Waits while the send buffer is full; a client
+        that does not read for ``WRITE_TIMEOUT`` seconds is dropped."""
         if not self._write_scheduled:
             self._write_scheduled = True
             asyncio.get_running_loop().call_soon(self._write_now)
         await asyncio.sleep(0)
-        if self.writer.transport.get_write_buffer_size() > 1 << 16:
-            await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT)
+        await self.room()
+
+    async def room(self) -> None:
+        """Wait until the send buffer holds less than ``MAX_BUFFERED`` bytes (``WRITE_TIMEOUT`` at most)."""
+        if self.writer.transport.get_write_buffer_size() > MAX_BUFFERED:
+            try:
+                await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT)
+            except asyncio.TimeoutError:
+                self.closing = True
+                self.writer.transport.abort()  # it does not read: its buffer would never drain
+                raise ConnectionResetError("the client stopped reading") from None
 
     async def goaway(self, code: int) -> None:
         self.closing = True
@@ -113,7 +143,13 @@ class _Connection:
                 if not data or not await self.receive(data):
                     return
         while not self.closing:
-            data = await self.reader.read(65536)
+            try:
+                data = await asyncio.wait_for(self.reader.read(65536), IDLE_TIMEOUT)
+            except asyncio.TimeoutError:
+                if self.tasks:
+                    continue  # answers still on their way: not idle
+                await self.goaway(ErrorCodes.NO_ERROR)  # idle: the client may open a new connection (§6.8)
+                return
             if not data or not await self.receive(data):
                 return
 
@@ -130,7 +166,11 @@ class _Connection:
                     pass
             await self.flush()
             return False
+        now = asyncio.get_running_loop().time()
         for event in events:
+            if isinstance(event, (h2.events.PingReceived, h2.events.RemoteSettingsChanged)) or (
+                    isinstance(event, h2.events.DataReceived) and not event.data):
+                self.control.append(now)
             if isinstance(event, h2.events.RemoteSettingsChanged):
                 self.remote_settings_seen = True
             elif isinstance(event, h2.events.RequestReceived):
@@ -147,6 +187,11 @@ class _Connection:
                 self._wake(event.stream_id)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.closing = True
+        while self.control and self.control[0] < now - CONTROL_WINDOW:
+            self.control.pop(0)
+        if len(self.control) > MAX_CONTROL:  # PING, SETTINGS or empty DATA floods (CVE-2019-9512, -9515, -9518)
+            await self.goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+            return False
         await self.flush()
         return not self.closing
 
@@ -157,45 +202,56 @@ class _Connection:
         elif stream_id in self.windows:
             self.windows[stream_id].set()
 
-    async def answer(self, stream_id: int, headers: dict[str, str]) -> None:
+    async def answer(self, stream_id: int, headers: dict[bytes, bytes]) -> None:
         try:
             await self._answer(stream_id, headers)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, ConnectionError, asyncio.TimeoutError):
+        except asyncio.TimeoutError:  # the client held back its window too long: give the stream up
+            try:
+                self.h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+                await self.flush()
+            except (h2.exceptions.H2Error, ConnectionError):
+                pass
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, ConnectionError):
             pass  # the client reset the stream or went away: nothing more to send
         finally:
             self.windows.pop(stream_id, None)
 
-    async def _answer(self, stream_id: int, headers: dict[str, str]) -> None:
-        method, target = headers.get(":method", ""), headers.get(":path", "")
-        parts = urlsplit(target)
+    async def _answer(self, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        method = headers.get(b":method", b"").decode("latin-1")
+        parts = urlsplit(headers.get(b":path", b"").decode("latin-1"))
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if method != "GET":
             await self.respond(stream_id, 405, b"only GET here\n")
         elif _RESOURCE.match(parts.path):
             size = _number(query.get("size"), 2000, 0, MAX_SIZE)
-            await self.respond(stream_id, 200, b"x" * size)
+            await asyncio.wait_for(self.respond(stream_id, 200, _BODY[:size]), RESPONSE_TIMEOUT)
         elif parts.path == "/events":
-            await self.stream_events(stream_id, _number(query.get("count"), 5, 0, 1000),
-                                     _number(query.get("gap"), 0.2, 0, 5.0, float))
+            gap = _number(query.get("gap"), 0.2, 0, 5.0, float)
+            count = _number(query.get("count"), 5, 0, 1000)
+            if gap and count * gap > MAX_STREAM_SECONDS:
+                count = int(MAX_STREAM_SECONDS / gap)
+            await self.stream_events(stream_id, count, gap)
         else:
             await self.respond(stream_id, 404, b"not found\n")
 
-    async def respond(self, stream_id: int, status: int, body: bytes, content_type: str = "text/plain") -> None:
-        self.h2.send_headers(stream_id, [(":status", str(status)), ("content-type", content_type),
-                                         ("content-length", str(len(body))), ("server", "netcourse")])
+    async def respond(self, stream_id: int, status: int, body: bytes | memoryview, content_type: str = "text/plain") -> None:
+        self.h2.send_headers(stream_id, [(b":status", str(status).encode()), (b"content-type", content_type.encode()),
+                                         (b"content-length", str(len(body)).encode()), (b"server", b"netcourse")])
         await self.send_body(stream_id, body, end=True)
 
-    async def send_body(self, stream_id: int, body: bytes, *, end: bool) -> None:
+    async def send_body(self, stream_id: int, body: bytes | memoryview, *, end: bool) -> None:
         """Send ``body`` as far as the stream's and the connection's windows allow, waiting for
-        WINDOW_UPDATE frames for the rest (§5.2)."""
+        WINDOW_UPDATE frames for the rest (§5.2), in frames of at most ``MAX_CHUNK`` bytes."""
         window = self.windows.setdefault(stream_id, asyncio.Event())
         view = memoryview(body)
         while view:
-            allowed = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size, len(view))
+            allowed = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size,
+                          MAX_CHUNK, len(view))
             if allowed <= 0:
                 window.clear()
                 await asyncio.wait_for(window.wait(), WRITE_TIMEOUT)
                 continue
+            await self.room()  # no more than MAX_BUFFERED bytes queued for a client that reads slowly
             self.h2.send_data(stream_id, bytes(view[:allowed]))
             view = view[allowed:]
             await self.flush()
@@ -204,8 +260,8 @@ class _Connection:
             await self.flush()
 
     async def stream_events(self, stream_id: int, count: int, gap: float) -> None:
-        self.h2.send_headers(stream_id, [(":status", "200"), ("content-type", "text/event-stream"),
-                                         ("cache-control", "no-cache"), ("server", "netcourse")])
+        self.h2.send_headers(stream_id, [(b":status", b"200"), (b"content-type", b"text/event-stream"),
+                                         (b"cache-control", b"no-cache"), (b"server", b"netcourse")])
         await self.flush()
         for i in range(1, count + 1):
             await self.send_body(stream_id, f"id: {i}\ndata: event {i}\n\n".encode(), end=False)
@@ -221,9 +277,12 @@ class _Connection:
 
 
 def _number(raw: str | None, default, low, high, kind=int):
+    """A query parameter as a number within [low, high]; the default when absent, malformed or not finite."""
     try:
         value = kind(raw) if raw is not None else default
     except ValueError:
+        return default
+    if not math.isfinite(value):  # "nan" and "inf" parse as floats, and a NaN timer breaks the loop's heap
         return default
     return min(max(value, low), high)
 
@@ -240,7 +299,10 @@ def make_h2_handler():
             pass
         finally:
             await conn.close()
-            writer.close()
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # close() would wait for a buffer a silent client never drains
+            else:
+                writer.close()
 
     return no_delay(handler)
 
@@ -259,6 +321,8 @@ def make_h1_app():
     async def events(request: web.Request) -> web.StreamResponse:
         count = _number(request.query.get("count"), 5, 0, 1000)
         gap = _number(request.query.get("gap"), 0.2, 0, 5.0, float)
+        if gap and count * gap > MAX_STREAM_SECONDS:
+            count = int(MAX_STREAM_SECONDS / gap)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         for i in range(1, count + 1):
