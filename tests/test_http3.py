@@ -3,6 +3,8 @@ the link, and 0-RTT's replay caveat (RFC 9001 §9.2)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from netcourse.apps.http3 import H3Server
@@ -18,10 +20,10 @@ from .conftest import retried
 def test_many_requests_on_one_quic_connection_and_a_session_ticket_for_later():
     with Pki() as pki, H3Server(pki) as server:
         tickets: list = []
-        paths = [f"/r/{i}?size=2000" for i in range(30)] + ["/r/big?size=300000", "/nope"]
+        paths = [f"/r/{i}?size=2000" for i in range(30)] + ["/r/big?size=200000", "/nope"]
         page = run_async(fetch("127.0.0.1", server.port, paths, cadata=pki.ca.cert_pem.bytes(), tickets=tickets))
         assert {page.status[p] for p in paths[:31]} == {200} and page.status["/nope"] == 404
-        assert page.size["/r/big?size=300000"] == 300_000 and page.handshake < page.seconds
+        assert page.size["/r/big?size=200000"] == 200_000 and page.handshake < page.seconds
         assert tickets, "the server sends a session ticket after the handshake"
         again = run_async(fetch("127.0.0.1", server.port, ["/r/a"], cadata=pki.ca.cert_pem.bytes(),
                                 session_ticket=tickets[0], early=True))
@@ -82,3 +84,44 @@ def test_only_the_relay_can_rebind():
         pytest.skip("needs the tap link to show what it refuses")
     with link(rtt_ms=10, mode="tap") as net, pytest.raises(LinkError, match="relay mode"):
         net.rebind()
+
+
+def test_the_quic_server_caps_connections_and_what_one_connection_may_ask_for(monkeypatch):
+    from netcourse.apps import http3
+
+    monkeypatch.setattr(http3, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(http3, "BUDGET", 300_000)
+    with Pki() as pki, H3Server(pki) as server:
+        cadata = pki.ca.cert_pem.bytes()
+        # one connection asks for two answers of 200 kB at once: the second is over its budget
+        page = run_async(fetch("127.0.0.1", server.port, ["/r/a?size=200000", "/r/b?size=200000", "/r/c?size=%C2%B2"],
+                               cadata=cadata))
+        assert sorted(page.status.values()) == [200, 200, 503] and page.size["/r/c?size=%C2%B2"] == 2000
+
+        deadline = time.monotonic() + 5
+        while server.live and time.monotonic() < deadline:  # the first connection's close takes a moment
+            time.sleep(0.05)
+
+        async def three_at_once():
+            from netcourse.clients.http3 import session
+
+            async with session("127.0.0.1", server.port, cadata=cadata) as one, \
+                    session("127.0.0.1", server.port, cadata=cadata) as two:
+                await one(["/r/x"])
+                await two(["/r/y"])
+                with pytest.raises(NetcourseError, match="refused or lost"):
+                    async with session("127.0.0.1", server.port, cadata=cadata, timeout=2) as three:
+                        await three(["/r/z"], wait=2)
+
+        run_async(three_at_once(), 20)
+        assert len(server.live) <= 2
+
+
+def test_a_key_log_is_readable_by_its_owner_only(tmp_path):
+    import os
+    import stat
+
+    keylog = tmp_path / "keys.txt"
+    with Pki() as pki, H3Server(pki, keylog=keylog) as server:
+        run_async(fetch("127.0.0.1", server.port, ["/r/a"], cadata=pki.ca.cert_pem.bytes()))
+    assert stat.S_IMODE(os.stat(keylog).st_mode) == 0o600 and "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in keylog.read_text()

@@ -8,10 +8,15 @@ It answers the same requests as the HTTP/2 server (``apps.http2``): ``GET /r/<na
 404 or 405 otherwise. Each request is a QUIC stream of its own; QUIC delivers each stream in order, but one
 stream's lost packet does not hold up another's (RFC 9000 §2.2): no head-of-line blocking between requests.
 
-Limits: aioquic's own (at most 128 bidirectional streams open per connection, flow control of 1 MiB per
-connection and per stream), an idle timeout of ``IDLE_TIMEOUT`` s, at most ``MAX_SIZE`` bytes an answer; a
-malformed packet is dropped or the connection closed with QUIC's error code, by aioquic. ``keylog`` names a
-file for the TLS secrets (the key log), with which Wireshark or tshark decrypt a capture.
+Limits: at most ``MAX_CONNECTIONS`` QUIC connections at once (one more is closed with CONNECTION_REFUSED,
+RFC 9000 §20.1); aioquic's own per connection (at most 128 bidirectional streams, flow control of 1 MiB per
+connection and per stream, a handshake's 3× anti-amplification limit, RFC 9000 §8.1); an idle timeout of
+``IDLE_TIMEOUT`` s; at most ``MAX_SIZE`` bytes an answer and ``BUDGET`` bytes answered to one connection in
+``BUDGET_WINDOW`` s, past which it gets 503 (aioquic queues a whole answer at once, whatever the client's
+window: this bounds what a client that never acknowledges can pin); a stream answered once, trailers ignored;
+an answer that fails resets its stream with H3_INTERNAL_ERROR (RFC 9114 §8.1) and spares the others. The key
+log (``keylog``) is created readable by its owner only (0600), never through a symlink. No address validation
+(Retry, RFC 9000 §8.1.2): it would add a round trip to every handshake this notebook measures.
 
 The server runs on an event loop in a thread of its own (``runtime.loopthread``), listed and stopped like
 every server.
@@ -19,7 +24,10 @@ every server.
 
 from __future__ import annotations
 
+import collections
+import os
 import re
+import time
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,31 +36,45 @@ from aioquic.asyncio import QuicConnectionProtocol, serve
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ProtocolNegotiated, QuicEvent
+from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
 
 from ..errors import ServerStartError
 from ..runtime.loopthread import LoopThread
 
-__all__ = ["H3Server", "IDLE_TIMEOUT", "MAX_SIZE"]
+__all__ = ["H3Server", "IDLE_TIMEOUT", "MAX_SIZE", "MAX_CONNECTIONS", "BUDGET"]
 
 IDLE_TIMEOUT = 30.0
-MAX_SIZE = 1 << 20
+MAX_SIZE = 256 * 1024
 MAX_TICKETS = 1000
+MAX_CONNECTIONS = 32
+BUDGET = 4 << 20  # bytes a connection may be answered in BUDGET_WINDOW seconds (aioquic queues what it is given)
+BUDGET_WINDOW = 10.0
+H3_INTERNAL_ERROR, H3_REQUEST_REJECTED, H3_MESSAGE_ERROR = 0x0102, 0x010B, 0x010E  # RFC 9114 §8.1
+QUIC_CONNECTION_REFUSED = 0x2  # RFC 9000 §20.1
 _RESOURCE = re.compile(r"^/r/[A-Za-z0-9._-]{1,64}$")
+_BODY = b"x" * MAX_SIZE
 
 
 class _H3Protocol(QuicConnectionProtocol):
     """One client's QUIC connection, speaking HTTP/3 once ALPN chose "h3". ``addresses``: every address its
     datagrams came from (more than one after a NAT rebinding or a migration, RFC 9000 §9)."""
 
-    seen: list[set] | None = None  # set per server: each connection's addresses
+    seen: collections.deque | None = None  # set per server: each connection's addresses (the newest 256)
+    live: set | None = None  # set per server: the connections open now
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.h3: H3Connection | None = None
         self.addresses: set[tuple] = set()
+        self.answered: set[int] = set()
+        self.sent: list[tuple[float, int]] = []  # (when, bytes) of recent answers
         if self.seen is not None:
             self.seen.append(self.addresses)
+        if self.live is not None:
+            if len(self.live) >= MAX_CONNECTIONS:
+                self._quic.close(error_code=QUIC_CONNECTION_REFUSED, reason_phrase="too many connections")
+            self.live.add(self)
+            self._connection_terminated_handler = lambda: self.live.discard(self)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if len(self.addresses) < 16:
@@ -60,13 +82,28 @@ class _H3Protocol(QuicConnectionProtocol):
         super().datagram_received(data, addr)
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ConnectionTerminated) and self.live is not None:
+            self.live.discard(self)
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
             self.h3 = H3Connection(self._quic)
         if self.h3 is None:
             return
-        for h3_event in self.h3.handle_event(event):
-            if isinstance(h3_event, HeadersReceived):
-                self._answer(h3_event.stream_id, dict(h3_event.headers))
+        try:
+            h3_events = self.h3.handle_event(event)
+        except Exception:  # aioquic refused what the client sent: it closes the connection itself
+            return
+        for h3_event in h3_events:
+            if isinstance(h3_event, HeadersReceived) and h3_event.stream_id not in self.answered:
+                self.answered.add(h3_event.stream_id)  # a second HEADERS (trailers) is not a second request
+                try:
+                    self._answer(h3_event.stream_id, dict(h3_event.headers))
+                except Exception:  # a bug must not cost the other streams their answers
+                    self._quic.reset_stream(h3_event.stream_id, H3_INTERNAL_ERROR)
+        self.transmit()
+
+    def _budget_left(self, now: float) -> int:
+        self.sent = [(t, n) for t, n in self.sent if t > now - BUDGET_WINDOW]
+        return BUDGET - sum(n for _, n in self.sent)
 
     def _answer(self, stream_id: int, headers: dict[bytes, bytes]) -> None:
         method = headers.get(b":method", b"").decode("latin-1")
@@ -75,14 +112,18 @@ class _H3Protocol(QuicConnectionProtocol):
             status, body = 405, b"only GET here\n"
         elif _RESOURCE.match(parts.path):
             raw = parse_qs(parts.query).get("size", ["2000"])[-1]
-            size = min(max(int(raw), 0), MAX_SIZE) if raw.isdigit() and len(raw) < 9 else 2000
-            status, body = 200, b"x" * size
+            size = min(int(raw), MAX_SIZE) if raw.isascii() and raw.isdigit() and len(raw) < 9 else 2000
+            now = time.monotonic()
+            if size > self._budget_left(now):
+                status, body = 503, b"this connection asked for too much at once: try again shortly\n"
+            else:
+                self.sent.append((now, size))
+                status, body = 200, _BODY[:size]
         else:
             status, body = 404, b"not found\n"
         self.h3.send_headers(stream_id, [(b":status", str(status).encode()), (b"content-type", b"text/plain"),
                                          (b"content-length", str(len(body)).encode()), (b"server", b"netcourse")])
         self.h3.send_data(stream_id, body, end_stream=True)
-        self.transmit()
 
 
 class H3Server:
@@ -106,7 +147,8 @@ class H3Server:
         self._background = LoopThread(name, namespace=namespace)
         self.single_use_tickets = single_use_tickets
         self.tickets: dict[bytes, Any] = {}  # session tickets issued, by label (at most MAX_TICKETS)
-        self.connections: list[set] = []  # per connection accepted, the client addresses its datagrams came from
+        self.connections: collections.deque[set] = collections.deque(maxlen=256)  # per connection: client addresses
+        self.live: set = set()  # the connections open now (at most MAX_CONNECTIONS)
 
     def _keep_ticket(self, ticket: Any) -> None:
         if len(self.tickets) >= MAX_TICKETS:
@@ -123,14 +165,15 @@ class H3Server:
         self.pki.server.cert_chain_pems[0].write_to_path(cert)
         self.pki.server.private_key_pem.write_to_path(key)
         config.load_cert_chain(cert, key)
-        if self.keylog is not None:
-            self._keylog_file = open(self.keylog, "a", encoding="ascii")  # noqa: SIM115 (closed at stop)
+        if self.keylog is not None:  # TLS secrets: readable by their owner only, and never through a symlink
+            fd = os.open(self.keylog, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            self._keylog_file = os.fdopen(fd, "a", encoding="ascii")
             config.secrets_log_file = self._keylog_file
         return config
 
     async def _open(self) -> int:
         fetcher = self.tickets.pop if self.single_use_tickets else self.tickets.get
-        protocol = type("H3Protocol", (_H3Protocol,), {"seen": self.connections})
+        protocol = type("H3Protocol", (_H3Protocol,), {"seen": self.connections, "live": self.live})
         self._server = await serve(self.host, self.requested_port, configuration=self._configuration(),
                                    create_protocol=protocol, session_ticket_handler=self._keep_ticket,
                                    session_ticket_fetcher=lambda label: fetcher(label, None))
@@ -139,15 +182,22 @@ class H3Server:
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self._keylog_file is not None:
-            self._keylog_file.close()
+        self._close_keylog()
 
     def start(self) -> "H3Server":
         try:
             self.port = self._background.start(self._open, self._close)
         except OSError as exc:
+            self._close_keylog()
             raise ServerStartError(f"the HTTP/3 server could not bind {self.host}: {exc}") from exc
+        except BaseException:
+            self._close_keylog()
+            raise
         return self
+
+    def _close_keylog(self) -> None:
+        if self._keylog_file is not None and not self._keylog_file.closed:
+            self._keylog_file.close()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._background.stop(timeout)

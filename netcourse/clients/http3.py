@@ -114,15 +114,18 @@ async def session(host: str, port: int, *, cadata: bytes, server_name: str = "lo
     """One HTTP/3 connection kept open: ``get = ...; page = await get(paths)`` as often as you like, all on it."""
     config = _configuration(cadata, server_name, timeout, None, None)
     authority = f"{server_name}:{port}"
-    async with connect(host, port, configuration=config, create_protocol=_Client) as client:
+    try:
+        async with connect(host, port, configuration=config, create_protocol=_Client) as client:
 
-        async def get(paths: list[str], wait: float = 10.0) -> Page:
-            page = Page(time.perf_counter())
-            client.request(page, paths, authority)
-            try:
-                await asyncio.wait_for(client.finished.wait(), wait)
-            except asyncio.TimeoutError:
-                raise NetcourseError(f"no HTTP/3 answer within {wait:g} s on this connection") from None
-            return page
+            async def get(paths: list[str], wait: float = 10.0) -> Page:
+                page = Page(time.perf_counter())
+                client.request(page, paths, authority)
+                try:
+                    await asyncio.wait_for(client.finished.wait(), wait)
+                except asyncio.TimeoutError:
+                    raise NetcourseError(f"no HTTP/3 answer within {wait:g} s on this connection") from None
+                return page
 
-        yield get
+            yield get
+    except ConnectionError as exc:
+        raise NetcourseError(f"the QUIC connection was refused or lost ({exc!r})") from exc

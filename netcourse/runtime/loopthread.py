@@ -22,6 +22,7 @@ from . import cellhook, netns, registry
 __all__ = ["LoopThread"]
 
 T = TypeVar("T")
+MAX_ERRORS = 100  # the newest kept
 
 
 class LoopThread:
@@ -36,6 +37,11 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self._teardown: Callable[[], Awaitable[Any]] | None = None
         self._id = registry.next_id()
+
+    def _record(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        error = context.get("exception")
+        self.errors.append(f"{context.get('message', 'error')}: {error!r}" if error else context.get("message", "error"))
+        del self.errors[:-MAX_ERRORS]
 
     @property
     def running(self) -> bool:
@@ -55,6 +61,7 @@ class LoopThread:
         def main() -> None:
             registry.owns_thread(self)
             loop = self.loop = asyncio.new_event_loop()
+            loop.set_exception_handler(self._record)  # a failed callback lands in ``errors``, not on a terminal
             try:
                 try:
                     if self.namespace is not None:
