@@ -157,3 +157,25 @@ def test_the_links_relay_mode_carries_udp_at_its_round_trip_and_stops_it_with_th
     finally:
         sock.close()
         echo.close()
+
+
+def test_a_slow_link_drops_what_would_wait_too_long_and_old_mappings_are_closed(monkeypatch):
+    from netcourse.network import udprelay
+
+    sink = Echo(echo=False)
+    socks = [client() for _ in range(4)]
+    monkeypatch.setattr(udprelay, "MAX_CLIENTS", 3)
+    try:
+        with UdpRelay("127.0.0.1", sink.port, rtt=0.002, rate=80_000) as relay:  # 80 kbit/s: 1 kB takes 0.1 s
+            for _ in range(40):
+                socks[0].sendto(b"x" * 972, ("127.0.0.1", relay.port))
+            for sock in socks[1:]:  # three more clients: the first one's mapping is forgotten
+                sock.sendto(b"hi", ("127.0.0.1", relay.port))
+            time.sleep(0.3)
+            # about 2 s of queue is the most a datagram may wait: of 40, some 20 were dropped at once
+            assert 15 <= relay.outbound.dropped <= 25 and relay.outbound.seen == 43
+            assert len(relay._mappings) == 3  # noqa: SLF001
+    finally:
+        for sock in socks:
+            sock.close()
+        sink.close()

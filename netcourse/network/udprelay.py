@@ -17,8 +17,10 @@ the server sees the same clients arrive from new ports, as when a NAT forgets a 
 
 The relay runs on an event loop in a thread of its own (``runtime.loopthread``), is listed by
 ``runtime.registry.live_servers()`` like every server, and stops when ``stop()`` is called, when the notebook
-cell that started it runs again, or at interpreter exit. It holds at most ``MAX_CLIENTS`` client mappings (the oldest is forgotten first)
-and at most ``MAX_QUEUED`` datagrams in flight.
+cell that started it runs again, or at interpreter exit. It holds at most ``MAX_CLIENTS`` client mappings (the oldest is forgotten first),
+at most ``MAX_QUEUED`` datagrams and ``MAX_QUEUED_BYTES`` bytes in flight, and drops a datagram that would
+wait more than ``MAX_QUEUE_DELAY`` seconds behind the rate limit (a router's tail drop); a client whose
+socket towards the server cannot be made is forgotten, and the reason kept in ``errors``.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from typing import Any
 from ..errors import LinkError
 from ..runtime.loopthread import LoopThread
 
-__all__ = ["UdpRelay", "MAX_CLIENTS", "MAX_QUEUED"]
+__all__ = ["UdpRelay", "MAX_CLIENTS", "MAX_QUEUED", "MAX_QUEUED_BYTES", "MAX_QUEUE_DELAY"]
 
-MAX_CLIENTS = 1024
-MAX_QUEUED = 100_000
+MAX_CLIENTS = 256  # each a socket, a descriptor
+MAX_QUEUED = 100_000  # datagrams in flight, both ways
+MAX_QUEUED_BYTES = 8 << 20  # their bytes
+MAX_QUEUE_DELAY = 2.0  # seconds a datagram may wait behind the rate limit before it is dropped (a router's tail drop)
+MAX_WAITING = 64  # datagrams a client's mapping holds while its socket is being made
 HEADERS = 28  # IPv4 (20) + UDP (8): what a datagram costs the link besides its payload, for pacing
 
 
@@ -53,22 +58,28 @@ class _Direction:
         if relay.loss and self.rng.random() < relay.loss:
             self.lost += 1
             return
-        if relay.in_flight >= MAX_QUEUED:
-            self.dropped += 1  # the queue is full: a router drops too
-            return
         loop = relay.loop
         now = loop.time()
+        if (relay.in_flight >= MAX_QUEUED or relay.queued_bytes + len(data) > MAX_QUEUED_BYTES
+                or self.free_at - now > MAX_QUEUE_DELAY):
+            self.dropped += 1  # the queue is full: a router drops too
+            return
         start = max(now, self.free_at)
         self.free_at = start + (8 * (len(data) + HEADERS) / relay.rate if relay.rate else 0.0)
         relay.in_flight += 1
+        relay.queued_bytes += len(data)
 
         def deliver() -> None:
             relay.in_flight -= 1
+            relay.queued_bytes -= len(data)
             try:
-                send(data, *args)
-                self.delivered += 1
+                sent = send(data, *args)
             except OSError:  # the mapping was replaced or closed meanwhile: like a packet lost in flight
+                sent = False
+            if sent is False:
                 self.lost += 1
+            else:
+                self.delivered += 1
 
         loop.call_at(self.free_at + relay.rtt / 2, deliver)
 
@@ -79,19 +90,40 @@ class _Mapping(asyncio.DatagramProtocol):
     def __init__(self, relay: "UdpRelay", client: tuple[str, int]) -> None:
         self.relay, self.client = relay, client
         self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: list[bytes] = []  # datagrams due before the socket existed
+        self.waiting: list[bytes] = []  # datagrams due before the socket existed (at most MAX_WAITING)
+        self.closed = False
+        self.making: asyncio.Task | None = None  # the socket being made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.closed:  # forgotten (evicted, rebound, stopped) while its socket was being made
+            transport.close()
+            return
         for data in self.waiting:
             self.transport.sendto(data)
         self.waiting.clear()
 
-    def send(self, data: bytes) -> None:
+    def close(self) -> None:
+        self.closed = True
+        self.waiting.clear()
+        if self.making is not None and not self.making.done():
+            self.making.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    def send(self, data: bytes) -> bool:
+        """Hand a datagram to the socket; False when it could not go (the mapping closed, or too many wait)."""
+        if self.closed:
+            return False
         if self.transport is None:
+            if len(self.waiting) >= MAX_WAITING:
+                return False
             self.waiting.append(data)
-        elif not self.transport.is_closing():
-            self.transport.sendto(data)
+            return True
+        if self.transport.is_closing():
+            return False
+        self.transport.sendto(data)
+        return True
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         front = self.relay.front
@@ -134,7 +166,8 @@ class UdpRelay:
         self.outbound = _Direction(self, random.Random(rng.random()))
         self.inbound = _Direction(self, random.Random(rng.random()))
         self.port = 0
-        self.in_flight = 0
+        self.in_flight = self.queued_bytes = 0
+        self.errors: list[str] = []
         self.front: asyncio.DatagramTransport | None = None
         self._mappings: OrderedDict[tuple[str, int], _Mapping] = OrderedDict()
         self._background = LoopThread(name)
@@ -158,17 +191,27 @@ class UdpRelay:
             return found
         if len(self._mappings) >= MAX_CLIENTS:
             _, oldest = self._mappings.popitem(last=False)
-            if oldest.transport is not None:
-                oldest.transport.close()
+            oldest.close()
         made = _Mapping(self, client)
         self._mappings[client] = made
-        self.loop.create_task(self.loop.create_datagram_endpoint(lambda: made, remote_addr=self.target))
+        made.making = self.loop.create_task(self.loop.create_datagram_endpoint(lambda: made, remote_addr=self.target))
+        made.making.add_done_callback(lambda task: self._made(client, made, task))
         return made
+
+    def _made(self, client: tuple[str, int], mapping: _Mapping, task: asyncio.Task) -> None:
+        """A socket that could not be made (no descriptors left, say): forget the mapping, so the client's next
+        datagram tries again, and say why."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.errors.append(f"no socket towards the server for {client}: {task.exception()!r}")
+        del self.errors[:-100]
+        mapping.close()
+        if self._mappings.get(client) is mapping:
+            del self._mappings[client]
 
     async def _rebind(self) -> int:
         for client, old in list(self._mappings.items()):
-            if old.transport is not None:
-                old.transport.close()
+            old.close()
             del self._mappings[client]
             self.mapping(client)
         return len(self._mappings)
@@ -181,8 +224,7 @@ class UdpRelay:
 
     async def _close(self) -> None:
         for mapping in self._mappings.values():
-            if mapping.transport is not None:
-                mapping.transport.close()
+            mapping.close()
         if self.front is not None:
             self.front.close()
 
