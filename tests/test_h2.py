@@ -89,8 +89,17 @@ def test_a_client_from_the_h2_library_opens_with_the_preface_and_its_settings():
     (encode(Frame(FrameType.SETTINGS, 0, 0, b"\x00" * 5)), ErrorCode.FRAME_SIZE_ERROR, "six bytes"),
     (encode(Frame(FrameType.WINDOW_UPDATE, 0, 0, b"\x00" * 4)), ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0"),
     (encode(Frame(FrameType.GOAWAY, 0, 0, b"\x00" * 4)), ErrorCode.FRAME_SIZE_ERROR, "at least 8"),
+    (encode(Frame(FrameType.DATA, Flag.PADDED, 1, b"\x05abc")), ErrorCode.PROTOCOL_ERROR, "padding"),
+    (encode(settings({0x2: 7})), ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH is 0 or 1"),
+    (encode(settings({0x4: 1 << 31})), ErrorCode.FLOW_CONTROL_ERROR, "over 2\\^31 - 1"),
+    (encode(settings({0x5: 1})), ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE"),
+    (encode(Frame(FrameType.PRIORITY, 0, 3, b"\x00\x00\x00\x03\x10")), ErrorCode.PROTOCOL_ERROR, "depend on itself"),
+    (encode(Frame(FrameType.HEADERS, 0, 1, b"\x82")) + encode(Frame(FrameType.DATA, 0, 1, b"x")),
+     ErrorCode.PROTOCOL_ERROR, "interrupted"),
+    (encode(Frame(FrameType.CONTINUATION, Flag.END_HEADERS, 1, b"\x82")), ErrorCode.PROTOCOL_ERROR, "no header block"),
 ])
 def test_bytes_that_break_the_framing_name_the_rule_and_the_goaway_code_and_the_decoder_stays_failed(wire, code, says):
+    """Each row breaks one rule of RFC 9113 §4-§6 (all found by hand or by an attacker's fuzzing)."""
     decoder = FrameDecoder(preface=wire.startswith(b"GET"))
     with pytest.raises(H2FrameError, match=says) as caught:
         decoder.feed(wire)
@@ -130,3 +139,9 @@ def test_hpack_encodes_rfc_7541_appendix_c_and_the_second_request_shrinks(huffma
     again = hpack.Encoder()
     first, second = again.encode(REQUESTS[0], huffman=huffman), again.encode(REQUESTS[0], huffman=huffman)
     assert len(first) == len(bytes.fromhex(expected[0])) and second.hex() == "828684be"
+
+
+def test_a_header_block_may_continue_and_then_anything_may_follow():
+    wire = (encode(Frame(FrameType.HEADERS, 0, 1, b"\x82")) + encode(Frame(FrameType.CONTINUATION, 0, 1, b"\x86"))
+            + encode(Frame(FrameType.CONTINUATION, Flag.END_HEADERS, 1, b"\x84")) + encode(settings(ack=True)))
+    assert [f.name for f in FrameDecoder().feed(wire)] == ["HEADERS", "CONTINUATION", "CONTINUATION", "SETTINGS"]

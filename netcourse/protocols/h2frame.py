@@ -202,6 +202,7 @@ class FrameDecoder:
         self.max_frame_size = max_frame_size
         self._want_preface = preface
         self._buffer = bytearray()
+        self._continuing: int | None = None  # a header block's stream, until a frame with END_HEADERS (§6.10)
         self.failed: H2FrameError | None = None
 
     @latching
@@ -230,8 +231,20 @@ class FrameDecoder:
             del self._buffer[: HEADER_SIZE + length]
             frame = Frame(kind, flags, stream, payload)
             _check(frame)
+            self._sequence(frame)
             frames.append(frame)
         return frames
+
+    def _sequence(self, frame: Frame) -> None:
+        """§6.10: once a header block starts without END_HEADERS, only its CONTINUATION frames may follow."""
+        if self._continuing is not None:
+            if frame.type != FrameType.CONTINUATION or frame.stream != self._continuing:
+                raise H2FrameError(f"a header block on stream {self._continuing} was interrupted by "
+                                   f"{frame.name} on stream {frame.stream} (§6.10)", ErrorCode.PROTOCOL_ERROR)
+        elif frame.type == FrameType.CONTINUATION:
+            raise H2FrameError("a CONTINUATION with no header block to continue (§6.10)", ErrorCode.PROTOCOL_ERROR)
+        if frame.type in (FrameType.HEADERS, FrameType.PUSH_PROMISE, FrameType.CONTINUATION):
+            self._continuing = None if frame.flags & Flag.END_HEADERS else frame.stream
 
 
 def _check(frame: Frame) -> None:
@@ -253,6 +266,21 @@ def _check(frame: Frame) -> None:
             raise H2FrameError("a SETTINGS acknowledgement carries nothing (§6.5)", ErrorCode.FRAME_SIZE_ERROR)
         if len(frame.payload) % 6:
             raise H2FrameError("a SETTINGS payload is six bytes a setting (§6.5)", ErrorCode.FRAME_SIZE_ERROR)
+    if frame.flags & Flag.PADDED and kind in (FrameType.DATA, FrameType.HEADERS, FrameType.PUSH_PROMISE):
+        if not frame.payload or frame.payload[0] >= len(frame.payload):
+            raise H2FrameError("the padding is as long as the payload or longer (§6.1)", ErrorCode.PROTOCOL_ERROR)
+    if kind == FrameType.SETTINGS:
+        for name, value in frame.settings():
+            if name == "ENABLE_PUSH" and value > 1:
+                raise H2FrameError(f"SETTINGS_ENABLE_PUSH is 0 or 1, not {value} (§6.5.2)", ErrorCode.PROTOCOL_ERROR)
+            if name == "INITIAL_WINDOW_SIZE" and value > 0x7FFF_FFFF:
+                raise H2FrameError(f"SETTINGS_INITIAL_WINDOW_SIZE of {value:,} is over 2^31 - 1 (§6.5.2)",
+                                   ErrorCode.FLOW_CONTROL_ERROR)
+            if name == "MAX_FRAME_SIZE" and not DEFAULT_MAX_FRAME_SIZE <= value <= LARGEST_FRAME_SIZE:
+                raise H2FrameError(f"SETTINGS_MAX_FRAME_SIZE of {value:,} is outside 16,384 to 2^24 - 1 (§6.5.2)",
+                                   ErrorCode.PROTOCOL_ERROR)
+    if kind == FrameType.PRIORITY and struct.unpack_from("!I", frame.payload)[0] & 0x7FFF_FFFF == frame.stream:
+        raise H2FrameError(f"stream {frame.stream} cannot depend on itself (§5.3.1)", ErrorCode.PROTOCOL_ERROR)
     if kind == FrameType.GOAWAY and len(frame.payload) < 8:
         raise H2FrameError("a GOAWAY payload is at least 8 bytes (§6.8)", ErrorCode.FRAME_SIZE_ERROR)
     if kind == FrameType.WINDOW_UPDATE and struct.unpack("!I", frame.payload)[0] & 0x7FFF_FFFF == 0:
