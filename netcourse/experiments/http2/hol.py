@@ -26,7 +26,7 @@ from ...clients.http2 import fetch
 from ...clients.http3 import fetch as fetch_h3
 from ...errors import LinkError
 from ...network.link import link
-from .pages import _h1
+from .pages import fetch_h1
 
 __all__ = ["Hol", "hol_run", "measure_hol", "load_hol", "RECORDED", "LOSSES"]
 
@@ -71,7 +71,7 @@ def hol_run(loss: float, *, rtt_ms: float = 100.0, resources: int = 30, size: in
         h1 = net.serve(make_h1_app())
         h2 = net.serve(make_h2_handler(), name="HTTP/2 server")
         host = net.addresses[1]
-        old, _ = net.run(_h1(f"http://{host}:{h1.port}", paths), timeout=120)
+        old, _ = net.run(fetch_h1(f"http://{host}:{h1.port}", paths), timeout=120)
         page = net.run(fetch(host, h2.port, paths, timeout=120), timeout=130)
         with Pki() as pki, H3Server(pki, host=host, namespace=net.far_namespace) as h3:
             quic_host, quic_port = net.udp_address(h3.port)

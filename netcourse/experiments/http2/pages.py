@@ -20,7 +20,7 @@ from ...apps.http2 import make_h1_app, make_h2_handler
 from ...clients.http2 import fetch
 from ...network.link import link
 
-__all__ = ["PageLoad", "page_load", "H1_CONNECTIONS"]
+__all__ = ["PageLoad", "page_load", "fetch_h1", "H1_CONNECTIONS"]
 
 H1_CONNECTIONS = 6
 
@@ -58,7 +58,9 @@ class PageLoad:
                 f"connection{'s' if self.connections != 1 else ''}")
 
 
-async def _h1(url: str, paths: list[str]) -> tuple[list[float], int]:
+async def fetch_h1(url: str, paths: list[str]) -> tuple[list[float], int]:
+    """GET every path over HTTP/1.1 with six connections at most (a browser's limit): when each finished (sorted,
+    seconds from the start), and the connections opened."""
     opened = [0]
 
     async def on_connection(session, context, params) -> None:
@@ -90,7 +92,7 @@ def page_load(rtt_ms: float = 100.0, resources: int = 30, size: int = 2000, *, m
         h1 = net.serve(make_h1_app())
         h2 = net.serve(make_h2_handler(), name="HTTP/2 server")
         host = net.addresses[1]
-        done, opened = net.run(_h1(f"http://{host}:{h1.port}", paths))
+        done, opened = net.run(fetch_h1(f"http://{host}:{h1.port}", paths))
         old = PageLoad("HTTP/1.1", rtt_ms, done, opened, link=net.mode)
         page = net.run(fetch(host, h2.port, paths))
         new = PageLoad("HTTP/2", rtt_ms, sorted(page.done.values()), page.connections, page.header_blocks, net.mode)
