@@ -25,6 +25,7 @@ them and still load alone. The tree::
     │   ├── HandshakeError          .status: the WebSocket upgrade's refusal        RFC 6455 §4
     │   ├── FrameError              .close_code: 1002, 1007 or 1009                 RFC 6455 §5, §7.4
     │   ├── H2FrameError            .error_code: the GOAWAY's (§7)                  RFC 9113 §4, §6
+    │   ├── QuicPacketError         not QUIC: the datagram is dropped               RFC 9000 §17
     │   ├── SSEParseError           a limit the client set (it drops the stream)    WHATWG HTML §9.2
     │   ├── TLSRecordError          .alert: 50 (decode_error)                       RFC 8446 §5, §6.2
     │   ├── BeatProtocolError       the course's heartbeat framing (close the connection)
@@ -188,6 +189,10 @@ class H2FrameError(ProtocolError):
     def __init__(self, message: str, error_code: int = 0x1) -> None:
         super().__init__(message)
         self.error_code = int(error_code)
+
+
+class QuicPacketError(ProtocolError):
+    """Bytes that are not a QUIC packet; an endpoint drops such a datagram (RFC 9000 §5.2, §12.2)."""
 
 
 class SSEParseError(ProtocolError):

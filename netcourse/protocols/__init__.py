@@ -10,6 +10,7 @@ Each module works on bytes in and bytes out, and names the RFC section of every 
 - ``chunked``: the chunked transfer coding (RFC 9112 §7.1).
 - ``sse``: the Server-Sent Events stream format (WHATWG HTML §9.2).
 - ``h2frame``: HTTP/2 frames: the nine-byte header, the ten types, a decoder that names the broken rule (RFC 9113).
+- ``quicpacket``: QUIC packet headers as the path sees them: kinds, versions, connection IDs (RFC 9000 §17).
 - ``tlsrecord``: the TLS record layer: records, alerts, handshake message types (RFC 8446 §5).
 - ``webhooks``: Standard Webhooks signatures (HMAC-SHA256), with rotation and a replay window.
 - ``beat``: the heartbeat lesson's length-prefixed framing, and its detection-time arithmetic.
