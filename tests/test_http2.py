@@ -230,3 +230,39 @@ def test_an_idle_connection_is_told_goodbye_and_a_ping_flood_to_calm_down(monkey
         pings = b"".join(encode(Frame(FrameType.PING, 0, 0, i.to_bytes(8, "big"))) for i in range(app.MAX_CONTROL + 10))
         frames, _ = _talk(srv.port, PREFACE + encode(settings()) + pings)
     assert frames[-1].describe().endswith("ENHANCE_YOUR_CALM")
+
+
+def test_a_websocket_rides_an_http2_stream_and_a_bad_one_is_refused():
+    from netcourse.clients.http2 import websocket_echo
+    from netcourse.protocols.wsframe import Frame as WsFrame
+    from netcourse.protocols.wsframe import FrameDecoder as WsDecoder
+    from netcourse.protocols.wsframe import Opcode, parse_close
+    from netcourse.protocols.wsframe import encode as ws_encode
+
+    with serve(app.make_h2_handler(), name="HTTP/2 server") as srv:
+        opened, echoed = run_async(websocket_echo("127.0.0.1", srv.port, "hi there"), 10)
+        assert 0 < opened < echoed < 1
+        encoder = hpack.Encoder()
+
+        def connect(stream: int, protocol: bytes) -> bytes:
+            return encode(Frame(FrameType.HEADERS, Flag.END_HEADERS, stream, encoder.encode(
+                [(b":method", b"CONNECT"), (b":protocol", protocol), (b":scheme", b"http"), (b":path", b"/ws"),
+                 (b":authority", b"127.0.0.1"), (b"sec-websocket-version", b"13")])))
+
+        unmasked = encode(Frame(FrameType.DATA, 0, 3, ws_encode(WsFrame(Opcode.TEXT, b"no mask"))))  # §5.1: refused
+        frames, _ = _talk(srv.port, PREFACE + encode(settings()) + connect(1, b"chat") + connect(3, b"websocket")
+                          + unmasked)
+    decoder = hpack.Decoder()
+    statuses = {f.stream: dict(decoder.decode(f.payload))[":status"] for f in frames if f.type == FrameType.HEADERS}
+    assert statuses == {1: "400", 3: "200"}
+    closing = WsDecoder("client").feed(b"".join(f.payload for f in frames if f.type == FrameType.DATA and f.stream == 3))
+    assert closing[-1].opcode == Opcode.CLOSE and parse_close(closing[-1].payload)[0] == 1002
+
+
+@pytest.mark.slow
+@retried()
+def test_on_the_link_a_websocket_on_an_open_http2_connection_saves_a_round_trip():
+    from netcourse.experiments.http2.websockets import opening_a_websocket
+
+    result = opening_a_websocket(60, mode="relay")
+    assert 2.8 <= result.http11_new_connection <= 3.5 and 1.8 <= result.http2_open_connection <= 2.4

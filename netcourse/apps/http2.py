@@ -7,6 +7,7 @@ the ``h2`` library, the bytes moved here (as notebook 05's WebSocket server move
 | --- | --- |
 | ``GET /r/<name>?size=N`` | ``N`` bytes (default 2,000, at most 1 MiB), ``text/plain`` |
 | ``GET /events?count=N&gap=S`` | an event stream (notebook 06's format): ``N`` events (at most 1,000), ``S`` s apart (at most 5) |
+| ``CONNECT /ws`` with ``:protocol: websocket`` | a WebSocket on the stream (RFC 8441), echoing every message |
 | anything else | 404 (a method other than GET: 405) |
 
 One connection carries many requests at once, each on a stream of its own (§5); the server sends what each
@@ -49,6 +50,10 @@ import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
+from ..errors import FrameError
+from ..protocols.wsframe import Frame as WsFrame
+from ..protocols.wsframe import FrameDecoder, Opcode, close_payload
+from ..protocols.wsframe import encode as ws_encode
 from ..runtime.admission import owing
 from ..runtime.sockets import no_delay
 
@@ -83,9 +88,11 @@ class _Connection:
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
             SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+            SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # RFC 8441 §3: WebSockets may be opened on a stream
         })
         self.h2.decoder.max_header_list_size = MAX_HEADER_LIST  # the setting above is advertised; this enforces it
         self.windows: dict[int, asyncio.Event] = {}  # stream -> set when its window may have opened
+        self.sockets: dict[int, FrameDecoder] = {}  # stream -> the WebSocket on it (RFC 8441)
         self.tasks: set[asyncio.Task] = set()
         self.resets = 0
         self.control: list[float] = []  # when each recent PING, SETTINGS or empty DATA frame came
@@ -146,8 +153,8 @@ class _Connection:
             try:
                 data = await asyncio.wait_for(self.reader.read(65536), IDLE_TIMEOUT)
             except asyncio.TimeoutError:
-                if self.tasks:
-                    continue  # answers still on their way: not idle
+                if self.tasks or self.sockets:
+                    continue  # answers on their way, or WebSockets open: not idle
                 await self.goaway(ErrorCodes.NO_ERROR)  # idle: the client may open a new connection (§6.8)
                 return
             if not data or not await self.receive(data):
@@ -174,10 +181,22 @@ class _Connection:
             if isinstance(event, h2.events.RemoteSettingsChanged):
                 self.remote_settings_seen = True
             elif isinstance(event, h2.events.RequestReceived):
-                task = asyncio.get_running_loop().create_task(self.answer(event.stream_id, dict(event.headers)))
+                headers = dict(event.headers)
+                if headers.get(b":method") == b"CONNECT":
+                    self.open_websocket(event.stream_id, headers)
+                    continue
+                task = asyncio.get_running_loop().create_task(self.answer(event.stream_id, headers))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
+            elif isinstance(event, h2.events.DataReceived):
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)  # §6.9
+                if event.stream_id in self.sockets:
+                    self.websocket_data(event.stream_id, event.data)
+            elif isinstance(event, h2.events.StreamEnded) and event.stream_id in self.sockets:
+                del self.sockets[event.stream_id]  # the client ended its side without a close frame
+                self.h2.end_stream(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
+                self.sockets.pop(event.stream_id, None)
                 self.resets += 1
                 self._wake(event.stream_id)
                 if self.resets > MAX_RESETS:
@@ -194,6 +213,35 @@ class _Connection:
             return False
         await self.flush()
         return not self.closing
+
+    def open_websocket(self, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        """RFC 8441 §4-5: a CONNECT with ``:protocol: websocket`` opens a WebSocket on this stream (an echo, as
+        notebook 05's server); 200 accepts it (no Sec-WebSocket-Accept: the stream is already the client's)."""
+        if (headers.get(b":protocol") != b"websocket" or headers.get(b":path") != b"/ws"
+                or headers.get(b"sec-websocket-version") != b"13"):
+            self.h2.send_headers(stream_id, [(b":status", b"400")], end_stream=True)
+            return
+        self.sockets[stream_id] = FrameDecoder("server", max_size=1 << 16)
+        self.h2.send_headers(stream_id, [(b":status", b"200"), (b"server", b"netcourse")])
+
+    def websocket_data(self, stream_id: int, data: bytes) -> None:
+        """Frames from the client (masked, RFC 6455 §5.3): echo each message, answer a ping, close on close."""
+        try:
+            frames = self.sockets[stream_id].feed(data)
+        except FrameError as exc:
+            self.h2.send_data(stream_id, ws_encode(WsFrame(Opcode.CLOSE, close_payload(exc.close_code, str(exc)[:100]))),
+                              end_stream=True)
+            del self.sockets[stream_id]
+            return
+        for frame in frames:
+            if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
+                self.h2.send_data(stream_id, ws_encode(WsFrame(frame.opcode, frame.payload, fin=frame.fin)))
+            elif frame.opcode == Opcode.PING:
+                self.h2.send_data(stream_id, ws_encode(WsFrame(Opcode.PONG, frame.payload)))
+            elif frame.opcode == Opcode.CLOSE:  # the close handshake, then the stream ends (RFC 8441 §5)
+                self.h2.send_data(stream_id, ws_encode(WsFrame(Opcode.CLOSE, frame.payload[:2])), end_stream=True)
+                del self.sockets[stream_id]
+                return
 
     def _wake(self, stream_id: int) -> None:
         if stream_id == 0:

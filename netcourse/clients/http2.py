@@ -20,8 +20,12 @@ import h2.exceptions
 
 from ..errors import NetcourseError
 from ..protocols.h2frame import FrameDecoder, FrameType
+from ..protocols.wsframe import Frame as WsFrame
+from ..protocols.wsframe import FrameDecoder as WsDecoder
+from ..protocols.wsframe import Opcode, close_payload
+from ..protocols.wsframe import encode as ws_encode
 
-__all__ = ["Page", "fetch"]
+__all__ = ["Page", "fetch", "websocket_echo"]
 
 
 @dataclass
@@ -115,3 +119,66 @@ async def fetch(host: str, port: int, paths: list[str], *, authority: str | None
     finally:
         writer.close()
     return page
+
+
+async def websocket_echo(host: str, port: int, text: str = "hello", *, warm: bool = True,
+                         timeout: float = 30.0) -> tuple[float, float]:
+    """A WebSocket over HTTP/2 (RFC 8441): on one connection (``warm``: one request answered on it first, so it
+    is already open), a CONNECT with ``:protocol: websocket``, then one masked TEXT message, echoed.
+
+    Returns (seconds from the CONNECT until the 200, seconds until the echo arrived)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    authority = f"{host}:{port}".encode()
+    decoder = WsDecoder("client")
+
+    async def until(done) -> None:
+        writer.write(conn.data_to_send())
+        await writer.drain()
+        while not done():
+            data = await asyncio.wait_for(reader.read(65536), timeout)
+            if not data:
+                raise NetcourseError("the server closed the connection")
+            for event in conn.receive_data(data):
+                state["events"].append(event)
+                if isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    if event.stream_id == state.get("ws"):
+                        state["frames"] += decoder.feed(event.data)
+            writer.write(conn.data_to_send())
+            await writer.drain()
+
+    state: dict = {"events": [], "frames": []}
+    try:
+        conn.initiate_connection()
+        if warm:
+            conn.send_headers(1, [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/r/warm?size=10"),
+                                  (b":authority", authority)], end_stream=True)
+            await until(lambda: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 1 for e in state["events"]))
+        else:  # RFC 8441 §3: not before the server's SETTINGS said it may
+            await until(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in state["events"]))
+        if not conn.remote_settings.enable_connect_protocol:
+            raise NetcourseError("the server does not offer WebSockets over HTTP/2 (SETTINGS_ENABLE_CONNECT_PROTOCOL)")
+        stream = state["ws"] = conn.get_next_available_stream_id()
+        start = time.perf_counter()
+        conn.send_headers(stream, [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
+                                   (b":path", b"/ws"), (b":authority", authority), (b"sec-websocket-version", b"13")])
+        await until(lambda: any(isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream
+                                for e in state["events"]))
+        status = next(dict(e.headers)[b":status"] for e in state["events"]
+                      if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream)
+        if status != b"200":
+            raise NetcourseError(f"the WebSocket was refused: {status.decode()}")
+        opened = time.perf_counter() - start
+        conn.send_data(stream, ws_encode(WsFrame(Opcode.TEXT, text.encode()), mask=True))
+        await until(lambda: any(f.opcode == Opcode.TEXT for f in state["frames"]))
+        echoed = time.perf_counter() - start
+        conn.send_data(stream, ws_encode(WsFrame(Opcode.CLOSE, close_payload(1000)), mask=True), end_stream=True)
+        writer.write(conn.data_to_send())
+        await writer.drain()
+        return opened, echoed
+    except asyncio.TimeoutError:
+        raise NetcourseError(f"no answer within {timeout:g} s") from None
+    finally:
+        writer.close()

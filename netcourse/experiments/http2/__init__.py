@@ -6,5 +6,6 @@
 - ``handshakes``: time to the first byte over TCP + TLS 1.3 and over QUIC, fresh and 0-RTT, and 0-RTT replayed;
 - ``migration``: a NAT rebinding in the middle of a conversation: the TCP connection is reset, QUIC carries on;
 - ``streams``: seven event streams from one page: the seventh waits over HTTP/1.1, not over HTTP/2;
+- ``websockets``: opening a WebSocket over HTTP/1.1 (a new connection) and over HTTP/2 (a stream, RFC 8441);
 - ``quicwire``: QUIC's first flight captured: long headers, then short ones; decrypted with the key log by tshark.
 """
