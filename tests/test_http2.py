@@ -266,3 +266,16 @@ def test_on_the_link_a_websocket_on_an_open_http2_connection_saves_a_round_trip(
 
     result = opening_a_websocket(60, mode="relay")
     assert 2.8 <= result.http11_new_connection <= 3.5 and 1.8 <= result.http2_open_connection <= 2.4
+
+
+@pytest.mark.slow
+def test_one_chosen_loss_is_exactly_one_frame_and_over_http11_holds_up_one_connections_share():
+    from netcourse.experiments.http2.hol import one_loss
+    from netcourse.network.link import modes
+
+    if modes()["tap"] is not None:
+        pytest.skip(f"a chosen loss needs the tap link: {modes()['tap']}")
+    result = one_loss(rtt_ms=60, resources=24, nth=8)
+    assert result.lost == {"HTTP/1.1": 1, "HTTP/2": 1, "HTTP/3": 1}
+    assert 1 <= result.held_up["HTTP/1.1"] <= 24 // 6 + 1  # six connections: the lost segment's one
+    assert all(0 <= n <= 24 for n in result.held_up.values())

@@ -13,7 +13,8 @@ The wire runs in a **process of its own** (``python -m netcourse.network.forward
 TAP descriptors. In the notebook's process it would share Python's global interpreter lock with
 the lesson's own code, and a busy cell (drawing a figure, say) would stretch every delay. The parent
 talks to it over a pipe, one JSON line per command: ``record`` (start or stop keeping what crosses
-the near end's interface), ``dump`` (write that record to a file), ``stats``, ``idle`` and ``stop``.
+the near end's interface), ``dump`` (write that record to a file), ``loss`` (the loss switch), ``drop`` (lose
+one chosen frame), ``stats``, ``idle`` and ``stop``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class Direction:
     tail_dropped: int = 0
     offered_bytes: int = 0  # every IPv4 frame that entered this direction, lost or not (the kernel's own ARP and
     # IPv6 neighbour discovery left out): the bytes the experiment's senders put on the wire
+    drop_countdown: int = 0  # lose the frame this many frames of at least drop_min bytes from now (0: none)
+    drop_min: int = 0
     _free_at: float = 0.0
     _last_due: float = 0.0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
@@ -80,6 +83,11 @@ class Direction:
         """Take a frame at time ``now``; returns "queued", "lost" or "dropped"."""
         if frame[12:14] == b"\x08\x00":  # EtherType IPv4
             self.offered_bytes += len(frame)
+        if self.drop_countdown and len(frame) >= self.drop_min:
+            self.drop_countdown -= 1
+            if self.drop_countdown == 0:  # the one frame a targeted drop asked for
+                self.lost += 1
+                return "lost"
         if self.loss and self._rng.random() < self.loss:
             self.lost += 1
             return "lost"
@@ -159,6 +167,10 @@ class _Wire:
                 self.answer({"ok": True})
             elif cmd["cmd"] == "loss":  # the loss switch: change both directions' loss now
                 self.outbound.loss, self.inbound.loss = float(cmd["out"]), float(cmd["in"])
+                self.answer({"ok": True})
+            elif cmd["cmd"] == "drop":  # lose one chosen frame: the nth of at least min bytes, in one direction
+                direction = self.outbound if cmd["direction"] == "out" else self.inbound
+                direction.drop_countdown, direction.drop_min = int(cmd["nth"]), int(cmd["min_bytes"])
                 self.answer({"ok": True})
             elif cmd["cmd"] == "idle":
                 self.answer({"idle": not self.outbound.queue and not self.inbound.queue})
@@ -265,6 +277,9 @@ class WireProcess:
 
     def set_loss(self, out: float, inbound: float) -> None:
         self.ask(cmd="loss", out=out, **{"in": inbound})
+
+    def drop(self, direction: str, nth: int, min_bytes: int) -> None:
+        self.ask(cmd="drop", direction=direction, nth=nth, min_bytes=min_bytes)
 
     def events(self) -> list[WireEvent]:
         """What the wire recorded at the near end since ``record(True)``."""

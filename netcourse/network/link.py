@@ -367,6 +367,16 @@ class Link:
             raise LinkError("The loss switch needs the tap link (root); the relay cannot silence a TCP peer.")
         self._forwarder.set_loss(float(loss), float(loss if inbound is None else inbound))
 
+    def drop_one(self, *, back: bool = True, nth: int = 1, min_bytes: int = 1000) -> None:
+        """Lose exactly one frame: the ``nth`` of at least ``min_bytes`` bytes from now, coming back from the far
+        end (``back``) or going out. One loss at a chosen moment, to see what it holds up (head-of-line
+        blocking). Tap mode only."""
+        if self.mode != "tap" or self._forwarder is None:
+            raise LinkError("A chosen loss needs the tap link (root): the relay carries bytes, not frames.")
+        if not 1 <= nth <= 100_000 or not 0 <= min_bytes <= 9000:
+            raise LinkError("nth is 1 to 100,000 and min_bytes 0 to 9,000.")
+        self._forwarder.drop("in" if back else "out", nth, min_bytes)
+
     @contextmanager
     def capture(self, *ports: int, scenario: str | None = None, snaplen: int | None = None) -> Iterator[Capture]:
         """Record the frames that cross the near end's interface while the block runs.
