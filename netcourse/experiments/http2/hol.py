@@ -72,6 +72,7 @@ def hol_run(loss: float, *, rtt_ms: float = 100.0, resources: int = 30, size: in
         h2 = net.serve(make_h2_handler(), name="HTTP/2 server")
         host = net.addresses[1]
         old, _ = net.run(fetch_h1(f"http://{host}:{h1.port}", paths), timeout=120)
+        old = sorted(old.values())
         page = net.run(fetch(host, h2.port, paths, timeout=120), timeout=130)
         with Pki() as pki, H3Server(pki, host=host, namespace=net.far_namespace) as h3:
             quic_host, quic_port = net.udp_address(h3.port)
@@ -120,30 +121,10 @@ class OneLoss:
                          f"{self.page_later_ms[v]:,.0f} ms later" for v, n in self.held_up.items())
 
 
-async def _h1_by_path(url: str, paths: list[str]) -> dict[str, float]:
-    import asyncio
-    import time
-
-    import aiohttp
-
-    connector = aiohttp.TCPConnector(limit_per_host=6)
-    done: dict[str, float] = {}
-    start = time.perf_counter()
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def get(path: str) -> None:
-            async with session.get(url + path) as resp:
-                await resp.read()
-            done[path] = time.perf_counter() - start
-
-        await asyncio.gather(*(get(p) for p in paths))
-    return done
-
-
 def _page(version: str, net, servers: dict, paths: list[str], pki) -> dict[str, float]:
     host = net.addresses[1]
     if version == "HTTP/1.1":
-        return net.run(_h1_by_path(f"http://{host}:{servers['h1']}", paths), timeout=60)
+        return net.run(fetch_h1(f"http://{host}:{servers['h1']}", paths), timeout=60)[0]
     if version == "HTTP/2":
         return net.run(fetch(host, servers["h2"], paths, timeout=60), timeout=70).done
     quic_host, quic_port = servers["h3"]

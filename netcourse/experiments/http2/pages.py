@@ -58,9 +58,9 @@ class PageLoad:
                 f"connection{'s' if self.connections != 1 else ''}")
 
 
-async def fetch_h1(url: str, paths: list[str]) -> tuple[list[float], int]:
-    """GET every path over HTTP/1.1 with six connections at most (a browser's limit): when each finished (sorted,
-    seconds from the start), and the connections opened."""
+async def fetch_h1(url: str, paths: list[str]) -> tuple[dict[str, float], int]:
+    """GET every path over HTTP/1.1 with six connections at most (a browser's limit): path -> seconds from the
+    start until it finished, and the connections opened."""
     opened = [0]
 
     async def on_connection(session, context, params) -> None:
@@ -69,7 +69,7 @@ async def fetch_h1(url: str, paths: list[str]) -> tuple[list[float], int]:
     trace = aiohttp.TraceConfig()
     trace.on_connection_create_end.append(on_connection)
     connector = aiohttp.TCPConnector(limit_per_host=H1_CONNECTIONS)
-    done: list[float] = []
+    done: dict[str, float] = {}
     start = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session:
 
@@ -77,10 +77,10 @@ async def fetch_h1(url: str, paths: list[str]) -> tuple[list[float], int]:
             async with session.get(url + path) as resp:
                 await resp.read()
                 resp.raise_for_status()
-            done.append(time.perf_counter() - start)
+            done[path] = time.perf_counter() - start
 
         await asyncio.gather(*(get(p) for p in paths))
-    return sorted(done), opened[0]
+    return done, opened[0]
 
 
 def page_load(rtt_ms: float = 100.0, resources: int = 30, size: int = 2000, *, mode: str = "auto") -> dict[str, PageLoad]:
@@ -93,7 +93,7 @@ def page_load(rtt_ms: float = 100.0, resources: int = 30, size: int = 2000, *, m
         h2 = net.serve(make_h2_handler(), name="HTTP/2 server")
         host = net.addresses[1]
         done, opened = net.run(fetch_h1(f"http://{host}:{h1.port}", paths))
-        old = PageLoad("HTTP/1.1", rtt_ms, done, opened, link=net.mode)
+        old = PageLoad("HTTP/1.1", rtt_ms, sorted(done.values()), opened, link=net.mode)
         page = net.run(fetch(host, h2.port, paths))
         new = PageLoad("HTTP/2", rtt_ms, sorted(page.done.values()), page.connections, page.header_blocks, net.mode)
         if set(page.status.values()) != {200}:
