@@ -258,8 +258,15 @@ class Publisher:
 
     async def run(self, log: MessageLog, start: float) -> None:
         """Publish into ``log`` at ``start`` (perf_counter seconds) + each time. Runs on the server loop."""
+        last = None
         for i, t in enumerate(self.times(), start=1):
+            due = start + t
+            if self.burst > 1 and (i - 1) % self.burst and last is not None:
+                # within a burst, keep the millisecond after the previous message even when the loop ran
+                # late: otherwise a busy machine publishes the burst in one instant and it rides one answer
+                due = max(due, last + 0.001)
             # Always yield, even when late: a held request must get the chance to answer between two
             # messages, as it would on a real server whose messages arrive one by one.
-            await asyncio.sleep(max(0.0, start + t - time.perf_counter()))
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            last = time.perf_counter()
             log.append(f"message {i}")
