@@ -1,4 +1,4 @@
-"""Notebook 10: every transport on one workload, the sweeps, failure behaviour, the decision table, and the
+"""Notebook 11: every transport on one workload, the sweeps, failure behaviour, the decision table, and the
 scale-out with a real Redis."""
 
 from __future__ import annotations
@@ -413,7 +413,7 @@ def test_repeats_give_each_figure_a_median_and_a_range_and_the_stored_ones_match
 
 
 def _conclusions(runs: dict) -> dict:
-    """What notebook 10 concludes from section 1's runs, as facts a second run must repeat."""
+    """What notebook 11 concludes from section 1's runs, as facts a second run must repeat."""
     rtt = runs["WebSocket"].workload.rtt_ms
     pushes = ("SSE", "WebSocket", "raw TCP", "UDP")
     size = {n: r.bytes_per_message for n, r in runs.items()}
@@ -501,7 +501,7 @@ def test_the_crossover_prediction_is_checked_against_the_stored_sweep():
 
 
 def test_the_stored_sweeps_still_say_what_the_notebook_says():
-    """Notebook 10's section 3 states conclusions of the stored rate sweep; a re-measured sweep that no longer
+    """Notebook 11's section 3 states conclusions of the stored rate sweep; a re-measured sweep that no longer
     supports one fails here, so the prose is rewritten with it (make bench re-measures)."""
     data = load_sweeps()
     rate = data["sweeps"]["rate"]

@@ -467,7 +467,7 @@ def test_reasoning_exercises_accept_the_answer_and_diagnose_the_expected_mistake
     assert "kernel" in repr(stuck.check("keepalive")) and "ws.receive()" in repr(stuck.check("ping"))
 
 
-_PREDICTED = re.compile(r"You predicted (?P<given>[-\d.,]+) (?P<unit>[^;\s]+);")
+_PREDICTED = re.compile(r"You predicted (?P<given>[-\d.,]+) (?P<unit>[^;]+?);")
 
 
 def _number_forms(value: float) -> set[str]:
@@ -564,16 +564,16 @@ _PROSE_NUMBERS = {
            "0.2 µs": "24 bytes at 1 Gb/s, arithmetic"},
     "04": {"66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement",
            "208 bytes": "one heartbeat in the knob's model, protocols/beat.heartbeat_cost: 3 × 66 + 10"},
-    "05": {"65,536 bytes": "loopback's MTU", "300 bytes": ("cites", "10"), "400 bytes": ("cites", "10"),
-           "700 bytes": ("cites", "10"), "50 ms": "notebook 10's link, a parameter",
+    "05": {"65,536 bytes": "loopback's MTU", "300 bytes": ("cites", "11"), "400 bytes": ("cites", "11"),
+           "700 bytes": ("cites", "11"), "50 ms": "notebook 11's link, a parameter",
            "66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
     "06": {"1,200 bytes": "the chunk size the experiment sets",
            "66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
-    "07": {"350 ms": "the gap the experiment sets", "950 bytes": ("cites", "10"), "300 bytes": ("cites", "10"),
+    "07": {"350 ms": "the gap the experiment sets", "950 bytes": ("cites", "11"), "300 bytes": ("cites", "11"),
            "2,105 ms": "the schedule's sum, 5 + 300 + 1,800 s scaled by 1/1000, drawn on the figure"},
     "09": {"16,384 bytes": "TLS's largest record (RFC 8446 §5.1)",
            "4,380 bytes": "the largest initial window before RFC 6928 (RFC 3390), a constant"},
-    "10": {"1,448 bytes": "the MSS at MTU 1,500", "270 ms": "the rate sweep's figure, from the stored results",
+    "11": {"1,448 bytes": "the MSS at MTU 1,500", "270 ms": "the rate sweep's figure, from the stored results",
            "66 bytes": "TCP/IP headers with timestamps, notebook 00's measurement"},
 }
 _UNIT_NUMBER = re.compile(r"(?<![\w.§-])(\d[\d,]*\.\d+|\d[\d,]*)\s?(ms|µs|bytes|B|kB|%)\b")

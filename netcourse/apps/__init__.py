@@ -15,7 +15,7 @@
   process of its own, for the fault soak's SIGKILL.
 - ``tls``: a throwaway CA, Mozilla-intermediate contexts, an HTTPS app, a man in the middle (notebook 09).
 - ``broker``: a throwaway redis-server; ``fanout``: a fan-out node (WebSockets, event streams, long polls) in a
-  process of its own; ``fdlimited``: an echo server in a process of its own, under a file-descriptor limit (10).
+  process of its own; ``fdlimited``: an echo server in a process of its own, under a file-descriptor limit (11).
 - ``http2``: an HTTP/2 server (prior knowledge) on the ``h2`` library, with its limits, and the same resources
   over HTTP/1.1; ``http3``: an HTTP/3 server on ``aioquic`` (QUIC, TLS 1.3, session tickets, 0-RTT), on a loop
   thread of its own (the HTTP/2 and HTTP/3 notebook, being built).

@@ -1,4 +1,4 @@
-"""A real Redis for notebook 10: found on the machine, started on loopback for one ``with`` block, stopped.
+"""A real Redis for notebook 11: found on the machine, started on loopback for one ``with`` block, stopped.
 
 ``find_redis_server()`` looks, in this order, for:
 

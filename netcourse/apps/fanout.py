@@ -1,4 +1,4 @@
-"""A WebSocket fan-out node, in a process of its own: notebook 10's scale-out.
+"""A WebSocket fan-out node, in a process of its own: notebook 11's scale-out.
 
     python -m netcourse.apps.fanout [--redis-port PORT] [--channel NAME]
 
@@ -15,7 +15,7 @@ A client publishes by sending a WebSocket TEXT message ``PUB <text>``:
 - with ``--redis-port``, the node PUBLISHes ``<text>`` on the channel of a Redis on 127.0.0.1, and every
   node delivers to its clients what its subscription to that channel receives (this node included).
 
-Lines on its standard input are commands (notebook 10's fail-over):
+Lines on its standard input are commands (notebook 11's fail-over):
 
 - ``DRAIN <seconds>``: a graceful drain. The node closes its WebSockets with 1001 Going Away, one after
   another with a pause of ``seconds`` / (its clients) after each, so that they move elsewhere a few at a
@@ -25,7 +25,7 @@ Lines on its standard input are commands (notebook 10's fail-over):
 
 If Redis goes away, a publish fails (the client's socket closes with 1011) and the subscription ends; the node
 says so on its standard error, tries again with a capped back-off, and once it has subscribed again prints
-``re-subscribed``. Messages published while it was away are gone: pub/sub keeps nothing (notebook 10).
+``re-subscribed``. Messages published while it was away are gone: pub/sub keeps nothing (notebook 11).
 """
 
 from __future__ import annotations

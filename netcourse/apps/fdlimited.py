@@ -1,4 +1,4 @@
-"""An echo server in a process of its own, under a file-descriptor limit: notebook 10's "one process, how many
+"""An echo server in a process of its own, under a file-descriptor limit: notebook 11's "one process, how many
 connections?".
 
     python -m netcourse.apps.fdlimited --max-files 64

@@ -1,4 +1,4 @@
-"""A crowd of WebSocket subscribers in a process of its own (notebook 10's fail-over and fan-out bench).
+"""A crowd of WebSocket subscribers in a process of its own (notebook 11's fail-over and fan-out bench).
 
     python -m netcourse.clients.crowd '{"ports": [A, B], "clients": 500, "fallback": C, "policy": "jitter",
                                         "base": 1.0, "seed": 7}'

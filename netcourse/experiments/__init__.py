@@ -3,7 +3,7 @@ A lesson's experiments never import another lesson's (a test checks it): what le
 ``clients``, ``apps`` or ``protocols``.
 
 - ``start_here`` (00), ``connections`` (01), ``transport`` (02), ``polling`` (03), ``heartbeats`` (04),
-  ``websockets`` (05), ``streaming`` (06), ``webhooks`` (07), ``offline`` (08), ``tls`` (09), ``choosing`` (10);
-  ``http2``: the HTTP/2 and HTTP/3 notebook, being built (issue 29).
+  ``websockets`` (05), ``streaming`` (06), ``webhooks`` (07), ``offline`` (08), ``tls`` (09), ``http2`` (10),
+  ``choosing`` (11).
 - ``registry``: the scenarios whose captures the course records and ships.
 """

@@ -174,8 +174,8 @@ def _redis() -> Check:
 
     binary, where = find_redis_server()
     if binary is None:
-        return Check("Redis", "WARN", f"{where}: notebook 10's scale-out shows its recorded run")
-    return Check("Redis", "OK", f"{where}: notebook 10's scale-out runs live")
+        return Check("Redis", "WARN", f"{where}: notebook 11's scale-out shows its recorded run")
+    return Check("Redis", "OK", f"{where}: notebook 11's scale-out runs live")
 
 
 def run_checks() -> Report:

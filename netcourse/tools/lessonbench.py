@@ -343,7 +343,7 @@ def http2_rows() -> list[tuple[str, str, str]]:
 
 
 def transport_rows() -> list[tuple[str, str, str]]:
-    """Notebook 10: one table, every transport on one workload; section 1's workload repeated five times (each
+    """Notebook 11: one table, every transport on one workload; section 1's workload repeated five times (each
     figure's median and range); the sweeps the notebook's knobs read; the fan-out through Redis to 1,000 and
     10,000 subscribers; a node with 1,000 clients killed or drained (saved in netcourse/measured/)."""
     from ..apps.broker import find_redis_server
@@ -368,7 +368,7 @@ def transport_rows() -> list[tuple[str, str, str]]:
     repeats = measure_repeats()
     for name, figures in spreads(repeats).items():
         lat, size, cpu = figures["p50_ms"], figures["bytes_per_msg"], figures["cpu_us_per_msg"]
-        rows.append((f"{name}: notebook 10's section 1, {repeats['runs']} runs (median, lowest–highest)",
+        rows.append((f"{name}: notebook 11's section 1, {repeats['runs']} runs (median, lowest–highest)",
                      f"p50 {lat.median:.1f} ms ({lat.low:.1f}–{lat.high:.1f}); {size.median:.0f} B/msg "
                      f"({size.low:.0f}–{size.high:.0f}); {cpu.median:.0f} µs CPU/msg ({cpu.low:.0f}–{cpu.high:.0f})",
                      "report"))
@@ -469,7 +469,7 @@ def sweep_rows(data: dict) -> list[tuple[str, str, str]]:
 
 
 def loss_rows() -> list[tuple[str, str, str]]:
-    """Every transport across the tap link at 0, 1 and 5 % loss (saved for notebook 10), or why not here."""
+    """Every transport across the tap link at 0, 1 and 5 % loss (saved for notebook 11), or why not here."""
     from ..experiments.choosing.loss import measure_loss
     from ..network.link import modes
 

@@ -5,5 +5,5 @@ test can call them directly.
 - generic: ``draw`` (colours, a figure, arrows), ``ladder`` (ladder diagrams), ``wire`` (bytes per layer, header
   fields, ports, overhead against rate, latency distributions);
 - per lesson: ``connections`` (01, 02), ``polling`` (03), ``heartbeats`` (04), ``streaming`` (06), ``webhooks``
-  (07), ``offline`` (08), ``tls`` (09), ``choosing`` (10).
+  (07), ``offline`` (08), ``tls`` (09), ``http2`` (10), ``choosing`` (11).
 """

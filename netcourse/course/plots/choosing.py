@@ -1,4 +1,4 @@
-"""Notebook 10's figures: every transport's cost, the sweeps, a client away and back, scale-out.
+"""Notebook 11's figures: every transport's cost, the sweeps, a client away and back, scale-out.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Notebook 10: choosing a transport. Every transport on one workload across the link and on loopback, the sweeps
+"""Notebook 11: choosing a transport. Every transport on one workload across the link and on loopback, the sweeps
 ``make bench`` measures, memory per held client, a decision table from the measurements, and scale-out.
 
 - ``harness``: the workload, a run's result, and what each transport's run shares;

@@ -1,4 +1,4 @@
-"""Notebook 10: the learner chooses. A prediction of the rate where short polling gets cheaper per message than an
+"""Notebook 11: the learner chooses. A prediction of the rate where short polling gets cheaper per message than an
 open WebSocket (checked against the stored rate sweep), and a question that asks for a transport for each of four
 workloads, with a diagnosis for each wrong pick (from the decision table and the measurements behind it).
 """

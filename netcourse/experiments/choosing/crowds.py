@@ -1,4 +1,4 @@
-"""Notebook 10, many subscribers: crowds of WebSocket clients in processes of their own, and the fan-out bench.
+"""Notebook 11, many subscribers: crowds of WebSocket clients in processes of their own, and the fan-out bench.
 
 - ``Crowd``: a ``clients.crowd`` process (a few hundred or thousand subscribers); ``finish()`` returns what
   each received, and when.

@@ -1,4 +1,4 @@
-"""Notebook 10: one message on the wire per push transport (captured), the exercises, and the decision table
+"""Notebook 11: one message on the wire per push transport (captured), the exercises, and the decision table
 built from the measurements of ``experiments.choosing``.
 """
 

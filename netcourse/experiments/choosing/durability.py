@@ -1,4 +1,4 @@
-"""Notebook 10: what the broker keeps, with a real ``redis-server``. A Stream survives a crash of Redis only with
+"""Notebook 11: what the broker keeps, with a real ``redis-server``. A Stream survives a crash of Redis only with
 its append-only file; pub/sub cuts off a *connected* subscriber that reads too slowly, at its output-buffer limit.
 
 - ``crash_the_broker(aof)``: entries added to a Stream, then Redis killed with SIGKILL (as a crash would) and

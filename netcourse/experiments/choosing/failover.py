@@ -1,4 +1,4 @@
-"""Notebook 10, a node lost: a thousand WebSocket clients on node A; A is killed, or drained; they move to B.
+"""Notebook 11, a node lost: a thousand WebSocket clients on node A; A is killed, or drained; they move to B.
 
 Two fan-out nodes (``scaleout.Node``) joined by Redis pub/sub; ``clients`` subscribers on node A, spread over
 ``processes`` crowd processes (``clients.crowd``: one Python process reads its sockets one after another),

@@ -1,4 +1,4 @@
-"""Notebook 10's harness: the workload every transport must deliver, a run's result, and the pieces each
+"""Notebook 11's harness: the workload every transport must deliver, a run's result, and the pieces each
 transport's run shares (an inbox of arrivals, the server thread's CPU, a client that goes away and comes back,
 the publisher).
 """

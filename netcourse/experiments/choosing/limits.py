@@ -1,4 +1,4 @@
-"""Notebook 10: one process, how many connections? Every connection a server holds is a file descriptor, and a
+"""Notebook 11: one process, how many connections? Every connection a server holds is a file descriptor, and a
 process may open only so many (``ulimit -n``; Linux's usual soft limit is 1,024). Past it, ``accept()`` fails
 with EMFILE ("Too many open files"), while the kernel goes on completing TCP handshakes into the listen queue:
 the client is connected, and nobody answers.

@@ -1,4 +1,4 @@
-"""Notebook 10: loss on every transport. The same workload across the tap link at 0, 1 and 5 % frame loss each
+"""Notebook 11: loss on every transport. The same workload across the tap link at 0, 1 and 5 % frame loss each
 way: the TCP transports deliver everything, late (a lost segment holds back every byte behind it until it is
 resent: head-of-line blocking, in the tail of their latency); UDP delivers on time or never.
 

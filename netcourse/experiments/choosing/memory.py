@@ -1,4 +1,4 @@
-"""Notebook 10: memory per held client, for each transport that holds one.
+"""Notebook 11: memory per held client, for each transport that holds one.
 """
 
 from __future__ import annotations

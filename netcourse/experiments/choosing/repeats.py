@@ -1,4 +1,4 @@
-"""Notebook 10: section 1's workload run several times by ``make bench``, each figure kept as a median with its
+"""Notebook 11: section 1's workload run several times by ``make bench``, each figure kept as a median with its
 range, so that a difference between two transports can be told from the difference between two runs.
 
 One run gives one sample of each figure (a median latency, bytes and CPU per message); the next run gives

@@ -1,4 +1,4 @@
-"""Notebook 10, scale-out: two server processes, without and with a broker (Redis) between them.
+"""Notebook 11, scale-out: two server processes, without and with a broker (Redis) between them.
 
 - ``Node``: a child process running ``python -m netcourse.apps.fanout`` (the course's WebSocket server, and
   the message log's long polls and event streams), on 127.0.0.1; it is stopped when the ``with`` block ends,

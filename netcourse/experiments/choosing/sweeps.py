@@ -1,4 +1,4 @@
-"""Notebook 10: the rate, clients, size and RTT sweeps measured by ``make bench`` and stored; the knobs read them.
+"""Notebook 11: the rate, clients, size and RTT sweeps measured by ``make bench`` and stored; the knobs read them.
 
 Every point is a steady state: Poisson arrivals for as long as each short poller asks 20 times (``POLLS``), the
 connections' set-up counted apart from the bytes per message once everyone is connected, and each point run

@@ -1,4 +1,4 @@
-"""Notebook 10: each transport delivering the workload across the link: short and long polling, SSE, WebSocket,
+"""Notebook 11: each transport delivering the workload across the link: short and long polling, SSE, WebSocket,
 raw TCP, UDP and webhooks, one function each; ``compare`` runs them all.
 """
 

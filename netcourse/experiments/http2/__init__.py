@@ -1,4 +1,4 @@
-"""The HTTP/2 and HTTP/3 notebook (being built, issue 29). The servers are ``apps.http2``; the client is
+"""Notebook 10: HTTP/2 and HTTP/3. The servers are ``apps.http2``; the client is
 ``clients.http2``; frames are read with ``protocols.h2frame``. One module per part:
 
 - ``pages``: thirty small resources over HTTP/1.1 (six connections) and HTTP/2 (one), across the link;
@@ -7,5 +7,7 @@
 - ``migration``: a NAT rebinding in the middle of a conversation: the TCP connection is reset, QUIC carries on;
 - ``streams``: seven event streams from one page: the seventh waits over HTTP/1.1, not over HTTP/2;
 - ``websockets``: opening a WebSocket over HTTP/1.1 (a new connection) and over HTTP/2 (a stream, RFC 8441);
-- ``quicwire``: QUIC's first flight captured: long headers, then short ones; decrypted with the key log by tshark.
+- ``quicwire``: QUIC's first flight captured: long headers, then short ones; decrypted with the key log by tshark;
+- ``frames``: one HTTP/2 connection captured and cut into frames; HPACK's dynamic table after each request;
+- ``questions``: the notebook's predictions and questions.
 """

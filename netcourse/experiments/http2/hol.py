@@ -28,7 +28,7 @@ from ...errors import LinkError
 from ...network.link import link
 from .pages import fetch_h1
 
-__all__ = ["Hol", "hol_run", "measure_hol", "load_hol", "OneLoss", "one_loss", "RECORDED", "LOSSES"]
+__all__ = ["Hol", "hol_run", "measure_hol", "load_hol", "hol_knob", "OneLoss", "one_loss", "RECORDED", "LOSSES"]
 
 RECORDED = Path(__file__).resolve().parents[2] / "measured" / "hol.json"
 LOSSES = (0.0, 0.01, 0.02, 0.05)
@@ -160,3 +160,13 @@ def one_loss(*, rtt_ms: float = 100.0, resources: int = 30, size: int = 10_000, 
         finally:
             h3.stop()
     return result
+
+
+def hol_knob(runs: list[Hol], loss: float = 0.02):
+    """The knob's picture: every resource's completion time per version at one of the stored losses."""
+    from ...course.plots.http2 import completion_under_loss
+
+    run = next((r for r in runs if abs(r.loss - loss) < 1e-9), None)
+    if run is None:
+        raise ValueError(f"no stored runs at {loss:.0%} loss; stored: {', '.join(f'{r.loss:.0%}' for r in runs)}")
+    return completion_under_loss(run)

@@ -20,10 +20,10 @@ from pathlib import Path
 from ...apps.http3 import H3Server
 from ...apps.tls import Pki
 from ...clients.http3 import fetch
-from ...errors import CaptureNotPermitted
 from ...protocols.quicpacket import QuicPacket, parse_datagram
 from ...runtime.waiting import run_async
-from ...traffic.sniffer import capture, capture_permitted
+from ...traffic.sniffer import capture
+from ..registry import scenario
 
 __all__ = ["Datagram", "FirstFlight", "first_flight"]
 
@@ -52,21 +52,36 @@ class FirstFlight:
     decrypted: bool  # tshark was here, and read the frames with the key log
 
     def __repr__(self) -> str:
-        return "\n".join(d.describe() for d in self.datagrams)
+        """The handshake's datagrams one by one; the rest (their order and ACKs follow timing) in one line."""
+        rest = self.datagrams[3:]
+        kinds = sorted({p.kind for d in rest for p in d.packets})
+        frames = sorted({f for d in rest for f in d.frames})
+        lines = [d.describe() for d in self.datagrams[:3]]
+        if rest:
+            lines.append(f"then {len(rest)} datagrams, each carrying {' or '.join(kinds)} packets only"
+                         + (f"; their frames: {', '.join(frames)}" if frames else ""))
+        if not self.decrypted:
+            lines.append("(tshark is not installed: the packet numbers and frames, which need the key log, are not shown)")
+        return "\n".join(lines)
 
 
+@scenario("quic_first_flight")
 def first_flight() -> FirstFlight:
-    """One HTTP/3 request on a fresh connection, captured and read; see the module's docstring."""
-    if not capture_permitted():
-        raise CaptureNotPermitted("capturing QUIC needs root or CAP_NET_RAW (the notebook shows a recording)")
+    """One HTTP/3 request on a fresh connection, captured and read; see the module's docstring. Without capture
+    rights, the course's recording of the same exchange (and the key log it wrote) is read instead."""
     with Pki() as pki, tempfile.TemporaryDirectory(prefix="netcourse-quic-") as folder:
         keylog = Path(folder) / "keys.txt"
-        with H3Server(pki) as server, capture(server.port, mode="live") as cap:
+        with H3Server(pki) as server, capture(server.port, scenario="quic_first_flight") as cap:
             with open(keylog, "w", encoding="ascii") as keys:
                 run_async(fetch("127.0.0.1", server.port, ["/r/first?size=1000"], cadata=pki.ca.cert_pem.bytes(),
                                 keylog=keys))
-        datagrams = _read(cap.packets, server.port)
-        decrypted = _decrypt(cap.packets, keylog, server.port, datagrams, Path(folder))
+            if cap.live:
+                cap.annotations["quic_keylog"] = keylog.read_text(encoding="ascii")
+        if not cap.live:
+            keylog.write_text(cap.annotations.get("quic_keylog", ""), encoding="ascii")
+        port = cap.server_ports[0]
+        datagrams = _read(cap.packets, port)
+        decrypted = _decrypt(cap.packets, keylog, port, datagrams, Path(folder))
     return FirstFlight(datagrams, decrypted)
 
 

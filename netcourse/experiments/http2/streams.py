@@ -37,7 +37,7 @@ class Streams:
 
     def __repr__(self) -> str:
         return "\n".join(f"{version:<8} over {self.connections[version]} connection(s): first events at "
-                         + ", ".join(f"{t * 1000:,.0f}" for t in times) + " ms"
+                         + ", ".join(f"{t * 1000:,.0f} ms" for t in times)
                          for version, times in self.first.items())
 
 
