@@ -313,7 +313,7 @@ def tls_rows() -> list[tuple[str, str, str]]:
 
 
 def http2_rows() -> list[tuple[str, str, str]]:
-    """The HTTP/2 and HTTP/3 notebook (being built): a page of 30 small resources over HTTP/1.1 and HTTP/2 at 100 ms
+    """Notebook 10 (HTTP/2 and HTTP/3): a page of 30 small resources over HTTP/1.1 and HTTP/2 at 100 ms
     and the first byte over TCP + TLS and QUIC, on each link this machine can run (the relay always; the tap link
     as root); as root, the page at 0, 1, 2 and 5 % loss over the three versions (stored for the notebook)."""
     from ..experiments.http2.handshakes import first_byte
