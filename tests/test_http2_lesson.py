@@ -15,7 +15,7 @@ from netcourse.experiments.http2.hol import LOSSES, hol_knob, load_hol
 from netcourse.experiments.http2.questions import (
     exercise_amplification,
     exercise_body_framing,
-    exercise_fresh_block,
+    exercise_path_bytes,
     exercise_tail_under_loss,
     predict_h1_page,
     predict_quic_first_byte,
@@ -60,33 +60,42 @@ def test_the_frame_and_hpack_questions_take_their_answers_from_the_capture(excha
     framing = exercise_body_framing(exchange)
     frames = [f for f in exchange.frames["S→C"] if f.stream == 3 and f.type == FrameType.DATA]
     assert framing.check(9 * len(frames)) and framing.check(f"{9 * len(frames)} B")
-    assert "END_STREAM" in repr(framing.check(9 * (len(frames) - 1)))
+    assert len(frames) == 2 and frames[-1].flags & 0x1  # END_STREAM rides the last DATA frame
+    assert "MAX_FRAME_SIZE" in repr(framing.check(9))
     assert "HEADERS" in repr(framing.check(9 * (len(frames) + 1)))
 
-    fresh = exercise_fresh_block(exchange)
-    # another way: the first request differs only by its :path, two characters longer; Huffman keeps that to 0-2 bytes
-    assert fresh.check(exchange.blocks[0].size - 1)
-    assert "table the first two requests filled" in repr(fresh.check(exchange.blocks[2].size))
-    assert "HTTP/1.1 lines" in repr(fresh.check(exchange.blocks[2].plain))
+    path = exercise_path_bytes(exchange)
+    # another way: replay the first two requests into an HPACK encoder, then encode the third's :path alone
+    import hpack
+
+    encoder = hpack.Encoder()
+    for block in exchange.blocks[:2]:
+        encoder.encode(block.fields)
+    alone = len(encoder.encode([(":path", PATHS[2])]))
+    assert path.check(alone) and alone == exchange.blocks[2].size - 4
+    assert "Huffman" in repr(path.check(len(PATHS[2])))
+    assert "one byte each too" in repr(path.check(exchange.blocks[2].size - 2))
 
 
-def test_the_amplification_question_counts_udp_payload_three_times():
-    flight = types.SimpleNamespace(datagrams=[types.SimpleNamespace(direction="C→S", size=1200),
-                                              types.SimpleNamespace(direction="S→C", size=1200)])
+def test_the_amplification_question_counts_what_the_server_had_left_of_three_times():
+    d = lambda way, size: types.SimpleNamespace(direction=way, size=size)  # noqa: E731
+    flight = types.SimpleNamespace(datagrams=[d("C→S", 1200), d("S→C", 1200), d("S→C", 900), d("C→S", 1200),
+                                              d("S→C", 500)])
     q = exercise_amplification(flight)
-    assert q.check(3600) and q.check("3,600 B")
-    assert "three times" in repr(q.check(1200)) and "UDP payload" in repr(q.check(3 * 1252))
+    assert q.check(3600 - 2100) and q.check("1,500 B")
+    assert "whole allowance" in repr(q.check(3600)) and "UDP payloads only" in repr(q.check(3 * 1228 - 2100))
 
 
 def test_the_loss_question_agrees_with_the_stored_runs_and_the_knob_draws_each_loss():
     when, runs = load_hol()
     assert "UTC" in when and [r.loss for r in runs] == list(LOSSES) and all(r.runs >= 5 for r in runs)
     at = {r.loss: r for r in runs}
-    growth = {v: at[0.02].quantile(v, 0.95) / at[0.0].quantile(v, 0.95) for v in at[0.0].done}
-    worst = "abc"[list(growth).index(max(growth, key=growth.get))]
+    growth = {v: at[0.05].quantile(v, 0.95) / at[0.0].quantile(v, 0.95) for v in ("HTTP/1.1", "HTTP/2")}
+    worst = "a" if growth["HTTP/1.1"] > growth["HTTP/2"] else "b"
     q = exercise_tail_under_loss(runs)
-    assert q.check(worst) and q.check(f"({worst.upper()})")
-    assert not q.check(next(x for x in "abc" if x != worst))
+    assert q.check(worst) and q.check(f"({worst.upper()})") and q.check({"a": "HTTP/1.1", "b": "HTTP/2"}[worst])
+    assert not q.check("b" if worst == "a" else "a") and "Measured" in repr(q.check("b" if worst == "a" else "a"))
+    assert "HTTP/3 is not one of the two" in repr(q.check("c"))
     for loss in LOSSES:
         assert isinstance(hol_knob(runs, loss), Figure)
     with pytest.raises(ValueError, match="no stored runs at 3%"):

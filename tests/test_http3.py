@@ -58,8 +58,8 @@ def test_on_the_link_quic_answers_in_two_round_trips_tcp_and_tls_in_three_and_0r
 def test_a_replayed_0rtt_request_is_served_again_only_when_tickets_can_be_reused():
     from netcourse.experiments.http2.handshakes import replay_early_data
 
-    reusable = replay_early_data(60, single_use=False, mode="relay")
-    single = replay_early_data(60, single_use=True, mode="relay")
+    runs = replay_early_data(60, mode="relay")
+    reusable, single = runs["reusable tickets"], runs["single-use tickets"]
     assert reusable["first use of the ticket"] < 1.5 and reusable["the same ticket again"] < 1.5  # replayed
     assert single["first use of the ticket"] < 1.5 and single["the same ticket again"] >= 1.8  # early data refused
 

@@ -62,6 +62,23 @@ def test_a_first_flight_captured_shows_the_handshake_in_long_headers_then_short_
     server_id = answer.packets[0].scid
     later = [d for d in flight.datagrams[2:] if d.direction == "C→S" and d.packets[-1].kind == "1-RTT"]
     assert later and later[-1].packets[-1].dcid == server_id  # the client now names the server's chosen ID
+    assert flight.decrypted and first.frames[0] == "CRYPTO" and first.numbers == [0]  # opened with the key log
+    assert any("HANDSHAKE_DONE" in d.frames for d in flight.datagrams if d.direction == "S→C")
+    assert [f for f in answer.frames if f.startswith("STREAM")] == ["STREAM 3", "STREAM 7", "STREAM 11"]  # H3, QPACK
     if shutil.which("tshark"):
-        assert flight.decrypted and "CRYPTO" in first.frames
-        assert any("HANDSHAKE_DONE" in d.frames for d in flight.datagrams if d.direction == "S→C")
+        assert flight.tshark_agrees  # Wireshark reads the same frames in every datagram with the same key log
+
+
+def test_frames_are_walked_as_rfc_9000_section_19_lays_them_out():
+    from netcourse.protocols.quicpacket import frame_names
+
+    ack = bytes([0x02, 0x05, 0x00, 0x00, 0x05])  # largest 5, delay 0, no extra ranges, first range 5
+    crypto = bytes([0x06, 0x00, 0x03]) + b"abc"  # offset 0, length 3
+    stream = bytes([0x0B, 0x04, 0x02]) + b"hi"  # STREAM with LEN (0x02) and FIN (0x01) on stream 4
+    new_cid = bytes([0x18, 0x01, 0x00, 0x04]) + b"\x01\x02\x03\x04" + bytes(16)
+    payload = ack + crypto + stream + new_cid + bytes([0x1E]) + bytes(5)
+    assert frame_names(payload) == ["ACK", "CRYPTO", "STREAM 4", "NEW_CONNECTION_ID", "HANDSHAKE_DONE", "PADDING"]
+    with pytest.raises(QuicPacketError, match="0x21"):
+        frame_names(bytes([0x21]))
+    with pytest.raises(QuicPacketError, match="runs past"):
+        frame_names(bytes([0x06, 0x00, 0x09]) + b"abc")

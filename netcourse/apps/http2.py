@@ -300,10 +300,13 @@ class _Connection:
                 await asyncio.wait_for(window.wait(), WRITE_TIMEOUT)
                 continue
             await self.room()  # no more than MAX_BUFFERED bytes queued for a client that reads slowly
-            self.h2.send_data(stream_id, bytes(view[:allowed]))
+            last = end and allowed == len(view)  # END_STREAM rides the last DATA frame, as servers do (§6.1)
+            self.h2.send_data(stream_id, bytes(view[:allowed]), end_stream=last)
             view = view[allowed:]
             await self.flush()
-        if end:
+            if last:
+                return
+        if end:  # an empty body: END_STREAM on an empty DATA frame
             self.h2.end_stream(stream_id)
             await self.flush()
 

@@ -4,6 +4,10 @@
 (1, 3, 5, ...), and reads the answers as they come, interleaved. It returns a ``Page``: when each answer
 ended, its status and size, and, read back from the bytes it sent with ``protocols.h2frame``, the size of
 each request's HEADERS frame (HPACK's dynamic table makes the second and later ones small, RFC 7541 §2.3).
+
+Like a browser, it opens HTTP/2's flow-control windows wide at the start (RFC 9113 §6.9.2): a stream may have
+``STREAM_WINDOW`` bytes in flight, the connection ``CONNECTION_WINDOW``. With the protocol's default of 65,535
+bytes for the whole connection, a page would be held to 64 KiB per round trip whatever TCP allowed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 
 from ..errors import NetcourseError
 from ..protocols.h2frame import FrameDecoder, FrameType
@@ -25,7 +30,10 @@ from ..protocols.wsframe import FrameDecoder as WsDecoder
 from ..protocols.wsframe import Opcode, close_payload
 from ..protocols.wsframe import encode as ws_encode
 
-__all__ = ["Page", "fetch", "websocket_echo"]
+__all__ = ["Page", "fetch", "websocket_echo", "STREAM_WINDOW", "CONNECTION_WINDOW"]
+
+STREAM_WINDOW = 6 * 1024 * 1024  # SETTINGS_INITIAL_WINDOW_SIZE: what Chrome announces
+CONNECTION_WINDOW = 15 * 1024 * 1024  # the connection's window after the first WINDOW_UPDATE (Chrome: about 15 MiB)
 
 
 @dataclass
@@ -80,7 +88,11 @@ async def fetch(host: str, port: int, paths: list[str], *, authority: str | None
             writer.write(data)
 
     try:
+        conn.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0})  # browsers no longer accept server push
         conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW - 65_535)  # WINDOW_UPDATE on stream 0 (§6.9)
         for path in paths:
             stream_id = conn.get_next_available_stream_id()
             streams[stream_id] = path

@@ -110,9 +110,12 @@ async def fetch(host: str, port: int, paths: list[str], *, cadata: bytes, server
 
 @contextlib.asynccontextmanager
 async def session(host: str, port: int, *, cadata: bytes, server_name: str = "localhost",
-                  timeout: float = 30.0) -> AsyncIterator[Callable[[list[str]], Awaitable[Page]]]:
-    """One HTTP/3 connection kept open: ``get = ...; page = await get(paths)`` as often as you like, all on it."""
+                  timeout: float = 30.0, quic_logger: Any = None) -> AsyncIterator[Callable[[list[str]], Awaitable[Page]]]:
+    """One HTTP/3 connection kept open: ``get = ...; page = await get(paths)`` as often as you like, all on it.
+    A ``quic_logger`` (aioquic's ``QuicLogger``) records every frame the client sends and receives (qlog)."""
     config = _configuration(cadata, server_name, timeout, None, None)
+    if quic_logger is not None:
+        config.quic_logger = quic_logger
     authority = f"{server_name}:{port}"
     try:
         async with connect(host, port, configuration=config, create_protocol=_Client) as client:

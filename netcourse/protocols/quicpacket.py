@@ -14,7 +14,8 @@ Everything after the header is encrypted, and so is the packet number itself (he
 Initial packets are encrypted too, but with keys derived from the client's first destination connection ID
 (RFC 9001 §5.2), which anyone can compute: their protection is against tampering, not against reading.
 
-``parse_datagram(data, short_dcid_length=8)`` returns the packets of one datagram.
+``parse_datagram(data, short_dcid_length=8)`` returns the packets of one datagram; ``frame_names(payload)``
+walks a decrypted packet's frames (§19) and names them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import QuicPacketError
 
-__all__ = ["QuicPacket", "parse_datagram", "varint", "LONG_TYPES", "QUIC_V1"]
+__all__ = ["QuicPacket", "parse_datagram", "frame_names", "varint", "LONG_TYPES", "QUIC_V1", "FRAME_TYPES"]
 
 QUIC_V1 = 0x0000_0001  # RFC 9000
 LONG_TYPES = {0: "Initial", 1: "0-RTT", 2: "Handshake", 3: "Retry"}  # §17.2, version 1
@@ -39,6 +40,10 @@ class QuicPacket:
         dcid, scid: destination and source connection IDs (a short header has no source ID).
         token: an Initial's token length (0 on a first Initial).
         size: bytes of this packet in the datagram, header included.
+        start: where the packet starts in its datagram.
+        number_at: where its (protected) packet number starts, counted from ``start``: what a receiver needs
+            to remove the header protection (RFC 9001 §5.4.2) and decrypt; 0 where there is none (Retry,
+            Version Negotiation).
     """
 
     kind: str
@@ -47,6 +52,8 @@ class QuicPacket:
     scid: bytes
     token: int
     size: int
+    start: int = 0
+    number_at: int = 0
 
     def describe(self) -> str:
         ids = f"DCID {self.dcid.hex()}" + (f" SCID {self.scid.hex()}" if self.kind != "1-RTT" else "")
@@ -91,7 +98,8 @@ def parse_datagram(data: bytes, short_dcid_length: int = 8) -> list[QuicPacket]:
             if not first & 0x40:
                 raise QuicPacketError("the fixed bit is 0: not a QUIC version 1 packet (RFC 9000 §17.3)")
             dcid = data[offset + 1: offset + 1 + short_dcid_length]
-            packets.append(QuicPacket("1-RTT", None, dcid, b"", 0, len(data) - start))
+            packets.append(QuicPacket("1-RTT", None, dcid, b"", 0, len(data) - start, start,
+                                      1 + short_dcid_length))
             break
         if offset + 5 > len(data):
             raise QuicPacketError("a long header shorter than its version field (RFC 9000 §17.2)")
@@ -99,11 +107,11 @@ def parse_datagram(data: bytes, short_dcid_length: int = 8) -> list[QuicPacket]:
         dcid, offset = _cid(data, offset + 5)
         scid, offset = _cid(data, offset)
         if version == 0:  # version negotiation: the rest lists versions (§17.2.1)
-            packets.append(QuicPacket("Version Negotiation", 0, dcid, scid, 0, len(data) - start))
+            packets.append(QuicPacket("Version Negotiation", 0, dcid, scid, 0, len(data) - start, start))
             break
         kind = LONG_TYPES[(first & 0x30) >> 4] if version == QUIC_V1 else f"type {(first & 0x30) >> 4}"
         if kind == "Retry":  # a token and an integrity tag to the end (§17.2.5)
-            packets.append(QuicPacket(kind, version, dcid, scid, len(data) - offset - 16, len(data) - start))
+            packets.append(QuicPacket(kind, version, dcid, scid, len(data) - offset - 16, len(data) - start, start))
             break
         token = 0
         if kind == "Initial":
@@ -112,8 +120,95 @@ def parse_datagram(data: bytes, short_dcid_length: int = 8) -> list[QuicPacket]:
         length, offset = varint(data, offset)
         if offset + length > len(data):
             raise QuicPacketError("a packet's Length runs past the datagram (RFC 9000 §17.2)")
+        number_at = offset - start
         offset += length
-        packets.append(QuicPacket(kind, version, dcid, scid, token, offset - start))
+        packets.append(QuicPacket(kind, version, dcid, scid, token, offset - start, start, number_at))
         if offset < len(data) and not data[offset] & 0x80 and all(b == 0 for b in data[offset:]):
             break  # padding after the last packet (an Initial datagram is padded to 1,200 bytes, §14.1)
     return packets
+
+
+FRAME_TYPES = {  # RFC 9000 §19 (and §12.4's table); 0x30-0x31 from RFC 9221
+    0x00: "PADDING", 0x01: "PING", 0x02: "ACK", 0x03: "ACK", 0x04: "RESET_STREAM", 0x05: "STOP_SENDING",
+    0x06: "CRYPTO", 0x07: "NEW_TOKEN", **{t: "STREAM" for t in range(0x08, 0x10)}, 0x10: "MAX_DATA",
+    0x11: "MAX_STREAM_DATA", 0x12: "MAX_STREAMS", 0x13: "MAX_STREAMS", 0x14: "DATA_BLOCKED",
+    0x15: "STREAM_DATA_BLOCKED", 0x16: "STREAMS_BLOCKED", 0x17: "STREAMS_BLOCKED", 0x18: "NEW_CONNECTION_ID",
+    0x19: "RETIRE_CONNECTION_ID", 0x1A: "PATH_CHALLENGE", 0x1B: "PATH_RESPONSE", 0x1C: "CONNECTION_CLOSE",
+    0x1D: "CONNECTION_CLOSE", 0x1E: "HANDSHAKE_DONE", 0x30: "DATAGRAM", 0x31: "DATAGRAM",
+}
+
+
+def _skip(data: bytes, offset: int, count: int) -> int:
+    if offset + count > len(data):
+        raise QuicPacketError("a frame runs past its packet's payload (RFC 9000 §12.4)")
+    return offset + count
+
+
+def _frame_end(kind: int, data: bytes, offset: int) -> int:
+    """Where the frame whose type ``kind`` was read just before ``offset`` ends (§19's layouts)."""
+    n = lambda at: varint(data, at)  # noqa: E731 - one value and the offset after it
+    if kind in (0x00, 0x01, 0x1E):  # PADDING, PING, HANDSHAKE_DONE: the type alone
+        return offset
+    if kind in (0x02, 0x03):  # ACK: largest, delay, range count, first range, ranges, [3 ECN counts]
+        _, offset = n(offset)
+        _, offset = n(offset)
+        ranges, offset = n(offset)
+        _, offset = n(offset)
+        for _ in range(2 * ranges + (3 if kind == 0x03 else 0)):
+            _, offset = n(offset)
+        return offset
+    if kind == 0x06 or kind == 0x07:  # CRYPTO: offset, length, data; NEW_TOKEN: length, token
+        if kind == 0x06:
+            _, offset = n(offset)
+        length, offset = n(offset)
+        return _skip(data, offset, length)
+    if 0x08 <= kind <= 0x0F:  # STREAM: id, [offset if 0x04], [length if 0x02, else to the end], data
+        _, offset = n(offset)
+        if kind & 0x04:
+            _, offset = n(offset)
+        if not kind & 0x02:
+            return len(data)
+        length, offset = n(offset)
+        return _skip(data, offset, length)
+    if kind in (0x04, 0x05, 0x11, 0x15):  # RESET_STREAM has three values, the others two
+        for _ in range(3 if kind == 0x04 else 2):
+            _, offset = n(offset)
+        return offset
+    if kind in (0x10, 0x12, 0x13, 0x14, 0x16, 0x17, 0x19):  # one value each
+        return n(offset)[1]
+    if kind == 0x18:  # NEW_CONNECTION_ID: sequence, retire prior to, length (1 byte), ID, 16-byte reset token
+        _, offset = n(offset)
+        _, offset = n(offset)
+        offset = _skip(data, offset, 1)
+        return _skip(data, offset, data[offset - 1] + 16)
+    if kind in (0x1A, 0x1B):  # PATH_CHALLENGE, PATH_RESPONSE: 8 bytes of data
+        return _skip(data, offset, 8)
+    if kind in (0x1C, 0x1D):  # CONNECTION_CLOSE: code, [frame type if 0x1c], reason length, reason
+        for _ in range(2 if kind == 0x1C else 1):
+            _, offset = n(offset)
+        length, offset = n(offset)
+        return _skip(data, offset, length)
+    if kind in (0x30, 0x31):  # DATAGRAM: [length if 0x31], data
+        if kind == 0x30:
+            return len(data)
+        length, offset = n(offset)
+        return _skip(data, offset, length)
+    raise QuicPacketError(f"frame type 0x{kind:02x} is not one RFC 9000 defines (§12.4: a FRAME_ENCODING_ERROR)")
+
+
+def frame_names(payload: bytes) -> list[str]:
+    """The frames of one decrypted packet payload, by name, in order (§12.4, §19); a STREAM frame with its stream
+    ID ("STREAM 3"). A run of PADDING bytes is one PADDING. Bytes that break a frame's layout raise
+    ``QuicPacketError``."""
+    names: list[str] = []
+    offset = 0
+    while offset < len(payload):
+        kind, offset = varint(payload, offset)
+        name = FRAME_TYPES.get(kind)
+        if name == "STREAM":
+            name = f"STREAM {varint(payload, offset)[0]}"
+        offset = _frame_end(kind, payload, offset)
+        if name == "PADDING" and names and names[-1] == "PADDING":
+            continue
+        names.append(name or f"0x{kind:02x}")
+    return names

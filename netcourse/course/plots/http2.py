@@ -86,7 +86,8 @@ def header_blocks(blocks: Sequence[Block], *, ax: Axes | None = None) -> Figure:
         ax.text(x - 0.2, b.plain, f"{b.plain}", ha="center", va="bottom", fontsize=8, color="#616161")
     ax.set_xticks(list(xs), [f"request {i + 1}\n(stream {b.stream})" for i, b in enumerate(blocks)], fontsize=9)
     ax.set_ylabel("bytes of request header")
-    ax.legend(fontsize=8, frameon=False, loc="upper right")
+    ax.set_ylim(0, max(b.plain for b in blocks) * 1.35)  # room for the legend above the bars
+    ax.legend(fontsize=8, frameon=False, loc="upper right", ncols=2)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
 

@@ -4,7 +4,7 @@ link, each resource's completion time recorded.
 TCP delivers bytes in order. When a segment is lost, everything after it on that connection waits for the
 retransmission, whichever stream it belongs to: on HTTP/2's one connection a single loss stalls every
 resource in flight, while HTTP/1.1's other five connections carry on. HTTP/3 runs its streams over QUIC,
-which delivers each stream in order but not the streams in order with each other (RFC 9000 §2.2): a lost
+which delivers each stream in order but not the streams in order with each other (RFC 9000 §2): a lost
 packet holds up only the streams whose data it carried.
 
 Loss needs the tap link: the relay carries a byte stream and cannot lose a TCP segment. ``measure_hol``

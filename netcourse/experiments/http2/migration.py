@@ -43,6 +43,7 @@ class Conversation:
     connections: int = 0
     server_saw: int = 0
     rebound_at: int = 0
+    path_frames: list[str] = field(default_factory=list)  # QUIC only: path validation frames, from the client's qlog
 
     @property
     def survived(self) -> bool:
@@ -52,6 +53,8 @@ class Conversation:
     def __repr__(self) -> str:
         failed = [f"request {i + 1}: {o}" for i, o in enumerate(self.outcomes) if o != "ok"]
         seen = f"; the server saw it from {self.server_saw} addresses" if self.server_saw else ""
+        if self.path_frames:
+            seen += f" ({', '.join(self.path_frames)})"
         return (f"{self.transport:<22} {self.outcomes.count('ok')}/{len(self.outcomes)} requests answered over "
                 f"{self.connections} connection{'s' if self.connections != 1 else ''}{seen}"
                 + (f" ({'; '.join(failed)})" if failed else "") + f": survived {'yes' if self.survived else 'no'}")
@@ -104,8 +107,11 @@ async def _tcp(host: str, port: int, net, requests: int, gap: float, rebind_afte
 
 
 async def _quic(host: str, port: int, cadata: bytes, net, requests: int, gap: float, rebind_after: int) -> Conversation:
+    from aioquic.quic.logger import QuicLogger
+
     result = Conversation("HTTP/3 over QUIC", rebound_at=rebind_after, connections=1)
-    async with session(host, port, cadata=cadata) as get:
+    logger = QuicLogger()
+    async with session(host, port, cadata=cadata, quic_logger=logger) as get:
         for i in range(requests):
             try:
                 ask = get([f"/r/{i}?size=1000"], wait=5)
@@ -114,7 +120,22 @@ async def _quic(host: str, port: int, cadata: bytes, net, requests: int, gap: fl
             except NetcourseError:
                 result.outcomes.append("no answer")
             await asyncio.sleep(gap)
+    result.path_frames = _path_frames(logger.to_dict())
     return result
+
+
+def _path_frames(qlog: dict) -> list[str]:
+    """The path-validation frames in the client's qlog (RFC 9000 §8.2): PATH_CHALLENGE received from the server
+    on the new path, PATH_RESPONSE sent back, in order."""
+    out = []
+    for trace in qlog.get("traces", []):
+        for event in trace.get("events", []):
+            way = {"transport:packet_received": "received", "transport:packet_sent": "sent"}.get(event.get("name"))
+            for frame in (event.get("data", {}).get("frames") or []) if way else []:
+                kind = frame.get("frame_type")
+                if kind in ("path_challenge", "path_response"):
+                    out.append(f"{kind.upper()} {way}")
+    return out
 
 
 def migration(rtt_ms: float = 50.0, requests: int = 10, gap: float = 0.05, rebind_after: int = 5) -> dict[str, Conversation]:

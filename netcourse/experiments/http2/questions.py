@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hpack
-
 from ...course.exercises import Exercise, Prediction
 from ...traffic.packets import C2S, S2C
 from .frames import Exchange
 from .pages import H1_CONNECTIONS
 
-__all__ = ["predict_h1_page", "predict_quic_first_byte", "exercise_body_framing", "exercise_fresh_block",
+__all__ = ["predict_h1_page", "predict_quic_first_byte", "exercise_body_framing", "exercise_path_bytes",
            "exercise_amplification", "exercise_tail_under_loss"]
 
 
@@ -71,88 +69,108 @@ def exercise_body_framing(exchange: Exchange) -> Exercise:
     """Bytes of frame header that stream 3's body cost, from the decoded capture."""
     data = [f for f in exchange.frames.get(S2C, []) if f.stream == 3 and f.name == "DATA"]
     answer = 9 * len(data)
-    carrying = [f for f in data if f.payload]
     body = sum(len(f.payload) for f in data)
     return Exercise(
         f"Stream 3 is app.js, {body:,} bytes. In your capture, how many bytes of HTTP/2 frame header did its body "
-        "cost on the wire (every DATA frame on stream 3 counts)?",
+        "cost on the wire?",
         answer=answer, unit="B", kind="capture", source=exchange,
         hint="Every frame starts with the same fixed-size header (RFC 9113 §4.1), and no DATA frame may be "
         "larger than the receiver's SETTINGS_MAX_FRAME_SIZE.",
-        recipe="Count stream 3's DATA frames in the S→C lines (exchange.lines('S→C')), the empty one with END_STREAM "
-        "too, and multiply by the header's 9 bytes.",
+        recipe="Count stream 3's DATA frames in the S→C lines (exchange.lines('S→C')) and multiply by the header's "
+        "9 bytes.",
         mistakes=[
-            (9 * len(carrying), "The server also sent an empty DATA frame with END_STREAM: it costs a header too."),
-            (9 * (len(data) + 1), "The HEADERS frame carries the answer's head, not its body: leave it out."),
+            (9, "One frame cannot carry it: the body is larger than the largest frame the client accepts "
+             "(MAX_FRAME_SIZE in its SETTINGS)."),
+            (answer + 9, "The HEADERS frame carries the answer's head, not its body: leave it out."),
             (len(data), "That is the number of frames; each header is 9 bytes."),
         ],
-        explanation=f"{len(data)} DATA frames × 9 bytes = {answer} bytes, on a {body:,}-byte body. The body is cut at "
-        "16,384 bytes, the default SETTINGS_MAX_FRAME_SIZE (§6.5.2) the client never raised; this is how other "
-        "streams' frames interleave with it instead of waiting behind it.",
+        explanation=f"{len(data)} DATA frames × 9 bytes = {answer} bytes on a {body:,}-byte body. The body is cut at "
+        "16,384 bytes, the default SETTINGS_MAX_FRAME_SIZE (§6.5.2), which the client never raised; this is how "
+        "other streams' frames can go between its pieces instead of waiting behind the whole body.",
     )
 
 
-def exercise_fresh_block(exchange: Exchange) -> Exercise:
-    """The third request's header block if it had been the first on its connection."""
+def exercise_path_bytes(exchange: Exchange) -> Exercise:
+    """How many bytes of the third request's header block carry its :path."""
     third = exchange.blocks[2]
-    answer = len(hpack.Encoder().encode(third.fields))
+    others = [n for n, _ in third.fields if n != ":path"]
+    answer = third.size - len(others)
+    path = dict(third.fields)[":path"]
     return Exercise(
-        f"In your capture the third request (stream {third.stream}) was sent as a small HPACK block. Had it been "
-        "the first request on a new connection (an empty dynamic table, the same encoder), how many bytes would "
-        "its header block have been? Within 2 bytes counts.",
-        answer=answer, unit="B", tolerance=2, kind="capture", source=exchange,
-        hint="What the third block could point at, the first one had to spell out. Compare the fields of the "
-        "first and third requests: which ones differ?",
-        recipe="hpack.Encoder().encode(exchange.blocks[2].fields) encodes them with a fresh table; or reason from "
-        "the first request's block: only the :path differs, and by two characters.",
+        f"In your capture, request 3 (stream {third.stream}) went out as a {third.size}-byte HPACK block for five "
+        "fields. How many of those bytes carry its :path?",
+        answer=answer, unit="B", kind="capture", source=exchange,
+        hint="Which of the five fields were already in a table, the static one or the one requests 1 and 2 filled? "
+        "A field found whole in a table is sent as its index.",
+        recipe="An indexed field is one byte here (RFC 7541 §6.1: a 7-bit index, and every index used is below "
+        "127). The four fields other than :path were in a table: the block's size minus 4.",
         mistakes=[
-            (third.size, "That is what it cost with the table the first two requests filled."),
-            (third.plain, "That is the fields written as HTTP/1.1 lines. HPACK still compresses a first request: "
-             "static-table indexes for :method and :scheme, and Huffman codes for the strings."),
+            (len(path), "That is the path's length in characters. On the wire it is Huffman-coded (§5.2), shorter, "
+             "and it needs a byte for its name's index and one for its length."),
+            (third.size, "That is the whole block; the other four fields cost a byte each."),
+            (third.size - 2, "Only :method and :scheme are in the static table; :authority and user-agent are in the "
+             "dynamic table since request 1, one byte each too."),
         ],
-        explanation=f"{answer} bytes fresh against {third.size} on the warm connection: :authority and user-agent "
-        "became one-byte references to the dynamic table (RFC 7541 §2.3.3), :method and :scheme are in the static "
-        "table from the start, and only the new :path is spelled out, Huffman-coded (§5.2).",
+        explanation=f"{third.size} − 4 = {answer} bytes: a byte naming the field (:path is in the static table, so "
+        "only its name is indexed), a length byte, and the Huffman-coded path, which is added to the dynamic table "
+        "for later requests (literal with incremental indexing, §6.2.1). A request that repeats a path costs one byte "
+        "for it.",
     )
 
 
 def exercise_amplification(flight) -> Exercise:
-    """How much the server may send before the client's address is validated (RFC 9000 §8.1)."""
-    first = next(d for d in flight.datagrams if d.direction == C2S)
-    answer = 3 * first.size
+    """The room the server had left under the anti-amplification limit (RFC 9000 §8.1) after its first flight."""
+    client = [i for i, d in enumerate(flight.datagrams) if d.direction == C2S]
+    first, second = client[0], client[1] if len(client) > 1 else len(flight.datagrams)
+    received = flight.datagrams[first].size
+    sent = sum(d.size for d in flight.datagrams[first:second] if d.direction == S2C)
+    answer = 3 * received - sent
     return Exercise(
-        "Before the client's address is validated, a QUIC server may send at most three times the bytes it has "
-        "received from that address (RFC 9000 §8.1). With only the client's first datagram received (in your "
-        "capture), how many bytes may the server send?",
+        "Until the client's address is validated, a QUIC server may send at most three times the bytes it has "
+        "received from that address (RFC 9000 §8.1). In your capture, after the server's answer to the client's "
+        "first datagram, how many more bytes could it have sent before it had to wait for the client?",
         answer=answer, unit="B", kind="capture", source=flight,
-        hint="The limit counts what arrived in UDP payloads, and the client's first datagram is padded on purpose.",
-        recipe="The first C→S line's size, times 3.",
+        hint="The limit counts the UDP payload received so far; subtract what the server has already spent of it.",
+        recipe="3 × the first C→S datagram's size, minus the sizes of the S→C datagrams before the client's second "
+        "one.",
         mistakes=[
-            (first.size, "That is one times: the limit is three times what the server received."),
-            (3 * 1252, "Count the UDP payload only, not the IP and UDP headers."),
+            (3 * received, "That is the whole allowance; the server had already sent part of it."),
+            (3 * (received + 28) - sent, "Count UDP payloads only, not the IP and UDP headers (20 + 8 bytes)."),
+            (2 * received - sent, "Three times what was received, not twice."),
         ],
-        explanation=f"3 × {first.size:,} = {answer:,} bytes. The padding to 1,200 bytes (§14.1) is what makes this "
-        "room: a forger who sends a small spoofed Initial cannot make the server flood its victim with much more.",
+        explanation=f"3 × {received:,} − {sent:,} = {answer:,} bytes. Here the whole handshake fitted in one "
+        "datagram; a server with a long certificate chain can hit the limit and must wait for the client's next "
+        "datagram. The client's padding to 1,200 bytes (§14.1) is what gives it room: a forger who sends a small "
+        "spoofed Initial cannot make the server flood its victim with much more.",
     )
 
 
-def exercise_tail_under_loss(runs: list) -> Exercise:
-    """Which version's slow tail (p95) grew most from no loss to 2 % loss, in the stored runs."""
+_VERSION_LETTERS = {"http/1.1": "a", "http1.1": "a", "http/2": "b", "http2": "b", "h2": "b"}
+
+
+def exercise_tail_under_loss(runs: list, loss: float = 0.05) -> Exercise:
+    """Of the two TCP versions, whose slow tail (p95) grew more from no loss to ``loss``, in the stored runs."""
     at = {round(r.loss, 3): r for r in runs}
-    growth = {v: at[0.02].quantile(v, 0.95) / at[0.0].quantile(v, 0.95) for v in at[0.0].done}
-    answer = max(growth, key=growth.get)
-    letters = dict(zip("abc", growth))
-    pick = next(k for k, v in letters.items() if v == answer)
-    worded = "; ".join(f"{v} × {g:.1f}" for v, g in growth.items())
+    growth = {v: at[round(loss, 3)].quantile(v, 0.95) / at[0.0].quantile(v, 0.95) for v in ("HTTP/1.1", "HTTP/2")}
+    answer = "a" if growth["HTTP/1.1"] > growth["HTTP/2"] else "b"
+    worded = " and ".join(f"{v}'s by × {g:.1f}" for v, g in growth.items())
+
+    def letter(text: str) -> str:
+        text = text.strip().lower().strip("().")
+        return _VERSION_LETTERS.get(text, text)
+
     return Exercise(
-        "Predict before you look at the figure: from no loss to 2 % loss, whose slowest 5 % of resources (p95) "
-        "slows down the most, as a ratio to its own p95 without loss? (a) HTTP/1.1 (b) HTTP/2 (c) HTTP/3. "
-        "Then check against the measured runs.",
-        answer=pick, normalise=lambda s: s.strip().lower().strip("()"),
-        hint="One TCP connection delivers bytes in order whichever stream they belong to; QUIC delivers each "
-        "stream in order, not the streams. Then ask how quickly each implementation recovers from a loss.",
-        recipe="Compare runs[...].quantile(version, 0.95) at loss 0.02 with loss 0.0 for each version.",
-        mistakes=[(k, f"Measured: {worded}.") for k in letters if k != pick][:2],
-        explanation=f"Measured p95 growth: {worded}. Theory says HTTP/2 suffers most (every stream waits for a "
-        "lost segment on its one connection) and HTTP/3 least. The section below says why this run may disagree.",
+        f"Predict, then check against the measured runs: from no loss to {loss:.0%} loss, whose slowest 5 % of resources "
+        "(p95) slows down more, as a ratio to its own p95 without loss: (a) HTTP/1.1 on six connections or (b) "
+        "HTTP/2 on one?",
+        answer=answer, normalise=letter,
+        hint="A lost segment holds up every byte behind it on its connection. How many resources are behind it "
+        "on one connection, and how many on one of six?",
+        recipe=f"For each version, its p95 in the run at {loss:.0%} loss over its p95 without loss: "
+        "run.quantile(version, 0.95).",
+        mistakes=[("a" if answer == "b" else "b", f"Measured: {worded}."),
+                  ("c", "HTTP/3 is not one of the two choices here; it comes after the figure.")],
+        explanation=f"Measured: {worded}. "
+        + ("On one connection a loss stalls every stream behind it: head-of-line blocking at the transport."
+           if answer == "b" else "Here the six connections' tail grew more: see the notes below the figure."),
     )
