@@ -125,3 +125,27 @@ def test_a_key_log_is_readable_by_its_owner_only(tmp_path):
     with Pki() as pki, H3Server(pki, keylog=keylog) as server:
         run_async(fetch("127.0.0.1", server.port, ["/r/a"], cadata=pki.ca.cert_pem.bytes()))
     assert stat.S_IMODE(os.stat(keylog).st_mode) == 0o600 and "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in keylog.read_text()
+
+
+def test_a_webtransport_session_echoes_a_datagram_and_a_stream_and_a_connect_elsewhere_is_refused():
+    from netcourse.clients.http3 import webtransport_echo
+
+    with Pki() as pki, H3Server(pki) as server:
+        cadata = pki.ca.cert_pem.bytes()
+        steps = run_async(webtransport_echo("127.0.0.1", server.port, cadata=cadata, text=b"ping 1"))
+        assert list(steps) == ["QUIC handshake", "session open (CONNECT, 200)", "datagram echoed", "stream echoed"]
+        assert sorted(steps.values()) == list(steps.values())
+        with pytest.raises(NetcourseError, match="refused the WebTransport session.*404"):
+            run_async(webtransport_echo("127.0.0.1", server.port, cadata=cadata, path="/elsewhere"))
+
+
+@pytest.mark.slow
+@retried()
+def test_on_the_link_each_webtransport_step_costs_one_round_trip():
+    from netcourse.experiments.http2.webtransport import webtransport
+
+    run = webtransport(60, mode="relay")
+    steps = list(run.steps)
+    for before, step in zip(steps, steps[1:]):
+        extra = run.round_trips(step) - run.round_trips(before)
+        assert 0.8 < extra < 1.6, (step, extra)

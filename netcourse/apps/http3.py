@@ -18,6 +18,12 @@ an answer that fails resets its stream with H3_INTERNAL_ERROR (RFC 9114 §8.1) a
 log (``keylog``) is created readable by its owner only (0600), never through a symlink. No address validation
 (Retry, RFC 9000 §8.1.2): it would add a round trip to every handshake this notebook measures.
 
+WebTransport (draft-ietf-webtrans-http3, as aioquic implements it): an extended CONNECT to ``/wt`` with
+``:protocol: webtransport`` opens a session (200); on it, the server echoes each bidirectional stream's bytes
+back on the same stream, and each HTTP/3 datagram (RFC 9297, over QUIC DATAGRAM frames, RFC 9221) as a
+datagram. At most ``MAX_SESSIONS`` sessions a connection; echoes count against the same ``BUDGET``; a CONNECT
+for anything else is refused (404, or 400 for another protocol).
+
 The server runs on an event loop in a thread of its own (``runtime.loopthread``), listed and stopped like
 every server.
 """
@@ -34,14 +40,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
 from aioquic.h3.connection import H3_ALPN, H3Connection
-from aioquic.h3.events import HeadersReceived
+from aioquic.h3.events import DatagramReceived, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
 
 from ..errors import ServerStartError
 from ..runtime.loopthread import LoopThread
 
-__all__ = ["H3Server", "IDLE_TIMEOUT", "MAX_SIZE", "MAX_CONNECTIONS", "BUDGET"]
+__all__ = ["H3Server", "IDLE_TIMEOUT", "MAX_SIZE", "MAX_CONNECTIONS", "BUDGET", "MAX_SESSIONS"]
 
 IDLE_TIMEOUT = 30.0
 MAX_SIZE = 256 * 1024
@@ -49,6 +55,8 @@ MAX_TICKETS = 1000
 MAX_CONNECTIONS = 32
 BUDGET = 4 << 20  # bytes a connection may be answered in BUDGET_WINDOW seconds (aioquic queues what it is given)
 BUDGET_WINDOW = 10.0
+MAX_SESSIONS = 4  # WebTransport sessions on one connection
+MAX_DATAGRAM = 1200  # the largest QUIC DATAGRAM frame accepted (RFC 9221 §3: max_datagram_frame_size)
 H3_INTERNAL_ERROR, H3_REQUEST_REJECTED, H3_MESSAGE_ERROR = 0x0102, 0x010B, 0x010E  # RFC 9114 §8.1
 QUIC_CONNECTION_REFUSED = 0x2  # RFC 9000 §20.1
 _RESOURCE = re.compile(r"^/r/[A-Za-z0-9._-]{1,64}$")
@@ -68,6 +76,7 @@ class _H3Protocol(QuicConnectionProtocol):
         self.addresses: set[tuple] = set()
         self.answered: set[int] = set()
         self.sent: list[tuple[float, int]] = []  # (when, bytes) of recent answers
+        self.sessions: set[int] = set()  # WebTransport sessions: the CONNECT streams' IDs
         if self.seen is not None:
             self.seen.append(self.addresses)
         if self.live is not None:
@@ -85,7 +94,7 @@ class _H3Protocol(QuicConnectionProtocol):
         if isinstance(event, ConnectionTerminated) and self.live is not None:
             self.live.discard(self)
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
-            self.h3 = H3Connection(self._quic)
+            self.h3 = H3Connection(self._quic, enable_webtransport=True)
         if self.h3 is None:
             return
         try:
@@ -93,6 +102,9 @@ class _H3Protocol(QuicConnectionProtocol):
         except Exception:  # aioquic refused what the client sent: it closes the connection itself
             return
         for h3_event in h3_events:
+            if isinstance(h3_event, (WebTransportStreamDataReceived, DatagramReceived)):
+                self._echo(h3_event)
+                continue
             if isinstance(h3_event, HeadersReceived) and h3_event.stream_id not in self.answered:
                 self.answered.add(h3_event.stream_id)  # a second HEADERS (trailers) is not a second request
                 try:
@@ -105,8 +117,41 @@ class _H3Protocol(QuicConnectionProtocol):
         self.sent = [(t, n) for t, n in self.sent if t > now - BUDGET_WINDOW]
         return BUDGET - sum(n for _, n in self.sent)
 
+    def _echo(self, event: WebTransportStreamDataReceived | DatagramReceived) -> None:
+        """Send a WebTransport stream's bytes back on it, or a datagram back as a datagram, within the budget."""
+        session = event.session_id if isinstance(event, WebTransportStreamDataReceived) else event.stream_id
+        now = time.monotonic()
+        if session not in self.sessions or len(event.data) > self._budget_left(now):
+            if isinstance(event, WebTransportStreamDataReceived):
+                self._quic.reset_stream(event.stream_id, H3_REQUEST_REJECTED)
+            return  # a datagram is unreliable by nature: one dropped is within its contract
+        self.sent.append((now, len(event.data)))
+        if isinstance(event, DatagramReceived):
+            self.h3.send_datagram(session, event.data)
+        elif event.stream_id % 4 == 0:  # client-initiated bidirectional: echo on the same stream
+            self._quic.send_stream_data(event.stream_id, event.data, end_stream=event.stream_ended)
+
+    def _open_session(self, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        """An extended CONNECT (RFC 9220 §3, as for WebSockets): 200 opens a WebTransport session on this stream."""
+        protocol = headers.get(b":protocol", b"")
+        path = headers.get(b":path", b"")
+        if protocol != b"webtransport":
+            status = b"400"
+        elif path != b"/wt":
+            status = b"404"
+        elif len(self.sessions) >= MAX_SESSIONS:
+            status = b"429"
+        else:
+            self.sessions.add(stream_id)
+            self.h3.send_headers(stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02"),
+                                             (b"server", b"netcourse")])
+            return
+        self.h3.send_headers(stream_id, [(b":status", status), (b"server", b"netcourse")], end_stream=True)
+
     def _answer(self, stream_id: int, headers: dict[bytes, bytes]) -> None:
         method = headers.get(b":method", b"").decode("latin-1")
+        if method == "CONNECT":
+            return self._open_session(stream_id, headers)
         parts = urlsplit(headers.get(b":path", b"").decode("latin-1"))
         if method != "GET":
             status, body = 405, b"only GET here\n"
@@ -160,7 +205,8 @@ class H3Server:
         return self._background.running
 
     def _configuration(self) -> QuicConfiguration:
-        config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, idle_timeout=IDLE_TIMEOUT)
+        config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, idle_timeout=IDLE_TIMEOUT,
+                                   max_datagram_frame_size=MAX_DATAGRAM)
         cert, key = self.pki.directory / "h3-server.pem", self.pki.directory / "h3-server.key"
         self.pki.server.cert_chain_pems[0].write_to_path(cert)
         self.pki.server.private_key_pem.write_to_path(key)

@@ -17,14 +17,14 @@ from typing import IO, Any
 
 from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.h3.connection import H3_ALPN, H3Connection
-from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import QuicEvent
+from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 from ..errors import NetcourseError
 from .http2 import Page
 
-__all__ = ["fetch", "session"]
+__all__ = ["fetch", "session", "webtransport_echo"]
 
 
 class _Client(QuicConnectionProtocol):
@@ -132,3 +132,86 @@ async def session(host: str, port: int, *, cadata: bytes, server_name: str = "lo
             yield get
     except ConnectionError as exc:
         raise NetcourseError(f"the QUIC connection was refused or lost ({exc!r})") from exc
+
+
+class _WebTransportClient(QuicConnectionProtocol):
+    """HTTP/3 with WebTransport switched on; every HTTP/3 event goes to ``events`` and wakes ``arrived``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.h3 = H3Connection(self._quic, enable_webtransport=True)
+        self.events: list = []
+        self.arrived = asyncio.Event()
+        self.own_streams: dict[int, bytearray] = {}  # WebTransport streams this client opened: what came back
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived) and event.stream_id in self.own_streams:
+            # the answer on a stream this client opened is the application's bytes, not HTTP/3 frames (aioquic's
+            # H3Connection knows only the streams the peer opens as WebTransport's), so it is read here
+            self.own_streams[event.stream_id] += event.data
+            if event.end_stream:
+                self.events.append(event)
+        else:
+            self.events.extend(self.h3.handle_event(event))
+        self.arrived.set()
+
+    def open_session(self, authority: str, path: str = "/wt") -> int:
+        """Send the extended CONNECT that asks for a WebTransport session; its stream ID names the session."""
+        session = self._quic.get_next_available_stream_id()
+        self.h3.send_headers(session, [(b":method", b"CONNECT"), (b":scheme", b"https"),
+                                       (b":authority", authority.encode()), (b":path", path.encode()),
+                                       (b":protocol", b"webtransport")])
+        self.transmit()
+        return session
+
+    def send_on_new_stream(self, session: int, data: bytes) -> int:
+        """Open a bidirectional WebTransport stream in ``session``, send ``data`` on it and end it."""
+        stream = self.h3.create_webtransport_stream(session)
+        self.own_streams[stream] = bytearray()
+        self._quic.send_stream_data(stream, data, end_stream=True)
+        self.transmit()
+        return stream
+
+    async def until(self, test: Callable[[Any], bool], wait: float) -> Any:
+        """The first event that passes ``test``, waiting ``wait`` seconds at most."""
+        async with asyncio.timeout(wait):
+            while True:
+                found = next((e for e in self.events if test(e)), None)
+                if found is not None:
+                    return found
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def webtransport_echo(host: str, port: int, *, cadata: bytes, server_name: str = "localhost",
+                            text: bytes = b"hello", path: str = "/wt", timeout: float = 10.0) -> dict[str, float]:
+    """Open a QUIC connection, a WebTransport session on it (extended CONNECT to /wt), then send ``text`` as one
+    datagram and on one bidirectional stream, each echoed by the server: seconds from the start until the
+    handshake, the session's 200, the datagram's echo and the stream's echo, one after the other."""
+    config = _configuration(cadata, server_name, timeout, None, None)
+    config.max_datagram_frame_size = 1200
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            async with connect(host, port, configuration=config, create_protocol=_WebTransportClient) as client:
+                times["QUIC handshake"] = time.perf_counter() - start
+                session = client.open_session(f"{server_name}:{port}", path)
+                head = await client.until(lambda e: isinstance(e, HeadersReceived) and e.stream_id == session, timeout)
+                if dict(head.headers).get(b":status") != b"200":
+                    raise NetcourseError(f"the server refused the WebTransport session: {dict(head.headers)!r}")
+                times["session open (CONNECT, 200)"] = time.perf_counter() - start
+                client.h3.send_datagram(session, text)
+                client.transmit()
+                await client.until(lambda e: isinstance(e, DatagramReceived) and e.data == text, timeout)
+                times["datagram echoed"] = time.perf_counter() - start
+                stream = client.send_on_new_stream(session, text)
+                await client.until(lambda e: isinstance(e, StreamDataReceived) and e.stream_id == stream, timeout)
+                if bytes(client.own_streams[stream]) != text:
+                    raise NetcourseError(f"the stream echoed {bytes(client.own_streams[stream])!r}, not {text!r}")
+                times["stream echoed"] = time.perf_counter() - start
+    except (TimeoutError, asyncio.TimeoutError):
+        raise NetcourseError(f"WebTransport: no answer within {timeout:g} s (so far: {times})") from None
+    except ConnectionError as exc:
+        raise NetcourseError(f"the QUIC connection failed: {exc}") from exc
+    return times

@@ -8,6 +8,7 @@
 - ``streams``: seven event streams from one page: the seventh waits over HTTP/1.1, not over HTTP/2;
 - ``websockets``: opening a WebSocket over HTTP/1.1 (a new connection) and over HTTP/2 (a stream, RFC 8441);
 - ``quicwire``: QUIC's first flight captured: long headers, then short ones; decrypted with the key log by tshark;
+- ``webtransport``: a WebTransport session over HTTP/3, a datagram and a stream echoed, across the link;
 - ``frames``: one HTTP/2 connection captured and cut into frames; HPACK's dynamic table after each request;
 - ``questions``: the notebook's predictions and questions.
 """
