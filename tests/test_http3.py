@@ -149,3 +149,18 @@ def test_on_the_link_each_webtransport_step_costs_one_round_trip():
     for before, step in zip(steps, steps[1:]):
         extra = run.round_trips(step) - run.round_trips(before)
         assert 0.8 < extra < 1.6, (step, extra)
+
+
+def test_too_many_bytes_on_one_stream_close_the_connection_with_excessive_load(monkeypatch):
+    """aioquic buffers an HTTP/3 frame whole and widens its windows as data comes: the server counts what each
+    stream brought and closes a connection past the limit, with a reason the client reports."""
+    from netcourse.apps import http3 as app
+    from netcourse.clients.http3 import webtransport_echo
+
+    monkeypatch.setattr(app, "MAX_STREAM_IN", 200)
+    with Pki() as pki, H3Server(pki) as server:
+        with pytest.raises(NetcourseError, match="closed the QUIC connection: error 0x107.*more than 200 bytes"):
+            run_async(webtransport_echo("127.0.0.1", server.port, cadata=pki.ca.cert_pem.bytes(), text=b"x" * 500))
+        assert not server._background.errors  # nothing raised inside the server's loop
+    with pytest.raises(ValueError, match="1 to 1,000 bytes"):
+        run_async(webtransport_echo("127.0.0.1", 9, cadata=b"", text=b"x" * 1001))

@@ -12,8 +12,11 @@ Limits: at most ``MAX_CONNECTIONS`` QUIC connections at once (one more is closed
 RFC 9000 §20.1); aioquic's own per connection (at most 128 bidirectional streams, flow control of 1 MiB per
 connection and per stream, a handshake's 3× anti-amplification limit, RFC 9000 §8.1); an idle timeout of
 ``IDLE_TIMEOUT`` s; at most ``MAX_SIZE`` bytes an answer and ``BUDGET`` bytes answered to one connection in
-``BUDGET_WINDOW`` s, past which it gets 503 (aioquic queues a whole answer at once, whatever the client's
-window: this bounds what a client that never acknowledges can pin); a stream answered once, trailers ignored;
+``BUDGET_WINDOW`` s and ``LIFETIME_BUDGET`` in its life, past which it gets 503 (aioquic queues a whole answer at
+once, whatever the client's window: this bounds what a client that never acknowledges can pin; every answer or
+echo costs at least ``MIN_CHARGE``); at most ``MAX_STREAM_IN`` bytes received on one stream (aioquic buffers an
+HTTP/3 frame whole, and grows its flow-control windows as data arrives) and ``MAX_REQUESTS`` streams in a
+connection's life, past which it is closed with H3_EXCESSIVE_LOAD; a stream answered once, trailers ignored;
 an answer that fails resets its stream with H3_INTERNAL_ERROR (RFC 9114 §8.1) and spares the others. The key
 log (``keylog``) is created readable by its owner only (0600), never through a symlink. No address validation
 (Retry, RFC 9000 §8.1.2): it would add a round trip to every handshake this notebook measures.
@@ -21,8 +24,10 @@ log (``keylog``) is created readable by its owner only (0600), never through a s
 WebTransport (draft-ietf-webtrans-http3, as aioquic implements it): an extended CONNECT to ``/wt`` with
 ``:protocol: webtransport`` opens a session (200); on it, the server echoes each bidirectional stream's bytes
 back on the same stream, and each HTTP/3 datagram (RFC 9297, over QUIC DATAGRAM frames, RFC 9221) as a
-datagram. At most ``MAX_SESSIONS`` sessions a connection; echoes count against the same ``BUDGET``; a CONNECT
-for anything else is refused (404, or 400 for another protocol).
+datagram. At most ``MAX_SESSIONS`` sessions a connection (a session ends with its stream); echoes count
+against the same budgets; a datagram may carry ``MAX_DATAGRAM`` bytes, so that its echo fits one packet; an echo
+that cannot be sent (a stream the client reset) is dropped; a CONNECT for anything else is refused (404, or 400
+for another protocol).
 
 The server runs on an event loop in a thread of its own (``runtime.loopthread``), listed and stopped like
 every server.
@@ -42,7 +47,7 @@ from aioquic.asyncio import QuicConnectionProtocol, serve
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DatagramReceived, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent
+from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamDataReceived, StreamReset
 
 from ..errors import ServerStartError
 from ..runtime.loopthread import LoopThread
@@ -55,9 +60,13 @@ MAX_TICKETS = 1000
 MAX_CONNECTIONS = 32
 BUDGET = 4 << 20  # bytes a connection may be answered in BUDGET_WINDOW seconds (aioquic queues what it is given)
 BUDGET_WINDOW = 10.0
+LIFETIME_BUDGET = 32 << 20  # bytes a connection may be answered or echoed in its whole life
+MIN_CHARGE = 64  # what an echo or an answer costs the budget at least (an empty one is not free)
+MAX_STREAM_IN = 256 * 1024  # bytes a client may send on one stream (aioquic buffers an HTTP/3 frame until it ends)
+MAX_REQUESTS = 10_000  # streams (requests, sessions, WebTransport streams) in a connection's life
 MAX_SESSIONS = 4  # WebTransport sessions on one connection
-MAX_DATAGRAM = 1200  # the largest QUIC DATAGRAM frame accepted (RFC 9221 §3: max_datagram_frame_size)
-H3_INTERNAL_ERROR, H3_REQUEST_REJECTED, H3_MESSAGE_ERROR = 0x0102, 0x010B, 0x010E  # RFC 9114 §8.1
+MAX_DATAGRAM = 1100  # the largest QUIC DATAGRAM frame accepted (RFC 9221 §3), so that its echo fits a packet
+H3_INTERNAL_ERROR, H3_EXCESSIVE_LOAD, H3_REQUEST_REJECTED, H3_MESSAGE_ERROR = 0x0102, 0x0107, 0x010B, 0x010E  # §8.1
 QUIC_CONNECTION_REFUSED = 0x2  # RFC 9000 §20.1
 _RESOURCE = re.compile(r"^/r/[A-Za-z0-9._-]{1,64}$")
 _BODY = b"x" * MAX_SIZE
@@ -74,9 +83,13 @@ class _H3Protocol(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self.h3: H3Connection | None = None
         self.addresses: set[tuple] = set()
-        self.answered: set[int] = set()
-        self.sent: list[tuple[float, int]] = []  # (when, bytes) of recent answers
+        self.answered: set[int] = set()  # request and session streams (a WebTransport echo never writes to them)
+        self.sent: collections.deque[tuple[float, int]] = collections.deque()  # (when, bytes) of recent answers
+        self.sent_recent = 0  # their sum
+        self.sent_total = 0  # every byte answered or echoed, the connection's life long
         self.sessions: set[int] = set()  # WebTransport sessions: the CONNECT streams' IDs
+        self.received: dict[int, int] = {}  # bytes received per stream (open streams)
+        self.streams_seen = 0
         if self.seen is not None:
             self.seen.append(self.addresses)
         if self.live is not None:
@@ -90,6 +103,27 @@ class _H3Protocol(QuicConnectionProtocol):
             self.addresses.add(tuple(addr[:2]))
         super().datagram_received(data, addr)
 
+    def _too_much(self, event: QuicEvent) -> str:
+        """Why this stream event breaks a limit ("" if it does not): bytes on one stream, streams in all."""
+        if isinstance(event, StreamReset):
+            self.sessions.discard(event.stream_id)  # a session whose stream is reset is over
+            self.received.pop(event.stream_id, None)
+            return ""
+        if not isinstance(event, StreamDataReceived):
+            return ""
+        if event.stream_id not in self.received:
+            self.streams_seen += 1
+        total = self.received.get(event.stream_id, 0) + len(event.data)
+        self.received[event.stream_id] = total
+        if event.end_stream:
+            self.received.pop(event.stream_id, None)
+            self.sessions.discard(event.stream_id)  # the client ended its session's stream: the session is over
+        if total > MAX_STREAM_IN:
+            return f"more than {MAX_STREAM_IN:,} bytes on one stream"
+        if self.streams_seen > MAX_REQUESTS:
+            return f"more than {MAX_REQUESTS:,} streams on one connection"
+        return ""
+
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ConnectionTerminated) and self.live is not None:
             self.live.discard(self)
@@ -97,13 +131,23 @@ class _H3Protocol(QuicConnectionProtocol):
             self.h3 = H3Connection(self._quic, enable_webtransport=True)
         if self.h3 is None:
             return
+        why = self._too_much(event)
+        if why:
+            self._quic.close(error_code=H3_EXCESSIVE_LOAD, reason_phrase=why)
+            self.transmit()
+            return
         try:
             h3_events = self.h3.handle_event(event)
-        except Exception:  # aioquic refused what the client sent: it closes the connection itself
+        except Exception:  # not aioquic's own refusal (it closes the connection itself): close, and say so
+            self._quic.close(error_code=H3_INTERNAL_ERROR, reason_phrase="the server failed on this input")
+            self.transmit()
             return
         for h3_event in h3_events:
             if isinstance(h3_event, (WebTransportStreamDataReceived, DatagramReceived)):
-                self._echo(h3_event)
+                try:
+                    self._echo(h3_event)
+                except Exception:  # a stream the client reset or stopped: the echo has nowhere to go
+                    pass
                 continue
             if isinstance(h3_event, HeadersReceived) and h3_event.stream_id not in self.answered:
                 self.answered.add(h3_event.stream_id)  # a second HEADERS (trailers) is not a second request
@@ -114,21 +158,34 @@ class _H3Protocol(QuicConnectionProtocol):
         self.transmit()
 
     def _budget_left(self, now: float) -> int:
-        self.sent = [(t, n) for t, n in self.sent if t > now - BUDGET_WINDOW]
-        return BUDGET - sum(n for _, n in self.sent)
+        """Bytes this connection may still be sent now: the window's budget, and its life's."""
+        while self.sent and self.sent[0][0] <= now - BUDGET_WINDOW:
+            self.sent_recent -= self.sent.popleft()[1]
+        return min(BUDGET - self.sent_recent, LIFETIME_BUDGET - self.sent_total)
+
+    def _charge(self, now: float, size: int) -> None:
+        cost = max(size, MIN_CHARGE)
+        self.sent.append((now, cost))
+        self.sent_recent += cost
+        self.sent_total += cost
 
     def _echo(self, event: WebTransportStreamDataReceived | DatagramReceived) -> None:
-        """Send a WebTransport stream's bytes back on it, or a datagram back as a datagram, within the budget."""
+        """Send a WebTransport stream's bytes back on it, or a datagram back as a datagram, within the budget.
+        Only a session's datagrams and the client's own bidirectional WebTransport streams are echoed."""
         session = event.session_id if isinstance(event, WebTransportStreamDataReceived) else event.stream_id
+        stream = event.stream_id if isinstance(event, WebTransportStreamDataReceived) else None
+        bidirectional = isinstance(event, WebTransportStreamDataReceived) and event.stream_id % 4 == 0
         now = time.monotonic()
-        if session not in self.sessions or len(event.data) > self._budget_left(now):
-            if isinstance(event, WebTransportStreamDataReceived):
+        if (session not in self.sessions or stream in self.answered
+                or max(len(event.data), MIN_CHARGE) > self._budget_left(now)):
+            if bidirectional and stream not in self.answered:
                 self._quic.reset_stream(event.stream_id, H3_REQUEST_REJECTED)
             return  # a datagram is unreliable by nature: one dropped is within its contract
-        self.sent.append((now, len(event.data)))
         if isinstance(event, DatagramReceived):
+            self._charge(now, len(event.data))
             self.h3.send_datagram(session, event.data)
-        elif event.stream_id % 4 == 0:  # client-initiated bidirectional: echo on the same stream
+        elif bidirectional:  # echo on the same stream
+            self._charge(now, len(event.data))
             self._quic.send_stream_data(event.stream_id, event.data, end_stream=event.stream_ended)
 
     def _open_session(self, stream_id: int, headers: dict[bytes, bytes]) -> None:
@@ -159,10 +216,10 @@ class _H3Protocol(QuicConnectionProtocol):
             raw = parse_qs(parts.query).get("size", ["2000"])[-1]
             size = min(int(raw), MAX_SIZE) if raw.isascii() and raw.isdigit() and len(raw) < 9 else 2000
             now = time.monotonic()
-            if size > self._budget_left(now):
+            if max(size, MIN_CHARGE) > self._budget_left(now):
                 status, body = 503, b"this connection asked for too much at once: try again shortly\n"
             else:
-                self.sent.append((now, size))
+                self._charge(now, size)
                 status, body = 200, _BODY[:size]
         else:
             status, body = 404, b"not found\n"

@@ -19,7 +19,7 @@ from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import QuicEvent, StreamDataReceived
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 
 from ..errors import NetcourseError
 from .http2 import Page
@@ -145,10 +145,13 @@ class _WebTransportClient(QuicConnectionProtocol):
         self.own_streams: dict[int, bytearray] = {}  # WebTransport streams this client opened: what came back
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, (ConnectionTerminated, StreamReset)):
+            self.events.append(event)  # the end of the connection or of a stream: ``until`` fails at once
         if isinstance(event, StreamDataReceived) and event.stream_id in self.own_streams:
             # the answer on a stream this client opened is the application's bytes, not HTTP/3 frames (aioquic's
             # H3Connection knows only the streams the peer opens as WebTransport's), so it is read here
-            self.own_streams[event.stream_id] += event.data
+            if len(self.own_streams[event.stream_id]) + len(event.data) <= 65_536:  # a hostile server's flood, cut
+                self.own_streams[event.stream_id] += event.data
             if event.end_stream:
                 self.events.append(event)
         else:
@@ -179,6 +182,13 @@ class _WebTransportClient(QuicConnectionProtocol):
                 found = next((e for e in self.events if test(e)), None)
                 if found is not None:
                     return found
+                ended = next((e for e in self.events if isinstance(e, (ConnectionTerminated, StreamReset))), None)
+                if isinstance(ended, ConnectionTerminated):
+                    raise NetcourseError(f"the server closed the QUIC connection: error 0x{ended.error_code:x} "
+                                         f"({ended.reason_phrase or 'no reason given'})")
+                if isinstance(ended, StreamReset):
+                    raise NetcourseError(f"the server reset stream {ended.stream_id} (error 0x{ended.error_code:x})")
+                del self.events[:-64]  # what nobody waits for is not kept
                 self.arrived.clear()
                 await self.arrived.wait()
 
@@ -188,8 +198,10 @@ async def webtransport_echo(host: str, port: int, *, cadata: bytes, server_name:
     """Open a QUIC connection, a WebTransport session on it (extended CONNECT to /wt), then send ``text`` as one
     datagram and on one bidirectional stream, each echoed by the server: seconds from the start until the
     handshake, the session's 200, the datagram's echo and the stream's echo, one after the other."""
+    if not 1 <= len(text) <= 1000:
+        raise ValueError("text is 1 to 1,000 bytes: a datagram and its echo must fit one QUIC packet")
     config = _configuration(cadata, server_name, timeout, None, None)
-    config.max_datagram_frame_size = 1200
+    config.max_datagram_frame_size = 1100
     times: dict[str, float] = {}
     start = time.perf_counter()
     try:
@@ -211,7 +223,8 @@ async def webtransport_echo(host: str, port: int, *, cadata: bytes, server_name:
                     raise NetcourseError(f"the stream echoed {bytes(client.own_streams[stream])!r}, not {text!r}")
                 times["stream echoed"] = time.perf_counter() - start
     except (TimeoutError, asyncio.TimeoutError):
-        raise NetcourseError(f"WebTransport: no answer within {timeout:g} s (so far: {times})") from None
+        raise NetcourseError(f"WebTransport: no answer within {timeout:g} s (so far: {list(times)}); a lost "
+                             "datagram is not sent again, by design") from None
     except ConnectionError as exc:
         raise NetcourseError(f"the QUIC connection failed: {exc}") from exc
     return times
